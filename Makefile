@@ -1,0 +1,73 @@
+# Two commands on a fresh machine:  `make dev` (install + start the local stack)  and  `make test`.
+SHELL := /bin/bash
+PYTHON_VERSION := 3.12
+# The runtime's Python: pyenv's 3.12 if present, else any python3.12 on PATH.
+PY312 := $(shell (command -v pyenv >/dev/null && pyenv root >/dev/null 2>&1 && \
+	ls -d "$$(pyenv root)"/versions/3.12*/bin/python3.12 2>/dev/null | sort -V | tail -n1) || command -v python3.12)
+VENV := .venv
+SAMVENV := .venv-sam
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SAMSTAMP := $(SAMVENV)/.installed
+export AWS_DEFAULT_REGION ?= us-east-1
+export SAM_CLI_TELEMETRY := 0
+
+.PHONY: dev test test-fast lint format invoke bench install install-sam events validate admin clean
+
+$(STAMP): requirements-dev.txt layers/core/requirements.txt
+	@if [ -z "$(PY312)" ]; then echo "error: Python $(PYTHON_VERSION) is required (the Lambda runtime is python3.12)." \
+	  "Install it (e.g. 'pyenv install 3.12') and retry." >&2; exit 1; fi
+	@test -x $(PY) && $(PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' || \
+	  { rm -rf $(VENV); "$(PY312)" -m venv $(VENV); }
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements-dev.txt
+	@touch $@
+
+# aws-sam-cli pins its own boto3 and pydantic, so it gets a tool virtualenv of its own.
+$(SAMSTAMP): requirements-sam.txt
+	@test -x $(SAMVENV)/bin/python || "$(PY312)" -m venv $(SAMVENV)
+	$(SAMVENV)/bin/pip install -q --upgrade pip
+	$(SAMVENV)/bin/pip install -q -r requirements-sam.txt
+	@touch $@
+
+install: $(STAMP)
+install-sam: $(SAMSTAMP)
+
+## Install everything and start the local stack (moto + Graph emulator + gateway), seeded with a demo user.
+dev: install
+	$(PY) -m local.stack
+
+## Install everything and run the whole test suite (unit, service, e2e, template checks, ruff).
+test: install install-sam
+	SAM_BIN=$(abspath $(SAMVENV))/bin/sam $(PY) -m pytest -q
+
+## The quick loop: skip the slow suites.
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+lint: install
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
+
+validate: install install-sam
+	$(SAMVENV)/bin/sam validate --lint && $(VENV)/bin/cfn-lint template.yaml
+
+## Docker-free stand-in for `sam local invoke`: make invoke FN=<LogicalId> [EVENT=events/<file>.json]
+invoke: install
+	$(PY) -m local.invoke $(FN) $(if $(EVENT),-e $(EVENT))
+
+## Regenerate events/ from template.yaml
+events: install
+	$(PY) -m local.gen_events
+
+## Admin CLI against the running local stack, e.g. make admin ARGS="create-user --with-key"
+admin: install
+	@eval "$$($(PY) -m local.env)" && $(PY) -m calbot.admin $(ARGS)
+
+bench: install
+	$(PY) bench/cold_start.py
+
+clean:
+	rm -rf $(VENV) $(SAMVENV) .local .pytest_cache .ruff_cache .aws-sam
