@@ -1,0 +1,1 @@
+"""calbot core: everything the Lambda handlers share (models, store, vault, providers, services)."""

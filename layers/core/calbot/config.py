@@ -1,0 +1,57 @@
+"""Settings parsed from the environment once per cold start.
+
+The same code runs deployed and locally: only these values differ. AWS endpoints come from boto3's own
+`AWS_ENDPOINT_URL` handling, provider base URLs from the variables below.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+from pydantic import BaseModel, Field
+
+
+class Settings(BaseModel):
+    stage: str = "dev"
+    table_name: str
+    ssm_prefix: str = Field(pattern=r"^/[A-Za-z0-9_.\-/]+$")
+    schedule_group: str = ""
+    public_base_url: str = ""
+    bot_api_url: str = ""
+    connection_limit: int = Field(default=200, ge=1)
+    graph_base_url: str = "https://graph.microsoft.com/v1.0"
+    ms_login_base_url: str = "https://login.microsoftonline.com"
+    # Graph allows 10,080 minutes for Outlook event subscriptions; ask a little less so clock skew
+    # between us and Graph never makes the request exceed the maximum.
+    subscription_lifetime_minutes: int = Field(default=10070, ge=45)
+    http_timeout_seconds: float = 10.0
+    # Longest Retry-After we are willing to sleep inside one Lambda invocation.
+    max_retry_after_seconds: float = 20.0
+
+
+ENV_NAMES = {
+    "stage": "STAGE",
+    "table_name": "TABLE_NAME",
+    "ssm_prefix": "SSM_PREFIX",
+    "schedule_group": "SCHEDULE_GROUP",
+    "public_base_url": "PUBLIC_BASE_URL",
+    "bot_api_url": "BOT_API_URL",
+    "connection_limit": "CONNECTION_LIMIT",
+    "graph_base_url": "GRAPH_BASE_URL",
+    "ms_login_base_url": "MS_LOGIN_BASE_URL",
+    "subscription_lifetime_minutes": "SUBSCRIPTION_LIFETIME_MINUTES",
+    "http_timeout_seconds": "HTTP_TIMEOUT_SECONDS",
+    "max_retry_after_seconds": "MAX_RETRY_AFTER_SECONDS",
+}
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    values = {field: os.environ[env] for field, env in ENV_NAMES.items() if os.environ.get(env, "") != ""}
+    return Settings.model_validate(values)
+
+
+def reset_settings() -> None:
+    """Forget the cached settings (tests that change the environment)."""
+    get_settings.cache_clear()

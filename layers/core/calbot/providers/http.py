@@ -1,0 +1,85 @@
+"""Outbound HTTP to providers: timeouts, retries that honour Retry-After, request counting."""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import requests
+
+from calbot.providers.base import ProviderUnavailable
+
+RETRY_STATUSES = {429, 500, 502, 503, 504}
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After is either delta-seconds or an HTTP-date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class ProviderHttp:
+    """A requests.Session wrapper; one per provider, shared across invocations for keep-alive."""
+
+    def __init__(
+        self,
+        *,
+        timeout: float = 10.0,
+        max_attempts: int = 4,
+        max_retry_after: float = 20.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.timeout = timeout
+        self.max_attempts = max_attempts
+        self.max_retry_after = max_retry_after
+        self.sleep = sleep
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = "calbot/1.0"
+        self._count_lock = threading.Lock()
+        self.requests_made = 0
+
+    def _backoff(self, attempt: int) -> float:
+        return min(8.0, 0.25 * (2 ** (attempt - 1))) * (0.5 + random.random() / 2)
+
+    def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        """Send with retries on 429/5xx/timeouts; return the last response (the caller maps errors).
+
+        Raises ProviderUnavailable when the provider cannot be reached at all, or asks us to wait
+        longer than we may inside one invocation.
+        """
+        kwargs.setdefault("timeout", self.timeout)
+        for attempt in range(1, self.max_attempts + 1):
+            with self._count_lock:
+                self.requests_made += 1
+            try:
+                resp = self.session.request(method, url, **kwargs)
+            except (requests.ConnectionError, requests.Timeout) as err:
+                if attempt == self.max_attempts:
+                    raise ProviderUnavailable(
+                        f"The provider did not answer ({type(err).__name__})."
+                    ) from None
+                self.sleep(self._backoff(attempt))
+                continue
+            if resp.status_code not in RETRY_STATUSES or attempt == self.max_attempts:
+                return resp
+            wait = parse_retry_after(resp.headers.get("Retry-After"))
+            if wait is not None and wait > self.max_retry_after:
+                raise ProviderUnavailable(
+                    f"The provider is throttling; retry after {int(wait)} s.",
+                    status=resp.status_code,
+                    retry_after=wait,
+                )
+            self.sleep(wait if wait is not None else self._backoff(attempt))
+        raise AssertionError("unreachable")

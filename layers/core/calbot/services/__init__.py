@@ -1,0 +1,1 @@
+"""Business rules: each module is one capability, callable without HTTP."""

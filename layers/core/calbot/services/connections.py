@@ -1,0 +1,28 @@
+"""Reading connections: GET /calendar/connections and /calendar/connections/{provider}/{account_id}."""
+
+from __future__ import annotations
+
+from calbot import store
+from calbot.config import get_settings
+from calbot.errors import not_found
+from calbot.models import ConnectionList, ConnectionPath, ConnectionView
+
+
+def list_connections(user_id: str) -> ConnectionList:
+    grouped: dict[str, list[ConnectionView]] = {"outlook": [], "google": []}
+    conns = sorted(store.list_connections(user_id), key=lambda c: (c.provider, c.created_at, c.key))
+    for conn in conns:
+        grouped[conn.provider].append(ConnectionView.of(conn))
+    return ConnectionList(connections=grouped, total=len(conns), limit=get_settings().connection_limit)
+
+
+def get_connection(user_id: str, path: ConnectionPath) -> ConnectionView:
+    conn = store.get_connection(user_id, path.provider, path.account_id)
+    if conn is None:
+        raise not_found(
+            "connection_not_found",
+            f"No {path.provider} connection for {path.account_id}.",
+            provider=path.provider,
+            account_id=path.account_id,
+        )
+    return ConnectionView.of(conn)

@@ -1,0 +1,369 @@
+"""Single-table DynamoDB access: the only module that talks to DynamoDB.
+
+Key layout (PK / SK):
+  USER#<u> / PROFILE                     user, with connection_count (the 200-limit is enforced here)
+  APIKEY#<sha256(key)> / APIKEY          api key -> user (GSI1: USER#<u>#APIKEYS / key_id)
+  USER#<u> / CONN#<provider>#<account>   connection record (no token material)
+  SUB#<subscription id> / SUB            subscription -> user/account, clientState hash, expiry
+                                         (GSI2, sparse and sharded: SUBEXP#<shard> / <expiry>#<id>)
+  LOCK#<name> / LOCK                     short-lived mutex with a TTL
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+from calbot import aws
+from calbot.config import get_settings
+from calbot.models import ApiKeyRecord, Connection, Subscription, User, account_key
+from calbot.timeutil import iso_z, now
+
+_ser = TypeSerializer()
+_deser = TypeDeserializer()
+SUB_EXPIRY_SHARDS = 8
+
+
+class ConnectionExists(Exception):
+    pass
+
+
+class ConnectionLimitReached(Exception):
+    pass
+
+
+class LockBusy(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------------------------------
+# low-level helpers
+
+
+def _table() -> str:
+    return get_settings().table_name
+
+
+def _plain(value: Any) -> Any:
+    """DynamoDB numbers come back as Decimal; give pydantic ints/floats."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def to_item(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: _ser.serialize(v) for k, v in data.items()}
+
+
+def from_item(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: _plain(_deser.deserialize(v)) for k, v in item.items()}
+
+
+def _strip_keys(data: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: v
+        for k, v in data.items()
+        if k not in {"PK", "SK", "GSI1PK", "GSI1SK", "GSI2PK", "GSI2SK", "GSI3PK", "GSI3SK", "ttl", "kind"}
+    }
+
+
+def _get(pk: str, sk: str, *, consistent: bool = True) -> dict[str, Any] | None:
+    resp = aws.dynamodb().get_item(
+        TableName=_table(), Key=to_item({"PK": pk, "SK": sk}), ConsistentRead=consistent
+    )
+    item = resp.get("Item")
+    return from_item(item) if item else None
+
+
+def _query(**kwargs: Any) -> Iterator[dict[str, Any]]:
+    kwargs = {"TableName": _table(), **kwargs}
+    while True:
+        resp = aws.dynamodb().query(**kwargs)
+        for item in resp.get("Items", []):
+            yield from_item(item)
+        if "LastEvaluatedKey" not in resp:
+            return
+        kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+
+def _is_conditional_failure(err: ClientError) -> bool:
+    return err.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+def batch_write(puts: Iterable[dict[str, Any]] = (), deletes: Iterable[tuple[str, str]] = ()) -> int:
+    """Write items in batches of 25, retrying unprocessed items with backoff. Returns items written."""
+    requests = [{"PutRequest": {"Item": to_item(p)}} for p in puts]
+    requests += [{"DeleteRequest": {"Key": to_item({"PK": pk, "SK": sk})}} for pk, sk in deletes]
+    written = 0
+    for start in range(0, len(requests), 25):
+        pending = {_table(): requests[start : start + 25]}
+        delay = 0.05
+        while pending:
+            resp = aws.dynamodb().batch_write_item(RequestItems=pending)
+            pending = resp.get("UnprocessedItems") or {}
+            if pending:
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        written += len(requests[start : start + 25])
+    return written
+
+
+# --------------------------------------------------------------------------------------------------
+# users and api keys
+
+
+def user_pk(user_id: str) -> str:
+    return f"USER#{user_id}"
+
+
+def put_user(user: User) -> None:
+    data = user.model_dump(mode="json")
+    aws.dynamodb().put_item(
+        TableName=_table(),
+        Item=to_item({"PK": user_pk(user.user_id), "SK": "PROFILE", "kind": "user", **data}),
+        ConditionExpression="attribute_not_exists(PK)",
+    )
+
+
+def get_user(user_id: str) -> User | None:
+    data = _get(user_pk(user_id), "PROFILE")
+    return User.model_validate(_strip_keys(data)) if data else None
+
+
+def hash_api_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def put_api_key(record: ApiKeyRecord) -> None:
+    aws.dynamodb().put_item(
+        TableName=_table(),
+        Item=to_item(
+            {
+                "PK": f"APIKEY#{record.key_hash}",
+                "SK": "APIKEY",
+                "kind": "apikey",
+                "GSI1PK": f"USER#{record.user_id}#APIKEYS",
+                "GSI1SK": record.key_id,
+                **record.model_dump(mode="json"),
+            }
+        ),
+        ConditionExpression="attribute_not_exists(PK)",
+    )
+
+
+def get_api_key(key_hash: str) -> ApiKeyRecord | None:
+    # Eventually consistent is fine: a key is readable long before anyone uses it, and revocation
+    # removes the item.
+    data = _get(f"APIKEY#{key_hash}", "APIKEY", consistent=False)
+    return ApiKeyRecord.model_validate(_strip_keys(data)) if data else None
+
+
+def list_api_keys(user_id: str) -> list[ApiKeyRecord]:
+    items = _query(
+        IndexName="GSI1",
+        KeyConditionExpression="GSI1PK = :pk",
+        ExpressionAttributeValues=to_item({":pk": f"USER#{user_id}#APIKEYS"}),
+    )
+    return [ApiKeyRecord.model_validate(_strip_keys(i)) for i in items]
+
+
+def delete_api_key(key_hash: str) -> bool:
+    try:
+        aws.dynamodb().delete_item(
+            TableName=_table(),
+            Key=to_item({"PK": f"APIKEY#{key_hash}", "SK": "APIKEY"}),
+            ConditionExpression="attribute_exists(PK)",
+        )
+    except ClientError as err:
+        if _is_conditional_failure(err):
+            return False
+        raise
+    return True
+
+
+# --------------------------------------------------------------------------------------------------
+# connections
+
+
+def conn_sk(provider: str, account_id: str) -> str:
+    return f"CONN#{provider}#{account_key(account_id)}"
+
+
+def _conn_item(conn: Connection) -> dict[str, Any]:
+    return {
+        "PK": user_pk(conn.user_id),
+        "SK": conn_sk(conn.provider, conn.account_id),
+        "kind": "connection",
+        **conn.model_dump(mode="json"),
+    }
+
+
+def get_connection(user_id: str, provider: str, account_id: str) -> Connection | None:
+    data = _get(user_pk(user_id), conn_sk(provider, account_id))
+    return Connection.model_validate(_strip_keys(data)) if data else None
+
+
+def list_connections(user_id: str, provider: str | None = None) -> list[Connection]:
+    prefix = f"CONN#{provider}#" if provider else "CONN#"
+    items = _query(
+        KeyConditionExpression="PK = :pk AND begins_with(SK, :sk)",
+        ConsistentRead=True,
+        ExpressionAttributeValues=to_item({":pk": user_pk(user_id), ":sk": prefix}),
+    )
+    return [Connection.model_validate(_strip_keys(i)) for i in items]
+
+
+def create_connection(conn: Connection, *, limit: int) -> None:
+    """Insert a new connection and count it against the user's limit in one transaction.
+
+    Raises ConnectionExists when (provider, account) is already connected and ConnectionLimitReached
+    when the user is at `limit`; both checks are atomic with the write, so concurrent connects cannot
+    exceed the limit or create a duplicate.
+    """
+    try:
+        aws.dynamodb().transact_write_items(
+            TransactItems=[
+                {
+                    "Put": {
+                        "TableName": _table(),
+                        "Item": to_item(_conn_item(conn)),
+                        "ConditionExpression": "attribute_not_exists(PK)",
+                    }
+                },
+                {
+                    "Update": {
+                        "TableName": _table(),
+                        "Key": to_item({"PK": user_pk(conn.user_id), "SK": "PROFILE"}),
+                        "UpdateExpression": "SET connection_count = if_not_exists(connection_count, :zero)"
+                        " + :one",
+                        "ConditionExpression": "attribute_not_exists(connection_count)"
+                        " OR connection_count < :limit",
+                        "ExpressionAttributeValues": to_item({":zero": 0, ":one": 1, ":limit": limit}),
+                    }
+                },
+            ]
+        )
+    except ClientError as err:
+        if err.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+            raise
+        reasons = [r.get("Code") for r in err.response.get("CancellationReasons", [])]
+        if reasons and reasons[0] == "ConditionalCheckFailed":
+            raise ConnectionExists from err
+        if len(reasons) > 1 and reasons[1] == "ConditionalCheckFailed":
+            raise ConnectionLimitReached from err
+        raise
+
+
+def save_connection(conn: Connection) -> None:
+    """Overwrite an existing connection record (it must exist: a replace never resurrects a deleted one)."""
+    try:
+        aws.dynamodb().put_item(
+            TableName=_table(), Item=to_item(_conn_item(conn)), ConditionExpression="attribute_exists(PK)"
+        )
+    except ClientError as err:
+        if _is_conditional_failure(err):
+            raise KeyError("connection no longer exists") from err
+        raise
+
+
+def count_connections(user_id: str) -> int:
+    user = get_user(user_id)
+    return user.connection_count if user else 0
+
+
+# --------------------------------------------------------------------------------------------------
+# subscriptions
+
+
+def _sub_item(sub: Subscription) -> dict[str, Any]:
+    shard = int(hashlib.sha256(sub.id.encode()).hexdigest(), 16) % SUB_EXPIRY_SHARDS
+    return {
+        "PK": f"SUB#{sub.id}",
+        "SK": "SUB",
+        "kind": "subscription",
+        "GSI2PK": f"SUBEXP#{shard}",
+        "GSI2SK": f"{iso_z(sub.expires_at)}#{sub.id}",
+        **sub.model_dump(mode="json"),
+    }
+
+
+def put_subscriptions(subs: Iterable[Subscription]) -> int:
+    return batch_write(puts=[_sub_item(s) for s in subs])
+
+
+def delete_subscriptions(ids: Iterable[str]) -> int:
+    return batch_write(deletes=[(f"SUB#{i}", "SUB") for i in ids])
+
+
+def get_subscription(sub_id: str) -> Subscription | None:
+    data = _get(f"SUB#{sub_id}", "SUB")
+    return Subscription.model_validate(_strip_keys(data)) if data else None
+
+
+def subscriptions_expiring_before(when: datetime) -> Iterator[Subscription]:
+    """Every subscription expiring before `when`, via the sparse sharded expiry index (never a scan)."""
+    for shard in range(SUB_EXPIRY_SHARDS):
+        items = _query(
+            IndexName="GSI2",
+            KeyConditionExpression="GSI2PK = :pk AND GSI2SK < :until",
+            ExpressionAttributeValues=to_item({":pk": f"SUBEXP#{shard}", ":until": iso_z(when)}),
+        )
+        for item in items:
+            yield Subscription.model_validate(_strip_keys(item))
+
+
+# --------------------------------------------------------------------------------------------------
+# locks
+
+
+def acquire_lock(name: str, *, ttl_seconds: int = 60) -> str:
+    """Take a named mutex; raise LockBusy while someone else holds an unexpired one. Returns a token."""
+    token = uuid.uuid4().hex
+    now_epoch = int(now().timestamp())
+    try:
+        aws.dynamodb().put_item(
+            TableName=_table(),
+            Item=to_item(
+                {
+                    "PK": f"LOCK#{name}",
+                    "SK": "LOCK",
+                    "kind": "lock",
+                    "owner": token,
+                    "expires_epoch": now_epoch + ttl_seconds,
+                    "ttl": now_epoch + ttl_seconds + 3600,
+                }
+            ),
+            ConditionExpression="attribute_not_exists(PK) OR expires_epoch < :now",
+            ExpressionAttributeValues=to_item({":now": now_epoch}),
+        )
+    except ClientError as err:
+        if _is_conditional_failure(err):
+            raise LockBusy(name) from err
+        raise
+    return token
+
+
+def release_lock(name: str, token: str) -> None:
+    try:
+        aws.dynamodb().delete_item(
+            TableName=_table(),
+            Key=to_item({"PK": f"LOCK#{name}", "SK": "LOCK"}),
+            ConditionExpression="#o = :token",
+            ExpressionAttributeNames={"#o": "owner"},
+            ExpressionAttributeValues=to_item({":token": token}),
+        )
+    except ClientError as err:
+        if not _is_conditional_failure(err):  # expired and taken over: nothing of ours to release
+            raise
