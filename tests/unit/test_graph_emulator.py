@@ -1,0 +1,980 @@
+"""The Microsoft identity + Graph emulator behaves like the real services (PROTOCOLS.md)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit
+
+import pytest
+import requests
+from werkzeug.test import Client, TestResponse
+from werkzeug.wrappers import Request, Response
+
+from local.emulators.graph import GRAPH_JSON, GraphEmulator
+from local.servers import RunningServer, serve
+
+CLIENT_ID = "11111111-2222-3333-4444-555555555555"
+SECRET = "s3cr3t~value"
+SCOPES = "offline_access User.Read Calendars.Read"
+TOKEN_PATH = "/common/oauth2/v2.0/token"
+
+
+# --------------------------------------------------------------------------------------------------
+# Fixtures and helpers
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def emu() -> GraphEmulator:
+    emulator = GraphEmulator()
+    emulator.add_app(CLIENT_ID, SECRET)
+    return emulator
+
+
+@pytest.fixture
+def client(emu: GraphEmulator) -> Client:
+    return Client(emu)
+
+
+def add_account(emu: GraphEmulator, upn: str = "jane@contoso.example", **kwargs: Any) -> dict[str, Any]:
+    kwargs.setdefault("mail", upn)
+    return emu.add_account(client_id=CLIENT_ID, user_principal_name=upn, display_name="Jane Doe", **kwargs)
+
+
+def refresh(
+    client: Client, refresh_token: str, scope: str = SCOPES, secret: str = SECRET, client_id: str = CLIENT_ID
+) -> TestResponse:
+    return client.post(
+        TOKEN_PATH,
+        data={
+            "client_id": client_id,
+            "client_secret": secret,
+            "grant_type": "refresh_token",
+            "refresh_token": refresh_token,
+            "scope": scope,
+        },
+    )
+
+
+def access_token(client: Client, account: dict[str, Any]) -> str:
+    answer = refresh(client, account["refresh_token"])
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    account["refresh_token"] = answer.json["refresh_token"]  # keep up with rotation
+    return answer.json["access_token"]
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def in_minutes(minutes: float) -> str:
+    return (datetime.now(UTC) + timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def assert_aad_error(answer: TestResponse, status: int, error: str, code: int) -> None:
+    assert answer.status_code == status, answer.get_data(as_text=True)
+    body = answer.json
+    assert body["error"] == error
+    assert body["error_codes"] == [code]
+    assert body["error_description"].startswith(f"AADSTS{code}: ")
+    assert (
+        f"\r\nTrace ID: {body['trace_id']}\r\nCorrelation ID: {body['correlation_id']}"
+        in body["error_description"]
+    )
+    assert body["error_uri"] == f"https://login.microsoftonline.com/error?code={code}"
+
+
+class Webhook:
+    """A notification endpoint whose answer to the validation handshake depends on the path."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        request = Request(environ)
+        token = request.args.get("validationToken", "")
+        self.calls.append(
+            {
+                "path": request.path,
+                "method": request.method,
+                "token": token,
+                "raw_query": request.query_string.decode(),
+                "content_type": request.headers.get("Content-Type"),
+                "body": request.get_data(),
+            }
+        )
+        mode = request.path.rsplit("/", 1)[-1]
+        if mode == "echo":
+            response = Response(token, content_type="text/plain; charset=utf-8")
+        elif mode == "wrong-body":
+            response = Response(token.upper(), content_type="text/plain")
+        elif mode == "wrong-type":
+            response = Response(json.dumps(token), content_type="application/json")
+        elif mode == "accepted":
+            response = Response(token, status=202, content_type="text/plain")
+        elif mode == "slow":
+            time.sleep(1.0)
+            response = Response(token, content_type="text/plain")
+        else:
+            response = Response("no", status=404)
+        return response(environ, start_response)
+
+
+@pytest.fixture(scope="module")
+def webhook() -> Iterator[tuple[Webhook, RunningServer]]:
+    app = Webhook()
+    server = serve(app, name="webhook")
+    yield app, server
+    server.shutdown()
+
+
+def subscription_body(url: str, resource: str = "/me/events", **extra: Any) -> dict[str, Any]:
+    return {
+        "changeType": "created,updated,deleted",
+        "notificationUrl": url,
+        "resource": resource,
+        "expirationDateTime": in_minutes(60),
+        "clientState": "opaque-state",
+        **extra,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Identity: refresh-token grant
+# --------------------------------------------------------------------------------------------------
+
+
+def test_refresh_rotates_and_the_old_token_dies_after_the_grace(emu: GraphEmulator, client: Client) -> None:
+    account = add_account(emu)
+    first = account["refresh_token"]
+    answer = refresh(client, first)
+    assert answer.status_code == 200
+    assert answer.headers["Cache-Control"].startswith("no-store")
+    body = answer.json
+    assert body["token_type"] == "Bearer"
+    assert body["expires_in"] == 3599 and body["ext_expires_in"] == 3599
+    assert body["access_token"].startswith("EwA") and len(body["access_token"]) > 500
+    assert body["refresh_token"].startswith("M.C5") and body["refresh_token"] != first
+    # The granted scope is not an echo of the request: no offline_access in it.
+    assert body["scope"].split() == ["User.Read", "Calendars.Read"]
+
+    # Within the grace the redeemed token still works (a client may retry with what it sent) ...
+    tokens = {t["refresh_token"]: t["superseded"] for t in emu.refresh_tokens(account["id"])}
+    assert tokens == {first: True, body["refresh_token"]: False}
+    # ... and once the grace is over only the rotated one does: a client must store it.
+    emu.advance_clock(86400 + 1)
+    assert_aad_error(refresh(client, first), 400, "invalid_grant", 70008)
+    assert [t["refresh_token"] for t in emu.refresh_tokens(account["id"])] == [body["refresh_token"]]
+    assert refresh(client, body["refresh_token"]).status_code == 200
+
+
+def test_zero_grace_kills_the_old_token_at_once() -> None:
+    emu = GraphEmulator(rotation_grace_seconds=0)
+    emu.add_app(CLIENT_ID, SECRET)
+    client = Client(emu)
+    account = add_account(emu)
+    rotated = refresh(client, account["refresh_token"]).json["refresh_token"]
+    assert rotated != account["refresh_token"]
+    assert_aad_error(refresh(client, account["refresh_token"]), 400, "invalid_grant", 70008)
+    assert [t["refresh_token"] for t in emu.refresh_tokens(account["id"])] == [rotated]
+
+
+def test_no_refresh_token_without_offline_access(emu: GraphEmulator, client: Client) -> None:
+    account = add_account(emu)
+    answer = refresh(client, account["refresh_token"], scope="User.Read Calendars.Read")
+    assert answer.status_code == 200
+    assert "refresh_token" not in answer.json
+    assert answer.json["access_token"].startswith("EwA")
+    # Nothing was rotated, so the token the client holds still works.
+    assert refresh(client, account["refresh_token"]).status_code == 200
+
+
+def test_full_graph_scope_uris_are_accepted(emu: GraphEmulator, client: Client) -> None:
+    account = add_account(emu)
+    scope = "offline_access https://graph.microsoft.com/User.Read https://graph.microsoft.com/Calendars.Read"
+    assert refresh(client, account["refresh_token"], scope=scope).status_code == 200
+
+
+def test_scope_beyond_consent_needs_interaction(emu: GraphEmulator, client: Client) -> None:
+    account = add_account(emu)
+    answer = refresh(client, account["refresh_token"], scope="offline_access Mail.Read")
+    assert_aad_error(answer, 400, "invalid_grant", 65001)
+    assert answer.json["suberror"] == "consent_required"
+
+
+def test_wrong_secret_is_invalid_client_7000215(emu: GraphEmulator, client: Client) -> None:
+    account = add_account(emu)
+    answer = refresh(client, account["refresh_token"], secret="not-it")
+    assert_aad_error(answer, 401, "invalid_client", 7000215)
+    assert CLIENT_ID in answer.json["error_description"]
+    assert answer.headers["Content-Type"] == "application/json; charset=utf-8"
+
+
+def test_expired_secret_is_invalid_client_7000222(emu: GraphEmulator, client: Client) -> None:
+    account = add_account(emu)
+    assert client.post(f"/_control/apps/{CLIENT_ID}/expire-secret").status_code == 200
+    assert_aad_error(refresh(client, account["refresh_token"]), 401, "invalid_client", 7000222)
+
+
+def test_unknown_client_is_700016(emu: GraphEmulator, client: Client) -> None:
+    account = add_account(emu)
+    answer = refresh(client, account["refresh_token"], client_id="00000000-0000-0000-0000-000000000000")
+    assert_aad_error(answer, 400, "unauthorized_client", 700016)
+
+
+@pytest.mark.parametrize("code", [50173, 700082, 70008, 65001])
+def test_revoked_tokens_fail_with_the_chosen_code(emu: GraphEmulator, client: Client, code: int) -> None:
+    account = add_account(emu)
+    other_token = emu.issue_refresh_token(account["id"], CLIENT_ID)
+    answer = client.post(f"/_control/accounts/{account['id']}/revoke", json={"code": code})
+    assert answer.status_code == 200 and answer.json == {"revoked": 2}
+    for token in (account["refresh_token"], other_token):
+        assert_aad_error(refresh(client, token), 400, "invalid_grant", code)
+    assert emu.refresh_tokens(account["id"]) == []
+
+
+def test_refresh_token_of_another_client_is_70000(emu: GraphEmulator, client: Client) -> None:
+    account = add_account(emu)
+    emu.add_app("other-client", "other-secret")
+    answer = refresh(client, account["refresh_token"], client_id="other-client", secret="other-secret")
+    assert_aad_error(answer, 400, "invalid_grant", 70000)
+
+
+def test_missing_parameters_are_invalid_request_900144(emu: GraphEmulator, client: Client) -> None:
+    answer = client.post(TOKEN_PATH, data={"client_id": CLIENT_ID, "client_secret": SECRET})
+    assert_aad_error(answer, 400, "invalid_request", 900144)
+    assert "'grant_type'" in answer.json["error_description"]
+    answer = client.post(
+        TOKEN_PATH, data={"client_id": CLIENT_ID, "client_secret": SECRET, "grant_type": "refresh_token"}
+    )
+    assert "'refresh_token'" in answer.json["error_description"]
+
+
+def test_unknown_refresh_token_and_get_on_token_endpoint(emu: GraphEmulator, client: Client) -> None:
+    assert_aad_error(refresh(client, "M.C5_never_issued"), 400, "invalid_grant", 70008)
+    assert_aad_error(client.get(TOKEN_PATH), 400, "invalid_request", 900561)
+
+
+def test_idle_refresh_tokens_expire_after_90_days(emu: GraphEmulator, client: Client) -> None:
+    account = add_account(emu)
+    emu.advance_clock(timedelta(days=91).total_seconds())
+    assert_aad_error(refresh(client, account["refresh_token"]), 400, "invalid_grant", 700082)
+
+
+def test_tenants_guid_and_domain_work_but_garbage_does_not(emu: GraphEmulator, client: Client) -> None:
+    account = add_account(emu)
+    data = {
+        "client_id": CLIENT_ID,
+        "client_secret": SECRET,
+        "grant_type": "refresh_token",
+        "refresh_token": account["refresh_token"],
+        "scope": SCOPES,
+    }
+    answer = client.post("/9188040d-6c67-4c5b-b112-36a304b66dad/oauth2/v2.0/token", data=data)
+    assert answer.status_code == 200
+    data["refresh_token"] = answer.json["refresh_token"]
+    assert client.post("/contoso.onmicrosoft.com/oauth2/v2.0/token", data=data).status_code == 200
+    assert_aad_error(client.post("/not_a_tenant/oauth2/v2.0/token", data=data), 400, "invalid_request", 90002)
+
+
+def test_concurrent_refreshes_of_one_token_let_only_one_win() -> None:
+    emu = GraphEmulator(rotation_grace_seconds=0)
+    emu.add_app(CLIENT_ID, SECRET)
+    account = add_account(emu)
+    statuses: list[int] = []
+    with serve(emu, name="graph") as server:
+
+        def worker() -> None:
+            answer = requests.post(
+                f"{server.url}{TOKEN_PATH}",
+                data={
+                    "client_id": CLIENT_ID,
+                    "client_secret": SECRET,
+                    "grant_type": "refresh_token",
+                    "refresh_token": account["refresh_token"],
+                    "scope": SCOPES,
+                },
+                timeout=10,
+            )
+            statuses.append(answer.status_code)
+
+        threads = [threading.Thread(target=worker) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert sorted(statuses) == [200] + [400] * 7
+    assert len(emu.refresh_tokens(account["id"])) == 1
+
+
+# --------------------------------------------------------------------------------------------------
+# Identity: authorize + authorization_code with PKCE
+# --------------------------------------------------------------------------------------------------
+
+
+def pkce_pair() -> tuple[str, str]:
+    verifier = base64.urlsafe_b64encode(b"v" * 40).decode().rstrip("=")
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
+    return verifier, challenge
+
+
+def authorize(client: Client, challenge: str, **extra: str) -> dict[str, list[str]]:
+    params = {
+        "client_id": CLIENT_ID,
+        "response_type": "code",
+        "redirect_uri": "http://127.0.0.1:9999/callback",
+        "scope": SCOPES,
+        "state": "st/ate=1",
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+        **extra,
+    }
+    page = client.get("/common/oauth2/v2.0/authorize", query_string=params)
+    assert page.status_code == 200
+    html_text = page.get_data(as_text=True)
+    assert "Accept" in html_text and "<form" in html_text
+    answer = client.post(
+        "/common/oauth2/v2.0/authorize", data={**params, "consent": "accept", **_hidden_account(html_text)}
+    )
+    assert answer.status_code == 302
+    location = urlsplit(answer.headers["Location"])
+    assert f"{location.scheme}://{location.netloc}{location.path}" == "http://127.0.0.1:9999/callback"
+    return parse_qs(location.query)
+
+
+def _hidden_account(page: str) -> dict[str, str]:
+    marker = 'name="account_id" value="'
+    start = page.index(marker) + len(marker)
+    return {"account_id": page[start : page.index('"', start)]}
+
+
+def redeem(client: Client, code: str, verifier: str) -> TestResponse:
+    return client.post(
+        TOKEN_PATH,
+        data={
+            "client_id": CLIENT_ID,
+            "client_secret": SECRET,
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": "http://127.0.0.1:9999/callback",
+            "code_verifier": verifier,
+            "scope": SCOPES,
+        },
+    )
+
+
+def test_authorize_then_code_with_pkce_issues_tokens_once(emu: GraphEmulator, client: Client) -> None:
+    add_account(emu, "first@contoso.example")
+    second = add_account(emu, "second@contoso.example")
+    verifier, challenge = pkce_pair()
+    query = authorize(client, challenge, login_hint="second@contoso.example")
+    assert query["state"] == ["st/ate=1"]
+    answer = redeem(client, query["code"][0], verifier)
+    assert answer.status_code == 200
+    assert answer.json["refresh_token"].startswith("M.C5")
+    me = client.get("/v1.0/me", headers=auth(answer.json["access_token"]))
+    assert me.json["id"] == second["id"]
+    # Codes are single use.
+    assert_aad_error(redeem(client, query["code"][0], verifier), 400, "invalid_grant", 54005)
+
+
+def test_authorize_without_hint_picks_the_first_account_of_the_client(
+    emu: GraphEmulator, client: Client
+) -> None:
+    first = add_account(emu, "first@contoso.example")
+    add_account(emu, "second@contoso.example")
+    verifier, challenge = pkce_pair()
+    answer = redeem(client, authorize(client, challenge)["code"][0], verifier)
+    assert client.get("/v1.0/me", headers=auth(answer.json["access_token"])).json["id"] == first["id"]
+
+
+def test_code_with_a_bad_verifier_is_invalid_grant(emu: GraphEmulator, client: Client) -> None:
+    add_account(emu)
+    _, challenge = pkce_pair()
+    code = authorize(client, challenge)["code"][0]
+    assert_aad_error(redeem(client, code, "a-different-verifier-" + "x" * 30), 400, "invalid_grant", 50148)
+
+
+def test_declined_consent_redirects_with_access_denied(emu: GraphEmulator, client: Client) -> None:
+    account = add_account(emu)
+    answer = client.post(
+        "/common/oauth2/v2.0/authorize",
+        data={
+            "client_id": CLIENT_ID,
+            "response_type": "code",
+            "redirect_uri": "https://app.example/cb?x=1",
+            "scope": SCOPES,
+            "state": "s1",
+            "account_id": account["id"],
+            "consent": "deny",
+        },
+    )
+    assert answer.status_code == 302
+    query = parse_qs(urlsplit(answer.headers["Location"]).query)
+    assert query["error"] == ["access_denied"] and query["state"] == ["s1"] and query["x"] == ["1"]
+    assert "code" not in query
+
+
+def test_authorize_with_unknown_client_shows_an_error_page(client: Client) -> None:
+    answer = client.get(
+        "/common/oauth2/v2.0/authorize",
+        query_string={"client_id": "nope", "response_type": "code", "redirect_uri": "https://a.example/cb"},
+    )
+    assert answer.status_code == 400
+    assert "AADSTS700016" in answer.get_data(as_text=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Graph: auth, /me, calendars
+# --------------------------------------------------------------------------------------------------
+
+
+def test_me_for_a_personal_account_has_mail_null(emu: GraphEmulator, client: Client) -> None:
+    account = add_account(emu, "alex.personal@outlook.example", mail=None)
+    answer = client.get(
+        "/v1.0/me", headers={**auth(access_token(client, account)), "client-request-id": "abc-1"}
+    )
+    assert answer.status_code == 200
+    assert answer.headers["Content-Type"] == GRAPH_JSON
+    assert answer.headers["client-request-id"] == "abc-1" and answer.headers["request-id"]
+    body = answer.json
+    assert body["mail"] is None
+    assert body["userPrincipalName"] == "alex.personal@outlook.example"
+    assert body["id"] == account["id"] and body["displayName"] == "Jane Doe"
+    assert body["@odata.context"] == "https://graph.microsoft.com/v1.0/$metadata#users/$entity"
+    assert body["businessPhones"] == [] and body["jobTitle"] is None
+
+
+@pytest.mark.parametrize("header", [None, "Bearer EwA-not-a-token", "Basic abc"])
+def test_graph_without_a_valid_token_is_401(client: Client, header: str | None) -> None:
+    answer = client.get("/v1.0/me", headers={"Authorization": header} if header else {})
+    assert answer.status_code == 401
+    error = answer.json["error"]
+    assert error["code"] == "InvalidAuthenticationToken"
+    assert set(error["innerError"]) == {"date", "request-id", "client-request-id"}
+    assert error["innerError"]["request-id"] == answer.headers["request-id"]
+
+
+def test_expired_access_tokens_are_401_until_refreshed(emu: GraphEmulator, client: Client) -> None:
+    account = add_account(emu)
+    token = access_token(client, account)
+    assert client.get("/v1.0/me", headers=auth(token)).status_code == 200
+    assert client.post("/_control/access-tokens/expire").json == {"expired": 1}
+    answer = client.get("/v1.0/me", headers=auth(token))
+    assert answer.status_code == 401
+    assert answer.json["error"]["message"] == "Access token has expired or is not yet valid."
+    assert client.get("/v1.0/me", headers=auth(access_token(client, account))).status_code == 200
+
+
+def test_calendars_page_over_25_with_top_10(emu: GraphEmulator, client: Client) -> None:
+    calendars = [{"name": f"Cal {i:02d}", "is_default": i == 0} for i in range(25)]
+    account = add_account(emu, calendars=calendars)
+    token = access_token(client, account)
+    url: str | None = "/v1.0/me/calendars?$top=10"
+    pages: list[list[dict[str, Any]]] = []
+    while url:
+        answer = client.get(url, headers=auth(token))
+        assert answer.status_code == 200, answer.get_data(as_text=True)
+        pages.append(answer.json["value"])
+        url = answer.json.get("@odata.nextLink")
+        if url:
+            assert url.startswith("http://localhost/v1.0/me/calendars?")
+            assert "$top=10" in url and "$skiptoken=" in url
+    assert [len(page) for page in pages] == [10, 10, 5]
+    ids = [c["id"] for page in pages for c in page]
+    assert len(set(ids)) == 25
+    assert sorted(ids) == sorted(c["id"] for c in account["calendars"])
+    first = pages[0][0]
+    assert first["isDefaultCalendar"] is True and first["owner"]["address"] == "jane@contoso.example"
+    assert first["id"].startswith("AAMk") and first["id"].endswith("=")
+
+
+def test_calendars_default_page_size_and_select() -> None:
+    emu = GraphEmulator(page_size=3)
+    emu.add_app(CLIENT_ID, SECRET)
+    client = Client(emu)
+    account = add_account(emu, calendars=[{"name": f"C{i}"} for i in range(6)])
+    token = access_token(client, account)
+    answer = client.get("/v1.0/me/calendars?$select=name,isDefaultCalendar", headers=auth(token))
+    assert len(answer.json["value"]) == 3 and "@odata.nextLink" in answer.json
+    assert set(answer.json["value"][0]) == {"id", "name", "isDefaultCalendar"}
+    assert "$select=name%2CisDefaultCalendar" in answer.json["@odata.nextLink"]
+    # An exact multiple of the page size ends without an empty trailing page.
+    last = client.get(answer.json["@odata.nextLink"], headers=auth(token))
+    assert len(last.json["value"]) == 3 and "@odata.nextLink" not in last.json
+    assert set(last.json["value"][0]) == {"id", "name", "isDefaultCalendar"}
+
+
+def test_single_calendar_needs_correct_id_encoding(emu: GraphEmulator, client: Client) -> None:
+    account = add_account(emu)
+    token = access_token(client, account)
+    cal_id = account["calendars"][0]["id"]
+    answer = client.get(f"/v1.0/me/calendars/{quote(cal_id, safe='')}", headers=auth(token))
+    assert answer.status_code == 200 and answer.json["id"] == cal_id
+    double = quote(quote(cal_id, safe=""), safe="")
+    answer = client.get(f"/v1.0/me/calendars/{double}", headers=auth(token))
+    assert answer.status_code == 400 and answer.json["error"]["code"] == "ErrorInvalidIdMalformed"
+
+
+def test_unknown_graph_route_is_a_graph_error(emu: GraphEmulator, client: Client) -> None:
+    account = add_account(emu)
+    answer = client.get("/v1.0/me/nonsense", headers=auth(access_token(client, account)))
+    assert answer.status_code == 400
+    assert answer.json["error"]["code"] == "BadRequest"
+    assert answer.headers["Content-Type"] == GRAPH_JSON and answer.headers["request-id"]
+
+
+def test_calendars_need_a_calendars_scope(emu: GraphEmulator, client: Client) -> None:
+    account = add_account(emu, scopes="offline_access User.Read")
+    answer = client.get(
+        "/v1.0/me/calendars", headers=auth(access_token_for(client, account, "offline_access User.Read"))
+    )
+    assert answer.status_code == 403 and answer.json["error"]["code"] == "ErrorAccessDenied"
+
+
+def access_token_for(client: Client, account: dict[str, Any], scope: str) -> str:
+    answer = refresh(client, account["refresh_token"], scope=scope)
+    assert answer.status_code == 200
+    return answer.json["access_token"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Graph: subscriptions and the validation handshake
+# --------------------------------------------------------------------------------------------------
+
+
+def test_validation_handshake_over_real_http_creates_subscription(
+    emu: GraphEmulator, webhook: tuple[Webhook, RunningServer]
+) -> None:
+    hook, hook_server = webhook
+    account = add_account(emu)
+    with serve(emu, name="graph") as graph:
+        token_answer = requests.post(
+            f"{graph.url}{TOKEN_PATH}",
+            data={
+                "client_id": CLIENT_ID,
+                "client_secret": SECRET,
+                "grant_type": "refresh_token",
+                "refresh_token": account["refresh_token"],
+                "scope": SCOPES,
+            },
+            timeout=10,
+        )
+        token = token_answer.json()["access_token"]
+        cal_id = account["calendars"][0]["id"]
+        hook.calls.clear()
+        answer = requests.post(
+            f"{graph.url}/v1.0/subscriptions",
+            headers=auth(token),
+            json=subscription_body(
+                f"{hook_server.url}/notify/echo",
+                resource=f"/me/calendars/{cal_id}/events",
+                lifecycleNotificationUrl=f"{hook_server.url}/lifecycle/echo",
+            ),
+            timeout=10,
+        )
+    assert answer.status_code == 201, answer.text
+    body = answer.json()
+    assert body["applicationId"] == CLIENT_ID and body["creatorId"] == account["id"]
+    assert body["resource"] == f"/me/calendars/{cal_id}/events"
+    assert body["clientState"] == "opaque-state" and body["latestSupportedTlsVersion"] == "v1_2"
+    assert body["expirationDateTime"].endswith("0Z") and len(body["expirationDateTime"]) == 28
+    # Both URLs were validated: POST, text/plain, empty body, spaces sent as '+'.
+    assert [c["path"] for c in hook.calls] == ["/notify/echo", "/lifecycle/echo"]
+    call = hook.calls[0]
+    assert call["method"] == "POST" and call["body"] == b""
+    assert call["content_type"] == "text/plain; charset=utf-8"
+    assert call["token"].startswith("Validation: Testing client application reachability")
+    assert "+" in call["raw_query"] and "%3A" in call["raw_query"]
+    stored = emu.subscriptions()
+    assert len(stored) == 1 and stored[0]["account_id"] == account["id"]
+    assert stored[0]["calendar_id"] == cal_id and stored[0]["client_state"] == "opaque-state"
+
+
+@pytest.mark.parametrize("mode", ["wrong-body", "wrong-type", "accepted", "missing"])
+def test_failed_validation_stores_nothing(
+    emu: GraphEmulator, webhook: tuple[Webhook, RunningServer], mode: str
+) -> None:
+    hook, hook_server = webhook
+    account = add_account(emu)
+    with serve(emu, name="graph") as graph:
+        token = access_token(Client(emu), account)
+        answer = requests.post(
+            f"{graph.url}/v1.0/subscriptions",
+            headers=auth(token),
+            json=subscription_body(f"{hook_server.url}/notify/{mode}"),
+            timeout=10,
+        )
+    assert answer.status_code == 400
+    error = answer.json()["error"]
+    assert error["code"] == "ValidationError"
+    assert error["message"].startswith("Subscription validation request failed.")
+    assert emu.subscriptions() == []
+
+
+def test_failed_lifecycle_validation_stores_nothing(
+    emu: GraphEmulator, client: Client, webhook: tuple[Webhook, RunningServer]
+) -> None:
+    _, hook_server = webhook
+    account = add_account(emu)
+    body = subscription_body(
+        f"{hook_server.url}/n/echo", lifecycleNotificationUrl=f"{hook_server.url}/l/wrong-type"
+    )
+    answer = client.post("/v1.0/subscriptions", headers=auth(access_token(client, account)), json=body)
+    assert answer.status_code == 400 and answer.json["error"]["code"] == "ValidationError"
+    assert emu.subscriptions() == []
+
+
+def test_slow_validation_times_out(webhook: tuple[Webhook, RunningServer]) -> None:
+    _, hook_server = webhook
+    emu = GraphEmulator(validation_timeout=0.3)
+    emu.add_app(CLIENT_ID, SECRET)
+    client = Client(emu)
+    account = add_account(emu)
+    body = subscription_body(f"{hook_server.url}/n/slow")
+    answer = client.post("/v1.0/subscriptions", headers=auth(access_token(client, account)), json=body)
+    assert answer.status_code == 400 and answer.json["error"]["code"] == "ValidationError"
+
+
+def test_subscription_expiry_limit_reflects_configuration(webhook: tuple[Webhook, RunningServer]) -> None:
+    _, hook_server = webhook
+    emu = GraphEmulator(subscription_max_minutes=4230)
+    emu.add_app(CLIENT_ID, SECRET)
+    client = Client(emu)
+    token = access_token(client, add_account(emu))
+    url = f"{hook_server.url}/n/echo"
+    too_far = subscription_body(url, expirationDateTime=in_minutes(4231))
+    answer = client.post("/v1.0/subscriptions", headers=auth(token), json=too_far)
+    assert answer.status_code == 400
+    assert answer.json["error"] == {
+        **answer.json["error"],
+        "code": "InvalidRequest",
+        "message": "Subscription expiration can only be 4230 minutes in the future.",
+    }
+    past = subscription_body(url, expirationDateTime=in_minutes(-1))
+    assert client.post("/v1.0/subscriptions", headers=auth(token), json=past).status_code == 400
+    ok = subscription_body(url, expirationDateTime=in_minutes(4229))
+    assert client.post("/v1.0/subscriptions", headers=auth(token), json=ok).status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("overrides", "status", "code"),
+    [
+        ({"resource": "/me/messages"}, 400, "InvalidRequest"),
+        ({"changeType": "created,moved"}, 400, "InvalidRequest"),
+        ({"clientState": "x" * 129}, 400, "InvalidRequest"),
+        ({"notificationUrl": "http://hooks.example/n"}, 400, "InvalidRequest"),
+        ({"expirationDateTime": "tomorrow"}, 400, "InvalidRequest"),
+        ({"resource": "me/calendars/AAMkAGI2bm9zdWNoAAA=/events"}, 404, "ResourceNotFound"),
+    ],
+)
+def test_bad_subscription_requests_are_refused(
+    emu: GraphEmulator, client: Client, overrides: dict[str, str], status: int, code: str
+) -> None:
+    token = access_token(client, add_account(emu))
+    # The notification URL is never contacted: parameter checks come first.
+    body = {**subscription_body("https://hooks.example/n"), **overrides}
+    answer = client.post("/v1.0/subscriptions", headers=auth(token), json=body)
+    assert answer.status_code == status, answer.get_data(as_text=True)
+    assert answer.json["error"]["code"] == code
+    assert emu.subscriptions() == []
+
+
+def test_another_accounts_calendar_is_refused(
+    emu: GraphEmulator, client: Client, webhook: tuple[Webhook, RunningServer]
+) -> None:
+    _, hook_server = webhook
+    jane = add_account(emu)
+    bob = add_account(emu, "bob@contoso.example")
+    bob_calendar = bob["calendars"][0]["id"]
+    body = subscription_body(f"{hook_server.url}/n/echo", resource=f"me/calendars/{bob_calendar}/events")
+    answer = client.post("/v1.0/subscriptions", headers=auth(access_token(client, jane)), json=body)
+    assert answer.status_code == 404 and answer.json["error"]["code"] == "ResourceNotFound"
+    assert emu.subscriptions() == []
+
+
+def test_subscription_get_patch_delete_and_404(
+    emu: GraphEmulator, client: Client, webhook: tuple[Webhook, RunningServer]
+) -> None:
+    _, hook_server = webhook
+    account = add_account(emu)
+    token = access_token(client, account)
+    created = client.post(
+        "/v1.0/subscriptions", headers=auth(token), json=subscription_body(f"{hook_server.url}/n/echo")
+    )
+    assert created.status_code == 201
+    sub_id = created.json["id"]
+    path = f"/v1.0/subscriptions/{sub_id}"
+
+    assert client.get(path, headers=auth(token)).json["id"] == sub_id
+    listing = client.get("/v1.0/subscriptions", headers=auth(token)).json["value"]
+    assert [s["id"] for s in listing] == [sub_id]
+
+    renewed = client.patch(path, headers=auth(token), json={"expirationDateTime": in_minutes(10000)})
+    assert renewed.status_code == 200
+    assert renewed.json["expirationDateTime"] > created.json["expirationDateTime"]
+    too_far = client.patch(path, headers=auth(token), json={"expirationDateTime": in_minutes(10081)})
+    assert too_far.status_code == 400 and "10080 minutes" in too_far.json["error"]["message"]
+
+    assert client.delete(path, headers=auth(token)).status_code == 204
+    for answer in (
+        client.get(path, headers=auth(token)),
+        client.patch(path, headers=auth(token), json={"expirationDateTime": in_minutes(60)}),
+        client.delete(path, headers=auth(token)),
+    ):
+        assert answer.status_code == 404
+        assert answer.json["error"] == {
+            **answer.json["error"],
+            "code": "ResourceNotFound",
+            "message": "The object was not found.",
+        }
+
+
+def test_subscriptions_gone_behind_the_clients_back(
+    emu: GraphEmulator, client: Client, webhook: tuple[Webhook, RunningServer]
+) -> None:
+    _, hook_server = webhook
+    account = add_account(emu)
+    token = access_token(client, account)
+    url = f"{hook_server.url}/n/echo"
+    removed = client.post("/v1.0/subscriptions", headers=auth(token), json=subscription_body(url)).json["id"]
+    expiring = client.post("/v1.0/subscriptions", headers=auth(token), json=subscription_body(url)).json["id"]
+
+    assert client.delete(f"/_control/subscriptions/{removed}").status_code == 204
+    patch = {"expirationDateTime": in_minutes(120)}
+    assert client.patch(f"/v1.0/subscriptions/{removed}", headers=auth(token), json=patch).status_code == 404
+
+    emu.advance_clock(61 * 60)  # past the 60-minute expiry; the access token expired too
+    token = access_token(client, account)
+    assert client.get(f"/v1.0/subscriptions/{expiring}", headers=auth(token)).status_code == 404
+    assert client.get("/v1.0/subscriptions", headers=auth(token)).json["value"] == []
+    listed = client.get("/_control/subscriptions").json["value"]
+    assert [(s["id"], s["expired"]) for s in listed] == [(expiring, True)]
+    assert client.get("/_control/subscriptions?active=1").json["value"] == []
+
+
+def test_subscription_list_is_per_app_and_account(
+    emu: GraphEmulator, client: Client, webhook: tuple[Webhook, RunningServer]
+) -> None:
+    _, hook_server = webhook
+    jane = add_account(emu)
+    bob = add_account(emu, "bob@contoso.example")
+    emu.add_app("other-app", "other-secret")
+    other_rt = emu.issue_refresh_token(jane["id"], "other-app")
+    other_token = refresh(client, other_rt, client_id="other-app", secret="other-secret").json["access_token"]
+    url = f"{hook_server.url}/n/echo"
+    mine = client.post(
+        "/v1.0/subscriptions", headers=auth(access_token(client, jane)), json=subscription_body(url)
+    )
+    client.post("/v1.0/subscriptions", headers=auth(other_token), json=subscription_body(url))
+    client.post("/v1.0/subscriptions", headers=auth(access_token(client, bob)), json=subscription_body(url))
+    listing = client.get("/v1.0/subscriptions", headers=auth(access_token(client, jane))).json["value"]
+    assert [s["id"] for s in listing] == [mine.json["id"]]
+    assert len(emu.subscriptions()) == 3
+    # Another app cannot see or delete it either.
+    assert (
+        client.delete(f"/v1.0/subscriptions/{mine.json['id']}", headers=auth(other_token)).status_code == 404
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Faults
+# --------------------------------------------------------------------------------------------------
+
+
+def test_throttling_fault_then_success(emu: GraphEmulator, client: Client) -> None:
+    token = access_token(client, add_account(emu))
+    rule = client.post(
+        "/_control/faults", json={"path": "^/v1.0/me/calendars", "status": 429, "retry_after": 7}
+    )
+    assert rule.status_code == 201 and rule.json["id"]
+    throttled = client.get("/v1.0/me/calendars", headers=auth(token))
+    assert throttled.status_code == 429
+    assert throttled.headers["Retry-After"] == "7"
+    assert throttled.json["error"]["code"] == "TooManyRequests"
+    assert throttled.headers["Content-Type"] == GRAPH_JSON
+    assert client.get("/v1.0/me/calendars", headers=auth(token)).status_code == 200
+    assert client.get("/_control/faults").json["value"][0]["remaining"] == 0
+
+
+def test_fault_times_two_and_method_matching(emu: GraphEmulator, client: Client) -> None:
+    token = access_token(client, add_account(emu))
+    emu.add_fault(path="/me$", method="GET", status=503, times=2, retry_after=1)
+    statuses = [client.get("/v1.0/me", headers=auth(token)).status_code for _ in range(3)]
+    assert statuses == [503, 503, 200]
+    emu.add_fault(path="/me$", method="POST", status=503)
+    assert client.get("/v1.0/me", headers=auth(token)).status_code == 200
+
+
+def test_fault_until_cleared(emu: GraphEmulator, client: Client) -> None:
+    token = access_token(client, add_account(emu))
+    emu.add_fault(path="/me", status=500, times=-1)
+    assert {client.get("/v1.0/me", headers=auth(token)).status_code for _ in range(4)} == {500}
+    assert client.delete("/_control/faults").status_code == 204
+    assert client.get("/v1.0/me", headers=auth(token)).status_code == 200
+
+
+def test_fault_matches_only_its_account(emu: GraphEmulator, client: Client) -> None:
+    jane = access_token(client, add_account(emu))
+    bob = access_token(client, add_account(emu, "bob@contoso.example"))
+    emu.add_fault(
+        path="/v1.0/", account="bob@contoso.example", status=429, times=-1, error="ApplicationThrottled"
+    )
+    assert client.get("/v1.0/me", headers=auth(jane)).status_code == 200
+    answer = client.get("/v1.0/me", headers=auth(bob))
+    assert answer.status_code == 429 and answer.json["error"]["code"] == "ApplicationThrottled"
+
+
+def test_token_endpoint_fault_with_aadsts_code(emu: GraphEmulator, client: Client) -> None:
+    jane = add_account(emu)
+    bob = add_account(emu, "bob@contoso.example")
+    emu.add_fault(path="/oauth2/v2.0/token$", account=bob["id"], error="invalid_grant", aadsts=50173)
+    assert refresh(client, jane["refresh_token"]).status_code == 200
+    assert_aad_error(refresh(client, bob["refresh_token"]), 400, "invalid_grant", 50173)
+    # The fault answered in place of the grant: bob's token was not consumed.
+    assert refresh(client, bob["refresh_token"]).status_code == 200
+
+
+def test_token_endpoint_throttling_fault_is_not_an_auth_error(emu: GraphEmulator, client: Client) -> None:
+    account = add_account(emu)
+    emu.add_fault(path="/token$", status=503, retry_after=2)
+    answer = refresh(client, account["refresh_token"])
+    assert answer.status_code == 503 and answer.headers["Retry-After"] == "2"
+    assert answer.json["error"] == "temporarily_unavailable"
+
+
+def test_delay_fault_slows_then_answers_normally(emu: GraphEmulator, client: Client) -> None:
+    token = access_token(client, add_account(emu))
+    emu.add_fault(path="/me$", delay=0.3)
+    started = time.monotonic()
+    answer = client.get("/v1.0/me", headers=auth(token))
+    assert answer.status_code == 200 and time.monotonic() - started >= 0.3
+
+
+def test_bad_fault_rules_are_rejected(client: Client) -> None:
+    assert client.post("/_control/faults", json={"path": "(", "status": 500}).status_code == 400
+    assert client.post("/_control/faults", json={"path": "/me", "retryAfter": 3}).status_code == 400
+    assert client.post("/_control/faults", json={"path": "/me"}).status_code == 400
+
+
+# --------------------------------------------------------------------------------------------------
+# Request log and control API
+# --------------------------------------------------------------------------------------------------
+
+
+def test_request_log_filters_and_never_holds_secrets(emu: GraphEmulator, client: Client) -> None:
+    jane = add_account(emu)
+    bob = add_account(emu, "bob@contoso.example")
+    jane_token = access_token(client, jane)
+    bob_token = access_token(client, bob)
+    client.get("/v1.0/me", headers=auth(jane_token))
+    client.get("/v1.0/me/calendars?$top=5", headers=auth(jane_token))
+    client.get("/v1.0/me", headers=auth(bob_token))
+    client.get("/v1.0/me")  # anonymous
+
+    everything = client.get("/_control/requests").json["value"]
+    assert len(everything) == 6  # two token calls, four Graph calls; /_control is not logged
+    assert [e["status"] for e in everything][-1] == 401 and everything[-1]["account"] is None
+
+    janes = client.get("/_control/requests", query_string={"account": "jane@contoso.example"}).json["value"]
+    assert [(e["method"], e["path"]) for e in janes] == [
+        ("POST", TOKEN_PATH),
+        ("GET", "/v1.0/me"),
+        ("GET", "/v1.0/me/calendars"),
+    ]
+    assert janes[2]["query"] == "$top=5" and janes[1]["client_id"] == CLIENT_ID
+    graph_only = emu.requests(account=bob["id"], path_prefix="/v1.0/")
+    assert [e["path"] for e in graph_only] == ["/v1.0/me"]
+
+    dumped = json.dumps(everything)
+    for secret in (jane_token, bob_token, jane["refresh_token"], SECRET, "EwA", "M.C5"):
+        assert secret not in dumped
+    assert client.delete("/_control/requests").status_code == 204
+    assert emu.requests() == []
+
+
+def test_control_api_over_http(client: Client) -> None:
+    assert (
+        client.post("/_control/apps", json={"client_id": "app-2", "client_secret": "pw"}).status_code == 201
+    )
+    created = client.post(
+        "/_control/accounts",
+        json={
+            "client_id": "app-2",
+            "mail": None,
+            "user_principal_name": "sam@outlook.example",
+            "display_name": "Sam",
+            "calendars": [
+                {"name": "Work"},
+                {"name": "Shared", "owner_address": "boss@x.example", "can_edit": False},
+            ],
+        },
+    )
+    assert created.status_code == 201
+    account = created.json
+    assert [c["name"] for c in account["calendars"]] == ["Work", "Shared"]
+    assert account["refresh_token"].startswith("M.C5")
+
+    extra = client.post(f"/_control/accounts/{account['id']}/calendars", json={"name": "Birthdays"})
+    assert extra.status_code == 201 and extra.json["name"] == "Birthdays"
+    listed = client.get("/_control/accounts").json["value"]
+    assert len(listed) == 1 and listed[0]["mail"] is None
+    assert [c["is_default"] for c in listed[0]["calendars"]] == [True, False, False]
+    assert "refresh_token" not in json.dumps(listed)
+
+    more = client.post(f"/_control/accounts/{account['id']}/refresh-token", json={"client_id": "app-2"})
+    assert more.status_code == 201
+    tokens = client.get("/_control/refresh-tokens", query_string={"account": "sam@outlook.example"}).json
+    assert {t["refresh_token"] for t in tokens["value"]} == {
+        account["refresh_token"],
+        more.json["refresh_token"],
+    }
+
+    assert client.post("/_control/accounts", json={"client_id": "app-2", "upn": "x"}).status_code == 400
+    assert client.post("/_control/accounts/nobody/revoke", json={}).status_code == 404
+    assert client.post("/_control/reset").status_code == 204
+    assert client.get("/_control/accounts").json["value"] == []
+
+
+def test_shared_calendar_flags(emu: GraphEmulator, client: Client) -> None:
+    account = add_account(
+        emu,
+        calendars=[
+            {"name": "Calendar", "is_default": True},
+            {
+                "name": "Boss",
+                "owner_name": "Boss",
+                "owner_address": "boss@contoso.example",
+                "can_edit": False,
+            },
+        ],
+    )
+    value = client.get("/v1.0/me/calendars", headers=auth(access_token(client, account))).json["value"]
+    own, shared = value
+    assert own["canShare"] is True and own["isRemovable"] is False and own["canEdit"] is True
+    assert shared["canShare"] is False and shared["canEdit"] is False
+    assert shared["owner"] == {"name": "Boss", "address": "boss@contoso.example"}
+
+
+def test_fixed_sample_refresh_token_rotates_like_any_other(emu: GraphEmulator, client: Client) -> None:
+    add_account(emu, refresh_token="M.C5_sample_token")
+    assert refresh(client, "M.C5_sample_token").status_code == 200
+    emu.advance_clock(86400 + 1)
+    assert refresh(client, "M.C5_sample_token").status_code == 400
+
+
+def test_server_url_and_shutdown() -> None:
+    server = serve(GraphEmulator(), name="graph")
+    assert server.url == f"http://127.0.0.1:{server.port}" and server.port > 0
+    answer = requests.get(f"{server.url}/v1.0/me", timeout=5)
+    assert answer.status_code == 401 and answer.headers["request-id"]
+    server.shutdown()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{server.url}/v1.0/me", timeout=2)
