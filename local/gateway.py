@@ -1,0 +1,692 @@
+"""A local API Gateway HTTP API: template.yaml's HttpApi routes and authorizer over in-process handlers.
+
+``Gateway(template)`` is a WSGI app. For each request it does what API Gateway HTTP APIs do for a
+Lambda proxy integration with payload format 2.0:
+
+* route selection: literal segments beat ``{param}`` beats ``{param+}`` (greedy, last segment only),
+  a declared method beats ``ANY``, ``$default`` catches the rest; no route -> 404 ``Not Found``
+  (HTTP APIs answer 404, not 405, when only the method differs);
+* Lambda REQUEST authorizer: a missing identity source -> 401 without invoking it; simple responses
+  (``isAuthorized``) or IAM policies; deny -> 403; authorizer failure or malformed answer -> 500;
+  the returned ``context`` goes to ``requestContext.authorizer.lambda``; results are cached for
+  ``ReauthorizeEvery`` seconds per identity when the authorizer has identity sources;
+* the 2.0 event (lower-cased, comma-joined headers; ``cookies``; comma-joined query parameters;
+  URL-decoded path parameters; base64 bodies for non-text content types);
+* response mapping: ``statusCode`` dicts as written, anything else -> 200 JSON; handler failure -> 500.
+
+Handlers are imported once per function under unique module names (every file is app.py) with the
+template's layers on sys.path, and called with a Lambda-like context. One process cannot give each
+function its own ``os.environ``, so the gateway refuses templates whose functions disagree on a
+variable and exposes ``required_environment()`` for the stack to set once.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import sys
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TextIO
+from urllib.parse import parse_qsl, quote, unquote
+
+from werkzeug.wrappers import Request, Response
+
+from local.invoke import Handler, InvocationError, LambdaContext, add_layer_paths, import_handler, marshal
+from local.template import AuthorizerSpec, FunctionSpec, Route, Template
+
+JSON = "application/json"
+
+
+class GatewayConfigError(Exception):
+    """The template cannot be served by the local gateway as it stands."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Route matching
+
+
+_LITERAL, _PARAM, _GREEDY = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class _CompiledRoute:
+    route: Route
+    segments: tuple[tuple[int, str], ...]  # (kind, literal text or parameter name)
+
+    @property
+    def specificity(self) -> tuple[Any, ...]:
+        # Lower sorts first: literal segments first, then params, greedy last; more segments first;
+        # a concrete method before ANY.
+        return (
+            tuple(kind for kind, _ in self.segments),
+            -len(self.segments),
+            self.route.method == "ANY",
+        )
+
+
+def _compile(route: Route) -> _CompiledRoute:
+    if route.path == "$default":
+        return _CompiledRoute(route, ())
+    if not route.path.startswith("/"):
+        raise GatewayConfigError(f"{route.function}: route path {route.path!r} must start with /")
+    segments: list[tuple[int, str]] = []
+    parts = route.path[1:].split("/")
+    for index, part in enumerate(parts):
+        greedy = re.fullmatch(r"\{([A-Za-z0-9_.-]+)\+\}", part)
+        param = re.fullmatch(r"\{([A-Za-z0-9_.-]+)\}", part)
+        if greedy:
+            if index != len(parts) - 1:
+                raise GatewayConfigError(f"{route.route_key}: a greedy {{param+}} must be the last segment")
+            segments.append((_GREEDY, greedy.group(1)))
+        elif param:
+            segments.append((_PARAM, param.group(1)))
+        else:
+            segments.append((_LITERAL, part))
+    return _CompiledRoute(route, tuple(segments))
+
+
+def _match_path(compiled: _CompiledRoute, raw_segments: list[str]) -> dict[str, str] | None:
+    """Path parameters (URL-decoded, as API Gateway passes them) if the raw path fits the route."""
+    params: dict[str, str] = {}
+    for index, (kind, text) in enumerate(compiled.segments):
+        if kind == _GREEDY:
+            rest = raw_segments[index:]
+            if not rest or rest == [""]:
+                return None
+            params[text] = unquote("/".join(rest))
+            return params
+        if index >= len(raw_segments):
+            return None
+        value = unquote(raw_segments[index])
+        if kind == _LITERAL:
+            if value != text:
+                return None
+        else:
+            if value == "":
+                return None
+            params[text] = value
+    return params if len(raw_segments) == len(compiled.segments) else None
+
+
+@dataclass(frozen=True)
+class RouteMatch:
+    route: Route
+    path_parameters: dict[str, str]
+
+
+# --------------------------------------------------------------------------------------------------
+# Event builders (also used by local.gen_events so sample events and live events cannot diverge)
+
+
+_TEXT_TYPES = re.compile(
+    r"^(text/.*|application/(json|.*\+json|xml|.*\+xml|javascript|ecmascript|x-javascript|graphql))$"
+)
+
+
+def is_text_content_type(content_type: str | None) -> bool:
+    """Whether API Gateway passes a body of this type as text (otherwise base64)."""
+    if not content_type:
+        return False
+    return bool(_TEXT_TYPES.match(content_type.split(";", 1)[0].strip().lower()))
+
+
+def encode_body(body: bytes, content_type: str | None) -> tuple[str | None, bool]:
+    """(body field, isBase64Encoded) for a request body; no body -> (None, False)."""
+    if not body:
+        return None, False
+    if is_text_content_type(content_type):
+        try:
+            return body.decode("utf-8"), False
+        except UnicodeDecodeError:
+            pass
+    return base64.b64encode(body).decode("ascii"), True
+
+
+def fold_headers(headers: Iterable[tuple[str, str]]) -> tuple[dict[str, str], list[str]]:
+    """Lower-cased headers with repeats comma-joined, and the cookies taken out of ``cookie``."""
+    folded: dict[str, str] = {}
+    cookies: list[str] = []
+    for name, value in headers:
+        key = name.lower()
+        if key == "cookie":
+            cookies.extend(c.strip() for c in value.split(";") if c.strip())
+            continue
+        folded[key] = f"{folded[key]},{value}" if key in folded else value
+    return folded, cookies
+
+
+def query_parameters(raw_query: str) -> dict[str, str]:
+    """Decoded query parameters, repeated names comma-joined (payload 2.0)."""
+    params: dict[str, str] = {}
+    for key, value in parse_qsl(raw_query, keep_blank_values=True):
+        params[key] = f"{params[key]},{value}" if key in params else value
+    return params
+
+
+def request_time(now: datetime) -> tuple[str, int]:
+    """requestContext.time ("12/Mar/2020:19:03:58 +0000") and timeEpoch (ms)."""
+    return now.strftime("%d/%b/%Y:%H:%M:%S +0000"), int(now.timestamp() * 1000)
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """The parts of an HTTP request an API Gateway event is built from."""
+
+    method: str
+    raw_path: str  # as sent, still percent-encoded
+    raw_query: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+    source_ip: str = "127.0.0.1"
+    protocol: str = "HTTP/1.1"
+
+
+def build_request_context(
+    request: HttpRequest,
+    *,
+    route_key: str,
+    api_id: str,
+    account_id: str,
+    stage: str,
+    request_id: str,
+    now: datetime,
+) -> dict[str, Any]:
+    headers, _ = fold_headers(request.headers)
+    domain = headers.get("host", "")
+    time_text, epoch = request_time(now)
+    return {
+        "accountId": account_id,
+        "apiId": api_id,
+        "domainName": domain,
+        "domainPrefix": domain.split(".", 1)[0],
+        "http": {
+            "method": request.method,
+            "path": request.raw_path,
+            "protocol": request.protocol,
+            "sourceIp": request.source_ip,
+            "userAgent": headers.get("user-agent", ""),
+        },
+        "requestId": request_id,
+        "routeKey": route_key,
+        "stage": stage,
+        "time": time_text,
+        "timeEpoch": epoch,
+    }
+
+
+def build_http_event(
+    request: HttpRequest,
+    *,
+    route: Route,
+    path_parameters: Mapping[str, str] | None,
+    api_id: str,
+    account_id: str,
+    request_id: str,
+    now: datetime,
+    authorizer_context: Any = None,
+    authorized: bool = False,
+    stage: str = "$default",
+) -> dict[str, Any]:
+    """The payload-2.0 event API Gateway sends the route's integration."""
+    headers, cookies = fold_headers(request.headers)
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": route.route_key,
+        "rawPath": request.raw_path,
+        "rawQueryString": request.raw_query,
+    }
+    if cookies:
+        event["cookies"] = cookies
+    event["headers"] = headers
+    query = query_parameters(request.raw_query)
+    if query:
+        event["queryStringParameters"] = query
+    context = build_request_context(
+        request,
+        route_key=route.route_key,
+        api_id=api_id,
+        account_id=account_id,
+        stage=stage,
+        request_id=request_id,
+        now=now,
+    )
+    if authorized:
+        # Only routes with an authorizer carry requestContext.authorizer at all.
+        context["authorizer"] = {"lambda": authorizer_context}
+    event["requestContext"] = context
+    if path_parameters:
+        event["pathParameters"] = dict(path_parameters)
+    body, is_b64 = encode_body(request.body, headers.get("content-type"))
+    if body is not None:
+        event["body"] = body
+    event["isBase64Encoded"] = is_b64
+    return event
+
+
+def route_arn(*, region: str, account_id: str, api_id: str, stage: str, method: str, raw_path: str) -> str:
+    return f"arn:aws:execute-api:{region}:{account_id}:{api_id}/{stage}/{method}{raw_path}"
+
+
+def identity_values(spec: AuthorizerSpec, request: HttpRequest) -> list[str] | None:
+    """The values of the authorizer's identity sources, or None when one is missing (-> 401)."""
+    headers, _ = fold_headers(request.headers)
+    query = query_parameters(request.raw_query)
+    values: list[str] = []
+    for name in spec.identity_headers:
+        value = headers.get(name.lower())
+        if not value:
+            return None
+        values.append(value)
+    for name in spec.identity_query_strings:
+        value = query.get(name)
+        if not value:
+            return None
+        values.append(value)
+    return values
+
+
+def build_authorizer_event(
+    request: HttpRequest,
+    *,
+    spec: AuthorizerSpec,
+    route: Route,
+    path_parameters: Mapping[str, str] | None,
+    api_id: str,
+    account_id: str,
+    region: str,
+    request_id: str,
+    now: datetime,
+    stage: str = "$default",
+) -> dict[str, Any]:
+    """The event API Gateway sends a Lambda REQUEST authorizer (payload 2.0, or 1.0 if configured)."""
+    headers, cookies = fold_headers(request.headers)
+    query = query_parameters(request.raw_query)
+    arn = route_arn(
+        region=region,
+        account_id=account_id,
+        api_id=api_id,
+        stage=stage,
+        method=request.method,
+        raw_path=request.raw_path,
+    )
+    context = build_request_context(
+        request,
+        route_key=route.route_key,
+        api_id=api_id,
+        account_id=account_id,
+        stage=stage,
+        request_id=request_id,
+        now=now,
+    )
+    identity = identity_values(spec, request) or []
+    if spec.payload_format_version == "1.0":
+        return {
+            "version": "1.0",
+            "type": "REQUEST",
+            "methodArn": arn,
+            "identitySource": ",".join(identity),
+            "authorizationToken": ",".join(identity),
+            "resource": route.path,
+            "path": request.raw_path,
+            "httpMethod": request.method,
+            "headers": headers,
+            "queryStringParameters": query,
+            "requestContext": context,
+            "pathParameters": dict(path_parameters or {}),
+            "stageVariables": {},
+        }
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "type": "REQUEST",
+        "routeArn": arn,
+        "identitySource": identity,
+        "routeKey": route.route_key,
+        "rawPath": request.raw_path,
+        "rawQueryString": request.raw_query,
+    }
+    if cookies:
+        event["cookies"] = cookies
+    event["headers"] = headers
+    if query:
+        event["queryStringParameters"] = query
+    event["requestContext"] = context
+    if path_parameters:
+        event["pathParameters"] = dict(path_parameters)
+    return event
+
+
+# --------------------------------------------------------------------------------------------------
+# Responses
+
+
+def _json_response(status: int, payload: Any, request_id: str) -> Response:
+    return Response(
+        json.dumps(payload),
+        status=status,
+        headers=[("Content-Type", JSON), ("apigw-requestid", request_id)],
+    )
+
+
+def _message(status: int, message: str, request_id: str) -> Response:
+    return _json_response(status, {"message": message}, request_id)
+
+
+class MalformedResponse(ValueError):
+    """A handler's statusCode-style answer API Gateway could not map (it answers 500)."""
+
+
+def convert_response(result: Any, request_id: str) -> Response:
+    """Map a handler's (marshalled) return value to HTTP as API Gateway does for payload 2.0."""
+    if not isinstance(result, dict) or "statusCode" not in result:
+        # No statusCode: API Gateway assumes 200, application/json, and the value itself as body.
+        return Response(
+            json.dumps(result), status=200, headers=[("Content-Type", JSON), ("apigw-requestid", request_id)]
+        )
+    status = result["statusCode"]
+    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+        raise MalformedResponse(f"statusCode must be an HTTP status integer, got {status!r}")
+    body = result.get("body", "")
+    if body is None:
+        body = ""
+    if not isinstance(body, str):
+        raise MalformedResponse(f"body must be a string, got {type(body).__name__}")
+    data = base64.b64decode(body) if result.get("isBase64Encoded") else body.encode("utf-8")
+    headers: list[tuple[str, str]] = []
+    for name, value in (result.get("headers") or {}).items():
+        headers.append((str(name), _header_value(value)))
+    for name, values in (result.get("multiValueHeaders") or {}).items():
+        headers.extend((str(name), _header_value(v)) for v in values)
+    headers.extend(("Set-Cookie", str(cookie)) for cookie in result.get("cookies") or [])
+    if not any(name.lower() == "content-type" for name, _ in headers):
+        headers.append(("Content-Type", JSON))
+    headers.append(("apigw-requestid", request_id))
+    response = Response(data, status=status)
+    response.headers.clear()
+    for name, value in headers:
+        response.headers.add(name, value)
+    return response
+
+
+def _header_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+# --------------------------------------------------------------------------------------------------
+# The gateway
+
+
+class Gateway:
+    """WSGI app serving ``template``'s HttpApi routes through the functions' handlers in-process."""
+
+    def __init__(self, template: Template, *, log: TextIO | None = None) -> None:
+        self.template = template
+        self._log = log
+        self._compiled = sorted((_compile(r) for r in template.routes), key=lambda c: c.specificity)
+        self._default = [c for c in self._compiled if c.route.path == "$default"]
+        self._handlers: dict[str, Handler] = {}
+        self._handler_lock = threading.Lock()
+        self._auth_cache: dict[tuple[str, tuple[str, ...]], tuple[float, bool, Any]] = {}
+        self._environment = self._merged_environment()
+        for route in template.routes:
+            if route.payload_format_version != "2.0":
+                raise GatewayConfigError(f"{route.route_key}: only PayloadFormatVersion 2.0 is emulated")
+            if route.authorizer is not None:
+                spec = template.authorizers[route.authorizer]
+                if spec.kind != "REQUEST" or spec.function is None:
+                    raise GatewayConfigError(f"{route.route_key}: {spec.kind} authorizers are not emulated")
+        for fn in self._served_functions():
+            if not fn.module_path.is_file():
+                raise GatewayConfigError(f"{fn.logical_id}: handler file {fn.module_path} does not exist")
+            # Like the Lambda layer's /opt/python: on the path before any handler imports calbot.
+            add_layer_paths(fn)
+
+    # -- configuration -----------------------------------------------------------------------------
+
+    def _served_functions(self) -> list[FunctionSpec]:
+        ids = {r.function for r in self.template.routes} | self.template.authorizer_functions()
+        return [self.template.functions[i] for i in sorted(ids)]
+
+    def _merged_environment(self) -> dict[str, str]:
+        merged: dict[str, str] = {}
+        owner: dict[str, str] = {}
+        conflicts: list[str] = []
+        for fn in self.template.functions.values():
+            for key, value in fn.environment.items():
+                if key in merged and merged[key] != value:
+                    conflicts.append(f"{key}: {owner[key]}={merged[key]!r} vs {fn.logical_id}={value!r}")
+                    continue
+                merged.setdefault(key, value)
+                owner.setdefault(key, fn.logical_id)
+        if conflicts:
+            raise GatewayConfigError(
+                "functions define the same environment variable with different values, which one "
+                "in-process stack cannot give them (use distinct names): " + "; ".join(conflicts)
+            )
+        return merged
+
+    def required_environment(self) -> dict[str, str]:
+        """The union of every function's resolved environment, to be set in os.environ once."""
+        return dict(self._environment)
+
+    # -- routing -----------------------------------------------------------------------------------
+
+    def match(self, method: str, raw_path: str) -> RouteMatch | None:
+        """The route API Gateway would pick for ``method`` and the (still percent-encoded) path."""
+        method = method.upper()
+        raw_segments = raw_path[1:].split("/") if raw_path.startswith("/") else [raw_path]
+        for compiled in self._compiled:
+            route = compiled.route
+            if route.path == "$default" or route.method not in (method, "ANY"):
+                continue
+            params = _match_path(compiled, raw_segments)
+            if params is not None:
+                return RouteMatch(route, params)
+        if self._default:
+            return RouteMatch(self._default[0].route, {})
+        return None
+
+    def function_for_route(self, method: str, path: str) -> str | None:
+        """Logical id of the function serving ``method path`` (a concrete request path), if any."""
+        found = self.match(method, path)
+        return found.route.function if found else None
+
+    # -- invoking ----------------------------------------------------------------------------------
+
+    def handler(self, logical_id: str) -> Handler:
+        """The function's handler, imported once and cached."""
+        handler = self._handlers.get(logical_id)
+        if handler is None:
+            with self._handler_lock:
+                handler = self._handlers.get(logical_id)
+                if handler is None:
+                    handler = import_handler(self.template.function(logical_id))
+                    self._handlers[logical_id] = handler
+        return handler
+
+    def invoke_function(self, logical_id: str, event: Any, *, request_id: str | None = None) -> Any:
+        """Call a function's handler like Lambda would and return its JSON-marshalled result.
+
+        Exceptions from the handler propagate (the caller decides: 500, retry, DLQ...); a result
+        Lambda could not serialise raises ``InvocationError`` (Runtime.MarshalError).
+        """
+        spec = self.template.function(logical_id)
+        handler = self.handler(logical_id)
+        started = time.monotonic()
+        result = handler(event, LambdaContext(spec, request_id, started=started))
+        elapsed = time.monotonic() - started
+        if elapsed > spec.timeout:
+            # In-process we cannot kill it; say loudly that Lambda would have.
+            self._write(f"[gateway] {logical_id} ran {elapsed:.1f}s, past its Timeout of {spec.timeout}s\n")
+        return json.loads(marshal(result))
+
+    # -- WSGI --------------------------------------------------------------------------------------
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        return self.handle(Request(environ))(environ, start_response)
+
+    def handle(self, req: Request) -> Response:
+        request_id = str(uuid.uuid4())
+        request = self._http_request(req)
+        found = self.match(request.method, request.raw_path)
+        if found is None:
+            return _message(404, "Not Found", request_id)
+        route = found.route
+        now = datetime.now(UTC)
+        api_id = str(self.template.ref(route.api))
+        authorizer_context: Any = None
+        if route.authorizer is not None:
+            outcome = self._authorize(request, found, api_id, request_id, now)
+            if isinstance(outcome, Response):
+                return outcome
+            authorizer_context = outcome
+        event = build_http_event(
+            request,
+            route=route,
+            path_parameters=found.path_parameters,
+            api_id=api_id,
+            account_id=self.template.account_id,
+            request_id=request_id,
+            now=now,
+            authorizer_context=authorizer_context,
+            authorized=route.authorizer is not None,
+        )
+        try:
+            result = self.invoke_function(route.function, event, request_id=request_id)
+            return convert_response(result, request_id)
+        except Exception as exc:
+            self._report(route.function, exc)
+            return _message(500, "Internal Server Error", request_id)
+
+    def _authorize(
+        self, request: HttpRequest, found: RouteMatch, api_id: str, request_id: str, now: datetime
+    ) -> Response | Any:
+        """The authorizer's context when allowed, else the Response API Gateway would send."""
+        assert found.route.authorizer is not None
+        spec = self.template.authorizers[found.route.authorizer]
+        identity = identity_values(spec, request)
+        if identity is None:
+            return _message(401, "Unauthorized", request_id)
+        cache_key = (spec.name, tuple(identity))
+        cacheable = spec.ttl > 0 and bool(identity)
+        cached = self._auth_cache.get(cache_key) if cacheable else None
+        if cached and cached[0] > time.monotonic():
+            _, allowed, context = cached
+        else:
+            event = build_authorizer_event(
+                request,
+                spec=spec,
+                route=found.route,
+                path_parameters=found.path_parameters,
+                api_id=api_id,
+                account_id=self.template.account_id,
+                region=self.template.region,
+                request_id=request_id,
+                now=now,
+            )
+            assert spec.function is not None
+            try:
+                answer = self.invoke_function(spec.function, event)
+                allowed, context = self._read_authorizer_answer(spec, answer, event)
+            except Exception as exc:
+                self._report(spec.function, exc)
+                return _message(500, "Internal Server Error", request_id)
+            if cacheable:
+                self._auth_cache[cache_key] = (time.monotonic() + spec.ttl, allowed, context)
+        if not allowed:
+            return _message(403, "Forbidden", request_id)
+        return context
+
+    @staticmethod
+    def _read_authorizer_answer(
+        spec: AuthorizerSpec, answer: Any, event: Mapping[str, Any]
+    ) -> tuple[bool, Any]:
+        if not isinstance(answer, dict):
+            raise MalformedResponse(f"authorizer returned {type(answer).__name__}, not an object")
+        if spec.simple_responses and spec.payload_format_version == "2.0":
+            if not isinstance(answer.get("isAuthorized"), bool):
+                raise MalformedResponse("a simple-response authorizer must return a boolean isAuthorized")
+            return answer["isAuthorized"], answer.get("context")
+        statements = (answer.get("policyDocument") or {}).get("Statement")
+        if not isinstance(statements, list):
+            raise MalformedResponse("authorizer returned no policyDocument.Statement list")
+        arn = str(event.get("routeArn") or event.get("methodArn"))
+        effects = [
+            str(s.get("Effect"))
+            for s in statements
+            if _action_matches(s.get("Action")) and _resource_matches(s.get("Resource"), arn)
+        ]
+        return ("Allow" in effects and "Deny" not in effects), answer.get("context")
+
+    # -- plumbing ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _http_request(req: Request) -> HttpRequest:
+        environ = req.environ
+        raw_uri = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+        if raw_uri:
+            # WSGI servers hand the URI over latin-1 encoded; undo that to get the bytes sent.
+            raw_uri = raw_uri.encode("latin-1").decode("utf-8", "replace")
+            raw_path = raw_uri.split("?", 1)[0]
+            if "://" in raw_path:  # absolute-form request target
+                raw_path = "/" + raw_path.split("://", 1)[1].partition("/")[2]
+        else:
+            raw_path = quote(req.path, safe="/:@!$&'()*+,;=-._~")
+        headers = list(req.headers.items())
+        header_names = {name.lower() for name, _ in headers}
+        # Headers API Gateway adds in front of the integration.
+        added = {
+            "x-amzn-trace-id": f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]}",
+            "x-forwarded-for": req.remote_addr or "127.0.0.1",
+            "x-forwarded-port": str(environ.get("SERVER_PORT", "")),
+            "x-forwarded-proto": req.scheme,
+        }
+        headers.extend((k, v) for k, v in added.items() if k not in header_names)
+        return HttpRequest(
+            method=req.method.upper(),
+            raw_path=raw_path or "/",
+            raw_query=environ.get("QUERY_STRING", "").encode("latin-1").decode("utf-8", "replace"),
+            headers=tuple(headers),
+            body=req.get_data(),
+            source_ip=req.remote_addr or "127.0.0.1",
+            protocol=environ.get("SERVER_PROTOCOL", "HTTP/1.1"),
+        )
+
+    def _write(self, text: str) -> None:
+        stream = self._log or sys.stderr
+        stream.write(text)
+        stream.flush()
+
+    def _report(self, logical_id: str, exc: BaseException) -> None:
+        if isinstance(exc, InvocationError):
+            detail = json.dumps(exc.payload)
+        else:
+            detail = "".join(traceback.format_exception(exc))
+        self._write(f"[gateway] {logical_id} failed:\n{detail}\n")
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+
+
+def _wildcard(pattern: str, text: str) -> bool:
+    regex = "^" + ".*".join(re.escape(part) for part in pattern.split("*")) + "$"
+    return re.match(regex.replace(r"\?", "."), text) is not None
+
+
+def _action_matches(action: Any) -> bool:
+    return any(_wildcard(a, "execute-api:Invoke") for a in _as_list(action))
+
+
+def _resource_matches(resource: Any, arn: str) -> bool:
+    return any(_wildcard(r, arn) for r in _as_list(resource))

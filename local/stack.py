@@ -1,0 +1,256 @@
+"""The whole service on one machine with no cloud: `python -m local.stack` (what `make dev` runs).
+
+Starts, in one process: moto in server mode as the embedded AWS (with template.yaml's resources created
+from template.yaml itself), the Microsoft identity + Graph emulator, and the gateway that serves
+template.yaml's HttpApi routes through the real Lambda handlers. Then it seeds a demo user with two
+Outlook accounts and prints the demo API key and a curl to try. The handlers run unchanged: only
+endpoints and credentials differ, supplied as template parameter overrides and standard AWS variables.
+State for other tools (`make invoke`, tests) is written to <state-dir>/stack.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_USER_ID = "usr_demo"
+DEMO_API_KEY = "cbk_demo_local_key_0000000000000000"  # local stack only; printed at start
+DEMO_CLIENT_ID = "demo-client-id"
+DEMO_CLIENT_SECRET = "demo-client-secret-value"
+SAMPLE_REFRESH_TOKEN = "M.C5_sample_event_refresh_token"  # used by events/CreateConnectionFunction.json
+AWS_ENV = {
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+}
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class LocalStack:
+    state_dir: Path = ROOT / ".local"
+    host: str = "127.0.0.1"
+    port: int = 0  # the gateway's; 0 picks a free one
+    parameter_overrides: dict[str, str] = field(default_factory=dict)
+    seed: bool = True
+    info: dict[str, Any] = field(default_factory=dict)
+    _servers: list[Any] = field(default_factory=list)
+
+    def start(self) -> dict[str, Any]:
+        from moto.server import ThreadedMotoServer
+
+        from local.aws_bootstrap import create_resources
+        from local.emulators.graph import GraphEmulator
+        from local.gateway import Gateway
+        from local.servers import serve
+        from local.template import load_template
+
+        sys.path.insert(0, str(ROOT / "layers" / "core"))
+        if os.environ.get("LOCAL_HTTP_LOG") != "1":
+            logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access log
+        moto_port = free_port(self.host)
+        moto = ThreadedMotoServer(ip_address=self.host, port=moto_port, verbose=False)
+        moto.start()
+        self._servers.append(moto)
+        aws_env = {**AWS_ENV, "AWS_ENDPOINT_URL": f"http://{self.host}:{moto_port}"}
+        os.environ.update(aws_env)
+
+        self.graph = GraphEmulator()
+        graph_server = serve(self.graph, host=self.host, port=0, name="graph")
+        self._servers.append(graph_server)
+
+        gateway_port = self.port or free_port(self.host)
+        gateway_url = f"http://{self.host}:{gateway_port}"
+        overrides = {
+            "Stage": "local",
+            "PublicBaseUrl": gateway_url,
+            "GraphBaseUrl": f"{graph_server.url}/v1.0",
+            "MicrosoftLoginBaseUrl": graph_server.url,
+            **self.parameter_overrides,
+        }
+        template = load_template(
+            ROOT / "template.yaml", parameter_overrides=overrides, stack_name="calbot-local"
+        )
+
+        import boto3
+
+        session = boto3.session.Session(region_name=aws_env["AWS_DEFAULT_REGION"])
+        create_resources(template, session)
+        self.gateway = Gateway(template)
+        os.environ.update(self.gateway.required_environment())
+        _reset_calbot_caches()
+        gateway_server = serve(self.gateway, host=self.host, port=gateway_port, name="gateway")
+        self._servers.append(gateway_server)
+
+        self.info = {
+            "gateway_url": gateway_url,
+            "api_url": f"{gateway_url}/api/v1",
+            "graph_url": graph_server.url,
+            "moto_url": aws_env["AWS_ENDPOINT_URL"],
+            "aws_env": aws_env,
+            "parameter_overrides": overrides,
+            "stack_name": "calbot-local",
+            "pid": os.getpid(),
+        }
+        if self.seed:
+            self.info["demo"] = seed_demo(self)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_dir / "stack.json.tmp"
+        tmp.write_text(json.dumps(self.info, indent=2))
+        tmp.replace(self.state_dir / "stack.json")  # atomic: readers never see half a file
+        return self.info
+
+    def stop(self) -> None:
+        for server in reversed(self._servers):
+            try:
+                if hasattr(server, "shutdown"):
+                    server.shutdown()
+                else:
+                    server.stop()
+            except Exception:
+                pass
+        try:
+            (self.state_dir / "stack.json").unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _reset_calbot_caches() -> None:
+    from calbot.aws import reset_clients
+    from calbot.config import reset_settings
+    from calbot.providers import reset_providers
+
+    reset_settings()
+    reset_clients()
+    reset_providers()
+
+
+def seed_demo(stack: LocalStack) -> dict[str, Any]:
+    """A demo user with a known key, two connected Outlook accounts (one personal, mail null), and a
+    third account at the emulator that is not connected yet (for the sample event and for trying)."""
+    from calbot import auth, store
+    from calbot.admin import create_user
+
+    if store.get_user(DEMO_USER_ID) is None:
+        create_user("demo@calbot.local", DEMO_USER_ID)
+        auth.issue_api_key(DEMO_USER_ID, DEMO_API_KEY)
+    graph = stack.graph
+    graph.add_app(DEMO_CLIENT_ID, DEMO_CLIENT_SECRET)
+    jane = graph.add_account(
+        client_id=DEMO_CLIENT_ID,
+        mail="jane@contoso.example",
+        user_principal_name="jane@contoso.example",
+        display_name="Jane Doe",
+        calendars=[
+            {"name": "Calendar", "is_default": True, "can_edit": True},
+            {"name": "Team events", "can_edit": False},
+        ],
+    )
+    alex = graph.add_account(
+        client_id=DEMO_CLIENT_ID,
+        mail=None,
+        user_principal_name="alex.personal@outlook.example",
+        display_name="Alex Personal",
+    )
+    graph.add_account(
+        client_id=DEMO_CLIENT_ID,
+        mail="sample.user@fabrikam.example",
+        user_principal_name="sample.user@fabrikam.example",
+        display_name="Sample User",
+        refresh_token=SAMPLE_REFRESH_TOKEN,
+    )
+    connected = []
+    for account in (jane, alex):
+        resp = requests.post(
+            f"{stack.info['api_url']}/calendar/create_outlook_calendar",
+            headers={"Authorization": f"Token {DEMO_API_KEY}"},
+            json={
+                "microsoft_client_id": DEMO_CLIENT_ID,
+                "microsoft_client_secret": DEMO_CLIENT_SECRET,
+                "microsoft_refresh_token": account["refresh_token"],
+            },
+            timeout=30,
+        )
+        if resp.status_code not in (200, 201):
+            raise RuntimeError(f"demo seed: connecting an account failed: {resp.status_code} {resp.text}")
+        connected.append(resp.json()["account_id"])
+    return {
+        "user_id": DEMO_USER_ID,
+        "api_key": DEMO_API_KEY,
+        "accounts": connected,
+        "client_id": DEMO_CLIENT_ID,
+    }
+
+
+def banner(info: dict[str, Any]) -> str:
+    demo = info.get("demo") or {}
+    lines = [
+        "",
+        "calbot local stack is up (no cloud: moto + Graph emulator + gateway)",
+        f"  API:            {info['api_url']}",
+        f"  Graph emulator: {info['graph_url']}   (control API under /_control)",
+        f"  AWS (moto):     {info['moto_url']}",
+    ]
+    if demo:
+        lines += [
+            f"  Demo user:      {demo['user_id']}   accounts: {', '.join(demo['accounts'])}",
+            f"  Demo API key:   {demo['api_key']}",
+            "",
+            "Try:",
+            f"  curl -s -H 'Authorization: Token {demo['api_key']}' {info['api_url']}/calendar/connections",
+        ]
+    lines += ["", "Ctrl-C stops it."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run calbot locally with no cloud.")
+    parser.add_argument("--state-dir", type=Path, default=ROOT / ".local")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("CALBOT_PORT", "3000")))
+    parser.add_argument("--no-seed", action="store_true")
+    parser.add_argument("--parameter-overrides", nargs="*", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    overrides = dict(item.split("=", 1) for item in args.parameter_overrides)
+    stack = LocalStack(
+        state_dir=args.state_dir,
+        host=args.host,
+        port=args.port,
+        seed=not args.no_seed,
+        parameter_overrides=overrides,
+    )
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    try:
+        info = stack.start()
+        print(banner(info), flush=True)
+        while not stopping.is_set():
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""End-to-end fixtures: the local stack as a separate process, driven over HTTP like a user's curl.
+
+Everything the stack process prints (handler logs included) is captured to a file, and every response
+the tests receive is recorded, so a test can grep both for token material.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class E2EStack:
+    def __init__(self, state_dir: Path, log_path: Path, proc: subprocess.Popen[bytes], info: dict[str, Any]):
+        self.state_dir = state_dir
+        self.log_path = log_path
+        self.proc = proc
+        self.info = info
+        self.api_url: str = info["api_url"]
+        self.graph_url: str = info["graph_url"]
+        self.responses: list[str] = []  # every response body seen, for the secret grep
+        self.http = requests.Session()
+
+    @property
+    def demo_key(self) -> str:
+        return self.info["demo"]["api_key"]
+
+    def api(self, method: str, path: str, *, key: str | None = None, **kwargs: Any) -> requests.Response:
+        headers = dict(kwargs.pop("headers", {}) or {})
+        if key is not None:
+            headers["Authorization"] = f"Token {key}"
+        resp = self.http.request(method, f"{self.api_url}{path}", headers=headers, timeout=60, **kwargs)
+        self.responses.append(resp.text)
+        return resp
+
+    def graph(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        resp = self.http.request(method, f"{self.graph_url}/_control{path}", timeout=30, **kwargs)
+        assert resp.status_code < 400, f"emulator control {method} {path}: {resp.status_code} {resp.text}"
+        return resp
+
+    def env(self) -> dict[str, str]:
+        """The environment the handlers get (for the admin CLI and direct AWS checks)."""
+        out = subprocess.run(
+            [sys.executable, "-m", "local.env", str(self.state_dir)],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        env = {}
+        for line in out.splitlines():
+            key, _, value = line.removeprefix("export ").partition("=")
+            env[key] = value.strip("'")
+        return env
+
+    def admin(self, *args: str) -> dict[str, Any]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "calbot.admin", *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env={**os.environ, **self.env(), "PYTHONPATH": str(ROOT / "layers/core")},
+        )
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    def boto(self, service: str) -> Any:
+        import boto3
+
+        env = self.info["aws_env"]
+        return boto3.client(
+            service,
+            endpoint_url=env["AWS_ENDPOINT_URL"],
+            region_name=env["AWS_DEFAULT_REGION"],
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_stack(state_dir: Path, *extra: str) -> E2EStack:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    log_path = state_dir / "stack.log"
+    log = log_path.open("wb")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    for var in ("AWS_ENDPOINT_URL", "TABLE_NAME", "SSM_PREFIX"):  # the stack sets its own
+        env.pop(var, None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "local.stack", "--state-dir", str(state_dir), "--port", "0", *extra],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    state = state_dir / "stack.json"
+    deadline = time.time() + 90
+    while not state.exists():
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            raise RuntimeError(f"local stack did not start:\n{log_path.read_text(errors='replace')[-4000:]}")
+        time.sleep(0.2)
+    return E2EStack(state_dir, log_path, proc, json.loads(state.read_text()))
+
+
+def stop_stack(stack: E2EStack) -> None:
+    stack.proc.terminate()
+    try:
+        stack.proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        stack.proc.kill()
+
+
+@pytest.fixture(scope="session")
+def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2EStack]:
+    stack = start_stack(tmp_path_factory.mktemp("e2e-stack"))
+    yield stack
+    stop_stack(stack)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/e2e/" in str(item.fspath).replace(os.sep, "/"):
+            item.add_marker(pytest.mark.e2e)

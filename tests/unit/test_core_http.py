@@ -1,0 +1,129 @@
+"""The handler wrapper: request parsing, validation errors, JSON answers, and no stack traces."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from calbot.errors import ApiError
+from calbot.http import Request, Response, api_handler
+
+
+class Body(BaseModel):
+    name: str
+    count: int = 1
+
+
+def event(
+    body: str | None = None, *, ctype: str = "application/json", user: str | None = "usr_1", **extra: Any
+) -> dict[str, Any]:
+    ev: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": "POST /x",
+        "headers": {"content-type": ctype},
+        "requestContext": {"http": {"method": "POST"}, "domainName": "abc.example"},
+        "body": body,
+        "isBase64Encoded": False,
+        **extra,
+    }
+    if user is not None:
+        ev["requestContext"]["authorizer"] = {"lambda": {"user_id": user}}
+    return ev
+
+
+@api_handler
+def echo(request: Request) -> Response:
+    parsed = request.body_as(Body)
+    return Response(201, {"user": request.user_id, **parsed.model_dump()})
+
+
+def call(ev: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    resp = echo(ev, None)
+    assert resp["headers"]["content-type"].startswith("application/json")
+    return resp["statusCode"], json.loads(resp["body"])
+
+
+def test_valid_body() -> None:
+    assert call(event('{"name": "a"}')) == (201, {"user": "usr_1", "name": "a", "count": 1})
+
+
+@pytest.mark.parametrize(
+    ("body", "ctype", "status", "error"),
+    [
+        ('{"count": "x"}', "application/json", 400, "invalid_request"),
+        ("{not json", "application/json", 400, "invalid_json"),
+        ("[1, 2]", "application/json", 400, "invalid_json"),
+        ('{"name": "a"}', "text/plain", 415, "unsupported_media_type"),
+        ("x" * (256 * 1024 + 1), "application/json", 413, "payload_too_large"),
+    ],
+)
+def test_bad_bodies_are_clear_json_errors(body: str, ctype: str, status: int, error: str) -> None:
+    code, data = call(event(body, ctype=ctype))
+    assert (code, data["error"]) == (status, error) and data["message"]
+
+
+def test_validation_details_never_echo_input() -> None:
+    code, data = call(event('{"name": 12345678901234567890123, "count": "secret-value-xyz"}'))
+    assert code == 400 and "secret-value-xyz" not in json.dumps(data)
+    assert {d["field"] for d in data["details"]} == {"name", "count"}
+
+
+def test_missing_user_is_401() -> None:
+    code, data = call(event('{"name": "a"}', user=None))
+    assert (code, data["error"]) == (401, "unauthorized")
+    code, data = call(event('{"name": "a"}', user=""))
+    assert code == 401
+
+
+def test_unexpected_exception_is_json_500_without_trace() -> None:
+    @api_handler
+    def broken(request: Request) -> Response:
+        raise ZeroDivisionError("internal detail")
+
+    resp = broken(event("{}"), None)
+    assert resp["statusCode"] == 500
+    assert json.loads(resp["body"]) == {"error": "internal_error", "message": "An unexpected error occurred."}
+
+
+def test_api_error_extra_fields_and_retry_after_header() -> None:
+    @api_handler
+    def throttled(request: Request) -> Response:
+        raise ApiError(502, "provider_unavailable", "later", retry_after=30, account_id="a@b.c")
+
+    resp = throttled(event("{}"), None)
+    assert resp["headers"]["retry-after"] == "30"
+    assert json.loads(resp["body"]) == {
+        "error": "provider_unavailable",
+        "message": "later",
+        "account_id": "a@b.c",
+    }
+
+
+def test_plain_text_response() -> None:
+    @api_handler
+    def plain(request: Request) -> Response:
+        return Response(200, text="tok en")
+
+    resp = plain(event(None), None)
+    assert resp["body"] == "tok en" and resp["headers"]["content-type"].startswith("text/plain")
+
+
+def test_base64_body_and_base_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    import base64
+
+    from calbot.config import reset_settings
+
+    ev = event(base64.b64encode(b'{"name": "b64"}').decode(), isBase64Encoded=True)
+    assert call(ev)[1]["name"] == "b64"
+    monkeypatch.setenv("TABLE_NAME", "t")
+    monkeypatch.setenv("SSM_PREFIX", "/calbot/test")
+    monkeypatch.setenv("PUBLIC_BASE_URL", "")
+    reset_settings()
+    assert Request(ev).base_url == "https://abc.example"
+    monkeypatch.setenv("PUBLIC_BASE_URL", "https://cal.example.com/")
+    reset_settings()
+    assert Request(ev).base_url == "https://cal.example.com"
+    reset_settings()

@@ -1,0 +1,83 @@
+"""Project-level checks that CI and a newcomer meet: template validity, lint, pinned dependencies."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _sam() -> str | None:
+    candidates = [os.environ.get("SAM_BIN"), str(ROOT / ".venv-sam/bin/sam"), shutil.which("sam")]
+    return next((c for c in candidates if c and Path(c).exists()), None)
+
+
+def test_sam_validate_lint() -> None:
+    sam = _sam()
+    if sam is None:
+        if os.environ.get("CI"):
+            pytest.fail("sam is not installed: `make test` installs it into .venv-sam")
+        pytest.skip("sam not installed (make install-sam)")
+    proc = subprocess.run(
+        [sam, "validate", "--lint", "--template", str(ROOT / "template.yaml")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "AWS_DEFAULT_REGION": "us-east-1", "SAM_CLI_TELEMETRY": "0"},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "is a valid SAM Template" in proc.stdout + proc.stderr
+
+
+def test_cfn_lint() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "cfnlint", str(ROOT / "template.yaml")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_ruff_clean() -> None:
+    ruff = Path(sys.executable).with_name("ruff")
+    check = subprocess.run([str(ruff), "check", "."], cwd=ROOT, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout
+    fmt = subprocess.run([str(ruff), "format", "--check", "."], cwd=ROOT, capture_output=True, text=True)
+    assert fmt.returncode == 0, fmt.stdout
+
+
+def test_dependencies_are_pinned() -> None:
+    for name in ("requirements-dev.txt", "layers/core/requirements.txt", "requirements-sam.txt"):
+        for line in (ROOT / name).read_text().splitlines():
+            line = line.split("#")[0].strip()
+            if line and not line.startswith("-r"):
+                assert "==" in line, f"{name}: {line} is not pinned"
+
+
+def test_production_code_never_imports_local() -> None:
+    offenders = [
+        str(p.relative_to(ROOT))
+        for base in ("layers", "functions")
+        for p in (ROOT / base).rglob("*.py")
+        if "from local" in p.read_text() or "import local" in p.read_text()
+    ]
+    assert offenders == []
+
+
+def test_no_local_mode_switch_in_production_code() -> None:
+    needles = ("LOCAL_MODE", "IS_LOCAL", "AWS_SAM_LOCAL", "localhost", "127.0.0.1")
+    offenders = [
+        f"{p.relative_to(ROOT)}: {n}"
+        for base in ("layers", "functions")
+        for p in (ROOT / base).rglob("*.py")
+        for n in needles
+        if n in p.read_text()
+    ]
+    assert offenders == []
