@@ -39,7 +39,7 @@ from urllib.parse import parse_qsl, quote, unquote
 from werkzeug.wrappers import Request, Response
 
 from local.invoke import Handler, InvocationError, LambdaContext, add_layer_paths, import_handler, marshal
-from local.template import AuthorizerSpec, FunctionSpec, Route, Template
+from local.template import AuthorizerSpec, Route, Template
 
 JSON = "application/json"
 
@@ -443,17 +443,14 @@ class Gateway:
                 spec = template.authorizers[route.authorizer]
                 if spec.kind != "REQUEST" or spec.function is None:
                     raise GatewayConfigError(f"{route.route_key}: {spec.kind} authorizers are not emulated")
-        for fn in self._served_functions():
+        # Every function, not only the routed ones: the clock invokes the others through this gateway.
+        for fn in template.functions.values():
             if not fn.module_path.is_file():
                 raise GatewayConfigError(f"{fn.logical_id}: handler file {fn.module_path} does not exist")
             # Like the Lambda layer's /opt/python: on the path before any handler imports calbot.
             add_layer_paths(fn)
 
     # -- configuration -----------------------------------------------------------------------------
-
-    def _served_functions(self) -> list[FunctionSpec]:
-        ids = {r.function for r in self.template.routes} | self.template.authorizer_functions()
-        return [self.template.functions[i] for i in sorted(ids)]
 
     def _merged_environment(self) -> dict[str, str]:
         merged: dict[str, str] = {}

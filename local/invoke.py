@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import decimal
+import hashlib
 import importlib.util
 import itertools
 import json
@@ -110,13 +111,15 @@ def add_layer_paths(spec: FunctionSpec) -> None:
 def import_handler(spec: FunctionSpec, *, fresh: bool = False) -> Handler:
     """Import ``spec``'s module by file path and return its handler callable.
 
-    Every function's file is called app.py, so each gets a unique module name
-    (``_lambda_<LogicalId>``; ``fresh=True`` adds a counter to force a new cold import). The code dir is
-    on sys.path only while the module executes: other functions' code must not shadow it later.
+    Every function's file is called app.py, so each gets a unique module name,
+    ``_lambda_<LogicalId>_<hash of the file's path>``: one module per file, imported once
+    (``fresh=True`` adds a counter to force a new cold import). The code dir is on sys.path only
+    while the module executes: other functions' code must not shadow it later.
     """
     if not spec.module_path.is_file():
         raise TemplateError(f"{spec.logical_id}: handler file {spec.module_path} does not exist")
-    module_name = f"_lambda_{spec.logical_id}"
+    path_hash = hashlib.sha256(str(spec.module_path).encode()).hexdigest()[:8]
+    module_name = f"_lambda_{spec.logical_id}_{path_hash}"
     if fresh:
         module_name += f"_{next(_module_counter)}"
     with _import_lock:

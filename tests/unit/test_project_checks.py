@@ -37,7 +37,7 @@ def test_sam_validate_lint() -> None:
 
 def test_cfn_lint() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "cfnlint", str(ROOT / "template.yaml")],
+        [str(Path(sys.executable).with_name("cfn-lint")), str(ROOT / "template.yaml")],
         cwd=ROOT,
         capture_output=True,
         text=True,

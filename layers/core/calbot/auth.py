@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import secrets
 
 from calbot import store
 from calbot.models import ApiKeyRecord
@@ -14,6 +13,8 @@ _HEADER = re.compile(r"^\s*(?:Token|Bearer)\s+(\S+)\s*$", re.IGNORECASE)
 
 
 def new_api_key() -> str:
+    import secrets  # only key issuance needs it; keeps the authorizer's cold import lean
+
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-import uuid
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from decimal import Decimal
@@ -330,6 +329,8 @@ def subscriptions_expiring_before(when: datetime) -> Iterator[Subscription]:
 
 def acquire_lock(name: str, *, ttl_seconds: int = 60) -> str:
     """Take a named mutex; raise LockBusy while someone else holds an unexpired one. Returns a token."""
+    import uuid  # locks are taken on write paths only
+
     token = uuid.uuid4().hex
     now_epoch = int(now().timestamp())
     try:

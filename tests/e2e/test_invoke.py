@@ -1,0 +1,83 @@
+"""1/8 addendum: every function in template.yaml invoked once through the Docker-free stand-in
+(`python -m local.invoke`, what `make invoke` runs) with its sample event, against the running stack."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from local.template import load_template
+from tests.e2e.conftest import E2EStack
+
+ROOT = Path(__file__).resolve().parents[2]
+EVENTS = sorted((ROOT / "events").glob("*.json"))
+
+
+def expected(name: str, result: Any) -> None:
+    """What each sample event implies. A new sample event must say what it expects here."""
+    checks = {
+        "AuthorizerFunction": lambda r: r == {"isAuthorized": True, "context": {"user_id": "usr_demo"}},
+        # The seed leaves sample.user@fabrikam.example unconnected at the emulator for this event.
+        "CreateConnectionFunction": lambda r: (
+            r["statusCode"] == 201 and json.loads(r["body"])["account_id"] == "sample.user@fabrikam.example"
+        ),
+        "GetConnectionFunction": lambda r: (
+            r["statusCode"] == 200 and json.loads(r["body"])["account_id"] == "jane@contoso.example"
+        ),
+        "ListConnectionsFunction": lambda r: r["statusCode"] == 200 and json.loads(r["body"])["total"] >= 2,
+        "ListConnectionsFunction.no_api_key": lambda r: (
+            r["statusCode"] == 401 and json.loads(r["body"])["error"] == "unauthorized"
+        ),
+        "WebhookFunction": lambda r: (
+            r["statusCode"] == 200
+            and r["body"].startswith("Validation: Testing")
+            and r["headers"]["content-type"].startswith("text/plain")
+        ),
+    }
+    assert name in checks, f"events/{name}.json has no expectation in {__file__}"
+    assert checks[name](result), f"{name}: unexpected result {result}"
+
+
+@pytest.mark.parametrize("event_file", EVENTS, ids=[p.stem for p in EVENTS])
+def test_invoke_each_function_with_its_sample_event(e2e: E2EStack, event_file: Path) -> None:
+    function = event_file.stem.split(".")[0]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "local.invoke",
+            function,
+            "-e",
+            str(event_file),
+            "--state-dir",
+            str(e2e.state_dir),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "START RequestId:" in proc.stderr and "REPORT RequestId:" in proc.stderr
+    expected(event_file.stem, json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def test_every_function_has_a_sample_event_that_is_invoked() -> None:
+    functions = set(load_template(ROOT / "template.yaml").functions)
+    assert functions == {p.stem.split(".")[0] for p in EVENTS}
+
+
+def test_invoke_without_a_running_stack_says_so(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "local.invoke", "ListConnectionsFunction", "--state-dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and "make dev" in proc.stderr + proc.stdout

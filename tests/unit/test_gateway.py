@@ -1,0 +1,532 @@
+"""local.gateway (API Gateway HTTP API emulation) and local.invoke (sam local invoke stand-in),
+driven with a throwaway template and throwaway handlers so every behaviour is pinned down."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import io
+import json
+import os
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from werkzeug.test import Client
+
+from local import invoke as local_invoke
+from local.gateway import Gateway, GatewayConfigError, fold_headers
+from local.servers import serve
+from local.template import Template, load_template
+
+TEMPLATE = """\
+Globals:
+  Function:
+    Runtime: python3.12
+    Handler: app.handler
+    Timeout: 5
+    Environment:
+      Variables:
+        SHARED: one
+Resources:
+  Api:
+    Type: AWS::Serverless::HttpApi
+    Properties:
+      Auth:
+        DefaultAuthorizer: KeyAuth
+        Authorizers:
+          KeyAuth:
+            FunctionArn: !GetAtt AuthFn.Arn
+            AuthorizerPayloadFormatVersion: "2.0"
+            EnableSimpleResponses: true
+            Identity:
+              Headers: [X-Key]
+              ReauthorizeEvery: {ttl}
+  AuthFn:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: auth/
+  EchoFn:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: echo/
+      Environment:
+        Variables:
+          ECHO_ONLY: "1"
+      Events:
+        Item: {{Type: HttpApi, Properties: {{ApiId: !Ref Api, Path: "/items/{{item_id}}", Method: GET}}}}
+        Special: {{Type: HttpApi, Properties: {{ApiId: !Ref Api, Path: /items/special, Method: GET}}}}
+        Create: {{Type: HttpApi, Properties: {{ApiId: !Ref Api, Path: /items, Method: POST}}}}
+        Files: {{Type: HttpApi, Properties: {{ApiId: !Ref Api, Path: "/files/{{path+}}", Method: GET}}}}
+        Open:
+          Type: HttpApi
+          Properties: {{ApiId: !Ref Api, Path: /open, Method: ANY, Auth: {{Authorizer: NONE}}}}
+  ValueFn:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: value/
+      Events:
+        Value:
+          Type: HttpApi
+          Properties: {{ApiId: !Ref Api, Path: "/value/{{kind}}", Method: GET, Auth: {{Authorizer: NONE}}}}
+  BoomFn:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: boom/
+      Events:
+        Boom: {{Type: HttpApi, Properties: {{ApiId: !Ref Api, Path: /boom, Method: GET}}}}
+"""
+
+HANDLERS = {
+    # Records its calls so tests can tell whether the gateway invoked it at all.
+    "auth": """
+        CALLS = []
+
+        def handler(event, context):
+            CALLS.append(event)
+            mode = event["headers"].get("x-key")
+            if mode == "raise":
+                raise RuntimeError("authorizer broke")
+            if mode == "malformed":
+                return {"allowed": True}
+            return {"isAuthorized": mode != "deny", "context": {"user_id": "usr_" + mode}}
+    """,
+    "echo": """
+        import json
+        import os
+
+        def handler(event, context):
+            return {
+                "statusCode": 200,
+                "headers": {"content-type": "application/json"},
+                "body": json.dumps({
+                    "event": event,
+                    "context": {
+                        "function_name": context.function_name,
+                        "memory": context.memory_limit_in_mb,
+                        "arn": context.invoked_function_arn,
+                        "remaining": context.get_remaining_time_in_millis(),
+                        "request_id": context.aws_request_id,
+                    },
+                }),
+            }
+    """,
+    "value": """
+        import base64
+        import decimal
+
+        def handler(event, context):
+            kind = event["pathParameters"]["kind"]
+            if kind == "list":
+                return [1, "two"]
+            if kind == "dict":
+                return {"hello": "world", "n": decimal.Decimal("1.5")}
+            if kind == "string":
+                return "plain"
+            if kind == "binary":
+                return {
+                    "statusCode": 201,
+                    "headers": {"X-One": "1", "Content-Type": "application/octet-stream"},
+                    "cookies": ["a=1; Path=/", "b=2"],
+                    "body": base64.b64encode(b"\\x00\\x01\\x02").decode(),
+                    "isBase64Encoded": True,
+                }
+            if kind == "nobody":
+                return {"statusCode": 204}
+            if kind == "badbody":
+                return {"statusCode": 200, "body": {"not": "a string"}}
+            if kind == "unserialisable":
+                return {"statusCode": 200, "body": object()}
+            raise ValueError(kind)
+    """,
+    "boom": """
+        def handler(event, context):
+            raise KeyError("boom")
+    """,
+}
+
+
+def write_project(root: Path, *, ttl: int = 0, template: str = TEMPLATE) -> Path:
+    for name, code in HANDLERS.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        (root / name / "app.py").write_text(textwrap.dedent(code))
+    path = root / "template.yaml"
+    path.write_text(template.format(ttl=ttl))
+    return path
+
+
+@pytest.fixture
+def template(tmp_path: Path) -> Template:
+    return load_template(write_project(tmp_path), stack_name="t")
+
+
+@pytest.fixture
+def log() -> io.StringIO:
+    return io.StringIO()
+
+
+@pytest.fixture
+def gateway(template: Template, log: io.StringIO) -> Gateway:
+    return Gateway(template, log=log)
+
+
+@pytest.fixture
+def client(gateway: Gateway) -> Client:
+    return Client(gateway)
+
+
+def auth_calls(gateway: Gateway) -> list[dict[str, Any]]:
+    """The events the authorizer handler has received (it records them in its module)."""
+    return sys.modules[gateway.handler("AuthFn").__module__].CALLS
+
+
+def echoed(response: Any) -> dict[str, Any]:
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return json.loads(response.get_data(as_text=True))
+
+
+# -- routing and the 2.0 event ---------------------------------------------------------------------
+
+
+def test_path_parameters_are_url_decoded_and_raw_path_is_not(client: Client) -> None:
+    out = echoed(client.get("/items/jane%40acme.com", headers={"X-Key": "k"}))
+    event = out["event"]
+    assert event["version"] == "2.0"
+    assert event["routeKey"] == "GET /items/{item_id}"
+    assert event["rawPath"] == "/items/jane%40acme.com"
+    assert event["pathParameters"] == {"item_id": "jane@acme.com"}
+    assert event["requestContext"]["http"]["path"] == "/items/jane%40acme.com"
+    assert event["requestContext"]["http"]["method"] == "GET"
+    assert event["requestContext"]["routeKey"] == "GET /items/{item_id}"
+    assert event["requestContext"]["stage"] == "$default"
+    assert event["isBase64Encoded"] is False
+    assert "body" not in event and "queryStringParameters" not in event
+
+
+def test_literal_route_beats_parameter_and_greedy_takes_the_rest(client: Client) -> None:
+    assert (
+        echoed(client.get("/items/special", headers={"X-Key": "k"}))["event"]["routeKey"]
+        == "GET /items/special"
+    )
+    event = echoed(client.get("/files/a/b%20c.txt", headers={"X-Key": "k"}))["event"]
+    assert event["routeKey"] == "GET /files/{path+}"
+    assert event["pathParameters"] == {"path": "a/b c.txt"}
+
+
+def test_query_headers_and_cookies_are_folded_like_payload_2(client: Client) -> None:
+    out = echoed(
+        client.get(
+            "/items/1?a=1&a=2&b=x%20y&empty=",
+            headers=[("X-Key", "k"), ("X-Upper", "v")],
+        )
+    )
+    event = out["event"]
+    assert event["rawQueryString"] == "a=1&a=2&b=x%20y&empty="
+    assert event["queryStringParameters"] == {"a": "1,2", "b": "x y", "empty": ""}
+    assert event["headers"]["x-upper"] == "v"
+    assert all(name == name.lower() for name in event["headers"])
+    assert "cookies" not in event
+    assert event["headers"]["host"] == event["requestContext"]["domainName"] == "localhost"
+    ctx = event["requestContext"]
+    assert ctx["accountId"] == "123456789012" and len(ctx["apiId"]) == 10
+    assert isinstance(ctx["timeEpoch"], int) and ctx["time"].endswith("+0000")
+    assert ctx["requestId"] and ctx["http"]["sourceIp"]
+
+
+def test_repeated_headers_are_comma_joined() -> None:
+    headers, cookies = fold_headers([("X-A", "1"), ("x-a", "2"), ("Cookie", "a=1"), ("cookie", "b=2; c=3")])
+    assert headers == {"x-a": "1,2"}
+    assert cookies == ["a=1", "b=2", "c=3"]
+
+
+def test_through_a_real_http_server(gateway: Gateway) -> None:
+    # The werkzeug server (what the stack runs) hands over the raw URI and repeated headers itself.
+    with serve(gateway) as server:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        conn.putrequest("GET", "/items/a%2Fb%40c?x=1&x=2")
+        for name, value in [("X-Key", "k"), ("X-Multi", "one"), ("X-Multi", "two"), ("Cookie", "s=1; t=2")]:
+            conn.putheader(name, value)
+        conn.endheaders()
+        response = conn.getresponse()
+        body = json.loads(response.read())
+        conn.close()
+    assert response.status == 200
+    event = body["event"]
+    assert event["rawPath"] == "/items/a%2Fb%40c"
+    assert event["pathParameters"] == {"item_id": "a/b@c"}  # %2F stays inside one segment
+    assert event["headers"]["x-multi"] == "one,two"
+    assert event["cookies"] == ["s=1", "t=2"]
+    assert "cookie" not in event["headers"]
+    assert event["queryStringParameters"] == {"x": "1,2"}
+    assert event["headers"]["host"] == f"127.0.0.1:{server.port}"
+    assert event["headers"]["x-forwarded-proto"] == "http"
+
+
+def test_text_body_is_passed_as_text_and_binary_as_base64(client: Client) -> None:
+    event = echoed(client.post("/items", json={"name": "x"}, headers={"X-Key": "k"}))["event"]
+    assert json.loads(event["body"]) == {"name": "x"} and event["isBase64Encoded"] is False
+    event = echoed(
+        client.post(
+            "/items", data=b"\x89PNG\x00", headers={"X-Key": "k", "Content-Type": "application/octet-stream"}
+        )
+    )["event"]
+    assert event["isBase64Encoded"] is True
+    assert base64.b64decode(event["body"]) == b"\x89PNG\x00"
+
+
+def test_handler_gets_a_lambda_like_context(client: Client) -> None:
+    ctx = echoed(client.get("/items/1", headers={"X-Key": "k"}))["context"]
+    assert ctx["function_name"] == "t-EchoFn"
+    assert ctx["arn"] == "arn:aws:lambda:us-east-1:123456789012:function:t-EchoFn"
+    assert ctx["memory"] == "128"
+    assert 0 < ctx["remaining"] <= 5000
+
+
+def test_unknown_path_and_wrong_method_are_404(client: Client) -> None:
+    for response in (client.get("/nope"), client.delete("/items/1"), client.get("/items/1/extra")):
+        assert response.status_code == 404
+        assert response.get_json() == {"message": "Not Found"}
+
+
+def test_function_for_route(gateway: Gateway) -> None:
+    assert gateway.function_for_route("GET", "/items/42") == "EchoFn"
+    assert gateway.function_for_route("PATCH", "/open") == "EchoFn"  # ANY
+    assert gateway.function_for_route("GET", "/value/list") == "ValueFn"
+    assert gateway.function_for_route("PUT", "/items/42") is None
+
+
+# -- the authorizer --------------------------------------------------------------------------------
+
+
+def test_authorizer_allows_and_its_context_reaches_the_handler(gateway: Gateway, client: Client) -> None:
+    event = echoed(client.get("/items/7?q=1", headers={"X-Key": "alice"}))["event"]
+    assert event["requestContext"]["authorizer"] == {"lambda": {"user_id": "usr_alice"}}
+    [auth_event] = auth_calls(gateway)
+    assert auth_event["version"] == "2.0" and auth_event["type"] == "REQUEST"
+    assert auth_event["identitySource"] == ["alice"]
+    assert auth_event["routeKey"] == "GET /items/{item_id}"
+    assert auth_event["routeArn"].endswith(f"{event['requestContext']['apiId']}/$default/GET/items/7")
+    assert auth_event["pathParameters"] == {"item_id": "7"}
+    assert auth_event["queryStringParameters"] == {"q": "1"}
+    assert auth_event["headers"]["x-key"] == "alice"
+
+
+def test_missing_identity_header_is_401_without_invoking_the_authorizer(
+    gateway: Gateway, client: Client
+) -> None:
+    response = client.get("/items/1")
+    assert response.status_code == 401
+    assert response.get_json() == {"message": "Unauthorized"}
+    assert auth_calls(gateway) == []
+
+
+def test_denied_is_403(client: Client) -> None:
+    response = client.get("/items/1", headers={"X-Key": "deny"})
+    assert response.status_code == 403
+    assert response.get_json() == {"message": "Forbidden"}
+
+
+@pytest.mark.parametrize("mode", ["raise", "malformed"])
+def test_authorizer_failure_is_500(client: Client, log: io.StringIO, mode: str) -> None:
+    response = client.get("/items/1", headers={"X-Key": mode})
+    assert response.status_code == 500
+    assert response.get_json() == {"message": "Internal Server Error"}
+    assert "AuthFn" in log.getvalue()
+
+
+def test_open_route_skips_the_authorizer(gateway: Gateway, client: Client) -> None:
+    event = echoed(client.put("/open"))["event"]
+    assert "authorizer" not in event["requestContext"]
+    assert event["routeKey"] == "ANY /open"
+    assert auth_calls(gateway) == []
+
+
+def test_authorizer_results_are_cached_for_their_ttl(tmp_path: Path) -> None:
+    gateway = Gateway(load_template(write_project(tmp_path, ttl=300)), log=io.StringIO())
+    client = Client(gateway)
+    for _ in range(3):
+        assert client.get("/items/1", headers={"X-Key": "bob"}).status_code == 200
+    assert client.get("/items/1", headers={"X-Key": "carol"}).status_code == 200
+    assert [e["identitySource"] for e in auth_calls(gateway)] == [["bob"], ["carol"]]
+
+
+# -- responses -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [("list", [1, "two"]), ("dict", {"hello": "world", "n": 1.5}), ("string", "plain")],
+)
+def test_values_without_status_code_become_200_json(client: Client, kind: str, expected: Any) -> None:
+    response = client.get(f"/value/{kind}")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "application/json"
+    assert json.loads(response.get_data(as_text=True)) == expected
+
+
+def test_status_code_responses_keep_headers_cookies_and_binary_bodies(client: Client) -> None:
+    response = client.get("/value/binary")
+    assert response.status_code == 201
+    assert response.headers["X-One"] == "1"
+    assert response.headers.getlist("Set-Cookie") == ["a=1; Path=/", "b=2"]
+    assert response.get_data() == b"\x00\x01\x02"
+    assert response.headers["apigw-requestid"]
+    empty = client.get("/value/nobody")
+    assert empty.status_code == 204 and empty.get_data() == b""
+
+
+@pytest.mark.parametrize("path", ["/value/badbody", "/value/unserialisable", "/value/explode"])
+def test_malformed_responses_and_handler_exceptions_are_500(
+    client: Client, log: io.StringIO, path: str
+) -> None:
+    response = client.get(path)
+    assert response.status_code == 500
+    assert response.get_json() == {"message": "Internal Server Error"}
+    assert "ValueFn" in log.getvalue()
+
+
+def test_handler_exception_is_500_with_the_traceback_logged(client: Client, log: io.StringIO) -> None:
+    response = client.get("/boom", headers={"X-Key": "k"})
+    assert response.status_code == 500
+    assert response.get_json() == {"message": "Internal Server Error"}
+    assert "Traceback" in log.getvalue() and "KeyError: 'boom'" in log.getvalue()
+
+
+def test_invoke_function_returns_the_marshalled_result(gateway: Gateway) -> None:
+    assert gateway.invoke_function("ValueFn", {"pathParameters": {"kind": "dict"}}) == {
+        "hello": "world",
+        "n": 1.5,
+    }
+    with pytest.raises(KeyError):
+        gateway.invoke_function("BoomFn", {})
+
+
+# -- environment -----------------------------------------------------------------------------------
+
+
+def test_required_environment_is_the_union(gateway: Gateway) -> None:
+    assert gateway.required_environment() == {"SHARED": "one", "ECHO_ONLY": "1"}
+
+
+def test_conflicting_environments_are_refused(tmp_path: Path) -> None:
+    conflicting = TEMPLATE.replace('ECHO_ONLY: "1"', "SHARED: two")
+    with pytest.raises(GatewayConfigError, match="SHARED"):
+        Gateway(load_template(write_project(tmp_path, template=conflicting)))
+
+
+# -- local.invoke ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def stack_state(tmp_path: Path) -> Path:
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    aws_env = {
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:1",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }
+    state = {
+        "parameter_overrides": {},
+        "aws_env": aws_env,
+        "stack_name": "st",
+        "gateway_url": "",
+        "graph_url": "",
+    }
+    (state_dir / "stack.json").write_text(json.dumps(state))
+    return state_dir
+
+
+ENV_HANDLER = """
+import os
+
+def handler(event, context):
+    print("function output goes to stderr")
+    return {k: os.environ.get(k) for k in event["keys"]}
+"""
+
+
+def test_invoke_cli_prints_the_result_on_stdout_and_lambda_logs_on_stderr(
+    tmp_path: Path, stack_state: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    template_path = write_project(tmp_path)
+    (tmp_path / "echo" / "app.py").write_text(ENV_HANDLER)
+    keys = [
+        "SHARED",
+        "ECHO_ONLY",
+        "AWS_ENDPOINT_URL",
+        "AWS_REGION",
+        "AWS_LAMBDA_FUNCTION_NAME",
+        "PARENT_SECRET",
+    ]
+    event_file = tmp_path / "event.json"
+    event_file.write_text(json.dumps({"keys": keys}))
+    monkeypatch.setenv("PARENT_SECRET", "must-not-leak")
+    before = dict(os.environ)
+
+    code = local_invoke.main(
+        ["EchoFn", "-e", str(event_file), "--state-dir", str(stack_state), "-t", str(template_path)]
+    )
+
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert out.count("\n") == 1  # exactly one line of JSON
+    assert json.loads(out) == {
+        "SHARED": "one",
+        "ECHO_ONLY": "1",
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:1",
+        "AWS_REGION": "eu-west-1",
+        "AWS_LAMBDA_FUNCTION_NAME": "st-EchoFn",
+        "PARENT_SECRET": None,
+    }
+    assert "START RequestId: " in err and "Version: $LATEST" in err
+    assert "END RequestId: " in err
+    assert "Billed Duration: " in err and "Memory Size: 128 MB" in err and "Max Memory Used: " in err
+    assert "function output goes to stderr" in err
+    assert dict(os.environ) == before  # a direct call leaves the process as it found it
+
+
+def test_invoke_cli_reports_handler_errors_like_lambda(
+    tmp_path: Path, stack_state: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    template_path = write_project(tmp_path)
+    event_file = tmp_path / "event.json"
+    event_file.write_text("{}")
+    code = local_invoke.main(
+        ["BoomFn", "-e", str(event_file), "--state-dir", str(stack_state), "-t", str(template_path)]
+    )
+    out, err = capsys.readouterr()
+    assert code == 1
+    payload = json.loads(out)
+    assert payload["errorType"] == "KeyError"
+    assert payload["errorMessage"] == "'boom'"
+    assert payload["requestId"] in err
+    assert any("raise KeyError" in frame for frame in payload["stackTrace"])
+
+
+def test_invoke_without_a_running_stack_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = local_invoke.main(["EchoFn", "--state-dir", str(tmp_path / "nothing")])
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert "make dev" in err and err.count("\n") == 1
+
+
+def test_invoke_function_api_returns_the_value_or_raises(tmp_path: Path, stack_state: Path) -> None:
+    template_path = write_project(tmp_path)
+    log = io.StringIO()
+    result = local_invoke.invoke(
+        "ValueFn",
+        {"pathParameters": {"kind": "list"}},
+        state_dir=stack_state,
+        template_path=template_path,
+        log=log,
+    )
+    assert result == [1, "two"]
+    with pytest.raises(local_invoke.InvocationError) as info:
+        local_invoke.invoke("BoomFn", {}, state_dir=stack_state, template_path=template_path, log=log)
+    assert info.value.payload["errorType"] == "KeyError"
+    with pytest.raises(local_invoke.StackNotRunning):
+        local_invoke.invoke("BoomFn", {}, state_dir=tmp_path / "none", template_path=template_path)
