@@ -79,6 +79,8 @@ SPECIFICS: dict[str, Specifics] = {
         }
     ),
     "GetConnectionFunction": Specifics(path={"provider": "outlook", "account_id": "jane@contoso.example"}),
+    "ListEventsFunction": Specifics(query="provider=outlook&account_id=jane%40contoso.example&limit=10"),
+    "GetEventsFunction": Specifics(query="limit=10"),
     "WebhookFunction": Specifics(
         # Microsoft Graph's subscription validation handshake: POST, empty text/plain body.
         path={"user_id": DEMO_USER_ID, "provider": "outlook", "account_id": "jane@contoso.example"},

@@ -178,6 +178,7 @@ def seed_demo(stack: LocalStack) -> dict[str, Any]:
         display_name="Sample User",
         refresh_token=SAMPLE_REFRESH_TOKEN,
     )
+    seed_demo_meetings(graph, jane, alex)
     connected = []
     for account in (jane, alex):
         resp = requests.post(
@@ -193,12 +194,93 @@ def seed_demo(stack: LocalStack) -> dict[str, Any]:
         if resp.status_code not in (200, 201):
             raise RuntimeError(f"demo seed: connecting an account failed: {resp.status_code} {resp.text}")
         connected.append(resp.json()["account_id"])
+    # A first sync, as a user's first GET /calendar/events would do, so get_events has data at once.
+    synced = requests.get(
+        f"{stack.info['api_url']}/calendar/events",
+        headers={"Authorization": f"Token {DEMO_API_KEY}"},
+        timeout=60,
+    )
+    if synced.status_code != 200 or synced.json()["partial_errors"]:
+        raise RuntimeError(f"demo seed: first sync failed: {synced.status_code} {synced.text}")
     return {
         "user_id": DEMO_USER_ID,
         "api_key": DEMO_API_KEY,
         "accounts": connected,
         "client_id": DEMO_CLIENT_ID,
     }
+
+
+def seed_demo_meetings(graph: Any, jane: dict[str, Any], alex: dict[str, Any]) -> None:
+    """A realistic week: links of several platforms, a weekly series, an all-day event, one meeting
+    without a link, and two accounts with overlapping meetings."""
+    from datetime import UTC, datetime, timedelta
+
+    base = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=2)
+
+    def at(hours: float) -> str:
+        return (base + timedelta(hours=hours)).isoformat()
+
+    jane_cal, alex_cal = jane["calendars"][0]["id"], alex["calendars"][0]["id"]
+    graph.add_event(
+        jane["id"],
+        jane_cal,
+        subject="Quarterly planning (Teams)",
+        start=at(0),
+        end=at(1),
+        online_meeting_url="https://teams.microsoft.com/l/meetup-join/19%3ameeting_demo%40thread.v2/0",
+    )
+    graph.add_event(
+        jane["id"],
+        jane_cal,
+        subject="Customer call (Zoom)",
+        start=at(24),
+        end=at(24.5),
+        location="Zoom: https://acme.zoom.us/j/81234567890?pwd=demo",
+    )
+    graph.add_event(
+        jane["id"], jane_cal, subject="Lunch (no link)", start=at(26), end=at(27), location="Cafe"
+    )
+    graph.add_event(
+        jane["id"],
+        jane_cal,
+        subject="Company holiday",
+        start=at(72)[:10] + "T00:00:00",
+        end=(base + timedelta(hours=96)).isoformat()[:10] + "T00:00:00",
+        is_all_day=True,
+    )
+    start_day = (base + timedelta(days=1)).date().isoformat()
+    graph.add_event(
+        jane["id"],
+        jane_cal,
+        subject="Team standup",
+        start=f"{start_day}T09:00:00",
+        end=f"{start_day}T09:15:00",
+        time_zone="W. Europe Standard Time",
+        body_html='<p>Join: <a href="https://meet.google.com/abc-defg-hij">'
+        "meet.google.com/abc-defg-hij</a></p>",
+        recurrence={
+            "pattern": {
+                "type": "weekly",
+                "interval": 1,
+                "daysOfWeek": ["monday", "wednesday", "friday"],
+                "firstDayOfWeek": "monday",
+            },
+            "range": {
+                "type": "noEnd",
+                "startDate": start_day,
+                "recurrenceTimeZone": "W. Europe Standard Time",
+            },
+        },
+    )
+    graph.add_event(
+        alex["id"],
+        alex_cal,
+        subject="Book club (Whereby)",
+        start=at(24),
+        end=at(25),
+        body_html="<p>https://whereby.com/book-club</p>",
+    )
+    graph.add_event(alex["id"], alex_cal, subject="Dentist", start=at(30), end=at(31))
 
 
 def banner(info: dict[str, Any]) -> str:

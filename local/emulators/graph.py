@@ -10,12 +10,21 @@ base64-like strings ending in `=`, nextLinks are absolute, subscriptions are onl
 real validation handshake against the notification URL, and errors have the exact AADSTS / Graph
 shapes. Tests and the local stack drive it through `/_control` (HTTP) or the Python methods.
 
+Events: single events, series masters (Graph patternedRecurrence, expanded with dateutil in the
+series' zone, so 09:00 local stays 09:00 across DST) and occurrence overrides (exceptions,
+cancellations). `GET /me[/calendars/{id}]/calendarView/delta` fixes its window on the first call,
+keeps server-side sync states behind opaque tokens (410 syncStateNotFound once gone), never lists
+masters, and gives occurrences/exceptions only id/seriesMasterId/type/start/end, so clients must
+fetch `GET /me/events/{id}`. Times come back in UTC unless `Prefer: outlook.timezone` asks otherwise;
+zones are Windows names (`windows_zones`).
+
 Never import the production package (`calbot`) from here, and never the other way round.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import html
 import json
@@ -28,14 +37,19 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dt_time
 from typing import Any
-from urllib.parse import parse_qsl, quote_plus, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlencode, urlsplit, urlunsplit
+from zoneinfo import ZoneInfo
 
 import requests as _http
+from dateutil import rrule as _rr
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
+
+from local.emulators import windows_zones
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +235,41 @@ class App:
 
 
 @dataclass
+class StoredEvent:
+    """One stored Outlook item: a single event, a series master, or an occurrence override.
+
+    Overrides (type "exception") are keyed by the occurrence id they replace; a cancelled override
+    that was never edited stands for a cancelled plain occurrence. Times are aware, in `zone`.
+    """
+
+    id: str
+    calendar_id: str
+    type: str  # singleInstance | seriesMaster | exception
+    ical_uid: str
+    subject: str
+    body_html: str
+    location: str | None
+    online_meeting_url: str | None
+    organizer_name: str
+    organizer_address: str
+    zone: str  # IANA, used for arithmetic
+    zone_name: str  # what Graph shows (a Windows name when one exists)
+    start: datetime
+    end: datetime
+    is_all_day: bool
+    created: datetime
+    modified: datetime
+    change_key: str
+    seq: int = 0  # the calendar's change sequence at this item's last change
+    recurrence: dict[str, Any] | None = None  # normalized Graph patternedRecurrence (masters)
+    series_master_id: str | None = None  # overrides
+    original_date: date | None = None  # overrides: local date of the occurrence replaced
+    original_start: datetime | None = None  # overrides: start of the occurrence replaced
+    is_cancelled: bool = False
+    edited: bool = False  # overrides: changed (exception) rather than only cancelled
+
+
+@dataclass
 class Calendar:
     id: str
     name: str
@@ -231,8 +280,10 @@ class Calendar:
     owner_address: str
     owned: bool
     change_key: str
-    # Filled by the events/delta extension; keyed by event id.
-    events: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Keyed by event id (overrides by their occurrence id), in creation order.
+    events: dict[str, StoredEvent] = field(default_factory=dict)
+    # Bumped by every event change; StoredEvent.seq records the value of an item's last change.
+    change_seq: int = 0
 
 
 @dataclass
@@ -457,6 +508,335 @@ def _check_fields(body: dict[str, Any], allowed: set[str], required: Iterable[st
 
 
 # --------------------------------------------------------------------------------------------------
+# Events: ids, times, recurrence (module helpers)
+# --------------------------------------------------------------------------------------------------
+
+EVENT_ID_PREFIX = "AAMkAGI2"
+# Graph event ids are URL-safe base64 ('-', '_', '=' padding), never '/'.
+_EVENT_ID_RE = re.compile(r"^[A-Za-z0-9\-_=]+$")
+_OCCURRENCE_MARK = b"\x01OCC"
+# MS-OXOCAL GlobalObjectId as hex: class id, then 4 bytes (YYMD) that are zero for a series and
+# carry the original date for an occurrence, then the unique part.
+_ICAL_UID_HEAD = "040000008200E00074C5B7101A82E008"
+_EVENT_JSON_TYPE = "#microsoft.graph.event"
+_DELTA_CONTEXT = f"{GRAPH_METADATA}#Collection(event)"
+_MAX_SYNC_TOKENS = 5000
+_NOT_FOUND_IN_STORE = "The specified object was not found in the store."
+
+_WEEKDAYS: dict[str, _rr.weekday] = {
+    "sunday": _rr.SU,
+    "monday": _rr.MO,
+    "tuesday": _rr.TU,
+    "wednesday": _rr.WE,
+    "thursday": _rr.TH,
+    "friday": _rr.FR,
+    "saturday": _rr.SA,
+}
+_WEEK_INDEX = {"first": 1, "second": 2, "third": 3, "fourth": 4, "last": -1}
+_PATTERN_TYPES = ("daily", "weekly", "absoluteMonthly", "relativeMonthly", "absoluteYearly", "relativeYearly")
+_RANGE_TYPES = ("endDate", "noEnd", "numbered")
+_NO_DATE = "0001-01-01"  # what Graph puts in range.endDate when there is none
+
+_PREFER_TZ_RE = re.compile(r'outlook\.timezone\s*=\s*(?:"([^"]*)"|([^,;]*))', re.IGNORECASE)
+_PREFER_PAGE_RE = re.compile(r"odata\.maxpagesize\s*=\s*\"?(\d+)", re.IGNORECASE)
+_PREFER_BODY_RE = re.compile(r'outlook\.body-content-type\s*=\s*"?(text|html)"?', re.IGNORECASE)
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()  # "leave as is" default of update_event (None means "clear")
+
+
+def _new_event_id() -> str:
+    # Like Outlook REST event ids: "AAMkAGI2..." long URL-safe base64 ending in "AAA=".
+    return EVENT_ID_PREFIX + base64.urlsafe_b64encode(os.urandom(105)).decode() + "AAA="
+
+
+def _occurrence_id(master_id: str, on: date) -> str:
+    """Stable id of the occurrence of `master_id` originally on local date `on` (one per day at most)."""
+    raw = _OCCURRENCE_MARK + on.strftime("%Y%m%d").encode() + master_id.encode()
+    return EVENT_ID_PREFIX + base64.urlsafe_b64encode(raw).decode()
+
+
+def _parse_occurrence_id(event_id: str) -> tuple[str, date] | None:
+    if not event_id.startswith(EVENT_ID_PREFIX):
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(event_id[len(EVENT_ID_PREFIX) :])
+        if not raw.startswith(_OCCURRENCE_MARK):
+            return None
+        mark = len(_OCCURRENCE_MARK)
+        on = datetime.strptime(raw[mark : mark + 8].decode(), "%Y%m%d").date()
+        return raw[mark + 8 :].decode(), on
+    except (ValueError, UnicodeDecodeError):  # binascii.Error is a ValueError
+        return None
+
+
+def _new_ical_uid() -> str:
+    return _ICAL_UID_HEAD + "00000000" + secrets.token_hex(28).upper()
+
+
+def _occurrence_ical_uid(uid: str, on: date) -> str:
+    head = len(_ICAL_UID_HEAD)
+    if not uid.startswith(_ICAL_UID_HEAD) or len(uid) < head + 8:
+        return uid
+    return uid[:head] + f"{on.year:04X}{on.month:02X}{on.day:02X}" + uid[head + 8 :]
+
+
+def _zone(name: str) -> tuple[str, str]:
+    """(IANA, display name) of a Windows or IANA zone name; EmulatorError if unknown."""
+    try:
+        return windows_zones.resolve(name)
+    except ValueError:
+        raise EmulatorError(
+            f"unknown time zone {name!r}: use a Windows name ('Pacific Standard Time') or an IANA one"
+        ) from None
+
+
+def _localize(naive: datetime, tz: ZoneInfo) -> datetime:
+    # Through UTC so that a wall time inside a DST gap lands on a real instant.
+    return naive.replace(tzinfo=tz).astimezone(UTC).astimezone(tz)
+
+
+def _local_dt(value: datetime) -> str:
+    """Graph's dateTimeTimeZone.dateTime: no offset, 7 fractional digits."""
+    return value.strftime("%Y-%m-%dT%H:%M:%S") + f".{value.microsecond:06d}0"
+
+
+def _control_time(raw: object, tz: ZoneInfo, name: str) -> datetime:
+    """A control-API time: ISO 8601 with an offset (converted) or naive / a date (read in `tz`)."""
+    if isinstance(raw, datetime):
+        value = raw
+    elif isinstance(raw, date):
+        value = datetime.combine(raw, dt_time())
+    elif isinstance(raw, str) and raw.strip():
+        try:
+            value = datetime.fromisoformat(raw.strip())
+        except ValueError:
+            raise EmulatorError(f"{name}: not an ISO 8601 date/time: {raw!r}") from None
+    else:
+        raise EmulatorError(f"{name} must be an ISO 8601 date/time string")
+    if value.tzinfo is None:
+        return _localize(value, tz)
+    return value.astimezone(tz)
+
+
+def _parse_date(raw: object, name: str) -> date:
+    if isinstance(raw, date) and not isinstance(raw, datetime):
+        return raw
+    if isinstance(raw, str):
+        try:
+            return date.fromisoformat(raw.strip()[:10])
+        except ValueError:
+            pass
+    raise EmulatorError(f"{name} must be a date (YYYY-MM-DD), got {raw!r}")
+
+
+def _positive_int(raw: object, name: str, upper: int | None = None) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1 or (upper is not None and raw > upper):
+        bound = f" and at most {upper}" if upper is not None else ""
+        raise EmulatorError(f"{name} must be an integer of at least 1{bound}, got {raw!r}")
+    return raw
+
+
+def _normalize_recurrence(raw: object, start: datetime, zone_name: str) -> dict[str, Any]:
+    """Check a Graph patternedRecurrence and fill in the defaults Graph reports back."""
+    if (
+        not isinstance(raw, dict)
+        or not isinstance(raw.get("pattern"), dict)
+        or not isinstance(raw.get("range"), dict)
+    ):
+        raise EmulatorError("recurrence must be a Graph patternedRecurrence: {pattern: {...}, range: {...}}")
+    pattern, rng = raw["pattern"], raw["range"]
+    ptype = pattern.get("type")
+    if ptype not in _PATTERN_TYPES:
+        raise EmulatorError(f"recurrence.pattern.type must be one of {', '.join(_PATTERN_TYPES)}")
+    interval = _positive_int(pattern.get("interval", 1), "recurrence.pattern.interval", 99)
+    days_raw = pattern.get("daysOfWeek") or []
+    if not isinstance(days_raw, list) or any(
+        not isinstance(d, str) or d.lower() not in _WEEKDAYS for d in days_raw
+    ):
+        raise EmulatorError(f"recurrence.pattern.daysOfWeek must list days among {', '.join(_WEEKDAYS)}")
+    days = list(dict.fromkeys(d.lower() for d in days_raw))
+    if ptype in ("weekly", "relativeMonthly", "relativeYearly") and not days:
+        raise EmulatorError(f"recurrence.pattern.daysOfWeek is required for {ptype}")
+    first_day = str(pattern.get("firstDayOfWeek") or "sunday").lower()
+    if first_day not in _WEEKDAYS:
+        raise EmulatorError("recurrence.pattern.firstDayOfWeek must be a day name")
+    index = str(pattern.get("index") or "first").lower()
+    if index not in _WEEK_INDEX:
+        raise EmulatorError(f"recurrence.pattern.index must be one of {', '.join(_WEEK_INDEX)}")
+    day_of_month = pattern.get("dayOfMonth") or 0
+    if ptype in ("absoluteMonthly", "absoluteYearly"):
+        day_of_month = _positive_int(day_of_month, "recurrence.pattern.dayOfMonth", 31)
+    month = pattern.get("month") or 0
+    if ptype in ("absoluteYearly", "relativeYearly"):
+        month = _positive_int(month, "recurrence.pattern.month", 12)
+
+    rtype = rng.get("type")
+    if rtype not in _RANGE_TYPES:
+        raise EmulatorError(f"recurrence.range.type must be one of {', '.join(_RANGE_TYPES)}")
+    rzone_iana, rzone_name = _zone(str(rng.get("recurrenceTimeZone") or zone_name))
+    first_local = start.astimezone(ZoneInfo(rzone_iana))
+    start_date = (
+        _parse_date(rng["startDate"], "recurrence.range.startDate")
+        if rng.get("startDate")
+        else first_local.date()
+    )
+    end_date = _NO_DATE
+    count = 0
+    if rtype == "endDate":
+        if not rng.get("endDate") or rng.get("endDate") == _NO_DATE:
+            raise EmulatorError("recurrence.range.endDate is required for an endDate range")
+        end = _parse_date(rng["endDate"], "recurrence.range.endDate")
+        if end < start_date:
+            raise EmulatorError("recurrence.range.endDate is before its startDate")
+        end_date = end.isoformat()
+    elif rtype == "numbered":
+        count = _positive_int(rng.get("numberOfOccurrences"), "recurrence.range.numberOfOccurrences")
+    return {
+        "pattern": {
+            "type": ptype,
+            "interval": interval,
+            "month": month,
+            "dayOfMonth": day_of_month,
+            "daysOfWeek": days,
+            "firstDayOfWeek": first_day,
+            "index": index,
+        },
+        "range": {
+            "type": rtype,
+            "startDate": start_date.isoformat(),
+            "endDate": end_date,
+            "recurrenceTimeZone": rzone_name,
+            "numberOfOccurrences": count,
+        },
+    }
+
+
+def _series_rule(recurrence: dict[str, Any], dtstart: datetime) -> _rr.rrule:
+    """The dateutil rule for a Graph pattern + range, on naive local times from `dtstart`.
+
+    As in Graph, `dtstart` (range.startDate at the series' time of day) is only an occurrence if it
+    fits the pattern, and a numbered range counts real occurrences. absolute patterns on days 29-31
+    fall on the last day of shorter months (what Outlook does), via BYMONTHDAY=d,-1 + BYSETPOS=1.
+    """
+    pattern, rng = recurrence["pattern"], recurrence["range"]
+    ptype = pattern["type"]
+    days = tuple(_WEEKDAYS[d] for d in pattern["daysOfWeek"])
+    kwargs: dict[str, Any] = {"dtstart": dtstart, "interval": pattern["interval"]}
+    if ptype == "daily":
+        freq = _rr.DAILY
+    elif ptype == "weekly":
+        freq = _rr.WEEKLY
+        kwargs.update(byweekday=days, wkst=_WEEKDAYS[pattern["firstDayOfWeek"]])
+    else:
+        freq = _rr.MONTHLY if ptype.endswith("Monthly") else _rr.YEARLY
+        if ptype.endswith("Yearly"):
+            kwargs["bymonth"] = pattern["month"]
+        if ptype.startswith("absolute"):
+            day = pattern["dayOfMonth"]
+            if day > 28:
+                kwargs.update(bymonthday=(day, -1), bysetpos=1)
+            else:
+                kwargs["bymonthday"] = day
+        else:
+            kwargs.update(byweekday=days, bysetpos=_WEEK_INDEX[pattern["index"]])
+    if rng["type"] == "endDate":
+        kwargs["until"] = datetime.combine(date.fromisoformat(rng["endDate"]), dt_time.max)
+    elif rng["type"] == "numbered":
+        kwargs["count"] = rng["numberOfOccurrences"]
+    return _rr.rrule(freq, **kwargs)
+
+
+def _html_to_text(content: str) -> str:
+    text = re.sub(r"(?is)<(script|style|head)[^>]*>.*?</\1>", " ", content)
+    text = re.sub(r"(?i)<br\s*/?>|</p>|</div>", "\n", text)
+    text = html.unescape(re.sub(r"<[^>]+>", " ", text))
+    return "\n".join(" ".join(line.split()) for line in text.splitlines() if line.strip())
+
+
+def _body_preview(body_html: str) -> str:
+    return " ".join(_html_to_text(body_html).split())[:255]
+
+
+def _body_document(body_html: str) -> str:
+    # Outlook stores HTML bodies as whole documents.
+    if not body_html or body_html.lstrip().lower().startswith(("<html", "<!doctype")):
+        return body_html
+    return (
+        '<html>\r\n<head>\r\n<meta http-equiv="Content-Type" content="text/html; charset=utf-8">\r\n'
+        f"</head>\r\n<body>\r\n{body_html}\r\n</body>\r\n</html>\r\n"
+    )
+
+
+def _location_json(name: str | None) -> dict[str, Any]:
+    if not name:
+        return {
+            "displayName": "",
+            "locationType": "default",
+            "uniqueIdType": "unknown",
+            "address": {},
+            "coordinates": {},
+        }
+    return {"displayName": name, "locationType": "default", "uniqueId": name, "uniqueIdType": "private"}
+
+
+def _removed_item(event_id: str) -> dict[str, Any]:
+    return {"@odata.type": _EVENT_JSON_TYPE, "id": event_id, "@removed": {"reason": "deleted"}}
+
+
+@dataclass
+class _ViewItem:
+    """An event as one calendarView / GET answer sees it; times are filled in per request."""
+
+    id: str
+    type: str  # singleInstance | occurrence | exception | seriesMaster
+    start: datetime  # aware, in the event's zone
+    end: datetime
+    is_all_day: bool
+    zone_name: str
+    version: str  # changes whenever anything a client sees of this item changes
+    full: dict[str, Any]  # Graph event JSON with "start"/"end" placeholders
+
+
+@dataclass
+class _Prefs:
+    """What the request's Prefer headers ask for."""
+
+    zone: tuple[str, ZoneInfo] | None  # (label, zone); None: each event's own zone
+    page_size: int | None
+    text_body: bool
+    applied: list[str]
+
+
+@dataclass
+class _DeltaRound:
+    """One delta round (first sync or one deltaLink call): its items, frozen when it started."""
+
+    account_id: str
+    calendar_id: str
+    window: tuple[datetime, datetime]
+    entries: list[_ViewItem | dict[str, Any]]
+    snapshot: dict[str, str]  # id -> version of everything in the window when the round started
+    skip_tokens: dict[int, str] = field(default_factory=dict)
+    delta_token: str | None = None
+
+
+@dataclass
+class _SyncToken:
+    kind: str  # "skip" | "delta"
+    account_id: str
+    calendar_id: str
+    issued_at: datetime
+    round: _DeltaRound
+    offset: int = 0
+
+
+# --------------------------------------------------------------------------------------------------
 # The emulator
 # --------------------------------------------------------------------------------------------------
 
@@ -471,7 +851,27 @@ class GraphEmulator:
         subscription_max_minutes: int = 10080,
         rotation_grace_seconds: float = 86400.0,
         validation_timeout: float = 10.0,
+        default_response_timezone: str | None = None,
+        delta_page_size: int = 10,
+        delta_token_max_age_seconds: float | None = None,
     ) -> None:
+        """`default_response_timezone`: the zone of event times when a request has no
+        `Prefer: outlook.timezone` header: None = UTC (what Graph does), "original" = each event's own
+        zone, or a Windows / IANA name. `delta_page_size`: calendarView delta page size without
+        `Prefer: odata.maxpagesize`. `delta_token_max_age_seconds`: skip/delta tokens older than this
+        (emulator clock) answer 410 syncStateNotFound; None = never by age.
+        """
+        if default_response_timezone not in (None, "original"):
+            _zone(default_response_timezone)  # EmulatorError (a ValueError) if unknown
+        if delta_page_size < 1:
+            raise EmulatorError("delta_page_size must be at least 1")
+        self.default_response_timezone = default_response_timezone
+        self.delta_page_size = delta_page_size
+        self.delta_token_max_age = (
+            timedelta(seconds=delta_token_max_age_seconds)
+            if delta_token_max_age_seconds is not None
+            else None
+        )
         self.page_size = page_size
         self.subscription_max_minutes = subscription_max_minutes
         # Microsoft keeps a redeemed refresh token usable for a while ("the old one eventually dies"):
@@ -505,6 +905,8 @@ class GraphEmulator:
             self._log: list[dict[str, Any]] = []
             self._log_seq = 0
             self._clock_offset = timedelta(0)
+            self._sync_tokens: dict[str, _SyncToken] = {}
+            self._resync_required: set[str] = set()
 
     def now(self) -> datetime:
         """The emulator's clock (real UTC time plus any `advance_clock` offset)."""
@@ -778,6 +1180,243 @@ class GraphEmulator:
             self._log = []
 
     # ----------------------------------------------------------------------------------------------
+    # Python control API: events and delta
+    # ----------------------------------------------------------------------------------------------
+
+    def add_event(
+        self,
+        account: str,
+        calendar_id: str,
+        *,
+        start: str | datetime | date,
+        end: str | datetime | date,
+        subject: str = "",
+        time_zone: str = "UTC",
+        is_all_day: bool = False,
+        body_html: str = "",
+        location: str | None = None,
+        online_meeting_url: str | None = None,
+        organizer: str | dict[str, str] | None = None,
+        recurrence: dict[str, Any] | None = None,
+        event_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Create a single event, or a series master when `recurrence` (Graph patternedRecurrence) is
+        given; returns its control view.
+
+        `start`/`end`: ISO 8601 with an offset (converted into `time_zone`) or naive (read in it);
+        all-day events take dates or midnights, end exclusive. `time_zone`: Windows or IANA name.
+        `online_meeting_url` makes it a Teams meeting (onlineMeeting.joinUrl). `organizer`: an address
+        or {"name", "address"}; default the calendar's owner.
+        """
+        with self._lock:
+            acc = self._account(account)
+            cal = acc.calendars.get(calendar_id)
+            if cal is None:
+                raise EmulatorError(f"no calendar {calendar_id!r} in account {account!r}", 404)
+            if event_id is not None:
+                if not isinstance(event_id, str) or not _EVENT_ID_RE.match(event_id):
+                    raise EmulatorError("id must be URL-safe base64 characters (A-Z a-z 0-9 - _ =)")
+                if self._find_stored(event_id) is not None:
+                    raise EmulatorError(f"event id {event_id!r} already exists", 409)
+            iana, zone_name = _zone(time_zone)
+            tz = ZoneInfo(iana)
+            begin, finish = _control_time(start, tz, "start"), _control_time(end, tz, "end")
+            self._check_times(begin, finish, bool(is_all_day))
+            org_name, org_address = self._organizer(cal, organizer)
+            now = self.now()
+            ev = StoredEvent(
+                id=event_id or _new_event_id(),
+                calendar_id=cal.id,
+                type="seriesMaster" if recurrence is not None else "singleInstance",
+                ical_uid=_new_ical_uid(),
+                subject=str(subject or ""),
+                body_html=str(body_html or ""),
+                location=location or None,
+                online_meeting_url=online_meeting_url or None,
+                organizer_name=org_name,
+                organizer_address=org_address,
+                zone=iana,
+                zone_name=zone_name,
+                start=begin,
+                end=finish,
+                is_all_day=bool(is_all_day),
+                created=now,
+                modified=now,
+                change_key=_new_change_key(),
+            )
+            if recurrence is not None:
+                ev.recurrence = _normalize_recurrence(recurrence, begin, zone_name)
+            self._bump(cal, ev)
+            cal.events[ev.id] = ev
+            view = self._event_view(acc, cal, ev)
+        self._on_change(acc.id, cal.id, [ev.id], "created")
+        return view
+
+    def update_event(
+        self,
+        event_id: str,
+        *,
+        subject: Any = UNSET,
+        start: Any = UNSET,
+        end: Any = UNSET,
+        time_zone: Any = UNSET,
+        body_html: Any = UNSET,
+        location: Any = UNSET,
+        online_meeting_url: Any = UNSET,
+        recurrence: Any = UNSET,
+    ) -> dict[str, Any]:
+        """Change an event; only the arguments given change (None clears location / meeting URL).
+
+        A master edit changes the series: subject/body/location/link also reach exceptions that had
+        the old value; a time, zone or recurrence change drops all the series' exceptions and
+        cancellations (as Outlook does). An occurrence id creates (or updates) an exception: new
+        start/end move it. `start` alone keeps the duration; `time_zone` alone keeps the wall times.
+        """
+        with self._lock:
+            acc, cal, ev, occurrence = self._locate(event_id)
+            backup = None
+            if ev is None:
+                if recurrence is not UNSET:
+                    raise EmulatorError("an occurrence cannot get a recurrence of its own")
+                master, on, begin, finish = occurrence  # type: ignore[misc]
+                ev = self._new_override(cal, master, on, begin, finish)
+            elif ev.is_cancelled:
+                raise EmulatorError(f"event {event_id!r} is cancelled", 409)
+            elif ev.type == "exception" and recurrence is not UNSET:
+                raise EmulatorError("an occurrence cannot get a recurrence of its own")
+            else:
+                backup = dataclasses.replace(ev)
+            try:
+                changed = self._apply_patch(
+                    cal,
+                    ev,
+                    subject=subject,
+                    start=start,
+                    end=end,
+                    time_zone=time_zone,
+                    body_html=body_html,
+                    location=location,
+                    online_meeting_url=online_meeting_url,
+                    recurrence=recurrence,
+                )
+            except (EmulatorError, TypeError, ValueError):
+                if backup is not None:  # all or nothing: a rejected patch leaves the event as it was
+                    vars(ev).update(vars(backup))
+                raise
+            cal.events[ev.id] = ev  # a new exception is stored only once its patch is accepted
+            view = self._event_view(acc, cal, ev)
+        self._on_change(acc.id, cal.id, changed, "updated")
+        return view
+
+    def cancel_event(self, event_id: str) -> dict[str, Any]:
+        """Cancel a single event, a whole series (master id) or one occurrence (occurrence id).
+
+        Cancelled items leave calendarView (delta reports them removed); GET still answers them with
+        `isCancelled: true`. Cancelling twice changes nothing.
+        """
+        with self._lock:
+            acc, cal, ev, occurrence = self._locate(event_id)
+            if ev is None:
+                master, on, begin, finish = occurrence  # type: ignore[misc]
+                ev = self._new_override(cal, master, on, begin, finish)
+                cal.events[ev.id] = ev
+            elif ev.is_cancelled:
+                return self._event_view(acc, cal, ev)
+            ev.is_cancelled = True
+            self._bump(cal, ev)
+            view = self._event_view(acc, cal, ev)
+        self._on_change(acc.id, cal.id, [ev.id], "updated")
+        return view
+
+    def delete_event(self, event_id: str) -> None:
+        """Delete a single event or a whole series (with its exceptions); for an occurrence or an
+        exception, delete just that occurrence (it stays gone: a cancelled override is kept)."""
+        with self._lock:
+            acc, cal, ev, occurrence = self._locate(event_id)
+            if ev is None or ev.type == "exception":
+                if ev is None:
+                    master, on, begin, finish = occurrence  # type: ignore[misc]
+                    ev = self._new_override(cal, master, on, begin, finish)
+                    cal.events[ev.id] = ev
+                ev.is_cancelled = True
+                self._bump(cal, ev)
+                changed = [ev.id]
+            else:
+                changed = [ev.id] + [o.id for o in self._overrides(cal, ev.id)]
+                for item_id in changed:
+                    del cal.events[item_id]
+                cal.change_seq += 1
+        self._on_change(acc.id, cal.id, changed, "deleted")
+
+    def event(self, event_id: str) -> dict[str, Any]:
+        """Control view of a stored event, or of an occurrence by its occurrence id."""
+        with self._lock:
+            acc, cal, ev, occurrence = self._locate(event_id)
+            if ev is not None:
+                return self._event_view(acc, cal, ev)
+            master, on, begin, finish = occurrence  # type: ignore[misc]
+            return self._event_view(
+                acc, cal, self._new_override(cal, master, on, begin, finish, virtual=True)
+            )
+
+    def events(self, account: str) -> list[dict[str, Any]]:
+        """Control views of every stored item of the account (masters, exceptions, cancelled ones)."""
+        with self._lock:
+            acc = self._account(account)
+            return [
+                self._event_view(acc, cal, ev) for cal in acc.calendars.values() for ev in cal.events.values()
+            ]
+
+    def occurrences(
+        self, event_id: str, start: str | datetime | date, end: str | datetime | date
+    ) -> list[dict[str, Any]]:
+        """The series' live occurrences and exceptions overlapping [start, end) (naive = UTC)."""
+        with self._lock:
+            acc, cal, ev, _ = self._locate(event_id)
+            if ev is None or ev.type != "seriesMaster":
+                raise EmulatorError(f"{event_id!r} is not a series master")
+            utc = ZoneInfo("UTC")
+            items = self._calendar_view(
+                acc,
+                cal,
+                (_control_time(start, utc, "start"), _control_time(end, utc, "end")),
+                series=ev.id,
+            )
+            return [
+                {
+                    "id": item.id,
+                    "type": item.type,
+                    "series_master_id": ev.id,
+                    "subject": item.full["subject"],
+                    "start": item.start.isoformat(),
+                    "end": item.end.isoformat(),
+                }
+                for item in items
+            ]
+
+    def expire_delta_tokens(self, account: str) -> int:
+        """Forget every delta/skip token of the account: their next use answers 410 syncStateNotFound."""
+        with self._lock:
+            acc = self._account(account)
+            doomed = [t for t, state in self._sync_tokens.items() if state.account_id == acc.id]
+            for token in doomed:
+                del self._sync_tokens[token]
+            return len(doomed)
+
+    def require_resync(self, account: str) -> None:
+        """Make the account's next calendarView delta call answer 410 resyncRequired (once)."""
+        with self._lock:
+            self._resync_required.add(self._account(account).id)
+
+    def _on_change(self, account: str, calendar_id: str, event_ids: list[str], change_type: str) -> None:
+        """Hook called (without the lock held by the control method) after every control change.
+
+        `account` is the account id, `change_type` one of created / updated / deleted (cancellations
+        are "updated": the item still exists with isCancelled). No-op for now: change notifications
+        to subscriptions will be sent from here.
+        """
+
+    # ----------------------------------------------------------------------------------------------
     # State helpers (call with the lock held)
     # ----------------------------------------------------------------------------------------------
 
@@ -854,6 +1493,456 @@ class GraphEmulator:
         }
 
     # ----------------------------------------------------------------------------------------------
+    # Events: state helpers and views (call with the lock held)
+    # ----------------------------------------------------------------------------------------------
+
+    def _find_stored(self, event_id: str) -> tuple[Account, Calendar, StoredEvent] | None:
+        for acc in self._accounts.values():
+            for cal in acc.calendars.values():
+                ev = cal.events.get(event_id)
+                if ev is not None:
+                    return acc, cal, ev
+        return None
+
+    def _locate(
+        self, event_id: str
+    ) -> tuple[Account, Calendar, StoredEvent | None, tuple[StoredEvent, date, datetime, datetime] | None]:
+        """A stored item, or (master, original date, start, end) of a plain occurrence; 404 otherwise."""
+        found = self._find_stored(event_id)
+        if found is not None:
+            return found[0], found[1], found[2], None
+        parsed = _parse_occurrence_id(event_id)
+        if parsed is not None:
+            stored = self._find_stored(parsed[0])
+            if stored is not None and stored[2].type == "seriesMaster":
+                acc, cal, master = stored
+                times = self._occurrence_on(master, parsed[1])
+                if times is not None:
+                    return acc, cal, None, (master, parsed[1], *times)
+        raise EmulatorError(f"no event {event_id!r}", 404)
+
+    @staticmethod
+    def _organizer(cal: Calendar, organizer: str | dict[str, str] | None) -> tuple[str, str]:
+        if organizer is None:
+            return cal.owner_name, cal.owner_address
+        if isinstance(organizer, str) and "@" in organizer:
+            return organizer.split("@")[0], organizer
+        if isinstance(organizer, dict) and isinstance(organizer.get("address"), str):
+            address = organizer["address"]
+            return str(organizer.get("name") or address.split("@")[0]), address
+        raise EmulatorError('organizer must be an address or {"name": ..., "address": ...}')
+
+    @staticmethod
+    def _check_times(start: datetime, end: datetime, is_all_day: bool) -> None:
+        if end <= start:
+            raise EmulatorError("end must be after start")
+        if is_all_day and (start.time() != dt_time() or end.time() != dt_time()):
+            raise EmulatorError("an all-day event starts and ends at midnight (end exclusive)")
+
+    def _bump(self, cal: Calendar, ev: StoredEvent) -> None:
+        cal.change_seq += 1
+        ev.seq = cal.change_seq
+        ev.modified = self.now()
+        ev.change_key = _new_change_key()
+
+    @staticmethod
+    def _overrides(cal: Calendar, master_id: str) -> list[StoredEvent]:
+        return [o for o in cal.events.values() if o.series_master_id == master_id]
+
+    def _new_override(
+        self,
+        cal: Calendar,
+        master: StoredEvent,
+        on: date,
+        start: datetime,
+        end: datetime,
+        *,
+        virtual: bool = False,
+    ) -> StoredEvent:
+        """An override standing for the occurrence of `master` on `on` (not stored here)."""
+        tz = ZoneInfo(master.zone)
+        now = self.now()
+        return StoredEvent(
+            id=_occurrence_id(master.id, on),
+            calendar_id=cal.id,
+            type="occurrence" if virtual else "exception",
+            ical_uid=_occurrence_ical_uid(master.ical_uid, on),
+            subject=master.subject,
+            body_html=master.body_html,
+            location=master.location,
+            online_meeting_url=master.online_meeting_url,
+            organizer_name=master.organizer_name,
+            organizer_address=master.organizer_address,
+            zone=master.zone,
+            zone_name=master.zone_name,
+            start=start.astimezone(tz),
+            end=end.astimezone(tz),
+            is_all_day=master.is_all_day,
+            created=master.created if virtual else now,
+            modified=master.modified if virtual else now,
+            change_key=master.change_key,
+            seq=master.seq,
+            series_master_id=master.id,
+            original_date=on,
+            original_start=start.astimezone(tz),
+        )
+
+    _PROPAGATED = ("subject", "body_html", "location", "online_meeting_url")
+
+    def _apply_patch(self, cal: Calendar, ev: StoredEvent, **changes: Any) -> list[str]:
+        """Apply update_event's arguments to a stored item; returns the ids of every changed item."""
+        old = {name: getattr(ev, name) for name in self._PROPAGATED}
+        old_start, old_end, old_zone = ev.start, ev.end, ev.zone
+        if changes["time_zone"] is not UNSET:
+            iana, ev.zone_name = _zone(str(changes["time_zone"]))
+            ev.zone = iana
+            new_tz = ZoneInfo(iana)
+            ev.start = _localize(ev.start.replace(tzinfo=None), new_tz)
+            ev.end = _localize(ev.end.replace(tzinfo=None), new_tz)
+        tz = ZoneInfo(ev.zone)
+        start, end = changes["start"], changes["end"]
+        if start is not UNSET:
+            duration = ev.end - ev.start
+            ev.start = _control_time(start, tz, "start")
+            ev.end = _control_time(end, tz, "end") if end is not UNSET else ev.start + duration
+        elif end is not UNSET:
+            ev.end = _control_time(end, tz, "end")
+        self._check_times(ev.start, ev.end, ev.is_all_day)
+        for name in self._PROPAGATED:
+            value = changes[name]
+            if value is not UNSET:
+                setattr(ev, name, (str(value) if name in ("subject", "body_html") else value) or None)
+        ev.subject, ev.body_html = ev.subject or "", ev.body_html or ""
+        was_master = ev.type == "seriesMaster"
+        timing_changed = (ev.start, ev.end, ev.zone) != (old_start, old_end, old_zone)
+        recurrence = changes["recurrence"]
+        if recurrence is not UNSET:
+            if recurrence is None:
+                ev.type, ev.recurrence = "singleInstance", None
+            else:
+                ev.type = "seriesMaster"
+                ev.recurrence = _normalize_recurrence(recurrence, ev.start, ev.zone_name)
+        elif was_master and timing_changed and ev.recurrence is not None:
+            # The series follows its master: same pattern and end, new first date / zone.
+            rng = {**ev.recurrence["range"], "startDate": None, "recurrenceTimeZone": ev.zone_name}
+            ev.recurrence = _normalize_recurrence({**ev.recurrence, "range": rng}, ev.start, ev.zone_name)
+        if ev.type == "exception":
+            ev.edited = True
+        self._bump(cal, ev)
+        changed = [ev.id]
+        if was_master:
+            overrides = self._overrides(cal, ev.id)
+            if timing_changed or recurrence is not UNSET:
+                for override in overrides:
+                    del cal.events[override.id]
+                    changed.append(override.id)
+            else:
+                for override in overrides:
+                    touched = False
+                    for name in self._PROPAGATED:
+                        if getattr(ev, name) != old[name] and getattr(override, name) == old[name]:
+                            setattr(override, name, getattr(ev, name))
+                            touched = True
+                    if touched:
+                        self._bump(cal, override)
+                        changed.append(override.id)
+        return changed
+
+    def _event_view(self, acc: Account, cal: Calendar, ev: StoredEvent) -> dict[str, Any]:
+        shown_type = "occurrence" if ev.type == "exception" and not ev.edited else ev.type
+        return {
+            "id": ev.id,
+            "account_id": acc.id,
+            "calendar_id": cal.id,
+            "type": shown_type,
+            "subject": ev.subject,
+            "start": ev.start.isoformat(),
+            "end": ev.end.isoformat(),
+            "time_zone": ev.zone_name,
+            "iana_time_zone": ev.zone,
+            "is_all_day": ev.is_all_day,
+            "is_cancelled": ev.is_cancelled,
+            "series_master_id": ev.series_master_id,
+            "original_start": ev.original_start.isoformat() if ev.original_start else None,
+            "recurrence": json.loads(json.dumps(ev.recurrence)) if ev.recurrence else None,
+            "body_html": ev.body_html,
+            "location": ev.location,
+            "online_meeting_url": ev.online_meeting_url,
+            "organizer": {"name": ev.organizer_name, "address": ev.organizer_address},
+            "ical_uid": ev.ical_uid,
+            "change_key": ev.change_key,
+            "created": _iso(ev.created),
+            "last_modified": _iso(ev.modified),
+        }
+
+    # Series expansion --------------------------------------------------------------------------
+
+    @staticmethod
+    def _series_parts(master: StoredEvent) -> tuple[_rr.rrule, ZoneInfo, timedelta]:
+        """(rule on naive local times, the zone it runs in, wall-clock duration) of a series."""
+        assert master.recurrence is not None
+        rng = master.recurrence["range"]
+        # All-day series stay on their own dates; others expand in the recurrence time zone, so
+        # 09:00 local stays 09:00 local across DST (the UTC instant shifts).
+        tz = ZoneInfo(master.zone) if master.is_all_day else ZoneInfo(_zone(rng["recurrenceTimeZone"])[0])
+        first = master.start.astimezone(tz).replace(tzinfo=None)
+        duration = master.end.astimezone(tz).replace(tzinfo=None) - first
+        dtstart = datetime.combine(date.fromisoformat(rng["startDate"]), first.time())
+        return _series_rule(master.recurrence, dtstart), tz, duration
+
+    def _expand(
+        self, master: StoredEvent, window: tuple[datetime, datetime]
+    ) -> list[tuple[date, datetime, datetime]]:
+        """(original local date, start, end) of the series' occurrences overlapping the window."""
+        rule, tz, duration = self._series_parts(master)
+        window_start, window_end = window
+        low = window_start.astimezone(tz).replace(tzinfo=None) - duration - timedelta(days=1)
+        high = window_end.astimezone(tz).replace(tzinfo=None) + timedelta(days=1)
+        found = []
+        for naive in rule.between(low, high, inc=True):
+            start, end = _localize(naive, tz), _localize(naive + duration, tz)
+            if start < window_end and end > window_start:
+                found.append((naive.date(), start, end))
+        return found
+
+    def _occurrence_on(self, master: StoredEvent, on: date) -> tuple[datetime, datetime] | None:
+        rule, tz, duration = self._series_parts(master)
+        hits = rule.between(datetime.combine(on, dt_time()), datetime.combine(on, dt_time.max), inc=True)
+        if not hits:
+            return None
+        return _localize(hits[0], tz), _localize(hits[0] + duration, tz)
+
+    def _calendar_view(
+        self, acc: Account, cal: Calendar, window: tuple[datetime, datetime], series: str | None = None
+    ) -> list[_ViewItem]:
+        """Single events, occurrences and exceptions overlapping [start, end), ordered by start."""
+        window_start, window_end = window
+        items: list[_ViewItem] = []
+        for ev in list(cal.events.values()):
+            if ev.is_cancelled:
+                continue
+            if ev.type == "singleInstance":
+                if series is None and ev.start < window_end and ev.end > window_start:
+                    items.append(self._stored_item(acc, ev))
+            elif ev.type == "seriesMaster":
+                if series is not None and ev.id != series:
+                    continue
+                for on, start, end in self._expand(ev, window):
+                    if _occurrence_id(ev.id, on) not in cal.events:
+                        items.append(self._occurrence_item(acc, ev, on, start, end))
+            else:
+                master = cal.events.get(ev.series_master_id or "")
+                if master is None or master.is_cancelled or (series is not None and master.id != series):
+                    continue
+                if ev.start < window_end and ev.end > window_start:
+                    items.append(self._stored_item(acc, ev, master))
+        items.sort(key=lambda item: (item.start.astimezone(UTC), item.id))
+        return items
+
+    def _resolve_item(self, acc: Account, event_id: str, cal: Calendar | None) -> _ViewItem | None:
+        """What GET /me/events/{id} shows, cancelled items included; None if there is no such item."""
+        calendars = [cal] if cal is not None else list(acc.calendars.values())
+        for candidate in calendars:
+            ev = candidate.events.get(event_id)
+            if ev is not None:
+                master = candidate.events.get(ev.series_master_id or "")
+                item = self._stored_item(acc, ev, master)
+                if master is not None and master.is_cancelled:
+                    item.full["isCancelled"] = True
+                return item
+        parsed = _parse_occurrence_id(event_id)
+        if parsed is None:
+            return None
+        for candidate in calendars:
+            master = candidate.events.get(parsed[0])
+            if master is not None and master.type == "seriesMaster":
+                times = self._occurrence_on(master, parsed[1])
+                if times is None:
+                    return None
+                item = self._occurrence_item(acc, master, parsed[1], *times)
+                item.full["isCancelled"] = master.is_cancelled
+                return item
+        return None
+
+    def _stored_item(self, acc: Account, ev: StoredEvent, master: StoredEvent | None = None) -> _ViewItem:
+        shown_type = "occurrence" if ev.type == "exception" and not ev.edited else ev.type
+        full = self._event_json(
+            acc,
+            ev,
+            event_id=ev.id,
+            event_type=shown_type,
+            series_master_id=ev.series_master_id,
+            original_start=ev.original_start,
+            ical_uid=ev.ical_uid,
+            cancelled=ev.is_cancelled,
+            recurrence=ev.recurrence if ev.type == "seriesMaster" else None,
+        )
+        version = f"{ev.seq}/{master.seq}" if master is not None else str(ev.seq)
+        return _ViewItem(ev.id, shown_type, ev.start, ev.end, ev.is_all_day, ev.zone_name, version, full)
+
+    def _occurrence_item(
+        self, acc: Account, master: StoredEvent, on: date, start: datetime, end: datetime
+    ) -> _ViewItem:
+        occurrence_id = _occurrence_id(master.id, on)
+        tz = ZoneInfo(master.zone)
+        start, end = start.astimezone(tz), end.astimezone(tz)
+        full = self._event_json(
+            acc,
+            master,
+            event_id=occurrence_id,
+            event_type="occurrence",
+            series_master_id=master.id,
+            original_start=start,
+            ical_uid=_occurrence_ical_uid(master.ical_uid, on),
+            cancelled=False,
+            recurrence=None,
+        )
+        version = f"o{master.seq}"
+        return _ViewItem(
+            occurrence_id, "occurrence", start, end, master.is_all_day, master.zone_name, version, full
+        )
+
+    @staticmethod
+    def _event_json(
+        acc: Account,
+        src: StoredEvent,
+        *,
+        event_id: str,
+        event_type: str,
+        series_master_id: str | None,
+        original_start: datetime | None,
+        ical_uid: str,
+        cancelled: bool,
+        recurrence: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        url = src.online_meeting_url
+        is_organizer = src.organizer_address.lower() == acc.address.lower()
+        body: dict[str, Any] = {
+            "@odata.etag": f'W/"{src.change_key}"',
+            "id": event_id,
+            "createdDateTime": _graph_dt(src.created),
+            "lastModifiedDateTime": _graph_dt(src.modified),
+            "changeKey": src.change_key,
+            "categories": [],
+            "transactionId": None,
+            "originalStartTimeZone": src.zone_name,
+            "originalEndTimeZone": src.zone_name,
+            "iCalUId": ical_uid,
+            "reminderMinutesBeforeStart": 15,
+            "isReminderOn": True,
+            "hasAttachments": False,
+            "subject": src.subject,
+            "bodyPreview": _body_preview(src.body_html),
+            "importance": "normal",
+            "sensitivity": "normal",
+            "isAllDay": src.is_all_day,
+            "isCancelled": cancelled,
+            "isOrganizer": is_organizer,
+            "responseRequested": True,
+            "seriesMasterId": series_master_id,
+            "showAs": "free" if src.is_all_day else "busy",
+            "type": event_type,
+            "webLink": (
+                f"https://outlook.office365.com/owa/?itemid={quote(event_id, safe='')}"
+                "&exvsurl=1&path=/calendar/item"
+            ),
+            "onlineMeetingUrl": None,
+            "isOnlineMeeting": url is not None,
+            "onlineMeetingProvider": "teamsForBusiness" if url else "unknown",
+            "allowNewTimeProposals": True,
+            "isDraft": False,
+            "hideAttendees": False,
+            "responseStatus": {
+                "response": "organizer" if is_organizer else "none",
+                "time": "0001-01-01T00:00:00Z",
+            },
+            "body": {"contentType": "html", "content": _body_document(src.body_html)},
+            "start": None,
+            "end": None,
+            "location": _location_json(src.location),
+            "locations": [_location_json(src.location)] if src.location else [],
+            "recurrence": json.loads(json.dumps(recurrence)) if recurrence else None,
+            "attendees": [],
+            "organizer": {"emailAddress": {"name": src.organizer_name, "address": src.organizer_address}},
+            "onlineMeeting": {"joinUrl": url} if url else None,
+        }
+        if original_start is not None:
+            body["originalStart"] = _iso(original_start)
+        return body
+
+    # Rendering per request ----------------------------------------------------------------------
+
+    def _prefs(self, request: Request) -> _Prefs:
+        header = ", ".join(request.headers.getlist("Prefer"))
+        applied: list[str] = []
+        zone: tuple[str, ZoneInfo] | None
+        if self.default_response_timezone is None:
+            zone = ("UTC", ZoneInfo("UTC"))
+        elif self.default_response_timezone == "original":
+            zone = None
+        else:
+            zone = (self.default_response_timezone, ZoneInfo(_zone(self.default_response_timezone)[0]))
+        match = _PREFER_TZ_RE.search(header)
+        if match:
+            name = (match.group(1) if match.group(1) is not None else match.group(2)).strip()
+            try:
+                iana, _ = windows_zones.resolve(name)
+            except ValueError:
+                raise _GraphError(
+                    400,
+                    "TimeZoneNotSupportedException",
+                    "A valid TimeZone value must be specified. The following TimeZone value is not "
+                    f"supported: '{name}'.",
+                ) from None
+            zone = (name, ZoneInfo(iana))
+            applied.append(f'outlook.timezone="{name}"')
+        page_size = None
+        match = _PREFER_PAGE_RE.search(header)
+        if match:
+            page_size = max(1, min(int(match.group(1)), 1000))
+            applied.append(f"odata.maxpagesize={page_size}")
+        match = _PREFER_BODY_RE.search(header)
+        text_body = bool(match and match.group(1).lower() == "text")
+        if match:
+            applied.append(f'outlook.body-content-type="{match.group(1).lower()}"')
+        return _Prefs(zone, page_size, text_body, applied)
+
+    @staticmethod
+    def _times_json(value: datetime, item: _ViewItem, prefs: _Prefs) -> dict[str, str]:
+        label, tz = prefs.zone if prefs.zone is not None else (item.zone_name, value.tzinfo)
+        # All-day events are floating: midnight of their dates in whatever zone is asked for.
+        local = value if item.is_all_day else value.astimezone(tz)
+        return {"dateTime": _local_dt(local.replace(tzinfo=None)), "timeZone": label}
+
+    def _render(
+        self, item: _ViewItem, prefs: _Prefs, *, minimal: bool = False, delta: bool = False
+    ) -> dict[str, Any]:
+        start, end = self._times_json(item.start, item, prefs), self._times_json(item.end, item, prefs)
+        if minimal:
+            # calendarView delta: occurrences and exceptions carry only these.
+            return {
+                "@odata.type": _EVENT_JSON_TYPE,
+                "@odata.etag": item.full["@odata.etag"],
+                "id": item.id,
+                "seriesMasterId": item.full["seriesMasterId"],
+                "type": item.type,
+                "start": start,
+                "end": end,
+            }
+        body: dict[str, Any] = {"@odata.type": _EVENT_JSON_TYPE} if delta else {}
+        body.update(item.full)
+        body["start"], body["end"] = start, end
+        if prefs.text_body:
+            body["body"] = {"contentType": "text", "content": _html_to_text(body["body"]["content"])}
+        return body
+
+    def _prefer_response(self, body: dict[str, Any], prefs: _Prefs) -> Response:
+        response = self._graph_json(body)
+        if prefs.applied:
+            response.headers["Preference-Applied"] = ", ".join(prefs.applied)
+        return response
+
+    # ----------------------------------------------------------------------------------------------
     # WSGI entry and service dispatch
     # ----------------------------------------------------------------------------------------------
 
@@ -874,6 +1963,26 @@ class GraphEmulator:
             Rule("/v1.0/me", endpoint="me", methods=["GET"]),
             Rule("/v1.0/me/calendars", endpoint="calendars", methods=["GET"]),
             Rule("/v1.0/me/calendars/<calendar_id>", endpoint="calendar", methods=["GET"]),
+            # Graph paths are case-insensitive; both spellings of calendarView are in use.
+            Rule("/v1.0/me/calendarView/delta", endpoint="view_delta", methods=["GET"]),
+            Rule("/v1.0/me/calendarview/delta", endpoint="view_delta", methods=["GET"]),
+            Rule(
+                "/v1.0/me/calendars/<calendar_id>/calendarView/delta",
+                endpoint="calendar_view_delta",
+                methods=["GET"],
+            ),
+            Rule(
+                "/v1.0/me/calendars/<calendar_id>/calendarview/delta",
+                endpoint="calendar_view_delta",
+                methods=["GET"],
+            ),
+            Rule("/v1.0/me/events/<event_id>", endpoint="event", methods=["GET"]),
+            Rule("/v1.0/me/events/<event_id>/instances", endpoint="event_instances", methods=["GET"]),
+            Rule(
+                "/v1.0/me/calendars/<calendar_id>/events/<event_id>",
+                endpoint="calendar_event",
+                methods=["GET"],
+            ),
             Rule("/v1.0/subscriptions", endpoint="subscriptions", methods=["GET", "POST"]),
             Rule(
                 "/v1.0/subscriptions/<subscription_id>",
@@ -1447,6 +2556,206 @@ class GraphEmulator:
         return f"{request.host_url.rstrip('/')}{request.path}?{urlencode(params, safe='$')}"
 
     # ----------------------------------------------------------------------------------------------
+    # Graph: events, instances and calendarView delta
+    # ----------------------------------------------------------------------------------------------
+
+    def _graph_calendar(self, acc: Account, calendar_id: str | None) -> Calendar:
+        if calendar_id is None:
+            default = next((c for c in acc.calendars.values() if c.is_default), None)
+            if default is None:
+                raise _GraphError(404, "ErrorItemNotFound", _NOT_FOUND_IN_STORE)
+            return default
+        if not _ID_RE.match(calendar_id):
+            raise _GraphError(400, "ErrorInvalidIdMalformed", "Id is malformed.")
+        cal = acc.calendars.get(calendar_id)
+        if cal is None:
+            raise _GraphError(404, "ErrorItemNotFound", _NOT_FOUND_IN_STORE)
+        return cal
+
+    @staticmethod
+    def _window(request: Request) -> tuple[datetime, datetime]:
+        raw_start, raw_end = request.args.get("startDateTime"), request.args.get("endDateTime")
+        if not raw_start or not raw_end:
+            raise _GraphError(
+                400,
+                "ErrorInvalidParameter",
+                "This request requires a time window specified by the query string parameters "
+                "StartDateTime and EndDateTime.",
+            )
+        start, end = _parse_datetime(raw_start), _parse_datetime(raw_end)
+        for name, raw, value in (("StartDateTime", raw_start, start), ("EndDateTime", raw_end, end)):
+            if value is None:
+                raise _GraphError(
+                    400, "ErrorInvalidParameter", f"The value '{raw}' of parameter '{name}' is invalid."
+                )
+        assert start is not None and end is not None
+        if end <= start:
+            raise _GraphError(
+                400,
+                "ErrorInvalidParameter",
+                "The parameter 'EndDateTime' must be later than 'StartDateTime'.",
+            )
+        return start, end
+
+    @staticmethod
+    def _select_loose(item: dict[str, Any], request: Request) -> dict[str, Any]:
+        # Loose $select: keep what was asked for among the properties we have; unknown names are
+        # ignored (Graph knows many more properties than the emulator models).
+        raw = request.args.get("$select")
+        if not raw:
+            return item
+        wanted = {s.strip() for s in raw.split(",") if s.strip()}
+        return {k: v for k, v in item.items() if k in wanted or k == "id" or k.startswith("@odata.")}
+
+    def _h_event(
+        self, request: Request, ctx: _Ctx, event_id: str, calendar_id: str | None = None
+    ) -> Response:
+        with self._lock:
+            at, acc = self._authenticate(request, ctx)
+            self._require_scope(at, "Calendars")
+            cal = self._graph_calendar(acc, calendar_id) if calendar_id is not None else None
+            if not _ID_RE.match(event_id):
+                raise _GraphError(400, "ErrorInvalidIdMalformed", "Id is malformed.")
+            prefs = self._prefs(request)
+            item = self._resolve_item(acc, event_id, cal)
+            if item is None:
+                raise _GraphError(404, "ErrorItemNotFound", _NOT_FOUND_IN_STORE)
+            scope = f"users('{acc.id}')" + (f"/calendars('{cal.id}')" if cal is not None else "")
+            body = {"@odata.context": f"{GRAPH_METADATA}#{scope}/events/$entity", **self._render(item, prefs)}
+            return self._prefer_response(self._select_loose(body, request), prefs)
+
+    def _h_calendar_event(self, request: Request, ctx: _Ctx, calendar_id: str, event_id: str) -> Response:
+        return self._h_event(request, ctx, event_id, calendar_id)
+
+    def _h_event_instances(self, request: Request, ctx: _Ctx, event_id: str) -> Response:
+        with self._lock:
+            at, acc = self._authenticate(request, ctx)
+            self._require_scope(at, "Calendars")
+            if not _ID_RE.match(event_id):
+                raise _GraphError(400, "ErrorInvalidIdMalformed", "Id is malformed.")
+            window = self._window(request)
+            prefs = self._prefs(request)
+            found = next(
+                ((c, c.events[event_id]) for c in acc.calendars.values() if event_id in c.events), None
+            )
+            if found is None:
+                raise _GraphError(404, "ErrorItemNotFound", _NOT_FOUND_IN_STORE)
+            cal, ev = found
+            # Only a series has instances; a single event (or an occurrence) lists none.
+            items = self._calendar_view(acc, cal, window, series=ev.id) if ev.type == "seriesMaster" else []
+            top = prefs.page_size or self._top(request)
+            offset = self._decode_skiptoken(request.args.get("$skiptoken"))
+            body: dict[str, Any] = {
+                "@odata.context": f"{GRAPH_METADATA}#Collection(event)",
+                "value": [
+                    self._select_loose(self._render(i, prefs), request) for i in items[offset : offset + top]
+                ],
+            }
+            if offset + top < len(items):
+                body["@odata.nextLink"] = self._next_link(
+                    request, "$skiptoken", self._skiptoken(offset + top)
+                )
+            return self._prefer_response(body, prefs)
+
+    def _h_view_delta(self, request: Request, ctx: _Ctx, calendar_id: str | None = None) -> Response:
+        with self._lock:
+            at, acc = self._authenticate(request, ctx)
+            self._require_scope(at, "Calendars")
+            cal = self._graph_calendar(acc, calendar_id)
+            prefs = self._prefs(request)
+            if acc.id in self._resync_required:
+                self._resync_required.discard(acc.id)
+                raise _GraphError(
+                    410,
+                    "resyncRequired",
+                    "Resync required. Replace any local cached data with the data returned by a full sync.",
+                )
+            skip, delta = request.args.get("$skiptoken"), request.args.get("$deltatoken")
+            if skip is not None or delta is not None:
+                # The window (and everything else) comes from the token; new start/end are ignored.
+                state = self._sync_state(
+                    skip if skip is not None else delta, "skip" if skip else "delta", acc, cal
+                )
+                if state.kind == "skip":
+                    round_, offset = state.round, state.offset
+                else:
+                    round_, offset = self._incremental_round(acc, cal, state.round), 0
+            else:
+                window = self._window(request)
+                items = self._calendar_view(acc, cal, window)
+                snapshot = {item.id: item.version for item in items}
+                round_, offset = _DeltaRound(acc.id, cal.id, window, list(items), snapshot), 0
+            return self._serve_round(request, prefs, round_, offset)
+
+    def _h_calendar_view_delta(self, request: Request, ctx: _Ctx, calendar_id: str) -> Response:
+        return self._h_view_delta(request, ctx, calendar_id)
+
+    def _sync_state(self, token: str | None, kind: str, acc: Account, cal: Calendar) -> _SyncToken:
+        state = self._sync_tokens.get(token or "")
+        expired = (
+            state is not None
+            and self.delta_token_max_age is not None
+            and self.now() - state.issued_at > self.delta_token_max_age
+        )
+        if (
+            state is None
+            or expired
+            or state.kind != kind
+            or (state.account_id, state.calendar_id) != (acc.id, cal.id)
+        ):
+            raise _GraphError(410, "syncStateNotFound", "The sync state generation is not found.")
+        return state
+
+    def _incremental_round(self, acc: Account, cal: Calendar, previous: _DeltaRound) -> _DeltaRound:
+        """What changed in the window since `previous` started: created/updated items in their
+        current state (each once), then removals (deleted, cancelled, moved out of the window)."""
+        items = self._calendar_view(acc, cal, previous.window)
+        snapshot = {item.id: item.version for item in items}
+        old = previous.snapshot
+        entries: list[_ViewItem | dict[str, Any]] = [i for i in items if old.get(i.id) != i.version]
+        entries += [_removed_item(item_id) for item_id in old if item_id not in snapshot]
+        return _DeltaRound(acc.id, cal.id, previous.window, entries, snapshot)
+
+    def _mint_sync_token(self, state: _SyncToken) -> str:
+        token = secrets.token_urlsafe(96)
+        self._sync_tokens[token] = state
+        while len(self._sync_tokens) > _MAX_SYNC_TOKENS:  # the oldest sync states are forgotten
+            del self._sync_tokens[next(iter(self._sync_tokens))]
+        return token
+
+    def _serve_round(self, request: Request, prefs: _Prefs, round_: _DeltaRound, offset: int) -> Response:
+        size = prefs.page_size or self.delta_page_size
+        page = round_.entries[offset : offset + size]
+        value = [
+            entry
+            if isinstance(entry, dict)
+            else self._render(entry, prefs, minimal=entry.type != "singleInstance", delta=True)
+            for entry in page
+        ]
+        body: dict[str, Any] = {"@odata.context": _DELTA_CONTEXT}
+        base = f"{request.host_url.rstrip('/')}{request.path}"
+        if offset + size < len(round_.entries):
+            following = offset + size
+            token = round_.skip_tokens.get(following)
+            if token is None or token not in self._sync_tokens:
+                token = self._mint_sync_token(
+                    _SyncToken("skip", round_.account_id, round_.calendar_id, self.now(), round_, following)
+                )
+                round_.skip_tokens[following] = token
+            body["@odata.nextLink"] = f"{base}?{urlencode([('$skiptoken', token)], safe='$')}"
+        else:
+            token = round_.delta_token
+            if token is None or token not in self._sync_tokens:
+                token = self._mint_sync_token(
+                    _SyncToken("delta", round_.account_id, round_.calendar_id, self.now(), round_)
+                )
+                round_.delta_token = token
+        body["value"] = value
+        if offset + size >= len(round_.entries):
+            body["@odata.deltaLink"] = f"{base}?{urlencode([('$deltatoken', token)], safe='$')}"
+        return self._prefer_response(body, prefs)
+
+    # ----------------------------------------------------------------------------------------------
     # Graph: subscriptions
     # ----------------------------------------------------------------------------------------------
 
@@ -1672,6 +2981,21 @@ class GraphEmulator:
             Rule("/_control/faults", endpoint="faults", methods=["GET", "POST", "DELETE"]),
             Rule("/_control/faults/<fault_id>", endpoint="fault", methods=["DELETE"]),
             Rule("/_control/requests", endpoint="requests", methods=["GET", "DELETE"]),
+            Rule(
+                "/_control/accounts/<account>/calendars/<calendar_id>/events",
+                endpoint="calendar_events",
+                methods=["POST"],
+            ),
+            Rule("/_control/accounts/<account>/events", endpoint="account_events", methods=["GET"]),
+            Rule("/_control/accounts/<account>/delta/expire", endpoint="delta_expire", methods=["POST"]),
+            Rule(
+                "/_control/accounts/<account>/delta/resync-required",
+                endpoint="delta_resync",
+                methods=["POST"],
+            ),
+            Rule("/_control/events/<event_id>", endpoint="event", methods=["GET", "PATCH", "DELETE"]),
+            Rule("/_control/events/<event_id>/cancel", endpoint="event_cancel", methods=["POST"]),
+            Rule("/_control/events/<event_id>/occurrences", endpoint="event_occurrences", methods=["GET"]),
         ]
 
     def _dispatch_control(self, request: Request) -> Response:
@@ -1813,8 +3137,55 @@ class GraphEmulator:
         entries = self.requests(args.get("account"), args.get("path_prefix"), args.get("method"))
         return 200, {"value": entries}
 
+    def _c_calendar_events(self, request: Request, account: str, calendar_id: str) -> tuple[int, Any]:
+        body = self._control_body(request)
+        _check_fields(body, _EVENT_FIELDS, ["start", "end"])
+        fields = dict(body)
+        event_id = fields.pop("id", None)
+        return 201, self.add_event(account, calendar_id, event_id=event_id, **fields)
+
+    def _c_account_events(self, request: Request, account: str) -> tuple[int, Any]:
+        return 200, {"value": self.events(account)}
+
+    def _c_delta_expire(self, request: Request, account: str) -> tuple[int, Any]:
+        return 200, {"expired": self.expire_delta_tokens(account)}
+
+    def _c_delta_resync(self, request: Request, account: str) -> tuple[int, Any]:
+        self.require_resync(account)
+        return 200, {"resync_required": True}
+
+    def _c_event(self, request: Request, event_id: str) -> tuple[int, Any]:
+        if request.method == "GET":
+            return 200, self.event(event_id)
+        if request.method == "DELETE":
+            self.delete_event(event_id)
+            return 204, None
+        body = self._control_body(request)
+        _check_fields(body, _EVENT_PATCH_FIELDS)
+        return 200, self.update_event(event_id, **body)
+
+    def _c_event_cancel(self, request: Request, event_id: str) -> tuple[int, Any]:
+        return 200, self.cancel_event(event_id)
+
+    def _c_event_occurrences(self, request: Request, event_id: str) -> tuple[int, Any]:
+        start, end = request.args.get("start"), request.args.get("end")
+        if not start or not end:
+            raise EmulatorError("query parameters 'start' and 'end' are required")
+        return 200, {"value": self.occurrences(event_id, start, end)}
+
 
 _CALENDAR_FIELDS = {"name", "is_default", "can_edit", "color", "owner_name", "owner_address", "calendar_id"}
+_EVENT_PATCH_FIELDS = {
+    "subject",
+    "start",
+    "end",
+    "time_zone",
+    "body_html",
+    "location",
+    "online_meeting_url",
+    "recurrence",
+}
+_EVENT_FIELDS = _EVENT_PATCH_FIELDS | {"is_all_day", "organizer", "id"}
 
 
 def _redirect(location: str) -> Response:

@@ -33,6 +33,19 @@ def expected(name: str, result: Any) -> None:
         "ListConnectionsFunction.no_api_key": lambda r: (
             r["statusCode"] == 401 and json.loads(r["body"])["error"] == "unauthorized"
         ),
+        "ListEventsFunction": lambda r: (
+            r["statusCode"] == 200
+            and json.loads(r["body"])["partial_errors"] == {}
+            and all(e["account_id"] == "jane@contoso.example" for e in json.loads(r["body"])["results"])
+            and len(json.loads(r["body"])["results"]) > 0
+        ),
+        "GetEventsFunction": lambda r: r["statusCode"] == 200 and len(json.loads(r["body"])["results"]) > 0,
+        "ListCalendarsFunction": lambda r: (
+            r["statusCode"] == 200 and len(json.loads(r["body"])["calendars"]) >= 3
+        ),
+        "ListCalendarsFunction.CalendarAlias": lambda r: (
+            r["statusCode"] == 200 and len(json.loads(r["body"])["connections"]) >= 2
+        ),
         "WebhookFunction": lambda r: (
             r["statusCode"] == 200
             and r["body"].startswith("Validation: Testing")

@@ -978,3 +978,747 @@ def test_server_url_and_shutdown() -> None:
     server.shutdown()
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{server.url}/v1.0/me", timeout=2)
+
+
+# --------------------------------------------------------------------------------------------------
+# Events, series and calendarView delta
+# --------------------------------------------------------------------------------------------------
+
+WINDOW = "startDateTime=2026-10-01T00:00:00Z&endDateTime=2027-01-01T00:00:00Z"
+MINIMAL_KEYS = {"@odata.type", "@odata.etag", "id", "seriesMasterId", "type", "start", "end"}
+WEEKLY_MON_WED = {
+    "pattern": {
+        "type": "weekly",
+        "interval": 1,
+        "daysOfWeek": ["monday", "wednesday"],
+        "firstDayOfWeek": "monday",
+    },
+    "range": {"type": "endDate", "startDate": "2026-10-19", "endDate": "2026-11-04"},
+}
+
+
+@pytest.fixture
+def jane(emu: GraphEmulator, client: Client) -> dict[str, Any]:
+    account = add_account(emu)
+    account["calendar_id"] = account["calendars"][0]["id"]
+    account["headers"] = auth(access_token(client, account))
+    return account
+
+
+def delta_url(account: dict[str, Any], window: str = WINDOW) -> str:
+    return f"/v1.0/me/calendars/{account['calendar_id']}/calendarView/delta?{window}"
+
+
+def sync(
+    client: Client, url: str, headers: dict[str, str], page_size: int | None = None
+) -> tuple[list[dict[str, Any]], str, list[int]]:
+    """Follow nextLinks to the deltaLink; returns (items, deltaLink, page sizes)."""
+    if page_size is not None:
+        headers = {**headers, "Prefer": f"odata.maxpagesize={page_size}"}
+    items: list[dict[str, Any]] = []
+    sizes: list[int] = []
+    next_url: str | None = url
+    while next_url:
+        answer = client.get(next_url, headers=headers)
+        assert answer.status_code == 200, answer.get_data(as_text=True)
+        body = answer.json
+        assert body["@odata.context"] == "https://graph.microsoft.com/v1.0/$metadata#Collection(event)"
+        items += body["value"]
+        sizes.append(len(body["value"]))
+        next_url = body.get("@odata.nextLink")
+        if next_url:
+            assert "@odata.deltaLink" not in body
+            assert next_url.startswith("http://localhost/v1.0/me/calendars/") and "$skiptoken=" in next_url
+        else:
+            delta_link = body["@odata.deltaLink"]
+            assert (
+                delta_link.startswith("http://localhost/v1.0/me/calendars/") and "$deltatoken=" in delta_link
+            )
+    return items, delta_link, sizes
+
+
+def by_id(items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {item["id"]: item for item in items}
+
+
+def test_full_sync_of_230_events_pages_each_once(
+    emu: GraphEmulator, client: Client, jane: dict[str, Any]
+) -> None:
+    created = [
+        emu.add_event(
+            jane["id"],
+            jane["calendar_id"],
+            subject=f"Meeting {i:03d}",
+            # Created out of order; delta orders by start.
+            start=datetime(2026, 11, 2, tzinfo=UTC) + timedelta(hours=(i * 37) % 230 * 3),
+            end=datetime(2026, 11, 2, 1, tzinfo=UTC) + timedelta(hours=(i * 37) % 230 * 3),
+        )["id"]
+        for i in range(230)
+    ]
+    first = client.get(delta_url(jane), headers={**jane["headers"], "Prefer": "odata.maxpagesize=50"})
+    assert first.headers["Preference-Applied"] == "odata.maxpagesize=50"
+    items, delta_link, sizes = sync(client, delta_url(jane), jane["headers"], page_size=50)
+    assert sizes == [50, 50, 50, 50, 30]
+    assert [item["id"] for item in items if "@removed" not in item] == [item["id"] for item in items]
+    assert len({item["id"] for item in items}) == 230 and {item["id"] for item in items} == set(created)
+    starts = [item["start"]["dateTime"] for item in items]
+    assert starts == sorted(starts)
+    single = items[0]
+    assert single["type"] == "singleInstance" and single["@odata.type"] == "#microsoft.graph.event"
+    assert single["subject"].startswith("Meeting") and single["seriesMasterId"] is None
+    assert single["id"].startswith("AAMk") and "/" not in single["id"]
+    assert single["iCalUId"].startswith("040000008200E00074C5B7101A82E008")
+    # Without a page-size preference the constructor's delta_page_size (10) applies.
+    _, _, default_sizes = sync(client, delta_url(jane), jane["headers"])
+    assert default_sizes == [10] * 23
+
+
+def test_delta_link_without_changes_is_empty_with_a_new_delta_link(
+    emu: GraphEmulator, client: Client, jane: dict[str, Any]
+) -> None:
+    emu.add_event(
+        jane["id"], jane["calendar_id"], subject="A", start="2026-12-01T09:00:00Z", end="2026-12-01T10:00:00Z"
+    )
+    items, delta_link, _ = sync(client, delta_url(jane), jane["headers"])
+    assert len(items) == 1
+    again, second_link, sizes = sync(client, delta_link, jane["headers"])
+    assert again == [] and sizes == [0]
+    assert second_link != delta_link
+    # A deltaLink stays usable (replaying it gives the same answer while nothing changes).
+    assert sync(client, delta_link, jane["headers"])[0] == []
+
+
+def test_moved_edited_cancelled_deleted_and_moved_out(
+    emu: GraphEmulator, client: Client, jane: dict[str, Any]
+) -> None:
+    def add(subject: str, day: int) -> str:
+        start = datetime(2026, 12, day, 9, tzinfo=UTC)
+        return emu.add_event(
+            jane["id"], jane["calendar_id"], subject=subject, start=start, end=start + timedelta(hours=1)
+        )["id"]
+
+    moved, edited, cancelled, deleted, leaving, untouched = (
+        add(name, day)
+        for name, day in [
+            ("moved", 1),
+            ("edited", 2),
+            ("cancelled", 3),
+            ("deleted", 4),
+            ("leaving", 5),
+            ("same", 6),
+        ]
+    )
+    _, delta_link, _ = sync(client, delta_url(jane), jane["headers"])
+
+    assert (
+        client.patch(f"/_control/events/{moved}", json={"start": "2026-12-10T15:00:00+01:00"}).status_code
+        == 200
+    )
+    client.patch(f"/_control/events/{edited}", json={"subject": "first edit"})
+    client.patch(f"/_control/events/{edited}", json={"subject": "second edit", "location": "Room 1"})
+    assert client.post(f"/_control/events/{cancelled}/cancel").status_code == 200
+    assert client.delete(f"/_control/events/{deleted}").status_code == 204
+    client.patch(
+        f"/_control/events/{leaving}", json={"start": "2027-02-01T09:00:00Z", "end": "2027-02-01T10:00:00Z"}
+    )
+    fresh = add("new", 7)
+
+    items, _, _ = sync(client, delta_link, jane["headers"])
+    changes = by_id(items)
+    assert len(items) == len(changes) == 6  # each changed item once, in its latest state
+    assert untouched not in changes
+    assert changes[moved]["start"] == {"dateTime": "2026-12-10T14:00:00.0000000", "timeZone": "UTC"}
+    assert changes[moved]["end"] == {"dateTime": "2026-12-10T15:00:00.0000000", "timeZone": "UTC"}  # kept 1 h
+    assert changes[edited]["subject"] == "second edit"
+    assert changes[edited]["location"]["displayName"] == "Room 1"
+    assert changes[fresh]["subject"] == "new" and "@removed" not in changes[fresh]
+    for gone in (cancelled, deleted, leaving):
+        assert changes[gone] == {
+            "@odata.type": "#microsoft.graph.event",
+            "id": gone,
+            "@removed": {"reason": "deleted"},
+        }
+
+    headers = jane["headers"]
+    assert client.get(f"/v1.0/me/events/{cancelled}", headers=headers).json["isCancelled"] is True
+    missing = client.get(f"/v1.0/me/events/{deleted}", headers=headers)
+    assert missing.status_code == 404 and missing.json["error"]["code"] == "ErrorItemNotFound"
+
+
+def test_weekly_series_keeps_local_time_across_dst_and_items_are_minimal(
+    emu: GraphEmulator, client: Client, jane: dict[str, Any]
+) -> None:
+    master = emu.add_event(
+        jane["id"],
+        jane["calendar_id"],
+        subject="Standup",
+        start="2026-10-19T09:00:00",
+        end="2026-10-19T09:15:00",
+        time_zone="W. Europe Standard Time",
+        recurrence=WEEKLY_MON_WED,
+        body_html="<p>Join: https://teams.microsoft.com/l/meetup-join/19%3ameeting</p>",
+        online_meeting_url="https://teams.microsoft.com/l/meetup-join/19%3ameeting",
+    )
+    items, _, _ = sync(client, delta_url(jane), jane["headers"])
+    # Europe leaves summer time on Sunday 25 October 2026: 09:00 local is 07:00Z before, 08:00Z after.
+    assert [(i["start"]["dateTime"], i["end"]["dateTime"]) for i in items] == [
+        ("2026-10-19T07:00:00.0000000", "2026-10-19T07:15:00.0000000"),
+        ("2026-10-21T07:00:00.0000000", "2026-10-21T07:15:00.0000000"),
+        ("2026-10-26T08:00:00.0000000", "2026-10-26T08:15:00.0000000"),
+        ("2026-10-28T08:00:00.0000000", "2026-10-28T08:15:00.0000000"),
+        ("2026-11-02T08:00:00.0000000", "2026-11-02T08:15:00.0000000"),
+        ("2026-11-04T08:00:00.0000000", "2026-11-04T08:15:00.0000000"),  # endDate is inclusive
+    ]
+    for item in items:
+        assert set(item) == MINIMAL_KEYS  # no subject, body or link: fetch the master for those
+        assert item["type"] == "occurrence" and item["seriesMasterId"] == master["id"]
+        assert item["start"]["timeZone"] == "UTC" and "/" not in item["id"]
+    assert master["id"] not in {i["id"] for i in items}  # masters are not in calendarView
+
+    local = client.get(
+        delta_url(jane), headers={**jane["headers"], "Prefer": 'outlook.timezone="W. Europe Standard Time"'}
+    ).json["value"]
+    assert {i["start"]["dateTime"][11:] for i in local} == {"09:00:00.0000000"}
+    assert {i["start"]["timeZone"] for i in local} == {"W. Europe Standard Time"}
+
+    # Occurrence ids are stable across syncs.
+    assert [i["id"] for i in sync(client, delta_url(jane), jane["headers"])[0]] == [i["id"] for i in items]
+
+    fetched = client.get(f"/v1.0/me/events/{master['id']}", headers=jane["headers"]).json
+    assert fetched["type"] == "seriesMaster" and fetched["subject"] == "Standup"
+    assert fetched["recurrence"] == {
+        "pattern": {
+            "type": "weekly",
+            "interval": 1,
+            "month": 0,
+            "dayOfMonth": 0,
+            "daysOfWeek": ["monday", "wednesday"],
+            "firstDayOfWeek": "monday",
+            "index": "first",
+        },
+        "range": {
+            "type": "endDate",
+            "startDate": "2026-10-19",
+            "endDate": "2026-11-04",
+            "recurrenceTimeZone": "W. Europe Standard Time",
+            "numberOfOccurrences": 0,
+        },
+    }
+    assert fetched["originalStartTimeZone"] == "W. Europe Standard Time"
+    assert fetched["onlineMeeting"] == {"joinUrl": "https://teams.microsoft.com/l/meetup-join/19%3ameeting"}
+    assert fetched["isOnlineMeeting"] is True and fetched["onlineMeetingProvider"] == "teamsForBusiness"
+    assert fetched["onlineMeetingUrl"] is None
+    assert fetched["body"]["contentType"] == "html" and "<body>" in fetched["body"]["content"]
+    assert fetched["bodyPreview"] == "Join: https://teams.microsoft.com/l/meetup-join/19%3ameeting"
+
+    occurrence = client.get(f"/v1.0/me/events/{items[2]['id']}", headers=jane["headers"]).json
+    assert occurrence["type"] == "occurrence" and occurrence["subject"] == "Standup"
+    assert occurrence["seriesMasterId"] == master["id"] and occurrence["recurrence"] is None
+    assert occurrence["start"] == {"dateTime": "2026-10-26T08:00:00.0000000", "timeZone": "UTC"}
+    assert occurrence["onlineMeeting"] == fetched["onlineMeeting"]
+    assert occurrence["iCalUId"] != fetched["iCalUId"]
+
+
+def test_moved_occurrence_comes_back_as_an_exception(
+    emu: GraphEmulator, client: Client, jane: dict[str, Any]
+) -> None:
+    master = emu.add_event(
+        jane["id"],
+        jane["calendar_id"],
+        subject="Standup",
+        start="2026-10-19T09:00:00",
+        end="2026-10-19T09:15:00",
+        time_zone="Europe/Berlin",  # IANA in, Windows name out
+        recurrence=WEEKLY_MON_WED,
+    )
+    items, delta_link, _ = sync(client, delta_url(jane), jane["headers"])
+    target, other = items[2]["id"], items[3]["id"]
+
+    moved = client.patch(
+        f"/_control/events/{target}", json={"start": "2026-10-27T14:00:00", "subject": "Moved standup"}
+    )
+    assert moved.status_code == 200, moved.get_data(as_text=True)
+    assert moved.json["type"] == "exception" and moved.json["id"] == target
+    assert moved.json["original_start"] == "2026-10-26T09:00:00+01:00"
+    assert client.post(f"/_control/events/{other}/cancel").json["is_cancelled"] is True
+
+    changes = by_id(sync(client, delta_link, jane["headers"])[0])
+    assert set(changes) == {target, other}
+    assert set(changes[target]) == MINIMAL_KEYS and changes[target]["type"] == "exception"
+    assert changes[target]["start"]["dateTime"] == "2026-10-27T13:00:00.0000000"
+    assert changes[target]["end"]["dateTime"] == "2026-10-27T13:15:00.0000000"
+    assert changes[other]["@removed"] == {"reason": "deleted"}
+
+    exception = client.get(f"/v1.0/me/events/{target}", headers=jane["headers"]).json
+    assert exception["type"] == "exception" and exception["subject"] == "Moved standup"
+    assert (
+        exception["seriesMasterId"] == master["id"] and exception["originalStart"] == "2026-10-26T08:00:00Z"
+    )
+    assert exception["originalStartTimeZone"] == "W. Europe Standard Time"
+    cancelled = client.get(f"/v1.0/me/events/{other}", headers=jane["headers"]).json
+    assert cancelled["isCancelled"] is True and cancelled["type"] == "occurrence"
+    # The calendar-scoped route finds the same items.
+    scoped = client.get(f"/v1.0/me/calendars/{jane['calendar_id']}/events/{target}", headers=jane["headers"])
+    assert scoped.status_code == 200 and scoped.json["id"] == target
+
+
+def test_series_edit_updates_every_occurrence_and_recurrence_edit_removes_some(
+    emu: GraphEmulator, client: Client, jane: dict[str, Any]
+) -> None:
+    master = emu.add_event(
+        jane["id"],
+        jane["calendar_id"],
+        subject="Standup",
+        start="2026-10-19T09:00:00",
+        end="2026-10-19T09:15:00",
+        time_zone="W. Europe Standard Time",
+        recurrence=WEEKLY_MON_WED,
+    )
+    items, delta_link, _ = sync(client, delta_url(jane), jane["headers"])
+    emu.update_event(master["id"], online_meeting_url="https://teams.microsoft.com/l/meetup-join/new")
+    changes, delta_link, _ = sync(client, delta_link, jane["headers"])
+    assert [c["id"] for c in changes] == [i["id"] for i in items]
+    assert all(set(c) == MINIMAL_KEYS for c in changes)
+
+    mondays_only = {**WEEKLY_MON_WED, "pattern": {**WEEKLY_MON_WED["pattern"], "daysOfWeek": ["monday"]}}
+    emu.update_event(master["id"], recurrence=mondays_only)
+    changes = by_id(sync(client, delta_link, jane["headers"])[0])
+    wednesdays = {
+        i["id"] for i in items if datetime.fromisoformat(i["start"]["dateTime"][:19]).weekday() == 2
+    }
+    assert {i for i, c in changes.items() if "@removed" in c} == wednesdays
+    assert len(wednesdays) == 3 and len(changes) == 6
+
+
+def occurrence_dates(
+    emu: GraphEmulator, account: dict[str, Any], recurrence: dict[str, Any], start: str
+) -> list[str]:
+    master = emu.add_event(
+        account["id"],
+        account["calendar_id"],
+        subject="Series",
+        start=f"{start}T10:00:00",
+        end=f"{start}T11:00:00",
+        time_zone="Eastern Standard Time",
+        recurrence=recurrence,
+    )
+    found = emu.occurrences(master["id"], "2020-01-01T00:00:00Z", "2031-01-01T00:00:00Z")
+    assert {o["start"][11:19] for o in found} == {"10:00:00"}  # 10:00 New York time, EST or EDT
+    return [o["start"][:10] for o in found]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "range_", "start", "expected"),
+    [
+        (  # last Friday of every month, six times (hand-checked on a 2026 calendar)
+            {"type": "relativeMonthly", "interval": 1, "daysOfWeek": ["friday"], "index": "last"},
+            {"type": "numbered", "numberOfOccurrences": 6},
+            "2026-01-01",
+            ["2026-01-30", "2026-02-27", "2026-03-27", "2026-04-24", "2026-05-29", "2026-06-26"],
+        ),
+        (  # first Monday of September (US Labor Day), until the end of 2028
+            {"type": "relativeYearly", "interval": 1, "month": 9, "daysOfWeek": ["monday"], "index": "first"},
+            {"type": "endDate", "endDate": "2028-12-31"},
+            "2026-01-05",
+            ["2026-09-07", "2027-09-06", "2028-09-04"],
+        ),
+        (  # 15 March every other year
+            {"type": "absoluteYearly", "interval": 2, "month": 3, "dayOfMonth": 15},
+            {"type": "endDate", "endDate": "2030-03-15"},
+            "2026-03-15",
+            ["2026-03-15", "2028-03-15", "2030-03-15"],
+        ),
+        (  # day 31: shorter months get their last day, as in Outlook
+            {"type": "absoluteMonthly", "interval": 1, "dayOfMonth": 31},
+            {"type": "numbered", "numberOfOccurrences": 4},
+            "2026-01-31",
+            ["2026-01-31", "2026-02-28", "2026-03-31", "2026-04-30"],
+        ),
+        (  # Tue/Thu every other week, weeks starting Monday; the start (a Wednesday) is not one
+            {
+                "type": "weekly",
+                "interval": 2,
+                "daysOfWeek": ["tuesday", "thursday"],
+                "firstDayOfWeek": "monday",
+            },
+            {"type": "numbered", "numberOfOccurrences": 5},
+            "2026-03-04",
+            ["2026-03-05", "2026-03-17", "2026-03-19", "2026-03-31", "2026-04-02"],
+        ),
+        (  # every third day across the US DST change (8 March 2026)
+            {"type": "daily", "interval": 3},
+            {"type": "numbered", "numberOfOccurrences": 4},
+            "2026-03-03",
+            ["2026-03-03", "2026-03-06", "2026-03-09", "2026-03-12"],
+        ),
+        (  # second weekday of the month: several days with an index pick the n-th matching day
+            {
+                "type": "relativeMonthly",
+                "interval": 1,
+                "daysOfWeek": ["monday", "tuesday", "wednesday", "thursday", "friday"],
+                "index": "second",
+            },
+            {"type": "numbered", "numberOfOccurrences": 3},
+            "2026-08-01",
+            ["2026-08-04", "2026-09-02", "2026-10-02"],
+        ),
+    ],
+)
+def test_recurrence_patterns_expand_to_hand_checked_dates(
+    emu: GraphEmulator,
+    jane: dict[str, Any],
+    pattern: dict[str, Any],
+    range_: dict[str, Any],
+    start: str,
+    expected: list[str],
+) -> None:
+    assert occurrence_dates(emu, jane, {"pattern": pattern, "range": range_}, start) == expected
+
+
+def test_expired_and_unknown_tokens_are_410_and_resync_required_once(
+    emu: GraphEmulator, client: Client, jane: dict[str, Any]
+) -> None:
+    for day in range(1, 4):
+        emu.add_event(
+            jane["id"],
+            jane["calendar_id"],
+            start=f"2026-12-0{day}T09:00:00Z",
+            end=f"2026-12-0{day}T10:00:00Z",
+        )
+    headers = {**jane["headers"], "Prefer": "odata.maxpagesize=2"}
+    first = client.get(delta_url(jane), headers=headers).json
+    next_link = first["@odata.nextLink"]
+    _, delta_link, _ = sync(client, delta_url(jane), jane["headers"])
+
+    answer = client.post(f"/_control/accounts/{jane['id']}/delta/expire")
+    assert answer.status_code == 200 and answer.json["expired"] >= 2
+    for link in (next_link, delta_link, delta_url(jane, "$deltatoken=never-issued")):
+        gone = client.get(link, headers=jane["headers"])
+        assert gone.status_code == 410, link
+        assert gone.json["error"]["code"] == "syncStateNotFound"
+        assert gone.json["error"]["message"] == "The sync state generation is not found."
+
+    _, delta_link, _ = sync(client, delta_url(jane), jane["headers"])  # a full sync recovers
+    assert client.post("/_control/accounts/jane@contoso.example/delta/resync-required").status_code == 200
+    resync = client.get(delta_link, headers=jane["headers"])
+    assert resync.status_code == 410 and resync.json["error"]["code"] == "resyncRequired"
+    assert client.get(delta_link, headers=jane["headers"]).status_code == 200  # only once
+
+
+def test_delta_tokens_age_out_on_the_emulator_clock() -> None:
+    emu = GraphEmulator(delta_token_max_age_seconds=3600)
+    emu.add_app(CLIENT_ID, SECRET)
+    client = Client(emu)
+    account = add_account(emu)
+    account["calendar_id"] = account["calendars"][0]["id"]
+    _, delta_link, _ = sync(client, delta_url(account), auth(access_token(client, account)))
+    emu.advance_clock(3601)
+    gone = client.get(delta_link, headers=auth(access_token(client, account)))
+    assert gone.status_code == 410 and gone.json["error"]["code"] == "syncStateNotFound"
+
+
+def test_the_window_is_fixed_by_the_first_call(
+    emu: GraphEmulator, client: Client, jane: dict[str, Any]
+) -> None:
+    window = "startDateTime=2026-12-01T00:00:00Z&endDateTime=2026-12-08T00:00:00Z"
+    _, delta_link, _ = sync(client, delta_url(jane, window), jane["headers"])
+    inside = emu.add_event(
+        jane["id"], jane["calendar_id"], start="2026-12-07T23:30:00Z", end="2026-12-08T00:30:00Z"
+    )
+    emu.add_event(jane["id"], jane["calendar_id"], start="2026-12-20T09:00:00Z", end="2026-12-20T10:00:00Z")
+    wider = delta_link + "&startDateTime=2026-01-01T00:00:00Z&endDateTime=2027-12-31T00:00:00Z"
+    items, _, _ = sync(client, wider, jane["headers"])
+    assert [i["id"] for i in items] == [inside["id"]]  # overlaps the window's end; the other is outside
+
+
+def test_prefer_timezone_converts_and_the_default_is_utc(
+    emu: GraphEmulator, client: Client, jane: dict[str, Any]
+) -> None:
+    event = emu.add_event(
+        jane["id"],
+        jane["calendar_id"],
+        subject="Pacific",
+        start="2026-12-01T09:00:00",
+        end="2026-12-01T09:30:00",
+        time_zone="Pacific Standard Time",
+    )
+    path = f"/v1.0/me/events/{event['id']}"
+    plain = client.get(path, headers=jane["headers"]).json
+    assert plain["start"] == {"dateTime": "2026-12-01T17:00:00.0000000", "timeZone": "UTC"}
+    assert plain["originalStartTimeZone"] == "Pacific Standard Time"
+    assert plain["originalEndTimeZone"] == "Pacific Standard Time"
+    for zone, expected in [
+        ("Pacific Standard Time", "2026-12-01T09:00:00.0000000"),
+        ("Europe/Berlin", "2026-12-01T18:00:00.0000000"),
+        ("Tokyo Standard Time", "2026-12-02T02:00:00.0000000"),
+    ]:
+        answer = client.get(path, headers={**jane["headers"], "Prefer": f'outlook.timezone="{zone}"'})
+        assert answer.json["start"] == {"dateTime": expected, "timeZone": zone}
+        assert answer.headers["Preference-Applied"] == f'outlook.timezone="{zone}"'
+    both = client.get(
+        delta_url(jane),
+        headers={
+            **jane["headers"],
+            "Prefer": 'odata.maxpagesize=5, outlook.timezone="Eastern Standard Time"',
+        },
+    )
+    assert both.json["value"][0]["end"] == {
+        "dateTime": "2026-12-01T12:30:00.0000000",
+        "timeZone": "Eastern Standard Time",
+    }
+    bad = client.get(path, headers={**jane["headers"], "Prefer": "outlook.timezone='GMT+6:30'"})
+    assert bad.status_code == 400 and bad.json["error"]["code"] == "TimeZoneNotSupportedException"
+
+    original = GraphEmulator(default_response_timezone="original")
+    original.add_app(CLIENT_ID, SECRET)
+    other = Client(original)
+    account = add_account(original)
+    made = original.add_event(
+        account["id"],
+        account["calendars"][0]["id"],
+        start="2026-12-01T09:00:00-08:00",
+        end="2026-12-01T10:00:00-08:00",
+        time_zone="America/Los_Angeles",
+    )
+    shown = other.get(f"/v1.0/me/events/{made['id']}", headers=auth(access_token(other, account))).json
+    assert shown["start"] == {"dateTime": "2026-12-01T09:00:00.0000000", "timeZone": "Pacific Standard Time"}
+
+
+def test_all_day_events_are_midnight_to_midnight(
+    emu: GraphEmulator, client: Client, jane: dict[str, Any]
+) -> None:
+    event = emu.add_event(
+        jane["id"],
+        jane["calendar_id"],
+        subject="Offsite",
+        start="2026-12-03",
+        end="2026-12-05",
+        time_zone="Tokyo Standard Time",
+        is_all_day=True,
+    )
+    for prefer in ({}, {"Prefer": 'outlook.timezone="Pacific Standard Time"'}):
+        shown = client.get(f"/v1.0/me/events/{event['id']}", headers={**jane["headers"], **prefer}).json
+        assert shown["isAllDay"] is True and shown["showAs"] == "free"
+        assert shown["start"]["dateTime"] == "2026-12-03T00:00:00.0000000"
+        assert shown["end"]["dateTime"] == "2026-12-05T00:00:00.0000000"  # exclusive
+    with pytest.raises(ValueError, match="midnight"):
+        emu.add_event(
+            jane["id"], jane["calendar_id"], start="2026-12-03T10:00:00", end="2026-12-04", is_all_day=True
+        )
+
+
+def test_throttling_and_unavailability_faults_apply_to_delta(
+    emu: GraphEmulator, client: Client, jane: dict[str, Any]
+) -> None:
+    emu.add_event(jane["id"], jane["calendar_id"], start="2026-12-01T09:00:00Z", end="2026-12-01T10:00:00Z")
+    emu.add_fault(path="/calendarView/delta$", status=429, retry_after=5)
+    throttled = client.get(delta_url(jane), headers=jane["headers"])
+    assert throttled.status_code == 429 and throttled.headers["Retry-After"] == "5"
+    assert throttled.json["error"]["code"] == "TooManyRequests"
+    _, delta_link, _ = sync(client, delta_url(jane), jane["headers"])
+    emu.add_fault(path="/calendarView/delta$", status=503, retry_after=2, account=jane["id"])
+    unavailable = client.get(delta_link, headers=jane["headers"])
+    assert unavailable.status_code == 503 and unavailable.headers["Retry-After"] == "2"
+    assert client.get(delta_link, headers=jane["headers"]).status_code == 200  # the token survived
+
+
+def test_default_calendar_paths_scopes_and_errors(
+    emu: GraphEmulator, client: Client, jane: dict[str, Any]
+) -> None:
+    event = emu.add_event(
+        jane["id"], jane["calendar_id"], start="2026-12-01T09:00:00Z", end="2026-12-01T10:00:00Z"
+    )
+    for path in ("/v1.0/me/calendarView/delta", "/v1.0/me/calendarview/delta"):
+        answer = client.get(f"{path}?{WINDOW}", headers=jane["headers"])
+        assert answer.status_code == 200 and [i["id"] for i in answer.json["value"]] == [event["id"]]
+        assert answer.json["@odata.deltaLink"].startswith(f"http://localhost{path}?$deltatoken=")
+    no_window = client.get("/v1.0/me/calendarView/delta", headers=jane["headers"])
+    assert no_window.status_code == 400 and no_window.json["error"]["code"] == "ErrorInvalidParameter"
+    unknown = client.get(
+        f"/v1.0/me/calendars/AAMkAGI2bm9zdWNoAAA=/calendarView/delta?{WINDOW}", headers=jane["headers"]
+    )
+    assert unknown.status_code == 404 and unknown.json["error"]["code"] == "ErrorItemNotFound"
+    missing = client.get("/v1.0/me/events/AAMkAGI2bm9zdWNoAAA=", headers=jane["headers"])
+    assert missing.status_code == 404 and missing.json["error"]["code"] == "ErrorItemNotFound"
+
+    bob = add_account(emu, "bob@contoso.example", scopes="offline_access User.Read")
+    bob_token = access_token_for(client, bob, "offline_access User.Read")
+    for path in (f"/v1.0/me/calendarView/delta?{WINDOW}", f"/v1.0/me/events/{event['id']}"):
+        denied = client.get(path, headers=auth(bob_token))
+        assert denied.status_code == 403 and denied.json["error"]["code"] == "ErrorAccessDenied"
+    # Another mailbox's event looks exactly like a missing one.
+    other = client.get(
+        f"/v1.0/me/events/{event['id']}",
+        headers=auth(access_token(client, add_account(emu, "eve@contoso.example"))),
+    )
+    assert other.status_code == 404
+
+
+def test_instances_lists_the_series_in_full(emu: GraphEmulator, client: Client, jane: dict[str, Any]) -> None:
+    master = emu.add_event(
+        jane["id"],
+        jane["calendar_id"],
+        subject="Standup",
+        start="2026-10-19T09:00:00",
+        end="2026-10-19T09:15:00",
+        time_zone="W. Europe Standard Time",
+        recurrence=WEEKLY_MON_WED,
+    )
+    window = "startDateTime=2026-10-20T00:00:00Z&endDateTime=2026-11-01T00:00:00Z"
+    path = f"/v1.0/me/events/{master['id']}/instances?{window}"
+    answer = client.get(path, headers={**jane["headers"], "Prefer": "odata.maxpagesize=2"})
+    assert answer.status_code == 200
+    first = answer.json["value"]
+    assert [i["start"]["dateTime"] for i in first] == [
+        "2026-10-21T07:00:00.0000000",
+        "2026-10-26T08:00:00.0000000",
+    ]
+    assert all(i["subject"] == "Standup" and i["type"] == "occurrence" for i in first)
+    rest = client.get(
+        answer.json["@odata.nextLink"], headers={**jane["headers"], "Prefer": "odata.maxpagesize=2"}
+    )
+    assert [i["start"]["dateTime"][:10] for i in rest.json["value"]] == ["2026-10-28"]
+    assert "@odata.nextLink" not in rest.json
+
+
+def test_control_api_for_events_over_http(client: Client, jane: dict[str, Any]) -> None:
+    calendar_id = jane["calendar_id"]
+    created = client.post(
+        f"/_control/accounts/jane@contoso.example/calendars/{calendar_id}/events",
+        json={
+            "id": "AAMkAGI2fixed-event_id=",
+            "subject": "Fixed",
+            "start": "2026-12-01T09:00:00",
+            "end": "2026-12-01T10:00:00",
+            "time_zone": "India Standard Time",
+            "location": "Room 7",
+            "organizer": {"name": "Boss", "address": "boss@contoso.example"},
+        },
+    )
+    assert created.status_code == 201, created.get_data(as_text=True)
+    view = created.json
+    assert view["id"] == "AAMkAGI2fixed-event_id=" and view["calendar_id"] == calendar_id
+    assert view["start"] == "2026-12-01T09:00:00+05:30" and view["time_zone"] == "India Standard Time"
+    assert view["type"] == "singleInstance" and view["iana_time_zone"] == "Asia/Kolkata"
+    again = client.post(
+        f"/_control/accounts/{jane['id']}/calendars/{calendar_id}/events",
+        json={
+            "id": "AAMkAGI2fixed-event_id=",
+            "start": "2026-12-01T09:00:00Z",
+            "end": "2026-12-01T10:00:00Z",
+        },
+    )
+    assert again.status_code == 409
+    for bad in (
+        {"start": "2026-12-01T09:00:00Z"},
+        {"start": "2026-12-01T09:00:00Z", "end": "2026-12-01T08:00:00Z"},
+        {"start": "2026-12-01T09:00:00Z", "end": "2026-12-01T10:00:00Z", "time_zone": "Mars Standard Time"},
+        {
+            "start": "2026-12-01T09:00:00Z",
+            "end": "2026-12-01T10:00:00Z",
+            "recurrence": {"pattern": {"type": "hourly"}, "range": {}},
+        },
+        {"start": "2026-12-01T09:00:00Z", "end": "2026-12-01T10:00:00Z", "color": "red"},
+    ):
+        assert (
+            client.post(
+                f"/_control/accounts/{jane['id']}/calendars/{calendar_id}/events", json=bad
+            ).status_code
+            == 400
+        )
+    fetched = client.get(f"/v1.0/me/events/{view['id']}", headers=jane["headers"]).json
+    assert (
+        fetched["isOrganizer"] is False
+        and fetched["organizer"]["emailAddress"]["address"] == "boss@contoso.example"
+    )
+    assert (
+        fetched["location"]["displayName"] == "Room 7" and fetched["locations"][0]["displayName"] == "Room 7"
+    )
+    assert fetched["onlineMeeting"] is None and fetched["isOnlineMeeting"] is False
+
+    listed = client.get(f"/_control/accounts/{jane['id']}/events").json["value"]
+    assert [e["id"] for e in listed] == [view["id"]]
+    patched = client.patch(f"/_control/events/{view['id']}", json={"time_zone": "UTC"})
+    assert patched.json["start"] == "2026-12-01T09:00:00+00:00"  # wall time kept, zone changed
+    assert patched.json["change_key"] != view["change_key"]
+    assert client.patch(f"/_control/events/{view['id']}", json={"colour": "x"}).status_code == 400
+    assert client.delete(f"/_control/events/{view['id']}").status_code == 204
+    assert client.delete(f"/_control/events/{view['id']}").status_code == 404
+    assert client.get(f"/_control/accounts/{jane['id']}/events").json["value"] == []
+
+
+def test_every_control_change_calls_the_hook() -> None:
+    calls: list[tuple[str, str, list[str], str]] = []
+
+    class Recording(GraphEmulator):
+        def _on_change(self, account: str, calendar_id: str, event_ids: list[str], change_type: str) -> None:
+            calls.append((account, calendar_id, event_ids, change_type))
+
+    emu = Recording()
+    emu.add_app(CLIENT_ID, SECRET)
+    account = add_account(emu)
+    calendar_id = account["calendars"][0]["id"]
+    master = emu.add_event(
+        account["id"],
+        calendar_id,
+        start="2026-10-19T09:00:00",
+        end="2026-10-19T09:15:00",
+        recurrence=WEEKLY_MON_WED,
+    )
+    occurrence = emu.occurrences(master["id"], "2026-10-20T00:00:00Z", "2026-10-22T00:00:00Z")[0]["id"]
+    emu.update_event(occurrence, subject="Just this one")
+    emu.cancel_event(occurrence)
+    emu.delete_event(master["id"])
+    assert [(ids, kind) for _, _, ids, kind in calls] == [
+        ([master["id"]], "created"),
+        ([occurrence], "updated"),
+        ([occurrence], "updated"),
+        ([master["id"], occurrence], "deleted"),
+    ]
+    assert {(acc, cal) for acc, cal, _, _ in calls} == {(account["id"], calendar_id)}
+
+
+def test_windows_zone_table_resolves() -> None:
+    from zoneinfo import ZoneInfo
+
+    from local.emulators.windows_zones import IANA_TO_WINDOWS, WINDOWS_TO_IANA, resolve
+
+    assert len(WINDOWS_TO_IANA) >= 40
+    for windows, iana in WINDOWS_TO_IANA.items():
+        ZoneInfo(iana)
+        assert resolve(windows) == (iana, windows)
+    for iana, windows in IANA_TO_WINDOWS.items():
+        ZoneInfo(iana)
+        assert windows in WINDOWS_TO_IANA
+    assert resolve("GMT Standard Time") == ("Europe/London", "GMT Standard Time")
+    assert resolve("Europe/Amsterdam") == ("Europe/Amsterdam", "W. Europe Standard Time")
+    assert resolve("pacific standard time") == ("America/Los_Angeles", "Pacific Standard Time")
+    assert resolve("America/Argentina/Cordoba") == ("America/Argentina/Cordoba", "America/Argentina/Cordoba")
+    for bad in ("Mars Standard Time", "", "../etc/passwd", "America"):
+        with pytest.raises(ValueError):
+            resolve(bad)
+
+
+def test_a_rejected_patch_changes_nothing(emu: GraphEmulator, client: Client, jane: dict[str, Any]) -> None:
+    master = emu.add_event(
+        jane["id"],
+        jane["calendar_id"],
+        subject="Standup",
+        start="2026-10-19T09:00:00",
+        end="2026-10-19T09:15:00",
+        time_zone="W. Europe Standard Time",
+        recurrence=WEEKLY_MON_WED,
+    )
+    _, delta_link, _ = sync(client, delta_url(jane), jane["headers"])
+    before = emu.event(master["id"])
+    bad = client.patch(
+        f"/_control/events/{master['id']}",
+        json={"subject": "Changed", "time_zone": "Tokyo Standard Time", "start": "not a time"},
+    )
+    assert bad.status_code == 400
+    assert emu.event(master["id"]) == before
+    occurrence = emu.occurrences(master["id"], "2026-10-20T00:00:00Z", "2026-10-22T00:00:00Z")[0]["id"]
+    rejected = client.patch(f"/_control/events/{occurrence}", json={"end": "2026-10-21T08:00:00"})
+    assert rejected.status_code == 400  # ends before it starts
+    assert [e["id"] for e in emu.events(jane["id"])] == [master["id"]]  # no stray exception stored
+    assert sync(client, delta_link, jane["headers"])[0] == []

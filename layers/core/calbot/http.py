@@ -50,6 +50,12 @@ class Request:
         return dict(self.event.get("queryStringParameters") or {})
 
     @property
+    def path(self) -> str:
+        return self.event.get("rawPath") or self.event.get("requestContext", {}).get("http", {}).get(
+            "path", ""
+        )
+
+    @property
     def path_params(self) -> dict[str, str]:
         return dict(self.event.get("pathParameters") or {})
 

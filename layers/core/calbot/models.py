@@ -262,3 +262,184 @@ class ConnectionList(Model):
     connections: dict[ProviderName, list[ConnectionView]]
     total: int
     limit: int
+
+
+# --------------------------------------------------------------------------------------------------
+# Events
+
+Platform = Literal["google_meet", "zoom", "teams", "webex", "gotomeeting", "bluejeans", "whereby"]
+EventType = Literal["single", "occurrence", "exception"]
+
+
+class Event(Model):
+    """One event or one occurrence of a series, as stored. `event_id` is ours: stable across syncs and
+    unique across accounts (derived from user, provider, account and the provider's id)."""
+
+    event_id: str
+    user_id: str
+    provider: ProviderName
+    account_id: str
+    calendar_id: str
+    platform_id: str  # the provider's event id
+    ical_uid: str | None = None
+    title: str | None = None
+    start_time: UtcDateTime
+    end_time: UtcDateTime
+    is_all_day: bool = False
+    timezone: str | None = None  # the event's own IANA zone
+    organizer_email: str | None = None
+    location: str | None = None
+    meeting_platform: Platform | None = None
+    meeting_url: str | None = None
+    event_type: EventType = "single"
+    is_recurring: bool = False
+    recurrence_rule: str | None = None
+    recurrence: dict[str, Any] | None = None  # the provider's recurrence payload (Graph pattern/range)
+    series_id: str | None = None  # our id of the series (derived from the master's provider id)
+    series_platform_id: str | None = None
+    occurrence_start: UtcDateTime | None = None  # the occurrence's original start (series only)
+    recurring_enabled: bool = False  # user-owned: sync never overwrites it
+    is_deleted: bool = False
+    content_hash: str = ""
+    created_at: UtcDateTime
+    updated_at: UtcDateTime
+    raw: dict[str, Any] | None = None
+
+
+class SyncState(Model):
+    """Per (account, calendar): the delta link / sync token and the fixed window it was opened with."""
+
+    user_id: str
+    provider: ProviderName
+    account_id: str
+    calendar_id: str
+    cursor: str
+    window_start: UtcDateTime
+    window_end: UtcDateTime
+    updated_at: UtcDateTime
+
+
+class EventsQuery(Strict):
+    time_min: UtcDateTime | None = None
+    time_max: UtcDateTime | None = None
+    calendar_id: str | None = Field(default=None, min_length=1, max_length=1024)
+    provider: ProviderName | None = None
+    account_id: str | None = Field(default=None, min_length=1, max_length=320)
+    sync: bool = True
+    limit: int = Field(default=50, ge=1, le=100)
+    cursor: str | None = Field(default=None, max_length=4096)
+    include_raw: bool = False
+
+    @field_validator("provider", mode="before")
+    @classmethod
+    def _alias(cls, value: Any) -> Any:
+        return normalize_provider(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _scope(self) -> EventsQuery:
+        if self.account_id and not self.provider:
+            raise ValueError("account_id needs provider (outlook or google)")
+        if self.time_min and self.time_max and self.time_max <= self.time_min:
+            raise ValueError("time_max must be after time_min")
+        return self
+
+
+class ScopeQuery(Strict):
+    provider: ProviderName | None = None
+    account_id: str | None = Field(default=None, min_length=1, max_length=320)
+
+    @field_validator("provider", mode="before")
+    @classmethod
+    def _alias(cls, value: Any) -> Any:
+        return normalize_provider(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _scope(self) -> ScopeQuery:
+        if self.account_id and not self.provider:
+            raise ValueError("account_id needs provider (outlook or google)")
+        return self
+
+
+class BotSummary(Model):
+    id: str
+    status: str
+    scheduled_join_time: UtcDateTime
+    bot_name: str | None = None
+    platform: str | None = None
+    is_scheduled: bool
+
+
+class EventView(Model):
+    id: str
+    provider: ProviderName
+    account_id: str
+    calendar_id: str
+    platform_id: str
+    ical_uid: str | None
+    title: str | None
+    start_time: UtcDateTime
+    end_time: UtcDateTime
+    is_all_day: bool
+    organizer_email: str | None
+    location: str | None
+    meeting_platform: Platform | None
+    meeting_url: str | None
+    is_recurring: bool
+    recurrence_rule: str | None
+    series_id: str | None
+    occurrence_start: UtcDateTime | None
+    recurring_enabled: bool
+    is_deleted: bool
+    created_at: UtcDateTime
+    updated_at: UtcDateTime
+    bots: list[BotSummary] = Field(default_factory=list)
+    raw: dict[str, Any] | None = None
+
+    @classmethod
+    def of(
+        cls, event: Event, *, include_raw: bool = False, bots: list[BotSummary] | None = None
+    ) -> EventView:
+        data = event.model_dump(
+            exclude={
+                "event_id",
+                "user_id",
+                "raw",
+                "content_hash",
+                "timezone",
+                "event_type",
+                "recurrence",
+                "series_platform_id",
+            }
+        )
+        return cls(id=event.event_id, **data, bots=bots or [], raw=event.raw if include_raw else None)
+
+
+class EventPage(Model):
+    next: str | None
+    previous: str | None
+    has_more: bool
+    results: list[EventView]
+    partial_errors: dict[str, dict[str, str]] = Field(default_factory=dict)
+
+
+class CalendarView(Model):
+    id: str
+    name: str
+    is_primary: bool
+    can_edit: bool
+    owner_email: str | None
+    provider: ProviderName
+    account_id: str
+
+
+class ConnectionSummary(Model):
+    provider: ProviderName
+    account_id: str
+    status: ConnectionStatus
+    calendar_count: int
+
+
+class CalendarList(Model):
+    calendars: list[CalendarView]
+    connections: list[ConnectionSummary]
+    partial_errors: dict[str, dict[str, str]] = Field(default_factory=dict)

@@ -6,6 +6,9 @@ Key layout (PK / SK):
   USER#<u> / CONN#<provider>#<account>   connection record (no token material)
   SUB#<subscription id> / SUB            subscription -> user/account, clientState hash, expiry
                                          (GSI2, sparse and sharded: SUBEXP#<shard> / <expiry>#<id>)
+  USER#<u> / EVENT#<event id>            event (GSI1: USER#<u>#EVENTS / <start>#<id> for time ranges;
+                                         GSI2: ACCT#<u>#<provider>#<account> / EVENT#<calendar>#<id>)
+  USER#<u> / SYNC#<provider>#<account>#<calendar>   delta link / sync token and its window
   LOCK#<name> / LOCK                     short-lived mutex with a TTL
 """
 
@@ -23,7 +26,7 @@ from botocore.exceptions import ClientError
 
 from calbot import aws
 from calbot.config import get_settings
-from calbot.models import ApiKeyRecord, Connection, Subscription, User, account_key
+from calbot.models import ApiKeyRecord, Connection, Event, Subscription, SyncState, User, account_key
 from calbot.timeutil import iso_z, now
 
 _ser = TypeSerializer()
@@ -368,3 +371,194 @@ def release_lock(name: str, token: str) -> None:
     except ClientError as err:
         if not _is_conditional_failure(err):  # expired and taken over: nothing of ours to release
             raise
+
+
+def set_connection_status(
+    user_id: str, provider: str, account_id: str, status: str, reason: str | None
+) -> bool:
+    """Change a connection's status in place (never creates one). False when it no longer exists."""
+    try:
+        aws.dynamodb().update_item(
+            TableName=_table(),
+            Key=to_item({"PK": user_pk(user_id), "SK": conn_sk(provider, account_id)}),
+            UpdateExpression="SET #s = :s, status_reason = :r, updated_at = :u",
+            ConditionExpression="attribute_exists(PK)",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues=to_item({":s": status, ":r": reason, ":u": iso_z(now())}),
+        )
+    except ClientError as err:
+        if _is_conditional_failure(err):
+            return False
+        raise
+    return True
+
+
+def touch_connection_synced(user_id: str, provider: str, account_id: str, when: datetime) -> None:
+    try:
+        aws.dynamodb().update_item(
+            TableName=_table(),
+            Key=to_item({"PK": user_pk(user_id), "SK": conn_sk(provider, account_id)}),
+            UpdateExpression="SET last_synced_at = :t",
+            ConditionExpression="attribute_exists(PK)",
+            ExpressionAttributeValues=to_item({":t": iso_z(when)}),
+        )
+    except ClientError as err:
+        if not _is_conditional_failure(err):
+            raise
+
+
+# --------------------------------------------------------------------------------------------------
+# events and sync state
+
+
+def account_partition(user_id: str, provider: str, account_id: str) -> str:
+    return f"ACCT#{user_id}#{provider}#{account_key(account_id)}"
+
+
+def event_item(event: Event) -> dict[str, Any]:
+    return {
+        "PK": user_pk(event.user_id),
+        "SK": f"EVENT#{event.event_id}",
+        "kind": "event",
+        "GSI1PK": f"USER#{event.user_id}#EVENTS",
+        "GSI1SK": f"{iso_z(event.start_time)}#{event.event_id}",
+        "GSI2PK": account_partition(event.user_id, event.provider, event.account_id),
+        "GSI2SK": f"EVENT#{event.calendar_id}#{event.event_id}",
+        **event.model_dump(mode="json"),
+    }
+
+
+def _event(data: dict[str, Any]) -> Event:
+    return Event.model_validate(_strip_keys(data))
+
+
+def put_events(events: Iterable[Event]) -> int:
+    return batch_write(puts=[event_item(e) for e in events])
+
+
+def get_event(user_id: str, event_id: str) -> Event | None:
+    data = _get(user_pk(user_id), f"EVENT#{event_id}")
+    return _event(data) if data else None
+
+
+def get_events(user_id: str, event_ids: Iterable[str]) -> dict[str, Event]:
+    """Batch read (100 keys per call), retrying unprocessed keys."""
+    ids = list(dict.fromkeys(event_ids))
+    found: dict[str, Event] = {}
+    for start in range(0, len(ids), 100):
+        keys = [to_item({"PK": user_pk(user_id), "SK": f"EVENT#{i}"}) for i in ids[start : start + 100]]
+        pending: dict[str, Any] = {_table(): {"Keys": keys, "ConsistentRead": True}}
+        delay = 0.05
+        while pending:
+            resp = aws.dynamodb().batch_get_item(RequestItems=pending)
+            for item in resp.get("Responses", {}).get(_table(), []):
+                event = _event(from_item(item))
+                found[event.event_id] = event
+            pending = resp.get("UnprocessedKeys") or {}
+            if pending:
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+    return found
+
+
+def events_of_calendar(user_id: str, provider: str, account_id: str, calendar_id: str) -> list[Event]:
+    items = _query(
+        IndexName="GSI2",
+        KeyConditionExpression="GSI2PK = :pk AND begins_with(GSI2SK, :sk)",
+        ExpressionAttributeValues=to_item(
+            {":pk": account_partition(user_id, provider, account_id), ":sk": f"EVENT#{calendar_id}#"}
+        ),
+    )
+    return [_event(i) for i in items]
+
+
+def query_events(
+    user_id: str,
+    *,
+    time_min: datetime,
+    time_max: datetime,
+    limit: int,
+    after: str | None = None,
+    before: str | None = None,
+    provider: str | None = None,
+    account_id: str | None = None,
+    calendar_id: str | None = None,
+) -> list[Event]:
+    """Events starting in [time_min, time_max), ordered by (start, id), after/before a GSI1SK key.
+
+    Returns up to `limit` events (ascending even when paging backwards). Filters are applied server
+    side; DynamoDB's Limit counts items before filtering, so this keeps reading until it has enough.
+    """
+    lower, upper = iso_z(time_min), iso_z(time_max)
+    if after is not None:
+        cond, values = "GSI1PK = :pk AND GSI1SK BETWEEN :lo AND :hi", {":lo": after + "\x00", ":hi": upper}
+    elif before is not None:
+        cond, values = "GSI1PK = :pk AND GSI1SK BETWEEN :lo AND :hi", {":lo": lower, ":hi": before}
+    else:
+        cond, values = "GSI1PK = :pk AND GSI1SK BETWEEN :lo AND :hi", {":lo": lower, ":hi": upper}
+    filters, names = [], {}
+    if provider:
+        filters.append("provider = :prov")
+        values[":prov"] = provider
+    if account_id:
+        filters.append("GSI2PK = :acct")
+        values[":acct"] = account_partition(user_id, provider or "", account_id)
+    if calendar_id:
+        filters.append("calendar_id = :cal")
+        values[":cal"] = calendar_id
+    if after is not None or before is None:
+        filters.append("GSI1SK >= :min")
+        values[":min"] = lower
+    kwargs: dict[str, Any] = {
+        "IndexName": "GSI1",
+        "KeyConditionExpression": cond,
+        "ScanIndexForward": before is None,
+        "ExpressionAttributeValues": to_item({":pk": f"USER#{user_id}#EVENTS", **values}),
+        "Limit": max(limit, 25),
+    }
+    if filters:
+        kwargs["FilterExpression"] = " AND ".join(filters)
+    if names:
+        kwargs["ExpressionAttributeNames"] = names
+    out: list[Event] = []
+    for item in _query(**kwargs):
+        if before is not None and item["GSI1SK"] >= before:
+            continue
+        if item["GSI1SK"] >= upper:
+            continue
+        out.append(_event(item))
+        if len(out) >= limit:
+            break
+    if before is not None:
+        out.reverse()
+    return out
+
+
+def _sync_sk(provider: str, account_id: str, calendar_id: str) -> str:
+    return f"SYNC#{provider}#{account_key(account_id)}#{calendar_id}"
+
+
+def get_sync_state(user_id: str, provider: str, account_id: str, calendar_id: str) -> SyncState | None:
+    data = _get(user_pk(user_id), _sync_sk(provider, account_id, calendar_id))
+    return SyncState.model_validate(_strip_keys(data)) if data else None
+
+
+def put_sync_state(state: SyncState) -> None:
+    aws.dynamodb().put_item(
+        TableName=_table(),
+        Item=to_item(
+            {
+                "PK": user_pk(state.user_id),
+                "SK": _sync_sk(state.provider, state.account_id, state.calendar_id),
+                "kind": "sync_state",
+                **state.model_dump(mode="json"),
+            }
+        ),
+    )
+
+
+def delete_sync_state(user_id: str, provider: str, account_id: str, calendar_id: str) -> None:
+    aws.dynamodb().delete_item(
+        TableName=_table(),
+        Key=to_item({"PK": user_pk(user_id), "SK": _sync_sk(provider, account_id, calendar_id)}),
+    )

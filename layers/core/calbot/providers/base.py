@@ -9,8 +9,9 @@ must do: `ProviderAuthError` (credentials are dead: mark the connection needs_re
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from calbot.models import CalendarInfo, Credentials, ProviderName
 
@@ -42,6 +43,47 @@ class ProviderRequestError(ProviderError):
         super().__init__(message)
         self.status = status
         self.code = code
+
+
+class SyncTokenExpired(ProviderError):
+    """The stored delta link / sync token is no longer valid: drop it and do a full sync."""
+
+
+@dataclass
+class NormalizedEvent:
+    """One event or occurrence, provider-neutral, times in UTC."""
+
+    platform_id: str
+    calendar_id: str
+    start: datetime
+    end: datetime
+    event_type: str = "single"  # single | occurrence | exception
+    title: str | None = None
+    ical_uid: str | None = None
+    is_all_day: bool = False
+    timezone: str | None = None
+    organizer_email: str | None = None
+    location: str | None = None
+    meeting_url: str | None = None
+    meeting_platform: str | None = None
+    is_cancelled: bool = False
+    series_platform_id: str | None = None
+    original_start: datetime | None = None
+    recurrence_rule: str | None = None
+    recurrence: dict[str, Any] | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CalendarChanges:
+    """What one calendar sync returned: changed events, removed provider ids, and the cursor to store."""
+
+    upserts: list[NormalizedEvent]
+    removed: list[str]
+    cursor: str
+    full: bool
+    pages: int = 0
+    detail_fetches: int = 0  # masters / exceptions fetched (once each per sync)
 
 
 @dataclass(frozen=True)
@@ -82,6 +124,15 @@ class CalendarProvider(ABC):
 
     @abstractmethod
     def profile(self, access_token: str) -> AccountProfile: ...
+
+    @abstractmethod
+    def sync_calendar(
+        self, access_token: str, calendar_id: str, *, cursor: str | None, window: tuple[datetime, datetime]
+    ) -> CalendarChanges:
+        """Full sync of the window (cursor None) or the changes since `cursor`.
+
+        Raises SyncTokenExpired when the cursor is no longer valid (the caller resyncs fully).
+        """
 
     @abstractmethod
     def list_calendars(self, access_token: str) -> list[CalendarInfo]: ...

@@ -3,27 +3,33 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
 import requests
 
+from calbot import links
 from calbot.config import Settings, get_settings
 from calbot.models import CalendarInfo, Credentials
 from calbot.providers.base import (
     AccountProfile,
+    CalendarChanges,
     CalendarProvider,
+    NormalizedEvent,
     ProviderAuthError,
     ProviderRequestError,
     ProviderSubscription,
     ProviderUnavailable,
+    SyncTokenExpired,
     TokenSet,
 )
 from calbot.providers.http import ProviderHttp
 from calbot.timeutil import iso_z, now, parse_iso
 
 SCOPES = "offline_access User.Read Calendars.Read"
+SYNC_RESET_CODES = {"syncStateNotFound", "resyncRequired", "syncStateInvalid"}
+DELTA_PAGE_SIZE = 100
 _AADSTS = re.compile(r"(AADSTS\d+):\s*([^\r\n.]*)")
 
 
@@ -99,7 +105,14 @@ class OutlookProvider(CalendarProvider):
     # graph
 
     def _call(
-        self, method: str, url: str, token: str, *, json: Any = None, params: dict[str, str] | None = None
+        self,
+        method: str,
+        url: str,
+        token: str,
+        *,
+        json: Any = None,
+        params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> requests.Response:
         if not url.startswith(self.graph + "/"):
             # nextLinks are followed only on our Graph host: a token never goes anywhere else
@@ -109,13 +122,17 @@ class OutlookProvider(CalendarProvider):
             url,
             json=json,
             params=params,
-            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+            headers={"Authorization": f"Bearer {token}", "Accept": "application/json", **(headers or {})},
         )
         if resp.status_code < 400:
             return resp
         err = _json(resp).get("error") or {}
         code = err.get("code") if isinstance(err, dict) else None
         message = err.get("message") if isinstance(err, dict) else None
+        if resp.status_code == 410 or code in SYNC_RESET_CODES:
+            raise SyncTokenExpired(
+                f"Microsoft Graph says the sync state is gone ({code or resp.status_code})."
+            )
         if resp.status_code == 401:
             raise ProviderAuthError(
                 "Microsoft Graph refused the access token.", kind="unauthorized", code=code
@@ -149,6 +166,76 @@ class OutlookProvider(CalendarProvider):
             name=body.get("displayName"),
             provider_user_id=str(body.get("id", "")),
         )
+
+    # ---------------------------------------------------------------------------------------------
+    # events
+
+    def sync_calendar(
+        self, access_token: str, calendar_id: str, *, cursor: str | None, window: tuple[datetime, datetime]
+    ) -> CalendarChanges:
+        """calendarView delta: page with nextLink until a deltaLink, which is the cursor to keep.
+
+        Occurrence and exception items carry only id/type/start/end, so each series master is fetched
+        once per sync (not once per occurrence) and each exception once for its own details.
+        """
+        if cursor:
+            url: str | None = cursor
+            params: dict[str, str] | None = None
+        else:
+            url = f"{self.graph}/me/calendars/{quote(calendar_id, safe='')}/calendarView/delta"
+            params = {"startDateTime": iso_z(window[0]), "endDateTime": iso_z(window[1])}
+        headers = {"Prefer": f"odata.maxpagesize={DELTA_PAGE_SIZE}"}
+        changes = CalendarChanges(upserts=[], removed=[], cursor="", full=cursor is None)
+        masters: dict[str, dict[str, Any] | None] = {}
+        while url:
+            body = _json(self._call("GET", url, access_token, params=params, headers=headers))
+            changes.pages += 1
+            params = None
+            for item in body.get("value", []):
+                self._collect(access_token, calendar_id, item, masters, changes)
+            if body.get("@odata.deltaLink"):
+                changes.cursor = body["@odata.deltaLink"]
+                break
+            url = body.get("@odata.nextLink")
+        if not changes.cursor:
+            raise ProviderRequestError("Microsoft Graph ended a delta round without a deltaLink.", status=502)
+        return changes
+
+    def _event(self, token: str, event_id: str, changes: CalendarChanges) -> dict[str, Any] | None:
+        changes.detail_fetches += 1
+        try:
+            return _json(self._call("GET", f"{self.graph}/me/events/{quote(event_id, safe='')}", token))
+        except ProviderRequestError as err:
+            if err.status == 404:  # deleted between the delta page and this fetch
+                return None
+            raise
+
+    def _collect(
+        self,
+        token: str,
+        calendar_id: str,
+        item: dict[str, Any],
+        masters: dict[str, dict[str, Any] | None],
+        changes: CalendarChanges,
+    ) -> None:
+        if "@removed" in item:
+            changes.removed.append(item["id"])
+            return
+        kind = item.get("type", "singleInstance")
+        if kind == "seriesMaster":
+            return  # calendarView delta reports occurrences; masters are fetched for them
+        if kind in ("occurrence", "exception"):
+            master_id = item.get("seriesMasterId")
+            if master_id and master_id not in masters:
+                masters[master_id] = self._event(token, master_id, changes)
+            master = masters.get(master_id or "")
+            detail = self._event(token, item["id"], changes) if kind == "exception" else None
+            if master is None and detail is None:
+                changes.removed.append(item["id"])
+                return
+            changes.upserts.append(normalize_graph_event(calendar_id, item, master=master, detail=detail))
+            return
+        changes.upserts.append(normalize_graph_event(calendar_id, item))
 
     def list_calendars(self, access_token: str) -> list[CalendarInfo]:
         calendars: list[CalendarInfo] = []
@@ -236,6 +323,69 @@ class OutlookProvider(CalendarProvider):
                 return False
             raise
         return True
+
+
+def normalize_graph_event(
+    calendar_id: str,
+    item: dict[str, Any],
+    *,
+    master: dict[str, Any] | None = None,
+    detail: dict[str, Any] | None = None,
+) -> NormalizedEvent:
+    """A delta item (plus its series master / exception details) as a provider-neutral event.
+
+    Times come from the item itself (an occurrence's own start/end), everything else from the most
+    specific full payload: the exception's own details, else the master, else the item.
+    """
+    from calbot import recurrence, timezones
+
+    full = detail or master or item
+    start = timezones.graph_datetime_to_utc(item["start"])
+    end = timezones.graph_datetime_to_utc(item["end"])
+    kind = item.get("type", "singleInstance")
+    event_type = {"occurrence": "occurrence", "exception": "exception"}.get(kind, "single")
+    rule = None
+    pattern = (master or {}).get("recurrence") if event_type != "single" else None
+    if pattern and master:
+        try:
+            rule = recurrence.from_graph(pattern, start=master["start"], end=master["end"]).rrule_text
+        except (ValueError, KeyError):
+            rule = None
+    original = full.get("originalStart") if event_type == "exception" else None
+    link = links.from_graph_event(full)
+    location = (full.get("location") or {}).get("displayName") or None
+    organizer = ((full.get("organizer") or {}).get("emailAddress") or {}).get("address")
+    return NormalizedEvent(
+        platform_id=item["id"],
+        calendar_id=calendar_id,
+        start=start,
+        end=end,
+        event_type=event_type,
+        title=full.get("subject"),
+        ical_uid=full.get("iCalUId"),
+        is_all_day=bool(full.get("isAllDay")),
+        timezone=timezones.iana_name(full.get("originalStartTimeZone") or item["start"].get("timeZone")),
+        organizer_email=organizer,
+        location=location,
+        meeting_url=link.url if link else None,
+        meeting_platform=link.platform if link else None,
+        is_cancelled=bool(item.get("isCancelled") or (detail or {}).get("isCancelled")),
+        series_platform_id=item.get("seriesMasterId"),
+        original_start=parse_iso(original)
+        if isinstance(original, str)
+        else (start if event_type != "single" else None),
+        recurrence_rule=rule,
+        recurrence=pattern,
+        raw=_trim(item if event_type != "single" else full),
+    )
+
+
+def _trim(payload: dict[str, Any], limit: int = 16_000) -> dict[str, Any]:
+    """Keep stored raw payloads well under DynamoDB's 400 KB item limit (bodies can be huge)."""
+    body = payload.get("body")
+    if isinstance(body, dict) and len(str(body.get("content") or "")) > limit:
+        payload = {**payload, "body": {**body, "content": str(body["content"])[:limit], "truncated": True}}
+    return payload
 
 
 def _json(resp: requests.Response) -> dict[str, Any]:

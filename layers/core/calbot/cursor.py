@@ -1,0 +1,84 @@
+"""Opaque, tamper-evident page cursors: base64url JSON + an HMAC bound to the user and the query.
+
+The signing key is a random secret kept as an SSM SecureString, created on first use (race-safe) and
+cached per container. A cursor from another user, another query, or an edited one is rejected.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import threading
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from calbot import aws
+from calbot.config import get_settings
+from calbot.errors import bad_request
+
+_key: bytes | None = None
+_lock = threading.Lock()
+
+
+def _signing_key() -> bytes:
+    global _key
+    with _lock:
+        if _key is None:
+            name = f"{get_settings().ssm_prefix}/internal/cursor-signing-key"
+            try:
+                aws.ssm().put_parameter(
+                    Name=name, Value=secrets.token_hex(32), Type="SecureString", Overwrite=False
+                )
+            except ClientError as err:
+                if err.response.get("Error", {}).get("Code") != "ParameterAlreadyExists":
+                    raise
+            value = aws.ssm().get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
+            _key = bytes.fromhex(value)
+        return _key
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _mac(user_id: str, scope: str, payload: str) -> str:
+    return _b64(
+        hmac.new(_signing_key(), f"{user_id}\n{scope}\n{payload}".encode(), hashlib.sha256).digest()[:18]
+    )
+
+
+def encode(user_id: str, scope: str, data: dict[str, Any]) -> str:
+    payload = _b64(json.dumps(data, separators=(",", ":")).encode())
+    return f"{payload}.{_mac(user_id, scope, payload)}"
+
+
+def decode(user_id: str, scope: str, token: str) -> dict[str, Any]:
+    """The cursor's data, or 400 invalid_cursor for anything forged, edited or from another query."""
+    payload, _, mac = token.partition(".")
+    if not payload or not mac or not hmac.compare_digest(mac, _mac(user_id, scope, payload)):
+        raise bad_request(
+            "invalid_cursor", "The cursor is not valid for this request; start from the first page."
+        )
+    try:
+        data = json.loads(_unb64(payload))
+    except ValueError:
+        raise bad_request("invalid_cursor", "The cursor is not valid for this request.") from None
+    if not isinstance(data, dict):
+        raise bad_request("invalid_cursor", "The cursor is not valid for this request.")
+    return data
+
+
+def scope_of(params: dict[str, Any]) -> str:
+    """A digest of the query a cursor belongs to (cursor and paging-only fields excluded)."""
+    stable = {
+        k: v for k, v in sorted(params.items()) if k not in {"cursor", "sync", "limit"} and v is not None
+    }
+    return hashlib.sha256(json.dumps(stable, default=str).encode()).hexdigest()[:16]

@@ -1,0 +1,78 @@
+"""GET /calendar/events (sync then read) and GET /calendar/get_events (read only)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+from calbot import cursor, store
+from calbot.models import Event, EventPage, EventsQuery, EventView
+from calbot.services.sync import sync_user
+from calbot.timeutil import iso_z, now, parse_iso
+
+DEFAULT_PAST = timedelta(days=1)
+DEFAULT_FUTURE = timedelta(days=28)
+
+
+def _key(event: Event) -> str:
+    return f"{iso_z(event.start_time)}#{event.event_id}"
+
+
+def list_events(
+    user_id: str, query: EventsQuery, *, raw_params: dict[str, str], base_url: str, path: str, sync: bool
+) -> EventPage:
+    scope = cursor.scope_of(
+        {
+            k: raw_params.get(k)
+            for k in ("time_min", "time_max", "calendar_id", "provider", "account_id", "include_raw")
+        }
+    )
+    state: dict[str, Any] = cursor.decode(user_id, scope, query.cursor) if query.cursor else {}
+    if state:
+        # The window is frozen by the first page, so "now"-relative defaults cannot shift under paging.
+        time_min, time_max = parse_iso(state["w"][0]), parse_iso(state["w"][1])
+    else:
+        at = now()
+        time_min, time_max = query.time_min or at - DEFAULT_PAST, query.time_max or at + DEFAULT_FUTURE
+
+    partial_errors: dict[str, dict[str, str]] = {}
+    if sync and not state:  # only the first page syncs; later pages read what it stored
+        partial_errors = sync_user(
+            user_id, provider=query.provider, account_id=query.account_id
+        ).partial_errors
+
+    filters = {"provider": query.provider, "account_id": query.account_id, "calendar_id": query.calendar_id}
+    window = [iso_z(time_min), iso_z(time_max)]
+    if "b" in state:  # paging backwards: one extra tells whether there is a page before this one
+        rows = store.query_events(
+            user_id, time_min=time_min, time_max=time_max, limit=query.limit + 1, before=state["b"], **filters
+        )
+        has_previous = len(rows) > query.limit
+        rows = rows[-query.limit :]
+        has_more = True
+    else:
+        rows = store.query_events(
+            user_id,
+            time_min=time_min,
+            time_max=time_max,
+            limit=query.limit + 1,
+            after=state.get("a"),
+            **filters,
+        )
+        has_more = len(rows) > query.limit
+        rows = rows[: query.limit]
+        has_previous = "a" in state
+
+    def link(data: dict[str, Any]) -> str:
+        params = {k: v for k, v in raw_params.items() if k != "cursor"}
+        params["cursor"] = cursor.encode(user_id, scope, {**data, "w": window})
+        return f"{base_url}{path}?{urlencode(params)}"
+
+    return EventPage(
+        next=link({"a": _key(rows[-1])}) if has_more and rows else None,
+        previous=link({"b": _key(rows[0])}) if has_previous and rows else None,
+        has_more=bool(has_more and rows),
+        results=[EventView.of(e, include_raw=query.include_raw) for e in rows],
+        partial_errors=partial_errors,
+    )

@@ -1,0 +1,280 @@
+"""Event sync: per account and per calendar, a full sync then incremental ones with the stored cursor.
+
+- The cursor (Graph deltaLink / Google sync token) is stored per calendar with the fixed window it
+  was opened with; an expired one triggers a full resync (never swallowed).
+- Only events whose content changed are written, in batches; a re-sync with no changes writes nothing
+  (the old cursor stays valid and is reused, so not even the cursor is rewritten).
+- Accounts sync concurrently with a bound; one failing account lands in `partial_errors`; an auth
+  failure marks that connection `needs_reauth` (throttling and 5xx never do).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from calbot import ids, store, tokens
+from calbot.log import logger
+from calbot.models import Connection, Event, SyncState
+from calbot.providers import get_provider
+from calbot.providers.base import (
+    CalendarChanges,
+    NormalizedEvent,
+    ProviderAuthError,
+    ProviderError,
+    ProviderRequestError,
+    ProviderUnavailable,
+    SyncTokenExpired,
+)
+from calbot.timeutil import now
+
+WINDOW_PAST = timedelta(days=30)
+WINDOW_FUTURE = timedelta(days=400)
+# Open a new window (full sync) once the fixed one has drifted this far: keeps a year ahead in view.
+WINDOW_RENEW_AFTER = timedelta(days=30)
+CURSOR_REFRESH_AFTER = timedelta(hours=12)  # rewrite an unchanged cursor at most this often
+MAX_ACCOUNT_WORKERS = 8
+
+
+@dataclass
+class AccountResult:
+    provider: str
+    account_id: str
+    written: int = 0
+    calendars: int = 0
+    full_syncs: int = 0
+    error: dict[str, str] | None = None
+
+
+@dataclass
+class SyncReport:
+    accounts: list[AccountResult] = field(default_factory=list)
+
+    @property
+    def partial_errors(self) -> dict[str, dict[str, str]]:
+        return {f"{a.provider}::{a.account_id}": a.error for a in self.accounts if a.error}
+
+    @property
+    def written(self) -> int:
+        return sum(a.written for a in self.accounts)
+
+
+def _hash(event: NormalizedEvent) -> str:
+    fields = [
+        event.calendar_id,
+        event.start.isoformat(),
+        event.end.isoformat(),
+        event.event_type,
+        event.title,
+        event.ical_uid,
+        event.is_all_day,
+        event.timezone,
+        event.organizer_email,
+        event.location,
+        event.meeting_url,
+        event.meeting_platform,
+        event.series_platform_id,
+        event.original_start.isoformat() if event.original_start else None,
+        event.recurrence_rule,
+        json.dumps(event.recurrence, sort_keys=True) if event.recurrence else None,
+    ]
+    return hashlib.sha256(json.dumps(fields, default=str).encode()).hexdigest()[:32]
+
+
+def _record(conn: Connection, change: NormalizedEvent, existing: Event | None, at: datetime) -> Event:
+    return Event(
+        event_id=ids.event_id(conn.user_id, conn.provider, conn.account_id, change.platform_id),
+        user_id=conn.user_id,
+        provider=conn.provider,
+        account_id=conn.account_id,
+        calendar_id=change.calendar_id,
+        platform_id=change.platform_id,
+        ical_uid=change.ical_uid,
+        title=change.title,
+        start_time=change.start,
+        end_time=change.end,
+        is_all_day=change.is_all_day,
+        timezone=change.timezone,
+        organizer_email=change.organizer_email,
+        location=change.location,
+        meeting_platform=change.meeting_platform,  # type: ignore[arg-type]
+        meeting_url=change.meeting_url,
+        event_type=change.event_type,  # type: ignore[arg-type]
+        is_recurring=change.event_type != "single",
+        recurrence_rule=change.recurrence_rule,
+        recurrence=change.recurrence,
+        series_id=(
+            ids.event_id(conn.user_id, conn.provider, conn.account_id, change.series_platform_id)
+            if change.series_platform_id
+            else None
+        ),
+        series_platform_id=change.series_platform_id,
+        occurrence_start=change.original_start,
+        recurring_enabled=existing.recurring_enabled if existing else False,  # user-owned
+        is_deleted=False,
+        content_hash=_hash(change),
+        created_at=existing.created_at if existing else at,
+        updated_at=at,
+        raw=change.raw,
+    )
+
+
+def sync_calendar(conn: Connection, calendar_id: str, access_token: str) -> tuple[int, bool]:
+    """Sync one calendar; returns (items written, whether it was a full sync)."""
+    provider = get_provider(conn.provider)
+    at = now()
+    state = store.get_sync_state(conn.user_id, conn.provider, conn.account_id, calendar_id)
+    cursor = state.cursor if state and at - state.window_start < WINDOW_PAST + WINDOW_RENEW_AFTER else None
+    window = (
+        (state.window_start, state.window_end) if cursor and state else (at - WINDOW_PAST, at + WINDOW_FUTURE)
+    )
+    try:
+        changes = provider.sync_calendar(access_token, calendar_id, cursor=cursor, window=window)
+    except SyncTokenExpired:
+        logger.info("sync token expired; full resync", extra={"provider": conn.provider})
+        window = (at - WINDOW_PAST, at + WINDOW_FUTURE)
+        changes = provider.sync_calendar(access_token, calendar_id, cursor=None, window=window)
+    written = _apply(conn, calendar_id, changes, window, at)
+    if (
+        written
+        or changes.full
+        or state is None
+        or state.cursor != changes.cursor
+        and (at - state.updated_at > CURSOR_REFRESH_AFTER)
+    ):
+        store.put_sync_state(
+            SyncState(
+                user_id=conn.user_id,
+                provider=conn.provider,
+                account_id=conn.account_id,
+                calendar_id=calendar_id,
+                cursor=changes.cursor,
+                window_start=window[0],
+                window_end=window[1],
+                updated_at=at,
+            )
+        )
+    return written, changes.full
+
+
+def _apply(
+    conn: Connection,
+    calendar_id: str,
+    changes: CalendarChanges,
+    window: tuple[datetime, datetime],
+    at: datetime,
+) -> int:
+    """Write what changed: new or different events, and deletions. Unchanged events cost no write."""
+    by_platform_id = {c.platform_id: c for c in changes.upserts}  # a later item for the same id wins
+    if changes.full:
+        existing = {
+            e.platform_id: e
+            for e in store.events_of_calendar(conn.user_id, conn.provider, conn.account_id, calendar_id)
+        }
+    else:
+        wanted = [
+            ids.event_id(conn.user_id, conn.provider, conn.account_id, p)
+            for p in [*by_platform_id, *changes.removed]
+        ]
+        existing = {e.platform_id: e for e in store.get_events(conn.user_id, wanted).values()}
+    puts: list[Event] = []
+    for platform_id, change in by_platform_id.items():
+        old = existing.get(platform_id)
+        if change.is_cancelled:
+            if old and not old.is_deleted:
+                puts.append(old.model_copy(update={"is_deleted": True, "updated_at": at}))
+            continue
+        record = _record(conn, change, old, at)
+        if old is None or old.is_deleted or old.content_hash != record.content_hash:
+            puts.append(record)
+    gone: Iterable[str] = changes.removed
+    if changes.full:
+        # A full sync sees everything in its window: what we hold there and it did not return is gone.
+        gone = [
+            p
+            for p, e in existing.items()
+            if p not in by_platform_id and window[0] <= e.start_time < window[1]
+        ]
+    for platform_id in gone:
+        old = existing.get(platform_id)
+        if old and not old.is_deleted and platform_id not in by_platform_id:
+            puts.append(old.model_copy(update={"is_deleted": True, "updated_at": at}))
+    return store.put_events(puts) if puts else 0
+
+
+def sync_connection(conn: Connection) -> AccountResult:
+    result = AccountResult(provider=conn.provider, account_id=conn.account_id)
+    try:
+        token = tokens.access_token(conn)
+        for cal in conn.calendars:
+            try:
+                written, full = sync_calendar(conn, cal.id, token)
+            except ProviderAuthError as err:
+                if err.kind != "unauthorized":
+                    raise
+                tokens.forget_access_token(conn)  # a 401 on a cached token: refresh once and retry
+                token = tokens.access_token(conn)
+                written, full = sync_calendar(conn, cal.id, token)
+            except ProviderRequestError as err:
+                if err.status in (403, 404):  # a calendar we may no longer read; the rest still syncs
+                    logger.warning("calendar skipped", extra={"status": err.status})
+                    continue
+                raise
+            result.calendars += 1
+            result.written += written
+            result.full_syncs += int(full)
+        if result.written:
+            store.touch_connection_synced(conn.user_id, conn.provider, conn.account_id, now())
+    except ProviderAuthError as err:
+        store.set_connection_status(conn.user_id, conn.provider, conn.account_id, "needs_reauth", err.message)
+        result.error = {"error": "needs_reauth", "message": err.message}
+    except ProviderUnavailable as err:
+        result.error = {"error": "provider_unavailable", "message": err.message}
+    except ProviderError as err:
+        result.error = {"error": "provider_error", "message": err.message}
+    except Exception:
+        logger.exception("account sync failed")
+        result.error = {"error": "sync_failed", "message": "Syncing this account failed unexpectedly."}
+    return result
+
+
+def in_scope(user_id: str, provider: str | None = None, account_id: str | None = None) -> list[Connection]:
+    conns = store.list_connections(user_id, provider)
+    if account_id:
+        conns = [c for c in conns if c.key == account_id.strip().lower()]
+    return conns
+
+
+def sync_user(
+    user_id: str,
+    *,
+    provider: str | None = None,
+    account_id: str | None = None,
+    connections: list[Connection] | None = None,
+) -> SyncReport:
+    """Sync every in-scope account concurrently (bounded); never raises for one account's failure."""
+    conns = connections if connections is not None else in_scope(user_id, provider, account_id)
+    report = SyncReport()
+    live = []
+    for conn in conns:
+        if conn.status == "needs_reauth":  # do not hammer dead credentials; say so instead
+            report.accounts.append(
+                AccountResult(
+                    conn.provider,
+                    conn.account_id,
+                    error={
+                        "error": "needs_reauth",
+                        "message": "Reconnect this account: its credentials were rejected.",
+                    },
+                )
+            )
+        else:
+            live.append(conn)
+    if live:
+        with ThreadPoolExecutor(max_workers=min(MAX_ACCOUNT_WORKERS, len(live))) as pool:
+            report.accounts += list(pool.map(sync_connection, live))
+    return report
