@@ -380,8 +380,9 @@ def normalize_graph_event(
     )
 
 
-def _trim(payload: dict[str, Any], limit: int = 16_000) -> dict[str, Any]:
-    """Keep stored raw payloads well under DynamoDB's 400 KB item limit (bodies can be huge)."""
+def _trim(payload: dict[str, Any], limit: int = 1_000) -> dict[str, Any]:
+    """Keep the stored raw payload small: the HTML body (often 5-10 KB of invitation markup) would make
+    every event write cost ~5 write units. The link is already extracted; bodyPreview stays whole."""
     body = payload.get("body")
     if isinstance(body, dict) and len(str(body.get("content") or "")) > limit:
         payload = {**payload, "body": {**body, "content": str(body["content"])[:limit], "truncated": True}}

@@ -1,0 +1,309 @@
+"""services.sync against moto and the Graph emulator: delta links, masters once, no-op re-syncs,
+moves and cancellations, expired tokens, and one failing account never failing the others."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from calbot import store
+from calbot.models import Connection, CreateConnectionRequest
+from calbot.services import connect as connect_service
+from calbot.services.sync import sync_user
+from local.stack import LocalStack
+from tests.conftest import DynamoWrites
+
+CLIENT_ID = "sync-client"
+CLIENT_SECRET = "sync-client-secret-77"
+_n = itertools.count()
+SOON = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(days=1)
+
+
+@pytest.fixture(scope="module")
+def stack(inproc_stack: LocalStack) -> Iterator[LocalStack]:
+    inproc_stack.graph.add_app(CLIENT_ID, CLIENT_SECRET)
+    yield inproc_stack
+    inproc_stack.graph.clear_faults()
+
+
+def at(hours: float) -> str:
+    return (SOON + timedelta(hours=hours)).isoformat()
+
+
+def connected(stack: LocalStack, **calendars: Any) -> tuple[str, dict[str, Any], Connection]:
+    """A new user with one connected account; returns (user_id, emulator account, connection)."""
+    from calbot.admin import create_user
+
+    n = next(_n)
+    user_id = create_user(f"sync{n}@svc.example").user_id
+    acct = stack.graph.add_account(
+        client_id=CLIENT_ID,
+        mail=f"sync{n}@contoso.example",
+        user_principal_name=f"sync{n}@contoso.example",
+        display_name=f"Sync {n}",
+    )
+    connect_service.connect_account(
+        user_id,
+        CreateConnectionRequest(
+            microsoft_client_id=CLIENT_ID,
+            microsoft_client_secret=CLIENT_SECRET,
+            microsoft_refresh_token=acct["refresh_token"],
+        ),
+        base_url=stack.info["gateway_url"],
+    )
+    conn = store.list_connections(user_id)[0]
+    return user_id, acct, conn
+
+
+def stored(user_id: str) -> dict[str, Any]:
+    """platform id -> stored event, for the user's events in the next year."""
+    events = store.query_events(
+        user_id, time_min=SOON - timedelta(days=30), time_max=SOON + timedelta(days=400), limit=10_000
+    )
+    return {e.platform_id: e for e in events}
+
+
+def test_full_then_incremental_and_unchanged_resync_writes_nothing(
+    stack: LocalStack, ddb_writes: DynamoWrites
+) -> None:
+    user_id, acct, conn = connected(stack)
+    cal = acct["calendars"][0]["id"]
+    teams = stack.graph.add_event(
+        acct["id"],
+        cal,
+        subject="Teams sync",
+        start=at(0),
+        end=at(1),
+        online_meeting_url="https://teams.microsoft.com/l/meetup-join/19%3aabc%40thread.v2/0",
+    )
+    stack.graph.add_event(acct["id"], cal, subject="No link", start=at(2), end=at(3))
+    stack.graph.add_event(
+        acct["id"], cal, subject="Offsite", start=at(48)[:10], end=at(72)[:10], is_all_day=True
+    )
+
+    ddb_writes.reset()
+    report = sync_user(user_id)
+    assert report.partial_errors == {} and report.written == 3
+    events = stored(user_id)
+    assert len(events) == 3 and ddb_writes.items > 0
+    t = events[teams["id"]]
+    assert (t.meeting_platform, t.title, t.start_time) == ("teams", "Teams sync", SOON)
+    assert t.meeting_url.startswith("https://teams.microsoft.com/l/meetup-join/")
+    allday = next(e for e in events.values() if e.is_all_day)
+    assert allday.start_time.hour == 0 and allday.end_time - allday.start_time == timedelta(days=1)
+    state = store.get_sync_state(user_id, "outlook", conn.account_id, cal)
+    assert state is not None and "deltatoken" in state.cursor.lower()
+
+    ddb_writes.reset()
+    stack.graph.clear_requests()
+    again = sync_user(user_id)
+    assert again.written == 0 and again.partial_errors == {}
+    assert ddb_writes.calls == []  # not one write: not the events, not the cursor, not the connection
+    delta_calls = [r for r in stack.graph.requests(account=acct["id"]) if "delta" in r["path"]]
+    assert len(delta_calls) == 1 and "deltatoken" in delta_calls[0]["query"].lower()  # incremental
+
+    # A change is picked up by the next incremental sync, and only it is written.
+    stack.graph.update_event(teams["id"], start=at(5), end=at(6))
+    ddb_writes.reset()
+    assert sync_user(user_id).written == 1
+    assert stored(user_id)[teams["id"]].start_time == SOON + timedelta(hours=5)
+    assert ddb_writes.items == 3  # the moved event, the new cursor, the connection's last_synced_at
+
+
+def test_series_masters_are_fetched_once_per_sync(stack: LocalStack) -> None:
+    user_id, acct, _ = connected(stack)
+    cal = acct["calendars"][0]["id"]
+    day = SOON.date().isoformat()
+    master = stack.graph.add_event(
+        acct["id"],
+        cal,
+        subject="Daily standup",
+        start=f"{day}T09:00:00",
+        end=f"{day}T09:15:00",
+        time_zone="Pacific Standard Time",
+        online_meeting_url="https://acme.zoom.us/j/123456789",
+        recurrence={
+            "pattern": {"type": "daily", "interval": 1},
+            "range": {"type": "numbered", "startDate": day, "numberOfOccurrences": 40},
+        },
+    )
+    stack.graph.clear_requests()
+    report = sync_user(user_id)
+    assert report.written == 40
+    master_gets = [r for r in stack.graph.requests(account=acct["id"]) if r["path"].endswith(master["id"])]
+    assert len(master_gets) == 1
+    events = list(stored(user_id).values())
+    assert len(events) == 40 and all(
+        e.meeting_platform == "zoom" and e.title == "Daily standup" for e in events
+    )
+    assert all(e.is_recurring and e.series_id == events[0].series_id for e in events)
+    assert events[0].recurrence_rule and "FREQ=DAILY" in events[0].recurrence_rule
+    # 09:00 Pacific every day: 17:00Z in winter; the local time never moves
+    winter = [e for e in events if e.start_time.month in (12, 1, 2)]
+    assert winter and all(e.start_time.hour == 17 for e in winter)
+
+
+def test_moved_cancelled_and_series_edits(stack: LocalStack) -> None:
+    user_id, acct, _ = connected(stack)
+    cal = acct["calendars"][0]["id"]
+    single = stack.graph.add_event(
+        acct["id"],
+        cal,
+        subject="1:1",
+        start=at(1),
+        end=at(2),
+        location="https://meet.google.com/abc-defg-hij",
+    )
+    gone = stack.graph.add_event(
+        acct["id"],
+        cal,
+        subject="Cancelled soon",
+        start=at(3),
+        end=at(4),
+        location="https://acme.zoom.us/j/99",
+    )
+    day = SOON.date().isoformat()
+    series = stack.graph.add_event(
+        acct["id"],
+        cal,
+        subject="Weekly",
+        start=f"{day}T15:00:00",
+        end=f"{day}T16:00:00",
+        online_meeting_url="https://teams.microsoft.com/l/meetup-join/19%3aweekly%40thread.v2/0",
+        recurrence={
+            "pattern": {"type": "weekly", "interval": 1, "daysOfWeek": [SOON.strftime("%A").lower()]},
+            "range": {"type": "numbered", "startDate": day, "numberOfOccurrences": 4},
+        },
+    )
+    sync_user(user_id)
+    before = stored(user_id)
+    occurrences = sorted(
+        (e for e in before.values() if e.series_platform_id == series["id"]), key=lambda e: e.start_time
+    )
+    assert len(occurrences) == 4
+
+    stack.graph.update_event(single["id"], start=at(30), end=at(31))
+    stack.graph.cancel_event(gone["id"])
+    stack.graph.update_event(
+        occurrences[1].platform_id,
+        start=(occurrences[1].start_time + timedelta(hours=2)).isoformat(),
+        end=(occurrences[1].end_time + timedelta(hours=2)).isoformat(),
+    )
+    stack.graph.cancel_event(occurrences[2].platform_id)
+    stack.graph.update_event(series["id"], subject="Weekly (renamed)")
+    sync_user(user_id)
+    after = stored(user_id)
+    assert after[single["id"]].start_time == SOON + timedelta(hours=30)
+    assert after[single["id"]].event_id == before[single["id"]].event_id  # our id is stable
+    assert after[gone["id"]].is_deleted
+    moved = after[occurrences[1].platform_id]
+    assert moved.start_time == occurrences[1].start_time + timedelta(hours=2)
+    assert moved.occurrence_start == occurrences[1].start_time  # the original slot, for dedup keys
+    assert after[occurrences[2].platform_id].is_deleted
+    assert {after[o.platform_id].title for o in occurrences if not after[o.platform_id].is_deleted} == {
+        "Weekly (renamed)"
+    }
+
+
+def test_expired_delta_token_recovers_with_a_full_resync(stack: LocalStack) -> None:
+    user_id, acct, conn = connected(stack)
+    cal = acct["calendars"][0]["id"]
+    keep = stack.graph.add_event(acct["id"], cal, subject="Keep", start=at(1), end=at(2))
+    drop = stack.graph.add_event(acct["id"], cal, subject="Drop", start=at(3), end=at(4))
+    sync_user(user_id)
+    stack.graph.delete_event(drop["id"])
+    assert stack.graph.expire_delta_tokens(acct["id"]) >= 1
+    added = stack.graph.add_event(acct["id"], cal, subject="Added", start=at(5), end=at(6))
+    stack.graph.clear_requests()
+    report = sync_user(user_id)
+    assert report.partial_errors == {} and report.accounts[0].full_syncs == 1
+    statuses = [r["status"] for r in stack.graph.requests(account=acct["id"]) if "delta" in r["path"]]
+    assert statuses[0] == 410 and statuses[-1] == 200
+    events = stored(user_id)
+    assert not events[keep["id"]].is_deleted and not events[added["id"]].is_deleted
+    assert events[drop["id"]].is_deleted  # deleted while our token was dead: found by the full resync
+    assert len([e for e in events.values() if not e.is_deleted]) == 2
+
+    stack.graph.require_resync(acct["id"])  # 410 resyncRequired, once
+    assert sync_user(user_id).partial_errors == {}
+    assert len([e for e in stored(user_id).values() if not e.is_deleted]) == 2
+    assert store.get_sync_state(user_id, "outlook", conn.account_id, cal) is not None
+
+
+def test_one_failing_account_never_fails_the_others(stack: LocalStack) -> None:
+    from calbot.services.connect import connect_account
+
+    user_id, a, conn_a = connected(stack)
+    b_mail = f"b{next(_n)}@contoso.example"
+    b = stack.graph.add_account(client_id=CLIENT_ID, mail=b_mail, user_principal_name=b_mail)
+    connect_account(
+        user_id,
+        CreateConnectionRequest(
+            microsoft_client_id=CLIENT_ID,
+            microsoft_client_secret=CLIENT_SECRET,
+            microsoft_refresh_token=b["refresh_token"],
+        ),
+        base_url=stack.info["gateway_url"],
+    )
+    stack.graph.add_event(a["id"], a["calendars"][0]["id"], subject="A meeting", start=at(1), end=at(2))
+    stack.graph.add_event(b["id"], b["calendars"][0]["id"], subject="B meeting", start=at(1), end=at(2))
+
+    stack.graph.add_fault(path="calendarView/delta", account=b["id"], status=503, times=-1)
+    try:
+        report = sync_user(user_id)
+    finally:
+        stack.graph.clear_faults()
+    key_b = f"outlook::{b_mail}"
+    assert (
+        list(report.partial_errors) == [key_b]
+        and report.partial_errors[key_b]["error"] == "provider_unavailable"
+    )
+    assert [e.title for e in stored(user_id).values()] == ["A meeting"]
+    assert store.get_connection(user_id, "outlook", b_mail).status == "active"  # a 503 is not an auth failure
+
+    stack.graph.revoke(b["id"], code=50173)
+    stack.graph.expire_access_tokens(b["id"])
+    report = sync_user(user_id)
+    assert report.partial_errors[key_b]["error"] == "needs_reauth"
+    conn_b = store.get_connection(user_id, "outlook", b_mail)
+    assert conn_b.status == "needs_reauth" and "AADSTS50173" in (conn_b.status_reason or "")
+    assert store.get_connection(user_id, "outlook", conn_a.account_id).status == "active"
+    # needs_reauth accounts are reported, not hammered
+    stack.graph.clear_requests()
+    assert sync_user(user_id).partial_errors[key_b]["error"] == "needs_reauth"
+    assert stack.graph.requests(account=b["id"]) == []
+
+
+def test_times_are_read_from_the_time_zone_field_whatever_graph_sends(stack: LocalStack) -> None:
+    """Graph may answer in UTC or in the event's own (Windows-named) zone: the stored instant is the same."""
+    user_id, acct, _ = connected(stack)
+    cal = acct["calendars"][0]["id"]
+    ev = stack.graph.add_event(
+        acct["id"],
+        cal,
+        subject="Berlin",
+        start="2026-12-15T09:00:00",
+        end="2026-12-15T10:00:00",
+        time_zone="W. Europe Standard Time",
+    )
+    previous = stack.graph.default_response_timezone
+    stack.graph.default_response_timezone = "original"
+    try:
+        sync_user(user_id)
+    finally:
+        stack.graph.default_response_timezone = previous
+    event = stored(user_id)[ev["id"]]
+    assert event.start_time == datetime(2026, 12, 15, 8, 0, tzinfo=UTC)
+    assert event.timezone == "Europe/Berlin"
+
+
+def test_a_refused_cached_access_token_is_refreshed_once(stack: LocalStack) -> None:
+    user_id, acct, _ = connected(stack)
+    stack.graph.add_event(acct["id"], acct["calendars"][0]["id"], subject="x", start=at(1), end=at(2))
+    stack.graph.expire_access_tokens(acct["id"])  # our cached token is now refused with 401
+    report = sync_user(user_id)
+    assert report.partial_errors == {} and report.written == 1
