@@ -56,7 +56,7 @@ class LocalStack:
     _servers: list[Any] = field(default_factory=list)
 
     def start(self) -> dict[str, Any]:
-        from moto.server import ThreadedMotoServer
+        from moto.server import DomainDispatcherApplication, create_backend_app
 
         from local.aws_bootstrap import create_resources
         from local.emulators.graph import GraphEmulator
@@ -67,10 +67,14 @@ class LocalStack:
         sys.path.insert(0, str(ROOT / "layers" / "core"))
         if os.environ.get("LOCAL_HTTP_LOG") != "1":
             logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access log
-        moto_port = free_port(self.host)
-        moto = ThreadedMotoServer(ip_address=self.host, port=moto_port, verbose=False)
-        moto.start()
-        self._servers.append(moto)
+        moto_server = serve(
+            AtomicDynamoDB(DomainDispatcherApplication(create_backend_app)),
+            host=self.host,
+            port=0,
+            name="moto",
+        )
+        moto_port = moto_server.port
+        self._servers.append(moto_server)
         aws_env = {**AWS_ENV, "AWS_ENDPOINT_URL": f"http://{self.host}:{moto_port}"}
         os.environ.update(aws_env)
 
@@ -132,6 +136,26 @@ class LocalStack:
             (self.state_dir / "stack.json").unlink()
         except FileNotFoundError:
             pass
+
+
+class AtomicDynamoDB:
+    """WSGI middleware: one DynamoDB request at a time inside moto.
+
+    Real DynamoDB makes each conditional write and each transaction atomic (a concurrent transaction on
+    the same item is cancelled with TransactionConflict). moto's backend has no locking, so under a
+    threaded server two transactions can interleave and both pass their conditions. Serialising
+    DynamoDB calls restores the guarantee our code relies on (e.g. the connection limit).
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if not environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB_"):
+            return self.app(environ, start_response)
+        with self.lock:
+            return list(self.app(environ, start_response))
 
 
 def _reset_calbot_caches() -> None:

@@ -267,3 +267,34 @@ def test_concurrent_connects_never_exceed_the_limit(
     assert store.count_connections(user_id) == 3 and len(store.list_connections(user_id)) == 3
     refused = [a for a, s in zip(accts, statuses, strict=True) if s == 400]
     assert all(emulator_subs(stack, a["id"]) == [] for a in refused)
+
+
+def test_a_transaction_conflict_is_retried(
+    stack: LocalStack, user_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two connects of one user update the same counter item; DynamoDB cancels one of the two
+    transactions with TransactionConflict, which must be retried rather than surface as an error."""
+    from botocore.exceptions import ClientError
+
+    client = aws.dynamodb()
+    real = client.transact_write_items
+    calls = {"n": 0}
+
+    def conflicting(**kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ClientError(
+                {
+                    "Error": {"Code": "TransactionCanceledException", "Message": "conflict"},
+                    "CancellationReasons": [{"Code": "None"}, {"Code": "TransactionConflict"}],
+                },
+                "TransactWriteItems",
+            )
+        return real(**kwargs)
+
+    monkeypatch.setattr(client, "transact_write_items", conflicting)
+    acct = account(stack)
+    status, _ = connect_service.connect_account(
+        user_id, request(acct["refresh_token"]), base_url=base_url(stack)
+    )
+    assert status == 201 and calls["n"] == 2 and store.count_connections(user_id) == 1

@@ -15,6 +15,7 @@ Key layout (PK / SK):
 from __future__ import annotations
 
 import hashlib
+import random
 import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime
@@ -234,38 +235,51 @@ def create_connection(conn: Connection, *, limit: int) -> None:
     when the user is at `limit`; both checks are atomic with the write, so concurrent connects cannot
     exceed the limit or create a duplicate.
     """
-    try:
-        aws.dynamodb().transact_write_items(
-            TransactItems=[
-                {
-                    "Put": {
-                        "TableName": _table(),
-                        "Item": to_item(_conn_item(conn)),
-                        "ConditionExpression": "attribute_not_exists(PK)",
-                    }
-                },
-                {
-                    "Update": {
-                        "TableName": _table(),
-                        "Key": to_item({"PK": user_pk(conn.user_id), "SK": "PROFILE"}),
-                        "UpdateExpression": "SET connection_count = if_not_exists(connection_count, :zero)"
-                        " + :one",
-                        "ConditionExpression": "attribute_not_exists(connection_count)"
-                        " OR connection_count < :limit",
-                        "ExpressionAttributeValues": to_item({":zero": 0, ":one": 1, ":limit": limit}),
-                    }
-                },
-            ]
-        )
-    except ClientError as err:
-        if err.response.get("Error", {}).get("Code") != "TransactionCanceledException":
-            raise
-        reasons = [r.get("Code") for r in err.response.get("CancellationReasons", [])]
-        if reasons and reasons[0] == "ConditionalCheckFailed":
-            raise ConnectionExists from err
-        if len(reasons) > 1 and reasons[1] == "ConditionalCheckFailed":
-            raise ConnectionLimitReached from err
-        raise
+    items = [
+        {
+            "Put": {
+                "TableName": _table(),
+                "Item": to_item(_conn_item(conn)),
+                "ConditionExpression": "attribute_not_exists(PK)",
+            }
+        },
+        {
+            "Update": {
+                "TableName": _table(),
+                "Key": to_item({"PK": user_pk(conn.user_id), "SK": "PROFILE"}),
+                "UpdateExpression": "SET connection_count = if_not_exists(connection_count, :zero) + :one",
+                "ConditionExpression": "attribute_not_exists(connection_count) OR connection_count < :limit",
+                "ExpressionAttributeValues": to_item({":zero": 0, ":one": 1, ":limit": limit}),
+            }
+        },
+    ]
+    transact_write(items, on_condition=[ConnectionExists, ConnectionLimitReached])
+
+
+def transact_write(
+    items: list[dict[str, Any]], *, on_condition: list[type[Exception]], attempts: int = 6
+) -> None:
+    """A transaction, retried while DynamoDB cancels it for a TransactionConflict (another transaction
+    touching one of its items at the same moment, e.g. two connects bumping one user's counter).
+
+    A ConditionalCheckFailed on item i raises `on_condition[i]` (when given) instead.
+    """
+    delay = 0.05
+    for attempt in range(1, attempts + 1):
+        try:
+            aws.dynamodb().transact_write_items(TransactItems=items)
+            return
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+                raise
+            reasons = [r.get("Code") for r in err.response.get("CancellationReasons", [])]
+            for index, code in enumerate(reasons):
+                if code == "ConditionalCheckFailed" and index < len(on_condition):
+                    raise on_condition[index] from err
+            if "TransactionConflict" not in reasons or attempt == attempts:
+                raise
+            time.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 1.0)
 
 
 def save_connection(conn: Connection) -> None:
