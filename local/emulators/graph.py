@@ -1059,6 +1059,11 @@ class GraphEmulator:
                     expired += 1
             return expired
 
+    def issued_tokens(self) -> dict[str, list[str]]:
+        """Every refresh and access token ever issued, valid or not (leak tests grep for them)."""
+        with self._lock:
+            return {"refresh_tokens": list(self._refresh_tokens), "access_tokens": list(self._access_tokens)}
+
     def refresh_tokens(self, account: str) -> list[dict[str, Any]]:
         """Currently valid refresh tokens of an account, oldest first."""
         with self._lock:
@@ -2976,6 +2981,7 @@ class GraphEmulator:
             Rule("/_control/accounts/<account>/revoke", endpoint="account_revoke", methods=["POST"]),
             Rule("/_control/access-tokens/expire", endpoint="expire_access", methods=["POST"]),
             Rule("/_control/refresh-tokens", endpoint="refresh_tokens", methods=["GET"]),
+            Rule("/_control/issued-tokens", endpoint="issued_tokens", methods=["GET"]),
             Rule("/_control/subscriptions", endpoint="subscriptions", methods=["GET"]),
             Rule("/_control/subscriptions/<subscription_id>", endpoint="subscription", methods=["DELETE"]),
             Rule("/_control/faults", endpoint="faults", methods=["GET", "POST", "DELETE"]),
@@ -3100,6 +3106,9 @@ class GraphEmulator:
         body = self._control_body(request)
         _check_fields(body, {"account"})
         return 200, {"expired": self.expire_access_tokens(body.get("account"))}
+
+    def _c_issued_tokens(self, request: Request) -> tuple[int, Any]:
+        return 200, self.issued_tokens()
 
     def _c_refresh_tokens(self, request: Request) -> tuple[int, Any]:
         account = request.args.get("account")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import pytest
@@ -286,20 +285,3 @@ def test_limit_of_200_connections(e2e: E2EStack) -> None:
     assert not [
         s for s in e2e.graph("GET", "/subscriptions").json()["value"] if s["account_id"] == extra["id"]
     ]
-
-
-# Runs last in this module (pytest keeps file order): everything above has produced responses and logs.
-def test_no_token_material_in_any_response_or_log_line(e2e: E2EStack) -> None:
-    secrets = [CLIENT_SECRET, "demo-client-secret-value"]
-    secrets += [
-        s["client_state"] for s in e2e.graph("GET", "/subscriptions").json()["value"] if s.get("client_state")
-    ]
-    haystacks = {"responses": "\n".join(e2e.responses), "stack log": e2e.log_text()}
-    assert len(haystacks["stack log"]) > 0
-    for name, text in haystacks.items():
-        # Emulator tokens carry distinctive prefixes: refresh tokens M.C5..., access tokens EwA...
-        # (anchored: opaque ids such as calendar ids may contain the same letters mid-string)
-        assert not re.search(r"(?<![A-Za-z0-9_\-])M\.C5[A-Za-z0-9_\-]{8,}", text), f"refresh token in {name}"
-        assert not re.search(r"(?<![A-Za-z0-9_\-=])EwA[A-Za-z0-9+/_\-]{8,}", text), f"access token in {name}"
-        for secret in secrets:
-            assert secret not in text, f"a client secret or clientState in {name}"

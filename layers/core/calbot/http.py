@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -145,7 +146,23 @@ def api_handler(
     fn: Callable[[Request], Response | BaseModel | dict[str, Any]],
 ) -> Callable[[dict, Any], dict]:
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-        request = Request(event)
+        started = time.perf_counter()
+        response = _dispatch(Request(event), event)
+        # One access-log line per request: what was asked and how it ended, never headers or bodies.
+        ctx = event.get("requestContext") or {}
+        logger.info(
+            "request",
+            extra={
+                "route": event.get("routeKey"),
+                "status": response["statusCode"],
+                "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                "user_id": ((ctx.get("authorizer") or {}).get("lambda") or {}).get("user_id") or None,
+                "request_id": ctx.get("requestId"),
+            },
+        )
+        return response
+
+    def _dispatch(request: Request, event: dict[str, Any]) -> dict[str, Any]:
         try:
             result = fn(request)
         except ApiError as err:
