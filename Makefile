@@ -68,6 +68,7 @@ admin: install
 
 bench: install
 	$(PY) bench/cold_start.py
+	$(PY) bench/sync.py
 
 clean:
 	rm -rf $(VENV) $(SAMVENV) .local .pytest_cache .ruff_cache .aws-sam
