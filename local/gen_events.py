@@ -31,15 +31,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from local.demo import DEMO_API_KEY, DEMO_USER_ID, TEAMS_MEETING_ID, demo_event_id
 from local.gateway import HttpRequest, build_authorizer_event, build_http_event
 from local.template import EventSource, FunctionSpec, Route, Template, TemplateError, load_template
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EVENTS_DIR = REPO_ROOT / "events"
 
-# The local stack's seeded demo user and its fixed local-only API key (local/stack.py).
-DEMO_USER_ID = "usr_demo"
-DEMO_API_KEY = "cbk_demo_local_key_0000000000000000"
+# The local stack's seeded demo user, its fixed local-only API key, and its meetings (local/demo.py).
 DEMO_AUTHORIZER_CONTEXT: dict[str, Any] = {"user_id": DEMO_USER_ID}
 
 # Fixed so that regenerating gives byte-identical files.
@@ -79,6 +78,26 @@ SPECIFICS: dict[str, Specifics] = {
         }
     ),
     "GetConnectionFunction": Specifics(path={"provider": "outlook", "account_id": "jane@contoso.example"}),
+    "ScheduleEventFunction": Specifics(
+        # The demo seed's Teams meeting (two hours after the stack starts): the first invoke schedules it.
+        path={"event_id": demo_event_id(TEAMS_MEETING_ID)},
+        body={"bot_config": {"bot_name": "Notetaker", "audio_required": True}, "join_offset_seconds": 60},
+    ),
+    "UnscheduleEventFunction": Specifics(path={"event_id": demo_event_id(TEAMS_MEETING_ID)}, body={}),
+    "UpdateScheduledBotFunction": Specifics(
+        path={"bot_id": "sb_sample_missing"}, body={"bot_name": "Renamed"}
+    ),
+    "DeleteScheduledBotFunction": Specifics(path={"bot_id": "sb_sample_missing"}),
+    "ToggleRecurrenceFunction": Specifics(
+        body={"event_id": demo_event_id(TEAMS_MEETING_ID), "recurring_enabled": True}
+    ),
+    "AutoRescheduleFunction": Specifics(body={"event_id": demo_event_id(TEAMS_MEETING_ID)}),
+    "BotLauncherFunction": Specifics(
+        event={"action": "launch", "user_id": DEMO_USER_ID, "bot_id": "sb_sample_missing"}
+    ),
+    "RecurrenceRescheduleFunction": Specifics(
+        event={"action": "reschedule", "user_id": DEMO_USER_ID, "bot_id": "sb_sample_missing"}
+    ),
     "ListEventsFunction": Specifics(query="provider=outlook&account_id=jane%40contoso.example&limit=10"),
     "GetEventsFunction": Specifics(query="limit=10"),
     "WebhookFunction": Specifics(

@@ -1,10 +1,14 @@
 """The whole service on one machine with no cloud: `python -m local.stack` (what `make dev` runs).
 
 Starts, in one process: moto in server mode as the embedded AWS (with template.yaml's resources created
-from template.yaml itself), the Microsoft identity + Graph emulator, and the gateway that serves
-template.yaml's HttpApi routes through the real Lambda handlers. Then it seeds a demo user with two
-Outlook accounts and prints the demo API key and a curl to try. The handlers run unchanged: only
-endpoints and credentials differ, supplied as template parameter overrides and standard AWS variables.
+from template.yaml itself), the Microsoft identity + Graph emulator, the Create Bot API sink, the gateway
+that serves template.yaml's HttpApi routes through the real Lambda handlers, and the clock that fires
+due EventBridge Scheduler schedules, runs the cron jobs and feeds the SQS consumers (local/clock.py),
+with its control API under /_local/ on the gateway's port (local/control.py). Then it seeds a demo
+user with two Outlook accounts and prints the demo API key and a curl to try. The handlers run
+unchanged: only endpoints and credentials differ, supplied as template parameter overrides, standard
+AWS variables and the SSM parameters the template names. `--virtual-time` makes the clock virtual:
+time jumps only with POST /_local/clock/advance (and the handlers' own sleeps, which return at once).
 State for other tools (`make invoke`, tests) is written to <state-dir>/stack.json.
 """
 
@@ -14,6 +18,7 @@ import argparse
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -25,11 +30,17 @@ from typing import Any
 
 import requests
 
+from local.demo import (  # shared with the sample events
+    DEMO_API_KEY,
+    DEMO_CLIENT_ID,
+    DEMO_CLIENT_SECRET,
+    DEMO_USER_ID,
+    STANDUP_SERIES_ID,
+    TEAMS_MEETING_ID,
+)
+
 ROOT = Path(__file__).resolve().parent.parent
-DEMO_USER_ID = "usr_demo"
-DEMO_API_KEY = "cbk_demo_local_key_0000000000000000"  # local stack only; printed at start
-DEMO_CLIENT_ID = "demo-client-id"
-DEMO_CLIENT_SECRET = "demo-client-secret-value"
+
 SAMPLE_REFRESH_TOKEN = "M.C5_sample_event_refresh_token"  # used by events/CreateConnectionFunction.json
 AWS_ENV = {
     "AWS_DEFAULT_REGION": "us-east-1",
@@ -52,13 +63,18 @@ class LocalStack:
     port: int = 0  # the gateway's; 0 picks a free one
     parameter_overrides: dict[str, str] = field(default_factory=dict)
     seed: bool = True
+    virtual_time: bool = False  # the clock moves only when told to (tests); else real time (make dev)
     info: dict[str, Any] = field(default_factory=dict)
     _servers: list[Any] = field(default_factory=list)
+    _clocks: list[Any] = field(default_factory=list)
 
     def start(self) -> dict[str, Any]:
         from moto.server import DomainDispatcherApplication, create_backend_app
 
         from local.aws_bootstrap import create_resources
+        from local.clock import LocalClock
+        from local.control import ControlApp, with_control
+        from local.emulators.bots import BotSink
         from local.emulators.graph import GraphEmulator
         from local.gateway import Gateway
         from local.servers import serve
@@ -82,6 +98,12 @@ class LocalStack:
         graph_server = serve(self.graph, host=self.host, port=0, name="graph")
         self._servers.append(graph_server)
 
+        # A fresh key per run, known only to the sink and (below) the SSM parameter the launcher reads.
+        bot_api_key = f"local-bot-{secrets.token_hex(16)}"
+        self.bots = BotSink(bot_api_key)
+        bots_server = serve(self.bots, host=self.host, port=0, name="bots")
+        self._servers.append(bots_server)
+
         gateway_port = self.port or free_port(self.host)
         gateway_url = f"http://{self.host}:{gateway_port}"
         overrides = {
@@ -89,6 +111,7 @@ class LocalStack:
             "PublicBaseUrl": gateway_url,
             "GraphBaseUrl": f"{graph_server.url}/v1.0",
             "MicrosoftLoginBaseUrl": graph_server.url,
+            "BotApiUrl": f"{bots_server.url}/api/v1",
             **self.parameter_overrides,
         }
         template = load_template(
@@ -100,21 +123,43 @@ class LocalStack:
         session = boto3.session.Session(region_name=aws_env["AWS_DEFAULT_REGION"])
         create_resources(template, session)
         self.gateway = Gateway(template)
-        os.environ.update(self.gateway.required_environment())
+        environment = self.gateway.required_environment()
+        os.environ.update(environment)
+        bot_api_key_param = environment.get("BOT_API_KEY_PARAM")
+        if bot_api_key_param:
+            session.client("ssm").put_parameter(
+                Name=bot_api_key_param, Value=bot_api_key, Type="SecureString", Overwrite=True
+            )
         _reset_calbot_caches()
-        gateway_server = serve(self.gateway, host=self.host, port=gateway_port, name="gateway")
+        # The clock invokes handlers through the gateway and installs itself as calbot's time source.
+        self.clock = LocalClock(template, self.gateway, session, virtual=self.virtual_time)
+        self._clocks.append(self.clock)
+        # One time for the whole stack: when the clock jumps, tokens and subscriptions at the Graph
+        # emulator age with it (else calbot's "7 days from now" is past the emulator's limit).
+        self.clock.on_move(self.graph.advance_clock)
+        gateway_server = serve(
+            with_control(self.gateway, ControlApp(self.clock)),
+            host=self.host,
+            port=gateway_port,
+            name="gateway",
+        )
         self._servers.append(gateway_server)
 
         self.info = {
             "gateway_url": gateway_url,
             "api_url": f"{gateway_url}/api/v1",
             "graph_url": graph_server.url,
+            "bots_url": bots_server.url,
+            "bot_api_key_param": bot_api_key_param,
+            "control_url": f"{gateway_url}/_local",
+            "virtual_time": self.virtual_time,
             "moto_url": aws_env["AWS_ENDPOINT_URL"],
             "aws_env": aws_env,
             "parameter_overrides": overrides,
             "stack_name": "calbot-local",
             "pid": os.getpid(),
         }
+        self.clock.start()
         if self.seed:
             self.info["demo"] = seed_demo(self)
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -124,6 +169,12 @@ class LocalStack:
         return self.info
 
     def stop(self) -> None:
+        for clock in self._clocks:  # first: its loop invokes handlers that need the servers
+            try:
+                clock.close()
+            except Exception:
+                pass
+        self._clocks.clear()
         for server in reversed(self._servers):
             try:
                 if hasattr(server, "shutdown"):
@@ -249,6 +300,7 @@ def seed_demo_meetings(graph: Any, jane: dict[str, Any], alex: dict[str, Any]) -
         jane["id"],
         jane_cal,
         subject="Quarterly planning (Teams)",
+        event_id=TEAMS_MEETING_ID,
         start=at(0),
         end=at(1),
         online_meeting_url="https://teams.microsoft.com/l/meetup-join/19%3ameeting_demo%40thread.v2/0",
@@ -277,6 +329,7 @@ def seed_demo_meetings(graph: Any, jane: dict[str, Any], alex: dict[str, Any]) -
         jane["id"],
         jane_cal,
         subject="Team standup",
+        event_id=STANDUP_SERIES_ID,
         start=f"{start_day}T09:00:00",
         end=f"{start_day}T09:15:00",
         time_zone="W. Europe Standard Time",
@@ -309,11 +362,15 @@ def seed_demo_meetings(graph: Any, jane: dict[str, Any], alex: dict[str, Any]) -
 
 def banner(info: dict[str, Any]) -> str:
     demo = info.get("demo") or {}
+    virtual = info.get("virtual_time")
     lines = [
         "",
-        "calbot local stack is up (no cloud: moto + Graph emulator + gateway)",
+        "calbot local stack is up (no cloud: moto + Graph emulator + bot sink + gateway + clock)",
         f"  API:            {info['api_url']}",
         f"  Graph emulator: {info['graph_url']}   (control API under /_control)",
+        f"  Bot API sink:   {info['bots_url']}   (recorded calls: /_control/calls)",
+        f"  Stack control:  {info['control_url']}   (clock, crons, schedules, queues)",
+        f"  Clock:          {'virtual (moves on POST /_local/clock/advance)' if virtual else 'real time'}",
         f"  AWS (moto):     {info['moto_url']}",
     ]
     if demo:
@@ -335,6 +392,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=int(os.environ.get("CALBOT_PORT", "3000")))
     parser.add_argument("--no-seed", action="store_true")
     parser.add_argument("--parameter-overrides", nargs="*", default=[], metavar="KEY=VALUE")
+    parser.add_argument(
+        "--virtual-time",
+        action="store_true",
+        help="time moves only via POST /_local/clock/advance (and handler sleeps return at once)",
+    )
     args = parser.parse_args(argv)
     overrides = dict(item.split("=", 1) for item in args.parameter_overrides)
     stack = LocalStack(
@@ -343,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         seed=not args.no_seed,
         parameter_overrides=overrides,
+        virtual_time=args.virtual_time,
     )
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())

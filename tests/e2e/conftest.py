@@ -125,7 +125,8 @@ def stop_stack(stack: E2EStack) -> None:
 
 @pytest.fixture(scope="session")
 def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2EStack]:
-    stack = start_stack(tmp_path_factory.mktemp("e2e-stack"))
+    # Virtual time: the clock moves only when a test advances it, so nothing ever sleeps.
+    stack = start_stack(tmp_path_factory.mktemp("e2e-stack"), "--virtual-time")
     yield stack
     stop_stack(stack)
 

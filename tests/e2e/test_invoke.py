@@ -46,6 +46,27 @@ def expected(name: str, result: Any) -> None:
         "ListCalendarsFunction.CalendarAlias": lambda r: (
             r["statusCode"] == 200 and len(json.loads(r["body"])["connections"]) >= 2
         ),
+        # The demo Teams meeting: scheduled by one sample, cancelled by the next (files run in name order).
+        "ScheduleEventFunction": lambda r: (
+            r["statusCode"] == 201 and json.loads(r["body"])["status"] == "Scheduled"
+        ),
+        "UnscheduleEventFunction": lambda r: (
+            r["statusCode"] == 200 and json.loads(r["body"])["cancelled"] == 1
+        ),
+        "ListScheduledBotsFunction": lambda r: r["statusCode"] == 200 and "results" in json.loads(r["body"]),
+        # The samples name a bot that does not exist, or a single (not recurring) meeting: clear 4xx answers.
+        "UpdateScheduledBotFunction": lambda r: (
+            r["statusCode"] == 404 and json.loads(r["body"])["error"] == "bot_not_found"
+        ),
+        "DeleteScheduledBotFunction": lambda r: r["statusCode"] == 404,
+        "ToggleRecurrenceFunction": lambda r: (
+            r["statusCode"] == 400 and json.loads(r["body"])["error"] == "not_recurring"
+        ),
+        "AutoRescheduleFunction": lambda r: (
+            r["statusCode"] == 400 and json.loads(r["body"])["error"] == "not_recurring"
+        ),
+        "BotLauncherFunction": lambda r: r == {"bot_id": "sb_sample_missing", "skipped": "missing"},
+        "RecurrenceRescheduleFunction": lambda r: r == {"bot_id": "sb_sample_missing", "skipped": "missing"},
         "WebhookFunction": lambda r: (
             r["statusCode"] == 200
             and r["body"].startswith("Validation: Testing")

@@ -322,7 +322,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[boto3.Session]:
 def test_bootstrap_creates_the_real_templates_resources(aws: boto3.Session) -> None:
     t = load_template(TEMPLATE, {"Stage": "local"})
     report = create_resources(t, aws)
-    assert sorted(report.created) == ["BotScheduleGroup", "Table"]
+    assert sorted(report.created) == ["BotScheduleGroup", "ScheduleDeadLetterQueue", "Table"]
     ddb = aws.client("dynamodb")
     table = ddb.describe_table(TableName="calbot-local-Table")["Table"]
     assert {i["IndexName"] for i in table["GlobalSecondaryIndexes"]} == {"GSI1", "GSI2", "GSI3"}

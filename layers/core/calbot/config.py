@@ -28,6 +28,11 @@ class Settings(BaseModel):
     http_timeout_seconds: float = 10.0
     # Longest Retry-After we are willing to sleep inside one Lambda invocation.
     max_retry_after_seconds: float = 20.0
+    bot_launcher_arn: str = ""
+    reschedule_arn: str = ""
+    scheduler_role_arn: str = ""
+    schedule_dlq_arn: str = ""
+    bot_api_key_param: str = ""
 
 
 ENV_NAMES = {
@@ -43,6 +48,11 @@ ENV_NAMES = {
     "subscription_lifetime_minutes": "SUBSCRIPTION_LIFETIME_MINUTES",
     "http_timeout_seconds": "HTTP_TIMEOUT_SECONDS",
     "max_retry_after_seconds": "MAX_RETRY_AFTER_SECONDS",
+    "bot_launcher_arn": "BOT_LAUNCHER_ARN",
+    "reschedule_arn": "RESCHEDULE_ARN",
+    "scheduler_role_arn": "SCHEDULER_ROLE_ARN",
+    "schedule_dlq_arn": "SCHEDULE_DLQ_ARN",
+    "bot_api_key_param": "BOT_API_KEY_PARAM",
 }
 
 

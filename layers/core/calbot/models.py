@@ -443,3 +443,218 @@ class CalendarList(Model):
     calendars: list[CalendarView]
     connections: list[ConnectionSummary]
     partial_errors: dict[str, dict[str, str]] = Field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------------
+# Scheduled bots
+
+BotStatus = Literal["Scheduled", "Launching", "Launched", "Failed", "Cancelled"]
+BotSource = Literal["manual", "auto", "recurrence"]
+LIVE_STATUSES = ("Scheduled", "Launching")
+
+
+class BotConfig(Model):
+    """The Create Bot API fields we know, validated; any other Create Bot field passes through."""
+
+    model_config = ConfigDict(extra="allow", defer_build=True)
+
+    bot_name: str | None = Field(default=None, min_length=1, max_length=100)
+    audio_required: bool | None = None
+    video_required: bool | None = None
+    bot_message: str | None = Field(default=None, max_length=2000)
+    transcription: Any = None
+    callback_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://\S+$")
+    custom_attributes: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _size(self) -> BotConfig:
+        import json
+
+        if len(json.dumps(self.model_dump(mode="json"), default=str)) > 16_384:
+            raise ValueError("bot_config is larger than 16 KB")
+        return self
+
+
+class ScheduledBot(Model):
+    bot_id: str
+    user_id: str
+    event_id: str
+    series_key: str  # series_id for a recurring event, else the event id: groups a series' bots
+    provider: ProviderName
+    account_id: str
+    title: str | None = None
+    meeting_url: str
+    meeting_platform: Platform | None = None
+    occurrence_start: UtcDateTime
+    meeting_end: UtcDateTime
+    scheduled_join_time: UtcDateTime
+    join_offset_seconds: int = 60
+    status: BotStatus = "Scheduled"
+    reason: str | None = None
+    bot_config: dict[str, Any] = Field(default_factory=dict)
+    source: BotSource = "manual"
+    recurring_event: bool = False
+    dedup_key: str
+    remote_bot_id: str | None = None
+    launch_attempts: int = 0
+    launch_claim: str | None = None
+    created_at: UtcDateTime
+    updated_at: UtcDateTime
+    launched_at: UtcDateTime | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.status in LIVE_STATUSES
+
+
+class ScheduleRequest(Strict):
+    bot_config: BotConfig = Field(default_factory=BotConfig)
+    recurring_event: bool = False
+    schedule_all_occurrences: bool = False
+    occurrence_limit: int = Field(default=52, ge=1, le=366)
+    occurrence_date: UtcDateTime | None = None
+    join_offset_seconds: int = Field(default=60, ge=0, le=3600)
+
+    @field_validator("occurrence_date", mode="before")
+    @classmethod
+    def _date_only(cls, value: Any) -> Any:
+        # "2026-04-14" means that day: matched against the occurrence's date, so midnight UTC here
+        if isinstance(value, str) and len(value.strip()) == 10:
+            return value.strip() + "T00:00:00Z"
+        return value
+
+
+class UnscheduleRequest(Strict):
+    cancel_all_occurrences: bool = False
+    from_date: UtcDateTime | None = None
+
+
+class BotRef(Model):
+    bot_id: str
+    occurrence_start: UtcDateTime
+    scheduled_join_time: UtcDateTime
+
+
+class ScheduleResult(Model):
+    bot_id: str
+    event_id: str
+    status: BotStatus
+    scheduled_join_time: UtcDateTime
+    ScheduledJoinTime: UtcDateTime  # the guide's spelling, kept for existing clients
+    meeting_url: str
+    meeting_platform: Platform | None
+    recurring_event: bool
+    bots: list[BotRef]
+
+
+class BotView(Model):
+    bot_id: str
+    event_id: str
+    provider: ProviderName
+    account_id: str
+    title: str | None
+    meeting_url: str
+    meeting_platform: Platform | None
+    occurrence_start: UtcDateTime
+    scheduled_join_time: UtcDateTime
+    ScheduledJoinTime: UtcDateTime
+    status: BotStatus
+    reason: str | None
+    bot_config: dict[str, Any]
+    source: BotSource
+    recurring_event: bool
+    remote_bot_id: str | None
+
+    @classmethod
+    def of(cls, bot: ScheduledBot) -> BotView:
+        return cls(
+            bot_id=bot.bot_id,
+            event_id=bot.event_id,
+            provider=bot.provider,
+            account_id=bot.account_id,
+            title=bot.title,
+            meeting_url=bot.meeting_url,
+            meeting_platform=bot.meeting_platform,
+            occurrence_start=bot.occurrence_start,
+            scheduled_join_time=bot.scheduled_join_time,
+            ScheduledJoinTime=bot.scheduled_join_time,
+            status=bot.status,
+            reason=bot.reason,
+            bot_config=bot.bot_config,
+            source=bot.source,
+            recurring_event=bot.recurring_event,
+            remote_bot_id=bot.remote_bot_id,
+        )
+
+
+class BotPage(Model):
+    results: list[BotView]
+    next: str | None
+    has_more: bool
+
+
+class ScheduledBotsQuery(Strict):
+    limit: int = Field(default=100, ge=1, le=100)
+    cursor: str | None = Field(default=None, max_length=4096)
+    provider: ProviderName | None = None
+    account_id: str | None = Field(default=None, min_length=1, max_length=320)
+    status: BotStatus | None = None
+
+    @field_validator("provider", mode="before")
+    @classmethod
+    def _alias(cls, value: Any) -> Any:
+        return normalize_provider(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _scope(self) -> ScheduledBotsQuery:
+        if self.account_id and not self.provider:
+            raise ValueError("account_id needs provider (outlook or google)")
+        return self
+
+
+class PatchBotRequest(Strict):
+    scheduled_join_time: UtcDateTime | None = None
+    bot_name: str | None = Field(default=None, min_length=1, max_length=100)
+    bot_username: str | None = Field(default=None, min_length=1, max_length=100)
+    custom_attributes: dict[str, Any] | None = None
+    bot_config: BotConfig | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> PatchBotRequest:
+        if not self.model_fields_set:
+            raise ValueError(
+                "send at least one of scheduled_join_time, bot_name, custom_attributes, bot_config"
+            )
+        if self.bot_name and self.bot_username and self.bot_name != self.bot_username:
+            raise ValueError("bot_name and bot_username (its alias) disagree")
+        return self
+
+
+class ToggleRecurrenceRequest(Strict):
+    event_id: str = Field(min_length=1, max_length=64)
+    recurring_enabled: bool
+
+
+class ToggleRecurrenceResult(Model):
+    event_id: str
+    recurring_enabled: bool
+    next_occurrence: UtcDateTime | None
+
+
+class AutoRescheduleRequest(Strict):
+    event_id: str = Field(min_length=1, max_length=64)
+    user_id: str | None = Field(default=None, max_length=64)
+    recurrence_rule: str | None = Field(default=None, max_length=2000)
+
+
+class CancelResult(Model):
+    cancelled: int
+    bot_ids: list[str]
+
+
+class ScheduleInput(Strict):
+    """The Input of our one-time schedules, as EventBridge Scheduler delivers it to the target."""
+
+    action: Literal["launch", "reschedule"]
+    user_id: str = Field(min_length=1, max_length=64)
+    bot_id: str = Field(min_length=1, max_length=64)

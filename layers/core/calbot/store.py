@@ -9,6 +9,9 @@ Key layout (PK / SK):
   USER#<u> / EVENT#<event id>            event (GSI1: USER#<u>#EVENTS / <start>#<id> for time ranges;
                                          GSI2: ACCT#<u>#<provider>#<account> / EVENT#<calendar>#<id>)
   USER#<u> / SYNC#<provider>#<account>#<calendar>   delta link / sync token and its window
+  USER#<u> / BOT#<bot id>                scheduled bot (GSI1: USER#<u>#BOTS / <join time>#<id>;
+                                         GSI2: SERIESBOTS#<u>#<series or event id> / <occurrence>#<id>)
+  DEDUP#<u>#<meeting key> / DEDUP        one live bot per (user, meeting URL, occurrence start)
   LOCK#<name> / LOCK                     short-lived mutex with a TTL
 """
 
@@ -27,7 +30,16 @@ from botocore.exceptions import ClientError
 
 from calbot import aws
 from calbot.config import get_settings
-from calbot.models import ApiKeyRecord, Connection, Event, Subscription, SyncState, User, account_key
+from calbot.models import (
+    ApiKeyRecord,
+    Connection,
+    Event,
+    ScheduledBot,
+    Subscription,
+    SyncState,
+    User,
+    account_key,
+)
 from calbot.timeutil import iso_z, now
 
 _ser = TypeSerializer()
@@ -576,3 +588,221 @@ def delete_sync_state(user_id: str, provider: str, account_id: str, calendar_id:
         TableName=_table(),
         Key=to_item({"PK": user_pk(user_id), "SK": _sync_sk(provider, account_id, calendar_id)}),
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# scheduled bots and their dedup guards
+
+
+class AlreadyScheduled(Exception):
+    def __init__(self, bot_id: str | None = None) -> None:
+        super().__init__(bot_id)
+        self.bot_id = bot_id
+
+
+class BotChanged(Exception):
+    """The bot was not in the state the write expected (launched, cancelled, or claimed meanwhile)."""
+
+
+def _bot_item(bot: ScheduledBot) -> dict[str, Any]:
+    return {
+        "PK": user_pk(bot.user_id),
+        "SK": f"BOT#{bot.bot_id}",
+        "kind": "bot",
+        "GSI1PK": f"USER#{bot.user_id}#BOTS",
+        "GSI1SK": f"{iso_z(bot.scheduled_join_time)}#{bot.bot_id}",
+        "GSI2PK": f"SERIESBOTS#{bot.user_id}#{bot.series_key}",
+        "GSI2SK": f"{iso_z(bot.occurrence_start)}#{bot.bot_id}",
+        **bot.model_dump(mode="json"),
+    }
+
+
+def _bot(data: dict[str, Any]) -> ScheduledBot:
+    return ScheduledBot.model_validate(_strip_keys(data))
+
+
+def _guard_key(user_id: str, dedup_key: str) -> dict[str, Any]:
+    return {"PK": f"DEDUP#{user_id}#{dedup_key}", "SK": "DEDUP"}
+
+
+def create_bot(bot: ScheduledBot) -> None:
+    """Write the bot and its dedup guard in one transaction: two bots for one occurrence of one meeting
+    are impossible, whatever races (double clicks, retries, the midnight job, two calendars)."""
+    guard = {
+        **_guard_key(bot.user_id, bot.dedup_key),
+        "kind": "dedup",
+        "bot_id": bot.bot_id,
+        "event_id": bot.event_id,
+    }
+    try:
+        transact_write(
+            [
+                {
+                    "Put": {
+                        "TableName": _table(),
+                        "Item": to_item(guard),
+                        "ConditionExpression": "attribute_not_exists(PK)",
+                    }
+                },
+                {
+                    "Put": {
+                        "TableName": _table(),
+                        "Item": to_item(_bot_item(bot)),
+                        "ConditionExpression": "attribute_not_exists(PK)",
+                    }
+                },
+            ],
+            on_condition=[AlreadyScheduled, AlreadyScheduled],
+        )
+    except AlreadyScheduled:
+        existing = _get(**{k.lower(): v for k, v in _guard_key(bot.user_id, bot.dedup_key).items()})
+        raise AlreadyScheduled(existing.get("bot_id") if existing else None) from None
+
+
+def delete_bot(bot: ScheduledBot) -> None:
+    """Undo create_bot (its schedule could not be made)."""
+    transact_write(
+        [
+            {
+                "Delete": {
+                    "TableName": _table(),
+                    "Key": to_item(_guard_key(bot.user_id, bot.dedup_key)),
+                    "ConditionExpression": "bot_id = :b",
+                    "ExpressionAttributeValues": to_item({":b": bot.bot_id}),
+                }
+            },
+            {
+                "Delete": {
+                    "TableName": _table(),
+                    "Key": to_item({"PK": user_pk(bot.user_id), "SK": f"BOT#{bot.bot_id}"}),
+                }
+            },
+        ],
+        on_condition=[],
+    )
+
+
+def get_bot(user_id: str, bot_id: str) -> ScheduledBot | None:
+    data = _get(user_pk(user_id), f"BOT#{bot_id}")
+    return _bot(data) if data else None
+
+
+def save_bot(
+    bot: ScheduledBot,
+    *,
+    expect_status: str | tuple[str, ...],
+    expect_claim: str | None = None,
+    release_guard: bool = False,
+) -> None:
+    """Write a changed bot only if it is still in `expect_status` (and held by `expect_claim`).
+
+    With release_guard the dedup guard goes in the same transaction, so a cancelled or failed
+    occurrence can be scheduled again and a live one never loses its guard.
+    """
+    statuses = (expect_status,) if isinstance(expect_status, str) else expect_status
+    names = {"#s": "status"}
+    values: dict[str, Any] = {f":s{i}": st for i, st in enumerate(statuses)}
+    cond = "(" + " OR ".join(f"#s = :s{i}" for i in range(len(statuses))) + ")"
+    if expect_claim is not None:
+        cond += " AND launch_claim = :claim"
+        values[":claim"] = expect_claim
+    items = [
+        {
+            "Put": {
+                "TableName": _table(),
+                "Item": to_item(_bot_item(bot)),
+                "ConditionExpression": cond,
+                "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": to_item(values),
+            }
+        }
+    ]
+    if release_guard:
+        items.append(
+            {
+                "Delete": {
+                    "TableName": _table(),
+                    "Key": to_item(_guard_key(bot.user_id, bot.dedup_key)),
+                    "ConditionExpression": "attribute_not_exists(PK) OR bot_id = :b",
+                    "ExpressionAttributeValues": to_item({":b": bot.bot_id}),
+                }
+            }
+        )
+    transact_write(items, on_condition=[BotChanged, BotChanged])
+
+
+def upcoming_bots(
+    user_id: str,
+    *,
+    after: datetime,
+    limit: int,
+    start_key: str | None = None,
+    status: str | None = None,
+    provider: str | None = None,
+    account_id: str | None = None,
+) -> list[ScheduledBot]:
+    """Bots whose join time is after `after`, soonest first (GSI1), filtered server side."""
+    values: dict[str, Any] = {
+        ":pk": f"USER#{user_id}#BOTS",
+        ":lo": start_key + "\x00" if start_key else iso_z(after),
+    }
+    filters, names = [], {}
+    if status:
+        filters.append("#s = :st")
+        names["#s"] = "status"
+        values[":st"] = status
+    if provider:
+        filters.append("provider = :prov")
+        values[":prov"] = provider
+    if account_id:
+        filters.append("account_id = :acct")
+        values[":acct"] = account_id
+    kwargs: dict[str, Any] = {
+        "IndexName": "GSI1",
+        "KeyConditionExpression": "GSI1PK = :pk AND GSI1SK >= :lo",
+        "ExpressionAttributeValues": to_item(values),
+        "Limit": max(limit, 25),
+    }
+    if filters:
+        kwargs["FilterExpression"] = " AND ".join(filters)
+    if names:
+        kwargs["ExpressionAttributeNames"] = names
+    out = []
+    for item in _query(**kwargs):
+        out.append(_bot(item))
+        if len(out) >= limit:
+            break
+    return out
+
+
+def bots_between(user_id: str, start: datetime, end: datetime) -> list[ScheduledBot]:
+    items = _query(
+        IndexName="GSI1",
+        KeyConditionExpression="GSI1PK = :pk AND GSI1SK BETWEEN :lo AND :hi",
+        ExpressionAttributeValues=to_item(
+            {":pk": f"USER#{user_id}#BOTS", ":lo": iso_z(start), ":hi": iso_z(end) + "~"}
+        ),
+    )
+    return [_bot(i) for i in items]
+
+
+def bots_of_series(user_id: str, series_key: str) -> list[ScheduledBot]:
+    """Every bot of one series (or of one single event), by occurrence start."""
+    items = _query(
+        IndexName="GSI2",
+        KeyConditionExpression="GSI2PK = :pk",
+        ExpressionAttributeValues=to_item({":pk": f"SERIESBOTS#{user_id}#{series_key}"}),
+    )
+    return [_bot(i) for i in items]
+
+
+def events_of_series(user_id: str, provider: str, account_id: str, series_id: str) -> list[Event]:
+    items = _query(
+        IndexName="GSI2",
+        KeyConditionExpression="GSI2PK = :pk AND begins_with(GSI2SK, :sk)",
+        FilterExpression="series_id = :sid",
+        ExpressionAttributeValues=to_item(
+            {":pk": account_partition(user_id, provider, account_id), ":sk": "EVENT#", ":sid": series_id}
+        ),
+    )
+    return sorted((_event(i) for i in items), key=lambda e: e.start_time)

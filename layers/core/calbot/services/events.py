@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from calbot import cursor, store
-from calbot.models import Event, EventPage, EventsQuery, EventView
+from calbot.models import BotSummary, Event, EventPage, EventsQuery, EventView
 from calbot.services.sync import sync_user
 from calbot.timeutil import iso_z, now, parse_iso
 
@@ -17,6 +17,28 @@ DEFAULT_FUTURE = timedelta(days=28)
 
 def _key(event: Event) -> str:
     return f"{iso_z(event.start_time)}#{event.event_id}"
+
+
+def _bots_by_event(user_id: str, events: list[Event]) -> dict[str, list[BotSummary]]:
+    """The page's bots in one range query on join time (a bot joins at most a day before its meeting)."""
+    if not events:
+        return {}
+    wanted = {e.event_id for e in events}
+    first, last = min(e.start_time for e in events), max(e.start_time for e in events)
+    out: dict[str, list[BotSummary]] = {}
+    for bot in store.bots_between(user_id, first - timedelta(days=1), last):
+        if bot.event_id in wanted:
+            out.setdefault(bot.event_id, []).append(
+                BotSummary(
+                    id=bot.bot_id,
+                    status=bot.status,
+                    scheduled_join_time=bot.scheduled_join_time,
+                    bot_name=bot.bot_config.get("bot_name"),
+                    platform=bot.meeting_platform,
+                    is_scheduled=bot.status == "Scheduled",
+                )
+            )
+    return out
 
 
 def list_events(
@@ -69,10 +91,11 @@ def list_events(
         params["cursor"] = cursor.encode(user_id, scope, {**data, "w": window})
         return f"{base_url}{path}?{urlencode(params)}"
 
+    bots = _bots_by_event(user_id, rows)
     return EventPage(
         next=link({"a": _key(rows[-1])}) if has_more and rows else None,
         previous=link({"b": _key(rows[0])}) if has_previous and rows else None,
         has_more=bool(has_more and rows),
-        results=[EventView.of(e, include_raw=query.include_raw) for e in rows],
+        results=[EventView.of(e, include_raw=query.include_raw, bots=bots.get(e.event_id, [])) for e in rows],
         partial_errors=partial_errors,
     )

@@ -1,0 +1,11 @@
+"""Target of a bot's one-time schedule: waits the last seconds, then launches the bot (idempotent)."""
+
+from typing import Any
+
+from calbot.models import ScheduleInput
+from calbot.services.launcher import launch
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    payload = ScheduleInput.model_validate(event)
+    return launch(payload.user_id, payload.bot_id)

@@ -1,0 +1,60 @@
+"""The Create Bot API (outbound): POST {BOT_API_URL}/bots/create_bot with the service credential from SSM."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from calbot import aws
+from calbot.config import get_settings
+from calbot.timeutil import sleep
+
+_key: str | None = None
+_lock = threading.Lock()
+_session = requests.Session()
+
+
+class BotApiUnavailable(Exception):
+    """5xx, timeouts, connection errors: worth trying again later."""
+
+
+@dataclass(frozen=True)
+class BotApiRejected(Exception):
+    status: int
+    detail: str
+
+
+def _api_key() -> str:
+    global _key
+    with _lock:
+        if _key is None:
+            name = get_settings().bot_api_key_param
+            _key = aws.ssm().get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
+        return _key
+
+
+def create_bot(body: dict[str, Any], *, idempotency_key: str, attempts: int = 3) -> dict[str, Any]:
+    """The created bot (its `bot_id`); retries 5xx and timeouts a few times within this invocation."""
+    url = f"{get_settings().bot_api_url.rstrip('/')}/bots/create_bot"
+    headers = {"Authorization": f"Token {_api_key()}", "Idempotency-Key": idempotency_key}
+    last = ""
+    for attempt in range(1, attempts + 1):
+        try:
+            resp = _session.post(url, json=body, headers=headers, timeout=15)
+        except (requests.ConnectionError, requests.Timeout) as err:
+            last = type(err).__name__
+        else:
+            if resp.status_code in (200, 201):
+                data = resp.json()
+                if not isinstance(data, dict) or not data.get("bot_id"):
+                    raise BotApiRejected(resp.status_code, "the answer carried no bot_id")
+                return data
+            if resp.status_code < 500 and resp.status_code != 429:
+                raise BotApiRejected(resp.status_code, resp.text[:300])
+            last = f"HTTP {resp.status_code}"
+        if attempt < attempts:
+            sleep(2 ** (attempt - 1))
+    raise BotApiUnavailable(last)

@@ -1,0 +1,407 @@
+"""Scheduling bots: POST/DELETE /calendar/schedule/{event_id}, the scheduled_bots endpoints,
+toggle-recurrence and auto-reschedule.
+
+A bot is one DynamoDB item plus one one-time schedule. The item and its dedup guard are written in
+one transaction first (the truth); the schedule follows and, if it cannot be made, the item is undone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+
+from calbot import cursor, scheduler, store
+from calbot.errors import ApiError, bad_request, not_found
+from calbot.log import logger
+from calbot.models import (
+    BotPage,
+    BotRef,
+    BotSource,
+    BotView,
+    CancelResult,
+    Event,
+    PatchBotRequest,
+    ScheduledBot,
+    ScheduledBotsQuery,
+    ScheduleRequest,
+    ScheduleResult,
+    ToggleRecurrenceResult,
+    UnscheduleRequest,
+)
+from calbot.timeutil import iso_z, now
+
+
+def new_bot_id() -> str:
+    return "sb_" + secrets.token_hex(12)
+
+
+def normalize_meeting_url(url: str) -> str:
+    """One meeting seen through two calendars may differ in case or escaping: compare a canonical form."""
+    parts = urlsplit(url.strip())
+    query = urlencode(sorted(parse_qsl(parts.query, keep_blank_values=True)))
+    return f"https://{parts.netloc.lower()}{unquote(parts.path).rstrip('/')}?{query}"
+
+
+def dedup_key(meeting_url: str, occurrence_start: datetime) -> str:
+    raw = f"{normalize_meeting_url(meeting_url)}|{iso_z(occurrence_start)}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:40]
+
+
+def series_key(event: Event) -> str:
+    return event.series_id or event.event_id
+
+
+def _event(user_id: str, event_id: str) -> Event:
+    event = store.get_event(user_id, event_id)
+    if event is None:
+        raise not_found("event_not_found", f"No event {event_id}.", event_id=event_id)
+    return event
+
+
+def _series_events(event: Event) -> list[Event]:
+    if not event.series_id:
+        return [event]
+    return store.events_of_series(event.user_id, event.provider, event.account_id, event.series_id)
+
+
+def _occurrences(event: Event, req: ScheduleRequest, at: datetime) -> list[Event]:
+    """Which occurrences this request schedules (the rules of API.md)."""
+    offset = timedelta(seconds=req.join_offset_seconds)
+    if not event.is_recurring:
+        if req.occurrence_date or req.schedule_all_occurrences:
+            raise bad_request(
+                "not_recurring", "occurrence_date and schedule_all_occurrences need a recurring event."
+            )
+        if event.start_time - offset <= at:
+            raise bad_request("event_in_past", "The event has started or starts too soon for a bot to join.")
+        return [event]
+    upcoming = [e for e in _series_events(event) if not e.is_deleted and e.start_time - offset > at]
+    if req.occurrence_date is not None:
+        wanted = req.occurrence_date
+        match = [e for e in upcoming if wanted in (e.start_time, e.occurrence_start)]
+        if not match and (wanted.hour, wanted.minute, wanted.second) == (0, 0, 0):  # a date: that day's one
+            match = [e for e in upcoming if e.start_time.date() == wanted.date()]
+        if not match:
+            raise bad_request(
+                "occurrence_not_found", f"The series has no upcoming occurrence at {iso_z(wanted)}."
+            )
+        return match[:1]
+    if req.schedule_all_occurrences:
+        if not upcoming:
+            raise bad_request("event_in_past", "The series has no upcoming occurrence.")
+        return upcoming[: req.occurrence_limit]
+    # Neither flag: this occurrence if it is still ahead, else the series' next one.
+    if not event.is_deleted and event.start_time - offset > at:
+        return [event]
+    if not upcoming:
+        raise bad_request("event_in_past", "The series has no upcoming occurrence.")
+    return upcoming[:1]
+
+
+def make_bot(
+    event: Event, config: dict[str, Any], *, offset_seconds: int, source: BotSource, recurring: bool
+) -> ScheduledBot:
+    at = now()
+    return ScheduledBot(
+        bot_id=new_bot_id(),
+        user_id=event.user_id,
+        event_id=event.event_id,
+        series_key=series_key(event),
+        provider=event.provider,
+        account_id=event.account_id,
+        title=event.title,
+        meeting_url=event.meeting_url or "",
+        meeting_platform=event.meeting_platform,
+        occurrence_start=event.start_time,
+        meeting_end=event.end_time,
+        scheduled_join_time=event.start_time - timedelta(seconds=offset_seconds),
+        join_offset_seconds=offset_seconds,
+        bot_config=config,
+        source=source,
+        recurring_event=recurring,
+        dedup_key=dedup_key(event.meeting_url or "", event.start_time),
+        created_at=at,
+        updated_at=at,
+    )
+
+
+def place(bot: ScheduledBot) -> ScheduledBot:
+    """Item and guard first (the truth), then the schedule; undo the item if the schedule fails."""
+    store.create_bot(bot)
+    try:
+        scheduler.put_launch(bot)
+    except Exception:
+        logger.exception("schedule creation failed; undoing the bot item")
+        store.delete_bot(bot)
+        raise ApiError(
+            503, "service_unavailable", "The bot could not be scheduled right now; try again."
+        ) from None
+    return bot
+
+
+def schedule_event(user_id: str, event_id: str, req: ScheduleRequest) -> ScheduleResult:
+    event = _event(user_id, event_id)
+    if event.is_deleted:
+        raise bad_request("event_cancelled", "The event was cancelled.")
+    if not event.meeting_url:
+        raise bad_request(
+            "no_meeting_link",
+            "No meeting link (Meet, Zoom, Teams, Webex, GoToMeeting, BlueJeans or "
+            "Whereby) was found in this event.",
+        )
+    targets = _occurrences(event, req, now())
+    config = req.bot_config.model_dump(mode="json", exclude_none=True)
+    made: list[ScheduledBot] = []
+    existing: list[str] = []
+    for occurrence in targets:
+        if not occurrence.meeting_url:
+            continue
+        bot = make_bot(
+            occurrence,
+            config,
+            offset_seconds=req.join_offset_seconds,
+            source="manual",
+            recurring=req.recurring_event,
+        )
+        try:
+            made.append(place(bot))
+        except store.AlreadyScheduled as err:
+            existing.append(err.bot_id or "")
+    if req.recurring_event and event.is_recurring:
+        _set_recurring(event, True)
+    if not made:
+        raise ApiError(
+            409,
+            "already_scheduled",
+            "A bot is already scheduled for this meeting; update it with "
+            "PATCH /calendar/scheduled_bots/{bot_id}.",
+            bot_id=existing[0] if existing else None,
+            bot_ids=existing,
+        )
+    first = made[0]
+    return ScheduleResult(
+        bot_id=first.bot_id,
+        event_id=event.event_id,
+        status="Scheduled",
+        scheduled_join_time=first.scheduled_join_time,
+        ScheduledJoinTime=first.scheduled_join_time,
+        meeting_url=first.meeting_url,
+        meeting_platform=first.meeting_platform,
+        recurring_event=req.recurring_event,
+        bots=[
+            BotRef(
+                bot_id=b.bot_id,
+                occurrence_start=b.occurrence_start,
+                scheduled_join_time=b.scheduled_join_time,
+            )
+            for b in made
+        ],
+    )
+
+
+def cancel_bot(bot: ScheduledBot, reason: str) -> bool:
+    """Scheduled -> Cancelled with its guard released, then its schedules deleted. False if it had left
+    Scheduled meanwhile (launching or launched: a running bot is never touched)."""
+    try:
+        store.save_bot(
+            bot.model_copy(update={"status": "Cancelled", "reason": reason, "updated_at": now()}),
+            expect_status="Scheduled",
+            release_guard=True,
+        )
+    except store.BotChanged:
+        return False
+    scheduler.delete(scheduler.launch_schedule_name(bot.bot_id))
+    scheduler.delete(scheduler.reschedule_schedule_name(bot.bot_id))
+    return True
+
+
+def unschedule_event(user_id: str, event_id: str, req: UnscheduleRequest) -> CancelResult:
+    event = _event(user_id, event_id)
+    bots = [b for b in store.bots_of_series(user_id, series_key(event)) if b.status == "Scheduled"]
+    if event.is_recurring:
+        if req.from_date is not None:
+            bots = [b for b in bots if b.occurrence_start >= req.from_date]
+        elif not req.cancel_all_occurrences:
+            mine = [b for b in bots if b.event_id == event.event_id]
+            bots = mine or bots[:1]  # this occurrence's bot, else the series' next one
+    cancelled = [b.bot_id for b in bots if cancel_bot(b, "user_cancelled")]
+    if not cancelled:
+        raise not_found("not_scheduled", "No scheduled bot for this event.", event_id=event_id)
+    return CancelResult(cancelled=len(cancelled), bot_ids=cancelled)
+
+
+def list_bots(
+    user_id: str, query: ScheduledBotsQuery, *, raw_params: dict[str, str], base_url: str, path: str
+) -> BotPage:
+    scope = cursor.scope_of({k: raw_params.get(k) for k in ("provider", "account_id", "status")})
+    state = cursor.decode(user_id, scope, query.cursor) if query.cursor else {}
+    after = now()
+    rows = store.upcoming_bots(
+        user_id,
+        after=after,
+        limit=query.limit + 1,
+        start_key=state.get("a"),
+        status=query.status,
+        provider=query.provider,
+        account_id=_account(user_id, query),
+    )
+    has_more = len(rows) > query.limit
+    rows = rows[: query.limit]
+    next_url = None
+    if has_more and rows:
+        params = {k: v for k, v in raw_params.items() if k != "cursor"}
+        last = rows[-1]
+        params["cursor"] = cursor.encode(
+            user_id, scope, {"a": f"{iso_z(last.scheduled_join_time)}#{last.bot_id}"}
+        )
+        next_url = f"{base_url}{path}?{urlencode(params)}"
+    return BotPage(results=[BotView.of(b) for b in rows], next=next_url, has_more=bool(has_more and rows))
+
+
+def _account(user_id: str, query: ScheduledBotsQuery) -> str | None:
+    if not query.account_id:
+        return None
+    conn = store.get_connection(user_id, query.provider or "outlook", query.account_id)
+    return conn.account_id if conn else query.account_id
+
+
+def _bot_or_404(user_id: str, bot_id: str) -> ScheduledBot:
+    bot = store.get_bot(user_id, bot_id)
+    if bot is None:
+        raise not_found("bot_not_found", f"No scheduled bot {bot_id}.", bot_id=bot_id)
+    return bot
+
+
+def update_bot(user_id: str, bot_id: str, req: PatchBotRequest) -> BotView:
+    bot = _bot_or_404(user_id, bot_id)
+    if bot.status != "Scheduled":
+        raise ApiError(
+            409,
+            "bot_not_scheduled",
+            f"The bot is {bot.status}; only a Scheduled bot can be changed.",
+            bot_id=bot_id,
+            bot_status=bot.status,
+        )
+    config = dict(bot.bot_config)
+    if req.bot_config is not None:
+        config.update(req.bot_config.model_dump(mode="json", exclude_none=True, exclude_unset=True))
+    name = req.bot_name or req.bot_username
+    if name:
+        config["bot_name"] = name
+    if req.custom_attributes is not None:
+        config["custom_attributes"] = {**config.get("custom_attributes", {}), **req.custom_attributes}
+    changes: dict[str, Any] = {"bot_config": config, "updated_at": now()}
+    if req.scheduled_join_time is not None:
+        if req.scheduled_join_time <= now():
+            raise bad_request("join_time_in_past", "scheduled_join_time must be in the future.")
+        changes["scheduled_join_time"] = req.scheduled_join_time
+    updated = bot.model_copy(update=changes)
+    try:
+        store.save_bot(updated, expect_status="Scheduled")
+    except store.BotChanged:
+        raise ApiError(
+            409, "bot_not_scheduled", "The bot left Scheduled while being updated.", bot_id=bot_id
+        ) from None
+    if req.scheduled_join_time is not None:
+        scheduler.put_launch(updated)  # same name: updated in place
+    return BotView.of(updated)
+
+
+def delete_bot(user_id: str, bot_id: str) -> BotView:
+    bot = _bot_or_404(user_id, bot_id)
+    if bot.status != "Scheduled" or not cancel_bot(bot, "user_cancelled"):
+        current = store.get_bot(user_id, bot_id) or bot
+        raise ApiError(
+            409,
+            "bot_not_scheduled",
+            f"The bot is {current.status}; it cannot be cancelled.",
+            bot_id=bot_id,
+            bot_status=current.status,
+        )
+    return BotView.of(store.get_bot(user_id, bot_id) or bot)
+
+
+def _set_recurring(event: Event, enabled: bool) -> None:
+    """recurring_enabled is a property of the whole series, stored on each of its occurrences."""
+    at = now()
+    changed = [
+        e.model_copy(update={"recurring_enabled": enabled, "updated_at": at})
+        for e in _series_events(event)
+        if e.recurring_enabled != enabled
+    ]
+    if changed:
+        store.put_events(changed)
+
+
+def next_occurrence(event: Event, after: datetime) -> Event | None:
+    for occurrence in _series_events(event):
+        if not occurrence.is_deleted and occurrence.start_time > after:
+            return occurrence
+    return None
+
+
+def toggle_recurrence(user_id: str, event_id: str, enabled: bool) -> ToggleRecurrenceResult:
+    event = _event(user_id, event_id)
+    if not event.is_recurring:
+        raise bad_request("not_recurring", "This event is not recurring (it has no recurrence rule).")
+    _set_recurring(event, enabled)
+    if not enabled:
+        # Stop the chain: bots the recurrence made and that have not run yet are cancelled.
+        for bot in store.bots_of_series(user_id, series_key(event)):
+            if bot.status == "Scheduled" and bot.source == "recurrence":
+                cancel_bot(bot, "recurrence_disabled")
+            if bot.status == "Scheduled":
+                scheduler.delete(scheduler.reschedule_schedule_name(bot.bot_id))
+    upcoming = next_occurrence(event, now())
+    return ToggleRecurrenceResult(
+        event_id=event_id,
+        recurring_enabled=enabled,
+        next_occurrence=upcoming.start_time if upcoming else None,
+    )
+
+
+def auto_reschedule(user_id: str, event_id: str) -> ScheduleResult | None:
+    """Schedule the series' next occurrence after now with the series' last bot config.
+
+    Returns None when there is nothing to do (no next occurrence, or it already has a bot).
+    """
+    event = _event(user_id, event_id)
+    if not event.is_recurring:
+        raise bad_request("not_recurring", "This event is not recurring (it has no recurrence rule).")
+    previous = sorted(store.bots_of_series(user_id, series_key(event)), key=lambda b: b.created_at)
+    config = previous[-1].bot_config if previous else {}
+    offset = previous[-1].join_offset_seconds if previous else 60
+    at = now()
+    for occurrence in _series_events(event):
+        if (
+            occurrence.is_deleted
+            or not occurrence.meeting_url
+            or occurrence.start_time - timedelta(seconds=offset) <= at
+        ):
+            continue
+        bot = make_bot(occurrence, config, offset_seconds=offset, source="recurrence", recurring=True)
+        try:
+            placed = place(bot)
+        except store.AlreadyScheduled:
+            return None
+        return ScheduleResult(
+            bot_id=placed.bot_id,
+            event_id=occurrence.event_id,
+            status="Scheduled",
+            scheduled_join_time=placed.scheduled_join_time,
+            ScheduledJoinTime=placed.scheduled_join_time,
+            meeting_url=placed.meeting_url,
+            meeting_platform=placed.meeting_platform,
+            recurring_event=True,
+            bots=[
+                BotRef(
+                    bot_id=placed.bot_id,
+                    occurrence_start=placed.occurrence_start,
+                    scheduled_join_time=placed.scheduled_join_time,
+                )
+            ],
+        )
+    return None

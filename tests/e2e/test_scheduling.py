@@ -1,0 +1,304 @@
+"""3/8 end to end: bots scheduled over HTTP, fired by the local clock (virtual time, so no sleeping)
+into the real launcher, which calls the Create Bot API sink."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+from zoneinfo import ZoneInfo
+
+import pytest
+import requests
+
+from tests.e2e.conftest import E2EStack
+
+ROOT = Path(__file__).resolve().parents[2]
+CLIENT_ID = "sched-e2e-client"
+CLIENT_SECRET = "sched-e2e-secret-8c1d"
+TEAMS = "https://teams.microsoft.com/l/meetup-join/19%3ameeting_e2e{n}%40thread.v2/0"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def app_registration(e2e: E2EStack) -> None:
+    e2e.graph("POST", "/apps", json={"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET})
+
+
+def local(e2e: E2EStack, method: str, path: str, **kwargs: Any) -> Any:
+    resp = e2e.http.request(method, f"{e2e.info['gateway_url']}/_local{path}", timeout=120, **kwargs)
+    assert resp.status_code < 400, resp.text
+    return resp.json()
+
+
+def clock_now(e2e: E2EStack) -> datetime:
+    return datetime.fromisoformat(local(e2e, "GET", "/clock")["now"].replace("Z", "+00:00"))
+
+
+def advance(e2e: E2EStack, to: datetime) -> dict[str, Any]:
+    return local(e2e, "POST", "/clock/advance", json={"to": to.isoformat()})
+
+
+def sink_calls(e2e: E2EStack, *bot_ids: str) -> list[dict[str, Any]]:
+    """Create Bot calls the sink recorded, for these bots only when named (time moves for every test)."""
+    calls = e2e.http.get(f"{e2e.info['bots_url']}/_control/calls", timeout=30).json()["value"]
+    if bot_ids:
+        calls = [c for c in calls if c["body"]["custom_attributes"].get("scheduled_bot_id") in bot_ids]
+    return calls
+
+
+def schedules(e2e: E2EStack) -> dict[str, dict[str, Any]]:
+    return {s["name"]: s for s in local(e2e, "GET", "/schedules")["value"]}
+
+
+class User:
+    def __init__(self, e2e: E2EStack, n_accounts: int = 1) -> None:
+        self.e2e = e2e
+        made = e2e.admin("create-user", "--with-key")
+        self.key, self.user_id, self.accounts = made["api_key"], made["user_id"], []
+        for _ in range(n_accounts):
+            mail = f"sched.{len(e2e.responses)}.{len(self.accounts)}@acme.example"
+            acct = e2e.graph(
+                "POST", "/accounts", json={"client_id": CLIENT_ID, "mail": mail, "user_principal_name": mail}
+            ).json()
+            resp = e2e.api(
+                "POST",
+                "/calendar/create_outlook_calendar",
+                key=self.key,
+                json={
+                    "microsoft_client_id": CLIENT_ID,
+                    "microsoft_client_secret": CLIENT_SECRET,
+                    "microsoft_refresh_token": acct["refresh_token"],
+                },
+            )
+            assert resp.status_code == 201, resp.text
+            self.accounts.append(acct)
+
+    def meeting(self, start: datetime, minutes: int = 60, account: int = 0, **extra: Any) -> dict[str, Any]:
+        acct = self.accounts[account]
+        cal = quote(acct["calendars"][0]["id"], safe="")
+        body = {
+            "subject": "Meeting",
+            "start": start.isoformat(),
+            "end": (start + timedelta(minutes=minutes)).isoformat(),
+            **extra,
+        }
+        return self.e2e.graph("POST", f"/accounts/{acct['id']}/calendars/{cal}/events", json=body).json()
+
+    def events(self, since: datetime | None = None) -> list[dict[str, Any]]:
+        now = clock_now(self.e2e)
+        resp = self.e2e.api(
+            "GET",
+            "/calendar/events",
+            key=self.key,
+            params={
+                "time_min": (since or now - timedelta(days=1)).isoformat(),
+                "time_max": (now + timedelta(days=120)).isoformat(),
+                "limit": 100,
+            },
+        )
+        assert resp.status_code == 200 and resp.json()["partial_errors"] == {}, resp.text
+        return resp.json()["results"]
+
+    def event_for(self, platform_id: str) -> dict[str, Any]:
+        rows = [e for e in self.events() if e["platform_id"] == platform_id]
+        assert rows, f"{platform_id} not synced"
+        return rows[0]
+
+    def schedule(self, event_id: str, **body: Any) -> requests.Response:
+        return self.e2e.api("POST", f"/calendar/schedule/{event_id}", key=self.key, json=body)
+
+
+def test_schedule_a_teams_meeting_fire_it_and_launch_exactly_once(e2e: E2EStack) -> None:
+    user = User(e2e)
+    start = (clock_now(e2e) + timedelta(days=1)).replace(second=0, microsecond=0)
+    link = TEAMS.format(n=1)
+    ev = user.event_for(user.meeting(start, online_meeting_url=link)["id"])
+    resp = user.schedule(ev["id"], bot_config={"bot_name": "Scribe", "transcription": {"provider": "x"}})
+    assert resp.status_code == 201, resp.text
+    body = resp.json()
+    join = start - timedelta(seconds=60)
+    assert body["scheduled_join_time"] == body["ScheduledJoinTime"] == join.strftime("%Y-%m-%dT%H:%M:%SZ")
+    sched = schedules(e2e)[f"launch-{body['bot_id']}"]
+    assert sched["at"].startswith((start - timedelta(seconds=120)).strftime("%Y-%m-%dT%H:%M:%S"))
+    assert sched["target_function"] == "BotLauncherFunction" and sched["action_after_completion"] == "DELETE"
+
+    listed = e2e.api("GET", "/calendar/scheduled_bots", key=user.key).json()["results"]
+    assert [b["bot_id"] for b in listed] == [body["bot_id"]] and listed[0]["status"] == "Scheduled"
+
+    advance(e2e, start - timedelta(seconds=120))
+    calls = sink_calls(e2e, body["bot_id"])
+    assert len(calls) == 1
+    assert calls[0]["body"]["meeting_link"] == link and calls[0]["body"]["bot_name"] == "Scribe"
+    assert calls[0]["body"]["custom_attributes"]["scheduled_bot_id"] == body["bot_id"]
+    assert f"launch-{body['bot_id']}" not in schedules(e2e)  # ran, then deleted itself
+    bots = [e for e in user.events() if e["id"] == ev["id"]][0]["bots"]
+    assert [(b["id"], b["status"]) for b in bots] == [(body["bot_id"], "Launched")]
+
+    # A duplicate delivery of the same schedule input (Scheduler is at-least-once) makes no second bot.
+    event_file = e2e.state_dir / "dup-launch.json"
+    event_file.write_text(json.dumps({"action": "launch", "user_id": user.user_id, "bot_id": body["bot_id"]}))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "local.invoke",
+            "BotLauncherFunction",
+            "-e",
+            str(event_file),
+            "--state-dir",
+            str(e2e.state_dir),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["skipped"] == "Launched"
+    assert len(sink_calls(e2e, body["bot_id"])) == 1
+
+
+def test_fifty_concurrent_posts_make_one_bot_and_two_accounts_share_it(e2e: E2EStack) -> None:
+    user = User(e2e, n_accounts=2)
+    start = (clock_now(e2e) + timedelta(days=2)).replace(second=0, microsecond=0)
+    link = TEAMS.format(n=50)
+    ev = user.event_for(user.meeting(start, online_meeting_url=link)["id"])
+    with ThreadPoolExecutor(50) as pool:
+        results = list(pool.map(lambda _: user.schedule(ev["id"]), range(50)))
+    statuses = sorted(r.status_code for r in results)
+    assert statuses == [201] + [409] * 49, statuses
+    bot_id = next(r.json()["bot_id"] for r in results if r.status_code == 201)
+    assert {r.json()["bot_id"] for r in results if r.status_code == 409} == {bot_id}
+    assert [n for n in schedules(e2e) if n.startswith("launch-") and bot_id in n] == [f"launch-{bot_id}"]
+
+    # The same meeting (same link, same start) on the second account: one bot, not two.
+    other = user.event_for(user.meeting(start, account=1, online_meeting_url=link)["id"])
+    dup = user.schedule(other["id"])
+    assert dup.status_code == 409 and dup.json()["bot_id"] == bot_id
+
+
+def test_patch_moves_delete_removes_and_a_cancel_before_firing_wins(e2e: E2EStack) -> None:
+    user = User(e2e)
+    start = (clock_now(e2e) + timedelta(days=3)).replace(second=0, microsecond=0)
+    ev = user.event_for(user.meeting(start, location="https://acme.zoom.us/j/8081")["id"])
+    bot_id = user.schedule(ev["id"]).json()["bot_id"]
+    new_join = start + timedelta(hours=1)
+    patched = e2e.api(
+        "PATCH",
+        f"/calendar/scheduled_bots/{bot_id}",
+        key=user.key,
+        json={"scheduled_join_time": new_join.isoformat(), "bot_name": "Late joiner"},
+    )
+    assert patched.status_code == 200 and patched.json()["scheduled_join_time"].startswith(
+        new_join.strftime("%Y-%m-%dT%H:%M")
+    )
+    assert schedules(e2e)[f"launch-{bot_id}"]["at"].startswith(
+        (new_join - timedelta(seconds=60)).strftime("%Y-%m-%dT%H:%M")
+    )
+
+    deleted = e2e.api("DELETE", f"/calendar/scheduled_bots/{bot_id}", key=user.key)
+    assert deleted.status_code == 200 and deleted.json()["status"] == "Cancelled"
+    assert f"launch-{bot_id}" not in schedules(e2e)
+    assert e2e.api("DELETE", f"/calendar/scheduled_bots/{bot_id}", key=user.key).status_code == 409
+    assert e2e.api("DELETE", "/calendar/scheduled_bots/sb_nope", key=user.key).status_code == 404
+    advance(e2e, new_join + timedelta(minutes=5))
+    assert sink_calls(e2e, bot_id) == []  # cancelled: never launched
+
+
+def test_weekly_series_all_occurrences_one_occurrence_from_date_and_the_recurrence_chain(
+    e2e: E2EStack,
+) -> None:
+    user = User(e2e)
+    now = clock_now(e2e)
+    first_day = (now + timedelta(days=7 - now.weekday() + 1)).date()  # a Tuesday at least a week away
+    master = user.meeting(
+        datetime(first_day.year, first_day.month, first_day.day, 9, 0),
+        minutes=30,
+        time_zone="Eastern Standard Time",
+        online_meeting_url=TEAMS.format(n="weekly"),
+        recurrence={
+            "pattern": {"type": "weekly", "interval": 1, "daysOfWeek": ["tuesday"]},
+            "range": {"type": "numbered", "startDate": str(first_day), "numberOfOccurrences": 14},
+        },
+    )
+    occurrences = sorted(
+        (e for e in user.events() if e["series_id"] and e["title"] == "Meeting"),
+        key=lambda e: e["start_time"],
+    )
+    assert len(occurrences) == 14 and all(o["is_recurring"] and o["recurrence_rule"] for o in occurrences)
+    del master
+
+    made = user.schedule(occurrences[0]["id"], schedule_all_occurrences=True, occurrence_limit=10).json()
+    assert len(made["bots"]) == 10
+    local_times = {
+        datetime.fromisoformat(b["occurrence_start"].replace("Z", "+00:00"))
+        .astimezone(ZoneInfo("America/New_York"))
+        .strftime("%a %H:%M")
+        for b in made["bots"]
+    }
+    assert local_times == {"Tue 09:00"}  # 09:00 New York every week, whatever the UTC offset
+
+    cut = made["bots"][6]["occurrence_start"]
+    cancelled = e2e.api(
+        "DELETE", f"/calendar/schedule/{occurrences[0]['id']}", key=user.key, json={"from_date": cut}
+    ).json()
+    assert cancelled["cancelled"] == 4
+    one = user.schedule(occurrences[0]["id"], occurrence_date=occurrences[12]["start_time"]).json()
+    assert [b["occurrence_start"] for b in one["bots"]] == [occurrences[12]["start_time"]]
+
+    not_rec = user.event_for(user.meeting(now + timedelta(days=4), location="https://acme.zoom.us/j/1")["id"])
+    bad = e2e.api(
+        "POST",
+        "/calendar/toggle-recurrence",
+        key=user.key,
+        json={"event_id": not_rec["id"], "recurring_enabled": True},
+    )
+    assert bad.status_code == 400 and bad.json()["error"] == "not_recurring"
+
+
+def test_a_recurring_bot_leads_to_the_next_occurrences_bot_until_toggled_off(e2e: E2EStack) -> None:
+    user = User(e2e)
+    now = clock_now(e2e)
+    day = (now + timedelta(days=10)).date()
+    user.meeting(
+        datetime(day.year, day.month, day.day, 15, 0),
+        minutes=30,
+        online_meeting_url=TEAMS.format(n="chain"),
+        recurrence={
+            "pattern": {"type": "daily", "interval": 1},
+            "range": {"type": "numbered", "startDate": str(day), "numberOfOccurrences": 5},
+        },
+    )
+    occ = sorted((e for e in user.events() if e["series_id"]), key=lambda e: e["start_time"])
+    first = user.schedule(occ[0]["id"], recurring_event=True).json()
+    assert [b["occurrence_start"] for b in first["bots"]] == [occ[0]["start_time"]]
+
+    end_of_first = datetime.fromisoformat(occ[0]["end_time"].replace("Z", "+00:00"))
+    advance(e2e, end_of_first + timedelta(minutes=1))  # launch, meeting over, reschedule fires
+    assert len(sink_calls(e2e, first["bot_id"])) == 1
+    upcoming = e2e.api("GET", "/calendar/scheduled_bots", key=user.key).json()["results"]
+    assert [(b["occurrence_start"], b["source"]) for b in upcoming] == [(occ[1]["start_time"], "recurrence")]
+    chained = upcoming[0]["bot_id"]
+
+    off = e2e.api(
+        "POST",
+        "/calendar/toggle-recurrence",
+        key=user.key,
+        json={"event_id": occ[0]["id"], "recurring_enabled": False},
+    )
+    assert off.status_code == 200 and off.json()["recurring_enabled"] is False
+    after = e2e.api("GET", "/calendar/scheduled_bots", key=user.key).json()["results"]
+    assert [(b["bot_id"], b["status"], b["reason"]) for b in after] == [
+        (chained, "Cancelled", "recurrence_disabled")
+    ]
+    live = e2e.api("GET", "/calendar/scheduled_bots", key=user.key, params={"status": "Scheduled"}).json()
+    assert live["results"] == []
+    advance(e2e, end_of_first + timedelta(days=2))
+    assert sink_calls(e2e, chained) == []  # the chained bot was cancelled and never launched
+    bots = [b for e in user.events(since=now) for b in e["bots"]]
+    assert {b["status"] for b in bots} == {"Launched", "Cancelled"} and len(bots) == 2

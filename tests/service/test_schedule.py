@@ -1,0 +1,398 @@
+"""services.schedule and services.launcher against moto (Scheduler, DynamoDB) and synced emulator events."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from calbot import botapi, scheduler, store, timeutil
+from calbot.config import get_settings
+from calbot.errors import ApiError
+from calbot.models import CreateConnectionRequest, Event, PatchBotRequest, ScheduleRequest, UnscheduleRequest
+from calbot.services import connect as connect_service
+from calbot.services import launcher
+from calbot.services import schedule as svc
+from calbot.services.sync import sync_user
+from local.stack import LocalStack
+
+CLIENT_ID = "sched-client"
+CLIENT_SECRET = "sched-client-secret-19"
+_n = itertools.count()
+SOON = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(days=1)
+TEAMS = "https://teams.microsoft.com/l/meetup-join/19%3ameeting_sched%40thread.v2/0"
+
+
+@pytest.fixture(scope="module")
+def stack(inproc_stack: LocalStack) -> Iterator[LocalStack]:
+    inproc_stack.graph.add_app(CLIENT_ID, CLIENT_SECRET)
+    yield inproc_stack
+
+
+def user_with_account(stack: LocalStack, user_id: str | None = None) -> tuple[str, dict[str, Any]]:
+    from calbot.admin import create_user
+
+    n = next(_n)
+    user_id = user_id or create_user(f"sched{n}@svc.example").user_id
+    acct = stack.graph.add_account(
+        client_id=CLIENT_ID, mail=f"sched{n}@contoso.example", user_principal_name=f"sched{n}@contoso.example"
+    )
+    connect_service.connect_account(
+        user_id,
+        CreateConnectionRequest(
+            microsoft_client_id=CLIENT_ID,
+            microsoft_client_secret=CLIENT_SECRET,
+            microsoft_refresh_token=acct["refresh_token"],
+        ),
+        base_url=stack.info["gateway_url"],
+    )
+    return user_id, acct
+
+
+def synced(user_id: str, platform_id: str) -> Event:
+    assert sync_user(user_id).partial_errors == {}
+    found = [
+        e
+        for e in store.query_events(
+            user_id, time_min=SOON - timedelta(days=2), time_max=SOON + timedelta(days=400), limit=5000
+        )
+        if e.platform_id == platform_id or e.series_platform_id == platform_id
+    ]
+    assert found, "event not synced"
+    return sorted(found, key=lambda e: e.start_time)[0]
+
+
+def schedule_of(bot_id: str) -> dict[str, Any] | None:
+    return scheduler.get(scheduler.launch_schedule_name(bot_id))
+
+
+def test_schedule_creates_item_and_a_one_time_schedule_a_minute_before_joining(stack: LocalStack) -> None:
+    user_id, acct = user_with_account(stack)
+    ev = stack.graph.add_event(
+        acct["id"],
+        acct["calendars"][0]["id"],
+        subject="Teams",
+        start=SOON.isoformat(),
+        end=(SOON + timedelta(hours=1)).isoformat(),
+        online_meeting_url=TEAMS,
+    )
+    event = synced(user_id, ev["id"])
+    result = svc.schedule_event(
+        user_id,
+        event.event_id,
+        ScheduleRequest.model_validate(
+            {"bot_config": {"bot_name": "Notes", "custom_attributes": {"team": "x"}}}
+        ),
+    )
+    assert result.scheduled_join_time == SOON - timedelta(seconds=60) == result.ScheduledJoinTime
+    assert result.meeting_platform == "teams" and len(result.bots) == 1
+    bot = store.get_bot(user_id, result.bot_id)
+    assert bot is not None and bot.status == "Scheduled" and bot.bot_config["bot_name"] == "Notes"
+    sched = schedule_of(bot.bot_id)
+    assert sched is not None
+    fire_at = SOON - timedelta(seconds=120)  # join time minus Scheduler's 60 s precision
+    assert sched["ScheduleExpression"] == f"at({fire_at.strftime('%Y-%m-%dT%H:%M:%S')})"
+    assert sched["ScheduleExpressionTimezone"] == "UTC" and sched["FlexibleTimeWindow"] == {"Mode": "OFF"}
+    assert sched["ActionAfterCompletion"] == "DELETE" and sched["GroupName"] == get_settings().schedule_group
+    target = sched["Target"]
+    assert (
+        target["Arn"] == get_settings().bot_launcher_arn
+        and target["RoleArn"] == get_settings().scheduler_role_arn
+    )
+    assert target["DeadLetterConfig"]["Arn"] == get_settings().schedule_dlq_arn
+    assert target["RetryPolicy"]["MaximumRetryAttempts"] > 0
+    assert json.loads(target["Input"]) == {"action": "launch", "user_id": user_id, "bot_id": bot.bot_id}
+
+    with pytest.raises(ApiError) as err:
+        svc.schedule_event(user_id, event.event_id, ScheduleRequest())
+    assert (err.value.status, err.value.error, err.value.extra["bot_id"]) == (
+        409,
+        "already_scheduled",
+        bot.bot_id,
+    )
+
+
+def test_fifty_concurrent_schedules_make_one_bot(stack: LocalStack) -> None:
+    user_id, acct = user_with_account(stack)
+    ev = stack.graph.add_event(
+        acct["id"],
+        acct["calendars"][0]["id"],
+        subject="Race",
+        start=SOON.isoformat(),
+        end=(SOON + timedelta(hours=1)).isoformat(),
+        location="https://acme.zoom.us/j/555",
+    )
+    event = synced(user_id, ev["id"])
+
+    def attempt(_: int) -> tuple[int, str | None]:
+        try:
+            return 201, svc.schedule_event(user_id, event.event_id, ScheduleRequest()).bot_id
+        except ApiError as err:
+            return err.status, err.extra.get("bot_id")
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(attempt, range(50)))
+    created = [b for s, b in results if s == 201]
+    assert len(created) == 1 and sorted(s for s, _ in results) == [201] + [409] * 49
+    assert all(b == created[0] for s, b in results if s == 409)  # every 409 names the one bot
+    bots = store.bots_of_series(user_id, event.event_id)
+    assert [b.bot_id for b in bots] == created and schedule_of(created[0]) is not None
+
+
+def test_the_same_meeting_on_two_accounts_gets_one_bot(stack: LocalStack) -> None:
+    user_id, a = user_with_account(stack)
+    _, b = user_with_account(stack, user_id)
+    start, end = SOON.isoformat(), (SOON + timedelta(hours=1)).isoformat()
+    ev_a = stack.graph.add_event(
+        a["id"],
+        a["calendars"][0]["id"],
+        subject="Shared",
+        start=start,
+        end=end,
+        online_meeting_url=TEAMS.replace("sched", "shared"),
+    )
+    ev_b = stack.graph.add_event(
+        b["id"],
+        b["calendars"][0]["id"],
+        subject="Shared (invite)",
+        start=start,
+        end=end,
+        online_meeting_url=TEAMS.replace("sched", "shared").replace("%3a", "%3A"),
+    )
+    event_a, event_b = synced(user_id, ev_a["id"]), synced(user_id, ev_b["id"])
+    assert event_a.event_id != event_b.event_id
+    first = svc.schedule_event(user_id, event_a.event_id, ScheduleRequest())
+    with pytest.raises(ApiError) as err:
+        svc.schedule_event(user_id, event_b.event_id, ScheduleRequest())
+    assert err.value.status == 409 and err.value.extra["bot_id"] == first.bot_id
+
+
+def test_rejections(stack: LocalStack) -> None:
+    user_id, acct = user_with_account(stack)
+    cal = acct["calendars"][0]["id"]
+    no_link = stack.graph.add_event(
+        acct["id"], cal, subject="Lunch", start=SOON.isoformat(), end=(SOON + timedelta(hours=1)).isoformat()
+    )
+    past = stack.graph.add_event(
+        acct["id"],
+        cal,
+        subject="Earlier",
+        start=(datetime.now(UTC) - timedelta(hours=2)).isoformat(),
+        end=(datetime.now(UTC) - timedelta(hours=1)).isoformat(),
+        location="https://acme.zoom.us/j/1",
+    )
+    for platform_id, code in ((no_link["id"], "no_meeting_link"), (past["id"], "event_in_past")):
+        with pytest.raises(ApiError) as err:
+            svc.schedule_event(user_id, synced(user_id, platform_id).event_id, ScheduleRequest())
+        assert (err.value.status, err.value.error) == (400, code)
+    with pytest.raises(ApiError) as err:
+        svc.schedule_event(user_id, "evt_nope", ScheduleRequest())
+    assert (err.value.status, err.value.error) == (404, "event_not_found")
+    other, _ = user_with_account(stack)  # another user's event id is simply not found
+    with pytest.raises(ApiError) as err:
+        svc.schedule_event(other, synced(user_id, no_link["id"]).event_id, ScheduleRequest())
+    assert err.value.status == 404
+
+
+def weekly_series(stack: LocalStack, acct: dict[str, Any], count: int = 12) -> dict[str, Any]:
+    """A weekly Tuesday 09:00 New York series starting next week, spanning the 2027-03-14 DST change."""
+    first = datetime(2027, 2, 2, tzinfo=UTC).date()
+    return stack.graph.add_event(
+        acct["id"],
+        acct["calendars"][0]["id"],
+        subject="Weekly sync",
+        start=f"{first}T09:00:00",
+        end=f"{first}T09:30:00",
+        time_zone="Eastern Standard Time",
+        online_meeting_url=TEAMS.replace("sched", "wk"),
+        recurrence={
+            "pattern": {"type": "weekly", "interval": 1, "daysOfWeek": ["tuesday"]},
+            "range": {"type": "numbered", "startDate": str(first), "numberOfOccurrences": count},
+        },
+    )
+
+
+def test_all_occurrences_at_local_time_across_dst_one_occurrence_and_from_date(stack: LocalStack) -> None:
+    user_id, acct = user_with_account(stack)
+    master = weekly_series(stack, acct)
+    first = synced(user_id, master["id"])
+    made = svc.schedule_event(
+        user_id,
+        first.event_id,
+        ScheduleRequest.model_validate({"schedule_all_occurrences": True, "occurrence_limit": 10}),
+    )
+    starts = [b.occurrence_start for b in made.bots]
+    assert len(starts) == 10
+    # 09:00 in New York: 14:00Z before 2027-03-14, 13:00Z after; Tuesdays only
+    assert all(s.weekday() == 1 for s in starts)
+    assert [s.hour for s in starts] == [14, 14, 14, 14, 14, 14, 13, 13, 13, 13]
+    assert all(schedule_of(b.bot_id) for b in made.bots)
+
+    # from_date cancels only the later ones
+    cut = starts[7]
+    cancelled = svc.unschedule_event(user_id, first.event_id, UnscheduleRequest(from_date=cut))
+    assert cancelled.cancelled == 3
+    left = {
+        b.occurrence_start for b in store.bots_of_series(user_id, first.series_id) if b.status == "Scheduled"
+    }
+    assert left == set(starts[:7])
+    assert all(schedule_of(b) is None for b in cancelled.bot_ids)
+
+    # occurrence_date picks exactly one, by instant or by date; a date without one is a 400
+    again = svc.schedule_event(user_id, first.event_id, ScheduleRequest(occurrence_date=starts[8]))
+    assert [b.occurrence_start for b in again.bots] == [starts[8]]
+    by_day = svc.schedule_event(
+        user_id, first.event_id, ScheduleRequest.model_validate({"occurrence_date": str(starts[9].date())})
+    )
+    assert [b.occurrence_start for b in by_day.bots] == [starts[9]]
+    with pytest.raises(ApiError) as err:
+        svc.schedule_event(
+            user_id, first.event_id, ScheduleRequest.model_validate({"occurrence_date": "2027-02-03"})
+        )
+    assert err.value.error == "occurrence_not_found"
+
+
+def test_patch_moves_the_schedule_in_place_and_delete_removes_it(stack: LocalStack) -> None:
+    user_id, acct = user_with_account(stack)
+    ev = stack.graph.add_event(
+        acct["id"],
+        acct["calendars"][0]["id"],
+        subject="Patch me",
+        start=SOON.isoformat(),
+        end=(SOON + timedelta(hours=1)).isoformat(),
+        location="https://acme.webex.com/meet/x",
+    )
+    made = svc.schedule_event(user_id, synced(user_id, ev["id"]).event_id, ScheduleRequest())
+    new_time = SOON + timedelta(hours=3)
+    view = svc.update_bot(
+        user_id,
+        made.bot_id,
+        PatchBotRequest.model_validate(
+            {
+                "scheduled_join_time": new_time.isoformat(),
+                "bot_username": "Renamed",
+                "custom_attributes": {"a": 1},
+            }
+        ),
+    )
+    assert view.scheduled_join_time == new_time and view.bot_config["bot_name"] == "Renamed"
+    sched = schedule_of(made.bot_id)
+    assert (
+        sched["ScheduleExpression"]
+        == f"at({(new_time - timedelta(seconds=60)).strftime('%Y-%m-%dT%H:%M:%S')})"
+    )
+    with pytest.raises(ApiError) as err:
+        svc.update_bot(
+            user_id,
+            made.bot_id,
+            PatchBotRequest.model_validate({"scheduled_join_time": "2020-01-01T00:00:00Z"}),
+        )
+    assert err.value.error == "join_time_in_past"
+
+    svc.delete_bot(user_id, made.bot_id)
+    bot = store.get_bot(user_id, made.bot_id)
+    assert bot.status == "Cancelled" and bot.reason == "user_cancelled" and schedule_of(made.bot_id) is None
+    with pytest.raises(ApiError) as err:
+        svc.update_bot(user_id, made.bot_id, PatchBotRequest(bot_name="x"))
+    assert (err.value.status, err.value.error) == (409, "bot_not_scheduled")
+    # cancelling released the guard: the occurrence can be scheduled again
+    assert svc.schedule_event(user_id, made.event_id, ScheduleRequest()).bot_id != made.bot_id
+
+
+@pytest.fixture
+def bot_api(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    calls: list[dict[str, Any]] = []
+
+    def fake(body: dict[str, Any], *, idempotency_key: str, attempts: int = 3) -> dict[str, Any]:
+        calls.append(body)
+        return {"bot_id": f"remote_{len(calls)}"}
+
+    monkeypatch.setattr(botapi, "create_bot", fake)
+    return calls
+
+
+@pytest.fixture
+def frozen_at_join() -> Iterator[list[datetime]]:
+    """Virtual time: now() is whatever the test says; sleep() advances it."""
+    clock = [datetime.now(UTC)]
+    timeutil.set_clock(lambda: clock[0], lambda s: clock.__setitem__(0, clock[0] + timedelta(seconds=s)))
+    yield clock
+    timeutil.set_clock(None)
+
+
+def test_launch_is_exactly_once_and_a_cancel_that_races_wins(
+    stack: LocalStack, bot_api: list, frozen_at_join: list[datetime]
+) -> None:
+    user_id, acct = user_with_account(stack)
+    cal = acct["calendars"][0]["id"]
+    ev = stack.graph.add_event(
+        acct["id"],
+        cal,
+        subject="Launch",
+        start=SOON.isoformat(),
+        end=(SOON + timedelta(hours=1)).isoformat(),
+        online_meeting_url=TEAMS,
+    )
+    made = svc.schedule_event(
+        user_id,
+        synced(user_id, ev["id"]).event_id,
+        ScheduleRequest.model_validate({"bot_config": {"bot_name": "N"}}),
+    )
+    frozen_at_join[0] = SOON - timedelta(seconds=110)  # the schedule fired (a minute early + precision)
+    first = launcher.launch(user_id, made.bot_id)
+    assert first["status"] == "Launched" and frozen_at_join[0] >= SOON - timedelta(seconds=60)  # it waited
+    assert launcher.launch(user_id, made.bot_id)["skipped"] == "Launched"  # a duplicate delivery
+    assert len(bot_api) == 1 and bot_api[0]["meeting_link"] == TEAMS and bot_api[0]["bot_name"] == "N"
+    assert bot_api[0]["custom_attributes"] == {
+        "calendar_event_id": made.event_id,
+        "scheduled_bot_id": made.bot_id,
+    }
+    bot = store.get_bot(user_id, made.bot_id)
+    assert bot.status == "Launched" and bot.remote_bot_id == "remote_1"
+
+    ev2 = stack.graph.add_event(
+        acct["id"],
+        cal,
+        subject="Cancelled late",
+        start=(SOON + timedelta(hours=2)).isoformat(),
+        end=(SOON + timedelta(hours=3)).isoformat(),
+        location="https://acme.zoom.us/j/77",
+    )
+    made2 = svc.schedule_event(user_id, synced(user_id, ev2["id"]).event_id, ScheduleRequest())
+    frozen_at_join[0] = SOON + timedelta(hours=2) - timedelta(seconds=100)
+    svc.delete_bot(user_id, made2.bot_id)  # just before the (already firing) schedule runs
+    assert launcher.launch(user_id, made2.bot_id)["skipped"] == "Cancelled"
+    assert len(bot_api) == 1
+
+
+def test_create_bot_api_down_retries_later_then_fails_for_good(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch, frozen_at_join: list[datetime]
+) -> None:
+    def down(body: dict[str, Any], *, idempotency_key: str, attempts: int = 3) -> dict[str, Any]:
+        raise botapi.BotApiUnavailable("HTTP 503")
+
+    monkeypatch.setattr(botapi, "create_bot", down)
+    user_id, acct = user_with_account(stack)
+    ev = stack.graph.add_event(
+        acct["id"],
+        acct["calendars"][0]["id"],
+        subject="Down",
+        start=SOON.isoformat(),
+        end=(SOON + timedelta(hours=1)).isoformat(),
+        online_meeting_url=TEAMS.replace("sched", "dn"),
+    )
+    made = svc.schedule_event(user_id, synced(user_id, ev["id"]).event_id, ScheduleRequest())
+    frozen_at_join[0] = SOON - timedelta(seconds=60)
+    out = launcher.launch(user_id, made.bot_id)
+    assert out["status"] == "Scheduled" and out["retry_in_seconds"] == 60
+    retry_at = datetime.strptime(schedule_of(made.bot_id)["ScheduleExpression"], "at(%Y-%m-%dT%H:%M:%S)")
+    assert retry_at.replace(tzinfo=UTC) == SOON  # a minute after the failed attempt at the join time
+    frozen_at_join[0] = SOON + timedelta(minutes=16)
+    assert launcher.launch(user_id, made.bot_id)["status"] == "Failed"
+    bot = store.get_bot(user_id, made.bot_id)
+    assert bot.status == "Failed" and bot.reason == "create_bot_unavailable"

@@ -1,0 +1,725 @@
+"""local.clock (EventBridge Scheduler firing, cron jobs, SQS event source mappings, virtual time) and
+local.control (its HTTP API), driven with a throwaway template, throwaway handlers and in-process moto."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import boto3
+import pytest
+from moto import mock_aws
+from werkzeug.test import Client
+
+from calbot import timeutil
+from local.aws_bootstrap import create_resources
+from local.clock import Cron, LocalClock, ScheduleExpression, ScheduleExpressionError
+from local.control import ControlApp, with_control
+from local.gateway import Gateway
+from local.template import Template, load_template
+
+ROOT = Path(__file__).resolve().parents[2]
+
+TEMPLATE = """\
+Globals:
+  Function:
+    Runtime: python3.12
+    Handler: app.handler
+    Timeout: 30
+Resources:
+  Group:
+    Type: AWS::Scheduler::ScheduleGroup
+    Properties: {Name: !Sub "bots-${AWS::StackName}"}
+  ScheduleDlq:
+    Type: AWS::SQS::Queue
+  FlakyDlq:
+    Type: AWS::SQS::Queue
+  Work:
+    Type: AWS::SQS::Queue
+    Properties:
+      FifoQueue: true
+      ContentBasedDeduplication: true
+      VisibilityTimeout: 30
+      RedrivePolicy: {deadLetterTargetArn: !GetAtt WorkDlq.Arn, maxReceiveCount: 3}
+  WorkDlq:
+    Type: AWS::SQS::Queue
+    Properties: {FifoQueue: true}
+  TargetFn:
+    Type: AWS::Serverless::Function
+    Properties:
+      FunctionName: test-target
+      CodeUri: fn/
+  FlakyFn:
+    Type: AWS::Serverless::Function
+    Properties:
+      FunctionName: test-flaky
+      CodeUri: fn/
+      DeadLetterQueue: {Type: SQS, TargetArn: !GetAtt FlakyDlq.Arn}
+  MidnightFn:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: fn/
+      Events:
+        Midnight: {Type: Schedule, Properties: {Schedule: "cron(0 0 * * ? *)"}}
+  RenewFn:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: fn/
+      Events:
+        Renew:
+          Type: ScheduleV2
+          Properties: {ScheduleExpression: "cron(0 3 * * ? *)", Input: '{"job": "renew"}'}
+  WorkerFn:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: fn/
+      Events:
+        Work:
+          Type: SQS
+          Properties:
+            Queue: !GetAtt Work.Arn
+            BatchSize: 10
+            FunctionResponseTypes: [ReportBatchItemFailures]
+"""
+
+# One handler for every function: it records what it got (and the clock time it ran at) to a file.
+HANDLER = """\
+import json
+
+from calbot import timeutil
+
+LOG = {log!r}
+
+
+def _write(entry):
+    with open(LOG, "a") as fh:
+        fh.write(json.dumps(entry) + "\\n")
+
+
+def handler(event, context):
+    entry = {{"fn": context.function_name, "now": timeutil.iso_z(timeutil.now())}}
+    if isinstance(event, dict) and "Records" in event:
+        records = event["Records"]
+        entry["records"] = [
+            {{
+                "id": r["messageId"],
+                "body": r["body"],
+                "group": r["attributes"].get("MessageGroupId"),
+                "count": r["attributes"]["ApproximateReceiveCount"],
+                "source": r["eventSourceARN"],
+            }}
+            for r in records
+        ]
+        _write(entry)
+        if any(r["body"] == "explode" and r["attributes"]["ApproximateReceiveCount"] == "1" for r in records):
+            raise RuntimeError("worker down")
+        # Bodies containing "fail" fail on their first delivery only.
+        failures = [
+            {{"itemIdentifier": r["messageId"]}}
+            for r in records
+            if "fail" in r["body"] and r["attributes"]["ApproximateReceiveCount"] == "1"
+        ]
+        return {{"batchItemFailures": failures}}
+    if isinstance(event, dict) and event.get("sleep"):
+        timeutil.sleep(event["sleep"])
+        entry["now"] = timeutil.iso_z(timeutil.now())
+    entry["event"] = event
+    _write(entry)
+    if isinstance(event, dict) and event.get("fail") == "once":
+        marker = LOG + ".failed-once"
+        try:
+            open(marker, "x").close()
+        except FileExistsError:
+            return {{"ok": "second time"}}
+        raise RuntimeError("boom once")
+    if isinstance(event, dict) and event.get("fail"):
+        raise RuntimeError("boom " + str(event["fail"]))
+    return {{"ok": True}}
+"""
+
+
+class Env:
+    def __init__(self, tmp_path: Path, template: Template, clock: LocalClock, session: Any) -> None:
+        self.log = tmp_path / "calls.jsonl"
+        self.template = template
+        self.group = str(template.ref("Group"))
+        self.clock = clock
+        self.scheduler = session.client("scheduler")
+        self.sqs = session.client("sqs")
+
+    def calls(self, fn: str | None = None) -> list[dict[str, Any]]:
+        if not self.log.exists():
+            return []
+        entries = [json.loads(line) for line in self.log.read_text().splitlines()]
+        return [e for e in entries if fn is None or e["fn"].endswith(fn)]
+
+    def clear(self) -> None:
+        self.log.unlink(missing_ok=True)
+
+    def schedule(
+        self,
+        name: str,
+        at: datetime,
+        payload: Any,
+        *,
+        target: str = "arn:aws:lambda:us-east-1:123456789012:function:test-target",
+        retry: dict[str, Any] | None = None,
+        state: str = "ENABLED",
+        timezone: str = "UTC",
+    ) -> None:
+        self.scheduler.create_schedule(**self._request(name, at, payload, target, retry, state, timezone))
+
+    def reschedule(self, name: str, at: datetime, payload: Any) -> None:
+        request = self._request(
+            name, at, payload, "arn:aws:lambda:us-east-1:123456789012:function:test-target"
+        )
+        request.pop("ActionAfterCompletion")  # not an UpdateSchedule parameter in moto's model
+        self.scheduler.update_schedule(**request)
+
+    def _request(
+        self,
+        name: str,
+        at: datetime,
+        payload: Any,
+        target: str,
+        retry: dict[str, Any] | None = None,
+        state: str = "ENABLED",
+        timezone: str = "UTC",
+    ) -> dict[str, Any]:
+        local = at.astimezone(ZoneInfo(timezone))
+        return {
+            "Name": name,
+            "GroupName": self.group,
+            "ScheduleExpression": f"at({local.strftime('%Y-%m-%dT%H:%M:%S')})",
+            "ScheduleExpressionTimezone": timezone,
+            "FlexibleTimeWindow": {"Mode": "OFF"},
+            "ActionAfterCompletion": "DELETE",
+            "State": state,
+            "Target": {
+                "Arn": target,
+                "RoleArn": "arn:aws:iam::123456789012:role/scheduler",
+                "Input": json.dumps(payload),
+                "RetryPolicy": retry or {"MaximumRetryAttempts": 2, "MaximumEventAgeInSeconds": 3600},
+                "DeadLetterConfig": {"Arn": self.template.arn("ScheduleDlq")},
+            },
+        }
+
+    def schedule_names(self) -> list[str]:
+        return [s["Name"] for s in self.scheduler.list_schedules(GroupName=self.group)["Schedules"]]
+
+    def queue_url(self, logical_id: str) -> str:
+        return self.sqs.get_queue_url(QueueName=self.template.physical_name(logical_id))["QueueUrl"]
+
+    def receive_all(self, logical_id: str) -> list[dict[str, Any]]:
+        return self.sqs.receive_message(
+            QueueUrl=self.queue_url(logical_id),
+            MaxNumberOfMessages=10,
+            MessageAttributeNames=["All"],
+            AttributeNames=["All"],
+        ).get("Messages", [])
+
+
+def _make_env(tmp_path: Path, *, virtual: bool = True, target_errors: str = "lambda") -> tuple[Env, Any]:
+    (tmp_path / "template.yaml").write_text(TEMPLATE)
+    (tmp_path / "fn").mkdir()
+    (tmp_path / "fn" / "app.py").write_text(HANDLER.format(log=str(tmp_path / "calls.jsonl")))
+    # Unique names: moto's backends are shared with any stack this test session started.
+    template = load_template(tmp_path / "template.yaml", stack_name=f"clock-{uuid.uuid4().hex[:8]}")
+    session = boto3.session.Session(region_name="us-east-1")
+    create_resources(template, session)
+    gateway = Gateway(template, log=io.StringIO())
+    clock = LocalClock(
+        template, gateway, session, virtual=virtual, target_errors=target_errors, log=io.StringIO()
+    )
+    return Env(tmp_path, template, clock, session), clock
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    # In-process moto; a stack started earlier in this session may have pointed boto3 elsewhere.
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    # No reset on either side: moto's backends are process-wide, and a session's in-process stack
+    # (tests/conftest.py) keeps its tables and parameters there. Names here are unique instead.
+    mock = mock_aws()
+    mock.start(reset=False)
+    try:
+        yield
+    finally:
+        mock.stop(remove_data=False)
+
+
+@pytest.fixture
+def env(tmp_path: Path, aws: None) -> Iterator[Env]:
+    environment, clock = _make_env(tmp_path)
+    yield environment
+    clock.close()
+
+
+def _attempts(report: Any) -> list[tuple[int, bool]]:
+    """(attempt, ok) of a report's schedule invocations (a long advance may cross cron times too)."""
+    return [(f.attempt, f.ok) for f in report.fired if f.kind == "schedule"]
+
+
+def _next(hour: int, after: datetime) -> datetime:
+    """The first hh:00:00 UTC strictly after `after`."""
+    moment = after.replace(hour=hour, minute=0, second=0, microsecond=0)
+    return moment if moment > after else moment + timedelta(days=1)
+
+
+# -- one-time schedules ----------------------------------------------------------------------------
+
+
+def test_a_schedule_fires_only_when_due_with_its_input_as_the_event_then_is_deleted(env: Env) -> None:
+    at = (env.clock.now() + timedelta(minutes=10)).replace(microsecond=0)  # at() has whole seconds
+    env.schedule("bot-1", at, {"bot_id": "b1", "user_id": "u1"})
+
+    assert env.clock.fire_due().schedules == []
+    report = env.clock.advance(seconds=9 * 60)
+    assert report.schedules == [] and env.calls("test-target") == []
+    assert env.schedule_names() == ["bot-1"]
+
+    report = env.clock.advance(to=at + timedelta(seconds=5))
+    assert report.schedules == ["bot-1"]
+    (call,) = env.calls("test-target")
+    assert call["fn"] == "test-target"
+    assert call["event"] == {"bot_id": "b1", "user_id": "u1"}  # the Input itself, no envelope
+    assert timeutil.parse_iso(call["now"]) >= at  # the handler ran at (or just after) the due time
+    assert _attempts(report) == [(1, True)]
+    assert [f.result for f in report.fired if f.kind == "schedule"] == [{"ok": True}]
+    assert env.schedule_names() == []  # ActionAfterCompletion: DELETE
+    assert env.clock.advance(seconds=3600).schedules == []  # and never again
+
+
+def test_schedule_times_honour_the_schedule_time_zone(env: Env) -> None:
+    at = (env.clock.now() + timedelta(hours=2)).replace(microsecond=0)
+    env.schedule("berlin", at, {"zone": "berlin"}, timezone="Europe/Berlin")
+    (listed,) = env.clock.schedules()
+    assert listed.at == at
+    assert env.clock.advance(to=at - timedelta(seconds=1)).schedules == []
+    assert env.clock.advance(to=at).schedules == ["berlin"]
+
+
+def test_an_updated_schedule_fires_at_its_new_time_only(env: Env) -> None:
+    now = env.clock.now()
+    env.schedule("bot-2", now + timedelta(minutes=5), {"v": 1})
+    env.reschedule("bot-2", now + timedelta(minutes=30), {"v": 2})
+
+    assert env.clock.advance(to=now + timedelta(minutes=20)).schedules == []
+    assert env.calls("test-target") == []
+    report = env.clock.advance(to=now + timedelta(minutes=31))
+    assert report.schedules == ["bot-2"]
+    assert [c["event"] for c in env.calls("test-target")] == [{"v": 2}]
+
+
+def test_a_disabled_schedule_never_fires(env: Env) -> None:
+    now = env.clock.now()
+    env.schedule("off", now + timedelta(minutes=1), {"v": "off"}, state="DISABLED")
+    env.schedule("on", now + timedelta(minutes=2), {"v": "on"})
+    report = env.clock.advance(seconds=86400)
+    assert report.schedules == ["on"]
+    assert [c["event"] for c in env.calls("test-target")] == [{"v": "on"}]
+    assert env.schedule_names() == ["off"]  # still there, never fired
+
+
+def test_due_schedules_fire_in_due_order_and_virtual_sleeps_move_the_clock(env: Env) -> None:
+    now = env.clock.now().replace(microsecond=0)
+    env.schedule("late", now + timedelta(minutes=20), {"n": "late"})
+    env.schedule("early", now + timedelta(minutes=10), {"n": "early", "sleep": 60})
+    env.clock.advance(seconds=1800)
+    early, late = env.calls("test-target")
+    assert [early["event"]["n"], late["event"]["n"]] == ["early", "late"]
+    # The early handler waited 60 s on the virtual clock: it saw the time move by a minute at once.
+    assert timeutil.parse_iso(early["now"]) >= now + timedelta(minutes=11)
+
+
+def test_virtual_sleep_advances_the_clock_instead_of_sleeping(env: Env) -> None:
+    before, started = env.clock.now(), time.monotonic()
+    timeutil.sleep(600)  # calbot's sleep is the clock's
+    env.clock.sleep(60)
+    assert time.monotonic() - started < 1
+    assert env.clock.now() - before >= timedelta(seconds=660)
+    assert env.clock.offset_seconds >= 660
+    assert timeutil.now() - env.clock.now() < timedelta(seconds=1)  # calbot reads the same clock
+
+
+def test_listeners_hear_every_forward_move(env: Env) -> None:
+    moves: list[float] = []
+    env.clock.on_move(moves.append)
+    env.clock.sleep(90)
+    env.clock.advance(seconds=3600)
+    env.clock.advance(seconds=0)
+    assert moves[0] == 90 and 3599 < sum(moves[1:]) <= 3600  # real time ran on a little meanwhile
+    assert all(m > 0 for m in moves)
+
+
+def test_the_clock_never_goes_backwards(env: Env) -> None:
+    env.clock.advance(seconds=3600)
+    with pytest.raises(ValueError, match="backwards"):
+        env.clock.advance(to=datetime.now(UTC))
+    with pytest.raises(ValueError):
+        env.clock.advance(seconds=-5)
+
+
+def test_a_failing_handler_gets_lambdas_async_retries_then_its_dead_letter_queue(env: Env) -> None:
+    # Scheduler invokes Lambda asynchronously: a function error is Lambda's to retry (twice, after 1
+    # and 2 minutes), then it goes to the function's DeadLetterQueue; the schedule's DLQ stays empty.
+    at = env.clock.now() + timedelta(minutes=1)
+    env.schedule(
+        "flaky", at, {"fail": "always"}, target="arn:aws:lambda:us-east-1:123456789012:function:test-flaky"
+    )
+    report = env.clock.advance(to=at)
+    attempts = [c for c in env.calls() if c["fn"] == "test-flaky"]
+    assert len(attempts) == 3
+    times = [timeutil.parse_iso(c["now"]) for c in attempts]
+    assert times[1] - times[0] >= timedelta(seconds=60) and times[2] - times[1] >= timedelta(seconds=120)
+    assert _attempts(report) == [(1, False), (2, False), (3, False)]
+    assert env.schedule_names() == []  # Scheduler's delivery succeeded: its part is done
+    (dead,) = env.receive_all("FlakyDlq")
+    assert json.loads(dead["Body"]) == {"fail": "always"}
+    assert dead["MessageAttributes"]["ErrorMessage"]["StringValue"] == "boom always"
+    assert env.receive_all("ScheduleDlq") == []
+
+
+def test_an_undeliverable_target_is_retried_per_its_retry_policy_then_lands_in_the_schedule_dlq(
+    env: Env,
+) -> None:
+    at = env.clock.now() + timedelta(minutes=1)
+    missing = "arn:aws:lambda:us-east-1:123456789012:function:no-such-function"
+    env.schedule("lost", at, {"bot_id": "b9"}, target=missing, retry={"MaximumRetryAttempts": 2})
+    report = env.clock.advance(to=at)
+    assert _attempts(report) == [(1, False), (2, False), (3, False)]
+    (dead,) = env.receive_all("ScheduleDlq")
+    assert json.loads(dead["Body"]) == {"bot_id": "b9"}
+    attributes = {k: v["StringValue"] for k, v in dead["MessageAttributes"].items()}
+    assert attributes["ERROR_CODE"] == "ResourceNotFoundException"
+    assert missing in attributes["ERROR_MESSAGE"]
+    assert attributes["EXHAUSTED_RETRY_CONDITION"] == "MaximumRetryAttempts"
+    assert attributes["RETRY_ATTEMPTS"] == "2"
+    assert env.schedule_names() == []
+
+
+def test_in_scheduler_mode_a_failing_target_retries_then_lands_in_the_schedule_dlq(
+    tmp_path: Path, aws: None
+) -> None:
+    environment, clock = _make_env(tmp_path, target_errors="scheduler")
+    try:
+        at = clock.now() + timedelta(minutes=1)
+        environment.schedule("bot-x", at, {"fail": "down"}, retry={"MaximumRetryAttempts": 1})
+        report = clock.advance(to=at)
+        assert _attempts(report) == [(1, False), (2, False)]
+        times = [timeutil.parse_iso(c["now"]) for c in environment.calls("test-target")]
+        assert times[1] - times[0] >= timedelta(seconds=60)  # a virtual backoff, inside the advance
+        (dead,) = environment.receive_all("ScheduleDlq")
+        assert json.loads(dead["Body"]) == {"fail": "down"}
+        assert dead["MessageAttributes"]["ERROR_CODE"]["StringValue"] == "RuntimeError"
+        assert dead["MessageAttributes"]["ERROR_MESSAGE"]["StringValue"] == "boom down"
+        assert environment.schedule_names() == []
+    finally:
+        clock.close()
+
+
+def test_a_retry_that_succeeds_completes_the_schedule(tmp_path: Path, aws: None) -> None:
+    environment, clock = _make_env(tmp_path, target_errors="scheduler")
+    try:
+        at = clock.now() + timedelta(minutes=1)
+        environment.schedule("once", at, {"fail": "once"})
+        report = clock.advance(to=at)
+        assert _attempts(report) == [(1, False), (2, True)]
+        assert [f.result for f in report.fired if f.kind == "schedule"][1] == {"ok": "second time"}
+        assert environment.schedule_names() == [] and environment.receive_all("ScheduleDlq") == []
+    finally:
+        clock.close()
+
+
+def test_schedule_targets_of_the_real_template_resolve_to_their_functions(aws: None) -> None:
+    template = load_template(ROOT / "template.yaml", parameter_overrides={"Stage": "local"})
+    clock = LocalClock(
+        template, None, boto3.session.Session(region_name="us-east-1"), virtual=True, install=False
+    )
+    env_vars = template.functions["ScheduleEventFunction"].environment
+    assert clock._function_for_arn(env_vars["BOT_LAUNCHER_ARN"]) == "BotLauncherFunction"
+    assert clock._function_for_arn(env_vars["RESCHEDULE_ARN"]) == "RecurrenceRescheduleFunction"
+    assert clock._function_for_arn(env_vars["BOT_LAUNCHER_ARN"] + ":$LATEST") == "BotLauncherFunction"
+    assert clock._function_for_arn("arn:aws:lambda:us-east-1:123456789012:function:nope") is None
+    assert clock.groups == ["calbot-bots-local"]
+
+
+# -- cron jobs -------------------------------------------------------------------------------------
+
+
+def test_cron_fires_when_the_clock_crosses_midnight_utc_only(env: Env) -> None:
+    eleven_pm = _next(23, env.clock.now())
+    env.clock.advance(to=eleven_pm)
+    env.clear()
+
+    report = env.clock.advance(to=eleven_pm + timedelta(hours=2))  # 23:00 -> 01:00
+    assert report.crons == ["MidnightFn.Midnight"]
+    (call,) = env.calls("MidnightFn")
+    midnight = eleven_pm + timedelta(hours=1)
+    assert call["event"]["time"] == midnight.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert call["event"]["detail-type"] == "Scheduled Event" and call["event"]["source"] == "aws.events"
+    assert call["event"]["detail"] == {} and call["event"]["resources"][0].startswith("arn:aws:events:")
+    assert timeutil.parse_iso(call["now"]) >= midnight
+
+    env.clear()
+    report = env.clock.advance(to=eleven_pm + timedelta(hours=24))  # 01:00 -> 23:00: no midnight
+    assert "MidnightFn.Midnight" not in report.crons and env.calls("MidnightFn") == []
+    assert report.crons == ["RenewFn.Renew"]  # 03:00 was crossed, with its Input as the event
+    assert env.calls("RenewFn")[0]["event"] == {"job": "renew"}
+
+
+def test_a_long_advance_fires_each_crossed_cron_time_in_order(env: Env) -> None:
+    start = _next(12, env.clock.now())
+    env.clock.advance(to=start)
+    env.clear()
+    report = env.clock.advance(to=start + timedelta(days=3))
+    assert report.crons == ["MidnightFn.Midnight", "RenewFn.Renew"] * 3
+    times = [c["event"]["time"] for c in env.calls("MidnightFn")]
+    assert times == sorted(times) and len(set(times)) == 3
+
+
+def test_run_cron_runs_a_job_now_on_demand(env: Env) -> None:
+    result = env.clock.run_cron("MidnightFn")
+    assert result["ok"] and result["job"] == "MidnightFn.Midnight" and result["result"] == {"ok": True}
+    (call,) = env.calls("MidnightFn")
+    assert call["event"]["detail-type"] == "Scheduled Event"
+    assert env.clock.run_cron("RenewFn.Renew")["event"] == {"job": "renew"}
+    with pytest.raises(KeyError):
+        env.clock.run_cron("TargetFn")
+    listed = {c["id"]: c for c in env.clock.cron_list()}
+    assert listed["MidnightFn.Midnight"]["next"].endswith("T00:00:00Z")
+    assert listed["RenewFn.Renew"]["next"].endswith("T03:00:00Z")
+
+
+CRON_CASES = [
+    # expression, UTC time, matches
+    ("0 0 * * ? *", "2025-01-06T00:00", True),
+    ("0 0 * * ? *", "2025-01-06T00:01", False),
+    ("0 3 * * ? *", "2025-01-06T03:00", True),
+    ("0/15 * * * ? *", "2025-01-06T10:45", True),
+    ("0/15 * * * ? *", "2025-01-06T10:50", False),
+    ("*/20 9-17 ? * MON-FRI *", "2025-01-10T17:40", True),  # a Friday
+    ("*/20 9-17 ? * MON-FRI *", "2025-01-11T10:00", False),  # a Saturday
+    ("0 8 ? * 2 *", "2025-01-06T08:00", True),  # 2 = MONDAY in AWS's numbering (1 = SUNDAY)
+    ("0 8 ? * 1 *", "2025-01-05T08:00", True),  # a Sunday
+    ("0 8 ? * 1 *", "2025-01-06T08:00", False),
+    ("0 8 ? * SUN,SAT *", "2025-01-04T08:00", True),
+    ("15 10 L * ? *", "2025-02-28T10:15", True),  # last day of February
+    ("15 10 L * ? *", "2024-02-28T10:15", False),  # 2024 is a leap year
+    ("15 10 L * ? *", "2024-02-29T10:15", True),
+    ("0 12 1,15 * ? *", "2025-03-15T12:00", True),
+    ("0 12 1-3 * ? *", "2025-03-04T12:00", False),
+    ("0 0 1 JAN,JUL ? *", "2025-07-01T00:00", True),
+    ("0 0 1 1/6 ? *", "2025-07-01T00:00", True),  # a/n: months 1 and 7
+    ("0 0 1 1/6 ? *", "2025-04-01T00:00", False),
+    ("0 10 ? * 6#3 *", "2025-01-17T10:00", True),  # the third Friday
+    ("0 10 ? * 6#3 *", "2025-01-10T10:00", False),
+    ("0 10 ? * 6L *", "2025-01-31T10:00", True),  # the last Friday
+    ("0 10 ? * 6L *", "2025-01-24T10:00", False),
+    ("0 9 15W * ? *", "2025-03-14T09:00", True),  # the 15th is a Saturday: nearest weekday is Friday
+    ("0 0 * * ? 2026", "2025-01-06T00:00", False),
+    ("0 0 * * ? 2024-2026", "2025-01-06T00:00", True),
+    ("0 22 ? * FRI-MON *", "2025-01-05T22:00", True),  # a wrapping range includes Sunday
+    ("0 22 ? * FRI-MON *", "2025-01-07T22:00", False),  # but not Tuesday
+]
+
+
+@pytest.mark.parametrize(("expression", "moment", "expected"), CRON_CASES)
+def test_the_aws_cron_matcher(expression: str, moment: str, expected: bool) -> None:
+    wall = datetime.fromisoformat(moment)
+    assert Cron(expression).matches(wall) is expected
+    # times() agrees with matches() on the same minute.
+    aware = wall.replace(tzinfo=UTC)
+    found = list(Cron(expression).times(aware - timedelta(minutes=1), aware, ZoneInfo("UTC")))
+    assert (found == [aware]) is expected
+
+
+@pytest.mark.parametrize(
+    "bad", ["0 0 * * * *", "0 0 ? * ? *", "61 0 * * ? *", "0 0 * * ?", "0 0 * 13 ? *", "0 0 ? * 8 *"]
+)
+def test_cron_expressions_aws_rejects_are_rejected(bad: str) -> None:
+    with pytest.raises(ScheduleExpressionError):
+        Cron(bad)
+
+
+def test_rate_at_and_zoned_cron_expressions() -> None:
+    anchor = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
+    rate = ScheduleExpression("rate(15 minutes)", anchor=anchor)
+    assert list(rate.times(anchor, anchor + timedelta(hours=1))) == [
+        anchor + timedelta(minutes=m) for m in (15, 30, 45, 60)
+    ]
+    at = ScheduleExpression("at(2025-03-30T09:59:00)", "Europe/Berlin")  # CEST from that morning
+    assert at.at == datetime(2025, 3, 30, 7, 59, tzinfo=UTC)
+    zoned = ScheduleExpression("cron(0 9 * * ? *)", "America/New_York")
+    assert zoned.next_after(datetime(2025, 1, 6, tzinfo=UTC)) == datetime(2025, 1, 6, 14, 0, tzinfo=UTC)
+    assert zoned.next_after(datetime(2025, 7, 6, tzinfo=UTC)) == datetime(2025, 7, 6, 13, 0, tzinfo=UTC)
+    with pytest.raises(ScheduleExpressionError):
+        ScheduleExpression("at(2025-03-30 09:59)")
+    with pytest.raises(ScheduleExpressionError):
+        ScheduleExpression("rate(0 minutes)")
+
+
+# -- SQS event source mapping ----------------------------------------------------------------------
+
+
+def test_an_sqs_batch_with_one_failure_deletes_the_rest_and_redelivers_in_group_order(env: Env) -> None:
+    url = env.queue_url("Work")
+    for group, body in [("g1", "a"), ("g1", "b-fail"), ("g1", "c"), ("g2", "d"), ("g2", "e")]:
+        env.sqs.send_message(QueueUrl=url, MessageBody=body, MessageGroupId=group)
+
+    assert env.clock.drain() == 5
+    (first,) = env.calls("WorkerFn")
+    assert [r["body"] for r in first["records"]] == ["a", "b-fail", "c", "d", "e"]
+    assert first["records"][0]["source"] == env.template.arn("Work")
+    # a, d, e are deleted; b failed and c (after it in g1) must wait with it.
+    assert sorted(m["body"] for m in env.clock.queue_messages("Work")) == ["b-fail", "c"]
+    assert all(m["in_flight"] for m in env.clock.queue_messages("Work"))
+
+    env.clear()
+    assert env.clock.advance(seconds=10).delivered == 0  # still inside the visibility timeout
+    report = env.clock.advance(seconds=25)  # past it: redelivered, in order, and now succeeding
+    assert report.delivered == 2
+    (second,) = env.calls("WorkerFn")
+    assert [(r["body"], r["count"]) for r in second["records"]] == [("b-fail", "2"), ("c", "2")]
+    assert env.clock.queue_messages("Work") == []
+    assert env.receive_all("WorkDlq") == []
+
+
+def test_an_sqs_handler_exception_leaves_the_whole_batch(env: Env) -> None:
+    url = env.queue_url("Work")
+    env.sqs.send_message(QueueUrl=url, MessageBody="explode", MessageGroupId="g1")
+    env.sqs.send_message(QueueUrl=url, MessageBody="fine", MessageGroupId="g2")
+    report = env.clock.fire_due()
+    (batch,) = report.batches
+    assert not batch.ok and batch.error["errorMessage"] == "worker down"
+    assert batch.detail["failed"] == batch.detail["messages"] and len(batch.detail["messages"]) == 2
+    assert sorted(m["body"] for m in env.clock.queue_messages("Work")) == ["explode", "fine"]
+    assert env.clock.advance(seconds=31).delivered == 2  # redelivered; the handler copes this time
+    assert env.clock.queue_messages("Work") == []
+
+
+# -- background loop -------------------------------------------------------------------------------
+
+
+def _wait_for(condition: Any, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_the_real_time_loop_fires_due_schedules_and_drains_queues(tmp_path: Path, aws: None) -> None:
+    environment, clock = _make_env(tmp_path, virtual=False)
+    clock.tick_seconds = 0.1
+    try:
+        clock.start()
+        environment.schedule("now", clock.now() - timedelta(seconds=1), {"n": "due"})
+        environment.schedule("later", clock.now() + timedelta(hours=1), {"n": "later"})
+        environment.sqs.send_message(
+            QueueUrl=environment.queue_url("Work"), MessageBody="m", MessageGroupId="g"
+        )
+        assert _wait_for(lambda: environment.calls("test-target") and environment.calls("WorkerFn"))
+        assert [c["event"] for c in environment.calls("test-target")] == [{"n": "due"}]
+        assert _wait_for(lambda: environment.schedule_names() == ["later"])
+        assert not clock.virtual and abs(clock.offset_seconds) < 1e-9
+    finally:
+        clock.close()
+
+
+def test_the_virtual_loop_fires_what_is_due_at_the_virtual_now(tmp_path: Path, aws: None) -> None:
+    environment, clock = _make_env(tmp_path, virtual=True)
+    clock.tick_seconds = 0.1
+    try:
+        clock.start()
+        clock.sleep(3600)  # virtual time moves; nothing waits
+        environment.schedule("past-virtual-now", clock.now() - timedelta(minutes=1), {"n": 1})
+        assert _wait_for(lambda: environment.calls("test-target"))
+        assert environment.schedule_names() == []
+    finally:
+        clock.close()
+
+
+def test_close_restores_calbots_time_source(tmp_path: Path, aws: None) -> None:
+    environment, clock = _make_env(tmp_path)
+    clock.sleep(86400)
+    assert timeutil.now() - datetime.now(UTC) > timedelta(hours=23)
+    clock.close()
+    assert abs(timeutil.now() - datetime.now(UTC)) < timedelta(seconds=5)
+
+
+# -- control API -----------------------------------------------------------------------------------
+
+
+def test_the_control_api(env: Env) -> None:
+    downstream_calls: list[str] = []
+
+    def downstream(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        downstream_calls.append(environ["PATH_INFO"])
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"gateway"]
+
+    client = Client(with_control(downstream, ControlApp(env.clock)))
+    assert client.get("/api/v1/anything").get_data() == b"gateway" and downstream_calls == [
+        "/api/v1/anything"
+    ]
+
+    clock = client.get("/_local/clock").get_json()
+    assert clock["virtual"] is True and timeutil.parse_iso(clock["now"]) - env.clock.now() < timedelta(
+        seconds=1
+    )
+
+    at = env.clock.now() + timedelta(minutes=10)
+    env.schedule("bot-http", at, {"bot_id": "bh"})
+    (listed,) = client.get("/_local/schedules").get_json()["value"]
+    assert listed["name"] == "bot-http" and listed["group"] == env.group
+    assert listed["at"] == at.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    assert listed["target_function"] == "TargetFn" and listed["input"] == {"bot_id": "bh"}
+    assert listed["state"] == "ENABLED" and listed["action_after_completion"] == "DELETE"
+    assert listed["retry_policy"]["MaximumRetryAttempts"] == 2
+    assert listed["dead_letter_arn"] == env.template.arn("ScheduleDlq")
+    assert listed["flexible_time_window"] == {"Mode": "OFF"}
+
+    assert client.post("/_local/clock/fire").get_json()["schedules"] == []
+    report = client.post("/_local/clock/advance", json={"seconds": 601}).get_json()
+    assert report["schedules"] == ["bot-http"]
+    assert [f["result"] for f in report["fired"] if f["kind"] == "schedule"] == [{"ok": True}]
+    assert report["errors"] == [] and report["delivered"] == 0
+    assert client.post("/_local/clock/advance", json={"to": "2000-01-01T00:00:00Z"}).status_code == 400
+    assert client.post("/_local/clock/advance", json={"seconds": 1, "to": "x"}).status_code == 400
+
+    env.schedule("bot-bad", env.clock.now(), {"fail": "http"}, retry={"MaximumRetryAttempts": 0})
+    failed = client.post("/_local/clock/fire").get_json()
+    assert failed["schedules"] == ["bot-bad"]
+    assert failed["errors"][0]["id"] == f"{env.group}/bot-bad"
+    assert failed["errors"][0]["error"]["errorMessage"] == "boom http"
+
+    ran = client.post("/_local/cron/MidnightFn").get_json()
+    assert ran["ok"] and ran["function"] == "MidnightFn"
+    assert client.post("/_local/cron/NoSuchFn").status_code == 404
+    assert {c["id"] for c in client.get("/_local/crons").get_json()["value"]} == {
+        "MidnightFn.Midnight",
+        "RenewFn.Renew",
+    }
+
+    env.sqs.send_message(QueueUrl=env.queue_url("Work"), MessageBody="q", MessageGroupId="g")
+    peek = client.get("/_local/queues/Work/messages").get_json()
+    assert [m["body"] for m in peek["value"]] == ["q"]
+    assert peek["value"][0]["attributes"]["ApproximateReceiveCount"] == "0"  # peeking is no receive
+    assert client.post("/_local/queues/drain").get_json() == {"delivered": 1}
+    assert client.get("/_local/queues/Work/messages").get_json()["value"] == []
+    assert client.get("/_local/queues/Nope/messages").status_code == 404
