@@ -98,6 +98,13 @@ SPECIFICS: dict[str, Specifics] = {
     "RecurrenceRescheduleFunction": Specifics(
         event={"action": "reschedule", "user_id": DEMO_USER_ID, "bot_id": "sb_sample_missing"}
     ),
+    "AutoScheduleEnableFunction": Specifics(
+        body={
+            "default_bot_config": {"bot_name": "Auto Notetaker", "audio_required": True},
+            "join_offset_seconds": 60,
+        }
+    ),
+    "AutoScheduleWorkerFunction": Specifics(body={"user_id": DEMO_USER_ID, "run_id": "sample-run"}),
     "ListEventsFunction": Specifics(query="provider=outlook&account_id=jane%40contoso.example&limit=10"),
     "GetEventsFunction": Specifics(query="limit=10"),
     "WebhookFunction": Specifics(

@@ -67,6 +67,19 @@ def expected(name: str, result: Any) -> None:
         ),
         "BotLauncherFunction": lambda r: r == {"bot_id": "sb_sample_missing", "skipped": "missing"},
         "RecurrenceRescheduleFunction": lambda r: r == {"bot_id": "sb_sample_missing", "skipped": "missing"},
+        "AutoScheduleEnableFunction": lambda r: (
+            r["statusCode"] == 200
+            and json.loads(r["body"])["enabled"] is True
+            and json.loads(r["body"])["last_run"]["scheduled"] >= 1
+        ),
+        "AutoScheduleDisableFunction": lambda r: (
+            r["statusCode"] == 200 and json.loads(r["body"])["enabled"] is False
+        ),
+        "AutoScheduleSettingsFunction": lambda r: (
+            r["statusCode"] == 200 and "last_run" in json.loads(r["body"])
+        ),
+        "AutoScheduleJobFunction": lambda r: r["failed"] == 0 and r["users_enqueued"] >= 0,
+        "AutoScheduleWorkerFunction": lambda r: r == {"batchItemFailures": []},
         "WebhookFunction": lambda r: (
             r["statusCode"] == 200
             and r["body"].startswith("Validation: Testing")

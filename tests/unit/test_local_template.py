@@ -315,27 +315,39 @@ def test_real_template_refs() -> None:
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[boto3.Session]:
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
-    with mock_aws():
+    # No reset: moto's backends are process-wide and the session's in-process stack keeps its data
+    # there; these tests use names of their own instead.
+    mock = mock_aws()
+    mock.start(reset=False)
+    try:
         yield boto3.Session(region_name="us-east-1")
+    finally:
+        mock.stop(remove_data=False)
 
 
 def test_bootstrap_creates_the_real_templates_resources(aws: boto3.Session) -> None:
-    t = load_template(TEMPLATE, {"Stage": "local"})
+    t = load_template(TEMPLATE, {"Stage": "tpltest"}, stack_name="calbot-tpltest")
     report = create_resources(t, aws)
-    assert sorted(report.created) == ["BotScheduleGroup", "ScheduleDeadLetterQueue", "Table"]
+    assert sorted(report.created) == [
+        "AutoScheduleDeadLetterQueue",
+        "AutoScheduleQueue",
+        "BotScheduleGroup",
+        "ScheduleDeadLetterQueue",
+        "Table",
+    ]
     ddb = aws.client("dynamodb")
-    table = ddb.describe_table(TableName="calbot-local-Table")["Table"]
+    table = ddb.describe_table(TableName="calbot-tpltest-Table")["Table"]
     assert {i["IndexName"] for i in table["GlobalSecondaryIndexes"]} == {"GSI1", "GSI2", "GSI3"}
     assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
-    assert ddb.describe_time_to_live(TableName="calbot-local-Table")["TimeToLiveDescription"] == {
+    assert ddb.describe_time_to_live(TableName="calbot-tpltest-Table")["TimeToLiveDescription"] == {
         "TimeToLiveStatus": "ENABLED",
         "AttributeName": "ttl",
     }
-    assert aws.client("scheduler").get_schedule_group(Name="calbot-bots-local")["State"] == "ACTIVE"
+    assert aws.client("scheduler").get_schedule_group(Name="calbot-bots-tpltest")["State"] == "ACTIVE"
 
 
 def test_bootstrap_queues_and_idempotence(aws: boto3.Session, intrinsics: Path) -> None:
-    t = load_template(intrinsics)
+    t = load_template(intrinsics, stack_name="calbot-intrinsics")
     clients = {svc: aws.client(svc) for svc in ("dynamodb", "sqs", "scheduler")}
     first = create_resources(t, clients)
     assert set(first.created) == {"Table", "NamedTable", "Jobs", "JobsDlq", "Group"}

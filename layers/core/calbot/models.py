@@ -658,3 +658,67 @@ class ScheduleInput(Strict):
     action: Literal["launch", "reschedule"]
     user_id: str = Field(min_length=1, max_length=64)
     bot_id: str = Field(min_length=1, max_length=64)
+
+
+# --------------------------------------------------------------------------------------------------
+# Auto-scheduling
+
+
+class LastRun(Model):
+    scheduled: int = 0
+    skipped_existing: int = 0
+    skipped_no_link: int = 0
+    skipped_cancelled: int = 0
+    skipped_started: int = 0
+    partial_errors: dict[str, dict[str, str]] = Field(default_factory=dict)
+
+
+class AutoScheduleSettings(Model):
+    user_id: str
+    enabled: bool = False
+    default_bot_config: dict[str, Any] = Field(default_factory=dict)
+    join_offset_seconds: int = 60
+    updated_at: UtcDateTime
+    last_run_at: UtcDateTime | None = None
+    last_run: LastRun | None = None
+
+
+class AutoScheduleSettingsView(Model):
+    enabled: bool
+    default_bot_config: dict[str, Any]
+    join_offset_seconds: int
+    updated_at: UtcDateTime | None
+    last_run_at: UtcDateTime | None
+    last_run: LastRun | None
+
+    @classmethod
+    def of(cls, settings: AutoScheduleSettings | None) -> AutoScheduleSettingsView:
+        if settings is None:
+            return cls(
+                enabled=False,
+                default_bot_config={},
+                join_offset_seconds=60,
+                updated_at=None,
+                last_run_at=None,
+                last_run=None,
+            )
+        return cls(
+            enabled=settings.enabled,
+            default_bot_config=settings.default_bot_config,
+            join_offset_seconds=settings.join_offset_seconds,
+            updated_at=settings.updated_at,
+            last_run_at=settings.last_run_at,
+            last_run=settings.last_run,
+        )
+
+
+class EnableAutoScheduleRequest(Strict):
+    default_bot_config: BotConfig = Field(default_factory=BotConfig)
+    join_offset_seconds: int = Field(default=60, ge=0, le=3600)
+
+
+class AutoScheduleMessage(Strict):
+    """One unit of the midnight fan-out: one user's next 24 hours."""
+
+    user_id: str = Field(min_length=1, max_length=64)
+    run_id: str = Field(min_length=1, max_length=64)

@@ -12,6 +12,8 @@ Key layout (PK / SK):
   USER#<u> / BOT#<bot id>                scheduled bot (GSI1: USER#<u>#BOTS / <join time>#<id>;
                                          GSI2: SERIESBOTS#<u>#<series or event id> / <occurrence>#<id>)
   DEDUP#<u>#<meeting key> / DEDUP        one live bot per (user, meeting URL, occurrence start)
+  USER#<u> / SETTINGS#AUTO               auto-schedule settings (GSI3, sparse and sharded while enabled:
+                                         AUTOSCHED#<shard> / <user id>; the midnight job never scans)
   LOCK#<name> / LOCK                     short-lived mutex with a TTL
 """
 
@@ -32,6 +34,7 @@ from calbot import aws
 from calbot.config import get_settings
 from calbot.models import (
     ApiKeyRecord,
+    AutoScheduleSettings,
     Connection,
     Event,
     ScheduledBot,
@@ -806,3 +809,42 @@ def events_of_series(user_id: str, provider: str, account_id: str, series_id: st
         ),
     )
     return sorted((_event(i) for i in items), key=lambda e: e.start_time)
+
+
+# --------------------------------------------------------------------------------------------------
+# auto-schedule settings
+
+AUTO_SHARDS = 16
+
+
+def _auto_shard(user_id: str) -> int:
+    return int(hashlib.sha256(user_id.encode()).hexdigest(), 16) % AUTO_SHARDS
+
+
+def put_auto_settings(settings: AutoScheduleSettings) -> None:
+    item: dict[str, Any] = {
+        "PK": user_pk(settings.user_id),
+        "SK": "SETTINGS#AUTO",
+        "kind": "auto_settings",
+        **settings.model_dump(mode="json"),
+    }
+    if settings.enabled:  # sparse: only enabled users are in the index the midnight job reads
+        item |= {"GSI3PK": f"AUTOSCHED#{_auto_shard(settings.user_id)}", "GSI3SK": settings.user_id}
+    aws.dynamodb().put_item(TableName=_table(), Item=to_item(item))
+
+
+def get_auto_settings(user_id: str) -> AutoScheduleSettings | None:
+    data = _get(user_pk(user_id), "SETTINGS#AUTO")
+    return AutoScheduleSettings.model_validate(_strip_keys(data)) if data else None
+
+
+def enabled_auto_users() -> Iterator[str]:
+    """Every user with auto-scheduling on, from the sparse sharded index (never a table scan)."""
+    for shard in range(AUTO_SHARDS):
+        for item in _query(
+            IndexName="GSI3",
+            KeyConditionExpression="GSI3PK = :pk",
+            ExpressionAttributeValues=to_item({":pk": f"AUTOSCHED#{shard}"}),
+            ProjectionExpression="GSI3SK",
+        ):
+            yield item["GSI3SK"]

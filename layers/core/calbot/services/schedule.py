@@ -153,7 +153,7 @@ def schedule_event(user_id: str, event_id: str, req: ScheduleRequest) -> Schedul
             "Whereby) was found in this event.",
         )
     targets = _occurrences(event, req, now())
-    config = req.bot_config.model_dump(mode="json", exclude_none=True)
+    config = req.bot_config.model_dump(mode="json", exclude_unset=True)
     made: list[ScheduledBot] = []
     existing: list[str] = []
     for occurrence in targets:
@@ -169,7 +169,11 @@ def schedule_event(user_id: str, event_id: str, req: ScheduleRequest) -> Schedul
         try:
             made.append(place(bot))
         except store.AlreadyScheduled as err:
-            existing.append(err.bot_id or "")
+            taken = _take_over_auto_bot(user_id, err.bot_id, bot)
+            if taken is not None:
+                made.append(taken)
+            else:
+                existing.append(err.bot_id or "")
     if req.recurring_event and event.is_recurring:
         _set_recurring(event, True)
     if not made:
@@ -200,6 +204,30 @@ def schedule_event(user_id: str, event_id: str, req: ScheduleRequest) -> Schedul
             for b in made
         ],
     )
+
+
+def _take_over_auto_bot(user_id: str, bot_id: str | None, wanted: ScheduledBot) -> ScheduledBot | None:
+    """A manual schedule always wins over the auto-schedule default: an auto bot still Scheduled for
+    the same occurrence is turned into the manual one (same id and schedule, the manual config)."""
+    current = store.get_bot(user_id, bot_id) if bot_id else None
+    if current is None or current.source != "auto" or current.status != "Scheduled":
+        return None
+    manual = current.model_copy(
+        update={
+            "bot_config": wanted.bot_config,
+            "source": "manual",
+            "recurring_event": wanted.recurring_event,
+            "join_offset_seconds": wanted.join_offset_seconds,
+            "scheduled_join_time": wanted.scheduled_join_time,
+            "updated_at": now(),
+        }
+    )
+    try:
+        store.save_bot(manual, expect_status="Scheduled")
+    except store.BotChanged:
+        return None
+    scheduler.put_launch(manual)
+    return manual
 
 
 def cancel_bot(bot: ScheduledBot, reason: str) -> bool:

@@ -1,0 +1,9 @@
+"""SQS consumer: one user's next 24 hours per message, with partial-batch failure reporting."""
+
+from typing import Any
+
+from calbot.services.auto_schedule import consume
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return consume(event)

@@ -1,0 +1,137 @@
+"""Auto-scheduling: every meeting with a link in the next 24 hours gets a bot with the user's default
+config, unless it already has one (the same dedup guard as manual scheduling, so reruns, retries and a
+concurrent manual schedule never make a second bot; a manual bot is never replaced).
+
+The midnight job only fans out: it reads the enabled users from a sparse index and enqueues one
+message per user; a worker consumes them with partial-batch failures, so one user's failure or
+throttled provider never stops the others.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from datetime import timedelta
+from typing import Any
+
+from calbot import aws, store
+from calbot.errors import ApiError
+from calbot.log import logger
+from calbot.models import (
+    AutoScheduleMessage,
+    AutoScheduleSettings,
+    AutoScheduleSettingsView,
+    EnableAutoScheduleRequest,
+    LastRun,
+)
+from calbot.services.schedule import make_bot, place
+from calbot.services.sync import sync_user
+from calbot.timeutil import now
+
+WINDOW = timedelta(hours=24)
+
+
+def get_settings_view(user_id: str) -> AutoScheduleSettingsView:
+    return AutoScheduleSettingsView.of(store.get_auto_settings(user_id))
+
+
+def enable(user_id: str, req: EnableAutoScheduleRequest) -> AutoScheduleSettingsView:
+    previous = store.get_auto_settings(user_id)
+    store.put_auto_settings(
+        AutoScheduleSettings(
+            user_id=user_id,
+            enabled=True,
+            default_bot_config=req.default_bot_config.model_dump(mode="json", exclude_unset=True),
+            join_offset_seconds=req.join_offset_seconds,
+            updated_at=now(),
+            last_run_at=previous.last_run_at if previous else None,
+            last_run=previous.last_run if previous else None,
+        )
+    )
+    run_for_user(user_id)  # the next 24 hours are covered at once, not from the next midnight
+    return get_settings_view(user_id)
+
+
+def disable(user_id: str) -> AutoScheduleSettingsView:
+    previous = store.get_auto_settings(user_id)
+    if previous is None:
+        return get_settings_view(user_id)
+    store.put_auto_settings(previous.model_copy(update={"enabled": False, "updated_at": now()}))
+    return get_settings_view(user_id)  # bots already scheduled stay
+
+
+def run_for_user(user_id: str) -> LastRun | None:
+    """Sync the user's accounts, then give every linked meeting of the next 24 h a bot."""
+    settings = store.get_auto_settings(user_id)
+    if settings is None or not settings.enabled:
+        return None
+    report = sync_user(user_id)
+    at = now()
+    offset = timedelta(seconds=settings.join_offset_seconds)
+    run = LastRun(partial_errors=report.partial_errors)
+    for event in store.query_events(user_id, time_min=at - WINDOW, time_max=at + WINDOW, limit=100_000):
+        if event.end_time <= at:
+            continue  # over
+        if event.is_deleted:
+            run.skipped_cancelled += 1
+        elif not event.meeting_url:
+            run.skipped_no_link += 1
+        elif event.start_time - offset <= at:
+            run.skipped_started += 1
+        else:
+            bot = make_bot(
+                event,
+                settings.default_bot_config,
+                offset_seconds=settings.join_offset_seconds,
+                source="auto",
+                recurring=False,
+            )
+            try:
+                place(bot)
+                run.scheduled += 1
+            except store.AlreadyScheduled:
+                run.skipped_existing += 1
+    latest = store.get_auto_settings(user_id) or settings  # keep a concurrent enable/disable
+    store.put_auto_settings(latest.model_copy(update={"last_run_at": at, "last_run": run}))
+    return run
+
+
+def fan_out(queue_url: str) -> dict[str, Any]:
+    """The midnight job: one message per enabled user, in batches of 10."""
+    run_id = secrets.token_hex(8)
+    batch: list[dict[str, Any]] = []
+    sent = failed = 0
+
+    def flush() -> None:
+        nonlocal sent, failed
+        if not batch:
+            return
+        resp = aws.sqs().send_message_batch(QueueUrl=queue_url, Entries=batch)
+        sent += len(resp.get("Successful", []))
+        failed += len(resp.get("Failed", []))
+        batch.clear()
+
+    for user_id in store.enabled_auto_users():
+        body = AutoScheduleMessage(user_id=user_id, run_id=run_id).model_dump_json()
+        batch.append({"Id": str(len(batch)), "MessageBody": body})
+        if len(batch) == 10:
+            flush()
+    flush()
+    if failed:
+        logger.error("auto-schedule fan-out could not enqueue some users", extra={"failed": failed})
+    return {"run_id": run_id, "users_enqueued": sent, "failed": failed}
+
+
+def consume(event: dict[str, Any]) -> dict[str, Any]:
+    """The worker: one user per message; a failing user is reported alone and retried by SQS."""
+    failures = []
+    for record in event.get("Records", []):
+        try:
+            message = AutoScheduleMessage.model_validate(json.loads(record["body"]))
+            run_for_user(message.user_id)
+        except (ValueError, ApiError):
+            logger.exception("auto-schedule message rejected")  # malformed: retrying cannot help
+        except Exception:
+            logger.exception("auto-schedule failed for one user")
+            failures.append({"itemIdentifier": record["messageId"]})
+    return {"batchItemFailures": failures}
