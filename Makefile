@@ -69,6 +69,7 @@ admin: install
 bench: install
 	$(PY) bench/cold_start.py
 	$(PY) bench/sync.py
+	$(PY) bench/auto_schedule.py --users 100
 
 clean:
 	rm -rf $(VENV) $(SAMVENV) .local .pytest_cache .ruff_cache .aws-sam

@@ -75,8 +75,10 @@ class DynamoWrites:
         else:
             items = [params.get("Item") or params.get("Key")]
         self.items += len(items)
-        # A write unit covers 1 KB of item, sized by DynamoDB's rules (not the JSON wire form).
-        self.units += sum(max(1, math.ceil(item_size(i) / 1024)) for i in items)
+        # A write unit covers 1 KB of item, sized by DynamoDB's rules (not the JSON wire form);
+        # transactional writes cost two units per KB.
+        factor = 2 if op == "TransactWriteItems" else 1
+        self.units += factor * sum(max(1, math.ceil(item_size(i) / 1024)) for i in items)
 
     def reset(self) -> None:
         self.calls.clear()
