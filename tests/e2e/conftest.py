@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,19 @@ class E2EStack:
         resp = self.http.request(method, f"{self.graph_url}/_control{path}", timeout=30, **kwargs)
         assert resp.status_code < 400, f"emulator control {method} {path}: {resp.status_code} {resp.text}"
         return resp
+
+    def control(self, method: str, path: str, **kwargs: Any) -> Any:
+        """The stack's own control API (/_local/...: clock, schedules, cron jobs, queues)."""
+        resp = self.http.request(method, f"{self.info['gateway_url']}/_local{path}", timeout=300, **kwargs)
+        assert resp.status_code < 400, resp.text
+        return resp.json()
+
+    def clock_now(self) -> datetime:
+        return datetime.fromisoformat(self.control("GET", "/clock")["now"].replace("Z", "+00:00"))
+
+    def advance(self, to: datetime) -> dict[str, Any]:
+        """Move the virtual clock, firing every schedule and cron job that becomes due on the way."""
+        return self.control("POST", "/clock/advance", json={"to": to.isoformat()})
 
     def env(self) -> dict[str, str]:
         """The environment the handlers get (for the admin CLI and direct AWS checks)."""

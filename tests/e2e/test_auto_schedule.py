@@ -4,7 +4,7 @@ fan-out and the worker, against two accounts, a manual schedule, a failing provi
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -22,20 +22,10 @@ def app_registration(e2e: E2EStack) -> None:
     e2e.graph("POST", "/apps", json={"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET})
 
 
-def local(e2e: E2EStack, method: str, path: str, **kwargs: Any) -> Any:
-    resp = e2e.http.request(method, f"{e2e.info['gateway_url']}/_local{path}", timeout=300, **kwargs)
-    assert resp.status_code < 400, resp.text
-    return resp.json()
-
-
-def clock_now(e2e: E2EStack) -> datetime:
-    return datetime.fromisoformat(local(e2e, "GET", "/clock")["now"].replace("Z", "+00:00"))
-
-
 def run_midnight_job(e2e: E2EStack) -> dict[str, Any]:
-    result = local(e2e, "POST", "/cron/AutoScheduleJobFunction")
+    result = e2e.control("POST", "/cron/AutoScheduleJobFunction")
     assert result["ok"], result
-    local(e2e, "POST", "/queues/drain")
+    e2e.control("POST", "/queues/drain")
     return result["result"]
 
 
@@ -66,7 +56,7 @@ class User:
 
     def meeting(self, subject: str, hours: float, account: int = 0, **extra: Any) -> dict[str, Any]:
         acct = self.accounts[account]
-        start = (clock_now(self.e2e) + timedelta(hours=hours)).replace(second=0, microsecond=0)
+        start = (self.e2e.clock_now() + timedelta(hours=hours)).replace(second=0, microsecond=0)
         return self.e2e.graph(
             "POST",
             f"/accounts/{acct['id']}/calendars/{quote(acct['calendars'][0]['id'], safe='')}/events",
@@ -79,7 +69,7 @@ class User:
         ).json()
 
     def events(self) -> dict[str, dict[str, Any]]:
-        now = clock_now(self.e2e)
+        now = self.e2e.clock_now()
         body = self.e2e.api(
             "GET",
             "/calendar/events",

@@ -29,20 +29,6 @@ def app_registration(e2e: E2EStack) -> None:
     e2e.graph("POST", "/apps", json={"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET})
 
 
-def local(e2e: E2EStack, method: str, path: str, **kwargs: Any) -> Any:
-    resp = e2e.http.request(method, f"{e2e.info['gateway_url']}/_local{path}", timeout=120, **kwargs)
-    assert resp.status_code < 400, resp.text
-    return resp.json()
-
-
-def clock_now(e2e: E2EStack) -> datetime:
-    return datetime.fromisoformat(local(e2e, "GET", "/clock")["now"].replace("Z", "+00:00"))
-
-
-def advance(e2e: E2EStack, to: datetime) -> dict[str, Any]:
-    return local(e2e, "POST", "/clock/advance", json={"to": to.isoformat()})
-
-
 def sink_calls(e2e: E2EStack, *bot_ids: str) -> list[dict[str, Any]]:
     """Create Bot calls the sink recorded, for these bots only when named (time moves for every test)."""
     calls = e2e.http.get(f"{e2e.info['bots_url']}/_control/calls", timeout=30).json()["value"]
@@ -52,7 +38,7 @@ def sink_calls(e2e: E2EStack, *bot_ids: str) -> list[dict[str, Any]]:
 
 
 def schedules(e2e: E2EStack) -> dict[str, dict[str, Any]]:
-    return {s["name"]: s for s in local(e2e, "GET", "/schedules")["value"]}
+    return {s["name"]: s for s in e2e.control("GET", "/schedules")["value"]}
 
 
 class User:
@@ -90,7 +76,7 @@ class User:
         return self.e2e.graph("POST", f"/accounts/{acct['id']}/calendars/{cal}/events", json=body).json()
 
     def events(self, since: datetime | None = None) -> list[dict[str, Any]]:
-        now = clock_now(self.e2e)
+        now = self.e2e.clock_now()
         resp = self.e2e.api(
             "GET",
             "/calendar/events",
@@ -115,7 +101,7 @@ class User:
 
 def test_schedule_a_teams_meeting_fire_it_and_launch_exactly_once(e2e: E2EStack) -> None:
     user = User(e2e)
-    start = (clock_now(e2e) + timedelta(days=1)).replace(second=0, microsecond=0)
+    start = (e2e.clock_now() + timedelta(days=1)).replace(second=0, microsecond=0)
     link = TEAMS.format(n=1)
     ev = user.event_for(user.meeting(start, online_meeting_url=link)["id"])
     resp = user.schedule(ev["id"], bot_config={"bot_name": "Scribe", "transcription": {"provider": "x"}})
@@ -130,7 +116,7 @@ def test_schedule_a_teams_meeting_fire_it_and_launch_exactly_once(e2e: E2EStack)
     listed = e2e.api("GET", "/calendar/scheduled_bots", key=user.key).json()["results"]
     assert [b["bot_id"] for b in listed] == [body["bot_id"]] and listed[0]["status"] == "Scheduled"
 
-    advance(e2e, start - timedelta(seconds=120))
+    e2e.advance(start - timedelta(seconds=120))
     calls = sink_calls(e2e, body["bot_id"])
     assert len(calls) == 1
     assert calls[0]["body"]["meeting_link"] == link and calls[0]["body"]["bot_name"] == "Scribe"
@@ -165,7 +151,7 @@ def test_schedule_a_teams_meeting_fire_it_and_launch_exactly_once(e2e: E2EStack)
 
 def test_fifty_concurrent_posts_make_one_bot_and_two_accounts_share_it(e2e: E2EStack) -> None:
     user = User(e2e, n_accounts=2)
-    start = (clock_now(e2e) + timedelta(days=2)).replace(second=0, microsecond=0)
+    start = (e2e.clock_now() + timedelta(days=2)).replace(second=0, microsecond=0)
     link = TEAMS.format(n=50)
     ev = user.event_for(user.meeting(start, online_meeting_url=link)["id"])
     with ThreadPoolExecutor(50) as pool:
@@ -184,7 +170,7 @@ def test_fifty_concurrent_posts_make_one_bot_and_two_accounts_share_it(e2e: E2ES
 
 def test_patch_moves_delete_removes_and_a_cancel_before_firing_wins(e2e: E2EStack) -> None:
     user = User(e2e)
-    start = (clock_now(e2e) + timedelta(days=3)).replace(second=0, microsecond=0)
+    start = (e2e.clock_now() + timedelta(days=3)).replace(second=0, microsecond=0)
     ev = user.event_for(user.meeting(start, location="https://acme.zoom.us/j/8081")["id"])
     bot_id = user.schedule(ev["id"]).json()["bot_id"]
     new_join = start + timedelta(hours=1)
@@ -206,7 +192,7 @@ def test_patch_moves_delete_removes_and_a_cancel_before_firing_wins(e2e: E2EStac
     assert f"launch-{bot_id}" not in schedules(e2e)
     assert e2e.api("DELETE", f"/calendar/scheduled_bots/{bot_id}", key=user.key).status_code == 409
     assert e2e.api("DELETE", "/calendar/scheduled_bots/sb_nope", key=user.key).status_code == 404
-    advance(e2e, new_join + timedelta(minutes=5))
+    e2e.advance(new_join + timedelta(minutes=5))
     assert sink_calls(e2e, bot_id) == []  # cancelled: never launched
 
 
@@ -214,7 +200,7 @@ def test_weekly_series_all_occurrences_one_occurrence_from_date_and_the_recurren
     e2e: E2EStack,
 ) -> None:
     user = User(e2e)
-    now = clock_now(e2e)
+    now = e2e.clock_now()
     first_day = (now + timedelta(days=7 - now.weekday() + 1)).date()  # a Tuesday at least a week away
     master = user.meeting(
         datetime(first_day.year, first_day.month, first_day.day, 9, 0),
@@ -263,7 +249,7 @@ def test_weekly_series_all_occurrences_one_occurrence_from_date_and_the_recurren
 
 def test_a_recurring_bot_leads_to_the_next_occurrences_bot_until_toggled_off(e2e: E2EStack) -> None:
     user = User(e2e)
-    now = clock_now(e2e)
+    now = e2e.clock_now()
     day = (now + timedelta(days=10)).date()
     user.meeting(
         datetime(day.year, day.month, day.day, 15, 0),
@@ -279,7 +265,7 @@ def test_a_recurring_bot_leads_to_the_next_occurrences_bot_until_toggled_off(e2e
     assert [b["occurrence_start"] for b in first["bots"]] == [occ[0]["start_time"]]
 
     end_of_first = datetime.fromisoformat(occ[0]["end_time"].replace("Z", "+00:00"))
-    advance(e2e, end_of_first + timedelta(minutes=1))  # launch, meeting over, reschedule fires
+    e2e.advance(end_of_first + timedelta(minutes=1))  # launch, meeting over, reschedule fires
     assert len(sink_calls(e2e, first["bot_id"])) == 1
     upcoming = e2e.api("GET", "/calendar/scheduled_bots", key=user.key).json()["results"]
     assert [(b["occurrence_start"], b["source"]) for b in upcoming] == [(occ[1]["start_time"], "recurrence")]
@@ -298,7 +284,7 @@ def test_a_recurring_bot_leads_to_the_next_occurrences_bot_until_toggled_off(e2e
     ]
     live = e2e.api("GET", "/calendar/scheduled_bots", key=user.key, params={"status": "Scheduled"}).json()
     assert live["results"] == []
-    advance(e2e, end_of_first + timedelta(days=2))
+    e2e.advance(end_of_first + timedelta(days=2))
     assert sink_calls(e2e, chained) == []  # the chained bot was cancelled and never launched
     bots = [b for e in user.events(since=now) for b in e["bots"]]
     assert {b["status"] for b in bots} == {"Launched", "Cancelled"} and len(bots) == 2

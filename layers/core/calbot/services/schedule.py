@@ -185,25 +185,7 @@ def schedule_event(user_id: str, event_id: str, req: ScheduleRequest) -> Schedul
             bot_id=existing[0] if existing else None,
             bot_ids=existing,
         )
-    first = made[0]
-    return ScheduleResult(
-        bot_id=first.bot_id,
-        event_id=event.event_id,
-        status="Scheduled",
-        scheduled_join_time=first.scheduled_join_time,
-        ScheduledJoinTime=first.scheduled_join_time,
-        meeting_url=first.meeting_url,
-        meeting_platform=first.meeting_platform,
-        recurring_event=req.recurring_event,
-        bots=[
-            BotRef(
-                bot_id=b.bot_id,
-                occurrence_start=b.occurrence_start,
-                scheduled_join_time=b.scheduled_join_time,
-            )
-            for b in made
-        ],
-    )
+    return _result(event.event_id, made, recurring=req.recurring_event)
 
 
 def _take_over_auto_bot(user_id: str, bot_id: str | None, wanted: ScheduledBot) -> ScheduledBot | None:
@@ -228,6 +210,29 @@ def _take_over_auto_bot(user_id: str, bot_id: str | None, wanted: ScheduledBot) 
         return None
     scheduler.put_launch(manual)
     return manual
+
+
+def _result(event_id: str, made: list[ScheduledBot], *, recurring: bool) -> ScheduleResult:
+    """The 201 body: the first bot's fields (both spellings of the join time) plus every bot made."""
+    first = made[0]
+    return ScheduleResult(
+        bot_id=first.bot_id,
+        event_id=event_id,
+        status="Scheduled",
+        scheduled_join_time=first.scheduled_join_time,
+        ScheduledJoinTime=first.scheduled_join_time,
+        meeting_url=first.meeting_url,
+        meeting_platform=first.meeting_platform,
+        recurring_event=recurring,
+        bots=[
+            BotRef(
+                bot_id=b.bot_id,
+                occurrence_start=b.occurrence_start,
+                scheduled_join_time=b.scheduled_join_time,
+            )
+            for b in made
+        ],
+    )
 
 
 def cancel_bot(bot: ScheduledBot, reason: str) -> bool:
@@ -415,21 +420,5 @@ def auto_reschedule(user_id: str, event_id: str) -> ScheduleResult | None:
             placed = place(bot)
         except store.AlreadyScheduled:
             return None
-        return ScheduleResult(
-            bot_id=placed.bot_id,
-            event_id=occurrence.event_id,
-            status="Scheduled",
-            scheduled_join_time=placed.scheduled_join_time,
-            ScheduledJoinTime=placed.scheduled_join_time,
-            meeting_url=placed.meeting_url,
-            meeting_platform=placed.meeting_platform,
-            recurring_event=True,
-            bots=[
-                BotRef(
-                    bot_id=placed.bot_id,
-                    occurrence_start=placed.occurrence_start,
-                    scheduled_join_time=placed.scheduled_join_time,
-                )
-            ],
-        )
+        return _result(occurrence.event_id, [placed], recurring=True)
     return None
