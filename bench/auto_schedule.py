@@ -24,8 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "layers/core")]
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 READS = {"GetItem", "Query", "BatchGetItem", "Scan"}
 
@@ -73,15 +72,9 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    os.environ.update(
-        {"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}
-    )
-    os.environ.pop("AWS_ENDPOINT_URL", None)
-    import boto3
     import moto.dynamodb.models as moto_ddb
-    from moto import mock_aws
 
-    from local.aws_bootstrap import create_resources
+    from bench.harness import in_process_stack
 
     # moto backs up the WHOLE table (deepcopy) before every transaction, so a 100k-item table makes each
     # transaction cost O(table). Real DynamoDB does not work that way. In this bench no transaction
@@ -94,26 +87,8 @@ def main() -> int:
             return value if isinstance(value, moto_ddb.Table) else copy.deepcopy(value)
 
     moto_ddb.copy = _NoTableBackup  # type: ignore[assignment]
-    from local.emulators.graph import GraphEmulator
-    from local.servers import serve
-    from local.template import load_template
 
-    graph = GraphEmulator()
-    server = serve(graph, name="graph")
-    with mock_aws():
-        template = load_template(
-            ROOT / "template.yaml",
-            parameter_overrides={
-                "Stage": "bench",
-                "GraphBaseUrl": f"{server.url}/v1.0",
-                "MicrosoftLoginBaseUrl": server.url,
-            },
-        )
-        create_resources(template, boto3.session.Session())
-        env = dict(template.functions["AutoScheduleWorkerFunction"].environment)
-        env.update(template.functions["AutoScheduleJobFunction"].environment)
-        os.environ.update(env)
-
+    with in_process_stack("AutoScheduleWorkerFunction", "AutoScheduleJobFunction") as graph:
         from calbot import aws, store, vault
         from calbot.models import AutoScheduleSettings, CalendarInfo, Connection, Credentials, User
         from calbot.providers import get_provider
@@ -197,7 +172,6 @@ def main() -> int:
         with ThreadPoolExecutor(args.workers) as pool:
             results = list(pool.map(lambda b: auto_schedule.consume({"Records": b}), batches))
         work_s = time.perf_counter() - t1
-        server.shutdown()
 
         failures = sum(len(r["batchItemFailures"]) for r in results)
         runs = [store.get_auto_settings(f"usr_b{u:06d}").last_run for u in range(args.users)]

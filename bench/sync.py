@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "layers/core")]
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def main() -> int:
@@ -31,34 +29,10 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    os.environ.update(
-        {"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}
-    )
-    os.environ.pop("AWS_ENDPOINT_URL", None)
-    import boto3
-    from moto import mock_aws
-
-    from local.aws_bootstrap import create_resources
-    from local.emulators.graph import GraphEmulator
-    from local.servers import serve
-    from local.template import load_template
+    from bench.harness import in_process_stack
     from tests.conftest import DynamoWrites
 
-    graph = GraphEmulator()
-    server = serve(graph, name="graph")
-    with mock_aws():
-        template = load_template(
-            ROOT / "template.yaml",
-            parameter_overrides={
-                "Stage": "bench",
-                "GraphBaseUrl": f"{server.url}/v1.0",
-                "MicrosoftLoginBaseUrl": server.url,
-            },
-        )
-        create_resources(template, boto3.session.Session())
-        for key, value in template.functions["ListEventsFunction"].environment.items():
-            os.environ[key] = value
-
+    with in_process_stack("ListEventsFunction") as graph:
         from calbot import aws, store, vault
         from calbot.models import CalendarInfo, Connection, Credentials
         from calbot.providers import get_provider
@@ -148,7 +122,6 @@ def main() -> int:
                 "events_per_s": round(args.events / elapsed, 1),
                 "error": result.error,
             }
-        server.shutdown()
 
     first = runs["first_sync"]
     figures = {
