@@ -288,3 +288,29 @@ def test_a_recurring_bot_leads_to_the_next_occurrences_bot_until_toggled_off(e2e
     assert sink_calls(e2e, chained) == []  # the chained bot was cancelled and never launched
     bots = [b for e in user.events(since=now) for b in e["bots"]]
     assert {b["status"] for b in bots} == {"Launched", "Cancelled"} and len(bots) == 2
+
+
+def test_another_users_ids_are_404_on_every_scheduling_route(e2e: E2EStack) -> None:
+    owner, stranger = User(e2e), User(e2e)
+    start = (e2e.clock_now() + timedelta(days=5)).replace(second=0, microsecond=0)
+    ev = owner.event_for(owner.meeting(start, online_meeting_url=TEAMS.format(n="iso"))["id"])
+    bot_id = owner.schedule(ev["id"]).json()["bot_id"]
+    key = stranger.key
+    attempts = [
+        ("POST", f"/calendar/schedule/{ev['id']}", {}),
+        ("DELETE", f"/calendar/schedule/{ev['id']}", {}),
+        ("PATCH", f"/calendar/scheduled_bots/{bot_id}", {"bot_name": "hijack"}),
+        ("DELETE", f"/calendar/scheduled_bots/{bot_id}", None),
+        ("POST", "/calendar/toggle-recurrence", {"event_id": ev["id"], "recurring_enabled": False}),
+        ("POST", "/calendar/auto-reschedule", {"event_id": ev["id"]}),
+    ]
+    for method, path, body in attempts:
+        resp = e2e.api(method, path, key=key, json=body)
+        assert resp.status_code == 404, (method, path, resp.status_code, resp.text)
+    assert e2e.api("GET", "/calendar/scheduled_bots", key=key).json()["results"] == []
+    mine = e2e.api("GET", "/calendar/scheduled_bots", key=owner.key).json()["results"]
+    assert [(b["bot_id"], b["status"], b["bot_config"]) for b in mine] == [(bot_id, "Scheduled", {})]
+    cross = e2e.api(
+        "POST", "/calendar/auto-reschedule", key=key, json={"event_id": ev["id"], "user_id": owner.user_id}
+    )
+    assert cross.status_code == 403
