@@ -29,6 +29,9 @@ from calbot.services.sync import sync_user
 from calbot.timeutil import now
 
 WINDOW = timedelta(hours=24)
+# Each run also covers the first hours of the next day: a meeting at 00:15 UTC must not depend on the
+# midnight fan-out reaching its user within 15 minutes. Dedup makes the overlap free of duplicates.
+OVERLAP = timedelta(hours=2)
 
 
 def get_settings_view(user_id: str) -> AutoScheduleSettingsView:
@@ -69,7 +72,9 @@ def run_for_user(user_id: str) -> LastRun | None:
     at = now()
     offset = timedelta(seconds=settings.join_offset_seconds)
     run = LastRun(partial_errors=report.partial_errors)
-    for event in store.query_events(user_id, time_min=at - WINDOW, time_max=at + WINDOW, limit=100_000):
+    for event in store.query_events(
+        user_id, time_min=at - WINDOW, time_max=at + WINDOW + OVERLAP, limit=100_000
+    ):
         if event.end_time <= at:
             continue  # over
         if event.is_deleted:

@@ -1,0 +1,108 @@
+"""services.auto_schedule: the window and its overlap, the sparse index, the worker's partial batches."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from calbot import aws, store
+from calbot.models import CreateConnectionRequest, EnableAutoScheduleRequest
+from calbot.services import auto_schedule
+from calbot.services import connect as connect_service
+from local.stack import LocalStack
+
+CLIENT_ID = "auto-svc-client"
+CLIENT_SECRET = "auto-svc-secret-5"
+_n = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def stack(inproc_stack: LocalStack) -> LocalStack:
+    inproc_stack.graph.add_app(CLIENT_ID, CLIENT_SECRET)
+    return inproc_stack
+
+
+def user(stack: LocalStack) -> tuple[str, dict[str, Any]]:
+    from calbot.admin import create_user
+
+    n = next(_n)
+    user_id = create_user(f"auto{n}@svc.example").user_id
+    mail = f"auto{n}@svc.example"
+    acct = stack.graph.add_account(client_id=CLIENT_ID, mail=mail, user_principal_name=mail)
+    connect_service.connect_account(
+        user_id,
+        CreateConnectionRequest(
+            microsoft_client_id=CLIENT_ID,
+            microsoft_client_secret=CLIENT_SECRET,
+            microsoft_refresh_token=acct["refresh_token"],
+        ),
+        base_url=stack.info["gateway_url"],
+    )
+    return user_id, acct
+
+
+def meeting(stack: LocalStack, acct: dict[str, Any], hours: float, subject: str) -> None:
+    start = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(hours=hours)
+    stack.graph.add_event(
+        acct["id"],
+        acct["calendars"][0]["id"],
+        subject=subject,
+        start=start.isoformat(),
+        end=(start + timedelta(minutes=30)).isoformat(),
+        location=f"https://acme.zoom.us/j/{hours}",
+    )
+
+
+def test_the_window_covers_24h_plus_an_overlap_and_counts_what_it_skips(stack: LocalStack) -> None:
+    user_id, acct = user(stack)
+    meeting(stack, acct, 1, "soon")
+    meeting(stack, acct, 25, "early tomorrow")  # inside the overlap: the next run may reach this user late
+    meeting(stack, acct, 28, "later tomorrow")  # the next run's job
+    view = auto_schedule.enable(
+        user_id, EnableAutoScheduleRequest.model_validate({"default_bot_config": {"bot_name": "A"}})
+    )
+    assert view.enabled and view.last_run is not None and view.last_run.scheduled == 2
+    titles = {b.title for b in store.upcoming_bots(user_id, after=datetime.now(UTC), limit=10)}
+    assert titles == {"soon", "early tomorrow"}
+    again = auto_schedule.run_for_user(user_id)
+    assert again is not None and (again.scheduled, again.skipped_existing) == (0, 2)
+
+
+def test_fan_out_reads_only_enabled_users_and_the_worker_reports_only_failing_ones(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    on, _ = user(stack)
+    off, _ = user(stack)
+    auto_schedule.enable(on, EnableAutoScheduleRequest())
+    auto_schedule.enable(off, EnableAutoScheduleRequest())
+    auto_schedule.disable(off)
+    assert on in set(store.enabled_auto_users()) and off not in set(store.enabled_auto_users())
+
+    queue = aws.sqs().create_queue(QueueName=f"fanout-test-{next(_n)}")["QueueUrl"]
+    result = auto_schedule.fan_out(queue)
+    bodies = []
+    while True:
+        got = aws.sqs().receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", [])
+        if not got:
+            break
+        bodies += [json.loads(m["Body"]) for m in got]
+    assert result["users_enqueued"] == len(bodies) and result["failed"] == 0
+    assert on in {b["user_id"] for b in bodies} and off not in {b["user_id"] for b in bodies}
+    assert len({b["run_id"] for b in bodies}) == 1
+
+    def flaky(user_id: str) -> None:
+        if user_id == "usr_boom":
+            raise RuntimeError("one user's failure")
+
+    monkeypatch.setattr(auto_schedule, "run_for_user", flaky)
+    records = [
+        {"messageId": "m1", "body": json.dumps({"user_id": on, "run_id": "r"})},
+        {"messageId": "m2", "body": json.dumps({"user_id": "usr_boom", "run_id": "r"})},
+        {"messageId": "m3", "body": "not json"},
+    ]
+    # m2 is retried alone; m3 can never succeed, so it is dropped (logged), not retried forever.
+    assert auto_schedule.consume({"Records": records}) == {"batchItemFailures": [{"itemIdentifier": "m2"}]}
