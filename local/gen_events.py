@@ -105,6 +105,15 @@ SPECIFICS: dict[str, Specifics] = {
         }
     ),
     "AutoScheduleWorkerFunction": Specifics(body={"user_id": DEMO_USER_ID, "run_id": "sample-run"}),
+    "SyncWorkerFunction": Specifics(
+        body={
+            "user_id": DEMO_USER_ID,
+            "provider": "outlook",
+            "account_id": "jane@contoso.example",
+            "kind": "sync",
+        },
+        message_group_id="usr_demo#outlook#jane@contoso.example",
+    ),
     "ListEventsFunction": Specifics(query="provider=outlook&account_id=jane%40contoso.example&limit=10"),
     "GetEventsFunction": Specifics(query="limit=10"),
     "WebhookFunction": Specifics(

@@ -18,6 +18,16 @@ masters, and gives occurrences/exceptions only id/seriesMasterId/type/start/end,
 fetch `GET /me/events/{id}`. Times come back in UTC unless `Prefer: outlook.timezone` asks otherwise;
 zones are Windows names (`windows_zones`).
 
+Change notifications: every control change to events POSTs Graph-shaped notifications
+(`{"value": [{subscriptionId, subscriptionExpirationDateTime, changeType, resource:
+"Users/{oid}/Events/{id}", resourceData, clientState, tenantId}]}`) to each live subscription covering
+the calendar (`/me/events` = the default calendar only), on background threads, never under the lock.
+Knobs (NOTIFICATION_DEFAULTS) add a delay, duplicates and a batching window; an answer later than
+3 s or not 2xx is a failed attempt, retried with backoff, and a subscription whose deliveries keep
+failing is removed with a `subscriptionRemoved` lifecycle notification. `/_control/notifications`
+logs every attempt; `flush` waits for deliveries instead of sleeping; `pause`/`resume` hold them.
+Lifecycle notifications (reauthorizationRequired, subscriptionRemoved, missed) are sent on demand.
+
 Never import the production package (`calbot`) from here, and never the other way round.
 """
 
@@ -35,7 +45,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dt_time
@@ -71,6 +81,10 @@ REFRESH_TOKEN_INACTIVITY = timedelta(days=90)  # AAD: 700082 after 90 days unuse
 AUTH_CODE_LIFETIME = timedelta(minutes=10)
 REVOKE_CODES = (70008, 700082, 700084, 50173, 65001)
 CHANGE_TYPES = ("created", "updated", "deleted")
+LIFECYCLE_EVENTS = ("reauthorizationRequired", "subscriptionRemoved", "missed")
+# The tenantId every notification carries (one fixed directory for all emulated mailboxes).
+TENANT_ID = "5c2d7f0e-8b1a-4e6d-9f3c-a4b8e1d2c7f6"
+_NOTIFICATION_EVENT_TYPE = "#Microsoft.Graph.Event"  # sic: notifications capitalize it, event JSON does not
 TLS_VERSIONS = ("v1_0", "v1_1", "v1_2", "v1_3")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -356,6 +370,11 @@ class Subscription:
     expiration: datetime
     latest_tls: str
     created_at: datetime
+    # Emulator clock time of the first unanswered reauthorizationRequired challenge (PATCH or
+    # /reauthorize clears it); change notifications pause once the configured grace is over.
+    reauthorization_required_at: datetime | None = None
+    consecutive_failures: int = 0  # failed delivery attempts in a row (a success resets it)
+    lost_notifications: int = 0  # changes not notified because delivery was paused for reauthorization
 
 
 _FAULT_KEYS = {
@@ -411,6 +430,25 @@ class FaultRule:
 
 
 @dataclass
+class _Delivery:
+    """One notification POST (one copy of it when duplicates are configured) and its retries."""
+
+    id: str
+    generation: int  # reset() starts a new generation; older deliveries stop quietly
+    kind: str  # "change" | "lifecycle"
+    url: str
+    items: list[dict[str, Any]]  # the "value" items; change items are dropped once their subscription dies
+    copy: int  # 1..notification_duplicates
+    backoff: tuple[float, ...]  # waits before attempts 2, 3, ...: at most 1 + len(backoff) attempts
+    lifecycle_event: str | None = None
+    attempt: int = 0  # attempts made so far
+    delayed: bool = False  # notification_delay_seconds already waited
+
+    def subscription_ids(self) -> list[str]:
+        return list(dict.fromkeys(item["subscriptionId"] for item in self.items))
+
+
+@dataclass
 class _Ctx:
     """Per-request facts gathered for headers, fault matching and the request log."""
 
@@ -460,6 +498,12 @@ def _graph_dt(value: datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%S") + f".{value.microsecond:06d}0Z"
 
 
+def _graph_offset_dt(value: datetime) -> str:
+    """The DateTimeOffset form notifications use: 7 fractional digits and an explicit offset."""
+    value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S") + f".{value.microsecond:06d}0+00:00"
+
+
 def _iso(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
@@ -505,6 +549,53 @@ def _check_fields(body: dict[str, Any], allowed: set[str], required: Iterable[st
     missing = [name for name in required if body.get(name) in (None, "")]
     if missing:
         raise EmulatorError(f"missing field(s): {', '.join(missing)}")
+
+
+# Change-notification delivery knobs (GraphEmulator keyword arguments, POST /_control/notifications/config).
+NOTIFICATION_DEFAULTS: dict[str, Any] = {
+    "notification_delay_seconds": 0.0,  # real seconds waited before a POST is first sent
+    "notification_duplicates": 1,  # copies of every POST (Graph may deliver the same change twice)
+    "notification_batch_window_seconds": 0.0,  # items for one URL within this window share a POST
+    "notification_timeout_seconds": 3.0,  # Graph's answer deadline; later or non-2xx = failed attempt
+    "notification_retry_backoff": (1.0, 2.0, 4.0),  # waits between attempts: 1 + len() attempts at most
+    "notification_max_consecutive_failures": 10,  # failed attempts in a row that remove a subscription
+    # Emulator-clock seconds change notifications keep flowing after a reauthorizationRequired
+    # challenge before they pause (changes in the pause are lost); None: never pause.
+    "notification_reauthorization_grace_seconds": 600.0,
+}
+
+
+def _number(raw: object, name: str, *, minimum: float, strict: bool = False) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        raise EmulatorError(f"{name} must be a number, got {raw!r}")
+    if raw < minimum or (strict and raw == minimum):
+        raise EmulatorError(f"{name} must be {'>' if strict else '>='} {minimum:g}, got {raw!r}")
+    return float(raw)
+
+
+def _notification_knobs(changes: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `changes` applied, every value checked; EmulatorError on unknown names or bad values."""
+    unknown = sorted(set(changes) - set(NOTIFICATION_DEFAULTS))
+    if unknown:
+        raise EmulatorError(
+            f"unknown notification setting(s): {', '.join(unknown)}; "
+            f"known: {', '.join(NOTIFICATION_DEFAULTS)}"
+        )
+    config = dict(base)
+    for name, raw in changes.items():
+        if name in ("notification_delay_seconds", "notification_batch_window_seconds"):
+            config[name] = _number(raw, name, minimum=0)
+        elif name == "notification_timeout_seconds":
+            config[name] = _number(raw, name, minimum=0, strict=True)
+        elif name in ("notification_duplicates", "notification_max_consecutive_failures"):
+            config[name] = _positive_int(raw, name, 1000)
+        elif name == "notification_retry_backoff":
+            if not isinstance(raw, list | tuple) or len(raw) > 20:
+                raise EmulatorError(f"{name} must be a list of at most 20 waits in seconds, got {raw!r}")
+            config[name] = tuple(_number(wait, name, minimum=0) for wait in raw)
+        elif name == "notification_reauthorization_grace_seconds":
+            config[name] = None if raw is None else _number(raw, name, minimum=0)
+    return config
 
 
 # --------------------------------------------------------------------------------------------------
@@ -854,12 +945,22 @@ class GraphEmulator:
         default_response_timezone: str | None = None,
         delta_page_size: int = 10,
         delta_token_max_age_seconds: float | None = None,
+        notification_delay_seconds: float = 0.0,
+        notification_duplicates: int = 1,
+        notification_batch_window_seconds: float = 0.0,
+        notification_timeout_seconds: float = 3.0,
+        notification_retry_backoff: Sequence[float] = (1.0, 2.0, 4.0),
+        notification_max_consecutive_failures: int = 10,
+        notification_reauthorization_grace_seconds: float | None = 600.0,
     ) -> None:
         """`default_response_timezone`: the zone of event times when a request has no
         `Prefer: outlook.timezone` header: None = UTC (what Graph does), "original" = each event's own
         zone, or a Windows / IANA name. `delta_page_size`: calendarView delta page size without
         `Prefer: odata.maxpagesize`. `delta_token_max_age_seconds`: skip/delta tokens older than this
         (emulator clock) answer 410 syncStateNotFound; None = never by age.
+
+        `notification_*`: change-notification delivery knobs (see NOTIFICATION_DEFAULTS); they can be
+        changed at runtime with `configure_notifications`, and `reset()` restores these values.
         """
         if default_response_timezone not in (None, "original"):
             _zone(default_response_timezone)  # EmulatorError (a ValueError) if unknown
@@ -881,6 +982,21 @@ class GraphEmulator:
         self.validation_timeout = validation_timeout
         # One re-entrant lock around all state: the app is served by a threaded server.
         self._lock = threading.RLock()
+        # Signalled (under the same lock) whenever a notification delivery or batch finishes.
+        self._deliveries_changed = threading.Condition(self._lock)
+        self._notification_defaults = _notification_knobs(
+            {
+                "notification_delay_seconds": notification_delay_seconds,
+                "notification_duplicates": notification_duplicates,
+                "notification_batch_window_seconds": notification_batch_window_seconds,
+                "notification_timeout_seconds": notification_timeout_seconds,
+                "notification_retry_backoff": notification_retry_backoff,
+                "notification_max_consecutive_failures": notification_max_consecutive_failures,
+                "notification_reauthorization_grace_seconds": notification_reauthorization_grace_seconds,
+            },
+            NOTIFICATION_DEFAULTS,
+        )
+        self._generation = 0
         self._service_map = Map(self._service_rules(), strict_slashes=False, merge_slashes=False)
         self._control_map = Map(self._control_rules(), strict_slashes=False, merge_slashes=False)
         self.reset()
@@ -907,6 +1023,16 @@ class GraphEmulator:
             self._clock_offset = timedelta(0)
             self._sync_tokens: dict[str, _SyncToken] = {}
             self._resync_required: set[str] = set()
+            # Change notifications: deliveries still running from before are abandoned (generation).
+            self._generation += 1
+            self._notification_config = dict(self._notification_defaults)
+            self._notification_log: list[dict[str, Any]] = []
+            self._notification_seq = 0
+            self._in_flight = 0  # deliveries (incl. their delay and backoff waits) + open batches
+            self._batches: dict[str, list[dict[str, Any]]] = {}  # notificationUrl -> items waiting
+            self._delivery_paused = False
+            self._queued: list[_Delivery] = []  # deliveries held while paused
+            self._deliveries_changed.notify_all()
 
     def now(self) -> datetime:
         """The emulator's clock (real UTC time plus any `advance_clock` offset)."""
@@ -1413,13 +1539,379 @@ class GraphEmulator:
         with self._lock:
             self._resync_required.add(self._account(account).id)
 
+    # ----------------------------------------------------------------------------------------------
+    # Python control API: change and lifecycle notifications
+    # ----------------------------------------------------------------------------------------------
+
+    def notification_config(self) -> dict[str, Any]:
+        """The current delivery knobs (names as in NOTIFICATION_DEFAULTS)."""
+        with self._lock:
+            return self._config_view()
+
+    def configure_notifications(self, **knobs: Any) -> dict[str, Any]:
+        """Change delivery knobs at runtime (all checked before any is applied); returns them all.
+
+        Deliveries already under way keep the retry backoff they started with.
+        """
+        with self._lock:
+            self._notification_config = _notification_knobs(knobs, self._notification_config)
+            return self._config_view()
+
+    def notifications(
+        self, subscription_id: str | None = None, kind: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Every delivery attempt, oldest first (never bodies): `kind` "change" or "lifecycle"."""
+        with self._lock:
+            return [
+                dict(entry, subscription_ids=list(entry["subscription_ids"]))
+                for entry in self._notification_log
+                if (subscription_id is None or subscription_id in entry["subscription_ids"])
+                and (kind is None or entry["kind"] == kind)
+            ]
+
+    def clear_notifications(self) -> None:
+        with self._lock:
+            self._notification_log = []
+
+    def notification_status(self) -> dict[str, Any]:
+        """{paused, in_flight (deliveries and open batches still running), queued (held by pause)}."""
+        with self._lock:
+            return {
+                "paused": self._delivery_paused,
+                "in_flight": self._in_flight,
+                "queued": len(self._queued),
+            }
+
+    def flush_notifications(self, timeout: float = 10.0) -> bool:
+        """Wait until every delivery in flight (delays, batch windows, retries included) has finished.
+
+        Deliveries held by `pause_notifications` are not waited for. True when all finished, False
+        when `timeout` (real seconds) ran out first.
+        """
+        with self._deliveries_changed:
+            return self._deliveries_changed.wait_for(lambda: self._in_flight == 0, timeout=timeout)
+
+    def pause_notifications(self) -> dict[str, Any]:
+        """Hold every delivery (new ones and retries) until `resume_notifications`."""
+        with self._lock:
+            self._delivery_paused = True
+            return self.notification_status()
+
+    def resume_notifications(self) -> dict[str, Any]:
+        """Release the held deliveries (in order) and deliver normally again."""
+        with self._lock:
+            self._delivery_paused = False
+            held, self._queued = self._queued, []
+            self._in_flight += len(held)
+            status = self.notification_status()
+        for delivery in held:
+            self._launch(delivery)
+        return {**status, "released": len(held)}
+
+    def expire_subscription(self, subscription_id: str) -> dict[str, Any]:
+        """Expire a subscription now: no more notifications, and Graph answers 404 for it."""
+        with self._lock:
+            sub = self._subscriptions.get(subscription_id)
+            if sub is None:
+                raise EmulatorError(f"no subscription {subscription_id!r}", 404)
+            now = self.now()
+            sub.expiration = min(sub.expiration, now)
+            return self._subscription_control_dict(sub, now)
+
+    def send_lifecycle_notification(self, subscription_id: str, event: str) -> dict[str, Any]:
+        """Send a lifecycle notification (`event` one of LIFECYCLE_EVENTS) and apply what it means.
+
+        subscriptionRemoved removes the subscription; reauthorizationRequired flags it until a PATCH
+        renew or POST /subscriptions/{id}/reauthorize (notifications pause after the grace knob);
+        missed only tells the client to resync. Without a lifecycleNotificationUrl nothing is sent
+        (as in Graph) but the effect still applies.
+        """
+        if event not in LIFECYCLE_EVENTS:
+            raise EmulatorError(f"event must be one of {', '.join(LIFECYCLE_EVENTS)}, got {event!r}")
+        with self._lock:
+            sub = self._subscriptions.get(subscription_id)
+            if sub is None:
+                raise EmulatorError(f"no subscription {subscription_id!r}", 404)
+            if event == "subscriptionRemoved":
+                del self._subscriptions[sub.id]
+            elif event == "reauthorizationRequired" and sub.reauthorization_required_at is None:
+                sub.reauthorization_required_at = self.now()
+            deliveries = self._lifecycle_deliveries(sub, event)
+        for delivery in deliveries:
+            self._launch(delivery)
+        return {
+            "subscription_id": sub.id,
+            "lifecycle_event": event,
+            "lifecycle_notification_url": sub.lifecycle_notification_url,
+            "sent": bool(deliveries),
+        }
+
     def _on_change(self, account: str, calendar_id: str, event_ids: list[str], change_type: str) -> None:
-        """Hook called (without the lock held by the control method) after every control change.
+        """Called (without the lock held by the control method) after every control change.
 
         `account` is the account id, `change_type` one of created / updated / deleted (cancellations
-        are "updated": the item still exists with isCancelled). No-op for now: change notifications
-        to subscriptions will be sent from here.
+        are "updated": the item still exists with isCancelled; DELETE is "deleted"). Queues a change
+        notification for every live subscription covering the calendar: `/me/calendars/{id}/events`
+        for that calendar, `/me/events` for the account's default calendar only (as Graph does). Ids
+        of a series' occurrences/exceptions changed together with their master collapse onto the
+        master (a series edit or delete is one item for the master id).
         """
+        starters: list[Callable[[], None]] = []
+        with self._lock:
+            acc = self._accounts.get(account)
+            cal = acc.calendars.get(calendar_id) if acc is not None else None
+            if acc is None or cal is None:
+                return
+            masters = set(event_ids)
+            ids = [
+                eid
+                for eid in dict.fromkeys(event_ids)
+                if (parsed := _parse_occurrence_id(eid)) is None or parsed[0] not in masters
+            ]
+            now = self.now()
+            by_url: dict[str, list[dict[str, Any]]] = {}
+            for sub in self._subscriptions.values():
+                if (
+                    sub.account_id != acc.id
+                    or sub.expiration <= now
+                    or change_type not in sub.change_type.split(",")
+                    or not (sub.calendar_id == cal.id if sub.calendar_id is not None else cal.is_default)
+                ):
+                    continue
+                if self._paused_for_reauthorization(sub, now):
+                    sub.lost_notifications += len(ids)
+                    continue
+                items = by_url.setdefault(sub.notification_url, [])
+                for eid in ids:
+                    stored = cal.events.get(eid)
+                    change_key = stored.change_key if stored is not None else _new_change_key()
+                    resource = f"Users/{acc.id}/Events/{eid}"
+                    items.append(
+                        {
+                            "subscriptionId": sub.id,
+                            "subscriptionExpirationDateTime": _graph_offset_dt(sub.expiration),
+                            "changeType": change_type,
+                            "resource": resource,
+                            "resourceData": {
+                                "@odata.type": _NOTIFICATION_EVENT_TYPE,
+                                "@odata.id": resource,
+                                "@odata.etag": f'W/"{change_key}"',
+                                "id": eid,
+                            },
+                            "clientState": sub.client_state,
+                            "tenantId": TENANT_ID,
+                        }
+                    )
+            for url, items in by_url.items():
+                if items:
+                    starters += self._queue_change_items(url, items)
+        for start in starters:
+            start()
+
+    # ----------------------------------------------------------------------------------------------
+    # Notification delivery: background threads, never sending under the lock
+    # ----------------------------------------------------------------------------------------------
+
+    def _config_view(self) -> dict[str, Any]:
+        config = dict(self._notification_config)
+        config["notification_retry_backoff"] = list(config["notification_retry_backoff"])
+        return config
+
+    def _paused_for_reauthorization(self, sub: Subscription, now: datetime) -> bool:
+        grace = self._notification_config["notification_reauthorization_grace_seconds"]
+        since = sub.reauthorization_required_at
+        return since is not None and grace is not None and now >= since + timedelta(seconds=grace)
+
+    def _new_deliveries(
+        self, kind: str, url: str, items: list[dict[str, Any]], event: str | None = None
+    ) -> list[_Delivery]:
+        """One delivery per configured copy, counted in flight (lock held); start them with _launch."""
+        config = self._notification_config
+        delivery_id = uuid.uuid4().hex[:12]
+        copies = [
+            _Delivery(
+                id=delivery_id,
+                generation=self._generation,
+                kind=kind,
+                url=url,
+                items=list(items),  # the dicts are never changed once built; retries filter the list
+                copy=copy,
+                backoff=tuple(config["notification_retry_backoff"]),
+                lifecycle_event=event,
+            )
+            for copy in range(1, config["notification_duplicates"] + 1)
+        ]
+        self._in_flight += len(copies)
+        return copies
+
+    def _lifecycle_deliveries(self, sub: Subscription, event: str) -> list[_Delivery]:
+        if not sub.lifecycle_notification_url:
+            return []
+        item = {
+            "subscriptionId": sub.id,
+            "subscriptionExpirationDateTime": _graph_offset_dt(sub.expiration),
+            "tenantId": TENANT_ID,
+            "clientState": sub.client_state,
+            "lifecycleEvent": event,
+        }
+        return self._new_deliveries("lifecycle", sub.lifecycle_notification_url, [item], event)
+
+    def _queue_change_items(self, url: str, items: list[dict[str, Any]]) -> list[Callable[[], None]]:
+        """Send now, or add to the URL's open batch (opening one if needed); lock held."""
+        window = self._notification_config["notification_batch_window_seconds"]
+        if window <= 0:
+            return [lambda d=d: self._launch(d) for d in self._new_deliveries("change", url, items)]
+        batch = self._batches.get(url)
+        if batch is not None:
+            batch.extend(items)
+            return []
+        self._batches[url] = list(items)
+        self._in_flight += 1
+        generation = self._generation
+
+        def start_timer() -> None:
+            threading.Thread(
+                target=self._close_batch, args=(url, window, generation), name="graph-batch", daemon=True
+            ).start()
+
+        return [start_timer]
+
+    def _close_batch(self, url: str, window: float, generation: int) -> None:
+        time.sleep(window)
+        with self._lock:
+            if generation != self._generation:
+                return
+            items = self._batches.pop(url, [])
+            deliveries = self._new_deliveries("change", url, items) if items else []
+            self._in_flight -= 1
+            self._deliveries_changed.notify_all()
+        for delivery in deliveries:
+            self._launch(delivery)
+
+    def _launch(self, delivery: _Delivery) -> None:
+        """Run a delivery (already counted in flight) on its own thread."""
+        threading.Thread(target=self._deliver, args=(delivery,), name="graph-notify", daemon=True).start()
+
+    def _deliver(self, d: _Delivery) -> None:
+        try:
+            if not d.delayed:
+                d.delayed = True
+                with self._lock:
+                    delay = self._notification_config["notification_delay_seconds"]
+                if delay:
+                    time.sleep(delay)
+            while True:
+                with self._lock:
+                    if d.generation != self._generation:
+                        return
+                    if self._delivery_paused:
+                        self._queued.append(d)
+                        return
+                    if d.kind == "change":
+                        now = self.now()
+                        d.items = [
+                            item
+                            for item in d.items
+                            if (sub := self._subscriptions.get(item["subscriptionId"])) is not None
+                            and sub.expiration > now
+                        ]
+                        if not d.items:
+                            return  # every subscription it was for is gone or expired
+                    timeout = self._notification_config["notification_timeout_seconds"]
+                    d.attempt += 1
+                    body = json.dumps({"value": d.items}).encode()
+                    at = self.now()
+                status, error, duration = self._post_notification(d.url, body, timeout)
+                with self._lock:
+                    if d.generation != self._generation:
+                        return
+                    removals = self._account_attempt(d, error is None)
+                    will_retry = (
+                        error is not None
+                        and d.attempt <= len(d.backoff)
+                        and (
+                            d.kind == "lifecycle"
+                            or any(s in self._subscriptions for s in d.subscription_ids())
+                        )
+                    )
+                    self._notification_seq += 1
+                    self._notification_log.append(
+                        {
+                            "seq": self._notification_seq,
+                            "delivery_id": d.id,
+                            "kind": d.kind,
+                            "lifecycle_event": d.lifecycle_event,
+                            "time": _iso(at),
+                            "url": d.url,
+                            "subscription_id": d.items[0]["subscriptionId"],
+                            "subscription_ids": d.subscription_ids(),
+                            "items": len(d.items),
+                            "copy": d.copy,
+                            "attempt": d.attempt,
+                            "max_attempts": 1 + len(d.backoff),
+                            "ok": error is None,
+                            "status": status,
+                            "error": error,
+                            "duration_seconds": round(duration, 3),
+                            "will_retry": will_retry,
+                        }
+                    )
+                for delivery in removals:
+                    self._launch(delivery)
+                if not will_retry:
+                    return
+                time.sleep(d.backoff[d.attempt - 1])
+        finally:
+            with self._lock:
+                if d.generation == self._generation:
+                    self._in_flight -= 1
+                    self._deliveries_changed.notify_all()
+
+    def _account_attempt(self, d: _Delivery, ok: bool) -> list[_Delivery]:
+        """Count a change delivery's outcome against its subscriptions; remove those that failed too
+        often (Graph drops endpoints that keep failing) and return their subscriptionRemoved deliveries."""
+        if d.kind != "change":
+            return []  # lifecycle deliveries never count against a subscription
+        limit = self._notification_config["notification_max_consecutive_failures"]
+        removals: list[_Delivery] = []
+        for sub_id in d.subscription_ids():
+            sub = self._subscriptions.get(sub_id)
+            if sub is None:
+                continue
+            sub.consecutive_failures = 0 if ok else sub.consecutive_failures + 1
+            if sub.consecutive_failures >= limit:
+                del self._subscriptions[sub.id]
+                log.info("subscription %s removed after %d failed deliveries", sub.id, limit)
+                removals += self._lifecycle_deliveries(sub, "subscriptionRemoved")
+        return removals
+
+    @staticmethod
+    def _post_notification(url: str, body: bytes, timeout: float) -> tuple[int | None, str | None, float]:
+        """POST one notification; (status, error or None when delivered in time with a 2xx, seconds)."""
+        session = _http.Session()
+        session.trust_env = not _is_loopback_url(url)  # loopback never goes through an HTTP(S)_PROXY
+        started = time.monotonic()
+        try:
+            answer = session.post(
+                url,
+                data=body,
+                headers={"Content-Type": "application/json"},
+                timeout=timeout,
+                allow_redirects=False,
+            )
+        except _http.Timeout:
+            return None, f"timeout: no answer within {timeout:g} s", time.monotonic() - started
+        except _http.RequestException as exc:
+            return None, f"connection failed: {type(exc).__name__}", time.monotonic() - started
+        finally:
+            session.close()
+        duration = time.monotonic() - started
+        if duration > timeout:
+            late = f"late: answered after {duration:.2f} s (deadline {timeout:g} s)"
+            return answer.status_code, late, duration
+        if not 200 <= answer.status_code < 300:
+            return answer.status_code, f"HTTP {answer.status_code}", duration
+        return answer.status_code, None, duration
 
     # ----------------------------------------------------------------------------------------------
     # State helpers (call with the lock held)
@@ -1495,6 +1987,10 @@ class GraphEmulator:
             "expiration_date_time": _graph_dt(sub.expiration),
             "created_date_time": _graph_dt(sub.created_at),
             "expired": sub.expiration <= now,
+            "reauthorization_required": sub.reauthorization_required_at is not None,
+            "notifications_paused": self._paused_for_reauthorization(sub, now),
+            "consecutive_failures": sub.consecutive_failures,
+            "lost_notifications": sub.lost_notifications,
         }
 
     # ----------------------------------------------------------------------------------------------
@@ -1993,6 +2489,11 @@ class GraphEmulator:
                 "/v1.0/subscriptions/<subscription_id>",
                 endpoint="subscription",
                 methods=["GET", "PATCH", "DELETE"],
+            ),
+            Rule(
+                "/v1.0/subscriptions/<subscription_id>/reauthorize",
+                endpoint="subscription_reauthorize",
+                methods=["POST"],
             ),
         ]
 
@@ -2962,7 +3463,16 @@ class GraphEmulator:
             if not body.get("expirationDateTime"):
                 raise _GraphError(400, "InvalidRequest", "'expirationDateTime' is a required property.")
             sub.expiration = self._check_expiration(body["expirationDateTime"])
+            sub.reauthorization_required_at = None  # renewing also reauthorizes
             return self._graph_json(self._subscription_json(sub))
+
+    def _h_subscription_reauthorize(self, request: Request, ctx: _Ctx, subscription_id: str) -> Response:
+        """POST /subscriptions/{id}/reauthorize: answer a reauthorizationRequired challenge (no renewal)."""
+        with self._lock:
+            at, acc = self._authenticate(request, ctx)
+            sub = self._subscription_for(acc, at, subscription_id)
+            sub.reauthorization_required_at = None
+            return self._graph_json(None, 204)
 
     # ----------------------------------------------------------------------------------------------
     # Control API (/_control, JSON, no auth: local only)
@@ -2984,6 +3494,22 @@ class GraphEmulator:
             Rule("/_control/issued-tokens", endpoint="issued_tokens", methods=["GET"]),
             Rule("/_control/subscriptions", endpoint="subscriptions", methods=["GET"]),
             Rule("/_control/subscriptions/<subscription_id>", endpoint="subscription", methods=["DELETE"]),
+            Rule(
+                "/_control/subscriptions/<subscription_id>/expire",
+                endpoint="subscription_expire",
+                methods=["POST"],
+            ),
+            Rule(
+                "/_control/subscriptions/<subscription_id>/lifecycle",
+                endpoint="subscription_lifecycle",
+                methods=["POST"],
+            ),
+            Rule("/_control/notifications", endpoint="notifications", methods=["GET", "DELETE"]),
+            Rule("/_control/notifications/config", endpoint="notifications_config", methods=["GET", "POST"]),
+            Rule("/_control/notifications/flush", endpoint="notifications_flush", methods=["POST"]),
+            Rule("/_control/notifications/pause", endpoint="notifications_pause", methods=["POST"]),
+            Rule("/_control/notifications/resume", endpoint="notifications_resume", methods=["POST"]),
+            Rule("/_control/notifications/status", endpoint="notifications_status", methods=["GET"]),
             Rule("/_control/faults", endpoint="faults", methods=["GET", "POST", "DELETE"]),
             Rule("/_control/faults/<fault_id>", endpoint="fault", methods=["DELETE"]),
             Rule("/_control/requests", endpoint="requests", methods=["GET", "DELETE"]),
@@ -3123,6 +3649,46 @@ class GraphEmulator:
     def _c_subscription(self, request: Request, subscription_id: str) -> tuple[int, Any]:
         self.delete_subscription(subscription_id)
         return 204, None
+
+    def _c_subscription_expire(self, request: Request, subscription_id: str) -> tuple[int, Any]:
+        return 200, self.expire_subscription(subscription_id)
+
+    def _c_subscription_lifecycle(self, request: Request, subscription_id: str) -> tuple[int, Any]:
+        body = self._control_body(request)
+        _check_fields(body, {"event"}, ["event"])
+        return 200, self.send_lifecycle_notification(subscription_id, body["event"])
+
+    def _c_notifications(self, request: Request) -> tuple[int, Any]:
+        if request.method == "DELETE":
+            self.clear_notifications()
+            return 204, None
+        args = request.args
+        return 200, {"value": self.notifications(args.get("subscription_id"), args.get("kind"))}
+
+    def _c_notifications_config(self, request: Request) -> tuple[int, Any]:
+        if request.method == "GET":
+            return 200, self.notification_config()
+        return 200, self.configure_notifications(**self._control_body(request))
+
+    def _c_notifications_flush(self, request: Request) -> tuple[int, Any]:
+        body = self._control_body(request)
+        _check_fields(body, {"timeout"})
+        timeout = _number(body.get("timeout", 10.0), "timeout", minimum=0)
+        flushed = self.flush_notifications(timeout)
+        status = self.notification_status()
+        if not flushed:
+            error = f"deliveries still in flight after {timeout:g} s"
+            return 504, {**status, "flushed": False, "error": error}
+        return 200, {**status, "flushed": True}
+
+    def _c_notifications_pause(self, request: Request) -> tuple[int, Any]:
+        return 200, self.pause_notifications()
+
+    def _c_notifications_resume(self, request: Request) -> tuple[int, Any]:
+        return 200, self.resume_notifications()
+
+    def _c_notifications_status(self, request: Request) -> tuple[int, Any]:
+        return 200, self.notification_status()
 
     def _c_faults(self, request: Request) -> tuple[int, Any]:
         if request.method == "GET":

@@ -80,6 +80,8 @@ def expected(name: str, result: Any) -> None:
         ),
         "AutoScheduleJobFunction": lambda r: r["failed"] == 0 and r["users_enqueued"] >= 0,
         "AutoScheduleWorkerFunction": lambda r: r == {"batchItemFailures": []},
+        "SyncWorkerFunction": lambda r: r == {"batchItemFailures": []},
+        "RenewalJobFunction": lambda r: r["failed"] == 0 and r["needs_reauth"] == 0,
         "WebhookFunction": lambda r: (
             r["statusCode"] == 200
             and r["body"].startswith("Validation: Testing")

@@ -17,7 +17,7 @@ import requests
 from werkzeug.test import Client, TestResponse
 from werkzeug.wrappers import Request, Response
 
-from local.emulators.graph import GRAPH_JSON, GraphEmulator
+from local.emulators.graph import GRAPH_JSON, TENANT_ID, GraphEmulator
 from local.servers import RunningServer, serve
 
 CLIENT_ID = "11111111-2222-3333-4444-555555555555"
@@ -1722,3 +1722,580 @@ def test_a_rejected_patch_changes_nothing(emu: GraphEmulator, client: Client, ja
     assert rejected.status_code == 400  # ends before it starts
     assert [e["id"] for e in emu.events(jane["id"])] == [master["id"]]  # no stray exception stored
     assert sync(client, delta_link, jane["headers"])[0] == []
+
+
+# --------------------------------------------------------------------------------------------------
+# Change notifications and lifecycle notifications
+# --------------------------------------------------------------------------------------------------
+
+FAST_RETRIES = (0.05, 0.1)  # three attempts at most, in a fraction of a second
+
+
+class Sink:
+    """A webhook that records every notification POST.
+
+    It echoes validation tokens (so subscriptions can be created against it); any other POST answers
+    from `plans[path]` (consumed one per request: a status, or (seconds to sleep, status)), then from
+    `always[path]`, then 202.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.posts: list[dict[str, Any]] = []
+        self.plans: dict[str, list[int | tuple[float, int]]] = {}
+        self.always: dict[str, int] = {}
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        request = Request(environ)
+        token = request.args.get("validationToken")
+        if token is not None:
+            return Response(token, content_type="text/plain")(environ, start_response)
+        body = request.get_data()
+        with self.lock:
+            self.posts.append(
+                {
+                    "path": request.path,
+                    "content_type": request.headers.get("Content-Type"),
+                    "body": body,
+                    "json": json.loads(body),
+                }
+            )
+            plan = self.plans.get(request.path)
+            step = plan.pop(0) if plan else self.always.get(request.path, 202)
+        if isinstance(step, tuple):
+            time.sleep(step[0])
+            step = step[1]
+        return Response(status=step)(environ, start_response)
+
+    def to(self, path: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [post for post in self.posts if post["path"] == path]
+
+    def items(self, path: str) -> list[dict[str, Any]]:
+        return [item for post in self.to(path) for item in post["json"]["value"]]
+
+    def clear(self) -> None:
+        with self.lock:
+            self.posts.clear()
+
+
+@pytest.fixture
+def sink() -> Iterator[tuple[Sink, str]]:
+    app = Sink()
+    with serve(app, name="sink") as server:
+        yield app, server.url
+
+
+def subscribe(
+    client: Client, account: dict[str, Any], url: str, resource: str = "/me/events", **extra: Any
+) -> dict[str, Any]:
+    """Create a subscription through the real validation handshake (the sink echoes the token)."""
+    body = subscription_body(url, resource=resource, **extra)
+    answer = client.post("/v1.0/subscriptions", headers=auth(access_token(client, account)), json=body)
+    assert answer.status_code == 201, answer.get_data(as_text=True)
+    return answer.json
+
+
+def meeting(
+    emu: GraphEmulator, account: dict[str, Any], calendar_id: str | None = None, hour: int = 9
+) -> dict[str, Any]:
+    return emu.add_event(
+        account["id"],
+        calendar_id or account["calendars"][0]["id"],
+        subject="Sync",
+        start=f"2026-12-01T{hour:02d}:00:00Z",
+        end=f"2026-12-01T{hour:02d}:30:00Z",
+    )
+
+
+def settle(emu: GraphEmulator, hook: Sink) -> None:
+    """Wait for deliveries in flight, then forget them (sink and log)."""
+    assert emu.flush_notifications(10)
+    hook.clear()
+    emu.clear_notifications()
+
+
+def sub_state(emu: GraphEmulator, subscription_id: str) -> dict[str, Any]:
+    return next(s for s in emu.subscriptions() if s["id"] == subscription_id)
+
+
+def test_a_moved_event_sends_one_graph_shaped_notification(
+    emu: GraphEmulator, client: Client, sink: tuple[Sink, str]
+) -> None:
+    hook, base = sink
+    account = add_account(emu)
+    sub = subscribe(client, account, f"{base}/notify")
+    event = meeting(emu, account)
+    settle(emu, hook)
+
+    moved = emu.update_event(event["id"], start="2026-12-01T11:00:00Z")
+    assert emu.flush_notifications(10)
+    (post,) = hook.to("/notify")
+    assert post["content_type"] == "application/json"
+    (item,) = post["json"]["value"]
+    resource = f"Users/{account['id']}/Events/{event['id']}"
+    assert item == {
+        "subscriptionId": sub["id"],
+        "subscriptionExpirationDateTime": item["subscriptionExpirationDateTime"],
+        "changeType": "updated",
+        "resource": resource,
+        "resourceData": {
+            "@odata.type": "#Microsoft.Graph.Event",
+            "@odata.id": resource,
+            "@odata.etag": f'W/"{moved["change_key"]}"',
+            "id": event["id"],
+        },
+        "clientState": "opaque-state",
+        "tenantId": TENANT_ID,
+    }
+    # The same instant as the subscription's expiry, in the offset form notifications use.
+    expiry = item["subscriptionExpirationDateTime"]
+    assert expiry.endswith("+00:00")
+    assert datetime.fromisoformat(expiry) == datetime.fromisoformat(sub["expirationDateTime"])
+    (attempt,) = emu.notifications()
+    assert attempt == {
+        **attempt,
+        "kind": "change",
+        "url": f"{base}/notify",
+        "subscription_id": sub["id"],
+        "subscription_ids": [sub["id"]],
+        "items": 1,
+        "attempt": 1,
+        "copy": 1,
+        "ok": True,
+        "status": 202,
+        "error": None,
+        "will_retry": False,
+    }
+    assert attempt["duration_seconds"] < 3
+
+
+def test_created_cancelled_deleted_and_series_change_types(
+    emu: GraphEmulator, client: Client, sink: tuple[Sink, str]
+) -> None:
+    hook, base = sink
+    account = add_account(emu)
+    subscribe(client, account, f"{base}/all")
+    subscribe(client, account, f"{base}/created-deleted", changeType="created,deleted")
+    calendar_id = account["calendars"][0]["id"]
+
+    def step(action: Any) -> list[tuple[str, str]]:
+        action()
+        assert emu.flush_notifications(10)
+        seen = [(i["changeType"], i["resourceData"]["id"]) for i in hook.items("/all")]
+        assert [(i["changeType"], i["resourceData"]["id"]) for i in hook.items("/created-deleted")] == [
+            pair for pair in seen if pair[0] != "updated"
+        ]
+        hook.clear()
+        return seen
+
+    single = meeting(emu, account)
+    settle(emu, hook)
+    assert step(lambda: emu.cancel_event(single["id"])) == [("updated", single["id"])]  # still exists
+    assert step(lambda: emu.delete_event(single["id"])) == [("deleted", single["id"])]
+
+    created: dict[str, Any] = {}
+
+    def add_series() -> None:
+        created.update(
+            emu.add_event(
+                account["id"],
+                calendar_id,
+                start="2026-10-19T09:00:00",
+                end="2026-10-19T09:15:00",
+                recurrence=WEEKLY_MON_WED,
+            )
+        )
+
+    assert step(add_series) == [("created", created["id"])]
+    master = created["id"]
+    occurrence = emu.occurrences(master, "2026-10-20T00:00:00Z", "2026-10-22T00:00:00Z")[0]["id"]
+    # One occurrence edited: that occurrence (now an exception) is notified.
+    assert step(lambda: emu.update_event(occurrence, subject="Just this one")) == [("updated", occurrence)]
+    # A series edit that drops the exception, and the series' deletion: the master only.
+    assert step(lambda: emu.update_event(master, start="2026-10-19T10:00:00")) == [("updated", master)]
+    assert step(lambda: emu.update_event(occurrence, subject="Again")) == [("updated", occurrence)]
+    assert step(lambda: emu.delete_event(master)) == [("deleted", master)]
+
+
+def test_duplicates_send_the_same_post_several_times(
+    emu: GraphEmulator, client: Client, sink: tuple[Sink, str]
+) -> None:
+    hook, base = sink
+    account = add_account(emu)
+    subscribe(client, account, f"{base}/notify")
+    emu.configure_notifications(notification_duplicates=3)
+    event = meeting(emu, account)
+    assert emu.flush_notifications(10)
+    posts = hook.to("/notify")
+    assert len(posts) == 3
+    assert posts[0]["body"] == posts[1]["body"] == posts[2]["body"]
+    assert [i["resourceData"]["id"] for i in posts[0]["json"]["value"]] == [event["id"]]
+    attempts = emu.notifications()
+    assert sorted(a["copy"] for a in attempts) == [1, 2, 3]
+    assert len({a["delivery_id"] for a in attempts}) == 1 and all(a["ok"] for a in attempts)
+
+
+def test_batch_window_puts_items_for_one_url_in_one_post(
+    emu: GraphEmulator, client: Client, sink: tuple[Sink, str]
+) -> None:
+    hook, base = sink
+    account = add_account(emu)
+    first = subscribe(client, account, f"{base}/notify")
+
+    # No window: one POST per control call (separate POSTs may arrive in any order, as with Graph).
+    ids = [meeting(emu, account, hour=h)["id"] for h in (8, 9, 10)]
+    assert emu.flush_notifications(10)
+    assert sorted(
+        [i["resourceData"]["id"] for i in p["json"]["value"]] for p in hook.to("/notify")
+    ) == sorted([event_id] for event_id in ids)
+    settle(emu, hook)
+
+    # A window: three calls inside it share one POST, in order.
+    emu.configure_notifications(notification_batch_window_seconds=0.5)
+    ids = [meeting(emu, account, hour=h)["id"] for h in (11, 12, 13)]
+    assert hook.to("/notify") == []  # the window is still open
+    assert emu.flush_notifications(10)
+    (post,) = hook.to("/notify")
+    assert [i["resourceData"]["id"] for i in post["json"]["value"]] == ids
+    assert [i["changeType"] for i in post["json"]["value"]] == ["created"] * 3
+    (attempt,) = emu.notifications()
+    assert attempt["items"] == 3
+    settle(emu, hook)
+
+    # Two subscriptions with the same URL: one POST, one item each.
+    default_calendar = account["calendars"][0]["id"]
+    second = subscribe(client, account, f"{base}/notify", resource=f"/me/calendars/{default_calendar}/events")
+    event = meeting(emu, account, hour=14)
+    assert emu.flush_notifications(10)
+    (post,) = hook.to("/notify")
+    assert sorted(i["subscriptionId"] for i in post["json"]["value"]) == sorted([first["id"], second["id"]])
+    assert {i["resourceData"]["id"] for i in post["json"]["value"]} == {event["id"]}
+    (attempt,) = emu.notifications()
+    assert sorted(attempt["subscription_ids"]) == sorted([first["id"], second["id"]])
+
+
+def test_a_webhook_slower_than_3_seconds_is_recorded_late_and_retried(
+    emu: GraphEmulator, client: Client, sink: tuple[Sink, str]
+) -> None:
+    hook, base = sink
+    account = add_account(emu)
+    sub = subscribe(client, account, f"{base}/notify")
+    emu.configure_notifications(notification_retry_backoff=FAST_RETRIES)
+    hook.plans["/notify"] = [(4.0, 202)]  # the first POST is answered after 4 s, the next at once
+    meeting(emu, account)
+    assert emu.flush_notifications(15)
+    late, retried = emu.notifications()
+    assert late["attempt"] == 1 and not late["ok"] and late["status"] is None
+    assert late["error"].startswith("timeout") and late["duration_seconds"] >= 2.9
+    assert late["will_retry"] and late["max_attempts"] == 3
+    assert retried["attempt"] == 2 and retried["ok"] and retried["status"] == 202
+    assert retried["delivery_id"] == late["delivery_id"]
+    first, second = hook.to("/notify")
+    assert first["body"] == second["body"]
+    assert sub_state(emu, sub["id"])["consecutive_failures"] == 0  # the success reset the count
+
+
+def test_consecutive_failures_remove_the_subscription_with_a_lifecycle_notification(
+    emu: GraphEmulator, client: Client, sink: tuple[Sink, str]
+) -> None:
+    hook, base = sink
+    account = add_account(emu)
+    sub = subscribe(client, account, f"{base}/notify", lifecycleNotificationUrl=f"{base}/lifecycle")
+    emu.configure_notifications(
+        notification_retry_backoff=FAST_RETRIES, notification_max_consecutive_failures=3
+    )
+    # Two failures then a success: the count starts again.
+    hook.plans["/notify"] = [500, 503, 202]
+    meeting(emu, account, hour=8)
+    assert emu.flush_notifications(10)
+    assert [(a["attempt"], a["status"], a["ok"]) for a in emu.notifications()] == [
+        (1, 500, False),
+        (2, 503, False),
+        (3, 202, True),
+    ]
+    assert emu.notifications()[0]["error"] == "HTTP 500"
+    assert sub_state(emu, sub["id"])["consecutive_failures"] == 0
+    settle(emu, hook)
+
+    hook.always["/notify"] = 500
+    meeting(emu, account, hour=9)
+    assert emu.flush_notifications(10)
+    changes = emu.notifications(kind="change")
+    assert [(a["attempt"], a["ok"], a["will_retry"]) for a in changes] == [
+        (1, False, True),
+        (2, False, True),
+        (3, False, False),
+    ]
+    assert emu.subscriptions() == []
+    (removed,) = hook.items("/lifecycle")
+    assert removed == {
+        "subscriptionId": sub["id"],
+        "subscriptionExpirationDateTime": removed["subscriptionExpirationDateTime"],
+        "tenantId": TENANT_ID,
+        "clientState": "opaque-state",
+        "lifecycleEvent": "subscriptionRemoved",
+    }
+    (lifecycle_attempt,) = emu.notifications(kind="lifecycle")
+    assert lifecycle_attempt["lifecycle_event"] == "subscriptionRemoved" and lifecycle_attempt["ok"]
+    patch = {"expirationDateTime": in_minutes(120)}
+    path = f"/v1.0/subscriptions/{sub['id']}"
+    assert client.patch(path, headers=auth(access_token(client, account)), json=patch).status_code == 404
+    settle(emu, hook)
+    meeting(emu, account, hour=10)
+    assert emu.flush_notifications(10)
+    assert hook.posts == [] and emu.notifications() == []
+
+
+def test_lifecycle_control_sends_each_event(
+    emu: GraphEmulator, client: Client, sink: tuple[Sink, str]
+) -> None:
+    hook, base = sink
+    account = add_account(emu)
+    sub = subscribe(client, account, f"{base}/notify", lifecycleNotificationUrl=f"{base}/lifecycle")
+    bare = subscribe(client, account, f"{base}/notify")  # no lifecycleNotificationUrl
+    path = f"/_control/subscriptions/{sub['id']}/lifecycle"
+    token = access_token(client, account)
+
+    # Separate POSTs may arrive in any order (as with Graph): flush after each to keep them in order.
+    for event in ("missed", "reauthorizationRequired"):
+        answer = client.post(path, json={"event": event})
+        assert answer.status_code == 200 and answer.json["sent"] is True
+        assert emu.flush_notifications(10)
+    assert sub_state(emu, sub["id"])["reauthorization_required"] is True
+    renewed = client.patch(
+        f"/v1.0/subscriptions/{sub['id']}", headers=auth(token), json={"expirationDateTime": in_minutes(90)}
+    )
+    assert renewed.status_code == 200
+    assert sub_state(emu, sub["id"])["reauthorization_required"] is False  # renewing reauthorizes
+    assert client.post(path, json={"event": "subscriptionRemoved"}).status_code == 200
+    assert client.get(f"/v1.0/subscriptions/{sub['id']}", headers=auth(token)).status_code == 404
+    assert emu.flush_notifications(10)
+
+    items = hook.items("/lifecycle")
+    assert [i["lifecycleEvent"] for i in items] == [
+        "missed",
+        "reauthorizationRequired",
+        "subscriptionRemoved",
+    ]
+    for item in items:
+        assert set(item) == {
+            "subscriptionId",
+            "subscriptionExpirationDateTime",
+            "tenantId",
+            "clientState",
+            "lifecycleEvent",
+        }
+        assert item["subscriptionId"] == sub["id"] and item["clientState"] == "opaque-state"
+        assert item["tenantId"] == TENANT_ID and "changeType" not in item
+    # The last one carries the renewed expiry.
+    assert datetime.fromisoformat(items[2]["subscriptionExpirationDateTime"]) == datetime.fromisoformat(
+        renewed.json["expirationDateTime"]
+    )
+    assert len(hook.to("/lifecycle")) == 3 and hook.to("/notify") == []
+
+    # Without a lifecycle URL nothing is sent, but the removal still happens.
+    bare_path = f"/_control/subscriptions/{bare['id']}/lifecycle"
+    answer = client.post(bare_path, json={"event": "subscriptionRemoved"})
+    assert answer.status_code == 200 and answer.json["sent"] is False
+    assert emu.subscriptions() == []
+    assert client.post(bare_path, json={"event": "missed"}).status_code == 404
+    assert client.post(path, json={"event": "renewed"}).status_code == 400
+
+
+def test_notifications_pause_after_an_unanswered_reauthorization_challenge(
+    emu: GraphEmulator, client: Client, sink: tuple[Sink, str]
+) -> None:
+    hook, base = sink
+    account = add_account(emu)
+    sub = subscribe(client, account, f"{base}/notify", lifecycleNotificationUrl=f"{base}/lifecycle")
+    emu.configure_notifications(notification_reauthorization_grace_seconds=60)
+    emu.send_lifecycle_notification(sub["id"], "reauthorizationRequired")
+    meeting(emu, account, hour=8)  # within the grace: still delivered
+    assert emu.flush_notifications(10)
+    assert len(hook.items("/notify")) == 1
+    settle(emu, hook)
+
+    emu.advance_clock(61)
+    meeting(emu, account, hour=9)  # paused: lost
+    assert emu.flush_notifications(10)
+    assert hook.to("/notify") == []
+    state = sub_state(emu, sub["id"])
+    assert state["notifications_paused"] and state["lost_notifications"] == 1
+
+    reauthorize = f"/v1.0/subscriptions/{sub['id']}/reauthorize"
+    assert client.post(reauthorize, headers=auth(access_token(client, account))).status_code == 204
+    event = meeting(emu, account, hour=10)
+    assert emu.flush_notifications(10)
+    assert [i["resourceData"]["id"] for i in hook.items("/notify")] == [event["id"]]
+    assert sub_state(emu, sub["id"])["reauthorization_required"] is False
+
+
+def test_an_expired_subscription_gets_nothing(
+    emu: GraphEmulator, client: Client, sink: tuple[Sink, str]
+) -> None:
+    hook, base = sink
+    account = add_account(emu)
+    expired = subscribe(client, account, f"{base}/expired")
+    live = subscribe(client, account, f"{base}/live")
+    answer = client.post(f"/_control/subscriptions/{expired['id']}/expire")
+    assert answer.status_code == 200 and answer.json["expired"] is True
+    assert client.post("/_control/subscriptions/nope/expire").status_code == 404
+
+    event = meeting(emu, account)
+    assert emu.flush_notifications(10)
+    assert hook.to("/expired") == []
+    assert [i["resourceData"]["id"] for i in hook.items("/live")] == [event["id"]]
+    token = access_token(client, account)
+    patch = {"expirationDateTime": in_minutes(120)}
+    gone = client.patch(f"/v1.0/subscriptions/{expired['id']}", headers=auth(token), json=patch)
+    assert gone.status_code == 404 and gone.json["error"]["code"] == "ResourceNotFound"
+    listed = client.get("/v1.0/subscriptions", headers=auth(token)).json["value"]
+    assert [s["id"] for s in listed] == [live["id"]]
+
+    # Expiring on the clock works the same way.
+    settle(emu, hook)
+    emu.advance_clock(61 * 60)
+    emu.cancel_event(event["id"])
+    assert emu.flush_notifications(10)
+    assert hook.posts == [] and emu.notifications() == []
+
+
+def test_notifications_follow_account_and_calendar(
+    emu: GraphEmulator, client: Client, sink: tuple[Sink, str]
+) -> None:
+    hook, base = sink
+    jane = add_account(emu, calendars=[{"name": "Calendar", "is_default": True}, {"name": "Work"}])
+    bob = add_account(emu, "bob@contoso.example")
+    jane_default, jane_work = (c["id"] for c in jane["calendars"])
+    subscribe(client, jane, f"{base}/jane-events")  # /me/events: the default calendar only
+    subscribe(client, jane, f"{base}/jane-work", resource=f"/me/calendars/{jane_work}/events")
+    bob_sub = subscribe(client, bob, f"{base}/bob")
+
+    in_default = meeting(emu, jane, jane_default)
+    in_work = meeting(emu, jane, jane_work)
+    bobs = meeting(emu, bob)
+    assert emu.flush_notifications(10)
+    ids = {
+        path: [i["resourceData"]["id"] for i in hook.items(path)]
+        for path in ("/jane-events", "/jane-work", "/bob")
+    }
+    assert ids == {"/jane-events": [in_default["id"]], "/jane-work": [in_work["id"]], "/bob": [bobs["id"]]}
+    (bob_item,) = hook.items("/bob")
+    assert bob_item["subscriptionId"] == bob_sub["id"]
+    assert bob_item["resource"] == f"Users/{bob['id']}/Events/{bobs['id']}"
+    assert all(i["resource"].startswith(f"Users/{jane['id']}/") for i in hook.items("/jane-events"))
+
+
+def test_flush_returns_only_when_deliveries_are_done(
+    emu: GraphEmulator, client: Client, sink: tuple[Sink, str]
+) -> None:
+    hook, base = sink
+    account = add_account(emu)
+    subscribe(client, account, f"{base}/notify")
+    emu.configure_notifications(notification_delay_seconds=0.5)
+    started = time.monotonic()
+    meeting(emu, account)
+    assert time.monotonic() - started < 0.3  # the control call does not wait for delivery
+    assert hook.to("/notify") == [] and emu.notification_status()["in_flight"] == 1
+    assert emu.flush_notifications(10)
+    assert time.monotonic() - started >= 0.5
+    assert len(hook.to("/notify")) == 1 and emu.notification_status()["in_flight"] == 0
+
+    emu.configure_notifications(notification_delay_seconds=1.0)
+    meeting(emu, account, hour=10)
+    assert emu.flush_notifications(0.05) is False
+    late = client.post("/_control/notifications/flush", json={"timeout": 0.05})
+    assert late.status_code == 504 and late.json["flushed"] is False and late.json["in_flight"] == 1
+    done = client.post("/_control/notifications/flush", json={"timeout": 10})
+    assert done.status_code == 200 and done.json == {**done.json, "flushed": True, "in_flight": 0}
+    assert len(hook.to("/notify")) == 2
+
+
+def test_pause_holds_deliveries_until_resume(
+    emu: GraphEmulator, client: Client, sink: tuple[Sink, str]
+) -> None:
+    hook, base = sink
+    account = add_account(emu)
+    subscribe(client, account, f"{base}/notify")
+    assert client.post("/_control/notifications/pause").json == {"paused": True, "in_flight": 0, "queued": 0}
+    first, second = meeting(emu, account, hour=8), meeting(emu, account, hour=9)
+    flushed = client.post("/_control/notifications/flush", json={"timeout": 10})
+    assert flushed.status_code == 200 and flushed.json["queued"] == 2  # held ones are not waited for
+    assert hook.posts == [] and emu.notifications() == []
+    resumed = client.post("/_control/notifications/resume").json
+    assert resumed["released"] == 2 and resumed["paused"] is False
+    assert emu.flush_notifications(10)
+    assert sorted(i["resourceData"]["id"] for i in hook.items("/notify")) == sorted(
+        [first["id"], second["id"]]
+    )
+
+    # A reset forgets held deliveries.
+    emu.pause_notifications()
+    meeting(emu, account, hour=10)
+    assert emu.flush_notifications(10) and emu.notification_status()["queued"] == 1
+    emu.reset()
+    assert emu.notification_status() == {"paused": False, "in_flight": 0, "queued": 0}
+
+
+def test_notification_knobs_and_log_over_http(
+    emu: GraphEmulator, client: Client, sink: tuple[Sink, str]
+) -> None:
+    hook, base = sink
+    defaults = client.get("/_control/notifications/config").json
+    assert defaults == {
+        "notification_delay_seconds": 0.0,
+        "notification_duplicates": 1,
+        "notification_batch_window_seconds": 0.0,
+        "notification_timeout_seconds": 3.0,
+        "notification_retry_backoff": [1.0, 2.0, 4.0],
+        "notification_max_consecutive_failures": 10,
+        "notification_reauthorization_grace_seconds": 600.0,
+    }
+    changed = client.post(
+        "/_control/notifications/config",
+        json={"notification_duplicates": 2, "notification_retry_backoff": [0.05]},
+    )
+    assert changed.status_code == 200
+    assert changed.json == {**defaults, "notification_duplicates": 2, "notification_retry_backoff": [0.05]}
+    for bad in (
+        {"notification_duplicates": 0},
+        {"notification_delay_seconds": -1},
+        {"notification_timeout_seconds": 0},
+        {"notification_retry_backoff": "1,2"},
+        {"notification_retry_backoff": [1, -2]},
+        {"notification_batch_window": 1},
+        {"notification_duplicates": 3, "notification_max_consecutive_failures": True},
+    ):
+        assert client.post("/_control/notifications/config", json=bad).status_code == 400, bad
+    assert client.get("/_control/notifications/config").json == changed.json  # all or nothing
+
+    account = add_account(emu)
+    sub = subscribe(client, account, f"{base}/notify", lifecycleNotificationUrl=f"{base}/lifecycle")
+    meeting(emu, account)
+    emu.send_lifecycle_notification(sub["id"], "missed")
+    assert client.post("/_control/notifications/flush").status_code == 200
+    log = client.get("/_control/notifications").json["value"]
+    assert sorted((e["kind"], e["copy"]) for e in log) == [
+        ("change", 1),
+        ("change", 2),
+        ("lifecycle", 1),
+        ("lifecycle", 2),
+    ]
+    assert all(e["ok"] and e["subscription_id"] == sub["id"] for e in log)
+    assert [e["seq"] for e in log] == sorted(e["seq"] for e in log)
+    only = client.get(f"/_control/notifications?kind=lifecycle&subscription_id={sub['id']}").json["value"]
+    assert len(only) == 2 and {e["lifecycle_event"] for e in only} == {"missed"}
+    assert client.get("/_control/notifications?subscription_id=other").json["value"] == []
+    assert client.delete("/_control/notifications").status_code == 204
+    assert client.get("/_control/notifications").json["value"] == []
+    assert len(hook.to("/notify")) == 2 and len(hook.to("/lifecycle")) == 2
+
+    # Constructor knobs are what reset() goes back to.
+    custom = GraphEmulator(notification_duplicates=2, notification_retry_backoff=(0.5,))
+    custom.configure_notifications(notification_duplicates=5)
+    custom.reset()
+    assert custom.notification_config()["notification_duplicates"] == 2
+    assert custom.notification_config()["notification_retry_backoff"] == [0.5]
+    with pytest.raises(ValueError):
+        GraphEmulator(notification_duplicates=0)

@@ -333,6 +333,8 @@ def test_bootstrap_creates_the_real_templates_resources(aws: boto3.Session) -> N
         "AutoScheduleQueue",
         "BotScheduleGroup",
         "ScheduleDeadLetterQueue",
+        "SyncDeadLetterQueue",
+        "SyncQueue",
         "Table",
     ]
     ddb = aws.client("dynamodb")

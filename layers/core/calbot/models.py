@@ -722,3 +722,17 @@ class AutoScheduleMessage(Strict):
 
     user_id: str = Field(min_length=1, max_length=64)
     run_id: str = Field(min_length=1, max_length=64)
+
+
+# --------------------------------------------------------------------------------------------------
+# Change notifications
+
+
+class ChangeMessage(Strict):
+    """One unit of work for an account, on the FIFO queue whose message group is the account."""
+
+    user_id: str = Field(min_length=1, max_length=64)
+    provider: ProviderName
+    account_id: str = Field(min_length=1, max_length=320)
+    kind: Literal["sync", "renew", "recreate"] = "sync"
+    subscription_id: str | None = Field(default=None, max_length=256)

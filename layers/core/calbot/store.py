@@ -848,3 +848,47 @@ def enabled_auto_users() -> Iterator[str]:
             ProjectionExpression="GSI3SK",
         ):
             yield item["GSI3SK"]
+
+
+def move_bot(bot: ScheduledBot, old_dedup_key: str) -> None:
+    """Save a Scheduled bot whose meeting moved (new start or link): its dedup guard moves with it in the
+    same transaction. Raises AlreadyScheduled when another live bot already holds the new slot, and
+    BotChanged when the bot left Scheduled meanwhile."""
+    if bot.dedup_key == old_dedup_key:
+        save_bot(bot, expect_status="Scheduled")
+        return
+    guard = {
+        **_guard_key(bot.user_id, bot.dedup_key),
+        "kind": "dedup",
+        "bot_id": bot.bot_id,
+        "event_id": bot.event_id,
+    }
+    transact_write(
+        [
+            {
+                "Put": {
+                    "TableName": _table(),
+                    "Item": to_item(_bot_item(bot)),
+                    "ConditionExpression": "#s = :s",
+                    "ExpressionAttributeNames": {"#s": "status"},
+                    "ExpressionAttributeValues": to_item({":s": "Scheduled"}),
+                }
+            },
+            {
+                "Put": {
+                    "TableName": _table(),
+                    "Item": to_item(guard),
+                    "ConditionExpression": "attribute_not_exists(PK)",
+                }
+            },
+            {
+                "Delete": {
+                    "TableName": _table(),
+                    "Key": to_item(_guard_key(bot.user_id, old_dedup_key)),
+                    "ConditionExpression": "attribute_not_exists(PK) OR bot_id = :b",
+                    "ExpressionAttributeValues": to_item({":b": bot.bot_id}),
+                }
+            },
+        ],
+        on_condition=[BotChanged, AlreadyScheduled, BotChanged],
+    )

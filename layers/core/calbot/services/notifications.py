@@ -1,16 +1,36 @@
-"""The per-account provider webhook.
+"""The per-account provider webhook: POST /admin/schedule/users/{user_id}/{provider}/{account_id}.
 
-Graph validates a notification URL before creating a subscription by POSTing `?validationToken=...`
-and expecting the token back as text/plain within 10 s. Notification processing (clientState check,
-enqueue per account) arrives with the real-time changes capability.
+Graph validates a notification URL by POSTing `?validationToken=...` and expects the token back as
+text/plain. Notifications are checked item by item: the subscription must exist, belong to the user
+and account named in the path, and carry its own secret (compared as SHA-256 hashes in constant
+time). Valid work is enqueued on a FIFO queue whose message group is the account (one account's syncs
+never race on its delta token; accounts run in parallel) and the webhook answers 202 at once. The
+answer is the same whatever was dropped: it is never an oracle for ids or secrets.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
+import os
+from typing import Any
+from urllib.parse import unquote
+
+from calbot import aws, store
 from calbot.http import Request, Response
 from calbot.log import logger
+from calbot.models import ChangeMessage, account_key, normalize_provider
 
 MAX_VALIDATION_TOKEN = 2048
+MAX_ITEMS = 1000
+LIFECYCLE_KINDS = {"reauthorizationRequired": "renew", "subscriptionRemoved": "recreate", "missed": "sync"}
+
+
+def _same_secret(presented: Any, stored_hash: str) -> bool:
+    if not isinstance(presented, str) or not presented:
+        return False
+    return hmac.compare_digest(hashlib.sha256(presented.encode()).hexdigest(), stored_hash)
 
 
 def handle(request: Request) -> Response:
@@ -19,7 +39,106 @@ def handle(request: Request) -> Response:
         if len(token) > MAX_VALIDATION_TOKEN:
             return Response(400, {"error": "invalid_request", "message": "validationToken is too long."})
         return Response(200, text=token)
-    # Accepted and dropped until notification processing is built; the answer is the same whatever the
-    # path names, so it is never an oracle for user or account ids.
-    logger.info("notification received", extra={"provider": request.path_params.get("provider")})
+    path = request.path_params
+    try:
+        provider = normalize_provider(path.get("provider", ""))
+        body = request.json()
+    except Exception:
+        logger.info("notification dropped", extra={"dropped": 1, "why": "unreadable"})
+        return Response(202)
+    user_id, account = path.get("user_id", ""), account_key(unquote(path.get("account_id", "")))
+    items = body.get("value") if isinstance(body.get("value"), list) else []
+    messages: dict[tuple[str, str], ChangeMessage] = {}
+    dropped = 0
+    for item in items[:MAX_ITEMS]:
+        sub = (
+            store.get_subscription(str(item.get("subscriptionId", ""))[:256])
+            if isinstance(item, dict)
+            else None
+        )
+        if (
+            sub is None
+            or sub.user_id != user_id
+            or sub.provider != provider
+            or account_key(sub.account_id) != account
+            or not _same_secret(item.get("clientState"), sub.client_state_hash)
+        ):
+            dropped += 1
+            continue
+        kind = (
+            LIFECYCLE_KINDS.get(str(item.get("lifecycleEvent")), "sync")
+            if "lifecycleEvent" in item
+            else "sync"
+        )
+        messages[(kind, sub.id if kind != "sync" else "")] = ChangeMessage(
+            user_id=user_id,
+            provider=provider,
+            account_id=sub.account_id,
+            kind=kind,
+            subscription_id=sub.id if kind != "sync" else None,
+        )
+    for message in messages.values():
+        enqueue(message, dedup=_dedup_id(message, items))
+    logger.info(
+        "notifications",
+        extra={"accepted": len(items) - dropped, "dropped": dropped, "enqueued": len(messages)},
+    )
     return Response(202)
+
+
+def _dedup_id(message: ChangeMessage, items: list[Any]) -> str:
+    """The same notification delivered twice (Graph retries, duplicates) maps to the same id, so SQS FIFO
+    drops the copy within its 5-minute window."""
+    parts = sorted(
+        f"{i.get('subscriptionId')}|{i.get('changeType')}|{(i.get('resourceData') or {}).get('id')}|"
+        f"{(i.get('resourceData') or {}).get('@odata.etag')}|{i.get('lifecycleEvent')}"
+        for i in items
+        if isinstance(i, dict)
+    )
+    return hashlib.sha256((message.model_dump_json() + "\n".join(parts)).encode()).hexdigest()
+
+
+def enqueue(message: ChangeMessage, *, dedup: str) -> None:
+    aws.sqs().send_message(
+        QueueUrl=os.environ["SYNC_QUEUE_URL"],
+        MessageBody=message.model_dump_json(),
+        MessageGroupId=f"{message.user_id}#{message.provider}#{account_key(message.account_id)}",
+        MessageDeduplicationId=dedup[:128],
+    )
+
+
+def consume(event: dict[str, Any]) -> dict[str, Any]:
+    """The sync worker: per message, sync that account (or renew / recreate a subscription, then sync),
+    then make its bots follow the changed events. A failing message is reported alone; in a FIFO group
+    the messages after it wait, which keeps one account's work in order."""
+    from calbot.services.reconcile import reconcile
+    from calbot.services.subscriptions import recreate, renew
+    from calbot.services.sync import sync_connection
+
+    failures: list[dict[str, str]] = []
+    for record in event.get("Records", []):
+        if failures:  # FIFO: later messages of the batch must not overtake a failed one
+            failures.append({"itemIdentifier": record["messageId"]})
+            continue
+        try:
+            message = ChangeMessage.model_validate(json.loads(record["body"]))
+        except ValueError:
+            logger.warning("change message rejected")
+            continue
+        try:
+            conn = store.get_connection(message.user_id, message.provider, message.account_id)
+            if conn is None:
+                continue  # disconnected meanwhile: nothing to do
+            if message.kind == "renew" and message.subscription_id:
+                renew(conn, message.subscription_id)
+            elif message.kind == "recreate" and message.subscription_id:
+                recreate(conn, message.subscription_id)
+            result = sync_connection(conn)
+            if result.error and result.error.get("error") == "provider_unavailable":
+                raise RuntimeError("provider unavailable; retry this account later")
+            outcome = reconcile(result.changed)
+            logger.info("account synced", extra={"written": result.written, **outcome})
+        except Exception:
+            logger.exception("change message failed")
+            failures.append({"itemIdentifier": record["messageId"]})
+    return {"batchItemFailures": failures}

@@ -45,6 +45,7 @@ class AccountResult:
     provider: str
     account_id: str
     written: int = 0
+    changed: list[Event] = field(default_factory=list)  # what was written: bots follow these
     calendars: int = 0
     full_syncs: int = 0
     error: dict[str, str] | None = None
@@ -123,8 +124,8 @@ def _record(conn: Connection, change: NormalizedEvent, existing: Event | None, a
     )
 
 
-def sync_calendar(conn: Connection, calendar_id: str, access_token: str) -> tuple[int, bool]:
-    """Sync one calendar; returns (items written, whether it was a full sync)."""
+def sync_calendar(conn: Connection, calendar_id: str, access_token: str) -> tuple[list[Event], bool]:
+    """Sync one calendar; returns (the events written, whether it was a full sync)."""
     provider = get_provider(conn.provider)
     at = now()
     state = store.get_sync_state(conn.user_id, conn.provider, conn.account_id, calendar_id)
@@ -138,7 +139,8 @@ def sync_calendar(conn: Connection, calendar_id: str, access_token: str) -> tupl
         logger.info("sync token expired; full resync", extra={"provider": conn.provider})
         window = (at - WINDOW_PAST, at + WINDOW_FUTURE)
         changes = provider.sync_calendar(access_token, calendar_id, cursor=None, window=window)
-    written = _apply(conn, calendar_id, changes, window, at)
+    changed = _apply(conn, calendar_id, changes, window, at)
+    written = len(changed)
     if (
         written
         or changes.full
@@ -158,7 +160,7 @@ def sync_calendar(conn: Connection, calendar_id: str, access_token: str) -> tupl
                 updated_at=at,
             )
         )
-    return written, changes.full
+    return changed, changes.full
 
 
 def _apply(
@@ -167,7 +169,7 @@ def _apply(
     changes: CalendarChanges,
     window: tuple[datetime, datetime],
     at: datetime,
-) -> int:
+) -> list[Event]:
     """Write what changed: new or different events, and deletions. Unchanged events cost no write."""
     by_platform_id = {c.platform_id: c for c in changes.upserts}  # a later item for the same id wins
     if changes.full:
@@ -203,7 +205,9 @@ def _apply(
         old = existing.get(platform_id)
         if old and not old.is_deleted and platform_id not in by_platform_id:
             puts.append(old.model_copy(update={"is_deleted": True, "updated_at": at}))
-    return store.put_events(puts) if puts else 0
+    if puts:
+        store.put_events(puts)
+    return puts
 
 
 def sync_connection(conn: Connection) -> AccountResult:
@@ -212,20 +216,21 @@ def sync_connection(conn: Connection) -> AccountResult:
         token = tokens.access_token(conn)
         for cal in conn.calendars:
             try:
-                written, full = sync_calendar(conn, cal.id, token)
+                changed, full = sync_calendar(conn, cal.id, token)
             except ProviderAuthError as err:
                 if err.kind != "unauthorized":
                     raise
                 tokens.forget_access_token(conn)  # a 401 on a cached token: refresh once and retry
                 token = tokens.access_token(conn)
-                written, full = sync_calendar(conn, cal.id, token)
+                changed, full = sync_calendar(conn, cal.id, token)
             except ProviderRequestError as err:
                 if err.status in (403, 404):  # a calendar we may no longer read; the rest still syncs
                     logger.warning("calendar skipped", extra={"status": err.status})
                     continue
                 raise
             result.calendars += 1
-            result.written += written
+            result.written += len(changed)
+            result.changed += changed
             result.full_syncs += int(full)
         if result.written:
             store.touch_connection_synced(conn.user_id, conn.provider, conn.account_id, now())

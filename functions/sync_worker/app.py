@@ -1,0 +1,9 @@
+"""SQS FIFO consumer (one message group per account): sync the account, then bots follow its changes."""
+
+from typing import Any
+
+from calbot.services.notifications import consume
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return consume(event)

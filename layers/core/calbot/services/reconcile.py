@@ -1,0 +1,118 @@
+"""Bots follow their meetings: after a sync, every changed event with live bots is looked at.
+
+- moved -> the bot's join time and its schedule are updated in place (same bot id, same schedule name);
+- moved into the past -> schedule deleted, bot Cancelled with event_moved_to_past;
+- cancelled or deleted -> schedule deleted, bot Cancelled with event_cancelled;
+- a different meeting link -> the bot uses the new link (never silently the old one);
+- a series whose recurrence changed -> its removed occurrences' bots are cancelled (above) and the
+  series' new upcoming occurrences get bots again, as many as were lost, with the same config.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import timedelta
+from typing import Any
+
+from calbot import scheduler, store
+from calbot.log import logger
+from calbot.models import Event, ScheduledBot
+from calbot.services.schedule import cancel_bot, dedup_key, make_bot, place, series_key
+from calbot.timeutil import now
+
+
+def reconcile(events: list[Event]) -> dict[str, int]:
+    counts: dict[str, int] = defaultdict(int)
+    lost: dict[str, list[ScheduledBot]] = defaultdict(list)  # series -> bots cancelled with an occurrence
+    by_series: dict[tuple[str, str], list[ScheduledBot]] = {}
+    for event in events:
+        key = (event.user_id, series_key(event))
+        if key not in by_series:
+            by_series[key] = [
+                b for b in store.bots_of_series(event.user_id, key[1]) if b.status == "Scheduled"
+            ]
+        for bot in [b for b in by_series[key] if b.event_id == event.event_id]:
+            outcome = _follow(bot, event)
+            counts[outcome] += 1
+            if outcome == "cancelled" and event.is_recurring:
+                lost[key[1]].append(bot)
+    for series, bots in lost.items():
+        counts["recreated"] += _refill(bots[0].user_id, series, bots, events)
+    return dict(counts)
+
+
+def _follow(bot: ScheduledBot, event: Event) -> str:
+    if event.is_deleted:
+        return "cancelled" if cancel_bot(bot, "event_cancelled") else "unchanged"
+    if not event.meeting_url:
+        return "cancelled" if cancel_bot(bot, "event_cancelled") else "unchanged"  # no link: nothing to join
+    join = event.start_time - timedelta(seconds=bot.join_offset_seconds)
+    if (
+        event.start_time == bot.occurrence_start
+        and event.meeting_url == bot.meeting_url
+        and event.end_time == bot.meeting_end
+    ):
+        return "unchanged"
+    if join <= now():
+        return "moved_to_past" if cancel_bot(bot, "event_moved_to_past") else "unchanged"
+    moved = bot.model_copy(
+        update={
+            "occurrence_start": event.start_time,
+            "meeting_end": event.end_time,
+            "scheduled_join_time": join,
+            "meeting_url": event.meeting_url,
+            "meeting_platform": event.meeting_platform,
+            "title": event.title,
+            "dedup_key": dedup_key(event.meeting_url, event.start_time),
+            "updated_at": now(),
+        }
+    )
+    try:
+        store.move_bot(moved, bot.dedup_key)
+    except store.AlreadyScheduled:
+        # The same meeting's new slot already has a bot (seen through another calendar): one is enough.
+        return "cancelled" if cancel_bot(bot, "event_cancelled") else "unchanged"
+    except store.BotChanged:
+        return "unchanged"  # launched or cancelled meanwhile: a running bot is never touched
+    scheduler.put_launch(moved)  # same name: updated in place
+    return "moved"
+
+
+def _refill(user_id: str, series: str, lost: list[ScheduledBot], changed: list[Event]) -> int:
+    """A recurrence change removed occurrences that had bots: give the new upcoming ones bots again."""
+    template: dict[str, Any] = {
+        "config": lost[0].bot_config,
+        "offset": lost[0].join_offset_seconds,
+        "source": lost[0].source,
+        "recurring": lost[0].recurring_event,
+    }
+    candidates = sorted(
+        (
+            e
+            for e in changed
+            if series_key(e) == series
+            and not e.is_deleted
+            and e.meeting_url
+            and e.start_time - timedelta(seconds=template["offset"]) > now()
+        ),
+        key=lambda e: e.start_time,
+    )
+    made = 0
+    for event in candidates:
+        if made >= len(lost):
+            break
+        bot = make_bot(
+            event,
+            template["config"],
+            offset_seconds=template["offset"],
+            source=template["source"],
+            recurring=template["recurring"],
+        )
+        try:
+            place(bot)
+            made += 1
+        except store.AlreadyScheduled:
+            continue
+        except Exception:
+            logger.exception("could not recreate a bot for a changed series")
+    return made

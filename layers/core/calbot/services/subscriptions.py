@@ -1,0 +1,108 @@
+"""Keeping change notifications alive: renewal (the 03:00 UTC job and `reauthorizationRequired`) and
+recreation (a subscription the provider says is gone, or `subscriptionRemoved`).
+
+The job finds subscriptions expiring within two days through the sparse, sharded expiry index (never
+a scan), renews each to the longest lifetime the provider allows and stores the expiry it returns.
+Only a real authorization failure marks a connection needs_reauth.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+from typing import Any
+
+from calbot import store, tokens
+from calbot.log import logger
+from calbot.models import Connection, Subscription, SubscriptionRef
+from calbot.providers import get_provider
+from calbot.providers.base import ProviderAuthError, ProviderError
+from calbot.services.connect import hash_client_state
+from calbot.timeutil import now
+
+RENEW_WITHIN = timedelta(days=2)
+
+
+def _replace_ref(conn: Connection, old_id: str, new: Subscription | None, expires_at: Any = None) -> None:
+    refs = [r for r in conn.subscriptions if r.id != old_id]
+    if new is not None:
+        refs.append(SubscriptionRef(id=new.id, calendar_id=new.calendar_id, expires_at=new.expires_at))
+    elif expires_at is not None:
+        old = next((r for r in conn.subscriptions if r.id == old_id), None)
+        if old is not None:
+            refs.append(old.model_copy(update={"expires_at": expires_at}))
+    store.save_connection(conn.model_copy(update={"subscriptions": refs, "updated_at": now()}))
+
+
+def renew(conn: Connection, subscription_id: str) -> str:
+    """Extend one subscription; recreate it when the provider says it is gone. Returns what happened."""
+    sub = store.get_subscription(subscription_id)
+    if sub is None:
+        return "unknown"
+    provider = get_provider(conn.provider)
+    renewed = provider.renew_subscription(tokens.access_token(conn), subscription_id)
+    if renewed is None:
+        recreate(conn, subscription_id)
+        return "recreated"
+    store.put_subscriptions([sub.model_copy(update={"expires_at": renewed.expires_at})])
+    _replace_ref(conn, subscription_id, None, expires_at=renewed.expires_at)
+    return "renewed"
+
+
+def recreate(conn: Connection, subscription_id: str) -> str:
+    """A new subscription (with a fresh secret) for the calendar the old one watched."""
+    old = store.get_subscription(subscription_id)
+    calendar_id = (
+        old.calendar_id
+        if old
+        else next((r.calendar_id for r in conn.subscriptions if r.id == subscription_id), None)
+    )
+    if calendar_id is None:
+        return "unknown"
+    provider = get_provider(conn.provider)
+    token = tokens.access_token(conn)
+    client_state = secrets.token_urlsafe(48)
+    made = provider.create_subscription(
+        token, calendar_id=calendar_id, notification_url=conn.webhook_url, client_state=client_state
+    )
+    new = Subscription(
+        id=made.id,
+        user_id=conn.user_id,
+        provider=conn.provider,
+        account_id=conn.account_id,
+        calendar_id=calendar_id,
+        client_state_hash=hash_client_state(client_state),
+        expires_at=made.expires_at,
+        created_at=now(),
+    )
+    store.put_subscriptions([new])
+    _replace_ref(conn, subscription_id, new)
+    store.delete_subscriptions([subscription_id])
+    try:
+        provider.delete_subscription(token, subscription_id)  # if it still exists, stop it
+    except ProviderError:
+        pass
+    return "recreated"
+
+
+def run_renewal() -> dict[str, int]:
+    """The 03:00 UTC job."""
+    counts = {"renewed": 0, "recreated": 0, "needs_reauth": 0, "failed": 0, "unknown": 0}
+    for sub in list(store.subscriptions_expiring_before(now() + RENEW_WITHIN)):
+        conn = store.get_connection(sub.user_id, sub.provider, sub.account_id)
+        if conn is None:
+            store.delete_subscriptions([sub.id])  # its connection is gone
+            continue
+        if conn.status == "needs_reauth":
+            continue
+        try:
+            counts[renew(conn, sub.id)] += 1
+        except ProviderAuthError as err:
+            store.set_connection_status(
+                conn.user_id, conn.provider, conn.account_id, "needs_reauth", err.message
+            )
+            counts["needs_reauth"] += 1
+        except Exception:
+            logger.exception("subscription renewal failed")  # transient: tomorrow's run (2 days of slack)
+            counts["failed"] += 1
+    return counts
