@@ -70,6 +70,7 @@ bench: install
 	$(PY) bench/cold_start.py
 	$(PY) bench/sync.py
 	$(PY) bench/auto_schedule.py --users 100
+	$(PY) bench/notify_latency.py
 
 clean:
 	rm -rf $(VENV) $(SAMVENV) .local .pytest_cache .ruff_cache .aws-sam
