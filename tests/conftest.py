@@ -7,8 +7,10 @@ the Graph validation handshake, which calls back into our webhook through the ga
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -94,3 +96,35 @@ def ddb_writes() -> Iterator[DynamoWrites]:
     events.register("provide-client-params.dynamodb.*", counter)
     yield counter
     events.unregister("provide-client-params.dynamodb.*", counter)
+
+
+_accounts = itertools.count()
+
+
+def connect_new_account(
+    stack: LocalStack,
+    client_id: str,
+    client_secret: str,
+    *,
+    user_id: str | None = None,
+    prefix: str = "svc",
+    **account: Any,
+) -> tuple[str, dict[str, Any]]:
+    """A user (new unless given) with one more connected emulator account: (user_id, emulator account)."""
+    from calbot.admin import create_user
+    from calbot.models import CreateConnectionRequest
+    from calbot.services.connect import connect_account
+
+    mail = f"{prefix}{next(_accounts)}@contoso.example"
+    user_id = user_id or create_user(mail).user_id
+    acct = stack.graph.add_account(client_id=client_id, mail=mail, user_principal_name=mail, **account)
+    connect_account(
+        user_id,
+        CreateConnectionRequest(
+            microsoft_client_id=client_id,
+            microsoft_client_secret=client_secret,
+            microsoft_refresh_token=acct["refresh_token"],
+        ),
+        base_url=stack.info["gateway_url"],
+    )
+    return user_id, {**acct, "mail": mail}

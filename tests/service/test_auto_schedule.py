@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from calbot import aws, store
-from calbot.models import CreateConnectionRequest, EnableAutoScheduleRequest
+from calbot.models import EnableAutoScheduleRequest
 from calbot.services import auto_schedule
-from calbot.services import connect as connect_service
 from local.stack import LocalStack
+from tests.conftest import connect_new_account
 
 CLIENT_ID = "auto-svc-client"
 CLIENT_SECRET = "auto-svc-secret-5"
@@ -27,22 +27,7 @@ def stack(inproc_stack: LocalStack) -> LocalStack:
 
 
 def user(stack: LocalStack) -> tuple[str, dict[str, Any]]:
-    from calbot.admin import create_user
-
-    n = next(_n)
-    user_id = create_user(f"auto{n}@svc.example").user_id
-    mail = f"auto{n}@svc.example"
-    acct = stack.graph.add_account(client_id=CLIENT_ID, mail=mail, user_principal_name=mail)
-    connect_service.connect_account(
-        user_id,
-        CreateConnectionRequest(
-            microsoft_client_id=CLIENT_ID,
-            microsoft_client_secret=CLIENT_SECRET,
-            microsoft_refresh_token=acct["refresh_token"],
-        ),
-        base_url=stack.info["gateway_url"],
-    )
-    return user_id, acct
+    return connect_new_account(stack, CLIENT_ID, CLIENT_SECRET, prefix="auto")
 
 
 def meeting(stack: LocalStack, acct: dict[str, Any], hours: float, subject: str) -> None:

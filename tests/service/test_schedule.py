@@ -14,12 +14,12 @@ import pytest
 from calbot import botapi, scheduler, store, timeutil
 from calbot.config import get_settings
 from calbot.errors import ApiError
-from calbot.models import CreateConnectionRequest, Event, PatchBotRequest, ScheduleRequest, UnscheduleRequest
-from calbot.services import connect as connect_service
+from calbot.models import Event, PatchBotRequest, ScheduleRequest, UnscheduleRequest
 from calbot.services import launcher
 from calbot.services import schedule as svc
 from calbot.services.sync import sync_user
 from local.stack import LocalStack
+from tests.conftest import connect_new_account
 
 CLIENT_ID = "sched-client"
 CLIENT_SECRET = "sched-client-secret-19"
@@ -35,23 +35,7 @@ def stack(inproc_stack: LocalStack) -> Iterator[LocalStack]:
 
 
 def user_with_account(stack: LocalStack, user_id: str | None = None) -> tuple[str, dict[str, Any]]:
-    from calbot.admin import create_user
-
-    n = next(_n)
-    user_id = user_id or create_user(f"sched{n}@svc.example").user_id
-    acct = stack.graph.add_account(
-        client_id=CLIENT_ID, mail=f"sched{n}@contoso.example", user_principal_name=f"sched{n}@contoso.example"
-    )
-    connect_service.connect_account(
-        user_id,
-        CreateConnectionRequest(
-            microsoft_client_id=CLIENT_ID,
-            microsoft_client_secret=CLIENT_SECRET,
-            microsoft_refresh_token=acct["refresh_token"],
-        ),
-        base_url=stack.info["gateway_url"],
-    )
-    return user_id, acct
+    return connect_new_account(stack, CLIENT_ID, CLIENT_SECRET, user_id=user_id, prefix="sched")
 
 
 def synced(user_id: str, platform_id: str) -> Event:

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from calbot import store
-from calbot.models import ChangeMessage, CreateConnectionRequest
-from calbot.services import connect as connect_service
+from calbot.models import ChangeMessage
 from calbot.services import notifications, subscriptions
 from local.stack import LocalStack
+from tests.conftest import connect_new_account
 
 CLIENT_ID = "renew-client"
 CLIENT_SECRET = "renew-secret-2b"
@@ -27,27 +27,13 @@ def stack(inproc_stack: LocalStack) -> LocalStack:
 
 
 def connected(stack: LocalStack, calendars: int = 1) -> tuple[str, dict[str, Any]]:
-    from calbot.admin import create_user
-
-    n = next(_n)
-    user_id = create_user(f"renew{n}@svc.example").user_id
-    mail = f"renew{n}@svc.example"
-    acct = stack.graph.add_account(
-        client_id=CLIENT_ID,
-        mail=mail,
-        user_principal_name=mail,
+    return connect_new_account(
+        stack,
+        CLIENT_ID,
+        CLIENT_SECRET,
+        prefix="renew",
         calendars=[{"name": f"Cal {i}", "is_default": i == 0} for i in range(calendars)],
     )
-    connect_service.connect_account(
-        user_id,
-        CreateConnectionRequest(
-            microsoft_client_id=CLIENT_ID,
-            microsoft_client_secret=CLIENT_SECRET,
-            microsoft_refresh_token=acct["refresh_token"],
-        ),
-        base_url=stack.info["gateway_url"],
-    )
-    return user_id, acct
 
 
 def set_expiry(sub_id: str, when: datetime) -> None:

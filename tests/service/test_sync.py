@@ -12,10 +12,9 @@ import pytest
 
 from calbot import store
 from calbot.models import Connection, CreateConnectionRequest
-from calbot.services import connect as connect_service
 from calbot.services.sync import sync_user
 from local.stack import LocalStack
-from tests.conftest import DynamoWrites
+from tests.conftest import DynamoWrites, connect_new_account
 
 CLIENT_ID = "sync-client"
 CLIENT_SECRET = "sync-client-secret-77"
@@ -34,29 +33,10 @@ def at(hours: float) -> str:
     return (SOON + timedelta(hours=hours)).isoformat()
 
 
-def connected(stack: LocalStack, **calendars: Any) -> tuple[str, dict[str, Any], Connection]:
+def connected(stack: LocalStack) -> tuple[str, dict[str, Any], Connection]:
     """A new user with one connected account; returns (user_id, emulator account, connection)."""
-    from calbot.admin import create_user
-
-    n = next(_n)
-    user_id = create_user(f"sync{n}@svc.example").user_id
-    acct = stack.graph.add_account(
-        client_id=CLIENT_ID,
-        mail=f"sync{n}@contoso.example",
-        user_principal_name=f"sync{n}@contoso.example",
-        display_name=f"Sync {n}",
-    )
-    connect_service.connect_account(
-        user_id,
-        CreateConnectionRequest(
-            microsoft_client_id=CLIENT_ID,
-            microsoft_client_secret=CLIENT_SECRET,
-            microsoft_refresh_token=acct["refresh_token"],
-        ),
-        base_url=stack.info["gateway_url"],
-    )
-    conn = store.list_connections(user_id)[0]
-    return user_id, acct, conn
+    user_id, acct = connect_new_account(stack, CLIENT_ID, CLIENT_SECRET, prefix="sync")
+    return user_id, acct, store.list_connections(user_id)[0]
 
 
 def stored(user_id: str) -> dict[str, Any]:
