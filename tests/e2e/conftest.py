@@ -63,6 +63,33 @@ class E2EStack:
         """Move the virtual clock, firing every schedule and cron job that becomes due on the way."""
         return self.control("POST", "/clock/advance", json={"to": to.isoformat()})
 
+    def settle(self) -> None:
+        """Let every change notification reach the webhook, then let the worker drain the queue."""
+        self.graph("POST", "/notifications/flush")
+        self.control("POST", "/queues/drain")
+
+    def connected_user(self, client_id: str, client_secret: str, mails: list[str]) -> dict[str, Any]:
+        """A new user (via the admin CLI) with these emulator accounts connected over the API."""
+        made = self.admin("create-user", "--with-key")
+        accounts = []
+        for mail in mails:
+            acct = self.graph(
+                "POST", "/accounts", json={"client_id": client_id, "mail": mail, "user_principal_name": mail}
+            ).json()
+            resp = self.api(
+                "POST",
+                "/calendar/create_outlook_calendar",
+                key=made["api_key"],
+                json={
+                    "microsoft_client_id": client_id,
+                    "microsoft_client_secret": client_secret,
+                    "microsoft_refresh_token": acct["refresh_token"],
+                },
+            )
+            assert resp.status_code == 201, resp.text
+            accounts.append({**acct, "mail": mail})
+        return {"key": made["api_key"], "user_id": made["user_id"], "accounts": accounts}
+
     def env(self) -> dict[str, str]:
         """The environment the handlers get (for the admin CLI and direct AWS checks)."""
         out = subprocess.run(

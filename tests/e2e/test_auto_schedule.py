@@ -32,27 +32,10 @@ def run_midnight_job(e2e: E2EStack) -> dict[str, Any]:
 class User:
     def __init__(self, e2e: E2EStack, tag: str, n_accounts: int = 2) -> None:
         self.e2e = e2e
-        made = e2e.admin("create-user", "--with-key")
-        self.key, self.user_id, self.accounts = made["api_key"], made["user_id"], []
-        for i in range(n_accounts):
-            mail = f"auto.{tag}.{i}@acme.example"
-            acct = e2e.graph(
-                "POST", "/accounts", json={"client_id": CLIENT_ID, "mail": mail, "user_principal_name": mail}
-            ).json()
-            assert (
-                e2e.api(
-                    "POST",
-                    "/calendar/create_outlook_calendar",
-                    key=self.key,
-                    json={
-                        "microsoft_client_id": CLIENT_ID,
-                        "microsoft_client_secret": CLIENT_SECRET,
-                        "microsoft_refresh_token": acct["refresh_token"],
-                    },
-                ).status_code
-                == 201
-            )
-            self.accounts.append(acct)
+        made = e2e.connected_user(
+            CLIENT_ID, CLIENT_SECRET, [f"auto.{tag}.{i}@acme.example" for i in range(n_accounts)]
+        )
+        self.key, self.user_id, self.accounts = made["key"], made["user_id"], made["accounts"]
 
     def meeting(self, subject: str, hours: float, account: int = 0, **extra: Any) -> dict[str, Any]:
         acct = self.accounts[account]

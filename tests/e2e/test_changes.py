@@ -25,25 +25,10 @@ def app_registration(e2e: E2EStack) -> None:
 class User:
     def __init__(self, e2e: E2EStack, tag: str, n_accounts: int = 1) -> None:
         self.e2e = e2e
-        made = e2e.admin("create-user", "--with-key")
-        self.key, self.user_id, self.accounts = made["api_key"], made["user_id"], []
-        for i in range(n_accounts):
-            mail = f"changes.{tag}.{i}@acme.example"
-            acct = e2e.graph(
-                "POST", "/accounts", json={"client_id": CLIENT_ID, "mail": mail, "user_principal_name": mail}
-            ).json()
-            resp = e2e.api(
-                "POST",
-                "/calendar/create_outlook_calendar",
-                key=self.key,
-                json={
-                    "microsoft_client_id": CLIENT_ID,
-                    "microsoft_client_secret": CLIENT_SECRET,
-                    "microsoft_refresh_token": acct["refresh_token"],
-                },
-            )
-            assert resp.status_code == 201, resp.text
-            self.accounts.append({**acct, "mail": mail})
+        made = e2e.connected_user(
+            CLIENT_ID, CLIENT_SECRET, [f"changes.{tag}.{i}@acme.example" for i in range(n_accounts)]
+        )
+        self.key, self.user_id, self.accounts = made["key"], made["user_id"], made["accounts"]
 
     def add(self, start: datetime, minutes: int = 60, account: int = 0, **extra: Any) -> dict[str, Any]:
         acct = self.accounts[account]
@@ -80,16 +65,10 @@ class User:
         return rows[0] if rows else {}
 
 
-def settle(e2e: E2EStack) -> None:
-    """Let every notification reach the webhook, then let the worker drain the queue."""
-    e2e.graph("POST", "/notifications/flush")
-    e2e.control("POST", "/queues/drain")
-
-
 def scheduled(e2e: E2EStack, user: User, start: datetime, **extra: Any) -> tuple[dict[str, Any], str]:
     made = user.add(start, **extra)
     e2e.api("GET", "/calendar/events", key=user.key)  # the first sync (what a user's app does)
-    settle(e2e)
+    e2e.settle()
     event = next(e for e in user.events() if e["platform_id"] == made["id"])
     resp = e2e.api("POST", f"/calendar/schedule/{event['id']}", key=user.key, json={})
     assert resp.status_code == 201, resp.text
@@ -105,7 +84,7 @@ def test_moved_meeting_moves_its_bot_and_only_that_account_is_touched(e2e: E2ESt
     other = user.accounts[1]
     b_event = user.add(start + timedelta(hours=1), account=1, location="https://acme.zoom.us/j/4444")
     e2e.api("GET", "/calendar/events", key=user.key)
-    settle(e2e)
+    e2e.settle()
     b_before = next(e for e in user.events() if e["platform_id"] == b_event["id"])
     e2e.graph("DELETE", "/requests")
     new_start = start + timedelta(hours=3)
@@ -114,7 +93,7 @@ def test_moved_meeting_moves_its_bot_and_only_that_account_is_touched(e2e: E2ESt
         f"/events/{made['id']}",
         json={"start": new_start.isoformat(), "end": (new_start + timedelta(hours=1)).isoformat()},
     )
-    settle(e2e)
+    e2e.settle()
     bot = user.bot(bot_id)
     assert bot["status"] == "Scheduled" and bot["scheduled_join_time"] == (
         new_start - timedelta(seconds=60)
@@ -141,7 +120,7 @@ def test_moved_into_the_past_and_cancelled_meetings_cancel_their_bots(e2e: E2ESt
         json={"start": earlier.isoformat(), "end": (earlier + timedelta(hours=1)).isoformat()},
     )
     e2e.graph("POST", f"/events/{gone_ev['id']}/cancel")
-    settle(e2e)
+    e2e.settle()
     assert (user.bot(past_bot)["status"], user.bot(past_bot)["reason"]) == (
         "Cancelled",
         "event_moved_to_past",
@@ -165,7 +144,7 @@ def test_a_series_moved_to_tuesdays_gets_its_future_bots_on_tuesdays(e2e: E2ESta
         },
     )
     e2e.api("GET", "/calendar/events", key=user.key)
-    settle(e2e)
+    e2e.settle()
     first = min((e for e in user.events() if e["series_id"]), key=lambda e: e["start_time"])
     made = e2e.api(
         "POST", f"/calendar/schedule/{first['id']}", key=user.key, json={"schedule_all_occurrences": True}
@@ -181,7 +160,7 @@ def test_a_series_moved_to_tuesdays_gets_its_future_bots_on_tuesdays(e2e: E2ESta
             }
         },
     )
-    settle(e2e)
+    e2e.settle()
     live = [
         b
         for b in e2e.api(
@@ -273,7 +252,7 @@ def test_fifty_concurrent_copies_of_one_notification_have_one_effect(e2e: E2ESta
         statuses = list(pool.map(lambda _: e2e.http.post(url, json=body, timeout=30).status_code, range(50)))
     e2e.graph("POST", "/notifications/resume")
     assert statuses == [202] * 50
-    settle(e2e)
+    e2e.settle()
     bots = [b for b in e2e.api("GET", "/calendar/scheduled_bots", key=user.key).json()["results"]]
     assert [(b["bot_id"], b["status"]) for b in bots] == [(bot_id, "Scheduled")]
     assert bots[0]["scheduled_join_time"] == (start + timedelta(hours=1) - timedelta(seconds=60)).strftime(

@@ -98,6 +98,7 @@ def test_two_accounts_overlapping_meetings_and_scoping(e2e: E2EStack) -> None:
     assert len({r["id"] for r in rows}) == 3 and all(r["id"].startswith("evt_") for r in rows)
 
     # Scoped to one account: only that account is called at the emulator, only its events come back.
+    e2e.settle()  # notification-driven syncs of earlier changes must not land in the request log below
     e2e.graph("DELETE", "/requests")
     work.add("Late addition", at(3), at(4))
     scoped = events(e2e, key, provider="microsoft", account_id="OVERLAP.WORK@acme.example")
@@ -152,13 +153,18 @@ def test_moved_and_cancelled_meetings_and_expired_delta_token(e2e: E2EStack) -> 
     assert after[moving["id"]]["id"] == first[moving["id"]]["id"]
     assert after[cancelled["id"]]["is_deleted"] is True
 
-    e2e.graph("POST", f"/accounts/{acct.id}/delta/expire")
-    late = acct.add("After expiry", at(20), at(21))
-    e2e.graph("DELETE", "/requests")
-    recovered = {r["platform_id"]: r for r in events(e2e, key)["results"]}
-    assert late["id"] in recovered and not recovered[moving["id"]]["is_deleted"]
-    statuses = [r["status"] for r in acct.requests() if "delta" in r["path"]]
-    assert 410 in statuses and statuses[-1] == 200  # the 410 was not swallowed: a full resync followed
+    e2e.settle()
+    e2e.graph("POST", "/notifications/pause")  # this request, not a notification-driven sync, meets the 410
+    try:
+        e2e.graph("POST", f"/accounts/{acct.id}/delta/expire")
+        late = acct.add("After expiry", at(20), at(21))
+        e2e.graph("DELETE", "/requests")
+        recovered = {r["platform_id"]: r for r in events(e2e, key)["results"]}
+        assert late["id"] in recovered and not recovered[moving["id"]]["is_deleted"]
+        statuses = [r["status"] for r in acct.requests() if "delta" in r["path"]]
+        assert 410 in statuses and statuses[-1] == 200  # the 410 was not swallowed: a full resync followed
+    finally:
+        e2e.graph("POST", "/notifications/resume")
 
 
 def test_a_failing_account_yields_partial_errors_while_the_other_returns(e2e: E2EStack) -> None:
@@ -197,12 +203,17 @@ def test_get_events_never_calls_the_provider(e2e: E2EStack) -> None:
     key, (acct,) = new_user(e2e, "readonly@acme.example")
     acct.add("Stored", at(1), at(2))
     events(e2e, key)  # one sync stores it
-    e2e.graph("DELETE", "/requests")
-    acct.add("Not yet synced", at(3), at(4))
-    body = events(e2e, key, path="/calendar/get_events")
-    assert [r["title"] for r in body["results"]] == ["Stored"]
-    assert events(e2e, key, sync="false")["results"][0]["title"] == "Stored"
-    assert acct.requests() == []  # zero requests to the emulator for that account
+    e2e.settle()
+    e2e.graph("POST", "/notifications/pause")  # no notification-driven sync either: only get_events acts
+    try:
+        e2e.graph("DELETE", "/requests")
+        acct.add("Not yet synced", at(3), at(4))
+        body = events(e2e, key, path="/calendar/get_events")
+        assert [r["title"] for r in body["results"]] == ["Stored"]
+        assert events(e2e, key, sync="false")["results"][0]["title"] == "Stored"
+        assert acct.requests() == []  # zero requests to the emulator for that account
+    finally:
+        e2e.graph("POST", "/notifications/resume")
 
 
 def test_query_validation(e2e: E2EStack) -> None:

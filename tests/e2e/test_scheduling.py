@@ -44,25 +44,11 @@ def schedules(e2e: E2EStack) -> dict[str, dict[str, Any]]:
 class User:
     def __init__(self, e2e: E2EStack, n_accounts: int = 1) -> None:
         self.e2e = e2e
-        made = e2e.admin("create-user", "--with-key")
-        self.key, self.user_id, self.accounts = made["api_key"], made["user_id"], []
-        for _ in range(n_accounts):
-            mail = f"sched.{len(e2e.responses)}.{len(self.accounts)}@acme.example"
-            acct = e2e.graph(
-                "POST", "/accounts", json={"client_id": CLIENT_ID, "mail": mail, "user_principal_name": mail}
-            ).json()
-            resp = e2e.api(
-                "POST",
-                "/calendar/create_outlook_calendar",
-                key=self.key,
-                json={
-                    "microsoft_client_id": CLIENT_ID,
-                    "microsoft_client_secret": CLIENT_SECRET,
-                    "microsoft_refresh_token": acct["refresh_token"],
-                },
-            )
-            assert resp.status_code == 201, resp.text
-            self.accounts.append(acct)
+        tag = len(e2e.responses)
+        made = e2e.connected_user(
+            CLIENT_ID, CLIENT_SECRET, [f"sched.{tag}.{i}@acme.example" for i in range(n_accounts)]
+        )
+        self.key, self.user_id, self.accounts = made["key"], made["user_id"], made["accounts"]
 
     def meeting(self, start: datetime, minutes: int = 60, account: int = 0, **extra: Any) -> dict[str, Any]:
         acct = self.accounts[account]
