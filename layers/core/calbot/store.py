@@ -586,13 +586,6 @@ def put_sync_state(state: SyncState) -> None:
     )
 
 
-def delete_sync_state(user_id: str, provider: str, account_id: str, calendar_id: str) -> None:
-    aws.dynamodb().delete_item(
-        TableName=_table(),
-        Key=to_item({"PK": user_pk(user_id), "SK": _sync_sk(provider, account_id, calendar_id)}),
-    )
-
-
 # --------------------------------------------------------------------------------------------------
 # scheduled bots and their dedup guards
 
