@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import E2EStack
+from tests.e2e.conftest import E2EStack, start_stack, stop_stack
 
 CLIENT_ID = "e2e-client"
 CLIENT_SECRET = "e2e-client-secret-5f1c9b7e0d"
@@ -267,9 +269,20 @@ def test_webhook_answers_the_validation_handshake(e2e: E2EStack) -> None:
     assert resp.headers["content-type"].startswith("text/plain")
 
 
+@pytest.fixture
+def own_stack(tmp_path: Path) -> Iterator[E2EStack]:
+    """A stack of its own: 200 connections would bloat the shared one (moto copies the whole table on
+    every transaction, which slows every later test of the session)."""
+    stack = start_stack(tmp_path / "limit-stack")
+    stack.graph("POST", "/apps", json={"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET})
+    yield stack
+    stop_stack(stack)
+
+
 @pytest.mark.slow
-def test_limit_of_200_connections(e2e: E2EStack) -> None:
+def test_limit_of_200_connections(own_stack: E2EStack) -> None:
     """The 201st connection is refused with the exact limit message (default limit, no shortcut)."""
+    e2e = own_stack
     owner = e2e.admin("create-user", "--email", "many@e2e.example", "--with-key")
     for i in range(200):
         acct = new_account(e2e, f"acct{i:03d}@many.example", f"acct{i:03d}@many.example")

@@ -127,3 +127,32 @@ def test_base64_body_and_base_url(monkeypatch: pytest.MonkeyPatch) -> None:
     reset_settings()
     assert Request(ev).base_url == "https://cal.example.com"
     reset_settings()
+
+
+def test_transient_aws_failures_are_503_and_other_errors_stay_500() -> None:
+    from botocore.exceptions import ClientError, ReadTimeoutError
+
+    def raising(err: Exception) -> dict[str, Any]:
+        @api_handler
+        def fn(request: Request) -> Response:
+            raise err
+
+        return fn(event("{}"), None)
+
+    timeout = raising(ReadTimeoutError(endpoint_url="http://dynamodb"))
+    assert timeout["statusCode"] == 503 and timeout["headers"]["retry-after"] == "2"
+    assert json.loads(timeout["body"])["error"] == "service_unavailable"
+    throttled = raising(ClientError({"Error": {"Code": "ProvisionedThroughputExceededException"}}, "PutItem"))
+    assert throttled["statusCode"] == 503
+    conflict = raising(
+        ClientError(
+            {
+                "Error": {"Code": "TransactionCanceledException"},
+                "CancellationReasons": [{"Code": "TransactionConflict"}],
+            },
+            "TransactWriteItems",
+        )
+    )
+    assert conflict["statusCode"] == 503
+    bug = raising(ClientError({"Error": {"Code": "ValidationException"}}, "PutItem"))
+    assert bug["statusCode"] == 500 and json.loads(bug["body"])["error"] == "internal_error"

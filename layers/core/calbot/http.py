@@ -142,6 +142,30 @@ def error_response(err: ApiError) -> dict[str, Any]:
     return json_response(err.status, err.body(), headers)
 
 
+_TRANSIENT_CODES = {
+    "ThrottlingException",
+    "ProvisionedThroughputExceededException",
+    "RequestLimitExceeded",
+    "InternalServerError",
+    "ServiceUnavailable",
+    "TransactionInProgressException",
+}
+
+
+def _transient_aws(err: Exception) -> bool:
+    from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
+
+    if isinstance(err, ConnectionError | HTTPClientError):  # timeouts, resets, endpoint unreachable
+        return True
+    if isinstance(err, ClientError):
+        code = err.response.get("Error", {}).get("Code", "")
+        reasons = [r.get("Code") for r in err.response.get("CancellationReasons", [])]
+        return code in _TRANSIENT_CODES or (
+            code == "TransactionCanceledException" and "TransactionConflict" in reasons
+        )
+    return False
+
+
 def api_handler(
     fn: Callable[[Request], Response | BaseModel | dict[str, Any]],
 ) -> Callable[[dict, Any], dict]:
@@ -176,7 +200,20 @@ def api_handler(
                     "details": validation_details(err),
                 },
             )
-        except Exception:
+        except Exception as err:
+            if _transient_aws(err):
+                # AWS was slow or throttled us: the contract's 503, and the client may retry.
+                logger.warning(
+                    "aws unavailable", extra={"route": event.get("routeKey"), "error": type(err).__name__}
+                )
+                return json_response(
+                    503,
+                    {
+                        "error": "service_unavailable",
+                        "message": "The service is briefly unavailable; retry shortly.",
+                    },
+                    {"retry-after": "2"},
+                )
             # A 500 is always a bug: log it (never the event, which carries headers and bodies).
             logger.exception("unhandled error", extra={"route": event.get("routeKey")})
             return json_response(500, {"error": "internal_error", "message": "An unexpected error occurred."})
