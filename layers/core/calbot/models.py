@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
@@ -39,6 +40,14 @@ def normalize_provider(value: str) -> ProviderName:
     if provider is None:
         raise ValueError("provider must be 'outlook' (alias 'microsoft') or 'google'")
     return provider  # type: ignore[return-value]
+
+
+def _provider_param(value: Any) -> Any:
+    return normalize_provider(value) if isinstance(value, str) else value
+
+
+# A provider in a request: `microsoft` is read as `outlook`; anything else unknown is a 400.
+ProviderParam = Annotated[ProviderName, BeforeValidator(_provider_param)]
 
 
 def account_key(account_id: str) -> str:
@@ -196,13 +205,8 @@ class CreateConnectionRequest(Strict):
 
 
 class ConnectionPath(Strict):
-    provider: ProviderName
+    provider: ProviderParam
     account_id: str = Field(min_length=1, max_length=320)
-
-    @field_validator("provider", mode="before")
-    @classmethod
-    def _alias(cls, value: Any) -> Any:
-        return normalize_provider(value) if isinstance(value, str) else value
 
 
 # --------------------------------------------------------------------------------------------------
@@ -319,44 +323,32 @@ class SyncState(Model):
     updated_at: UtcDateTime
 
 
-class EventsQuery(Strict):
+class ScopeQuery(Strict):
+    """provider and account_id scoping, as every list endpoint takes it: account_id needs provider."""
+
+    provider: ProviderParam | None = None
+    account_id: str | None = Field(default=None, min_length=1, max_length=320)
+
+    @model_validator(mode="after")
+    def _account_needs_provider(self) -> ScopeQuery:
+        if self.account_id and not self.provider:
+            raise ValueError("account_id needs provider (outlook or google)")
+        return self
+
+
+class EventsQuery(ScopeQuery):
     time_min: UtcDateTime | None = None
     time_max: UtcDateTime | None = None
     calendar_id: str | None = Field(default=None, min_length=1, max_length=1024)
-    provider: ProviderName | None = None
-    account_id: str | None = Field(default=None, min_length=1, max_length=320)
     sync: bool = True
     limit: int = Field(default=50, ge=1, le=100)
     cursor: str | None = Field(default=None, max_length=4096)
     include_raw: bool = False
 
-    @field_validator("provider", mode="before")
-    @classmethod
-    def _alias(cls, value: Any) -> Any:
-        return normalize_provider(value) if isinstance(value, str) else value
-
     @model_validator(mode="after")
-    def _scope(self) -> EventsQuery:
-        if self.account_id and not self.provider:
-            raise ValueError("account_id needs provider (outlook or google)")
+    def _window(self) -> EventsQuery:
         if self.time_min and self.time_max and self.time_max <= self.time_min:
             raise ValueError("time_max must be after time_min")
-        return self
-
-
-class ScopeQuery(Strict):
-    provider: ProviderName | None = None
-    account_id: str | None = Field(default=None, min_length=1, max_length=320)
-
-    @field_validator("provider", mode="before")
-    @classmethod
-    def _alias(cls, value: Any) -> Any:
-        return normalize_provider(value) if isinstance(value, str) else value
-
-    @model_validator(mode="after")
-    def _scope(self) -> ScopeQuery:
-        if self.account_id and not self.provider:
-            raise ValueError("account_id needs provider (outlook or google)")
         return self
 
 
@@ -593,23 +585,10 @@ class BotPage(Model):
     has_more: bool
 
 
-class ScheduledBotsQuery(Strict):
+class ScheduledBotsQuery(ScopeQuery):
     limit: int = Field(default=100, ge=1, le=100)
     cursor: str | None = Field(default=None, max_length=4096)
-    provider: ProviderName | None = None
-    account_id: str | None = Field(default=None, min_length=1, max_length=320)
     status: BotStatus | None = None
-
-    @field_validator("provider", mode="before")
-    @classmethod
-    def _alias(cls, value: Any) -> Any:
-        return normalize_provider(value) if isinstance(value, str) else value
-
-    @model_validator(mode="after")
-    def _scope(self) -> ScheduledBotsQuery:
-        if self.account_id and not self.provider:
-            raise ValueError("account_id needs provider (outlook or google)")
-        return self
 
 
 class PatchBotRequest(Strict):
