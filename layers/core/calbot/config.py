@@ -22,6 +22,11 @@ class Settings(BaseModel):
     connection_limit: int = Field(default=200, ge=1)
     graph_base_url: str = "https://graph.microsoft.com/v1.0"
     ms_login_base_url: str = "https://login.microsoftonline.com"
+    google_oauth_base_url: str = "https://oauth2.googleapis.com"
+    google_userinfo_url: str = "https://openidconnect.googleapis.com/v1/userinfo"
+    google_calendar_base_url: str = "https://www.googleapis.com/calendar/v3"
+    # Google watch channels live 7 days by default and at most about 30; we renew well before expiry.
+    google_channel_ttl_seconds: int = Field(default=604800, ge=3600)
     # Graph allows 10,080 minutes for Outlook event subscriptions; ask a little less so clock skew
     # between us and Graph never makes the request exceed the maximum.
     subscription_lifetime_minutes: int = Field(default=10070, ge=45)
@@ -45,6 +50,10 @@ ENV_NAMES = {
     "connection_limit": "CONNECTION_LIMIT",
     "graph_base_url": "GRAPH_BASE_URL",
     "ms_login_base_url": "MS_LOGIN_BASE_URL",
+    "google_oauth_base_url": "GOOGLE_OAUTH_BASE_URL",
+    "google_userinfo_url": "GOOGLE_USERINFO_URL",
+    "google_calendar_base_url": "GOOGLE_CALENDAR_BASE_URL",
+    "google_channel_ttl_seconds": "GOOGLE_CHANNEL_TTL_SECONDS",
     "subscription_lifetime_minutes": "SUBSCRIPTION_LIFETIME_MINUTES",
     "http_timeout_seconds": "HTTP_TIMEOUT_SECONDS",
     "max_retry_after_seconds": "MAX_RETRY_AFTER_SECONDS",
