@@ -78,6 +78,12 @@ SPECIFICS: dict[str, Specifics] = {
         }
     ),
     "GetConnectionFunction": Specifics(path={"provider": "outlook", "account_id": "jane@contoso.example"}),
+    # Disconnects the account CreateConnectionFunction's sample connected (samples run in name order).
+    "DisconnectConnectionFunction": Specifics(
+        path={"provider": "outlook", "account_id": "sample.user@fabrikam.example"}, query="purge_events=true"
+    ),
+    # The demo user has several connections: the legacy endpoint refuses to guess.
+    "DisconnectFunction": Specifics(body={}),
     "ScheduleEventFunction": Specifics(
         # The demo seed's Teams meeting (two hours after the stack starts): the first invoke schedules it.
         path={"event_id": demo_event_id(TEAMS_MEETING_ID)},

@@ -29,6 +29,22 @@ def expected(name: str, result: Any) -> None:
         "GetConnectionFunction": lambda r: (
             r["statusCode"] == 200 and json.loads(r["body"])["account_id"] == "jane@contoso.example"
         ),
+        # Disconnects the account CreateConnectionFunction's sample connected (files run in name order).
+        "DisconnectConnectionFunction": lambda r: (
+            r["statusCode"] == 200
+            and json.loads(r["body"])["disconnected"]
+            == {"provider": "outlook", "account_id": "sample.user@fabrikam.example"}
+            and json.loads(r["body"])["subscriptions_stopped"] >= 1
+        ),
+        # The demo user has several connections: the legacy endpoint (POST and DELETE) refuses to guess.
+        "DisconnectFunction": lambda r: (
+            r["statusCode"] == 400
+            and json.loads(r["body"])["error"] == "ambiguous_disconnect"
+            and json.loads(r["body"])["connection_count"] >= 2
+        ),
+        "DisconnectFunction.DisconnectDelete": lambda r: (
+            r["statusCode"] == 400 and json.loads(r["body"])["error"] == "ambiguous_disconnect"
+        ),
         "ListConnectionsFunction": lambda r: r["statusCode"] == 200 and json.loads(r["body"])["total"] >= 2,
         "ListConnectionsFunction.no_api_key": lambda r: (
             r["statusCode"] == 401 and json.loads(r["body"])["error"] == "unauthorized"

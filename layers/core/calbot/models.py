@@ -92,6 +92,20 @@ class FailedCalendar(Model):
     message: str
 
 
+class DisconnectState(Model):
+    """Set on a connection the moment its disconnect starts, and kept until the record is deleted.
+
+    While it is set the account is out of service (no sync, no notifications, no new bots), and a
+    retried disconnect knows what the first attempt decided and counted.
+    """
+
+    started_at: UtcDateTime
+    purge_events: bool = True
+    events_total: int = 0  # the account's events when the disconnect started (sync stops there)
+    subscriptions_stopped: int = 0
+    warnings: list[dict[str, str]] = Field(default_factory=list)
+
+
 class Connection(Model):
     user_id: str
     provider: ProviderName
@@ -109,10 +123,16 @@ class Connection(Model):
     created_at: UtcDateTime
     updated_at: UtcDateTime
     last_synced_at: UtcDateTime | None = None
+    disconnect: DisconnectState | None = None
 
     @property
     def key(self) -> str:
         return account_key(self.account_id)
+
+    @property
+    def live(self) -> bool:
+        """Connected and in service: not being disconnected."""
+        return self.disconnect is None
 
 
 class Subscription(Model):
@@ -126,6 +146,7 @@ class Subscription(Model):
     client_state_hash: str  # sha256 hex of the per-subscription secret; the secret itself is never stored
     expires_at: UtcDateTime
     created_at: UtcDateTime
+    resource_id: str | None = None  # Google channels need it to be stopped
 
 
 class User(Model):
@@ -213,6 +234,12 @@ class ConnectionPath(Strict):
 # Responses
 
 
+DISCONNECTING_REASON = (
+    "disconnect_in_progress: this account is being disconnected; call "
+    "DELETE /api/v1/calendar/connections/{provider}/{account_id} again to finish it."
+)
+
+
 class WatchSetup(Model):
     subscriptions: int
     expires_at: UtcDateTime | None
@@ -237,13 +264,16 @@ class ConnectionView(Model):
     @classmethod
     def of(cls, conn: Connection) -> ConnectionView:
         expiries = [s.expires_at for s in conn.subscriptions]
+        # A disconnect that was cut off shows as an error the user can resolve (the contract's statuses
+        # have no "disconnecting"): calling the disconnect again finishes it.
+        disconnecting = conn.disconnect is not None
         return cls(
             provider=conn.provider,
             account_id=conn.account_id,
             user_email=conn.user_email,
             user_name=conn.user_name,
-            status=conn.status,
-            status_reason=conn.status_reason,
+            status="error" if disconnecting else conn.status,
+            status_reason=DISCONNECTING_REASON if disconnecting else conn.status_reason,
             primary_calendar_id=conn.primary_calendar_id,
             calendars=conn.calendars,
             watch_setup=WatchSetup(
@@ -256,6 +286,23 @@ class ConnectionView(Model):
             updated_at=conn.updated_at,
             last_synced_at=conn.last_synced_at,
         )
+
+
+class DisconnectQuery(Strict):
+    purge_events: bool = True
+
+
+class DisconnectedAccount(Model):
+    provider: ProviderName
+    account_id: str
+
+
+class DisconnectResult(Model):
+    disconnected: DisconnectedAccount
+    events_deleted: int
+    bots_cancelled: int
+    subscriptions_stopped: int
+    warnings: list[dict[str, str]]
 
 
 class ConnectionCreated(ConnectionView):
@@ -334,6 +381,12 @@ class ScopeQuery(Strict):
         if self.account_id and not self.provider:
             raise ValueError("account_id needs provider (outlook or google)")
         return self
+
+
+class LegacyDisconnectRequest(ScopeQuery):
+    """POST/DELETE /calendar/disconnect: `{}`, `{"provider"}` or `{"provider","account_id"}`."""
+
+    purge_events: bool = True
 
 
 class EventsQuery(ScopeQuery):

@@ -36,6 +36,7 @@ from calbot.models import (
     ApiKeyRecord,
     AutoScheduleSettings,
     Connection,
+    DisconnectState,
     Event,
     ScheduledBot,
     Subscription,
@@ -220,11 +221,14 @@ def conn_sk(provider: str, account_id: str) -> str:
 
 
 def _conn_item(conn: Connection) -> dict[str, Any]:
+    data = conn.model_dump(mode="json")
+    if data.get("disconnect") is None:
+        data.pop("disconnect", None)  # absent, not NULL: writes test attribute_not_exists(disconnect)
     return {
         "PK": user_pk(conn.user_id),
         "SK": conn_sk(conn.provider, conn.account_id),
         "kind": "connection",
-        **conn.model_dump(mode="json"),
+        **data,
     }
 
 
@@ -298,15 +302,96 @@ def transact_write(
 
 
 def save_connection(conn: Connection) -> None:
-    """Overwrite an existing connection record (it must exist: a replace never resurrects a deleted one)."""
+    """Overwrite an existing connection record (it must exist: a replace never resurrects a deleted one,
+    and a copy read before a disconnect started never wipes the disconnect's mark)."""
     try:
         aws.dynamodb().put_item(
-            TableName=_table(), Item=to_item(_conn_item(conn)), ConditionExpression="attribute_exists(PK)"
+            TableName=_table(),
+            Item=to_item(_conn_item(conn)),
+            ConditionExpression="attribute_exists(PK) AND attribute_not_exists(disconnect)",
         )
     except ClientError as err:
         if _is_conditional_failure(err):
             raise KeyError("connection no longer exists") from err
         raise
+
+
+class ConnectionGone(Exception):
+    pass
+
+
+class CounterAtZero(Exception):
+    pass
+
+
+def mark_disconnecting(
+    user_id: str, provider: str, account_id: str, state: DisconnectState
+) -> Connection | None:
+    """Put the disconnect mark on a connection unless it already has one (a retry keeps the first
+    attempt's decisions). Returns the connection as it now is, or None when it does not exist."""
+    try:
+        resp = aws.dynamodb().update_item(
+            TableName=_table(),
+            Key=to_item({"PK": user_pk(user_id), "SK": conn_sk(provider, account_id)}),
+            UpdateExpression="SET disconnect = if_not_exists(disconnect, :d)",
+            ConditionExpression="attribute_exists(PK)",
+            ExpressionAttributeValues=to_item({":d": state.model_dump(mode="json")}),
+            ReturnValues="ALL_NEW",
+        )
+    except ClientError as err:
+        if _is_conditional_failure(err):
+            return None
+        raise
+    return Connection.model_validate(_strip_keys(from_item(resp["Attributes"])))
+
+
+def record_subscriptions_stopped(
+    user_id: str, provider: str, account_id: str, stopped: int, warnings: list[dict[str, str]]
+) -> None:
+    """A disconnecting connection's subscriptions are dealt with: forget them and count them."""
+    try:
+        aws.dynamodb().update_item(
+            TableName=_table(),
+            Key=to_item({"PK": user_pk(user_id), "SK": conn_sk(provider, account_id)}),
+            UpdateExpression=(
+                "SET subscriptions = :none, "
+                "disconnect.subscriptions_stopped = disconnect.subscriptions_stopped + :n, "
+                "disconnect.warnings = list_append(disconnect.warnings, :w)"
+            ),
+            ConditionExpression="attribute_exists(disconnect.started_at)",
+            ExpressionAttributeValues=to_item({":none": [], ":n": stopped, ":w": warnings}),
+        )
+    except ClientError as err:
+        if not _is_conditional_failure(err):
+            raise
+
+
+def delete_connection(conn: Connection) -> None:
+    """Delete a connection record and give its place back under the user's limit, in one transaction.
+
+    Raises ConnectionGone when the record is already gone (a concurrent retry finished first).
+    """
+    delete = {
+        "Delete": {
+            "TableName": _table(),
+            "Key": to_item({"PK": user_pk(conn.user_id), "SK": conn_sk(conn.provider, conn.account_id)}),
+            "ConditionExpression": "attribute_exists(PK)",
+        }
+    }
+    release = {
+        "Update": {
+            "TableName": _table(),
+            "Key": to_item({"PK": user_pk(conn.user_id), "SK": "PROFILE"}),
+            "UpdateExpression": "SET connection_count = connection_count - :one",
+            "ConditionExpression": "connection_count > :zero",
+            "ExpressionAttributeValues": to_item({":zero": 0, ":one": 1}),
+        }
+    }
+    try:
+        transact_write([delete, release], on_condition=[ConnectionGone, CounterAtZero])
+    except CounterAtZero:
+        # The counter is already at zero (it can only undercount): the record must still go.
+        transact_write([delete], on_condition=[ConnectionGone])
 
 
 def count_connections(user_id: str) -> int:
@@ -563,6 +648,57 @@ def query_events(
     return out
 
 
+def count_account_events(user_id: str, provider: str, account_id: str) -> int:
+    kwargs: dict[str, Any] = {
+        "TableName": _table(),
+        "IndexName": "GSI2",
+        "KeyConditionExpression": "GSI2PK = :pk AND begins_with(GSI2SK, :sk)",
+        "ExpressionAttributeValues": to_item(
+            {":pk": account_partition(user_id, provider, account_id), ":sk": "EVENT#"}
+        ),
+        "Select": "COUNT",
+    }
+    total = 0
+    while True:
+        resp = aws.dynamodb().query(**kwargs)
+        total += int(resp.get("Count", 0))
+        if "LastEvaluatedKey" not in resp:
+            return total
+        kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+
+def account_event_keys(user_id: str, provider: str, account_id: str) -> Iterator[tuple[str, str]]:
+    """(PK, SK) of every event of one account, page by page (keys only)."""
+    for item in _query(
+        IndexName="GSI2",
+        KeyConditionExpression="GSI2PK = :pk AND begins_with(GSI2SK, :sk)",
+        ProjectionExpression="PK, SK",
+        ExpressionAttributeValues=to_item(
+            {":pk": account_partition(user_id, provider, account_id), ":sk": "EVENT#"}
+        ),
+    ):
+        yield item["PK"], item["SK"]
+
+
+def delete_keys(keys: Iterable[tuple[str, str]]) -> int:
+    return batch_write(deletes=keys)
+
+
+def delete_sync_states(user_id: str, provider: str, account_id: str) -> int:
+    """Forget an account's delta links / sync tokens (a reconnected account starts with a full sync)."""
+    keys = [
+        (i["PK"], i["SK"])
+        for i in _query(
+            KeyConditionExpression="PK = :pk AND begins_with(SK, :sk)",
+            ProjectionExpression="PK, SK",
+            ExpressionAttributeValues=to_item(
+                {":pk": user_pk(user_id), ":sk": f"SYNC#{provider}#{account_key(account_id)}#"}
+            ),
+        )
+    ]
+    return batch_write(deletes=keys)
+
+
 def _sync_sk(provider: str, account_id: str, calendar_id: str) -> str:
     return f"SYNC#{provider}#{account_key(account_id)}#{calendar_id}"
 
@@ -769,6 +905,19 @@ def upcoming_bots(
         if len(out) >= limit:
             break
     return out
+
+
+def account_bots(user_id: str, provider: str, account_id: str) -> Iterator[ScheduledBot]:
+    """Every bot of one account (any status, any time), page by page, filtered server side."""
+    for item in _query(
+        IndexName="GSI1",
+        KeyConditionExpression="GSI1PK = :pk",
+        FilterExpression="provider = :prov AND account_id = :acct",
+        ExpressionAttributeValues=to_item(
+            {":pk": f"USER#{user_id}#BOTS", ":prov": provider, ":acct": account_id}
+        ),
+    ):
+        yield _bot(item)
 
 
 def bots_between(user_id: str, start: datetime, end: datetime) -> list[ScheduledBot]:

@@ -23,6 +23,7 @@ from calbot.models import (
     AutoScheduleSettingsView,
     EnableAutoScheduleRequest,
     LastRun,
+    account_key,
 )
 from calbot.services.schedule import make_bot, place
 from calbot.services.sync import sync_user
@@ -69,14 +70,16 @@ def run_for_user(user_id: str) -> LastRun | None:
     if settings is None or not settings.enabled:
         return None
     report = sync_user(user_id)
+    # Only accounts in service: events kept after a disconnect, or of one in progress, get no bot.
+    live = {(c.provider, c.key) for c in store.list_connections(user_id) if c.live}
     at = now()
     offset = timedelta(seconds=settings.join_offset_seconds)
     run = LastRun(partial_errors=report.partial_errors)
     for event in store.query_events(
         user_id, time_min=at - WINDOW, time_max=at + WINDOW + OVERLAP, limit=100_000
     ):
-        if event.end_time <= at:
-            continue  # over
+        if event.end_time <= at or (event.provider, account_key(event.account_id)) not in live:
+            continue  # over, or its account is disconnected
         if event.is_deleted:
             run.skipped_cancelled += 1
         elif not event.meeting_url:

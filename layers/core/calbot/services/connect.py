@@ -138,6 +138,14 @@ def connect_account(
     try:
         existing = store.get_connection(user_id, provider.name, profile.account_id)
         if existing is not None:
+            if not existing.live:
+                raise ApiError(
+                    409,
+                    "disconnect_in_progress",
+                    f"{existing.account_id} is being disconnected. Finish that with DELETE "
+                    "/api/v1/calendar/connections/{provider}/{account_id}, then connect it again.",
+                    account_id=existing.account_id,
+                )
             if req.replace or existing.status == "needs_reauth":
                 conn = _replace(existing, provider, creds, tokens, profile)
                 verb = "re-authorized" if existing.status == "needs_reauth" and not req.replace else "updated"
@@ -282,6 +290,7 @@ def _register(
                     client_state_hash=hash_client_state(client_state),
                     expires_at=sub.expires_at,
                     created_at=now(),
+                    resource_id=sub.resource_id,
                 ),
                 sub.resource_id,
             )

@@ -8,6 +8,12 @@ from calbot.errors import not_found
 from calbot.models import ConnectionList, ConnectionPath, ConnectionView
 
 
+def is_live(user_id: str, provider: str, account_id: str) -> bool:
+    """Whether an account is connected and in service (not gone, not being disconnected)."""
+    conn = store.get_connection(user_id, provider, account_id)
+    return conn is not None and conn.live
+
+
 def list_connections(user_id: str) -> ConnectionList:
     grouped: dict[str, list[ConnectionView]] = {"outlook": [], "google": []}
     conns = sorted(store.list_connections(user_id), key=lambda c: (c.provider, c.created_at, c.key))

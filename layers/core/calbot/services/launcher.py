@@ -15,7 +15,8 @@ from typing import Any
 from calbot import botapi, scheduler, store
 from calbot.log import logger
 from calbot.models import ScheduledBot
-from calbot.services.schedule import auto_reschedule
+from calbot.services.connections import is_live
+from calbot.services.schedule import auto_reschedule, cancel_bot
 from calbot.timeutil import now, sleep
 
 MAX_WAIT = timedelta(seconds=150)  # Scheduler fires up to ~2 minutes early (lead + precision)
@@ -37,6 +38,11 @@ def launch(user_id: str, bot_id: str) -> dict[str, Any]:
     bot = store.get_bot(user_id, bot_id)
     if bot is None or bot.status != "Scheduled":
         return {"bot_id": bot_id, "skipped": bot.status if bot else "missing"}
+    if not is_live(user_id, bot.provider, bot.account_id):
+        # Its account is disconnected or being disconnected: the disconnect cancels its bots, and one
+        # whose schedule fires first (or that a race made afterwards) never joins.
+        cancel_bot(bot, "calendar_disconnected")
+        return {"bot_id": bot_id, "skipped": "calendar_disconnected"}
     wait = bot.scheduled_join_time - now()
     if wait > MAX_WAIT:
         # Fired far too early (the join time moved and this schedule was stale): put it right, do nothing.
@@ -108,6 +114,8 @@ def reschedule_after_meeting(user_id: str, bot_id: str) -> dict[str, Any]:
     bot = store.get_bot(user_id, bot_id)
     if bot is None:
         return {"bot_id": bot_id, "skipped": "missing"}
+    if not is_live(user_id, bot.provider, bot.account_id):
+        return {"bot_id": bot_id, "skipped": "calendar_disconnected"}
     event = store.get_event(user_id, bot.event_id)
     if event is None or not event.recurring_enabled:
         return {"bot_id": bot_id, "skipped": "recurrence_disabled"}

@@ -127,8 +127,8 @@ def consume(event: dict[str, Any]) -> dict[str, Any]:
             continue
         try:
             conn = store.get_connection(message.user_id, message.provider, message.account_id)
-            if conn is None:
-                continue  # disconnected meanwhile: nothing to do
+            if conn is None or not conn.live:
+                continue  # disconnected (or being disconnected) meanwhile: nothing to do
             if message.kind == "renew" and message.subscription_id:
                 renew(conn, message.subscription_id)
             elif message.kind == "recreate" and message.subscription_id:

@@ -31,6 +31,7 @@ from calbot.models import (
     ToggleRecurrenceResult,
     UnscheduleRequest,
 )
+from calbot.services.connections import is_live
 from calbot.timeutil import iso_z, now
 
 
@@ -59,6 +60,18 @@ def _event(user_id: str, event_id: str) -> Event:
     if event is None:
         raise not_found("event_not_found", f"No event {event_id}.", event_id=event_id)
     return event
+
+
+def _require_connected(event: Event) -> None:
+    """Events kept after a disconnect (purge_events=false) are history: no new bot joins them."""
+    if not is_live(event.user_id, event.provider, event.account_id):
+        raise bad_request(
+            "calendar_disconnected",
+            f"The {event.provider} account {event.account_id} this event came from is disconnected; "
+            "connect it again to schedule bots for its meetings.",
+            provider=event.provider,
+            account_id=event.account_id,
+        )
 
 
 def _series_events(event: Event) -> list[Event]:
@@ -146,6 +159,7 @@ def schedule_event(user_id: str, event_id: str, req: ScheduleRequest) -> Schedul
     event = _event(user_id, event_id)
     if event.is_deleted:
         raise bad_request("event_cancelled", "The event was cancelled.")
+    _require_connected(event)
     if not event.meeting_url:
         raise bad_request(
             "no_meeting_link",
@@ -235,9 +249,17 @@ def _result(event_id: str, made: list[ScheduledBot], *, recurring: bool) -> Sche
     )
 
 
-def cancel_bot(bot: ScheduledBot, reason: str) -> bool:
+def cancel_bot(bot: ScheduledBot, reason: str, *, schedules_first: bool = False) -> bool:
     """Scheduled -> Cancelled with its guard released, then its schedules deleted. False if it had left
-    Scheduled meanwhile (launching or launched: a running bot is never touched)."""
+    Scheduled meanwhile (launching or launched: a running bot is never touched).
+
+    schedules_first deletes the schedules before the status write, for work that is resumed after being
+    cut off (a disconnect): a retry finds the bot still Scheduled and completes the cancel, where the
+    other order could leave a Cancelled bot whose schedule is never deleted. (A schedule that fires for a
+    bot that just launched is gone either way: it has fired.)"""
+    if schedules_first:
+        scheduler.delete(scheduler.launch_schedule_name(bot.bot_id))
+        scheduler.delete(scheduler.reschedule_schedule_name(bot.bot_id))
     try:
         store.save_bot(
             bot.model_copy(update={"status": "Cancelled", "reason": reason, "updated_at": now()}),
@@ -246,8 +268,9 @@ def cancel_bot(bot: ScheduledBot, reason: str) -> bool:
         )
     except store.BotChanged:
         return False
-    scheduler.delete(scheduler.launch_schedule_name(bot.bot_id))
-    scheduler.delete(scheduler.reschedule_schedule_name(bot.bot_id))
+    if not schedules_first:
+        scheduler.delete(scheduler.launch_schedule_name(bot.bot_id))
+        scheduler.delete(scheduler.reschedule_schedule_name(bot.bot_id))
     return True
 
 
@@ -404,6 +427,7 @@ def auto_reschedule(user_id: str, event_id: str) -> ScheduleResult | None:
     event = _event(user_id, event_id)
     if not event.is_recurring:
         raise bad_request("not_recurring", "This event is not recurring (it has no recurrence rule).")
+    _require_connected(event)
     previous = sorted(store.bots_of_series(user_id, series_key(event)), key=lambda b: b.created_at)
     config = previous[-1].bot_config if previous else {}
     offset = previous[-1].join_offset_seconds if previous else 60

@@ -76,7 +76,16 @@ def recreate(conn: Connection, subscription_id: str) -> str:
         created_at=now(),
     )
     store.put_subscriptions([new])
-    _replace_ref(conn, subscription_id, new)
+    try:
+        _replace_ref(conn, subscription_id, new)
+    except KeyError:
+        # The account was disconnected (or is being) meanwhile: the new subscription must not outlive it.
+        store.delete_subscriptions([new.id])
+        try:
+            provider.delete_subscription(token, new.id, resource_id=made.resource_id)
+        except ProviderError:
+            pass
+        raise
     store.delete_subscriptions([subscription_id])
     try:
         provider.delete_subscription(token, subscription_id)  # if it still exists, stop it
@@ -93,8 +102,8 @@ def run_renewal() -> dict[str, int]:
         if conn is None:
             store.delete_subscriptions([sub.id])  # its connection is gone
             continue
-        if conn.status == "needs_reauth":
-            continue
+        if conn.status == "needs_reauth" or not conn.live:
+            continue  # dead credentials, or a disconnect in progress (it deletes the subscription)
         try:
             counts[renew(conn, sub.id)] += 1
         except ProviderAuthError as err:

@@ -248,7 +248,8 @@ def sync_connection(conn: Connection) -> AccountResult:
 
 
 def in_scope(user_id: str, provider: str | None = None, account_id: str | None = None) -> list[Connection]:
-    conns = store.list_connections(user_id, provider)
+    """The user's accounts in scope that are in service (one being disconnected is left alone)."""
+    conns = [c for c in store.list_connections(user_id, provider) if c.live]
     if account_id:
         conns = [c for c in conns if c.key == account_id.strip().lower()]
     return conns
