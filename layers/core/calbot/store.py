@@ -223,7 +223,7 @@ def conn_sk(provider: str, account_id: str) -> str:
 def _conn_item(conn: Connection) -> dict[str, Any]:
     data = conn.model_dump(mode="json")
     if data.get("disconnect") is None:
-        data.pop("disconnect", None)  # absent, not NULL: writes test attribute_not_exists(disconnect)
+        data.pop("disconnect", None)  # absent, not NULL: save_connection tests that it does not exist
     return {
         "PK": user_pk(conn.user_id),
         "SK": conn_sk(conn.provider, conn.account_id),
@@ -308,7 +308,8 @@ def save_connection(conn: Connection) -> None:
         aws.dynamodb().put_item(
             TableName=_table(),
             Item=to_item(_conn_item(conn)),
-            ConditionExpression="attribute_exists(PK) AND attribute_not_exists(disconnect)",
+            ConditionExpression="attribute_exists(PK) AND attribute_not_exists(#d)",
+            ExpressionAttributeNames={"#d": "disconnect"},  # a reserved word
         )
     except ClientError as err:
         if _is_conditional_failure(err):
@@ -333,8 +334,9 @@ def mark_disconnecting(
         resp = aws.dynamodb().update_item(
             TableName=_table(),
             Key=to_item({"PK": user_pk(user_id), "SK": conn_sk(provider, account_id)}),
-            UpdateExpression="SET disconnect = if_not_exists(disconnect, :d)",
+            UpdateExpression="SET #d = if_not_exists(#d, :d)",
             ConditionExpression="attribute_exists(PK)",
+            ExpressionAttributeNames={"#d": "disconnect"},
             ExpressionAttributeValues=to_item({":d": state.model_dump(mode="json")}),
             ReturnValues="ALL_NEW",
         )
@@ -354,11 +356,11 @@ def record_subscriptions_stopped(
             TableName=_table(),
             Key=to_item({"PK": user_pk(user_id), "SK": conn_sk(provider, account_id)}),
             UpdateExpression=(
-                "SET subscriptions = :none, "
-                "disconnect.subscriptions_stopped = disconnect.subscriptions_stopped + :n, "
-                "disconnect.warnings = list_append(disconnect.warnings, :w)"
+                "SET subscriptions = :none, #d.subscriptions_stopped = #d.subscriptions_stopped + :n, "
+                "#d.warnings = list_append(#d.warnings, :w)"
             ),
-            ConditionExpression="attribute_exists(disconnect.started_at)",
+            ConditionExpression="attribute_exists(#d.started_at)",
+            ExpressionAttributeNames={"#d": "disconnect"},
             ExpressionAttributeValues=to_item({":none": [], ":n": stopped, ":w": warnings}),
         )
     except ClientError as err:

@@ -72,8 +72,8 @@ class _Budget:
             raise _OutOfTime
 
 
-def _batches[T](items: Iterator[T], size: int = BATCH) -> Iterator[list[T]]:
-    while batch := list(islice(items, size)):
+def _batches[T](items: Iterator[T]) -> Iterator[list[T]]:
+    while batch := list(islice(items, BATCH)):
         yield batch
 
 
@@ -132,8 +132,8 @@ def _run(conn: Connection, purge_events: bool, budget: _Budget) -> DisconnectRes
     conn = marked
     state = conn.disconnect
     assert state is not None
-    _stop_subscriptions(conn)
-    budget.check()
+    if _stop_subscriptions(conn):
+        budget.check()
     bots_cancelled = _cancel_bots(conn, state.started_at, budget)
     if state.purge_events:
         _purge_events(conn, budget)
@@ -168,11 +168,11 @@ def _mark(conn: Connection, purge_events: bool) -> Connection | None:
     return store.mark_disconnecting(conn.user_id, conn.provider, conn.account_id, state)
 
 
-def _stop_subscriptions(conn: Connection) -> None:
+def _stop_subscriptions(conn: Connection) -> bool:
     """Stop every subscription/channel at the provider. Failures become warnings: whatever the provider
     still sends is dropped by the webhook once the items are gone, and the provider expires it."""
     if not conn.subscriptions:
-        return
+        return False
     provider = get_provider(conn.provider)
     warnings: list[dict[str, str]] = []
     stopped = 0
@@ -210,6 +210,7 @@ def _stop_subscriptions(conn: Connection) -> None:
             )
     store.delete_subscriptions(r.id for r in conn.subscriptions)
     store.record_subscriptions_stopped(conn.user_id, conn.provider, conn.account_id, stopped, warnings)
+    return True
 
 
 def _cancel_bots(conn: Connection, started_at: datetime, budget: _Budget) -> int:
@@ -220,24 +221,30 @@ def _cancel_bots(conn: Connection, started_at: datetime, budget: _Budget) -> int
     """
     cancelled = 0
     for batch in _batches(store.account_bots(conn.user_id, conn.provider, conn.account_id)):
+        worked = False
         for bot in batch:
-            cancelled += _settle_bot(bot, started_at)
-        budget.check()
+            counted, did = _settle_bot(bot, started_at)
+            cancelled += counted
+            worked = worked or did
+        if worked:  # a batch a previous attempt already did costs one read: never a reason to stop
+            budget.check()
     return cancelled
 
 
-def _settle_bot(bot: ScheduledBot, started_at: datetime) -> int:
+def _settle_bot(bot: ScheduledBot, started_at: datetime) -> tuple[int, bool]:
+    """(1 if this disconnect cancelled it, whether anything was written now)."""
     if bot.status == "Scheduled":
         # Schedules first, then the status: an attempt cut off in between leaves a Scheduled bot without
         # schedules, which the retry cancels; never a Cancelled bot whose schedule is still there.
         if cancel_bot(bot, REASON, schedules_first=True):
-            return 1
+            return 1, True
         bot = store.get_bot(bot.user_id, bot.bot_id) or bot  # it left Scheduled meanwhile
     if bot.status == "Cancelled":
-        return int(bot.reason == REASON and bot.updated_at >= started_at)  # by this disconnect
+        return int(bot.reason == REASON and bot.updated_at >= started_at), False  # by this disconnect?
     if bot.recurring_event and bot.meeting_end > started_at - RESCHEDULE_SLACK:
-        scheduler.delete(scheduler.reschedule_schedule_name(bot.bot_id))  # pending only after recent ends
-    return 0
+        # its end-of-meeting schedule can only be pending after a recent (or future) end
+        return 0, scheduler.delete(scheduler.reschedule_schedule_name(bot.bot_id))
+    return 0, False
 
 
 def _purge_events(conn: Connection, budget: _Budget) -> None:
