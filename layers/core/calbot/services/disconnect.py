@@ -109,7 +109,10 @@ def disconnect(
             account_id=conn.account_id,
         ) from None
     try:
-        return _run(conn, purge_events, _Budget(time.monotonic() + TIME_BUDGET_SECONDS))
+        current = store.get_connection(user_id, conn.provider, conn.account_id)  # as of holding the lock
+        if current is None:
+            raise _not_found(provider, account_id)
+        return _run(current, purge_events, _Budget(time.monotonic() + TIME_BUDGET_SECONDS))
     except _OutOfTime:
         logger.info("disconnect continues on the next call", extra={"provider": conn.provider})
         raise ApiError(
