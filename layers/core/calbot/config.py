@@ -25,8 +25,8 @@ class Settings(BaseModel):
     google_oauth_base_url: str = "https://oauth2.googleapis.com"
     google_userinfo_url: str = "https://openidconnect.googleapis.com/v1/userinfo"
     google_calendar_base_url: str = "https://www.googleapis.com/calendar/v3"
-    # Google watch channels live 7 days by default and at most about 30; we renew well before expiry.
-    google_channel_ttl_seconds: int = Field(default=604800, ge=3600)
+    # Google watch channels live 7 days by default; ask for 30 (the cap) and keep the expiry Google returns.
+    google_channel_ttl_seconds: int = Field(default=2592000, ge=3600)
     # Graph allows 10,080 minutes for Outlook event subscriptions; ask a little less so clock skew
     # between us and Graph never makes the request exceed the maximum.
     subscription_lifetime_minutes: int = Field(default=10070, ge=45)
