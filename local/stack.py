@@ -389,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run calbot locally with no cloud.")
     parser.add_argument("--state-dir", type=Path, default=ROOT / ".local")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("CALBOT_PORT", "3000")))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("CALBOT_PORT", "8000")))
     parser.add_argument("--no-seed", action="store_true")
     parser.add_argument("--parameter-overrides", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument(
