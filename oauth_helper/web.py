@@ -78,8 +78,8 @@ class OAuthHelperApp:
     ) -> None:
         self.settings = settings
         self.providers = providers(settings)
-        self.states = states or StateStore()
-        self.http: HttpClient = http or requests.Session()
+        self.states = states if states is not None else StateStore()  # an empty store is falsy
+        self.http: HttpClient = http if http is not None else requests.Session()
         self.url_map = Map(
             [
                 Rule("/", endpoint="index", methods=["GET"]),
