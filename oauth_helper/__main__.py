@@ -8,7 +8,6 @@ string (the callback's query holds the authorization code).
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
 import re
 import sys
@@ -59,15 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     app = OAuthHelperApp(settings)
     try:
         server = make_server(HOST, settings.port, app, threaded=True, request_handler=PathOnlyRequestHandler)
-    except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            print(
-                f"error: port {settings.port} is in use (the local stack also defaults to 3000). Pick "
-                "another with --port or OAUTH_HELPER_PORT, and register the matching redirect URIs.",
-                file=sys.stderr,
-            )
-            return 1
-        raise
+    except SystemExit:  # werkzeug prints why it could not bind, then exits; add what to do about it
+        print(
+            f"error: could not listen on port {settings.port}. If the port is in use (the local stack "
+            "also defaults to 3000), pick another with --port or OAUTH_HELPER_PORT and register the "
+            "matching redirect URIs.",
+            file=sys.stderr,
+        )
+        return 1
     lines = [f"OAuth helper: open {settings.base_url} in your browser", "Redirect URIs to register:"]
     for provider in providers(settings).values():
         status = "ready" if provider.configured else f"disabled, set {' and '.join(provider.missing)}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import shlex
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -522,3 +523,21 @@ def test_access_log_never_carries_the_query(caplog: pytest.LogCaptureFixture) ->
     with caplog.at_level(logging.INFO, logger="werkzeug"):
         handler.log("info", '"%s" %s %s', "GET /cb?code=SECRET-CODE&state=ST HTTP/1.1", "200", "-")
     assert "SECRET-CODE" not in caplog.text and "/cb?<redacted>" in caplog.text
+
+
+def test_main_explains_a_busy_port_and_bad_settings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from oauth_helper.__main__ import main
+
+    monkeypatch.delenv("OAUTH_HELPER_PORT", raising=False)
+    monkeypatch.delenv("MICROSOFT_TENANT", raising=False)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["--port", str(port), "--env-file", str(tmp_path / "none.env")]) == 1
+    assert f"could not listen on port {port}" in capsys.readouterr().err
+    monkeypatch.setenv("MICROSOFT_TENANT", "bad/tenant")
+    assert main(["--env-file", str(tmp_path / "none.env")]) == 2
+    assert "MICROSOFT_TENANT" in capsys.readouterr().err
