@@ -180,7 +180,7 @@ def test_google_flow_in_chromium(
 ) -> None:
     emulator, server = google
     app = emulator.add_app()
-    emulator.add_account(client_id=app["client_id"], email="sam.browser@gmail.example")
+    emulator.add_account("sam.browser@gmail.example", client_id=app["client_id"])
     helper = start_helper(
         {
             "GOOGLE_CLIENT_ID": app["client_id"],
@@ -190,6 +190,10 @@ def test_google_flow_in_chromium(
             "GOOGLE_USERINFO_URL": f"{server.url}/v1/userinfo",
             "CALBOT_API_URL": CALBOT_API_URL,
         }
+    )
+    # Like the console: only the registered redirect URI is accepted (now that the port is known).
+    emulator.add_app(
+        app["client_id"], app["client_secret"], redirect_uris=[f"{helper.url}/api/google/oauth-callback"]
     )
     chrome.get(f"{helper.url}/")
     assert find(chrome, "#microsoft-login").get_attribute("disabled") is not None

@@ -9,6 +9,7 @@ import logging
 import shlex
 import socket
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -35,6 +36,7 @@ from oauth_helper.flow import (
     exchange_code,
     new_code_verifier,
     providers,
+    redirect_uri,
     start_authorization,
 )
 from oauth_helper.web import OAuthHelperApp
@@ -373,6 +375,42 @@ def test_exchange_against_the_graph_emulator_pkce_check(
     with pytest.raises(TokenError) as caught:
         exchange_code(ms, params["code"][0], forged, http)
     assert caught.value.error == "invalid_grant" and "50148" in caught.value.description
+
+
+def test_exchange_against_the_google_emulator_pkce_check() -> None:
+    from local.emulators.google import GoogleEmulator
+
+    emulator = GoogleEmulator()
+    with serve(emulator, name="google-oauth-helper-unit") as server:
+        cfg = settings(
+            google_auth_url=f"{server.url}/o/oauth2/v2/auth",
+            google_token_url=f"{server.url}/token",
+            google_userinfo_url=f"{server.url}/v1/userinfo",
+        )
+        app = emulator.add_app(redirect_uris=[redirect_uri(cfg, "google")])
+        cfg = replace(cfg, google_client_id=app["client_id"], google_client_secret=app["client_secret"])
+        emulator.add_account("pkce.unit@gmail.example", client_id=app["client_id"])
+        google = providers(cfg)["google"]
+        states, http = StateStore(), requests.Session()
+
+        def authorize() -> tuple[str, PendingAuthorization]:
+            url = start_authorization(google, states)
+            form = {k: v[0] for k, v in query(url).items()} | {"consent": "accept"}
+            resp = requests.post(google.authorize_url, data=form, allow_redirects=False, timeout=30)
+            assert resp.status_code in (302, 303), resp.text
+            params = query(resp.headers["Location"])
+            return params["code"][0], states.consume(params["state"][0], "google")
+
+        code, pending = authorize()
+        tokens = exchange_code(google, code, pending, http)
+        assert tokens.refresh_token  # prompt=consent: a refresh token even though consent existed
+        assert account_email(google, cfg, tokens, http) == "pkce.unit@gmail.example"
+
+        code, pending = authorize()
+        forged = PendingAuthorization("google", new_code_verifier(), pending.redirect_uri, pending.issued_at)
+        with pytest.raises(TokenError) as caught:
+            exchange_code(google, code, forged, http)
+        assert caught.value.error == "invalid_grant"
 
 
 def test_account_email_fallbacks() -> None:
