@@ -38,6 +38,10 @@ class Settings(BaseModel):
     scheduler_role_arn: str = ""
     schedule_dlq_arn: str = ""
     bot_api_key_param: str = ""
+    # Per API key (calbot.ratelimit): requests in one fixed minute, 0 turning limiting off, and the most
+    # of them in any one second of it, so a key cannot spend its whole minute in a single burst.
+    rate_limit_per_minute: int = Field(default=600, ge=0)
+    rate_limit_burst: int = Field(default=100, ge=1)
 
 
 ENV_NAMES = {
@@ -62,6 +66,8 @@ ENV_NAMES = {
     "scheduler_role_arn": "SCHEDULER_ROLE_ARN",
     "schedule_dlq_arn": "SCHEDULE_DLQ_ARN",
     "bot_api_key_param": "BOT_API_KEY_PARAM",
+    "rate_limit_per_minute": "RATE_LIMIT_PER_MINUTE",
+    "rate_limit_burst": "RATE_LIMIT_BURST",
 }
 
 
