@@ -812,3 +812,36 @@ def test_incremental_after_series_changes_lists_its_instances(
         set(i) <= {"kind", "etag", "id", "status", "recurringEventId", "originalStartTime"} for i in gone
     )
     assert all(i["status"] == "cancelled" for i in gone)
+
+
+def test_deleted_calendar_sends_not_exists_then_nothing(
+    emu: GoogleEmulator, client: Client, account: dict[str, Any], receiver: tuple[Receiver, RunningServer]
+) -> None:
+    hook, server = receiver
+    team = emu.add_calendar(EMAIL, summary="Team")
+    headers = bearer(client, account)
+    body = {"id": "team-chan", "type": "web_hook", "address": f"{server.url}/hook"}
+    calendar_path = f"{CAL}/calendars/{team['id'].replace('@', '%40')}"
+    assert client.post(f"{calendar_path}/events/watch", json=body, headers=headers).status_code == 200
+    assert emu.flush_notifications()
+    emu.delete_calendar(EMAIL, team["id"])
+    assert emu.flush_notifications()
+    assert [c["headers"]["X-Goog-Resource-State"] for c in hook.calls] == ["sync", "not_exists"]
+    api_error(client.get(f"{calendar_path}/events", headers=headers), 404, "notFound")
+    assert emu.channels(active_only=True) == []
+
+
+def test_series_turned_into_a_single_event_cancels_its_other_instances(
+    emu: GoogleEmulator, client: Client, account: dict[str, Any]
+) -> None:
+    start = (datetime.now(UTC) + timedelta(days=1)).replace(microsecond=0)
+    series = emu.add_event(
+        EMAIL, "primary", start=start, end=start + timedelta(hours=1), recurrence=["RRULE:FREQ=DAILY;COUNT=3"]
+    )
+    headers = bearer(client, account)
+    full, token = list_all(client, headers, {"singleEvents": "true"})
+    emu.update_event(series["id"], recurrence=None, start=start + timedelta(hours=2))
+    changed, _ = list_all(client, headers, {"singleEvents": "true", "syncToken": token})
+    by_id = {i["id"]: i for i in changed}
+    assert {i["id"] for i in full} <= {k for k, v in by_id.items() if v["status"] == "cancelled"}
+    assert by_id[series["id"]]["status"] == "confirmed" and "recurrence" not in by_id[series["id"]]
