@@ -1129,7 +1129,7 @@ class GoogleEmulator:
                 ev.sequence += 1
             self._bump(cal, ev)
             cal.events[ev.id] = ev  # a new exception is stored once its patch is accepted
-            if ev.recurrence and timing:
+            if old_ids and timing:  # also when the series became a single event
                 self._retire_instances(cal, ev, old_ids - self._series_ids(cal, ev))
             view = self._control_view(ev)
             starters = self._queue_state(acc.id, cal.id, "exists")

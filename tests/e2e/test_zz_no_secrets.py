@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+from local.demo import DEMO_GOOGLE_CLIENT_SECRET
 from tests.e2e.conftest import E2EStack
 
 # Every API key calbot issues (calbot.auth.new_api_key), whoever it belongs to: found by shape, so a key
@@ -13,7 +14,12 @@ API_KEY = re.compile(r"cbk_[A-Za-z0-9_\-]{20,}")
 # The local stack's start-up banner prints the demo user's key on purpose (make dev); nothing else may.
 BANNER_LINE = re.compile(r"^\s*(Demo API key:|curl -s -H 'Authorization: Token )")
 
-CLIENT_SECRETS = ["e2e-client-secret-5f1c9b7e0d", "events-e2e-secret-31ab", "demo-client-secret-value"]
+CLIENT_SECRETS = [
+    "e2e-client-secret-5f1c9b7e0d",
+    "events-e2e-secret-31ab",
+    "demo-client-secret-value",
+    DEMO_GOOGLE_CLIENT_SECRET,
+]
 
 
 def test_no_token_material_in_any_response_or_log_line(e2e: E2EStack) -> None:
@@ -23,6 +29,9 @@ def test_no_token_material_in_any_response_or_log_line(e2e: E2EStack) -> None:
         s["client_state"] for s in e2e.graph("GET", "/subscriptions").json()["value"] if s.get("client_state")
     ]
     assert len(issued["refresh_tokens"]) >= 10 and len(issued["access_tokens"]) >= 10  # the suite made them
+    google = e2e.google("GET", "/issued-tokens").json()  # refresh / access / channel tokens at Google
+    assert google["refresh_tokens"]  # at least the demo account's
+    secrets += [*google["refresh_tokens"], *google["access_tokens"], *google["channel_tokens"]]
     haystacks = {"responses": "\n".join(e2e.responses), "stack log": e2e.log_text()}
     assert len(haystacks["responses"]) > 10_000 and len(haystacks["stack log"]) > 0
     for name, text in haystacks.items():
