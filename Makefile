@@ -12,7 +12,8 @@ SAMSTAMP := $(SAMVENV)/.installed
 export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: dev test test-fast lint format invoke bench install install-sam events validate admin clean
+.PHONY: dev test test-fast lint format invoke bench install install-sam browser-deps events validate admin \
+	oauth-helper clean
 
 $(STAMP): requirements-dev.txt layers/core/requirements.txt
 	@if [ -z "$(PY312)" ]; then echo "error: Python $(PYTHON_VERSION) is required (the Lambda runtime is python3.12)." \
@@ -33,13 +34,23 @@ $(SAMSTAMP): requirements-sam.txt
 install: $(STAMP)
 install-sam: $(SAMSTAMP)
 
+# The browser tests drive Debian's chromium through its chromedriver (never a downloaded browser).
+browser-deps:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	  $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver; }
+
 ## Install everything and start the local stack (moto + Graph emulator + gateway), seeded with a demo user.
 dev: install
 	$(PY) -m local.stack
 
 ## Install everything and run the whole test suite (unit, service, e2e, template checks, ruff).
-test: install install-sam
+test: install install-sam browser-deps
 	SAM_BIN=$(abspath $(SAMVENV))/bin/sam $(PY) -m pytest -q
+
+## Get a Microsoft or Google refresh token in your browser (http://localhost:3000; credentials in .env)
+oauth-helper: install
+	$(PY) -m oauth_helper $(ARGS)
 
 ## The quick loop: skip the slow suites.
 test-fast: install

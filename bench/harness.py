@@ -1,5 +1,6 @@
 """What every in-process bench needs: moto (mocked in this process) with template.yaml's resources,
-the Graph emulator on a real port, and the environment the named functions get in the template."""
+the Graph emulator on a real port (and the Google emulator, so nothing can reach the real Google), and the
+environment the named functions get in the template."""
 
 from __future__ import annotations
 
@@ -27,12 +28,14 @@ def in_process_stack(*functions: str) -> Iterator[Any]:
     from moto import mock_aws
 
     from local.aws_bootstrap import create_resources
+    from local.emulators.google import GoogleEmulator
     from local.emulators.graph import GraphEmulator
     from local.servers import serve
     from local.template import load_template
 
     graph = GraphEmulator()
     server = serve(graph, name="graph")
+    google_server = serve(GoogleEmulator(), name="google")
     try:
         with mock_aws():
             template = load_template(
@@ -41,6 +44,9 @@ def in_process_stack(*functions: str) -> Iterator[Any]:
                     "Stage": "bench",
                     "GraphBaseUrl": f"{server.url}/v1.0",
                     "MicrosoftLoginBaseUrl": server.url,
+                    "GoogleOAuthBaseUrl": google_server.url,
+                    "GoogleUserinfoUrl": f"{google_server.url}/v1/userinfo",
+                    "GoogleCalendarBaseUrl": f"{google_server.url}/calendar/v3",
                 },
             )
             create_resources(template, boto3.session.Session())
@@ -49,3 +55,4 @@ def in_process_stack(*functions: str) -> Iterator[Any]:
             yield graph
     finally:
         server.shutdown()
+        google_server.shutdown()

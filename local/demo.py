@@ -11,6 +11,10 @@ DEMO_ACCOUNT = "jane@contoso.example"
 # Graph ids the seed gives the demo meetings (opaque, Graph-shaped), so our event ids are stable.
 TEAMS_MEETING_ID = "AAMkAGI2demo-quarterly-planning-teams-0001AAA="
 STANDUP_SERIES_ID = "AAMkAGI2demo-team-standup-series-0002AAA="
+# The Google side of the demo: one OAuth client at the Google emulator and an account not yet connected.
+DEMO_GOOGLE_CLIENT_ID = "100000000001-demo.apps.googleusercontent.com"
+DEMO_GOOGLE_CLIENT_SECRET = "GOCSPX-demo-google-client-secret"  # local stack only
+DEMO_GOOGLE_ACCOUNT = "sam.rivera@gmail.example"
 
 
 def demo_event_id(platform_id: str) -> str:

@@ -1,11 +1,12 @@
 """The whole service on one machine with no cloud: `python -m local.stack` (what `make dev` runs).
 
 Starts, in one process: moto in server mode as the embedded AWS (with template.yaml's resources created
-from template.yaml itself), the Microsoft identity + Graph emulator, the Create Bot API sink, the gateway
-that serves template.yaml's HttpApi routes through the real Lambda handlers, and the clock that fires
-due EventBridge Scheduler schedules, runs the cron jobs and feeds the SQS consumers (local/clock.py),
-with its control API under /_local/ on the gateway's port (local/control.py). Then it seeds a demo
-user with two Outlook accounts and prints the demo API key and a curl to try. The handlers run
+from template.yaml itself), the Microsoft identity + Graph emulator, the Google OAuth + Calendar emulator,
+the Create Bot API sink, the gateway that serves template.yaml's HttpApi routes through the real Lambda
+handlers, and the clock that fires due EventBridge Scheduler schedules, runs the cron jobs and feeds the
+SQS consumers (local/clock.py), with its control API under /_local/ on the gateway's port
+(local/control.py). Then it seeds a demo user with two Outlook accounts (plus a Google account it can
+connect) and prints the demo API key and the curls to try. The handlers run
 unchanged: only endpoints and credentials differ, supplied as template parameter overrides, standard
 AWS variables and the SSM parameters the template names. `--virtual-time` makes the clock virtual:
 time jumps only with POST /_local/clock/advance (and the handlers' own sleeps, which return at once).
@@ -34,6 +35,9 @@ from local.demo import (  # shared with the sample events
     DEMO_API_KEY,
     DEMO_CLIENT_ID,
     DEMO_CLIENT_SECRET,
+    DEMO_GOOGLE_ACCOUNT,
+    DEMO_GOOGLE_CLIENT_ID,
+    DEMO_GOOGLE_CLIENT_SECRET,
     DEMO_USER_ID,
     STANDUP_SERIES_ID,
     TEAMS_MEETING_ID,
@@ -75,6 +79,7 @@ class LocalStack:
         from local.clock import LocalClock
         from local.control import ControlApp, with_control
         from local.emulators.bots import BotSink
+        from local.emulators.google import GoogleEmulator
         from local.emulators.graph import GraphEmulator
         from local.gateway import Gateway
         from local.servers import serve
@@ -98,6 +103,10 @@ class LocalStack:
         graph_server = serve(self.graph, host=self.host, port=0, name="graph")
         self._servers.append(graph_server)
 
+        self.google = GoogleEmulator()
+        google_server = serve(self.google, host=self.host, port=0, name="google")
+        self._servers.append(google_server)
+
         # A fresh key per run, known only to the sink and (below) the SSM parameter the launcher reads.
         bot_api_key = f"local-bot-{secrets.token_hex(16)}"
         self.bots = BotSink(bot_api_key)
@@ -111,6 +120,9 @@ class LocalStack:
             "PublicBaseUrl": gateway_url,
             "GraphBaseUrl": f"{graph_server.url}/v1.0",
             "MicrosoftLoginBaseUrl": graph_server.url,
+            "GoogleOAuthBaseUrl": google_server.url,
+            "GoogleUserinfoUrl": f"{google_server.url}/v1/userinfo",
+            "GoogleCalendarBaseUrl": f"{google_server.url}/calendar/v3",
             "BotApiUrl": f"{bots_server.url}/api/v1",
             **self.parameter_overrides,
         }
@@ -137,6 +149,7 @@ class LocalStack:
         # One time for the whole stack: when the clock jumps, tokens and subscriptions at the Graph
         # emulator age with it (else calbot's "7 days from now" is past the emulator's limit).
         self.clock.on_move(self.graph.advance_clock)
+        self.clock.on_move(self.google.advance_clock)
         gateway_server = serve(
             with_control(self.gateway, ControlApp(self.clock)),
             host=self.host,
@@ -149,6 +162,7 @@ class LocalStack:
             "gateway_url": gateway_url,
             "api_url": f"{gateway_url}/api/v1",
             "graph_url": graph_server.url,
+            "google_url": google_server.url,
             "bots_url": bots_server.url,
             "bot_api_key_param": bot_api_key_param,
             "control_url": f"{gateway_url}/_local",
@@ -254,6 +268,7 @@ def seed_demo(stack: LocalStack) -> dict[str, Any]:
         refresh_token=SAMPLE_REFRESH_TOKEN,
     )
     seed_demo_meetings(graph, jane, alex)
+    google = seed_google_demo(stack)
     connected = []
     for account in (jane, alex):
         resp = requests.post(
@@ -282,6 +297,59 @@ def seed_demo(stack: LocalStack) -> dict[str, Any]:
         "api_key": DEMO_API_KEY,
         "accounts": connected,
         "client_id": DEMO_CLIENT_ID,
+        "google": google,
+    }
+
+
+def seed_google_demo(stack: LocalStack) -> dict[str, Any]:
+    """A Google OAuth client and an account at the Google emulator, not connected (the user connects it
+    with the banner's curl): a Meet meeting tomorrow and a weekly series with a Zoom link in its
+    description. The connect body (with the refresh token and client secret) goes to a file in the
+    state dir, so the banner, which lands in logs, never carries token material."""
+    from datetime import UTC, datetime, timedelta
+
+    google = stack.google
+    google.add_app(DEMO_GOOGLE_CLIENT_ID, DEMO_GOOGLE_CLIENT_SECRET)
+    sam = google.add_account(
+        DEMO_GOOGLE_ACCOUNT, name="Sam Rivera", time_zone="America/New_York", client_id=DEMO_GOOGLE_CLIENT_ID
+    )
+    base = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(days=1, hours=1)
+    google.add_event(
+        DEMO_GOOGLE_ACCOUNT,
+        "primary",
+        summary="Design review (Meet)",
+        start=base,
+        end=base + timedelta(minutes=45),
+        meet="https://meet.google.com/kzq-demo-rvw",
+        attendees=[DEMO_GOOGLE_ACCOUNT, "jane@contoso.example"],
+    )
+    first_day = (base + timedelta(days=1)).astimezone(UTC).date().isoformat()
+    google.add_event(
+        DEMO_GOOGLE_ACCOUNT,
+        "primary",
+        summary="Weekly 1:1 (Zoom)",
+        start=f"{first_day}T10:00:00",
+        end=f"{first_day}T10:30:00",
+        time_zone="America/New_York",
+        description="Join Zoom Meeting\nhttps://acme.zoom.us/j/85551234567?pwd=demoWeekly\n",
+        recurrence=["RRULE:FREQ=WEEKLY;COUNT=12"],
+    )
+    connect_file = stack.state_dir / "google-connect.json"
+    stack.state_dir.mkdir(parents=True, exist_ok=True)
+    connect_file.write_text(
+        json.dumps(
+            {
+                "google_client_id": DEMO_GOOGLE_CLIENT_ID,
+                "google_client_secret": DEMO_GOOGLE_CLIENT_SECRET,
+                "google_refresh_token": sam["refresh_token"],
+            }
+        )
+    )
+    connect_file.chmod(0o600)
+    return {
+        "account": DEMO_GOOGLE_ACCOUNT,
+        "client_id": DEMO_GOOGLE_CLIENT_ID,
+        "connect_body": str(connect_file),
     }
 
 
@@ -365,9 +433,10 @@ def banner(info: dict[str, Any]) -> str:
     virtual = info.get("virtual_time")
     lines = [
         "",
-        "calbot local stack is up (no cloud: moto + Graph emulator + bot sink + gateway + clock)",
+        "calbot local stack is up (no cloud: moto + Graph and Google emulators + bot sink + gateway + clock)",
         f"  API:            {info['api_url']}",
         f"  Graph emulator: {info['graph_url']}   (control API under /_control)",
+        f"  Google:         {info['google_url']}   (OAuth + Calendar emulator, control API under /_control)",
         f"  Bot API sink:   {info['bots_url']}   (recorded calls: /_control/calls)",
         f"  Stack control:  {info['control_url']}   (clock, crons, schedules, queues)",
         f"  Clock:          {'virtual (moves on POST /_local/clock/advance)' if virtual else 'real time'}",
@@ -381,6 +450,16 @@ def banner(info: dict[str, Any]) -> str:
             "Try:",
             f"  curl -s -H 'Authorization: Token {demo['api_key']}' {info['api_url']}/calendar/connections",
         ]
+        google = demo.get("google")
+        if google:
+            lines += [
+                "",
+                f"Connect the Google sample account {google['account']} (the body file holds its client id,",
+                "secret and refresh token):",
+                f"  curl -s -X POST -H 'Authorization: Token {demo['api_key']}'"
+                f" -H 'Content-Type: application/json' {info['api_url']}/calendar/create_calendar"
+                f" -d @{google['connect_body']}",
+            ]
     lines += ["", "Ctrl-C stops it."]
     return "\n".join(lines)
 
@@ -389,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run calbot locally with no cloud.")
     parser.add_argument("--state-dir", type=Path, default=ROOT / ".local")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("CALBOT_PORT", "3000")))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("CALBOT_PORT", "8000")))
     parser.add_argument("--no-seed", action="store_true")
     parser.add_argument("--parameter-overrides", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument(

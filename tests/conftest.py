@@ -24,6 +24,7 @@ def inproc_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStac
     # Service tests call the services themselves: change notifications would start background syncs
     # (webhook -> queue -> worker) racing with what a test counts. The e2e suite covers that path.
     stack.graph.pause_notifications()
+    stack.google.pause_notifications()
     yield stack
     stack.stop()
 

@@ -1,4 +1,4 @@
-"""POST /api/v1/calendar/create_outlook_calendar: connect one calendar account."""
+"""POST /api/v1/calendar/create_outlook_calendar (and its alias create_calendar): connect one account."""
 
 from calbot.http import Request, Response, api_handler
 from calbot.models import CreateConnectionRequest

@@ -30,6 +30,7 @@ class E2EStack:
         self.info = info
         self.api_url: str = info["api_url"]
         self.graph_url: str = info["graph_url"]
+        self.google_url: str = info["google_url"]
         self.responses: list[str] = []  # every response body seen, for the secret grep
         self.http = requests.Session()
 
@@ -48,6 +49,14 @@ class E2EStack:
     def graph(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         resp = self.http.request(method, f"{self.graph_url}/_control{path}", timeout=30, **kwargs)
         assert resp.status_code < 400, f"emulator control {method} {path}: {resp.status_code} {resp.text}"
+        return resp
+
+    def google(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """The Google emulator's control API (/_control/...), like `graph`."""
+        resp = self.http.request(method, f"{self.google_url}/_control{path}", timeout=30, **kwargs)
+        assert resp.status_code < 400, (
+            f"google emulator control {method} {path}: {resp.status_code} {resp.text}"
+        )
         return resp
 
     def control(self, method: str, path: str, **kwargs: Any) -> Any:

@@ -39,13 +39,19 @@ def parse_authorization(header: str | None) -> str | None:
     return match.group(1) if match else None
 
 
-def user_for_key(key: str | None) -> str | None:
+def resolve_key(key: str | None) -> ApiKeyRecord | None:
+    """The live key record behind a presented key (None for unknown, revoked or absurd keys)."""
     if not key or len(key) > 512:
         return None
     record = store.get_api_key(store.hash_api_key(key))
     if record is None or record.revoked_at is not None:
         return None
-    return record.user_id
+    return record
+
+
+def user_for_key(key: str | None) -> str | None:
+    record = resolve_key(key)
+    return record.user_id if record else None
 
 
 def revoke(*, key: str | None = None, key_id: str | None = None, user_id: str | None = None) -> bool:

@@ -25,8 +25,8 @@ class Settings(BaseModel):
     google_oauth_base_url: str = "https://oauth2.googleapis.com"
     google_userinfo_url: str = "https://openidconnect.googleapis.com/v1/userinfo"
     google_calendar_base_url: str = "https://www.googleapis.com/calendar/v3"
-    # Google watch channels live 7 days by default and at most about 30; we renew well before expiry.
-    google_channel_ttl_seconds: int = Field(default=604800, ge=3600)
+    # Google watch channels live 7 days by default; ask for 30 (the cap) and keep the expiry Google returns.
+    google_channel_ttl_seconds: int = Field(default=2592000, ge=3600)
     # Graph allows 10,080 minutes for Outlook event subscriptions; ask a little less so clock skew
     # between us and Graph never makes the request exceed the maximum.
     subscription_lifetime_minutes: int = Field(default=10070, ge=45)
@@ -38,6 +38,10 @@ class Settings(BaseModel):
     scheduler_role_arn: str = ""
     schedule_dlq_arn: str = ""
     bot_api_key_param: str = ""
+    # Per API key (calbot.ratelimit): requests in one fixed minute, 0 turning limiting off, and the most
+    # of them in any one second of it, so a key cannot spend its whole minute in a single burst.
+    rate_limit_per_minute: int = Field(default=600, ge=0)
+    rate_limit_burst: int = Field(default=100, ge=1)
 
 
 ENV_NAMES = {
@@ -62,6 +66,8 @@ ENV_NAMES = {
     "scheduler_role_arn": "SCHEDULER_ROLE_ARN",
     "schedule_dlq_arn": "SCHEDULE_DLQ_ARN",
     "bot_api_key_param": "BOT_API_KEY_PARAM",
+    "rate_limit_per_minute": "RATE_LIMIT_PER_MINUTE",
+    "rate_limit_burst": "RATE_LIMIT_BURST",
 }
 
 

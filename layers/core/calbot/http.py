@@ -63,8 +63,7 @@ class Request:
     @property
     def user_id(self) -> str:
         """The caller's user id as resolved by the API-key authorizer; 401 when there is none."""
-        ctx = (self.event.get("requestContext", {}).get("authorizer") or {}).get("lambda") or {}
-        user_id = ctx.get("user_id")
+        user_id = _authorizer_context(self.event).get("user_id")
         if not user_id:
             raise unauthorized()
         return str(user_id)
@@ -166,6 +165,11 @@ def _transient_aws(err: Exception) -> bool:
     return False
 
 
+def _authorizer_context(event: dict[str, Any]) -> dict[str, Any]:
+    """What the API-key authorizer resolved (user_id, key_id); empty on open routes."""
+    return ((event.get("requestContext") or {}).get("authorizer") or {}).get("lambda") or {}
+
+
 def api_handler(
     fn: Callable[[Request], Response | BaseModel | dict[str, Any]],
 ) -> Callable[[dict, Any], dict]:
@@ -173,20 +177,29 @@ def api_handler(
         started = time.perf_counter()
         response = _dispatch(Request(event), event)
         # One access-log line per request: what was asked and how it ended, never headers or bodies.
-        ctx = event.get("requestContext") or {}
         logger.info(
             "request",
             extra={
                 "route": event.get("routeKey"),
                 "status": response["statusCode"],
                 "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-                "user_id": ((ctx.get("authorizer") or {}).get("lambda") or {}).get("user_id") or None,
-                "request_id": ctx.get("requestId"),
+                "user_id": _authorizer_context(event).get("user_id") or None,
+                "request_id": (event.get("requestContext") or {}).get("requestId"),
             },
         )
         return response
 
     def _dispatch(request: Request, event: dict[str, Any]) -> dict[str, Any]:
+        # Every route behind the API-key authorizer is limited per key; the webhook (no authorizer, no
+        # key) is not. A request without a valid key has no key_id and gets the handler's 401.
+        key_id = _authorizer_context(event).get("key_id")
+        if key_id:
+            from calbot import ratelimit  # imports the store: only keyed requests need it
+
+            verdict = ratelimit.check(str(key_id))
+            if not verdict.allowed:
+                logger.info("rate limited", extra={"key_id": key_id, "limit": verdict.limit})
+                return error_response(ratelimit.rate_limited(verdict))
         try:
             result = fn(request)
         except ApiError as err:

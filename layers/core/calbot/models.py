@@ -84,6 +84,13 @@ class SubscriptionRef(Model):
     id: str
     calendar_id: str
     expires_at: UtcDateTime
+    resource_id: str | None = None  # Google channels are stopped by (id, resource_id)
+
+    @classmethod
+    def of(cls, sub: Subscription) -> SubscriptionRef:
+        return cls(
+            id=sub.id, calendar_id=sub.calendar_id, expires_at=sub.expires_at, resource_id=sub.resource_id
+        )
 
 
 class FailedCalendar(Model):
@@ -146,7 +153,7 @@ class Subscription(Model):
     client_state_hash: str  # sha256 hex of the per-subscription secret; the secret itself is never stored
     expires_at: UtcDateTime
     created_at: UtcDateTime
-    resource_id: str | None = None  # Google channels need it to be stopped
+    resource_id: str | None = None  # Google: the watched resource's id, needed to stop the channel
 
 
 class User(Model):

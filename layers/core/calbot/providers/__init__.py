@@ -14,6 +14,10 @@ def get_provider(name: str) -> CalendarProvider:
         from calbot.providers.outlook import OutlookProvider
 
         return OutlookProvider()
+    if name == "google":
+        from calbot.providers.google import GoogleProvider
+
+        return GoogleProvider()
     raise ValueError(f"unsupported provider: {name}")
 
 

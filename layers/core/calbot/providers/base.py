@@ -117,6 +117,8 @@ class CalendarProvider(ABC):
     name: ProviderName
     display_name: str
     scopes: str
+    # Graph answers GET /subscriptions/{id}; Google has no way to read a channel back.
+    can_query_subscriptions: bool = True
 
     @abstractmethod
     def refresh(self, creds: Credentials) -> TokenSet:

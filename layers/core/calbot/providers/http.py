@@ -40,11 +40,14 @@ class ProviderHttp:
         max_attempts: int = 4,
         max_retry_after: float = 20.0,
         sleep: Callable[[float], None] = time.sleep,
+        retryable: Callable[[requests.Response], bool] | None = None,
     ) -> None:
         self.timeout = timeout
         self.max_attempts = max_attempts
         self.max_retry_after = max_retry_after
         self.sleep = sleep
+        # Providers that throttle with other statuses (Google: 403 rateLimitExceeded) say so here.
+        self.retryable = retryable or (lambda resp: resp.status_code in RETRY_STATUSES)
         self.session = requests.Session()
         self.session.headers["User-Agent"] = "calbot/1.0"
         self._count_lock = threading.Lock()
@@ -72,7 +75,7 @@ class ProviderHttp:
                     ) from None
                 self.sleep(self._backoff(attempt))
                 continue
-            if resp.status_code not in RETRY_STATUSES or attempt == self.max_attempts:
+            if not self.retryable(resp) or attempt == self.max_attempts:
                 return resp
             wait = parse_retry_after(resp.headers.get("Retry-After"))
             if wait is not None and wait > self.max_retry_after:

@@ -199,10 +199,7 @@ def _create(
             status="active",
             primary_calendar_id=_primary(calendars),
             calendars=calendars,
-            subscriptions=[
-                SubscriptionRef(id=s.id, calendar_id=s.calendar_id, expires_at=s.expires_at)
-                for s, _ in made.subscriptions
-            ],
+            subscriptions=[SubscriptionRef.of(s) for s, _ in made.subscriptions],
             failed_calendars=failed,
             webhook_url=url,
             credential_path=made.credential_path,
@@ -336,17 +333,16 @@ def _replace(
         live: list[SubscriptionRef] = []
         stale: list[SubscriptionRef] = []
         for ref in existing.subscriptions:
-            current = (
-                provider.get_subscription(tokens.access_token, ref.id)
-                if ref.expires_at > now() and ref.calendar_id in calendar_ids
-                else None
-            )
+            if ref.expires_at <= now() or ref.calendar_id not in calendar_ids:
+                current = None
+            elif not provider.can_query_subscriptions:
+                current = ref  # a channel cannot be read back: its stored expiry is the truth
+            else:
+                current = provider.get_subscription(tokens.access_token, ref.id)
             if current is None:
                 stale.append(ref)
             else:
-                live.append(
-                    SubscriptionRef(id=ref.id, calendar_id=ref.calendar_id, expires_at=current.expires_at)
-                )
+                live.append(ref.model_copy(update={"expires_at": current.expires_at}))
         watched = {ref.calendar_id for ref in live}
         missing = [c for c in calendars if c.id not in watched]
         failed = _register(
@@ -369,11 +365,7 @@ def _replace(
                 "status_reason": None,
                 "primary_calendar_id": _primary(calendars),
                 "calendars": calendars,
-                "subscriptions": live
-                + [
-                    SubscriptionRef(id=s.id, calendar_id=s.calendar_id, expires_at=s.expires_at)
-                    for s, _ in made.subscriptions
-                ],
+                "subscriptions": live + [SubscriptionRef.of(s) for s, _ in made.subscriptions],
                 "failed_calendars": failed,
                 "updated_at": now(),
             }
@@ -393,7 +385,7 @@ def _replace(
         raise
     for ref in stale:  # best effort: they are gone or expiring anyway
         try:
-            provider.delete_subscription(tokens.access_token, ref.id)
+            provider.delete_subscription(tokens.access_token, ref.id, resource_id=ref.resource_id)
         except ProviderError:
             pass
     store.delete_subscriptions(ref.id for ref in stale)

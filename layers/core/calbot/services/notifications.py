@@ -20,7 +20,7 @@ from urllib.parse import unquote
 from calbot import aws, store
 from calbot.http import Request, Response
 from calbot.log import logger
-from calbot.models import ChangeMessage, account_key, normalize_provider
+from calbot.models import PROVIDER_ALIASES, ChangeMessage, account_key, normalize_provider
 
 MAX_VALIDATION_TOKEN = 2048
 MAX_ITEMS = 1000
@@ -40,6 +40,8 @@ def handle(request: Request) -> Response:
             return Response(400, {"error": "invalid_request", "message": "validationToken is too long."})
         return Response(200, text=token)
     path = request.path_params
+    if "x-goog-channel-id" in request.headers:
+        return _google(request)
     try:
         provider = normalize_provider(path.get("provider", ""))
         body = request.json()
@@ -84,6 +86,40 @@ def handle(request: Request) -> Response:
         extra={"accepted": len(items) - dropped, "dropped": dropped, "enqueued": len(messages)},
     )
     return Response(202)
+
+
+def _google(request: Request) -> Response:
+    """A Google channel notification: headers only, no body.
+
+    The channel (our subscription id) must belong to the user and account in the path, carry that
+    channel's own token, and name the resource it was created for. `sync` (sent once when a channel
+    starts) needs no work. Every outcome answers the same way per state, so the answer reveals nothing.
+    """
+    headers = request.headers
+    path = request.path_params
+    state = headers.get("x-goog-resource-state", "")
+    answer = Response(200) if state == "sync" else Response(202)
+    user_id, account = path.get("user_id", ""), account_key(unquote(path.get("account_id", "")))
+    sub = store.get_subscription(headers.get("x-goog-channel-id", "")[:256])
+    if (
+        sub is None
+        or sub.provider != "google"
+        or PROVIDER_ALIASES.get(path.get("provider", "").lower()) != "google"
+        or sub.user_id != user_id
+        or account_key(sub.account_id) != account
+        or not _same_secret(headers.get("x-goog-channel-token"), sub.client_state_hash)
+        or (sub.resource_id is not None and headers.get("x-goog-resource-id") != sub.resource_id)
+    ):
+        logger.info("notifications", extra={"accepted": 0, "dropped": 1, "enqueued": 0})
+        return answer
+    if state == "sync":
+        logger.info("channel started", extra={"accepted": 1, "dropped": 0, "enqueued": 0})
+        return answer
+    message = ChangeMessage(user_id=user_id, provider="google", account_id=sub.account_id, kind="sync")
+    number = headers.get("x-goog-message-number", "")[:32]
+    enqueue(message, dedup=hashlib.sha256(f"{sub.id}|{number}|{state}".encode()).hexdigest())
+    logger.info("notifications", extra={"accepted": 1, "dropped": 0, "enqueued": 1})
+    return answer
 
 
 def _dedup_id(message: ChangeMessage, items: list[Any]) -> str:

@@ -26,7 +26,7 @@ RENEW_WITHIN = timedelta(days=2)
 def _replace_ref(conn: Connection, old_id: str, new: Subscription | None, expires_at: Any = None) -> None:
     refs = [r for r in conn.subscriptions if r.id != old_id]
     if new is not None:
-        refs.append(SubscriptionRef(id=new.id, calendar_id=new.calendar_id, expires_at=new.expires_at))
+        refs.append(SubscriptionRef.of(new))
     elif expires_at is not None:
         old = next((r for r in conn.subscriptions if r.id == old_id), None)
         if old is not None:
@@ -74,6 +74,7 @@ def recreate(conn: Connection, subscription_id: str) -> str:
         client_state_hash=hash_client_state(client_state),
         expires_at=made.expires_at,
         created_at=now(),
+        resource_id=made.resource_id,
     )
     store.put_subscriptions([new])
     try:
@@ -88,7 +89,8 @@ def recreate(conn: Connection, subscription_id: str) -> str:
         raise
     store.delete_subscriptions([subscription_id])
     try:
-        provider.delete_subscription(token, subscription_id)  # if it still exists, stop it
+        # if it still exists, stop it (Google channels are stopped by id and resource id)
+        provider.delete_subscription(token, subscription_id, resource_id=old.resource_id if old else None)
     except ProviderError:
         pass
     return "recreated"

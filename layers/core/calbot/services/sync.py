@@ -205,6 +205,15 @@ def _apply(
         old = existing.get(platform_id)
         if old and not old.is_deleted and platform_id not in by_platform_id:
             puts.append(old.model_copy(update={"is_deleted": True, "updated_at": at}))
+    unmatched = {p for p in changes.removed if p not in existing and p not in by_platform_id}
+    if unmatched and not changes.full:
+        # A removed id we never stored may be a series master (we store instances only). Google reports
+        # a deleted series' instances as cancelled only over a limited horizon, so its stored instances
+        # go with the master.
+        skip = {e.platform_id for e in puts} | set(by_platform_id)
+        for e in store.events_of_calendar(conn.user_id, conn.provider, conn.account_id, calendar_id):
+            if e.series_platform_id in unmatched and not e.is_deleted and e.platform_id not in skip:
+                puts.append(e.model_copy(update={"is_deleted": True, "updated_at": at}))
     if puts:
         store.put_events(puts)
     return puts
