@@ -405,3 +405,39 @@ def test_a_connection_being_disconnected_cannot_be_connected_over(stack: LocalSt
             store.get_connection(user_id, "outlook", acct["mail"]).model_copy(update={"disconnect": None})
         )
     assert disconnect.disconnect(user_id, "outlook", acct["mail"]).disconnected.account_id == acct["mail"]
+
+
+def test_a_google_account_is_disconnected_the_same_way_its_channels_stopped_by_resource_id(
+    stack: LocalStack,
+) -> None:
+    from calbot.admin import create_user
+    from calbot.models import CreateConnectionRequest
+    from calbot.services.connect import connect_account
+
+    client_id, secret = "disc-google.apps.googleusercontent.com", "GOCSPX-disc-google-secret"
+    stack.google.add_app(client_id, secret)
+    mail = f"disc{next(_n)}@gmail.example"
+    acc = stack.google.add_account(mail, client_id=client_id)
+    user_id = create_user(mail).user_id
+    _, outlook = account(stack, user_id, meetings=1)
+    status, created = connect_account(
+        user_id,
+        CreateConnectionRequest(
+            google_client_id=client_id, google_client_secret=secret, google_refresh_token=acc["refresh_token"]
+        ),
+        base_url=stack.info["gateway_url"],
+    )
+    assert status == 201 and created.provider == "google" and created.watch_setup.subscriptions >= 1
+    conn = store.get_connection(user_id, "google", mail)
+    assert conn is not None and all(r.resource_id for r in conn.subscriptions)
+    outlook_before = snapshot(stack, user_id, outlook)
+
+    result = disconnect.disconnect(user_id, "google", mail)
+
+    assert result.warnings == [] and result.subscriptions_stopped == len(conn.subscriptions)
+    channels = {c["id"]: c for c in stack.google.channels()}
+    assert all(channels[r.id]["stopped"] for r in conn.subscriptions)  # stopped at Google, not just forgotten
+    assert store.get_connection(user_id, "google", mail) is None and vault.get(conn.credential_path) is None
+    assert all(store.get_subscription(r.id) is None for r in conn.subscriptions)
+    assert store.count_connections(user_id) == 1
+    assert snapshot(stack, user_id, outlook) == outlook_before
