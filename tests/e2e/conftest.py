@@ -75,6 +75,7 @@ class E2EStack:
     def settle(self) -> None:
         """Let every change notification reach the webhook, then let the worker drain the queue."""
         self.graph("POST", "/notifications/flush")
+        self.google("POST", "/notifications/flush")
         self.control("POST", "/queues/drain")
 
     def connected_user(self, client_id: str, client_secret: str, mails: list[str]) -> dict[str, Any]:

@@ -335,7 +335,7 @@ class GoogleProvider(CalendarProvider):
 def _expiration(raw: Any) -> datetime:
     """`expiration` is milliseconds since the epoch, as a string."""
     try:
-        return datetime.fromtimestamp(int(str(raw)) / 1000, tz=UTC)
+        return datetime.fromtimestamp(int(str(raw)) // 1000, tz=UTC)  # whole seconds, like every time we show
     except (TypeError, ValueError):
         return now() + timedelta(days=7)
 
