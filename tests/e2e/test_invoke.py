@@ -21,10 +21,21 @@ EVENTS = sorted((ROOT / "events").glob("*.json"))
 def expected(name: str, result: Any) -> None:
     """What each sample event implies. A new sample event must say what it expects here."""
     checks = {
-        "AuthorizerFunction": lambda r: r == {"isAuthorized": True, "context": {"user_id": "usr_demo"}},
-        # The seed leaves sample.user@fabrikam.example unconnected at the emulator for this event.
-        "CreateConnectionFunction": lambda r: (
+        "AuthorizerFunction": lambda r: (
+            r["isAuthorized"] is True
+            and r["context"]["user_id"] == "usr_demo"
+            and set(r["context"]) == {"user_id", "key_id"}  # the key's handle, never the key
+        ),
+        # The seed leaves sample.user@fabrikam.example unconnected at the emulator: the create_calendar
+        # route's sample (first by file name) connects it, the create_outlook_calendar one then meets the
+        # same operation's 409 for the same account.
+        "CreateConnectionFunction.CreateCalendar": lambda r: (
             r["statusCode"] == 201 and json.loads(r["body"])["account_id"] == "sample.user@fabrikam.example"
+        ),
+        "CreateConnectionFunction": lambda r: (
+            r["statusCode"] == 409
+            and json.loads(r["body"])["error"] == "already_connected"
+            and json.loads(r["body"])["account_id"] == "sample.user@fabrikam.example"
         ),
         "GetConnectionFunction": lambda r: (
             r["statusCode"] == 200 and json.loads(r["body"])["account_id"] == "jane@contoso.example"
