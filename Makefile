@@ -12,7 +12,7 @@ SAMSTAMP := $(SAMVENV)/.installed
 export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: dev test test-fast lint format invoke bench install install-sam events validate admin clean
+.PHONY: dev test test-fast lint format invoke bench install install-sam events validate sam-build admin clean
 
 $(STAMP): requirements-dev.txt layers/core/requirements.txt
 	@if [ -z "$(PY312)" ]; then echo "error: Python $(PYTHON_VERSION) is required (the Lambda runtime is python3.12)." \
@@ -53,6 +53,13 @@ format: install
 
 validate: install install-sam
 	$(SAMVENV)/bin/sam validate --lint && $(VENV)/bin/cfn-lint template.yaml
+
+## Build the deployable artifacts without containers (pip fetches arm64 wheels for the layer). The
+## python3.12 builder must be on PATH; PY312 is the same interpreter the venvs are made from.
+## make sam-build [BUILD_DIR=/tmp/build]  (default .aws-sam/build, what `sam deploy` picks up)
+sam-build: install-sam
+	PATH="$(dir $(PY312)):$$PATH" $(SAMVENV)/bin/sam build --template template.yaml \
+	  $(if $(BUILD_DIR),--build-dir $(BUILD_DIR))
 
 ## Docker-free stand-in for `sam local invoke`: make invoke FN=<LogicalId> [EVENT=events/<file>.json]
 invoke: install
