@@ -73,11 +73,17 @@ events: install
 admin: install
 	@eval "$$($(PY) -m local.env)" && $(PY) -m calbot.admin $(ARGS)
 
+## Run every bench/ script (each prints its figures and writes JSON to .bench/), then assemble
+## bench/REPORT.md from that JSON with the machine it ran on. ~10 minutes; never asserts on timings.
+BENCH_OUT := .bench
 bench: install
-	$(PY) bench/cold_start.py
-	$(PY) bench/sync.py
-	$(PY) bench/auto_schedule.py --users 100
-	$(PY) bench/notify_latency.py
+	@rm -rf $(BENCH_OUT) && mkdir -p $(BENCH_OUT)
+	$(PY) bench/cold_start.py --repeat 5 --json-out $(BENCH_OUT)/cold_start.json
+	$(PY) bench/sync.py --json-out $(BENCH_OUT)/sync.json
+	$(PY) bench/auto_schedule.py --users 100 --json-out $(BENCH_OUT)/auto_schedule.json
+	$(PY) bench/notify_latency.py --json-out $(BENCH_OUT)/notify_latency.json
+	$(PY) bench/read_latency.py --json-out $(BENCH_OUT)/read_latency.json 2>$(BENCH_OUT)/read_latency.log
+	$(PY) bench/report.py $(BENCH_OUT) -o bench/REPORT.md
 
 clean:
 	rm -rf $(VENV) $(SAMVENV) .local .pytest_cache .ruff_cache .aws-sam
