@@ -48,6 +48,21 @@ def skip_moto_table_backup() -> None:
     moto_ddb.copy = _NoTableBackup  # type: ignore[assignment]
 
 
+def speed_up_moto_queries() -> None:
+    """moto answers a Query by sorting every item of the index, comparing through
+    DynamoType.cast_value, which runs four type checks before returning a string as it is. Give string
+    and binary values that answer first (the same value, so the same ordering and results): a read
+    bench on a 12,000-item table then measures our code more than moto's sort."""
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    slow = DynamoType.cast_value.fget  # type: ignore[attr-defined]
+
+    def cast_value(self: Any) -> Any:
+        return self.value if self.type in ("S", "B") else slow(self)
+
+    DynamoType.cast_value = property(cast_value)  # type: ignore[method-assign,assignment]
+
+
 @contextmanager
 def in_process_stack(*functions: str) -> Iterator[Any]:
     """Yields the Graph emulator; calbot then talks to moto and to it exactly as the functions would."""
