@@ -180,7 +180,7 @@ def auto_schedule(r: dict[str, Any]) -> list[str]:
             ],
         ),
         "Prices (USD, us-east-1 list): "
-        + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in p["prices_usd"].items())
+        + ", ".join(f"{k.replace('_', ' ')} ${v:.10f}".rstrip("0") for k, v in p["prices_usd"].items())
         + ". Graph and Google charge nothing per request; their limit is throttling per mailbox/app.",
         "",
         f"_{p['note']}_",
