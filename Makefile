@@ -12,8 +12,8 @@ SAMSTAMP := $(SAMVENV)/.installed
 export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: dev test test-fast lint format invoke bench install install-sam browser-deps events validate admin \
-	oauth-helper clean
+.PHONY: dev test test-fast lint format invoke bench install install-sam browser-deps events validate sam-build \
+	admin oauth-helper clean
 
 $(STAMP): requirements-dev.txt layers/core/requirements.txt
 	@if [ -z "$(PY312)" ]; then echo "error: Python $(PYTHON_VERSION) is required (the Lambda runtime is python3.12)." \
@@ -65,6 +65,13 @@ format: install
 validate: install install-sam
 	$(SAMVENV)/bin/sam validate --lint && $(VENV)/bin/cfn-lint template.yaml
 
+## Build the deployable artifacts without containers (pip fetches arm64 wheels for the layer). The
+## python3.12 builder must be on PATH; PY312 is the same interpreter the venvs are made from.
+## make sam-build [BUILD_DIR=/tmp/build]  (default .aws-sam/build, what `sam deploy` picks up)
+sam-build: install-sam
+	PATH="$(dir $(PY312)):$$PATH" $(SAMVENV)/bin/sam build --template template.yaml \
+	  $(if $(BUILD_DIR),--build-dir $(BUILD_DIR))
+
 ## Docker-free stand-in for `sam local invoke`: make invoke FN=<LogicalId> [EVENT=events/<file>.json]
 invoke: install
 	$(PY) -m local.invoke $(FN) $(if $(EVENT),-e $(EVENT))
@@ -77,11 +84,17 @@ events: install
 admin: install
 	@eval "$$($(PY) -m local.env)" && $(PY) -m calbot.admin $(ARGS)
 
+## Run every bench/ script (each prints its figures and writes JSON to .bench/), then assemble
+## bench/REPORT.md from that JSON with the machine it ran on. ~10 minutes; never asserts on timings.
+BENCH_OUT := .bench
 bench: install
-	$(PY) bench/cold_start.py
-	$(PY) bench/sync.py
-	$(PY) bench/auto_schedule.py --users 100
-	$(PY) bench/notify_latency.py
+	@rm -rf $(BENCH_OUT) && mkdir -p $(BENCH_OUT)
+	$(PY) bench/cold_start.py --repeat 5 --json-out $(BENCH_OUT)/cold_start.json
+	$(PY) bench/sync.py --json-out $(BENCH_OUT)/sync.json
+	$(PY) bench/auto_schedule.py --users 100 --json-out $(BENCH_OUT)/auto_schedule.json
+	$(PY) bench/notify_latency.py --json-out $(BENCH_OUT)/notify_latency.json
+	$(PY) bench/read_latency.py --json-out $(BENCH_OUT)/read_latency.json
+	$(PY) bench/report.py $(BENCH_OUT) -o bench/REPORT.md
 
 clean:
 	rm -rf $(VENV) $(SAMVENV) .local .pytest_cache .ruff_cache .aws-sam

@@ -24,7 +24,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 READS = {"GetItem", "Query", "BatchGetItem", "Scan"}
 
@@ -57,6 +58,70 @@ class Units:
             self.read_units += sum(max(1, math.ceil(item_size(i) / 4096)) for i in items) or 1
 
 
+# us-east-1 list prices (USD) used for the projection; change them here if they move.
+PRICES = {
+    "dynamodb_per_million_wru": 0.625,  # on-demand write request units
+    "dynamodb_per_million_rru": 0.125,  # on-demand read request units
+    "lambda_arm_per_gb_second": 0.0000133334,
+    "lambda_per_million_requests": 0.20,
+    "sqs_per_million_requests": 0.40,  # standard queue; a batch call of up to 10 messages is 1 request
+}
+
+
+def project(figures: dict[str, Any], *, fan_out_s: float, fan_read_units: float) -> dict[str, Any]:
+    """The 00:00 UTC job for 100,000 users from this run's per-user figures and the worker's SQS event
+    source in template.yaml (BatchSize, MaximumConcurrency) and its memory size."""
+    from local.template import load_template
+
+    users, scale = 100_000, 100_000 / figures["users"]
+    worker = load_template(ROOT / "template.yaml").functions["AutoScheduleWorkerFunction"]
+    source = next(e for e in worker.events if e.type == "SQS")
+    concurrency = int(source.properties["ScalingConfig"]["MaximumConcurrency"])
+    batch = int(source.properties.get("BatchSize", 10))
+    lambda_s = figures["worker_cpu_seconds_per_user"] * users
+    bots = figures["bots_scheduled"] * scale
+    wru = round(figures["write_units_per_bot"] * bots)
+    rru = round(figures["read_units_per_bot"] * bots + fan_read_units * scale)
+    minutes = lambda_s / concurrency / 60
+    provider = round(figures["provider_requests_per_user"] * users)
+    invocations = math.ceil(users / batch)
+    # fan-out: one SendMessageBatch per 10 users; the event source: a receive and a delete per batch.
+    sqs_requests = math.ceil(users / 10) + 2 * invocations
+    cost = {
+        "dynamodb": round(
+            wru / 1e6 * PRICES["dynamodb_per_million_wru"] + rru / 1e6 * PRICES["dynamodb_per_million_rru"], 2
+        ),
+        "lambda": round(
+            lambda_s * worker.memory_size / 1024 * PRICES["lambda_arm_per_gb_second"]
+            + invocations / 1e6 * PRICES["lambda_per_million_requests"],
+            2,
+        ),
+        "sqs": round(sqs_requests / 1e6 * PRICES["sqs_per_million_requests"], 3),
+    }
+    return {
+        "users": users,
+        "template_max_concurrency": concurrency,
+        "template_batch_size": batch,
+        "worker_memory_mb": worker.memory_size,
+        "fan_out_seconds": round(fan_out_s * scale, 1),
+        "worker_lambda_seconds": round(lambda_s),
+        "worker_invocations": invocations,
+        "minutes_at_template_concurrency": round(minutes, 1),
+        "concurrency_for_15_min": math.ceil(lambda_s / 900),
+        "bots_scheduled": round(bots),
+        "dynamodb_write_units": wru,
+        "dynamodb_read_units": rru,
+        "provider_requests": provider,
+        "provider_requests_per_second": round(provider / max(minutes * 60, 1), 1),
+        "sqs_requests": sqs_requests,
+        "cost_usd": cost,
+        "prices_usd": PRICES,
+        "note": "worker time is the measured CPU seconds per user (in-process moto and emulator); real "
+        "DynamoDB and Graph round trips are slower (I/O-bound work, which Lambda concurrency scales): a "
+        "lower bound on duration. Units, request counts and cost scale linearly with users.",
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--users", type=int, default=1000)
@@ -70,23 +135,15 @@ def main() -> int:
         "keep 1; the projection uses per-user busy time)",
     )
     parser.add_argument("--json", action="store_true")
+    from bench.harness import add_json_out, write_json
+
+    add_json_out(parser)
     args = parser.parse_args()
 
-    import moto.dynamodb.models as moto_ddb
+    from bench.harness import in_process_stack, skip_moto_table_backup
 
-    from bench.harness import in_process_stack
-
-    # moto backs up the WHOLE table (deepcopy) before every transaction, so a 100k-item table makes each
-    # transaction cost O(table). Real DynamoDB does not work that way. In this bench no transaction
-    # fails (fresh users, one run), so the rollback copy is skipped for tables only.
-    class _NoTableBackup:
-        @staticmethod
-        def deepcopy(value: Any) -> Any:
-            import copy
-
-            return value if isinstance(value, moto_ddb.Table) else copy.deepcopy(value)
-
-    moto_ddb.copy = _NoTableBackup  # type: ignore[assignment]
+    # In this bench no transaction fails (fresh users, one run): see skip_moto_table_backup.
+    skip_moto_table_backup()
 
     with in_process_stack("AutoScheduleWorkerFunction", "AutoScheduleJobFunction") as graph:
         from calbot import aws, store, vault
@@ -168,10 +225,10 @@ def main() -> int:
             messages += [{"messageId": m["MessageId"], "body": m["Body"]} for m in batch]
         batches = [messages[i : i + 5] for i in range(0, len(messages), 5)]  # the worker's BatchSize
 
-        t1 = time.perf_counter()
+        t1, cpu1 = time.perf_counter(), time.process_time()
         with ThreadPoolExecutor(args.workers) as pool:
             results = list(pool.map(lambda b: auto_schedule.consume({"Records": b}), batches))
-        work_s = time.perf_counter() - t1
+        work_s, work_cpu_s = time.perf_counter() - t1, time.process_time() - cpu1
 
         failures = sum(len(r["batchItemFailures"]) for r in results)
         runs = [store.get_auto_settings(f"usr_b{u:06d}").last_run for u in range(args.users)]
@@ -196,17 +253,12 @@ def main() -> int:
         "write_units_per_bot": round(units.writes.units / max(scheduled, 1), 2),
         "read_units_per_bot": round((units.read_units - fan_read_units) / max(scheduled, 1), 2),
         "worker_seconds_per_user": round(per_user_s, 3),
+        # CPU time of this process (our code, moto and the emulator all run in it): unlike wall time it
+        # does not grow when other processes load a shared machine, so the projection uses it.
+        "worker_cpu_seconds_per_user": round(work_cpu_s / args.users, 3),
     }
-    # 100,000 users at midnight: Lambda-seconds of worker time, and the concurrency that finishes in 15 min.
-    total_lambda_s = per_user_s * 100_000
-    figures["projection_100k"] = {
-        "fan_out_seconds": round(fan_out_s * 100_000 / args.users, 1),
-        "worker_lambda_seconds": round(total_lambda_s),
-        "concurrency_for_15_min": math.ceil(total_lambda_s / 900),
-        "minutes_at_concurrency_100": round(total_lambda_s / 100 / 60, 1),
-        "note": "in-process moto and emulator latencies; real DynamoDB and Graph round trips are slower "
-        "(I/O-bound work, which Lambda concurrency scales): a lower bound on duration",
-    }
+    figures["projection_100k"] = project(figures, fan_out_s=fan_out_s, fan_read_units=fan_read_units)
+    write_json(figures, args.json_out)
     if args.json:
         print(json.dumps(figures, indent=2))
         return 0
@@ -229,9 +281,15 @@ def main() -> int:
     )
     p = figures["projection_100k"]
     print(
-        f"  100,000 users at midnight: fan-out ~{p['fan_out_seconds']} s; {p['worker_lambda_seconds']} "
-        f"worker Lambda-seconds -> concurrency {p['concurrency_for_15_min']} to finish in 15 min, "
-        f"or {p['minutes_at_concurrency_100']} min at concurrency 100 (the template's MaximumConcurrency)"
+        f"  100,000 users at 00:00 UTC: fan-out ~{p['fan_out_seconds']} s; {p['worker_lambda_seconds']} "
+        f"worker Lambda-seconds -> {p['minutes_at_template_concurrency']} min at the template's "
+        f"MaximumConcurrency {p['template_max_concurrency']} (concurrency {p['concurrency_for_15_min']} "
+        "would finish in 15 min)"
+    )
+    print(
+        f"  cost per run: DynamoDB ${p['cost_usd']['dynamodb']} ({p['dynamodb_write_units']:,} WRU, "
+        f"{p['dynamodb_read_units']:,} RRU), Lambda ${p['cost_usd']['lambda']}, SQS ${p['cost_usd']['sqs']}; "
+        f"{p['provider_requests']:,} provider requests (~{p['provider_requests_per_second']}/s)"
     )
     return 0
 

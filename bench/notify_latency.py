@@ -34,6 +34,9 @@ def main() -> int:
     parser.add_argument("--changes", type=int, default=100)
     parser.add_argument("--timeout", type=float, default=30.0, help="give up on one change after this long")
     parser.add_argument("--json", action="store_true")
+    from bench.harness import add_json_out, write_json
+
+    add_json_out(parser)
     args = parser.parse_args()
 
     from local.stack import LocalStack
@@ -133,6 +136,7 @@ def main() -> int:
         "goal_median_s": 2.0,
         "peer_polling_s": 60,
     }
+    write_json(figures, args.json_out)
     if args.json:
         print(json.dumps(figures, indent=2))
         return 0

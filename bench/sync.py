@@ -27,6 +27,9 @@ def main() -> int:
     parser.add_argument("--series", type=int, default=10, help="how many of them come from weekly series")
     parser.add_argument("--per-series", type=int, default=20)
     parser.add_argument("--json", action="store_true")
+    from bench.harness import add_json_out, write_json
+
+    add_json_out(parser)
     args = parser.parse_args()
 
     from bench.harness import in_process_stack
@@ -132,6 +135,7 @@ def main() -> int:
         "requests_per_event_first_sync": round(first["provider_requests"] / args.events, 4),
         "requests_expected_first_sync": first["delta_pages"] + args.series,
     }
+    write_json(figures, args.json_out)
     if args.json:
         print(json.dumps(figures, indent=2))
         return 0

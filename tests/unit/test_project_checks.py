@@ -81,3 +81,33 @@ def test_no_local_mode_switch_in_production_code() -> None:
         if n in p.read_text()
     ]
     assert offenders == []
+
+
+def test_sam_build_packages_every_function_and_the_core_layer(tmp_path: Path) -> None:
+    """`make sam-build` (no containers) must succeed; each artifact holds its handler, the layer calbot."""
+    if not (ROOT / ".venv-sam/bin/sam").exists():
+        if os.environ.get("CI"):
+            pytest.fail("sam is not installed: `make test` installs it into .venv-sam")
+        pytest.skip("sam not installed (make install-sam)")
+    from local.template import load_template
+
+    build = tmp_path / "build"
+    proc = subprocess.run(
+        ["make", "--no-print-directory", "sam-build", f"BUILD_DIR={build}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    functions = load_template(ROOT / "template.yaml").functions
+    assert functions
+    for logical_id, spec in functions.items():
+        built = build / logical_id / spec.module_path.relative_to(spec.code_uri)
+        assert built.is_file(), f"{logical_id}: {built.name} missing from its artifact"
+        assert built.read_bytes() == spec.module_path.read_bytes()
+    layer = build / "CoreLayer/python"
+    assert (layer / "calbot/__init__.py").is_file()
+    assert {p.name for p in (layer / "calbot").glob("*.py")} >= {"store.py", "http.py", "models.py"}
+    # The functions run on arm64: pydantic-core must be the aarch64 build, not this machine's.
+    assert list(layer.glob("pydantic_core/_pydantic_core*aarch64*.so"))

@@ -63,7 +63,10 @@ def encode(user_id: str, scope: str, data: dict[str, Any]) -> str:
 def decode(user_id: str, scope: str, token: str) -> dict[str, Any]:
     """The cursor's data, or 400 invalid_cursor for anything forged, edited or from another query."""
     payload, _, mac = token.partition(".")
-    if not payload or not mac or not hmac.compare_digest(mac, _mac(user_id, scope, payload)):
+    # Our cursors are pure ASCII; anything else is forged, and compare_digest raises TypeError on
+    # non-ASCII str (and a lone surrogate cannot even be encoded for the MAC), which would be a 500.
+    valid = token.isascii() and payload and mac
+    if not valid or not hmac.compare_digest(mac, _mac(user_id, scope, payload)):
         raise bad_request(
             "invalid_cursor", "The cursor is not valid for this request; start from the first page."
         )
