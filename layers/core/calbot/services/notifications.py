@@ -147,7 +147,6 @@ def consume(event: dict[str, Any]) -> dict[str, Any]:
     """The sync worker: per message, sync that account (or renew / recreate a subscription, then sync),
     then make its bots follow the changed events. A failing message is reported alone; in a FIFO group
     the messages after it wait, which keeps one account's work in order."""
-    from calbot.services.reconcile import reconcile
     from calbot.services.subscriptions import recreate, renew
     from calbot.services.sync import sync_connection
 
@@ -170,10 +169,10 @@ def consume(event: dict[str, Any]) -> dict[str, Any]:
             elif message.kind == "recreate" and message.subscription_id:
                 recreate(conn, message.subscription_id)
             result = sync_connection(conn)
-            if result.error and result.error.get("error") == "provider_unavailable":
-                raise RuntimeError("provider unavailable; retry this account later")
-            outcome = reconcile(result.changed)
-            logger.info("account synced", extra={"written": result.written, **outcome})
+            if result.error and result.error.get("error") in ("provider_unavailable", "sync_failed"):
+                # transient (throttled, down, or its bots could not follow yet): retry this account later
+                raise RuntimeError(f"{result.error['error']}; retry this account later")
+            logger.info("account synced", extra={"written": result.written, **result.reconciled})
         except Exception:
             logger.exception("change message failed")
             failures.append({"itemIdentifier": record["messageId"]})

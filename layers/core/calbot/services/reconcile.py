@@ -6,6 +6,12 @@
 - a different meeting link -> the bot uses the new link (never silently the old one);
 - a series whose recurrence changed -> its removed occurrences' bots are cancelled (above) and the
   series' new upcoming occurrences get bots again, as many as were lost, with the same config.
+
+`reconcile_account` runs after every sync of an account, whoever synced it (the notification worker,
+GET /calendar/events, the auto-schedule run): besides what this sync changed, it re-checks every live
+bot of the account against its stored event. A sync that wrote events and then died before its bots
+followed (a killed worker, or a read that synced them) leaves nothing for the next sync to "change",
+so bots must follow the stored truth, not only the latest diff.
 """
 
 from __future__ import annotations
@@ -39,6 +45,40 @@ def reconcile(events: list[Event]) -> dict[str, int]:
     for series, bots in lost.items():
         counts["recreated"] += _refill(bots[0].user_id, series, bots, events)
     return dict(counts)
+
+
+def _stale(bot: ScheduledBot, event: Event) -> bool:
+    return (
+        event.is_deleted
+        or not event.meeting_url
+        or event.start_time != bot.occurrence_start
+        or event.meeting_url != bot.meeting_url
+        or event.end_time != bot.meeting_end
+    )
+
+
+def reconcile_account(user_id: str, provider: str, account_id: str, changed: list[Event]) -> dict[str, int]:
+    """Bots follow this sync's changes plus any stored event a live bot of the account disagrees with."""
+    events = {e.event_id: e for e in changed}
+    live = [
+        b
+        for b in store.upcoming_bots(
+            user_id,
+            after=now(),
+            limit=100_000,
+            status="Scheduled",
+            provider=provider,
+            account_id=account_id,
+        )
+        if b.event_id not in events
+    ]
+    if live:
+        stored = store.get_events(user_id, {b.event_id for b in live})
+        for bot in live:
+            event = stored.get(bot.event_id)
+            if event is not None and _stale(bot, event):
+                events[event.event_id] = event
+    return reconcile(list(events.values())) if events else {}
 
 
 def _follow(bot: ScheduledBot, event: Event) -> str:

@@ -8,13 +8,14 @@ Only a real authorization failure marks a connection needs_reauth.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from datetime import timedelta
 from typing import Any
 
 from calbot import store, tokens
 from calbot.log import logger
-from calbot.models import Connection, Subscription, SubscriptionRef
+from calbot.models import ChangeMessage, Connection, Subscription, SubscriptionRef
 from calbot.providers import get_provider
 from calbot.providers.base import ProviderAuthError, ProviderError
 from calbot.services.connect import hash_client_state
@@ -87,6 +88,21 @@ def recreate(conn: Connection, subscription_id: str) -> str:
     return "recreated"
 
 
+def _resync_later(conn: Connection, old_subscription_id: str) -> None:
+    """A subscription that was gone missed every change since it went: have the sync worker sync the
+    account (and its bots follow), as a `subscriptionRemoved` lifecycle notification would."""
+    from calbot.services.notifications import enqueue
+
+    message = ChangeMessage(
+        user_id=conn.user_id, provider=conn.provider, account_id=conn.account_id, kind="sync"
+    )
+    dedup = hashlib.sha256(f"renewal-recreated|{old_subscription_id}".encode()).hexdigest()
+    try:
+        enqueue(message, dedup=dedup)
+    except Exception:
+        logger.exception("could not enqueue the resync of a recreated subscription's account")
+
+
 def run_renewal() -> dict[str, int]:
     """The 03:00 UTC job."""
     counts = {"renewed": 0, "recreated": 0, "needs_reauth": 0, "failed": 0, "unknown": 0}
@@ -98,7 +114,10 @@ def run_renewal() -> dict[str, int]:
         if conn.status == "needs_reauth":
             continue
         try:
-            counts[renew(conn, sub.id)] += 1
+            outcome = renew(conn, sub.id)
+            counts[outcome] += 1
+            if outcome == "recreated":
+                _resync_later(conn, sub.id)
         except ProviderAuthError as err:
             store.set_connection_status(
                 conn.user_id, conn.provider, conn.account_id, "needs_reauth", err.message

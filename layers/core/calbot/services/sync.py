@@ -46,6 +46,7 @@ class AccountResult:
     account_id: str
     written: int = 0
     changed: list[Event] = field(default_factory=list)  # what was written: bots follow these
+    reconciled: dict[str, int] = field(default_factory=dict)  # what the account's bots did
     calendars: int = 0
     full_syncs: int = 0
     error: dict[str, str] | None = None
@@ -243,6 +244,11 @@ def sync_connection(conn: Connection) -> AccountResult:
             result.full_syncs += int(full)
         if result.written:
             store.touch_connection_synced(conn.user_id, conn.provider, conn.account_id, now())
+        # Bots follow whatever synced the account: a read that synced a cancellation must not leave a
+        # bot for the next sync to miss (it will see no change).
+        from calbot.services.reconcile import reconcile_account
+
+        result.reconciled = reconcile_account(conn.user_id, conn.provider, conn.account_id, result.changed)
     except ProviderAuthError as err:
         store.set_connection_status(conn.user_id, conn.provider, conn.account_id, "needs_reauth", err.message)
         result.error = {"error": "needs_reauth", "message": err.message}
