@@ -17,7 +17,7 @@ from calbot import botapi, scheduler, store, timeutil
 from calbot.errors import ApiError
 from calbot.models import AutoScheduleSettings, ChangeMessage, Event, ScheduledBot, ScheduleRequest
 from calbot.providers import get_provider
-from calbot.services import auto_schedule, launcher, reconcile
+from calbot.services import auto_schedule, launcher, reconcile, subscriptions
 from calbot.services import schedule as svc
 from calbot.services.notifications import consume
 from calbot.services.sync import sync_user
@@ -235,3 +235,17 @@ def test_responses_that_stay_slower_than_our_timeout_are_provider_unavailable_no
     assert store.list_connections(user_id)[0].status == "active"
     assert sync_user(user_id).partial_errors == {}
     assert not stored(user_id, pid).is_deleted
+
+
+def test_a_refused_cached_token_during_renewal_is_refreshed_not_taken_for_a_revoked_grant(
+    stack: LocalStack,
+) -> None:
+    user_id, acct = account(stack)
+    conn = store.list_connections(user_id)[0]
+    sub = store.get_subscription(conn.subscriptions[0].id)
+    store.put_subscriptions([sub.model_copy(update={"expires_at": timeutil.now() + timedelta(hours=20)})])
+    stack.graph.expire_access_tokens(acct["id"])  # our cached token still looks valid to us: Graph says 401
+    counts = subscriptions.run_renewal()
+    assert counts["needs_reauth"] == 0
+    assert store.get_connection(user_id, "outlook", conn.account_id).status == "active"
+    assert store.get_subscription(sub.id).expires_at > timeutil.now() + timedelta(days=6)  # renewed

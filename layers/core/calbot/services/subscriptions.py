@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -103,6 +104,18 @@ def _resync_later(conn: Connection, old_subscription_id: str) -> None:
         logger.exception("could not enqueue the resync of a recreated subscription's account")
 
 
+def with_fresh_token(conn: Connection, action: Callable[[Connection, str], str], subscription_id: str) -> str:
+    """`renew` or `recreate`; a cached access token the provider refused (401) is dropped and the call
+    made once more with a fresh one, so that only a refused refresh counts as an auth failure."""
+    try:
+        return action(conn, subscription_id)
+    except ProviderAuthError as err:
+        if err.kind != "unauthorized":
+            raise
+        tokens.forget_access_token(conn)
+        return action(conn, subscription_id)
+
+
 def run_renewal() -> dict[str, int]:
     """The 03:00 UTC job."""
     counts = {"renewed": 0, "recreated": 0, "needs_reauth": 0, "failed": 0, "unknown": 0}
@@ -114,11 +127,15 @@ def run_renewal() -> dict[str, int]:
         if conn.status == "needs_reauth":
             continue
         try:
-            outcome = renew(conn, sub.id)
+            outcome = with_fresh_token(conn, renew, sub.id)
             counts[outcome] += 1
             if outcome == "recreated":
                 _resync_later(conn, sub.id)
         except ProviderAuthError as err:
+            if err.kind == "unauthorized":  # refused even with a fresh token: not proof of revocation
+                logger.warning("subscription renewal refused; retried tomorrow")
+                counts["failed"] += 1
+                continue
             store.set_connection_status(
                 conn.user_id, conn.provider, conn.account_id, "needs_reauth", err.message
             )
