@@ -7,7 +7,7 @@
 - a series whose recurrence changed -> its removed occurrences' bots are cancelled (above) and the
   series' new upcoming occurrences get bots again, as many as were lost, with the same config.
 
-`reconcile_account` runs after every sync of an account, whoever synced it (the notification worker,
+`reconcile_accounts` runs after every sync of an account, whoever synced it (the notification worker,
 GET /calendar/events, the auto-schedule run): besides what this sync changed, it re-checks every live
 bot of the account against its stored event. A sync that wrote events and then died before its bots
 followed (a killed worker, or a read that synced them) leaves nothing for the next sync to "change",
@@ -57,24 +57,37 @@ def _stale(bot: ScheduledBot, event: Event) -> bool:
     )
 
 
-def reconcile_account(user_id: str, provider: str, account_id: str, changed: list[Event]) -> dict[str, int]:
-    """Bots follow this sync's changes plus any stored event a live bot of the account disagrees with."""
-    events = {e.event_id: e for e in changed}
-    live = [
+LOOKBACK = timedelta(days=1)  # a bot still Scheduled whose join time just passed may yet launch
+
+
+def reconcile_accounts(user_id: str, accounts: list[tuple[str, str]], changed: list[Event]) -> dict[str, int]:
+    """Bots follow what a sync of these (provider, account_id) changed, and any stored event a live bot
+    of theirs disagrees with. One query for the user's live bots bounds the work by the bots, not by the
+    events written (a first sync writes them all, and most have no bot)."""
+    if not accounts:
+        return {}
+    wanted = set(accounts)
+    provider, account_id = accounts[0] if len(accounts) == 1 else (None, None)
+    bots = [
         b
         for b in store.upcoming_bots(
             user_id,
-            after=now(),
+            after=now() - LOOKBACK,
             limit=100_000,
             status="Scheduled",
             provider=provider,
             account_id=account_id,
         )
-        if b.event_id not in events
+        if (b.provider, b.account_id) in wanted
     ]
-    if live:
-        stored = store.get_events(user_id, {b.event_id for b in live})
-        for bot in live:
+    if not bots:
+        return {}
+    series = {b.series_key for b in bots}
+    events = {e.event_id: e for e in changed if series_key(e) in series}
+    unseen = [b for b in bots if b.event_id not in events]
+    if unseen:
+        stored = store.get_events(user_id, {b.event_id for b in unseen})
+        for bot in unseen:
             event = stored.get(bot.event_id)
             if event is not None and _stale(bot, event):
                 events[event.event_id] = event
