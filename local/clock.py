@@ -1065,6 +1065,17 @@ class LocalClock:
 
     def _complete_schedule(self, info: ScheduleInfo) -> None:
         if info.action_after_completion == "DELETE":
+            # Scheduler deletes a one-time schedule when it hands the event to Lambda (an async invoke),
+            # before the function runs; here the function ran first. If it re-armed its own schedule
+            # (the launcher's "retry later"), that is a new schedule the deletion must not take.
+            current = self._describe(info.group, info.name)
+            if current is not None and (current.modified, current.expression) != (
+                info.modified,
+                info.expression,
+            ):
+                with self._state:
+                    self._completed.pop(info.key, None)
+                return
             try:
                 self._scheduler.delete_schedule(GroupName=info.group, Name=info.name)
             except ClientError as exc:

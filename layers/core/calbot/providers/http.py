@@ -11,6 +11,7 @@ from typing import Any
 
 import requests
 
+from calbot import timeutil
 from calbot.providers.base import ProviderUnavailable
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
@@ -39,7 +40,7 @@ class ProviderHttp:
         timeout: float = 10.0,
         max_attempts: int = 4,
         max_retry_after: float = 20.0,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] = timeutil.sleep,  # the core's one time source (virtual in tests)
         retryable: Callable[[requests.Response], bool] | None = None,
     ) -> None:
         self.timeout = timeout

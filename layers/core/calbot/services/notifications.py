@@ -20,7 +20,7 @@ from urllib.parse import unquote
 from calbot import aws, store
 from calbot.http import Request, Response
 from calbot.log import logger
-from calbot.models import PROVIDER_ALIASES, ChangeMessage, account_key, normalize_provider
+from calbot.models import PROVIDER_ALIASES, ChangeMessage, Connection, account_key, normalize_provider
 
 MAX_VALIDATION_TOKEN = 2048
 MAX_ITEMS = 1000
@@ -147,8 +147,7 @@ def consume(event: dict[str, Any]) -> dict[str, Any]:
     """The sync worker: per message, sync that account (or renew / recreate a subscription, then sync),
     then make its bots follow the changed events. A failing message is reported alone; in a FIFO group
     the messages after it wait, which keeps one account's work in order."""
-    from calbot.services.reconcile import reconcile
-    from calbot.services.subscriptions import recreate, renew
+    from calbot.providers.base import ProviderAuthError
     from calbot.services.sync import sync_connection
 
     failures: list[dict[str, str]] = []
@@ -165,16 +164,30 @@ def consume(event: dict[str, Any]) -> dict[str, Any]:
             conn = store.get_connection(message.user_id, message.provider, message.account_id)
             if conn is None or not conn.live:
                 continue  # disconnected (or being disconnected) meanwhile: nothing to do
-            if message.kind == "renew" and message.subscription_id:
-                renew(conn, message.subscription_id)
-            elif message.kind == "recreate" and message.subscription_id:
-                recreate(conn, message.subscription_id)
+            try:
+                _keep_subscription(conn, message)
+            except ProviderAuthError as err:
+                if err.kind == "unauthorized":
+                    raise  # refused even with a fresh token: try again later
+                # A real auth failure: say so (the user must reconnect); retrying cannot help.
+                store.set_connection_status(
+                    conn.user_id, conn.provider, conn.account_id, "needs_reauth", err.message
+                )
+                continue
             result = sync_connection(conn)
-            if result.error and result.error.get("error") == "provider_unavailable":
-                raise RuntimeError("provider unavailable; retry this account later")
-            outcome = reconcile(result.changed)
-            logger.info("account synced", extra={"written": result.written, **outcome})
+            if result.error and result.error.get("error") in ("provider_unavailable", "sync_failed"):
+                # transient (throttled, down, or its bots could not follow yet): retry this account later
+                raise RuntimeError(f"{result.error['error']}; retry this account later")
+            logger.info("account synced", extra={"written": result.written, **result.reconciled})
         except Exception:
             logger.exception("change message failed")
             failures.append({"itemIdentifier": record["messageId"]})
     return {"batchItemFailures": failures}
+
+
+def _keep_subscription(conn: Connection, message: ChangeMessage) -> None:
+    """A lifecycle message's renewal or recreation (a refused cached access token is refreshed once)."""
+    from calbot.services.subscriptions import recreate, renew, with_fresh_token
+
+    if message.kind in ("renew", "recreate") and message.subscription_id:
+        with_fresh_token(conn, renew if message.kind == "renew" else recreate, message.subscription_id)

@@ -6,6 +6,12 @@
 - a different meeting link -> the bot uses the new link (never silently the old one);
 - a series whose recurrence changed -> its removed occurrences' bots are cancelled (above) and the
   series' new upcoming occurrences get bots again, as many as were lost, with the same config.
+
+`reconcile_accounts` runs after every sync of an account, whoever synced it (the notification worker,
+GET /calendar/events, the auto-schedule run): besides what this sync changed, it re-checks every live
+bot of the account against its stored event. A sync that wrote events and then died before its bots
+followed (a killed worker, or a read that synced them) leaves nothing for the next sync to "change",
+so bots must follow the stored truth, not only the latest diff.
 """
 
 from __future__ import annotations
@@ -39,6 +45,53 @@ def reconcile(events: list[Event]) -> dict[str, int]:
     for series, bots in lost.items():
         counts["recreated"] += _refill(bots[0].user_id, series, bots, events)
     return dict(counts)
+
+
+def _stale(bot: ScheduledBot, event: Event) -> bool:
+    return (
+        event.is_deleted
+        or not event.meeting_url
+        or event.start_time != bot.occurrence_start
+        or event.meeting_url != bot.meeting_url
+        or event.end_time != bot.meeting_end
+    )
+
+
+LOOKBACK = timedelta(days=1)  # a bot still Scheduled whose join time just passed may yet launch
+
+
+def reconcile_accounts(user_id: str, accounts: list[tuple[str, str]], changed: list[Event]) -> dict[str, int]:
+    """Bots follow what a sync of these (provider, account_id) changed, and any stored event a live bot
+    of theirs disagrees with. One query for the user's live bots bounds the work by the bots, not by the
+    events written (a first sync writes them all, and most have no bot)."""
+    if not accounts:
+        return {}
+    wanted = set(accounts)
+    provider, account_id = accounts[0] if len(accounts) == 1 else (None, None)
+    bots = [
+        b
+        for b in store.upcoming_bots(
+            user_id,
+            after=now() - LOOKBACK,
+            limit=100_000,
+            status="Scheduled",
+            provider=provider,
+            account_id=account_id,
+        )
+        if (b.provider, b.account_id) in wanted
+    ]
+    if not bots:
+        return {}
+    series = {b.series_key for b in bots}
+    events = {e.event_id: e for e in changed if series_key(e) in series}
+    unseen = [b for b in bots if b.event_id not in events]
+    if unseen:
+        stored = store.get_events(user_id, {b.event_id for b in unseen})
+        for bot in unseen:
+            event = stored.get(bot.event_id)
+            if event is not None and _stale(bot, event):
+                events[event.event_id] = event
+    return reconcile(list(events.values())) if events else {}
 
 
 def _follow(bot: ScheduledBot, event: Event) -> str:

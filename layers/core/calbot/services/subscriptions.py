@@ -8,13 +8,15 @@ Only a real authorization failure marks a connection needs_reauth.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 from calbot import store, tokens
 from calbot.log import logger
-from calbot.models import Connection, Subscription, SubscriptionRef
+from calbot.models import ChangeMessage, Connection, Subscription, SubscriptionRef
 from calbot.providers import get_provider
 from calbot.providers.base import ProviderAuthError, ProviderError
 from calbot.services.connect import hash_client_state
@@ -96,6 +98,33 @@ def recreate(conn: Connection, subscription_id: str) -> str:
     return "recreated"
 
 
+def _resync_later(conn: Connection, old_subscription_id: str) -> None:
+    """A subscription that was gone missed every change since it went: have the sync worker sync the
+    account (and its bots follow), as a `subscriptionRemoved` lifecycle notification would."""
+    from calbot.services.notifications import enqueue
+
+    message = ChangeMessage(
+        user_id=conn.user_id, provider=conn.provider, account_id=conn.account_id, kind="sync"
+    )
+    dedup = hashlib.sha256(f"renewal-recreated|{old_subscription_id}".encode()).hexdigest()
+    try:
+        enqueue(message, dedup=dedup)
+    except Exception:
+        logger.exception("could not enqueue the resync of a recreated subscription's account")
+
+
+def with_fresh_token(conn: Connection, action: Callable[[Connection, str], str], subscription_id: str) -> str:
+    """`renew` or `recreate`; a cached access token the provider refused (401) is dropped and the call
+    made once more with a fresh one, so that only a refused refresh counts as an auth failure."""
+    try:
+        return action(conn, subscription_id)
+    except ProviderAuthError as err:
+        if err.kind != "unauthorized":
+            raise
+        tokens.forget_access_token(conn)
+        return action(conn, subscription_id)
+
+
 def run_renewal() -> dict[str, int]:
     """The 03:00 UTC job."""
     counts = {"renewed": 0, "recreated": 0, "needs_reauth": 0, "failed": 0, "unknown": 0}
@@ -107,8 +136,15 @@ def run_renewal() -> dict[str, int]:
         if conn.status == "needs_reauth" or not conn.live:
             continue  # dead credentials, or a disconnect in progress (it deletes the subscription)
         try:
-            counts[renew(conn, sub.id)] += 1
+            outcome = with_fresh_token(conn, renew, sub.id)
+            counts[outcome] += 1
+            if outcome == "recreated":
+                _resync_later(conn, sub.id)
         except ProviderAuthError as err:
+            if err.kind == "unauthorized":  # refused even with a fresh token: not proof of revocation
+                logger.warning("subscription renewal refused; retried tomorrow")
+                counts["failed"] += 1
+                continue
             store.set_connection_status(
                 conn.user_id, conn.provider, conn.account_id, "needs_reauth", err.message
             )

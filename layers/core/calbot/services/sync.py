@@ -46,6 +46,7 @@ class AccountResult:
     account_id: str
     written: int = 0
     changed: list[Event] = field(default_factory=list)  # what was written: bots follow these
+    reconciled: dict[str, int] = field(default_factory=dict)  # what the account's bots did
     calendars: int = 0
     full_syncs: int = 0
     error: dict[str, str] | None = None
@@ -219,7 +220,8 @@ def _apply(
     return puts
 
 
-def sync_connection(conn: Connection) -> AccountResult:
+def sync_connection(conn: Connection, *, follow: bool = True) -> AccountResult:
+    """Sync one account; with `follow` its bots follow too (sync_user does that once for all accounts)."""
     result = AccountResult(provider=conn.provider, account_id=conn.account_id)
     try:
         token = tokens.access_token(conn)
@@ -243,6 +245,14 @@ def sync_connection(conn: Connection) -> AccountResult:
             result.full_syncs += int(full)
         if result.written:
             store.touch_connection_synced(conn.user_id, conn.provider, conn.account_id, now())
+        if follow:
+            # Bots follow whatever synced the account: a read that synced a cancellation must not leave
+            # a bot for the next sync to miss (it will see no change).
+            from calbot.services.reconcile import reconcile_accounts
+
+            result.reconciled = reconcile_accounts(
+                conn.user_id, [(conn.provider, conn.account_id)], result.changed
+            )
     except ProviderAuthError as err:
         store.set_connection_status(conn.user_id, conn.provider, conn.account_id, "needs_reauth", err.message)
         result.error = {"error": "needs_reauth", "message": err.message}
@@ -291,5 +301,19 @@ def sync_user(
             live.append(conn)
     if live:
         with ThreadPoolExecutor(max_workers=min(MAX_ACCOUNT_WORKERS, len(live))) as pool:
-            report.accounts += list(pool.map(sync_connection, live))
+            synced = list(pool.map(lambda c: sync_connection(c, follow=False), live))
+        report.accounts += synced
+        _follow_all(user_id, [r for r in synced if r.error is None])
     return report
+
+
+def _follow_all(user_id: str, results: list[AccountResult]) -> None:
+    """The synced accounts' bots follow their events, with one read of the user's live bots."""
+    from calbot.services.reconcile import reconcile_accounts
+
+    try:
+        reconcile_accounts(
+            user_id, [(r.provider, r.account_id) for r in results], [e for r in results for e in r.changed]
+        )
+    except Exception:  # the events are stored; the next sync of these accounts makes the bots follow
+        logger.exception("bots could not follow the synced events")
