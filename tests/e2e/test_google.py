@@ -189,20 +189,26 @@ def test_one_user_with_outlook_and_google_sees_both_and_a_moved_meet_moves_its_b
     e2e.settle()
     assert user.bot(bot_id)["status"] == "Cancelled"
 
-    # The bot launches for a Google meeting too: schedule the Zoom series' first instance and run the clock.
-    first = min(series, key=lambda e: e["start_time"])
-    resp = e2e.api("POST", f"/calendar/schedule/{first['id']}", key=user.key, json={})
+    # The bot launches for a Google meeting too. A meeting minutes away, so the shared stack's clock
+    # barely moves (other suites' meetings must stay ahead of it).
+    soon = (e2e.clock_now() + timedelta(minutes=7)).replace(second=0, microsecond=0)
+    quick = user.add_google(
+        soon, minutes=30, summary="Quick sync", meet="https://meet.google.com/qck-sync-now"
+    )
+    e2e.settle()  # its channel notification syncs it in
+    event = next(e for e in user.events() if e["platform_id"] == quick["id"])
+    resp = e2e.api("POST", f"/calendar/schedule/{event['id']}", key=user.key, json={})
     assert resp.status_code == 201, resp.text
     launch_bot = resp.json()["bot_id"]
-    e2e.advance(datetime.fromisoformat(first["start_time"].replace("Z", "+00:00")))
-    launched = next(e for e in user.events() if e["id"] == first["id"])["bots"]
+    e2e.advance(soon)
+    launched = next(e for e in user.events() if e["id"] == event["id"])["bots"]
     assert [(b["id"], b["status"]) for b in launched] == [(launch_bot, "Launched")]
     calls = [
         c
         for c in e2e.http.get(f"{e2e.info['bots_url']}/_control/calls", timeout=30).json()["value"]
         if c["body"]["custom_attributes"].get("scheduled_bot_id") == launch_bot
     ]
-    assert len(calls) == 1 and calls[0]["body"]["meeting_link"] == first["meeting_url"]
+    assert len(calls) == 1 and calls[0]["body"]["meeting_link"] == "https://meet.google.com/qck-sync-now"
 
 
 def test_forged_channel_notifications_are_dropped(e2e: E2EStack) -> None:

@@ -12,7 +12,7 @@ from tests.e2e.conftest import E2EStack
 # some test made without telling anyone is covered too.
 API_KEY = re.compile(r"cbk_[A-Za-z0-9_\-]{20,}")
 # The local stack's start-up banner prints the demo user's key on purpose (make dev); nothing else may.
-BANNER_LINE = re.compile(r"^\s*(Demo API key:|curl -s -H 'Authorization: Token )")
+BANNER_LINE = re.compile(r"^\s*(Demo API key:|curl -s (-X POST )?-H 'Authorization: Token )")
 
 CLIENT_SECRETS = [
     "e2e-client-secret-5f1c9b7e0d",
