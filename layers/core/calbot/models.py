@@ -16,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -47,7 +48,17 @@ def _provider_param(value: Any) -> Any:
 
 
 # A provider in a request: `microsoft` is read as `outlook`; anything else unknown is a 400.
-ProviderParam = Annotated[ProviderName, BeforeValidator(_provider_param)]
+ProviderParam = Annotated[
+    ProviderName,
+    BeforeValidator(_provider_param),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "enum": ["outlook", "google", "microsoft"],
+            "description": "`microsoft` is an alias of `outlook` (case-insensitive).",
+        }
+    ),
+]
 
 
 def account_key(account_id: str) -> str:
@@ -609,6 +620,13 @@ class PatchBotRequest(Strict):
         return self
 
 
+class NothingScheduled(Model):
+    """auto-reschedule's 200: the next occurrence already has a bot, or there is none."""
+
+    scheduled: Literal[False] = False
+    message: str
+
+
 class ToggleRecurrenceRequest(Strict):
     event_id: str = Field(min_length=1, max_length=64)
     recurring_enabled: bool
@@ -704,7 +722,43 @@ class AutoScheduleMessage(Strict):
 
 
 # --------------------------------------------------------------------------------------------------
-# Change notifications
+# Errors and change notifications (documentation shapes for the OpenAPI document)
+
+
+class ErrorDetail(Model):
+    field: str
+    message: str
+
+
+class ErrorBody(Model):
+    """Every error answer: a snake_case code and a sentence; `details` lists the bad fields of a 400
+    invalid_request. Some errors add fields of their own (account_id, bot_id, limit, ...)."""
+
+    model_config = ConfigDict(extra="allow", defer_build=True)
+
+    error: str
+    message: str
+    details: list[ErrorDetail] | None = None
+
+
+class ChangeNotification(Model):
+    """One item of a Microsoft Graph change or lifecycle notification (other Graph fields allowed)."""
+
+    model_config = ConfigDict(extra="allow", defer_build=True)
+
+    subscriptionId: str | None = None
+    clientState: str | None = None
+    changeType: str | None = None
+    resource: str | None = None
+    lifecycleEvent: str | None = None
+
+
+class ChangeNotifications(Model):
+    """What Microsoft Graph POSTs to an account's webhook URL."""
+
+    model_config = ConfigDict(extra="allow", defer_build=True)
+
+    value: list[ChangeNotification] = Field(default_factory=list)
 
 
 class ChangeMessage(Strict):
