@@ -6,7 +6,9 @@ of flowing into a response. Times are timezone-aware UTC and serialise with a tr
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -456,6 +458,37 @@ BotSource = Literal["manual", "auto", "recurrence"]
 LIVE_STATUSES = ("Scheduled", "Launching")
 
 
+# What DynamoDB can store of free-form JSON (bot_config, custom_attributes): no empty object key,
+# numbers of at most 38 significant digits between 1E-130 and 9.99E+125, at most 32 levels of nesting.
+_MAX_NESTING = 30
+_NUMBER_RANGE = (Decimal("1E-130"), Decimal("1E126"))
+
+
+def _storable_json(value: Any, depth: int = 0) -> Any:
+    if depth > _MAX_NESTING:
+        raise ValueError(f"is nested more than {_MAX_NESTING} levels deep")
+    if isinstance(value, dict):
+        if "" in value:  # DynamoDB refuses an empty attribute name at any depth
+            raise ValueError("object keys must not be empty")
+        for item in value.values():
+            _storable_json(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _storable_json(item, depth + 1)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError("numbers must be finite")
+        number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+        low, high = _NUMBER_RANGE
+        if number and not (low <= abs(number) < high) or len(number.as_tuple().digits) > 38:
+            raise ValueError("numbers must have at most 38 digits and lie between 1E-130 and 1E+125")
+    return value
+
+
+# Free-form JSON that is stored as given (validated so that storing it can never fail).
+StorableDict = Annotated[dict[str, Any], AfterValidator(_storable_json)]
+
+
 class BotConfig(Model):
     """The Create Bot API fields we know, validated; any other Create Bot field passes through."""
 
@@ -467,7 +500,7 @@ class BotConfig(Model):
     bot_message: str | None = Field(default=None, max_length=2000)
     transcription: Any = None
     callback_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://\S+$")
-    custom_attributes: dict[str, Any] = Field(default_factory=dict)
+    custom_attributes: StorableDict = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _size(self) -> BotConfig:
@@ -475,6 +508,7 @@ class BotConfig(Model):
 
         if len(json.dumps(self.model_dump(mode="json"), default=str)) > 16_384:
             raise ValueError("bot_config is larger than 16 KB")
+        _storable_json(self.model_dump())  # the pass-through fields too (NaN included)
         return self
 
 
@@ -606,7 +640,7 @@ class PatchBotRequest(Strict):
     scheduled_join_time: UtcDateTime | None = None
     bot_name: str | None = Field(default=None, min_length=1, max_length=100)
     bot_username: str | None = Field(default=None, min_length=1, max_length=100)
-    custom_attributes: dict[str, Any] | None = None
+    custom_attributes: StorableDict | None = None
     bot_config: BotConfig | None = None
 
     @model_validator(mode="after")
@@ -617,6 +651,11 @@ class PatchBotRequest(Strict):
             )
         if self.bot_name and self.bot_username and self.bot_name != self.bot_username:
             raise ValueError("bot_name and bot_username (its alias) disagree")
+        if self.custom_attributes is not None:
+            import json
+
+            if len(json.dumps(self.custom_attributes, default=str)) > 16_384:
+                raise ValueError("custom_attributes is larger than 16 KB")
         return self
 
 

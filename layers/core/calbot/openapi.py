@@ -73,7 +73,12 @@ OPERATIONS: tuple[Operation, ...] = (
         "Connections",
         {201: m.ConnectionCreated, 200: m.ConnectionCreated},
         {
-            400: _bad("`invalid_json`", "`invalid_credentials`", "`connection_limit_reached`"),
+            400: _bad(
+                "`invalid_json`",
+                "`invalid_credentials`",
+                "`connection_limit_reached`",
+                "`unsupported_provider`",
+            ),
             409: "`already_connected` (with `account_id`), `connect_in_progress`, `connection_changed`",
             502: "`provider_unavailable`: the provider failed or throttled.",
         },

@@ -108,7 +108,12 @@ def connect_account(
     user_id: str, req: CreateConnectionRequest, *, base_url: str
 ) -> tuple[int, ConnectionCreated]:
     """Connect (201), or replace in place (200). Raises ApiError for every refusal."""
-    provider = get_provider(req.provider)
+    try:
+        provider = get_provider(req.provider)
+    except ValueError:  # a provider this deployment does not support yet: a refusal, never a 500
+        raise bad_request(
+            "unsupported_provider", f"{req.provider.capitalize()} calendars cannot be connected yet."
+        ) from None
     creds = _credentials(req, provider)
     try:
         tokens = provider.refresh(creds)
