@@ -12,8 +12,8 @@ SAMSTAMP := $(SAMVENV)/.installed
 export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: dev test test-fast lint format invoke bench install install-sam browser-deps events validate sam-build \
-	admin oauth-helper clean
+.PHONY: dev test test-fast lint format invoke bench install install-sam browser-deps events openapi \
+	validate sam-build admin oauth-helper clean
 
 $(STAMP): requirements-dev.txt layers/core/requirements.txt
 	@if [ -z "$(PY312)" ]; then echo "error: Python $(PYTHON_VERSION) is required (the Lambda runtime is python3.12)." \
@@ -75,6 +75,10 @@ sam-build: install-sam
 ## Docker-free stand-in for `sam local invoke`: make invoke FN=<LogicalId> [EVENT=events/<file>.json]
 invoke: install
 	$(PY) -m local.invoke $(FN) $(if $(EVENT),-e $(EVENT))
+
+## Regenerate openapi.json (the OpenAPI 3.1 document) from the models and calbot/openapi.py's table
+openapi: install
+	PYTHONPATH=layers/core $(PY) -m calbot.openapi openapi.json
 
 ## Regenerate events/ from template.yaml
 events: install

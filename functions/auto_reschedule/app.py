@@ -2,7 +2,7 @@
 
 from calbot.errors import ApiError
 from calbot.http import Request, Response, api_handler
-from calbot.models import AutoRescheduleRequest
+from calbot.models import AutoRescheduleRequest, NothingScheduled
 from calbot.services.schedule import auto_reschedule
 
 
@@ -16,9 +16,8 @@ def handler(request: Request) -> Response:
     if result is None:
         return Response(
             200,
-            {
-                "scheduled": False,
-                "message": "The next occurrence already has a bot, or there is no upcoming occurrence.",
-            },
+            NothingScheduled(
+                message="The next occurrence already has a bot, or there is no upcoming occurrence."
+            ),
         )
     return Response(201, result)

@@ -109,6 +109,11 @@ def expected(name: str, result: Any) -> None:
         "AutoScheduleWorkerFunction": lambda r: r == {"batchItemFailures": []},
         "SyncWorkerFunction": lambda r: r == {"batchItemFailures": []},
         "RenewalJobFunction": lambda r: r["failed"] == 0 and r["needs_reauth"] == 0,
+        "OpenApiFunction": lambda r: (
+            r["statusCode"] == 200
+            and json.loads(r["body"])["openapi"] == "3.1.0"
+            and "/api/v1/openapi.json" in json.loads(r["body"])["paths"]
+        ),
         "WebhookFunction": lambda r: (
             r["statusCode"] == 200
             and r["body"].startswith("Validation: Testing")

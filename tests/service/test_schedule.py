@@ -201,6 +201,21 @@ def weekly_series(stack: LocalStack, acct: dict[str, Any], count: int = 12) -> d
     )
 
 
+def test_a_refused_recurring_schedule_leaves_the_series_alone(stack: LocalStack) -> None:
+    # Found by the fuzz suite: a 409 already_scheduled used to turn recurring_enabled on first.
+    user_id, acct = user_with_account(stack)
+    first = synced(user_id, weekly_series(stack, acct, count=3)["id"])
+    svc.schedule_event(user_id, first.event_id, ScheduleRequest(schedule_all_occurrences=True))
+    before = [e.model_dump() for e in svc._series_events(first)]
+    with pytest.raises(ApiError) as err:
+        svc.schedule_event(
+            user_id, first.event_id, ScheduleRequest(schedule_all_occurrences=True, recurring_event=True)
+        )
+    assert err.value.status == 409
+    assert [e.model_dump() for e in svc._series_events(first)] == before
+    assert not any(e.recurring_enabled for e in svc._series_events(first))
+
+
 def test_all_occurrences_at_local_time_across_dst_one_occurrence_and_from_date(stack: LocalStack) -> None:
     user_id, acct = user_with_account(stack)
     master = weekly_series(stack, acct)

@@ -91,7 +91,7 @@ class Request:
                 415, "unsupported_media_type", "Send the body as JSON with 'Content-Type: application/json'."
             )
         try:
-            data = json.loads(raw)
+            data = json.loads(raw, parse_constant=_not_json)
         except (ValueError, UnicodeDecodeError):
             raise bad_request("invalid_json", "The request body is not valid JSON.") from None
         if not isinstance(data, dict):
@@ -116,6 +116,11 @@ class Request:
         domain = self.event.get("requestContext", {}).get("domainName") or self.headers.get("host", "")
         proto = self.headers.get("x-forwarded-proto", "https")
         return f"{proto}://{domain}"
+
+
+def _not_json(name: str) -> Any:
+    # Python's json module reads NaN and Infinity, which JSON (and DynamoDB) do not have.
+    raise ValueError(f"{name} is not JSON")
 
 
 def validation_details(err: ValidationError) -> list[dict[str, str]]:

@@ -6,7 +6,9 @@ of flowing into a response. Times are timezone-aware UTC and serialise with a tr
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -16,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -47,7 +50,17 @@ def _provider_param(value: Any) -> Any:
 
 
 # A provider in a request: `microsoft` is read as `outlook`; anything else unknown is a 400.
-ProviderParam = Annotated[ProviderName, BeforeValidator(_provider_param)]
+ProviderParam = Annotated[
+    ProviderName,
+    BeforeValidator(_provider_param),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "enum": ["outlook", "google", "microsoft"],
+            "description": "`microsoft` is an alias of `outlook` (case-insensitive).",
+        }
+    ),
+]
 
 
 def account_key(account_id: str) -> str:
@@ -505,6 +518,37 @@ BotSource = Literal["manual", "auto", "recurrence"]
 LIVE_STATUSES = ("Scheduled", "Launching")
 
 
+# What DynamoDB can store of free-form JSON (bot_config, custom_attributes): no empty object key,
+# numbers of at most 38 significant digits between 1E-130 and 9.99E+125, at most 32 levels of nesting.
+_MAX_NESTING = 30
+_NUMBER_RANGE = (Decimal("1E-130"), Decimal("1E126"))
+
+
+def _storable_json(value: Any, depth: int = 0) -> Any:
+    if depth > _MAX_NESTING:
+        raise ValueError(f"is nested more than {_MAX_NESTING} levels deep")
+    if isinstance(value, dict):
+        if "" in value:  # DynamoDB refuses an empty attribute name at any depth
+            raise ValueError("object keys must not be empty")
+        for item in value.values():
+            _storable_json(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _storable_json(item, depth + 1)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError("numbers must be finite")
+        number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+        low, high = _NUMBER_RANGE
+        if number and not (low <= abs(number) < high) or len(number.as_tuple().digits) > 38:
+            raise ValueError("numbers must have at most 38 digits and lie between 1E-130 and 1E+125")
+    return value
+
+
+# Free-form JSON that is stored as given (validated so that storing it can never fail).
+StorableDict = Annotated[dict[str, Any], AfterValidator(_storable_json)]
+
+
 class BotConfig(Model):
     """The Create Bot API fields we know, validated; any other Create Bot field passes through."""
 
@@ -516,7 +560,7 @@ class BotConfig(Model):
     bot_message: str | None = Field(default=None, max_length=2000)
     transcription: Any = None
     callback_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://\S+$")
-    custom_attributes: dict[str, Any] = Field(default_factory=dict)
+    custom_attributes: StorableDict = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _size(self) -> BotConfig:
@@ -524,6 +568,7 @@ class BotConfig(Model):
 
         if len(json.dumps(self.model_dump(mode="json"), default=str)) > 16_384:
             raise ValueError("bot_config is larger than 16 KB")
+        _storable_json(self.model_dump())  # the pass-through fields too (NaN included)
         return self
 
 
@@ -655,7 +700,7 @@ class PatchBotRequest(Strict):
     scheduled_join_time: UtcDateTime | None = None
     bot_name: str | None = Field(default=None, min_length=1, max_length=100)
     bot_username: str | None = Field(default=None, min_length=1, max_length=100)
-    custom_attributes: dict[str, Any] | None = None
+    custom_attributes: StorableDict | None = None
     bot_config: BotConfig | None = None
 
     @model_validator(mode="after")
@@ -666,7 +711,19 @@ class PatchBotRequest(Strict):
             )
         if self.bot_name and self.bot_username and self.bot_name != self.bot_username:
             raise ValueError("bot_name and bot_username (its alias) disagree")
+        if self.custom_attributes is not None:
+            import json
+
+            if len(json.dumps(self.custom_attributes, default=str)) > 16_384:
+                raise ValueError("custom_attributes is larger than 16 KB")
         return self
+
+
+class NothingScheduled(Model):
+    """auto-reschedule's 200: the next occurrence already has a bot, or there is none."""
+
+    scheduled: Literal[False] = False
+    message: str
 
 
 class ToggleRecurrenceRequest(Strict):
@@ -764,7 +821,43 @@ class AutoScheduleMessage(Strict):
 
 
 # --------------------------------------------------------------------------------------------------
-# Change notifications
+# Errors and change notifications (documentation shapes for the OpenAPI document)
+
+
+class ErrorDetail(Model):
+    field: str
+    message: str
+
+
+class ErrorBody(Model):
+    """Every error answer: a snake_case code and a sentence; `details` lists the bad fields of a 400
+    invalid_request. Some errors add fields of their own (account_id, bot_id, limit, ...)."""
+
+    model_config = ConfigDict(extra="allow", defer_build=True)
+
+    error: str
+    message: str
+    details: list[ErrorDetail] | None = None
+
+
+class ChangeNotification(Model):
+    """One item of a Microsoft Graph change or lifecycle notification (other Graph fields allowed)."""
+
+    model_config = ConfigDict(extra="allow", defer_build=True)
+
+    subscriptionId: str | None = None
+    clientState: str | None = None
+    changeType: str | None = None
+    resource: str | None = None
+    lifecycleEvent: str | None = None
+
+
+class ChangeNotifications(Model):
+    """What Microsoft Graph POSTs to an account's webhook URL."""
+
+    model_config = ConfigDict(extra="allow", defer_build=True)
+
+    value: list[ChangeNotification] = Field(default_factory=list)
 
 
 class ChangeMessage(Strict):

@@ -86,8 +86,20 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _dynamo(value: Any) -> Any:
+    """boto3 refuses Python floats (user-supplied bot_config values can be any JSON number): store
+    them as the Decimal of their shortest repr, which round-trips to the same float."""
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    if isinstance(value, dict):
+        return {k: _dynamo(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_dynamo(v) for v in value]
+    return value
+
+
 def to_item(data: dict[str, Any]) -> dict[str, Any]:
-    return {k: _ser.serialize(v) for k, v in data.items()}
+    return {k: _ser.serialize(_dynamo(v)) for k, v in data.items()}
 
 
 def from_item(item: dict[str, Any]) -> dict[str, Any]:

@@ -188,9 +188,7 @@ def schedule_event(user_id: str, event_id: str, req: ScheduleRequest) -> Schedul
                 made.append(taken)
             else:
                 existing.append(err.bot_id or "")
-    if req.recurring_event and event.is_recurring:
-        _set_recurring(event, True)
-    if not made:
+    if not made:  # refused before anything else changes: a rejected request leaves the series alone
         raise ApiError(
             409,
             "already_scheduled",
@@ -199,6 +197,8 @@ def schedule_event(user_id: str, event_id: str, req: ScheduleRequest) -> Schedul
             bot_id=existing[0] if existing else None,
             bot_ids=existing,
         )
+    if req.recurring_event and event.is_recurring:
+        _set_recurring(event, True)
     return _result(event.event_id, made, recurring=req.recurring_event)
 
 

@@ -1,0 +1,524 @@
+"""The OpenAPI 3.1 document of the public API, generated from the pydantic models (never hand-written).
+
+`OPERATIONS` is the one table of every HTTP route: adding a route to template.yaml means adding one
+`Operation` here (tests/unit/test_openapi.py fails until the template, the handlers and this table
+agree). `document()` turns the table into the document: request and response schemas come from the
+models in calbot.models through pydantic's JSON Schema generator, query models become query
+parameters, and every error answer shares the `ErrorBody` schema. The document is served at
+GET /api/v1/openapi.json and checked in as openapi.json (`make openapi`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from calbot import models as m
+
+API_TITLE = "calbot"
+API_VERSION = "1.0.0"
+REF_TEMPLATE = "#/components/schemas/{model}"
+TEXT = "text/plain"  # a response documented as plain text (the Graph validation handshake echo)
+JSON_OBJECT = "object"  # a response documented as any JSON object (this document itself)
+
+# Errors every API-key route can answer, whatever it does.
+AUTH_ERRORS: Mapping[int, str] = {
+    401: "`unauthorized`: the API key is missing, unknown or revoked.",
+    503: "`service_unavailable`: AWS was briefly unavailable or throttling; retry (see Retry-After).",
+}
+BODY_ERRORS: Mapping[int, str] = {
+    413: "`payload_too_large`: the body is larger than 256 KB.",
+    415: "`unsupported_media_type`: the body is not sent as application/json.",
+}
+INVALID = "`invalid_request` (with `details`)"
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One route: what it takes and every answer it gives."""
+
+    method: str
+    path: str  # exactly as in template.yaml
+    operation_id: str
+    summary: str
+    tag: str
+    # status -> response model (JSON), TEXT, JSON_OBJECT or None (no body)
+    responses: Mapping[int, type[BaseModel] | str | None]
+    errors: Mapping[int, str] = field(default_factory=dict)  # status -> which error codes and when
+    query: type[BaseModel] | None = None
+    body: type[BaseModel] | None = None
+    body_required: bool = False
+    path_model: type[BaseModel] | None = None  # schemas of the path parameters (else: strings)
+    auth: bool = True  # False: no API key (the provider webhook, this document)
+    description: str = ""
+
+
+def _bad(*codes: str) -> str:
+    return ", ".join([INVALID, *codes])
+
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "POST",
+        "/api/v1/calendar/create_outlook_calendar",
+        "createOutlookCalendar",
+        "Connect one calendar account (Microsoft or Google, chosen by the body)",
+        "Connections",
+        {201: m.ConnectionCreated, 200: m.ConnectionCreated},
+        {
+            400: _bad(
+                "`invalid_json`",
+                "`invalid_credentials`",
+                "`connection_limit_reached`",
+            ),
+            409: "`already_connected` (with `account_id`), `connect_in_progress`, `connection_changed`",
+            502: "`provider_unavailable`: the provider failed or throttled.",
+        },
+        body=m.CreateConnectionRequest,
+        body_required=True,
+        description="201 for a new connection; 200 when `replace` (or a `needs_reauth` connection) "
+        "updated an existing one in place.",
+    ),
+    Operation(
+        "POST",
+        "/api/v1/calendar/create_calendar",
+        "createCalendar",
+        "The Google guide's name for create_outlook_calendar: same body, same behaviour",
+        "Connections",
+        {201: m.ConnectionCreated, 200: m.ConnectionCreated},
+        {
+            400: _bad("`invalid_json`", "`invalid_credentials`", "`connection_limit_reached`"),
+            409: "`already_connected` (with `account_id`), `connect_in_progress`, `connection_changed`",
+            502: "`provider_unavailable`: the provider failed or throttled.",
+        },
+        body=m.CreateConnectionRequest,
+        body_required=True,
+    ),
+    Operation(
+        "GET",
+        "/api/v1/calendar/connections",
+        "listConnections",
+        "Every connection of the caller, grouped by provider",
+        "Connections",
+        {200: m.ConnectionList},
+    ),
+    Operation(
+        "GET",
+        "/api/v1/calendar/connections/{provider}/{account_id}",
+        "getConnection",
+        "One connection record",
+        "Connections",
+        {200: m.ConnectionView},
+        {400: INVALID, 404: "`connection_not_found`"},
+        path_model=m.ConnectionPath,
+    ),
+    Operation(
+        "DELETE",
+        "/api/v1/calendar/connections/{provider}/{account_id}",
+        "disconnectConnection",
+        "Disconnect one account: stop its subscriptions, cancel its pending bots, purge its events",
+        "Connections",
+        {200: m.DisconnectResult},
+        {
+            400: INVALID,
+            404: "`connection_not_found` (also the answer to a second call)",
+            409: "`connect_in_progress`: the account is being connected or disconnected right now",
+            503: "`service_unavailable` (with `retry_after`): a large account was not finished within one "
+            "call; call again to resume",
+        },
+        query=m.DisconnectQuery,
+        path_model=m.ConnectionPath,
+        description="Resumable: a retried call finishes what an interrupted one started.",
+    ),
+    Operation(
+        "POST",
+        "/api/v1/calendar/disconnect",
+        "disconnectLegacy",
+        "Legacy disconnect: the one connection in scope (name it with provider/account_id)",
+        "Connections",
+        {200: m.DisconnectResult},
+        {
+            400: _bad(
+                "`invalid_json`",
+                "`ambiguous_disconnect` (with `connection_count`, `connections`, `next_steps`)",
+            ),
+            404: "`connection_not_found`",
+            409: "`connect_in_progress`",
+        },
+        body=m.LegacyDisconnectRequest,
+    ),
+    Operation(
+        "DELETE",
+        "/api/v1/calendar/disconnect",
+        "disconnectLegacyDelete",
+        "Legacy disconnect (DELETE form): the one connection in scope",
+        "Connections",
+        {200: m.DisconnectResult},
+        {
+            400: _bad(
+                "`invalid_json`",
+                "`ambiguous_disconnect` (with `connection_count`, `connections`, `next_steps`)",
+            ),
+            404: "`connection_not_found`",
+            409: "`connect_in_progress`",
+        },
+        body=m.LegacyDisconnectRequest,
+    ),
+    Operation(
+        "GET",
+        "/api/v1/calendar/events",
+        "listEvents",
+        "Sync the in-scope accounts, then return their stored events (paged)",
+        "Events",
+        {200: m.EventPage},
+        {400: _bad("`invalid_cursor`")},
+        query=m.EventsQuery,
+    ),
+    Operation(
+        "GET",
+        "/api/v1/calendar/get_events",
+        "getEvents",
+        "Stored events only; never calls a provider",
+        "Events",
+        {200: m.EventPage},
+        {400: _bad("`invalid_cursor`")},
+        query=m.EventsQuery,
+    ),
+    Operation(
+        "GET",
+        "/api/v1/calendar/calendars",
+        "listCalendars",
+        "Live calendar lists of every in-scope account",
+        "Calendars",
+        {200: m.CalendarList},
+        {400: INVALID},
+        query=m.ScopeQuery,
+    ),
+    Operation(
+        "GET",
+        "/api/v1/calendar",
+        "listCalendarsAlias",
+        "Alias of GET /calendar/calendars",
+        "Calendars",
+        {200: m.CalendarList},
+        {400: INVALID},
+        query=m.ScopeQuery,
+    ),
+    Operation(
+        "POST",
+        "/api/v1/calendar/schedule/{event_id}",
+        "scheduleEvent",
+        "Schedule a bot for an event (this occurrence, the next, one date, or many)",
+        "Scheduling",
+        {201: m.ScheduleResult},
+        {
+            400: _bad(
+                "`invalid_json`",
+                "`no_meeting_link`",
+                "`event_in_past`",
+                "`event_cancelled`",
+                "`not_recurring`",
+                "`occurrence_not_found`",
+            ),
+            404: "`event_not_found`",
+            409: "`already_scheduled` (with `bot_id` and `bot_ids`)",
+        },
+        body=m.ScheduleRequest,
+    ),
+    Operation(
+        "DELETE",
+        "/api/v1/calendar/schedule/{event_id}",
+        "unscheduleEvent",
+        "Cancel an event's scheduled bots",
+        "Scheduling",
+        {200: m.CancelResult},
+        {400: _bad("`invalid_json`"), 404: "`event_not_found`, `not_scheduled`"},
+        body=m.UnscheduleRequest,
+    ),
+    Operation(
+        "GET",
+        "/api/v1/calendar/scheduled_bots",
+        "listScheduledBots",
+        "Bots whose join time is in the future, soonest first",
+        "Scheduling",
+        {200: m.BotPage},
+        {400: _bad("`invalid_cursor`")},
+        query=m.ScheduledBotsQuery,
+    ),
+    Operation(
+        "PATCH",
+        "/api/v1/calendar/scheduled_bots/{bot_id}",
+        "updateScheduledBot",
+        "Change a scheduled bot's join time or config (record and schedule together)",
+        "Scheduling",
+        {200: m.BotView},
+        {
+            400: _bad("`invalid_json`", "`join_time_in_past`"),
+            404: "`bot_not_found`",
+            409: "`bot_not_scheduled`: it already ran or was cancelled.",
+        },
+        body=m.PatchBotRequest,
+        body_required=True,
+    ),
+    Operation(
+        "DELETE",
+        "/api/v1/calendar/scheduled_bots/{bot_id}",
+        "deleteScheduledBot",
+        "Cancel one scheduled bot and delete its schedule",
+        "Scheduling",
+        {200: m.BotView},
+        {404: "`bot_not_found`", 409: "`bot_not_scheduled`: it already ran or was cancelled."},
+    ),
+    Operation(
+        "POST",
+        "/api/v1/calendar/toggle-recurrence",
+        "toggleRecurrence",
+        "Turn auto-rescheduling of a recurring event on or off",
+        "Recurrence",
+        {200: m.ToggleRecurrenceResult},
+        {400: _bad("`invalid_json`", "`not_recurring`"), 404: "`event_not_found`"},
+        body=m.ToggleRecurrenceRequest,
+        body_required=True,
+    ),
+    Operation(
+        "POST",
+        "/api/v1/calendar/auto-reschedule",
+        "autoReschedule",
+        "Schedule a series' next occurrence with its last bot config",
+        "Recurrence",
+        {201: m.ScheduleResult, 200: m.NothingScheduled},
+        {
+            400: _bad("`invalid_json`", "`not_recurring`"),
+            403: "`forbidden`: `user_id` is not the caller's.",
+            404: "`event_not_found`",
+        },
+        body=m.AutoRescheduleRequest,
+        body_required=True,
+    ),
+    Operation(
+        "POST",
+        "/api/v1/calendar/auto-schedule/enable",
+        "enableAutoSchedule",
+        "Turn auto-scheduling on (and schedule the next 24 hours at once)",
+        "Auto-scheduling",
+        {200: m.AutoScheduleSettingsView},
+        {400: _bad("`invalid_json`")},
+        body=m.EnableAutoScheduleRequest,
+    ),
+    Operation(
+        "POST",
+        "/api/v1/calendar/auto-schedule/disable",
+        "disableAutoSchedule",
+        "Turn auto-scheduling off (scheduled bots stay)",
+        "Auto-scheduling",
+        {200: m.AutoScheduleSettingsView},
+    ),
+    Operation(
+        "GET",
+        "/api/v1/calendar/auto-schedule/settings",
+        "getAutoScheduleSettings",
+        "Auto-schedule settings and the last run",
+        "Auto-scheduling",
+        {200: m.AutoScheduleSettingsView},
+    ),
+    Operation(
+        "POST",
+        "/api/v1/admin/schedule/users/{user_id}/{provider}/{account_id}",
+        "receiveChangeNotifications",
+        "Provider change notifications for one account (the URL given to the provider)",
+        "Change notifications",
+        {200: TEXT, 202: None},
+        {400: "`invalid_request`: validationToken is too long."},
+        query=None,
+        body=m.ChangeNotifications,
+        auth=False,
+        description="No API key: each notification item is authenticated by its subscription's "
+        "`clientState`. With `?validationToken=...` (Graph's handshake) the token is echoed as "
+        "text/plain with 200. Otherwise 202 with no body, whether or not items were accepted (unknown "
+        "users, accounts and subscriptions get the same answer). Google channel notifications come "
+        "with no body and the headers `X-Goog-Channel-ID`, `X-Goog-Channel-Token`, `X-Goog-Resource-ID`, "
+        "`X-Goog-Resource-State` and `X-Goog-Message-Number`: the channel must be ours for this account "
+        "and carry its token; `sync` answers 200, any other state 202, valid or not.",
+    ),
+    Operation(
+        "GET",
+        "/api/v1/openapi.json",
+        "getOpenApiDocument",
+        "This OpenAPI document",
+        "Meta",
+        {200: JSON_OBJECT},
+        auth=False,
+    ),
+)
+
+# Query parameters of operations that take them without a pydantic query model.
+EXTRA_QUERY: Mapping[str, list[dict[str, Any]]] = {
+    "receiveChangeNotifications": [
+        {
+            "name": "validationToken",
+            "in": "query",
+            "required": False,
+            "description": "Microsoft Graph's subscription validation handshake: echoed back as text/plain.",
+            "schema": {"type": "string", "maxLength": 1024},
+        }
+    ]
+}
+
+PATH_PARAM = re.compile(r"{([^}]+)}")
+
+
+def _request_models() -> list[type[BaseModel]]:
+    return [op.body for op in OPERATIONS if op.body is not None]
+
+
+def _response_models() -> list[type[BaseModel]]:
+    seen: list[type[BaseModel]] = [m.ErrorBody]
+    for op in OPERATIONS:
+        for model in op.responses.values():
+            if isinstance(model, type) and issubclass(model, BaseModel) and model not in seen:
+                seen.append(model)
+    return seen
+
+
+def _no_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """A query or path parameter is a string or absent, never JSON null: drop the null branch."""
+    options = schema.get("anyOf")
+    if options:
+        rest = [o for o in options if o.get("type") != "null"]
+        if len(rest) == 1:
+            merged = {k: v for k, v in schema.items() if k != "anyOf"}
+            merged.update(rest[0])
+            if merged.get("default", "") is None:
+                merged.pop("default")
+            return merged
+    return schema
+
+
+def _model_parameters(model: type[BaseModel], where: str, defs: dict[str, Any]) -> list[dict[str, Any]]:
+    schema = model.model_json_schema(mode="validation", ref_template=REF_TEMPLATE)
+    defs.update(schema.pop("$defs", {}))
+    required = set(schema.get("required", []))
+    params = []
+    for name, prop in schema.get("properties", {}).items():
+        prop = _no_null(dict(prop))
+        param: dict[str, Any] = {"name": name, "in": where, "required": where == "path" or name in required}
+        if prop.get("description"):
+            param["description"] = prop["description"]
+        prop.pop("title", None)
+        param["schema"] = prop
+        params.append(param)
+    return params
+
+
+def _path_parameters(op: Operation, defs: dict[str, Any]) -> list[dict[str, Any]]:
+    names = PATH_PARAM.findall(op.path)
+    given = {p["name"]: p for p in _model_parameters(op.path_model, "path", defs)} if op.path_model else {}
+    return [
+        given.get(name)
+        or {"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+        for name in names
+    ]
+
+
+def _content(model: type[BaseModel] | str | None, refs: Mapping[Any, Any]) -> dict[str, Any] | None:
+    if model is None:
+        return None
+    if model == TEXT:
+        return {"text/plain": {"schema": {"type": "string"}}}
+    if model == JSON_OBJECT:
+        return {"application/json": {"schema": {"type": "object"}}}
+    return {"application/json": {"schema": refs[(model, "serialization")]}}
+
+
+def _operation(op: Operation, refs: Mapping[Any, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "operationId": op.operation_id,
+        "summary": op.summary,
+        "tags": [op.tag],
+    }
+    if op.description:
+        out["description"] = op.description
+    params = _path_parameters(op, defs)
+    if op.query is not None:
+        params += _model_parameters(op.query, "query", defs)
+    params += EXTRA_QUERY.get(op.operation_id, [])
+    if params:
+        out["parameters"] = params
+    if op.body is not None:
+        out["requestBody"] = {
+            "required": op.body_required,
+            "content": {"application/json": {"schema": refs[(op.body, "validation")]}},
+        }
+    responses: dict[str, Any] = {}
+    for status, model in sorted(op.responses.items()):
+        answer: dict[str, Any] = {"description": "OK" if status < 300 else str(status)}
+        content = _content(model, refs)
+        if content:
+            answer["content"] = content
+        responses[str(status)] = answer
+    errors = dict(op.errors)
+    if op.body is not None and op.auth:
+        errors = {**BODY_ERRORS, **errors}
+    if op.auth:
+        errors = {**AUTH_ERRORS, **errors}
+    error_content = {"application/json": {"schema": refs[(m.ErrorBody, "serialization")]}}
+    for status, why in sorted(errors.items()):
+        responses[str(status)] = {"description": why, "content": error_content}
+    out["responses"] = responses
+    out["security"] = [{"TokenAuth": []}, {"BearerAuth": []}] if op.auth else []
+    return out
+
+
+@cache
+def document() -> dict[str, Any]:
+    """The whole OpenAPI 3.1 document (built once per process)."""
+    inputs = [(model, "validation") for model in _request_models()]
+    outputs = [(model, "serialization") for model in _response_models()]
+    refs, top = models_json_schema([*inputs, *outputs], ref_template=REF_TEMPLATE)
+    defs: dict[str, Any] = dict(top.get("$defs", {}))
+    paths: dict[str, dict[str, Any]] = {}
+    for op in OPERATIONS:
+        paths.setdefault(op.path, {})[op.method.lower()] = _operation(op, refs, defs)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": API_TITLE,
+            "version": API_VERSION,
+            "description": "Calendar integration for meeting bots. Every error answer is "
+            '`{"error": "<snake_case_code>", "message": "<sentence>", ...}`; a 400 `invalid_request` '
+            "lists the bad fields in `details`.",
+        },
+        "servers": [{"url": "/"}],
+        "paths": paths,
+        "components": {
+            "schemas": dict(sorted(defs.items())),
+            "securitySchemes": {
+                "TokenAuth": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "Authorization",
+                    "description": "`Authorization: Token <api_key>` (keys come from the admin CLI).",
+                },
+                "BearerAuth": {"type": "http", "scheme": "bearer", "description": "The same key as Bearer."},
+            },
+        },
+    }
+
+
+def render() -> str:
+    """openapi.json as checked in: stable key order, one trailing newline."""
+    return json.dumps(document(), indent=2, ensure_ascii=False) + "\n"
+
+
+if __name__ == "__main__":  # `make openapi`: python -m calbot.openapi openapi.json
+    import sys
+    from pathlib import Path
+
+    Path(sys.argv[1] if len(sys.argv) > 1 else "openapi.json").write_text(render(), encoding="utf-8")
