@@ -292,7 +292,9 @@ def test_real_template_routes_and_authorizer() -> None:
     assert auth.ttl == 0
     assert t.authorizer_functions() == {"AuthorizerFunction"}
     # Every route but the webhook is behind the authorizer.
-    assert all(r.authorizer == "ApiKeyAuthorizer" for r in t.routes if r.function != "WebhookFunction")
+    public = {"WebhookFunction", "OpenApiFunction"}  # provider notifications; the API document
+    assert all(r.authorizer == "ApiKeyAuthorizer" for r in t.routes if r.function not in public)
+    assert all(r.authorizer is None for r in t.routes if r.function in public)
 
 
 def test_real_template_refs() -> None:
