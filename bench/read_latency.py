@@ -203,12 +203,13 @@ def main() -> int:
             "calendar_partial_errors": len(calendars.get("partial_errors") or {}),
         }
 
-        state = {"next": page["next"], "pages": 0}
+        first_url = f"{API}/get_events"
+        state = {"next": page["next"] or first_url, "pages": 0}
 
         def next_page() -> None:  # walk the pages with their cursors; start over at the end
             body = get(state["next"])
             state["pages"] += 1
-            state["next"] = body["next"] or page["next"]
+            state["next"] = body["next"] or page["next"] or first_url  # (a small table has one page)
 
         one_account, _ = accounts[len(accounts) // 2]
         endpoints = {
