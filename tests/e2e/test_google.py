@@ -3,7 +3,8 @@
 Everything goes over HTTP like a user's curl: connect (create_calendar), events from both providers, a
 bot on a Meet event, a moved Google event moving its bot through a real channel notification, forged
 channel notifications dropped, an expired sync token recovered, Google credential failures. The
-renewal job and the shared connection limit are shown in tests/service/test_google_connect.py.
+shared connection limit is shown on a stack of its own (limit 2); the renewal job in
+tests/service/test_google_connect.py.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.e2e.conftest import E2EStack
+from tests.e2e.conftest import E2EStack, start_stack, stop_stack
 
 MS_CLIENT_ID = "google-e2e-ms-client"
 MS_CLIENT_SECRET = "google-e2e-ms-secret-8d2e"
@@ -335,3 +336,67 @@ def test_google_credentials_failures_and_replace(e2e: E2EStack) -> None:
     ).json()["refresh_token"]
     fixed = user.connect_google()
     assert fixed.status_code == 200 and fixed.json()["status"] == "active"
+
+
+def test_the_connection_limit_counts_google_and_outlook_together(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """On a stack whose limit is 2: one Outlook + one Google fill it; a third of either kind is refused."""
+    stack = start_stack(
+        tmp_path_factory.mktemp("limit-stack"),
+        "--virtual-time",
+        "--no-seed",
+        "--parameter-overrides",
+        "ConnectionLimit=2",
+    )
+    try:
+        stack.graph("POST", "/apps", json={"client_id": MS_CLIENT_ID, "client_secret": MS_CLIENT_SECRET})
+        stack.google("POST", "/apps", json={"client_id": G_CLIENT_ID, "client_secret": G_CLIENT_SECRET})
+        user = MixedUser(stack, "limit")  # Outlook first, then Google: both 201
+        listed = stack.api("GET", "/calendar/connections", key=user.key).json()
+        assert (listed["total"], listed["limit"]) == (2, 2)
+        extra = stack.google(
+            "POST", "/accounts", json={"email": "third.limit@gmail.example", "client_id": G_CLIENT_ID}
+        ).json()
+        refused = stack.api(
+            "POST",
+            "/calendar/create_calendar",
+            key=user.key,
+            json={
+                "google_client_id": G_CLIENT_ID,
+                "google_client_secret": G_CLIENT_SECRET,
+                "google_refresh_token": extra["refresh_token"],
+            },
+        )
+        assert refused.status_code == 400 and refused.json()["error"] == "connection_limit_reached"
+        assert refused.json()["message"].startswith(
+            "Maximum of 2 outlook calendar connections per user reached"
+        )
+        ms = stack.graph(
+            "POST",
+            "/accounts",
+            json={
+                "client_id": MS_CLIENT_ID,
+                "mail": "third.limit@contoso.example",
+                "user_principal_name": "third.limit@contoso.example",
+            },
+        ).json()
+        refused = stack.api(
+            "POST",
+            "/calendar/create_outlook_calendar",
+            key=user.key,
+            json={
+                "microsoft_client_id": MS_CLIENT_ID,
+                "microsoft_client_secret": MS_CLIENT_SECRET,
+                "microsoft_refresh_token": ms["refresh_token"],
+            },
+        )
+        assert refused.status_code == 400 and refused.json()["error"] == "connection_limit_reached"
+        # nothing was left watching for the refused accounts
+        assert [
+            c
+            for c in stack.google("GET", "/channels?active=true").json()["value"]
+            if "third.limit" in c["address"]
+        ] == []
+    finally:
+        stop_stack(stack)
