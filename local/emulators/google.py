@@ -67,6 +67,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
+from local.emulators.common import EmulatorControls
 from local.emulators.graph import (
     LOOPBACK_HOSTS,
     UNSET,
@@ -715,7 +716,7 @@ def _check_recurrence(lines: object, master: GoogleEvent) -> list[str]:
 # --------------------------------------------------------------------------------------------------
 
 
-class GoogleEmulator:
+class GoogleEmulator(EmulatorControls):
     """Google OAuth 2.0 + Calendar API v3 emulator; a WSGI app (`wsgi_app`, or the instance)."""
 
     def __init__(
@@ -781,10 +782,6 @@ class GoogleEmulator:
             self._delivery_paused = False
             self._queued: list[_Delivery] = []
             self._deliveries_changed.notify_all()
-
-    def now(self) -> datetime:
-        """The emulator's clock (real UTC time plus any `advance_clock` offset)."""
-        return datetime.now(UTC) + self._clock_offset
 
     def advance_clock(self, seconds: float) -> datetime:
         """Move the clock forward: access tokens, codes, channels and testing refresh tokens age."""
@@ -1283,44 +1280,6 @@ class GoogleEmulator:
             self._faults.append(rule)
         return rule.to_dict()
 
-    def faults(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return [rule.to_dict() for rule in self._faults]
-
-    def remove_fault(self, fault_id: str) -> None:
-        with self._lock:
-            before = len(self._faults)
-            self._faults = [rule for rule in self._faults if rule.id != fault_id]
-            if len(self._faults) == before:
-                raise EmulatorError(f"no fault {fault_id!r}", 404)
-
-    def clear_faults(self) -> None:
-        with self._lock:
-            self._faults = []
-
-    def requests(
-        self, account: str | None = None, path_prefix: str | None = None, method: str | None = None
-    ) -> list[dict[str, Any]]:
-        """The request log (never bodies; token-like query values redacted), oldest first."""
-        with self._lock:
-            account_id = None
-            if account:
-                found = self._find_account(account)
-                if found is None:
-                    return []
-                account_id = found.id
-            return [
-                dict(entry)
-                for entry in self._log
-                if (account_id is None or entry["account"] == account_id)
-                and (not path_prefix or entry["path"].startswith(path_prefix))
-                and (not method or entry["method"] == method.upper())
-            ]
-
-    def clear_requests(self) -> None:
-        with self._lock:
-            self._log = []
-
     # Notifications -------------------------------------------------------------------------------
 
     def notification_config(self) -> dict[str, Any]:
@@ -1341,10 +1300,6 @@ class GoogleEmulator:
                 for entry in self._notification_log
                 if channel_id in (None, entry["channel_id"]) and state in (None, entry["resource_state"])
             ]
-
-    def clear_notifications(self) -> None:
-        with self._lock:
-            self._notification_log = []
 
     def notification_status(self) -> dict[str, Any]:
         with self._lock:

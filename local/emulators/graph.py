@@ -60,6 +60,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from local.emulators import windows_zones
+from local.emulators.common import EmulatorControls, EmulatorError
 
 log = logging.getLogger(__name__)
 
@@ -202,14 +203,6 @@ _HEX_COLORS = {
 # --------------------------------------------------------------------------------------------------
 # Errors
 # --------------------------------------------------------------------------------------------------
-
-
-class EmulatorError(ValueError):
-    """Misuse of the control API (Python or HTTP); `status` is the HTTP status /_control answers."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class _AadError(Exception):
@@ -932,7 +925,7 @@ class _SyncToken:
 # --------------------------------------------------------------------------------------------------
 
 
-class GraphEmulator:
+class GraphEmulator(EmulatorControls):
     """Microsoft identity platform + Graph v1.0 emulator; a WSGI app (`wsgi_app`, or the instance)."""
 
     def __init__(
@@ -1033,10 +1026,6 @@ class GraphEmulator:
             self._delivery_paused = False
             self._queued: list[_Delivery] = []  # deliveries held while paused
             self._deliveries_changed.notify_all()
-
-    def now(self) -> datetime:
-        """The emulator's clock (real UTC time plus any `advance_clock` offset)."""
-        return datetime.now(UTC) + self._clock_offset
 
     def advance_clock(self, seconds: float) -> datetime:
         """Move the emulator's clock forward (expires access tokens, subscriptions, idle refresh tokens)."""
@@ -1271,44 +1260,6 @@ class GraphEmulator:
         with self._lock:
             self._faults.append(rule)
         return rule.to_dict()
-
-    def faults(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return [rule.to_dict() for rule in self._faults]
-
-    def remove_fault(self, fault_id: str) -> None:
-        with self._lock:
-            before = len(self._faults)
-            self._faults = [rule for rule in self._faults if rule.id != fault_id]
-            if len(self._faults) == before:
-                raise EmulatorError(f"no fault {fault_id!r}", 404)
-
-    def clear_faults(self) -> None:
-        with self._lock:
-            self._faults = []
-
-    def requests(
-        self, account: str | None = None, path_prefix: str | None = None, method: str | None = None
-    ) -> list[dict[str, Any]]:
-        """The request log (never bodies), oldest first; `account` is an id, mail or UPN."""
-        with self._lock:
-            account_id = None
-            if account:
-                found = self._find_account(account)
-                if found is None:
-                    return []
-                account_id = found.id
-            return [
-                dict(entry)
-                for entry in self._log
-                if (account_id is None or entry["account"] == account_id)
-                and (not path_prefix or entry["path"].startswith(path_prefix))
-                and (not method or entry["method"] == method.upper())
-            ]
-
-    def clear_requests(self) -> None:
-        with self._lock:
-            self._log = []
 
     # ----------------------------------------------------------------------------------------------
     # Python control API: events and delta
@@ -1568,10 +1519,6 @@ class GraphEmulator:
                 if (subscription_id is None or subscription_id in entry["subscription_ids"])
                 and (kind is None or entry["kind"] == kind)
             ]
-
-    def clear_notifications(self) -> None:
-        with self._lock:
-            self._notification_log = []
 
     def notification_status(self) -> dict[str, Any]:
         """{paused, in_flight (deliveries and open batches still running), queued (held by pause)}."""

@@ -137,39 +137,28 @@ OPERATIONS: tuple[Operation, ...] = (
         path_model=m.ConnectionPath,
         description="Resumable: a retried call finishes what an interrupted one started.",
     ),
-    Operation(
-        "POST",
-        "/api/v1/calendar/disconnect",
-        "disconnectLegacy",
-        "Legacy disconnect: the one connection in scope (name it with provider/account_id)",
-        "Connections",
-        {200: m.DisconnectResult},
-        {
-            400: _bad(
-                "`invalid_json`",
-                "`ambiguous_disconnect` (with `connection_count`, `connections`, `next_steps`)",
-            ),
-            404: "`connection_not_found`",
-            409: "`connect_in_progress`",
-        },
-        body=m.LegacyDisconnectRequest,
-    ),
-    Operation(
-        "DELETE",
-        "/api/v1/calendar/disconnect",
-        "disconnectLegacyDelete",
-        "Legacy disconnect (DELETE form): the one connection in scope",
-        "Connections",
-        {200: m.DisconnectResult},
-        {
-            400: _bad(
-                "`invalid_json`",
-                "`ambiguous_disconnect` (with `connection_count`, `connections`, `next_steps`)",
-            ),
-            404: "`connection_not_found`",
-            409: "`connect_in_progress`",
-        },
-        body=m.LegacyDisconnectRequest,
+    *(
+        Operation(
+            method,
+            "/api/v1/calendar/disconnect",
+            operation_id,
+            f"Legacy disconnect{form}: the one connection in scope (name it with provider/account_id)",
+            "Connections",
+            {200: m.DisconnectResult},
+            {
+                400: _bad(
+                    "`invalid_json`",
+                    "`ambiguous_disconnect` (with `connection_count`, `connections`, `next_steps`)",
+                ),
+                404: "`connection_not_found`",
+                409: "`connect_in_progress`",
+            },
+            body=m.LegacyDisconnectRequest,
+        )
+        for method, operation_id, form in (
+            ("POST", "disconnectLegacy", ""),
+            ("DELETE", "disconnectLegacyDelete", " (DELETE form)"),
+        )
     ),
     Operation(
         "GET",

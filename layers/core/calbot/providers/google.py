@@ -36,6 +36,7 @@ from calbot.providers.base import (
     TokenSet,
 )
 from calbot.providers.http import RETRY_STATUSES, ProviderHttp
+from calbot.providers.http import json_object as _json
 from calbot.timeutil import iso_z, now
 
 SCOPES = " ".join(
@@ -406,11 +407,3 @@ def _trim(payload: dict[str, Any], limit: int = 1_000) -> dict[str, Any]:
     if isinstance(description, str) and len(description) > limit:
         return {**payload, "description": description[:limit], "description_truncated": True}
     return payload
-
-
-def _json(resp: requests.Response) -> dict[str, Any]:
-    try:
-        data = resp.json()
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}

@@ -87,3 +87,12 @@ class ProviderHttp:
                 )
             self.sleep(wait if wait is not None else self._backoff(attempt))
         raise AssertionError("unreachable")
+
+
+def json_object(resp: requests.Response) -> dict[str, Any]:
+    """The body as a JSON object; {} for anything else (providers' error pages are not always JSON)."""
+    try:
+        data = resp.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -25,6 +25,7 @@ from calbot.providers.base import (
     TokenSet,
 )
 from calbot.providers.http import ProviderHttp
+from calbot.providers.http import json_object as _json
 from calbot.timeutil import iso_z, now, parse_iso
 
 SCOPES = "offline_access User.Read Calendars.Read"
@@ -387,11 +388,3 @@ def _trim(payload: dict[str, Any], limit: int = 1_000) -> dict[str, Any]:
     if isinstance(body, dict) and len(str(body.get("content") or "")) > limit:
         payload = {**payload, "body": {**body, "content": str(body["content"])[:limit], "truncated": True}}
     return payload
-
-
-def _json(resp: requests.Response) -> dict[str, Any]:
-    try:
-        data = resp.json()
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
