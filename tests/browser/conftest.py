@@ -22,6 +22,7 @@ import pytest
 import requests
 
 from local.stack import free_port
+from oauth_helper.config import KEYS
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -86,20 +87,7 @@ class HelperProcess:
 
 
 # Our settings, stripped from the inherited environment so only the test's .env file counts.
-HELPER_ENV_KEYS = (
-    "MICROSOFT_CLIENT_ID",
-    "MICROSOFT_CLIENT_SECRET",
-    "MICROSOFT_TENANT",
-    "MICROSOFT_LOGIN_BASE_URL",
-    "GRAPH_BASE_URL",
-    "GOOGLE_CLIENT_ID",
-    "GOOGLE_CLIENT_SECRET",
-    "GOOGLE_AUTH_URL",
-    "GOOGLE_TOKEN_URL",
-    "GOOGLE_USERINFO_URL",
-    "CALBOT_API_URL",
-    "OAUTH_HELPER_PORT",
-)
+HELPER_ENV_KEYS = KEYS
 
 
 @pytest.fixture
