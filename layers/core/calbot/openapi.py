@@ -65,41 +65,37 @@ def _bad(*codes: str) -> str:
 
 
 OPERATIONS: tuple[Operation, ...] = (
-    Operation(
-        "POST",
-        "/api/v1/calendar/create_outlook_calendar",
-        "createOutlookCalendar",
-        "Connect one calendar account (Microsoft or Google, chosen by the body)",
-        "Connections",
-        {201: m.ConnectionCreated, 200: m.ConnectionCreated},
-        {
-            400: _bad(
-                "`invalid_json`",
-                "`invalid_credentials`",
-                "`connection_limit_reached`",
+    *(
+        Operation(
+            "POST",
+            path,
+            operation_id,
+            summary,
+            "Connections",
+            {201: m.ConnectionCreated, 200: m.ConnectionCreated},
+            {
+                400: _bad("`invalid_json`", "`invalid_credentials`", "`connection_limit_reached`"),
+                409: "`already_connected` (with `account_id`), `connect_in_progress`, `connection_changed`, "
+                "`disconnect_in_progress`",
+                502: "`provider_unavailable`: the provider failed or throttled.",
+            },
+            body=m.CreateConnectionRequest,
+            body_required=True,
+            description="201 for a new connection; 200 when `replace` (or a `needs_reauth` connection) "
+            "updated an existing one in place.",
+        )
+        for path, operation_id, summary in (
+            (
+                "/api/v1/calendar/create_outlook_calendar",
+                "createOutlookCalendar",
+                "Connect one calendar account (Microsoft or Google, chosen by the body)",
             ),
-            409: "`already_connected` (with `account_id`), `connect_in_progress`, `connection_changed`",
-            502: "`provider_unavailable`: the provider failed or throttled.",
-        },
-        body=m.CreateConnectionRequest,
-        body_required=True,
-        description="201 for a new connection; 200 when `replace` (or a `needs_reauth` connection) "
-        "updated an existing one in place.",
-    ),
-    Operation(
-        "POST",
-        "/api/v1/calendar/create_calendar",
-        "createCalendar",
-        "The Google guide's name for create_outlook_calendar: same body, same behaviour",
-        "Connections",
-        {201: m.ConnectionCreated, 200: m.ConnectionCreated},
-        {
-            400: _bad("`invalid_json`", "`invalid_credentials`", "`connection_limit_reached`"),
-            409: "`already_connected` (with `account_id`), `connect_in_progress`, `connection_changed`",
-            502: "`provider_unavailable`: the provider failed or throttled.",
-        },
-        body=m.CreateConnectionRequest,
-        body_required=True,
+            (
+                "/api/v1/calendar/create_calendar",
+                "createCalendar",
+                "The Google guide's name for create_outlook_calendar: same body, same behaviour",
+            ),
+        )
     ),
     Operation(
         "GET",
