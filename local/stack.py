@@ -88,6 +88,7 @@ class LocalStack:
         sys.path.insert(0, str(ROOT / "layers" / "core"))
         if os.environ.get("LOCAL_HTTP_LOG") != "1":
             logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access log
+        _copy_each_table_once_per_transaction()
         moto_server = serve(
             AtomicDynamoDB(DomainDispatcherApplication(create_backend_app)),
             host=self.host,
@@ -221,6 +222,44 @@ class AtomicDynamoDB:
             return self.app(environ, start_response)
         with self.lock:
             return list(self.app(environ, start_response))
+
+
+def _copy_each_table_once_per_transaction() -> None:
+    """moto backs up the whole table before a TransactWriteItems once per *item* of the transaction
+    (every copy taken before any write, so all equal) and restores it if the transaction fails. Keep one
+    copy per table per transaction: the same rollback at a fraction of the cost, which matters once the
+    table holds an e2e session's data and every DynamoDB call waits behind AtomicDynamoDB's lock."""
+    import copy
+
+    import moto.dynamodb.models as moto_ddb
+
+    backend = moto_ddb.DynamoDBBackend
+    if getattr(backend, "_calbot_one_backup", False):
+        return
+    state = threading.local()
+
+    class _OneBackupPerTable:
+        @staticmethod
+        def deepcopy(value: Any) -> Any:
+            backups = getattr(state, "backups", None)
+            if backups is None or not isinstance(value, moto_ddb.Table):
+                return copy.deepcopy(value)
+            if id(value) not in backups:
+                backups[id(value)] = copy.deepcopy(value)
+            return backups[id(value)]
+
+    original = backend.transact_write_items
+
+    def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
+        state.backups = {}
+        try:
+            return original(self, transact_items)
+        finally:
+            state.backups = None
+
+    moto_ddb.copy = _OneBackupPerTable  # type: ignore[assignment]
+    backend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+    backend._calbot_one_backup = True  # type: ignore[attr-defined]
 
 
 def _reset_calbot_caches() -> None:
