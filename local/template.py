@@ -320,6 +320,34 @@ class Template:
         }
         self.authorizers: dict[str, AuthorizerSpec] = self._read_authorizers()
         self.routes: list[Route] = self._read_routes()
+        # What SAM's transform generates (roles, permissions, schedules...), filled by `translated`.
+        self._generated: dict[str, dict[str, Any]] = {}
+        self._translated: dict[str, Any] | None = None
+
+    # -- SAM's transform -----------------------------------------------------------------------------
+
+    @property
+    def translated(self) -> dict[str, Any]:
+        """The template after SAM's transform (``local.translate``); its resources resolve here too."""
+        if self._translated is None:
+            from local.translate import translate
+
+            out = translate(self)
+            self._generated = {
+                lid: res
+                for lid, res in (out.get("Resources") or {}).items()
+                if lid not in self._raw_resources or res.get("Type") != self._raw_resources[lid]["Type"]
+            }
+            self._translated = out
+        return self._translated
+
+    def translated_resources(self, resource_type: str) -> dict[str, dict[str, Any]]:
+        """Resolved ``Properties`` of each translated resource of that type, by logical id."""
+        return {
+            lid: self.resolve(res.get("Properties") or {}) or {}
+            for lid, res in (self.translated.get("Resources") or {}).items()
+            if res.get("Type") == resource_type
+        }
 
     # -- parameters and conditions -----------------------------------------------------------------
 
@@ -507,6 +535,8 @@ class Template:
     def _type_of(self, logical_id: str) -> str:
         if logical_id in self._raw_resources:
             return str(self._raw_resources[logical_id]["Type"])
+        if logical_id in self._generated:
+            return str(self._generated[logical_id]["Type"])
         # Resources SAM generates implicitly that templates commonly reference.
         if logical_id == IMPLICIT_HTTP_API:
             return "AWS::Serverless::HttpApi"
@@ -523,7 +553,8 @@ class Template:
         rtype = self._type_of(logical_id)
         prop = _NAME_PROPERTIES.get(rtype)
         name: str | None = None
-        raw_props = (self._raw_resources.get(logical_id) or {}).get("Properties") or {}
+        raw = self._raw_resources.get(logical_id) or self._generated.get(logical_id) or {}
+        raw_props = raw.get("Properties") or {}
         if prop and prop in raw_props:
             if logical_id in self._name_stack:
                 raise TemplateError(f"the name of {logical_id} depends on itself")
@@ -601,7 +632,8 @@ class Template:
         if rtype == "AWS::Scheduler::ScheduleGroup":
             return self._arn("scheduler", f"schedule-group/{name}")
         if rtype == "AWS::Scheduler::Schedule":
-            props = self._raw_resources[logical_id].get("Properties") or {}
+            raw = self._raw_resources.get(logical_id) or self._generated[logical_id]
+            props = raw.get("Properties") or {}
             group = cfn_str(self.resolve(props.get("GroupName", "default")))
             return self._arn("scheduler", f"schedule/{group}/{name}")
         if rtype == "AWS::IAM::Role":
