@@ -237,3 +237,24 @@ def test_scheduler_names_follow_aws_rules(inproc_stack: LocalStack, name: str) -
     ok = f"launch-{'a' * 57}"  # 64 characters
     scheduler.create_schedule(Name=ok, GroupName=settings.schedule_group, **definition)
     scheduler.delete_schedule(Name=ok, GroupName=settings.schedule_group)
+
+
+def test_a_credential_with_real_sized_tokens_is_stored(inproc_stack: LocalStack) -> None:
+    from calbot import vault
+    from calbot.models import Credentials
+
+    # Microsoft access tokens are JWTs of 1.5-4 KB, refresh tokens about 1-2 KB: together over the
+    # Standard tier's 4 KB, which is why the vault asks for Intelligent-Tiering.
+    creds = Credentials(
+        provider="outlook",
+        client_id="c" * 36,
+        client_secret="s" * 40,
+        refresh_token="r" * 1800,
+        access_token="a" * 3000,
+    )
+    path = vault.credential_path("u-vault", "outlook", "big@contoso.example")
+    vault.put(path, creds)
+    stored = vault.get(path)
+    assert stored is not None and stored.access_token == creds.access_token
+    described = aws.ssm().describe_parameters(ParameterFilters=[{"Key": "Name", "Values": [path]}])
+    assert [p["Tier"] for p in described["Parameters"]] == ["Advanced"]
