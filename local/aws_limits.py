@@ -209,6 +209,11 @@ def _patch_dynamodb() -> None:
         token = self.body.get("ClientRequestToken")
         if not token:
             return original_transact(self)
+        if len(token) > 36:
+            raise ddb_exc.MockValidationException(
+                f"1 validation error detected: Value '{token}' at 'clientRequestToken' failed to satisfy "
+                "constraint: Member must have length less than or equal to 36"
+            )
         digest = hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()
         now = time.monotonic()
         with lock:

@@ -173,6 +173,9 @@ def test_a_transaction_retried_with_its_client_request_token_is_applied_once(
     with pytest.raises(ClientError) as exc:  # the same token with other parameters
         ddb.transact_write_items(TransactItems=other, ClientRequestToken="retry-me-1")
     assert _code(exc) == "IdempotentParameterMismatchException"
+    with pytest.raises(ClientError) as exc:  # tokens are 1-36 characters
+        ddb.transact_write_items(TransactItems=other, ClientRequestToken="t" * 37)
+    assert _code(exc) == "ValidationException"
 
 
 def _queue(name: str, **attributes: str) -> str:
