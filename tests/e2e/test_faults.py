@@ -14,8 +14,9 @@ While a fault still hides the provider, (1) cannot hold for what changed meanwhi
 API outage, renewal horizon) run on a small stack of their own, so the shared one's clock stays near.
 
 The whole matrix runs with AWS itself misbehaving too (`AWS_FAULTS`, the local moto's fault knobs): a
-share of DynamoDB writes meet a TransactionConflict, DynamoDB, SSM and Scheduler calls are throttled and
-SQS sends fail, as they do on AWS under load; the invariants must hold all the same.
+share of DynamoDB writes meet a TransactionConflict, transactions lose their answer after committing,
+DynamoDB, SSM and Scheduler calls are throttled and SQS sends fail, as they do on AWS under load; the
+invariants must hold all the same.
 
 The provider side is behind `OutlookCalendar` (add/move/cancel a meeting, list what is live there); a
 Google case is a `GoogleCalendar` with the same four methods and a `Case(..., calendar=...)`.
@@ -50,6 +51,15 @@ AWS_FAULTS: list[dict[str, Any]] = [
     {"service": "dynamodb", "error": "TransactionConflict", "share": 0.15, "seed": 1},
     {"service": "dynamodb", "error": "ThrottlingException", "share": 0.05, "seed": 2},
     {"service": "dynamodb", "error": "ProvisionedThroughputExceededException", "share": 0.05, "seed": 3},
+    # a transaction committed whose answer is lost (a 500 after the commit): retried with its token
+    {
+        "service": "dynamodb",
+        "error": "InternalServerError",
+        "operations": ["TransactWriteItems"],
+        "after": True,
+        "share": 0.1,
+        "seed": 7,
+    },
     {"service": "ssm", "error": "ThrottlingException", "share": 0.15, "seed": 4},
     {"service": "scheduler", "error": "ThrottlingException", "share": 0.15, "seed": 5},
     {
