@@ -133,6 +133,34 @@ def _query(**kwargs: Any) -> Iterator[dict[str, Any]]:
         kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
 
+WRITE_ATTEMPTS = 6
+
+
+def _error_code(err: ClientError) -> str:
+    return str(err.response.get("Error", {}).get("Code", ""))
+
+
+def _write(operation: str, **kwargs: Any) -> dict[str, Any]:
+    """Every single-item write (PutItem, UpdateItem, DeleteItem) of this module goes through here.
+
+    DynamoDB refuses a single-item write on an item that a transaction is writing at that moment with
+    TransactionConflictException, which botocore's retry modes do not retry (they retry throttling and
+    5xx). It is safe to repeat: the write was not applied. Retried with jittered backoff; any other
+    error (a failed condition included) is raised at once.
+    """
+    call = getattr(aws.dynamodb(), operation)
+    delay = 0.05
+    for attempt in range(1, WRITE_ATTEMPTS + 1):
+        try:
+            return dict(call(TableName=_table(), **kwargs))
+        except ClientError as err:
+            if _error_code(err) != "TransactionConflictException" or attempt == WRITE_ATTEMPTS:
+                raise
+            time.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 1.0)
+    raise AssertionError("unreachable")
+
+
 def _is_conditional_failure(err: ClientError) -> bool:
     return err.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
@@ -165,8 +193,8 @@ def user_pk(user_id: str) -> str:
 
 def put_user(user: User) -> None:
     data = user.model_dump(mode="json")
-    aws.dynamodb().put_item(
-        TableName=_table(),
+    _write(
+        "put_item",
         Item=to_item({"PK": user_pk(user.user_id), "SK": "PROFILE", "kind": "user", **data}),
         ConditionExpression="attribute_not_exists(PK)",
     )
@@ -182,8 +210,8 @@ def hash_api_key(key: str) -> str:
 
 
 def put_api_key(record: ApiKeyRecord) -> None:
-    aws.dynamodb().put_item(
-        TableName=_table(),
+    _write(
+        "put_item",
         Item=to_item(
             {
                 "PK": f"APIKEY#{record.key_hash}",
@@ -216,8 +244,8 @@ def list_api_keys(user_id: str) -> list[ApiKeyRecord]:
 
 def delete_api_key(key_hash: str) -> bool:
     try:
-        aws.dynamodb().delete_item(
-            TableName=_table(),
+        _write(
+            "delete_item",
             Key=to_item({"PK": f"APIKEY#{key_hash}", "SK": "APIKEY"}),
             ConditionExpression="attribute_exists(PK)",
         )
@@ -244,8 +272,8 @@ def count_request(
     write unit whether it counts or refuses (a failed condition is billed like a write)."""
     second_attr = f"s{second:02d}"
     try:
-        resp = aws.dynamodb().update_item(
-            TableName=_table(),
+        resp = _write(
+            "update_item",
             Key=to_item({"PK": f"RATE#{key_id}", "SK": f"WINDOW#{window_start}"}),
             UpdateExpression="SET #kind = :kind, #ttl = :ttl ADD #n :one, #s :one",
             ConditionExpression=(
@@ -331,17 +359,29 @@ def create_connection(conn: Connection, *, limit: int) -> None:
 
 
 def transact_write(
-    items: list[dict[str, Any]], *, on_condition: list[type[Exception]], attempts: int = 6
+    items: list[dict[str, Any]],
+    *,
+    on_condition: list[type[Exception]],
+    attempts: int = 6,
+    token: str | None = None,
 ) -> None:
     """A transaction, retried while DynamoDB cancels it for a TransactionConflict (another transaction
     touching one of its items at the same moment, e.g. two connects bumping one user's counter).
 
+    Every attempt carries the same ClientRequestToken (`token`, or a fresh one per call): DynamoDB
+    applies a transaction once per token for 10 minutes, so a retry of one whose answer was lost
+    (a timeout, a 500 after the commit) succeeds without applying it twice. botocore would make a new
+    token for each of our attempts; it reuses one only across its own retries.
+
     A ConditionalCheckFailed on item i raises `on_condition[i]` (when given) instead.
     """
+    import uuid
+
+    token = token or str(uuid.uuid4())
     delay = 0.05
     for attempt in range(1, attempts + 1):
         try:
-            aws.dynamodb().transact_write_items(TransactItems=items)
+            aws.dynamodb().transact_write_items(TransactItems=items, ClientRequestToken=token)
             return
         except ClientError as err:
             if err.response.get("Error", {}).get("Code") != "TransactionCanceledException":
@@ -360,8 +400,8 @@ def save_connection(conn: Connection) -> None:
     """Overwrite an existing connection record (it must exist: a replace never resurrects a deleted one,
     and a copy read before a disconnect started never wipes the disconnect's mark)."""
     try:
-        aws.dynamodb().put_item(
-            TableName=_table(),
+        _write(
+            "put_item",
             Item=to_item(_conn_item(conn)),
             ConditionExpression="attribute_exists(PK) AND attribute_not_exists(#d)",
             ExpressionAttributeNames={"#d": "disconnect"},  # a reserved word
@@ -386,8 +426,8 @@ def mark_disconnecting(
     """Put the disconnect mark on a connection unless it already has one (a retry keeps the first
     attempt's decisions). Returns the connection as it now is, or None when it does not exist."""
     try:
-        resp = aws.dynamodb().update_item(
-            TableName=_table(),
+        resp = _write(
+            "update_item",
             Key=to_item({"PK": user_pk(user_id), "SK": conn_sk(provider, account_id)}),
             UpdateExpression="SET #d = if_not_exists(#d, :d)",
             ConditionExpression="attribute_exists(PK)",
@@ -407,8 +447,8 @@ def record_subscriptions_stopped(
 ) -> None:
     """A disconnecting connection's subscriptions are dealt with: forget them and count them."""
     try:
-        aws.dynamodb().update_item(
-            TableName=_table(),
+        _write(
+            "update_item",
             Key=to_item({"PK": user_pk(user_id), "SK": conn_sk(provider, account_id)}),
             UpdateExpression=(
                 "SET subscriptions = :none, #d.subscriptions_stopped = #d.subscriptions_stopped + :n, "
@@ -508,8 +548,8 @@ def acquire_lock(name: str, *, ttl_seconds: int = 60) -> str:
     token = uuid.uuid4().hex
     now_epoch = int(now().timestamp())
     try:
-        aws.dynamodb().put_item(
-            TableName=_table(),
+        _write(
+            "put_item",
             Item=to_item(
                 {
                     "PK": f"LOCK#{name}",
@@ -532,8 +572,8 @@ def acquire_lock(name: str, *, ttl_seconds: int = 60) -> str:
 
 def release_lock(name: str, token: str) -> None:
     try:
-        aws.dynamodb().delete_item(
-            TableName=_table(),
+        _write(
+            "delete_item",
             Key=to_item({"PK": f"LOCK#{name}", "SK": "LOCK"}),
             ConditionExpression="#o = :token",
             ExpressionAttributeNames={"#o": "owner"},
@@ -549,8 +589,8 @@ def set_connection_status(
 ) -> bool:
     """Change a connection's status in place (never creates one). False when it no longer exists."""
     try:
-        aws.dynamodb().update_item(
-            TableName=_table(),
+        _write(
+            "update_item",
             Key=to_item({"PK": user_pk(user_id), "SK": conn_sk(provider, account_id)}),
             UpdateExpression="SET #s = :s, status_reason = :r, updated_at = :u",
             ConditionExpression="attribute_exists(PK)",
@@ -566,8 +606,8 @@ def set_connection_status(
 
 def touch_connection_synced(user_id: str, provider: str, account_id: str, when: datetime) -> None:
     try:
-        aws.dynamodb().update_item(
-            TableName=_table(),
+        _write(
+            "update_item",
             Key=to_item({"PK": user_pk(user_id), "SK": conn_sk(provider, account_id)}),
             UpdateExpression="SET last_synced_at = :t",
             ConditionExpression="attribute_exists(PK)",
@@ -766,8 +806,8 @@ def get_sync_state(user_id: str, provider: str, account_id: str, calendar_id: st
 
 
 def put_sync_state(state: SyncState) -> None:
-    aws.dynamodb().put_item(
-        TableName=_table(),
+    _write(
+        "put_item",
         Item=to_item(
             {
                 "PK": user_pk(state.user_id),
@@ -1029,7 +1069,7 @@ def put_auto_settings(settings: AutoScheduleSettings) -> None:
     }
     if settings.enabled:  # sparse: only enabled users are in the index the midnight job reads
         item |= {"GSI3PK": f"AUTOSCHED#{_auto_shard(settings.user_id)}", "GSI3SK": settings.user_id}
-    aws.dynamodb().put_item(TableName=_table(), Item=to_item(item))
+    _write("put_item", Item=to_item(item))
 
 
 def get_auto_settings(user_id: str) -> AutoScheduleSettings | None:

@@ -36,7 +36,7 @@ def put(path: str, creds: Credentials) -> None:
         Value=creds.model_dump_json(),
         Type="SecureString",
         Overwrite=True,
-        Tier="Standard",
+        Tier="Intelligent-Tiering",  # a credential with a real-sized access token passes 4 KB
         Description="calbot OAuth credentials for one connected calendar account",
     )
 

@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 from typing import Any
 from urllib.parse import unquote
 
@@ -134,11 +135,25 @@ def _dedup_id(message: ChangeMessage, items: list[Any]) -> str:
     return hashlib.sha256((message.model_dump_json() + "\n".join(parts)).encode()).hexdigest()
 
 
+_GROUP_ID = re.compile(r"^[!-~]{1,128}$")  # SQS: 1-128 alphanumeric or punctuation characters
+
+
+def group_id(message: ChangeMessage) -> str:
+    """The account's FIFO message group: readable when SQS takes it as it is, else the account part is
+    hashed (an address may be up to 320 characters, or not ASCII), the same for every message of the
+    account either way."""
+    readable = f"{message.user_id}#{message.provider}#{account_key(message.account_id)}"
+    if _GROUP_ID.match(readable):
+        return readable
+    digest = hashlib.sha256(account_key(message.account_id).encode()).hexdigest()[:40]
+    return f"{message.user_id}#{message.provider}#{digest}"
+
+
 def enqueue(message: ChangeMessage, *, dedup: str) -> None:
     aws.sqs().send_message(
         QueueUrl=os.environ["SYNC_QUEUE_URL"],
         MessageBody=message.model_dump_json(),
-        MessageGroupId=f"{message.user_id}#{message.provider}#{account_key(message.account_id)}",
+        MessageGroupId=group_id(message),
         MessageDeduplicationId=dedup[:128],
     )
 
