@@ -34,7 +34,7 @@ class Grants:
 
     def __init__(self, template: Template) -> None:
         self.template = template
-        self._resources: dict[str, dict[str, Any]] = template.translated.get("Resources") or {}
+        self._resources: dict[str, dict[str, Any]] = template.translated_active()
         self._policies: dict[str, list[dict[str, Any]]] = {}
         self._resource_policies: dict[str, dict[str, Any]] | None = None
         self._role_arns: dict[str, str] | None = None

@@ -344,11 +344,20 @@ class Template:
         return self._translated
 
     def translated_resources(self, resource_type: str) -> dict[str, dict[str, Any]]:
-        """Resolved ``Properties`` of each translated resource of that type, by logical id."""
+        """Resolved ``Properties`` of each translated resource of that type (whose ``Condition``, if
+        any, holds: CloudFormation creates no other), by logical id."""
         return {
             lid: self.resolve(res.get("Properties") or {}) or {}
-            for lid, res in (self.translated.get("Resources") or {}).items()
+            for lid, res in self.translated_active().items()
             if res.get("Type") == resource_type
+        }
+
+    def translated_active(self) -> dict[str, dict[str, Any]]:
+        """The translated resources CloudFormation would create (their ``Condition`` holds), raw."""
+        return {
+            lid: res
+            for lid, res in (self.translated.get("Resources") or {}).items()
+            if "Condition" not in res or self.condition(str(res["Condition"]))
         }
 
     # -- parameters and conditions -----------------------------------------------------------------
@@ -399,7 +408,9 @@ class Template:
         """Evaluate a named entry of the template's ``Conditions``."""
         if name in self._condition_cache:
             return self._condition_cache[name]
-        conditions = self.data.get("Conditions") or {}
+        # The template's own conditions, and any SAM's transform added.
+        translated = getattr(self, "_translated", None) or {}
+        conditions = {**(translated.get("Conditions") or {}), **(self.data.get("Conditions") or {})}
         if name not in conditions:
             raise TemplateError(f"unknown condition {name}")
         if name in self._condition_stack:
