@@ -36,8 +36,22 @@ class Grants:
         self.template = template
         self._resources: dict[str, dict[str, Any]] = template.translated_active()
         self._policies: dict[str, list[dict[str, Any]]] = {}
+        self._trusts: dict[str, dict[str, Any]] = {}
+        self._function_roles: dict[str, str | None] = {}
+        self._cron_targets: dict[tuple[str, str], dict[str, Any] | None] = {}
         self._resource_policies: dict[str, dict[str, Any]] | None = None
         self._role_arns: dict[str, str] | None = None
+        # Resolve everything now, in one thread: Template's name resolution is not re-entrant across
+        # threads, and the gateway and clock ask from many. Afterwards only evaluation runs per call.
+        for role in self._of_type("AWS::IAM::Role"):
+            self.role_trust(role)
+            self.role_policies(role)
+        for function in template.functions:
+            self.function_role(function)
+            self.resource_policy(function)
+        for event_type in ("Schedule", "ScheduleV2"):
+            for fn, event in template.functions_by_event_type(event_type):
+                self.cron_target(fn.logical_id, event.name)
 
     # -- roles -----------------------------------------------------------------------------------
 
@@ -46,12 +60,16 @@ class Grants:
 
     def function_role(self, function: str) -> str | None:
         """Logical id of the function's execution role (SAM's generated one unless ``Role`` is set)."""
-        resource = self._resources.get(function) or {}
-        role = (resource.get("Properties") or {}).get("Role")
-        target = _ref_target(role)
-        if target in self._of_type("AWS::IAM::Role"):
-            return target
-        return self.role_for_arn(str(self.template.resolve(role))) if role is not None else None
+        if function not in self._function_roles:
+            resource = self._resources.get(function) or {}
+            role = (resource.get("Properties") or {}).get("Role")
+            target = _ref_target(role)
+            if target in self._of_type("AWS::IAM::Role"):
+                self._function_roles[function] = target
+            else:
+                resolved = str(self.template.resolve(role)) if role is not None else None
+                self._function_roles[function] = self.role_for_arn(resolved) if resolved else None
+        return self._function_roles[function]
 
     def role_for_arn(self, arn: str) -> str | None:
         """The template role whose ARN is ``arn`` (a role outside the template does not exist here)."""
@@ -60,8 +78,10 @@ class Grants:
         return self._role_arns.get(arn)
 
     def role_trust(self, role: str) -> dict[str, Any]:
-        props = self._resources[role].get("Properties") or {}
-        return self.template.resolve(props.get("AssumeRolePolicyDocument")) or {}
+        if role not in self._trusts:
+            props = self._resources[role].get("Properties") or {}
+            self._trusts[role] = self.template.resolve(props.get("AssumeRolePolicyDocument")) or {}
+        return self._trusts[role]
 
     def role_policies(self, role: str) -> list[dict[str, Any]]:
         """Every identity-based policy document attached to the role, intrinsics resolved."""
@@ -249,6 +269,12 @@ class Grants:
         """The translated schedule or rule of a function's ``ScheduleV2``/``Schedule`` event:
         ``{"kind", "logical_id", "arn", "role_arn", "target_arn", "retry_policy", "dead_letter_arn",
         "group", "name"}``; None when the translation has none (it always has, for those events)."""
+        key = (function, event_name)
+        if key not in self._cron_targets:
+            self._cron_targets[key] = self._read_cron_target(function, event_name)
+        return self._cron_targets[key]
+
+    def _read_cron_target(self, function: str, event_name: str) -> dict[str, Any] | None:
         logical_id = f"{function}{event_name}"
         resource = self._resources.get(logical_id) or {}
         props = self.template.resolve(resource.get("Properties") or {}) or {}
