@@ -19,7 +19,7 @@ from werkzeug.test import Client
 from local import invoke as local_invoke
 from local.gateway import Gateway, GatewayConfigError, fold_headers
 from local.servers import serve
-from local.template import Template, load_template
+from local.template import Template, load_template, load_yaml
 
 TEMPLATE = """\
 Globals:
@@ -370,6 +370,23 @@ def test_without_the_authorizers_permission_every_authorized_route_is_500(tmp_pa
     assert auth_calls(gateway) == []
     assert "does not have permissions to call the authorizer AuthFn" in log.getvalue()
     assert client.get("/value/string").status_code == 200
+
+
+def test_the_real_template_without_the_authorizer_permission_answers_500(tmp_path: Path) -> None:
+    # template.yaml as it was before EnableFunctionDefaultPermissions: every authorized route is 500.
+    root = Path(__file__).resolve().parents[2]
+    data = load_yaml(root / "template.yaml")
+    authorizer = data["Resources"]["HttpApi"]["Properties"]["Auth"]["Authorizers"]["ApiKeyAuthorizer"]
+    assert authorizer.pop("EnableFunctionDefaultPermissions") is True
+    log = io.StringIO()
+    gateway = Gateway(Template(data, path=root / "template.yaml", stack_name="t"), log=log)
+    client = Client(gateway)
+    for path in ("/api/v1/calendar/connections", "/api/v1/calendar/events"):
+        response = client.get(path, headers={"Authorization": "Token k"})
+        assert response.status_code == 500
+        assert response.get_json() == {"message": "Internal Server Error"}
+    assert "does not have permissions to call the authorizer AuthorizerFunction" in log.getvalue()
+    assert "AuthorizerFunction" not in gateway._handlers  # never even loaded, let alone invoked
 
 
 def test_the_authorizers_permission_covers_every_authorizer_invocation(gateway: Gateway) -> None:
