@@ -254,13 +254,20 @@ class Env:
 
 
 def _make_env(
-    tmp_path: Path, *, virtual: bool = True, target_errors: str = "lambda", extra: str = ""
+    tmp_path: Path,
+    *,
+    virtual: bool = True,
+    target_errors: str = "lambda",
+    extra: str = "",
+    drop: str | None = None,
 ) -> tuple[Env, Any]:
     (tmp_path / "template.yaml").write_text(TEMPLATE + extra)
     (tmp_path / "fn").mkdir()
     (tmp_path / "fn" / "app.py").write_text(HANDLER.format(log=str(tmp_path / "calls.jsonl")))
     # Unique names: moto's backends are shared with any stack this test session started.
     template = load_template(tmp_path / "template.yaml", stack_name=f"clock-{uuid.uuid4().hex[:8]}")
+    if drop is not None:  # a resource SAM's transform emitted, taken out before anything reads it
+        del template.translated["Resources"][drop]
     session = boto3.session.Session(region_name="us-east-1")
     create_resources(template, session)
     gateway = Gateway(template, log=io.StringIO())
@@ -635,6 +642,22 @@ def test_a_cron_whose_schedule_role_cannot_invoke_is_retried_then_dead_lettered(
     # The template's other crons (SAM's generated roles and rule permissions) still run.
     env.clock.advance(to=_next(0, env.clock.now()) + timedelta(minutes=1))
     assert len(env.calls("MidnightFn")) == 1
+
+
+def test_a_schedule_event_without_its_rule_permission_is_not_invoked(tmp_path: Path, aws: None) -> None:
+    # A Schedule (EventBridge rule) event invokes under the function's resource policy, which SAM's
+    # transform grants events.amazonaws.com for that rule: without it EventBridge cannot invoke.
+    env, clock = _make_env(tmp_path, drop="MidnightFnMidnightPermission")
+    try:
+        eleven_pm = _next(23, clock.now())
+        clock.advance(to=eleven_pm)
+        report = clock.advance(to=eleven_pm + timedelta(hours=2))
+        assert env.calls("MidnightFn") == []
+        first = next(f for f in report.fired if f.id == "MidnightFn.Midnight")
+        assert not first.ok and "events.amazonaws.com" in first.error["errorMessage"]  # type: ignore[index]
+        assert "not invoked" in env.clock_log()
+    finally:
+        clock.close()
 
 
 # -- cron jobs -------------------------------------------------------------------------------------
