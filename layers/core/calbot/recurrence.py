@@ -565,8 +565,6 @@ def _matches_nothing(rule: _Rule, dtstart: datetime) -> bool:
     year 9999: seconds of CPU per call. Here the same rule, without COUNT or UNTIL, starts a whole
     number of cycles later (so the same dates match) and at most two cycles before 9999, so the scan
     ends after at most two cycles, and only once per rule and start (cached)."""
-    from dateutil.rrule import rrule, weekday
-
     if _never_matches(rule):
         return True
     cycle = _CYCLE_YEARS * rule.interval
@@ -575,7 +573,17 @@ def _matches_nothing(rule: _Rule, dtstart: datetime) -> bool:
     if spare > 0:
         start = _shift_years(start, (spare // cycle + 1) * cycle)
     parts = _explicit_defaults(rule, dtstart)
-    probe = rrule(
+    try:
+        probe = _probe_rule(rule, start, parts)
+    except ValueError:  # dateutil: "byxxx generates an empty set" (BYHOUR=2 every 2 hours from 09:00)
+        return True
+    return next(iter(probe), None) is None
+
+
+def _probe_rule(rule: _Rule, start: datetime, parts: dict[str, Any]) -> rrule:
+    from dateutil.rrule import rrule, weekday
+
+    return rrule(
         rule.freq,
         dtstart=start,
         interval=rule.interval,
@@ -591,7 +599,6 @@ def _matches_nothing(rule: _Rule, dtstart: datetime) -> bool:
         bysecond=rule.bysecond or None,
         cache=False,
     )
-    return next(iter(probe), None) is None
 
 
 _LAST_YEAR = 9999
