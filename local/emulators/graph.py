@@ -8,7 +8,11 @@ needed for a refresh token to come back, the granted
 `scope` is not an echo of the request, token strings carry `!*$+/=`, calendar ids are long
 base64-like strings ending in `=`, nextLinks are absolute, subscriptions are only created after a
 real validation handshake against the notification URL, and errors have the exact AADSTS / Graph
-shapes. Tests and the local stack drive it through `/_control` (HTTP) or the Python methods.
+shapes. What official SDKs send works too: MSAL reads `/{tenant}/v2.0/.well-known/openid-configuration`
+and `/{tenant}/discovery/v2.0/keys` (the public URLs follow `X-Forwarded-Proto`, as behind TLS), a token
+request asking for `openid` gets an RS256 `id_token` and one with `client_info=1` a `client_info`, and
+Graph SDKs' `delta()` / `microsoft.graph.delta` are the same delta function. Tests and the local
+stack drive it through `/_control` (HTTP) or the Python methods.
 
 Events: single events, series masters (Graph patternedRecurrence, expanded with dateutil in the
 series' zone, so 09:00 local stays 09:00 across DST) and occurrence overrides (exceptions,
