@@ -489,6 +489,8 @@ def banner(info: dict[str, Any]) -> str:
         f"  Stack control:  {info['control_url']}   (clock, crons, schedules, queues)",
         f"  Clock:          {'virtual (moves on POST /_local/clock/advance)' if virtual else 'real time'}",
         f"  AWS (moto):     {info['moto_url']}",
+        '  For the README\'s curls: eval "$(.venv/bin/python -m local.env --urls)"'
+        "   (sets API, STACK_URL, GRAPH_URL, GOOGLE_URL, BOTS_URL)",
     ]
     if demo:
         lines += [

@@ -67,7 +67,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from local.emulators.common import EmulatorControls
+from local.emulators.common import EmulatorControls, signing_key
 from local.emulators.graph import (
     LOOPBACK_HOSTS,
     UNSET,
@@ -94,6 +94,8 @@ SCOPE_CALENDAR_READONLY = SCOPE_PREFIX + "calendar.readonly"
 SCOPE_EVENTS_READONLY = SCOPE_PREFIX + "calendar.events.readonly"
 SCOPE_EMAIL = SCOPE_PREFIX + "userinfo.email"
 SCOPE_PROFILE = SCOPE_PREFIX + "userinfo.profile"
+# The `iss` of Google's ID tokens (https://accounts.google.com/.well-known/openid-configuration).
+ISSUER = "https://accounts.google.com"
 DEFAULT_SCOPES = f"openid {SCOPE_EMAIL} {SCOPE_PROFILE} {SCOPE_CALENDAR_READONLY}"
 # Short names Google accepts and reports under their long form.
 _SCOPE_ALIASES = {"email": SCOPE_EMAIL, "profile": SCOPE_PROFILE}
@@ -2014,6 +2016,7 @@ class GoogleEmulator(EmulatorControls):
             Rule("/o/oauth2/v2/auth", endpoint="authorize", methods=["GET", "POST"]),
             Rule("/v1/userinfo", endpoint="userinfo", methods=["GET"]),
             Rule("/oauth2/v3/userinfo", endpoint="userinfo", methods=["GET"]),
+            Rule("/oauth2/v3/certs", endpoint="certs", methods=["GET"]),
             Rule(f"{cal}/users/me/calendarList", endpoint="calendar_list", methods=["GET"]),
             Rule(
                 f"{cal}/users/me/calendarList/<calendar_id>", endpoint="calendar_list_entry", methods=["GET"]
@@ -2276,7 +2279,34 @@ class GoogleEmulator(EmulatorControls):
         }
         if refresh is not None:
             body["refresh_token"] = refresh.token
+        if "openid" in scopes:
+            body["id_token"] = self._id_token(account, client_id, scopes, at.token)
         return body
+
+    def _id_token(self, account: GoogleAccount, client_id: str, scopes: list[str], access_token: str) -> str:
+        """Google's ID token: RS256, signed with the key /oauth2/v3/certs serves; `iss` is Google's
+        own issuer, as client libraries check it; email / profile claims follow the granted scopes."""
+        now = int(self.now().timestamp())
+        half = hashlib.sha256(access_token.encode()).digest()[:16]
+        claims: dict[str, Any] = {
+            "iss": ISSUER,
+            "azp": client_id,
+            "aud": client_id,
+            "sub": account.id,
+            "at_hash": _b64url(half),
+            "iat": now,
+            "exp": now + ACCESS_TOKEN_SECONDS,
+        }
+        if SCOPE_EMAIL in scopes:
+            claims.update(email=account.email, email_verified=True)
+        if SCOPE_PROFILE in scopes:
+            claims.update(name=account.name, given_name=account.given_name, picture=account.picture)
+            if account.family_name:
+                claims["family_name"] = account.family_name
+        return signing_key().sign(claims)
+
+    def _h_certs(self, request: Request, ctx: _Ctx) -> Response:
+        return self._json({"keys": [signing_key().jwk]})
 
     # ----------------------------------------------------------------------------------------------
     # OAuth: authorize (consent page + code issuance with PKCE)

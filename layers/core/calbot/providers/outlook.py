@@ -349,7 +349,13 @@ def normalize_graph_event(
     pattern = (master or {}).get("recurrence") if event_type != "single" else None
     if pattern and master:
         try:
-            rule = recurrence.from_graph(pattern, start=master["start"], end=master["end"]).rrule_text
+            rule = recurrence.from_graph(
+                pattern,
+                start=master["start"],
+                end=master["end"],
+                original_start_tz=master.get("originalStartTimeZone"),
+                is_all_day=bool(master.get("isAllDay")),
+            ).rrule_text
         except (ValueError, KeyError):
             rule = None
     original = full.get("originalStart") if event_type == "exception" else None
