@@ -287,3 +287,54 @@ def test_a_refused_cached_access_token_is_refreshed_once(stack: LocalStack) -> N
     stack.graph.expire_access_tokens(acct["id"])  # our cached token is now refused with 401
     report = sync_user(user_id)
     assert report.partial_errors == {} and report.written == 1
+
+
+def _change_record(message_id: str, conn: Connection) -> dict[str, Any]:
+    """An SQS FIFO record of the sync queue as Lambda hands it over (group = the account)."""
+    from calbot.models import ChangeMessage, account_key
+
+    body = ChangeMessage(user_id=conn.user_id, provider=conn.provider, account_id=conn.account_id)
+    return {
+        "messageId": message_id,
+        "receiptHandle": f"rh-{message_id}",
+        "body": body.model_dump_json(),
+        "attributes": {
+            "MessageGroupId": f"{conn.user_id}#{conn.provider}#{account_key(conn.account_id)}",
+            "ApproximateReceiveCount": "1",
+        },
+        "messageAttributes": {},
+        "md5OfBody": "",
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:sync.fifo",
+        "awsRegion": "us-east-1",
+    }
+
+
+def test_one_failing_account_in_a_worker_batch_holds_back_only_its_own_messages(stack: LocalStack) -> None:
+    from calbot.services.notifications import consume
+
+    bad_user, bad, bad_conn = connected(stack)
+    good_user, good, good_conn = connected(stack)
+    stack.graph.add_event(good["id"], good["calendars"][0]["id"], subject="Good", start=at(1), end=at(2))
+    stack.graph.add_event(bad["id"], bad["calendars"][0]["id"], subject="Bad", start=at(1), end=at(2))
+    batch = [
+        _change_record("bad-1", bad_conn),  # fails first: Graph is down for this account only
+        _change_record("good-1", good_conn),
+        _change_record("bad-2", bad_conn),  # same group as the failure: must wait behind it
+        _change_record("good-2", good_conn),
+    ]
+    stack.graph.add_fault(path="calendarView/delta", account=bad["id"], status=503, times=-1)
+    try:
+        result = consume({"Records": batch})
+    finally:
+        stack.graph.clear_faults()
+    assert sorted(f["itemIdentifier"] for f in result["batchItemFailures"]) == ["bad-1", "bad-2"]
+    assert [e.title for e in stored(good_user).values()] == ["Good"]  # the other account went on
+    assert stored(bad_user) == {}
+    # Every message of a batch whose only group fails is reported (and nothing raises).
+    stack.graph.add_fault(path="calendarView/delta", account=bad["id"], status=503, times=-1)
+    try:
+        alone = consume({"Records": [_change_record("bad-3", bad_conn), _change_record("bad-4", bad_conn)]})
+    finally:
+        stack.graph.clear_faults()
+    assert [f["itemIdentifier"] for f in alone["batchItemFailures"]] == ["bad-3", "bad-4"]
