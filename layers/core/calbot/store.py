@@ -42,6 +42,7 @@ from calbot.models import (
     Connection,
     DisconnectState,
     Event,
+    LastRun,
     ScheduledBot,
     Subscription,
     SyncState,
@@ -1030,6 +1031,73 @@ def put_auto_settings(settings: AutoScheduleSettings) -> None:
     if settings.enabled:  # sparse: only enabled users are in the index the midnight job reads
         item |= {"GSI3PK": f"AUTOSCHED#{_auto_shard(settings.user_id)}", "GSI3SK": settings.user_id}
     aws.dynamodb().put_item(TableName=_table(), Item=to_item(item))
+
+
+def update_auto_settings(
+    user_id: str,
+    *,
+    enabled: bool,
+    updated_at: datetime,
+    default_bot_config: dict[str, Any] | None = None,
+    join_offset_seconds: int | None = None,
+    create: bool = True,
+) -> bool:
+    """Change only the fields a user's enable / disable sets (one UpdateItem): a concurrent write of other
+    fields (a run's last_run) is never undone, and neither is this one by it. The sparse index entry
+    follows `enabled`. With create=False nothing is written for a user without settings (False)."""
+    sets = {"#kind": "kind", "#user": "user_id", "#enabled": "enabled", "#updated": "updated_at"}
+    values: dict[str, Any] = {
+        ":kind": "auto_settings",
+        ":user": user_id,
+        ":enabled": enabled,
+        ":updated": iso_z(updated_at),
+    }
+    if default_bot_config is not None:
+        sets["#config"] = "default_bot_config"
+        values[":config"] = default_bot_config
+    if join_offset_seconds is not None:
+        sets["#offset"] = "join_offset_seconds"
+        values[":offset"] = join_offset_seconds
+    expression = "SET " + ", ".join(f"{name} = :{name[1:]}" for name in sets)
+    names = dict(sets)
+    if enabled:  # sparse: only enabled users are in the index the midnight job reads
+        expression += ", GSI3PK = :gsi3pk, GSI3SK = :user"
+        values[":gsi3pk"] = f"AUTOSCHED#{_auto_shard(user_id)}"
+    else:
+        expression += " REMOVE GSI3PK, GSI3SK"
+    kwargs: dict[str, Any] = {}
+    if not create:
+        kwargs["ConditionExpression"] = "attribute_exists(PK)"
+    try:
+        aws.dynamodb().update_item(
+            TableName=_table(),
+            Key=to_item({"PK": user_pk(user_id), "SK": "SETTINGS#AUTO"}),
+            UpdateExpression=expression,
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=to_item(values),
+            **kwargs,
+        )
+    except ClientError as err:
+        if _is_conditional_failure(err):
+            return False
+        raise
+    return True
+
+
+def record_auto_run(user_id: str, at: datetime, run: LastRun) -> None:
+    """A run's outcome, and nothing else: the user's settings as they are now stay as they are (a run
+    never recreates settings that were deleted meanwhile either)."""
+    try:
+        aws.dynamodb().update_item(
+            TableName=_table(),
+            Key=to_item({"PK": user_pk(user_id), "SK": "SETTINGS#AUTO"}),
+            UpdateExpression="SET last_run_at = :at, last_run = :run",
+            ConditionExpression="attribute_exists(PK)",
+            ExpressionAttributeValues=to_item({":at": iso_z(at), ":run": run.model_dump(mode="json")}),
+        )
+    except ClientError as err:
+        if not _is_conditional_failure(err):
+            raise
 
 
 def get_auto_settings(user_id: str) -> AutoScheduleSettings | None:
