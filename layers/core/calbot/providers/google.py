@@ -46,6 +46,7 @@ SCOPES = " ".join(
 PAGE_SIZE = 500  # Google allows up to 2,500; 500 keeps a page well under a Lambda's response budget
 RATE_LIMIT_REASONS = {"rateLimitExceeded", "userRateLimitExceeded"}
 _ERROR_TEXT_LIMIT = 200
+_GONE: dict[str, Any] = {}  # a series master Google answered 410 Gone for (compared by identity)
 
 
 def _reasons(resp: requests.Response) -> set[str]:
@@ -241,11 +242,18 @@ class GoogleProvider(CalendarProvider):
     def _master(
         self, token: str, events_url: str, master_id: str, changes: CalendarChanges
     ) -> dict[str, Any] | None:
+        """The series master (for its recurrence lines), or None when it cannot be read (404).
+
+        A 410 here is about this one resource (the master was deleted), not about our sync token: it
+        is answered here, by _GONE, and never raised as SyncTokenExpired, which would throw the whole
+        calendar into a full resync that meets the same 410 again, every sync."""
         changes.detail_fetches += 1
         try:
             return _json(self._call("GET", f"{events_url}/{quote(master_id, safe='')}", token))
+        except SyncTokenExpired:
+            return _GONE
         except ProviderRequestError as err:
-            if err.status in (404, 410):  # the series was deleted between the listing and this fetch
+            if err.status == 404:  # not readable between the listing and this fetch: keep the instance
                 return None
             raise
 
@@ -269,7 +277,12 @@ class GoogleProvider(CalendarProvider):
         if master_id:
             if master_id not in masters:
                 masters[master_id] = self._master(token, events_url, str(master_id), changes)
+                if masters[master_id] is _GONE:  # the series is deleted: so are all its instances
+                    changes.removed.append(str(master_id))
             master = masters[master_id]
+            if master is _GONE:
+                changes.removed.append(str(item["id"]))
+                return
         event = normalize_google_event(calendar_id, item, master=master, calendar_zone=calendar_zone)
         if not changes.full and not (window[0] <= event.start < window[1]):
             changes.removed.append(event.platform_id)
