@@ -91,7 +91,8 @@ def test_full_then_incremental_and_unchanged_resync_writes_nothing(
     ddb_writes.reset()
     assert sync_user(user_id).written == 1
     assert stored(user_id)[teams["id"]].start_time == SOON + timedelta(hours=5)
-    assert ddb_writes.items == 3  # the moved event, the new cursor, the connection's last_synced_at
+    # the claim of the next sync-state version, the moved event, the new cursor, last_synced_at
+    assert ddb_writes.items == 4
 
 
 def test_series_masters_are_fetched_once_per_sync(stack: LocalStack) -> None:
@@ -338,3 +339,123 @@ def test_one_failing_account_in_a_worker_batch_holds_back_only_its_own_messages(
     finally:
         stack.graph.clear_faults()
     assert [f["itemIdentifier"] for f in alone["batchItemFailures"]] == ["bad-3", "bad-4"]
+
+
+def _cursor(user_id: str, conn: Connection, cal: str) -> str | None:
+    state = store.get_sync_state(user_id, "outlook", conn.account_id, cal)
+    return state.cursor if state else None
+
+
+def test_a_sync_overtaken_after_reading_the_provider_never_moves_the_cursor_back_or_writes_older_events(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The user's GET /calendar/events sync reads Graph; the meeting changes; the queue worker's sync
+    reads Graph and stores everything; then the user's sync goes on. It must neither store its older
+    copy of the meeting nor put its older cursor back."""
+    from calbot.providers import get_provider
+    from calbot.services.sync import sync_connection
+
+    user_id, acct, conn = connected(stack)
+    cal = acct["calendars"][0]["id"]
+    ev = stack.graph.add_event(acct["id"], cal, subject="v1", start=at(1), end=at(2))
+    assert sync_user(user_id).written == 1
+    stack.graph.update_event(ev["id"], subject="v2")
+    provider = get_provider("outlook")
+    real = provider.sync_calendar
+    seen: dict[str, Any] = {}
+
+    def user_sync_reads_then_worker_runs(*args: Any, **kwargs: Any) -> Any:
+        changes = real(*args, **kwargs)
+        if not seen:  # the user's sync has its answer (v2); now the meeting changes and the worker runs
+            seen["user"] = [e.title for e in changes.upserts]
+            stack.graph.update_event(ev["id"], subject="v3")
+            worker = sync_connection(conn)
+            seen["worker_cursor"] = _cursor(user_id, conn, cal)
+            seen["worker"] = worker.written
+        return changes
+
+    monkeypatch.setattr(provider, "sync_calendar", user_sync_reads_then_worker_runs)
+    report = sync_user(user_id)
+    assert report.partial_errors == {}
+    assert seen["user"] == ["v2"] and seen["worker"] == 1
+    assert stored(user_id)[ev["id"]].title == "v3"  # the worker's newer copy stands
+    assert _cursor(user_id, conn, cal) == seen["worker_cursor"]  # never moved back
+
+
+def test_a_sync_overtaken_between_its_claim_and_its_writes_loses_to_the_later_sync(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first sync has claimed the state but not yet written its events when a second sync reads
+    the provider (later: it sees a newer copy), writes and commits. The first sync's older events and
+    cursor are refused."""
+    from calbot.services.sync import sync_connection
+
+    user_id, acct, conn = connected(stack)
+    cal = acct["calendars"][0]["id"]
+    ev = stack.graph.add_event(acct["id"], cal, subject="v1", start=at(1), end=at(2))
+    assert sync_user(user_id).written == 1
+    stack.graph.update_event(ev["id"], subject="v2")
+    real = store.write_synced_events
+    seen: dict[str, Any] = {}
+
+    def slow_first_writer(events: list[Any], *, version: int) -> Any:
+        if not seen:
+            seen["first"] = ([e.title for e in events], version)
+            stack.graph.update_event(ev["id"], subject="v3")
+            seen["second"] = sync_connection(conn).written
+            seen["cursor"] = _cursor(user_id, conn, cal)
+        return real(events, version=version)
+
+    monkeypatch.setattr(store, "write_synced_events", slow_first_writer)
+    assert sync_user(user_id).partial_errors == {}
+    assert seen["first"][0] == ["v2"] and seen["second"] == 1
+    event = stored(user_id)[ev["id"]]
+    assert event.title == "v3" and event.sync_version is not None and event.sync_version > seen["first"][1]
+    assert _cursor(user_id, conn, cal) == seen["cursor"]
+    state = store.get_sync_state(user_id, "outlook", conn.account_id, cal)
+    assert state is not None and state.version == event.sync_version
+
+
+def test_a_sync_never_turns_off_the_recurrence_flag_the_user_turned_on_meanwhile(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under load a notification's sync reads the series before the user's schedule with
+    recurring_event: true turns the flag on, and writes after: the flag must stay on."""
+    from calbot.services import schedule
+
+    user_id, acct, _ = connected(stack)
+    cal = acct["calendars"][0]["id"]
+    day = SOON.date().isoformat()
+    series = stack.graph.add_event(
+        acct["id"],
+        cal,
+        subject="Weekly",
+        start=f"{day}T15:00:00",
+        end=f"{day}T16:00:00",
+        online_meeting_url="https://teams.microsoft.com/l/meetup-join/19%3aflag%40thread.v2/0",
+        recurrence={
+            "pattern": {"type": "weekly", "interval": 1, "daysOfWeek": [SOON.strftime("%A").lower()]},
+            "range": {"type": "numbered", "startDate": day, "numberOfOccurrences": 3},
+        },
+    )
+    sync_user(user_id)
+    first = min(
+        (e for e in stored(user_id).values() if e.series_platform_id == series["id"]),
+        key=lambda e: e.start_time,
+    )
+    stack.graph.update_event(series["id"], subject="Weekly (renamed)")  # the sync will rewrite them all
+    real = store.get_events
+    done: list[bool] = []
+
+    def user_turns_recurrence_on_after_the_sync_read(user: str, event_ids: Any) -> Any:
+        found = real(user, event_ids)  # the sync has read the stored occurrences (flag off)
+        if not done:
+            done.append(True)
+            schedule.toggle_recurrence(user_id, first.event_id, True)
+        return found
+
+    monkeypatch.setattr(store, "get_events", user_turns_recurrence_on_after_the_sync_read)
+    assert sync_user(user_id).written == 3
+    occurrences = [e for e in stored(user_id).values() if e.series_platform_id == series["id"]]
+    assert {e.title for e in occurrences} == {"Weekly (renamed)"}
+    assert all(e.recurring_enabled for e in occurrences)

@@ -761,6 +761,10 @@ def _sync_sk(provider: str, account_id: str, calendar_id: str) -> str:
     return f"SYNC#{provider}#{account_key(account_id)}#{calendar_id}"
 
 
+class SyncConflict(Exception):
+    """Another sync of the same calendar claimed the sync state since this one read it."""
+
+
 def get_sync_state(user_id: str, provider: str, account_id: str, calendar_id: str) -> SyncState | None:
     data = _get(user_pk(user_id), _sync_sk(provider, account_id, calendar_id))
     return SyncState.model_validate(_strip_keys(data)) if data else None
@@ -778,6 +782,161 @@ def put_sync_state(state: SyncState) -> None:
             }
         ),
     )
+
+
+def _version_condition(expected: int) -> str:
+    # A state written before versions existed counts as version 0.
+    return "attribute_not_exists(#v)" if expected == 0 else "#v = :expected"
+
+
+def claim_sync(state: SyncState, *, expected: int) -> int:
+    """Take the next sync version of one calendar's sync state, if it is still at `expected` (the
+    version this sync read before it called the provider). Raises SyncConflict otherwise. Returns the
+    new version: the events this sync writes carry it, and only it may then commit the cursor.
+
+    Versions are taken after the provider answered, so a higher version always saw the provider later
+    than a lower one: the order of versions is the order of what the syncs saw."""
+    new = expected + 1
+    values: dict[str, Any] = {":new": new, ":kind": "sync_state"}
+    for field in ("user_id", "provider", "account_id", "calendar_id"):
+        values[f":{field}"] = getattr(state, field)
+    if expected:
+        values[":expected"] = expected
+    try:
+        aws.dynamodb().update_item(
+            TableName=_table(),
+            Key=to_item(
+                {
+                    "PK": user_pk(state.user_id),
+                    "SK": _sync_sk(state.provider, state.account_id, state.calendar_id),
+                }
+            ),
+            UpdateExpression=(
+                "SET #v = :new, kind = :kind, user_id = :user_id, provider = :provider, "
+                "account_id = :account_id, calendar_id = :calendar_id"
+            ),
+            ConditionExpression=_version_condition(expected),
+            ExpressionAttributeNames={"#v": "version"},
+            ExpressionAttributeValues=to_item(values),
+        )
+    except ClientError as err:
+        if _is_conditional_failure(err):
+            raise SyncConflict(state.calendar_id) from err
+        raise
+    return new
+
+
+def commit_sync_state(state: SyncState, *, expected: int) -> None:
+    """Store the cursor (and its window) only while the state is still at version `expected`: a sync
+    that claimed `expected` itself, or, with no events to write, the version it read (then this write
+    takes the next version). A sync overtaken by a later claim never moves the cursor: that later sync,
+    which saw the provider after it, commits its own. Raises SyncConflict."""
+    values: dict[str, Any] = {
+        ":cursor": state.cursor,
+        ":ws": iso_z(state.window_start) if state.window_start else None,
+        ":we": iso_z(state.window_end) if state.window_end else None,
+        ":at": iso_z(state.updated_at) if state.updated_at else None,
+        ":version": state.version,
+        ":kind": "sync_state",
+    }
+    for field in ("user_id", "provider", "account_id", "calendar_id"):
+        values[f":{field}"] = getattr(state, field)
+    if expected:
+        values[":expected"] = expected
+    try:
+        aws.dynamodb().update_item(
+            TableName=_table(),
+            Key=to_item(
+                {
+                    "PK": user_pk(state.user_id),
+                    "SK": _sync_sk(state.provider, state.account_id, state.calendar_id),
+                }
+            ),
+            UpdateExpression=(
+                "SET #c = :cursor, window_start = :ws, window_end = :we, updated_at = :at, #v = :version, "
+                "kind = :kind, user_id = :user_id, provider = :provider, account_id = :account_id, "
+                "calendar_id = :calendar_id"
+            ),
+            ConditionExpression=_version_condition(expected),
+            ExpressionAttributeNames={"#v": "version", "#c": "cursor"},
+            ExpressionAttributeValues=to_item(values),
+        )
+    except ClientError as err:
+        if _is_conditional_failure(err):
+            raise SyncConflict(state.calendar_id) from err
+        raise
+
+
+# Fields of a stored event that belong to the user, not to the provider: a sync never overwrites them.
+_USER_OWNED_EVENT_FIELDS = ("recurring_enabled",)
+_KEPT_EVENT_FIELDS = ("created_at",)  # set once, when the event is first stored
+_SYNC_WRITE_WORKERS = 8
+
+
+def _write_synced_event(event: Event, version: int) -> bool:
+    item = event_item(event.model_copy(update={"sync_version": version}))
+    names: dict[str, str] = {}
+    values: dict[str, Any] = {":version": version}
+    sets = []
+    for i, (field, value) in enumerate(item.items()):
+        if field in ("PK", "SK"):
+            continue
+        names[f"#f{i}"] = field
+        values[f":f{i}"] = value
+        if field in _USER_OWNED_EVENT_FIELDS or field in _KEPT_EVENT_FIELDS:
+            sets.append(f"#f{i} = if_not_exists(#f{i}, :f{i})")
+        else:
+            sets.append(f"#f{i} = :f{i}")
+    names["#sv"] = "sync_version"
+    try:
+        aws.dynamodb().update_item(
+            TableName=_table(),
+            Key=to_item({"PK": item["PK"], "SK": item["SK"]}),
+            UpdateExpression="SET " + ", ".join(sets),
+            ConditionExpression="attribute_not_exists(#sv) OR #sv <= :version",
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=to_item(values),
+        )
+    except ClientError as err:
+        if _is_conditional_failure(err):
+            return False
+        raise
+    return True
+
+
+def write_synced_events(events: list[Event], *, version: int) -> list[Event]:
+    """What a sync that holds `version` found, written field by field and only over what an older sync
+    wrote (an event a later sync already wrote keeps that sync's copy). The user's own fields
+    (recurring_enabled) are never overwritten, only given on creation. Returns the events written."""
+    if not events:
+        return []
+    if len(events) == 1:
+        return events if _write_synced_event(events[0], version) else []
+    from concurrent.futures import ThreadPoolExecutor  # writes of many events only
+
+    with ThreadPoolExecutor(max_workers=min(_SYNC_WRITE_WORKERS, len(events))) as pool:
+        done = list(pool.map(lambda e: _write_synced_event(e, version), events))
+    return [e for e, ok in zip(events, done, strict=True) if ok]
+
+
+def set_recurring_enabled(user_id: str, event_ids: Iterable[str], enabled: bool, at: datetime) -> int:
+    """The user's recurrence flag on each of these events, and nothing else of them (a sync writing
+    their content at the same moment keeps its content, and this flag stays). Returns how many."""
+    changed = 0
+    for event_id in event_ids:
+        try:
+            aws.dynamodb().update_item(
+                TableName=_table(),
+                Key=to_item({"PK": user_pk(user_id), "SK": f"EVENT#{event_id}"}),
+                UpdateExpression="SET recurring_enabled = :e, updated_at = :u",
+                ConditionExpression="attribute_exists(PK)",
+                ExpressionAttributeValues=to_item({":e": enabled, ":u": iso_z(at)}),
+            )
+            changed += 1
+        except ClientError as err:
+            if not _is_conditional_failure(err):
+                raise
+    return changed
 
 
 # --------------------------------------------------------------------------------------------------

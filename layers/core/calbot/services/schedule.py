@@ -382,14 +382,14 @@ def delete_bot(user_id: str, bot_id: str) -> BotView:
 
 def _set_recurring(event: Event, enabled: bool) -> None:
     """recurring_enabled is a property of the whole series, stored on each of its occurrences."""
-    at = now()
-    changed = [
-        e.model_copy(update={"recurring_enabled": enabled, "updated_at": at})
-        for e in _series_events(event)
-        if e.recurring_enabled != enabled
-    ]
-    if changed:
-        store.put_events(changed)
+    # Only the flag is written (never a whole event read a moment ago): a sync writing the series'
+    # content at the same time keeps its content, and the flag set here stays set.
+    store.set_recurring_enabled(
+        event.user_id,
+        [e.event_id for e in _series_events(event) if e.recurring_enabled != enabled],
+        enabled,
+        now(),
+    )
 
 
 def next_occurrence(event: Event, after: datetime) -> Event | None:
