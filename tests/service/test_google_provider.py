@@ -241,3 +241,35 @@ def test_a_410_on_a_series_master_removes_the_series_and_never_asks_for_a_full_r
     listings = [r for r in google.requests() if r["path"].endswith("/events")]
     master_gets = [r for r in google.requests() if r["path"].endswith(f"/events/{series['id']}")]
     assert len(listings) == 1 and len(master_gets) == 1  # fetched once, and no resync round
+
+
+def test_a_huge_meeting_is_fetched_with_max_attendees_and_stored_small(
+    google: GoogleEmulator, provider: GoogleProvider
+) -> None:
+    import json
+
+    from calbot.providers.base import RAW_MAX_BYTES
+
+    email, rt = _account(google)
+    token = provider.refresh(_creds(rt)).access_token
+    start = (datetime.now(UTC) + timedelta(days=2)).replace(hour=15, minute=0, second=0, microsecond=0)
+    crowd = [email] + [f"p{i}@example.org" for i in range(2000)]
+    big = google.add_event(
+        email,
+        email,
+        start=start.isoformat(),
+        end=(start + timedelta(hours=1)).isoformat(),
+        summary="Town hall",
+        description="x" * 1_000_000 + " https://acme.zoom.us/j/555666777",
+        attendees=crowd,
+    )
+    google.clear_requests()
+    changes = provider.sync_calendar(token, email, cursor=None, window=_window())
+    (event,) = [e for e in changes.upserts if e.platform_id == big["id"]]
+    assert event.meeting_platform == "zoom"
+    assert event.raw.get("attendeesOmitted") is True and [a["email"] for a in event.raw["attendees"]] == [
+        email
+    ]
+    assert len(json.dumps(event.raw)) <= RAW_MAX_BYTES and event.raw["description_truncated"] is True
+    listing = [r for r in google.requests() if r["path"].endswith("/events")]
+    assert listing and all("maxAttendees=50" in r["query"] for r in listing)

@@ -459,3 +459,65 @@ def test_a_sync_never_turns_off_the_recurrence_flag_the_user_turned_on_meanwhile
     occurrences = [e for e in stored(user_id).values() if e.series_platform_id == series["id"]]
     assert {e.title for e in occurrences} == {"Weekly (renamed)"}
     assert all(e.recurring_enabled for e in occurrences)
+
+
+def test_no_event_is_too_big_to_sync_or_to_store(stack: LocalStack) -> None:
+    """A 1 MB invitation, a 3,000-person meeting and a series whose master is both sync like any
+    other event, stored trimmed (with counts), every item far below DynamoDB's 400 KB."""
+    from calbot import aws
+    from tests.conftest import item_size
+
+    user_id, acct, _ = connected(stack)
+    cal = acct["calendars"][0]["id"]
+    crowd = [f"person{i}@fabrikam.example" for i in range(3000)]
+    huge_body = "<p>" + "agenda " * 150_000 + "</p> https://acme.zoom.us/j/111222333"
+    huge = stack.graph.add_event(
+        acct["id"], cal, subject="S" * 1_000_000, start=at(1), end=at(2), body_html=huge_body
+    )
+    big = stack.graph.add_event(
+        acct["id"],
+        cal,
+        subject="All hands",
+        start=at(3),
+        end=at(4),
+        attendees=crowd,
+        online_meeting_url="https://teams.microsoft.com/l/meetup-join/19%3abig%40thread.v2/0",
+    )
+    day = SOON.date().isoformat()
+    series = stack.graph.add_event(
+        acct["id"],
+        cal,
+        subject="Weekly all hands",
+        start=f"{day}T18:00:00",
+        end=f"{day}T19:00:00",
+        body_html=huge_body,
+        attendees=crowd,
+        recurrence={
+            "pattern": {"type": "weekly", "interval": 1, "daysOfWeek": [SOON.strftime("%A").lower()]},
+            "range": {"type": "numbered", "startDate": day, "numberOfOccurrences": 2},
+        },
+    )
+    small = stack.graph.add_event(acct["id"], cal, subject="Small", start=at(5), end=at(6))
+    stack.graph.clear_requests()
+
+    report = sync_user(user_id)
+    assert report.partial_errors == {} and report.written == 5
+    events = stored(user_id)
+    assert {huge["id"], big["id"], small["id"]} <= set(events)
+    assert events[huge["id"]].meeting_platform == "zoom"  # found in the full body before trimming
+    assert len(events[huge["id"]].title or "") <= 1_024
+    assert events[big["id"]].raw["attendees_count"] == 3000 and len(events[big["id"]].raw["attendees"]) <= 25
+    occurrences = [e for e in events.values() if e.series_platform_id == series["id"]]
+    assert len(occurrences) == 2 and all(e.meeting_platform == "zoom" for e in occurrences)
+    # Masters are read with $select: their attendee lists never even travel.
+    master_gets = [r for r in stack.graph.requests(account=acct["id"]) if r["path"].endswith(series["id"])]
+    assert master_gets and all("%24select=" in r["query"] or "$select=" in r["query"] for r in master_gets)
+    assert all("attendees" not in (r["query"] or "") for r in master_gets)
+    items = [
+        aws.dynamodb().get_item(
+            TableName=store._table(),
+            Key=store.to_item({"PK": store.user_pk(user_id), "SK": f"EVENT#{e.event_id}"}),
+        )["Item"]
+        for e in events.values()
+    ]
+    assert max(item_size(i) for i in items) < 32 * 1024

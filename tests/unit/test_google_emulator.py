@@ -845,3 +845,26 @@ def test_series_turned_into_a_single_event_cancels_its_other_instances(
     by_id = {i["id"]: i for i in changed}
     assert {i["id"] for i in full} <= {k for k, v in by_id.items() if v["status"] == "cancelled"}
     assert by_id[series["id"]]["status"] == "confirmed" and "recurrence" not in by_id[series["id"]]
+
+
+def test_max_attendees_returns_only_the_participant_past_the_limit(
+    emu: GoogleEmulator, client: Client, account: dict[str, Any]
+) -> None:
+    start = datetime(2027, 3, 1, 9, tzinfo=UTC)
+    ev = emu.add_event(
+        EMAIL,
+        EMAIL,
+        start=start.isoformat(),
+        end=(start + timedelta(hours=1)).isoformat(),
+        attendees=[EMAIL, "a@example.org", "b@example.org"],
+    )
+    headers = bearer(client, account)
+    url = f"{CAL}/calendars/{EMAIL}/events"
+    whole = client.get(url, query_string={"maxAttendees": "3"}, headers=headers).json["items"][0]
+    assert len(whole["attendees"]) == 3 and "attendeesOmitted" not in whole
+    cut = client.get(url, query_string={"maxAttendees": "2"}, headers=headers).json["items"][0]
+    assert [a["email"] for a in cut["attendees"]] == [EMAIL] and cut["attendeesOmitted"] is True
+    one = client.get(f"{url}/{ev['id']}", query_string={"maxAttendees": "1"}, headers=headers).json
+    assert [a.get("self") for a in one["attendees"]] == [True] and one["attendeesOmitted"] is True
+    for bad in ("0", "-1", "x"):
+        api_error(client.get(url, query_string={"maxAttendees": bad}, headers=headers), 400, "invalid")

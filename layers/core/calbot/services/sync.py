@@ -227,7 +227,8 @@ def _changed_events(
     at: datetime,
 ) -> list[Event]:
     """What changed: new or different events, and deletions. Unchanged events cost no write."""
-    by_platform_id = {c.platform_id: c for c in changes.upserts}  # a later item for the same id wins
+    # A later item for the same id wins; every stored field is bounded (a huge event syncs, trimmed).
+    by_platform_id = {c.platform_id: c.capped() for c in changes.upserts}
     if changes.full:
         existing = {
             e.platform_id: e
