@@ -467,3 +467,21 @@ def test_an_unschedule_retried_after_a_503_cancels_nothing_more(stack: LocalStac
     assert (err.value.status, err.value.error) == (404, "not_scheduled")
     live = [b for b in store.bots_of_series(user_id, first.series_id) if b.status == "Scheduled"]
     assert len(live) == len(scheduled) - 1 and done.bot_ids[0] not in {b.bot_id for b in live}
+
+
+def test_occurrences_a_series_gains_later_keep_its_recurrence_flag(stack: LocalStack) -> None:
+    """recurring_enabled lives on each occurrence: the ones the series gains after the user turned it
+    on (the series extended, the sync window moving on) must carry it, or the chain stops there."""
+    user_id, acct = user_with_account(stack)
+    master = weekly_series(stack, acct, count=3)
+    first = synced(user_id, master["id"])
+    svc.schedule_event(user_id, first.event_id, ScheduleRequest(recurring_event=True))
+    assert all(e.recurring_enabled for e in svc._series_events(first))
+    recurrence = {
+        **master["recurrence"],
+        "range": {**master["recurrence"]["range"], "numberOfOccurrences": 5},
+    }
+    stack.graph.update_event(master["id"], recurrence=recurrence)
+    assert sync_user(user_id).partial_errors == {}
+    series = [e for e in svc._series_events(first) if not e.is_deleted]
+    assert len(series) == 5 and all(e.recurring_enabled for e in series)

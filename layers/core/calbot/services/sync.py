@@ -87,7 +87,14 @@ def _hash(event: NormalizedEvent) -> str:
     return hashlib.sha256(json.dumps(fields, default=str).encode()).hexdigest()[:32]
 
 
-def _record(conn: Connection, change: NormalizedEvent, existing: Event | None, at: datetime) -> Event:
+def _record(
+    conn: Connection,
+    change: NormalizedEvent,
+    existing: Event | None,
+    at: datetime,
+    *,
+    series_on: bool = False,
+) -> Event:
     return Event(
         event_id=ids.event_id(conn.user_id, conn.provider, conn.account_id, change.platform_id),
         user_id=conn.user_id,
@@ -116,7 +123,9 @@ def _record(conn: Connection, change: NormalizedEvent, existing: Event | None, a
         ),
         series_platform_id=change.series_platform_id,
         occurrence_start=change.original_start,
-        recurring_enabled=existing.recurring_enabled if existing else False,  # user-owned
+        # user-owned: kept as it is (the store never overwrites it); a new occurrence of a series the
+        # user turned recurrence on for gets it too, so the chain does not stop at it
+        recurring_enabled=existing.recurring_enabled if existing else series_on,
         is_deleted=False,
         content_hash=_hash(change),
         created_at=existing.created_at if existing else at,
@@ -240,6 +249,9 @@ def _changed_events(
             for p in [*by_platform_id, *changes.removed]
         ]
         existing = {e.platform_id: e for e in store.get_events(conn.user_id, wanted).values()}
+    flagged = {
+        e.series_platform_id for e in existing.values() if e.series_platform_id and e.recurring_enabled
+    }
     puts: list[Event] = []
     for platform_id, change in by_platform_id.items():
         old = existing.get(platform_id)
@@ -247,7 +259,13 @@ def _changed_events(
             if old and not old.is_deleted:
                 puts.append(old.model_copy(update={"is_deleted": True, "updated_at": at}))
             continue
-        record = _record(conn, change, old, at)
+        record = _record(
+            conn,
+            change,
+            old,
+            at,
+            series_on=bool(change.series_platform_id) and change.series_platform_id in flagged,
+        )
         if old is None or old.is_deleted or old.content_hash != record.content_hash:
             puts.append(record)
     gone: Iterable[str] = changes.removed
