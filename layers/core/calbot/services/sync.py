@@ -2,8 +2,15 @@
 
 - The cursor (Graph deltaLink / Google sync token) is stored per calendar with the fixed window it
   was opened with; an expired one triggers a full resync (never swallowed).
-- Only events whose content changed are written, in batches; a re-sync with no changes writes nothing
-  (the old cursor stays valid and is reused, so not even the cursor is rewritten).
+- Only events whose content changed are written; a re-sync with no changes writes nothing (the old
+  cursor stays valid and is reused, so not even the cursor is rewritten).
+- Two syncs of one calendar may overlap (GET /calendar/events and the queue worker): the sync state
+  carries a version, taken (store.claim_sync) by a sync that has something to write once the provider
+  has answered; events are written field by field, conditional on that version, and the cursor only by
+  the sync still holding it. A cursor never moves back, an older view never overwrites a newer one,
+  and the user's own fields (recurring_enabled) are never overwritten by a sync.
+- Every stored field is bounded (providers.base.cap_raw, NormalizedEvent.capped): no event is too
+  big to store, and one huge event never fails an account's sync.
 - Accounts sync concurrently with a bound; one failing account lands in `partial_errors`; an auth
   failure marks that connection `needs_reauth` (throttling and 5xx never do).
 """
