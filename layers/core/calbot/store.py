@@ -870,7 +870,7 @@ def commit_sync_state(state: SyncState, *, expected: int) -> None:
 # Fields of a stored event that belong to the user, not to the provider: a sync never overwrites them.
 _USER_OWNED_EVENT_FIELDS = ("recurring_enabled",)
 _KEPT_EVENT_FIELDS = ("created_at",)  # set once, when the event is first stored
-_SYNC_WRITE_WORKERS = 8
+_SYNC_WRITE_WORKERS = 4  # per calendar; accounts sync in parallel too (aws.py sizes the pool)
 
 
 def _write_synced_event(event: Event, version: int) -> bool:
@@ -908,10 +908,8 @@ def write_synced_events(events: list[Event], *, version: int) -> list[Event]:
     """What a sync that holds `version` found, written field by field and only over what an older sync
     wrote (an event a later sync already wrote keeps that sync's copy). The user's own fields
     (recurring_enabled) are never overwritten, only given on creation. Returns the events written."""
-    if not events:
-        return []
-    if len(events) == 1:
-        return events if _write_synced_event(events[0], version) else []
+    if len(events) <= _SYNC_WRITE_WORKERS:  # an incremental change: a few writes, one after the other
+        return [e for e in events if _write_synced_event(e, version)]
     from concurrent.futures import ThreadPoolExecutor  # writes of many events only
 
     with ThreadPoolExecutor(max_workers=min(_SYNC_WRITE_WORKERS, len(events))) as pool:
