@@ -159,6 +159,8 @@ def consume(event: dict[str, Any]) -> dict[str, Any]:
     """The sync worker: per message, sync that account (or renew / recreate a subscription, then sync),
     then make its bots follow the changed events. A failing message is reported with the later messages
     of its group (its account), which must not overtake it; the other accounts' messages go on."""
+    if not event.get("Records"):
+        return {"batchItemFailures": []}
     return process_partial_response(event=event, record_handler=_handle_record, processor=_processor())
 
 
