@@ -1609,20 +1609,13 @@ class LocalClock:
     def _left_in_queue(
         consumer: SqsConsumer, messages: list[dict[str, Any]], failed: set[str] | None
     ) -> set[str]:
-        ids = [m["MessageId"] for m in messages]
+        """What goes back to the queue: the whole batch when the invocation failed, else exactly the
+        messages batchItemFailures names. FIFO queues too: Lambda deletes every message the response
+        does not name, so keeping a group's later messages behind its failure is the function's job
+        ("return all failed and unprocessed messages", as Powertools' SqsFifoPartialProcessor does)."""
         if failed is None:
-            return set(ids)
-        if not consumer.fifo:
-            return set(failed)
-        # FIFO: after a group's first failure, its later messages must wait too, to keep their order.
-        left: set[str] = set()
-        broken: set[str] = set()
-        for message in messages:
-            group = (message.get("Attributes") or {}).get("MessageGroupId", "")
-            if group in broken or message["MessageId"] in failed:
-                broken.add(group)
-                left.add(message["MessageId"])
-        return left
+            return {m["MessageId"] for m in messages}
+        return set(failed)
 
     def _record_for(self, consumer: SqsConsumer, message: dict[str, Any]) -> dict[str, Any]:
         body = message.get("Body", "")

@@ -2470,6 +2470,26 @@ class GoogleEmulator(EmulatorControls):
             )
         return min(int(raw), hard_max)  # Google silently caps the page size
 
+    @staticmethod
+    def _max_attendees(request: Request) -> int | None:
+        raw = request.args.get("maxAttendees")
+        if raw is None:
+            return None
+        if not raw.isdigit() or int(raw) < 1:
+            raise _invalid_param(
+                "maxAttendees", f"Invalid value '{raw}'. Values must be within the range: [1, ...]"
+            )
+        return int(raw)
+
+    @staticmethod
+    def _cap_attendees(item: dict[str, Any], limit: int | None) -> dict[str, Any]:
+        """maxAttendees: over the limit only the participant (the calendar's own row) is returned,
+        with attendeesOmitted: true."""
+        attendees = item.get("attendees")
+        if limit is None or not isinstance(attendees, list) or len(attendees) <= limit:
+            return item
+        return {**item, "attendees": [a for a in attendees if a.get("self")], "attendeesOmitted": True}
+
     def _mint_sync_token(self, state: _SyncState) -> str:
         token = base64.urlsafe_b64encode(b"\x08" + secrets.token_bytes(18)).decode()
         self._sync_tokens[token] = state
@@ -2629,6 +2649,7 @@ class GoogleEmulator(EmulatorControls):
                 raise _insufficient_scopes()
             cal = self._api_calendar(acc, calendar_id)
             size = self._max_results(request, LIST_DEFAULT_MAX, LIST_HARD_MAX)
+            max_attendees = self._max_attendees(request)
             query, sync_token = self._events_query(request)
             state = self._sync_state(sync_token, "events", acc, cal.id) if sync_token else None
 
@@ -2668,7 +2689,7 @@ class GoogleEmulator(EmulatorControls):
                 if cal.access_role == "owner"
                 else [],
                 **links,
-                "items": items,
+                "items": [self._cap_attendees(i, max_attendees) for i in items],
             }
             return self._json(body)
 
@@ -2691,7 +2712,7 @@ class GoogleEmulator(EmulatorControls):
             master = cal.events.get(ev.recurring_event_id) if ev.recurring_event_id else None
             if master is not None and master.status == "cancelled":
                 body["status"] = "cancelled"
-            return self._json(body)
+            return self._json(self._cap_attendees(body, self._max_attendees(request)))
 
     # Watch / stop ---------------------------------------------------------------------------------
 

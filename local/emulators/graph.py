@@ -279,6 +279,7 @@ class StoredEvent:
     original_start: datetime | None = None  # overrides: start of the occurrence replaced
     is_cancelled: bool = False
     edited: bool = False  # overrides: changed (exception) rather than only cancelled
+    attendees: list[dict[str, Any]] = field(default_factory=list)  # Graph attendee resources
 
 
 @dataclass
@@ -1299,9 +1300,11 @@ class GraphEmulator(EmulatorControls):
         organizer: str | dict[str, str] | None = None,
         recurrence: dict[str, Any] | None = None,
         event_id: str | None = None,
+        attendees: list[str | dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         """Create a single event, or a series master when `recurrence` (Graph patternedRecurrence) is
-        given; returns its control view.
+        given; returns its control view. `attendees`: addresses or {"address", "name", "type",
+        "response"} (large meetings carry hundreds).
 
         `start`/`end`: ISO 8601 with an offset (converted into `time_zone`) or naive (read in it);
         all-day events take dates or midnights, end exclusive. `time_zone`: Windows or IANA name.
@@ -1343,6 +1346,7 @@ class GraphEmulator(EmulatorControls):
                 created=now,
                 modified=now,
                 change_key=_new_change_key(),
+                attendees=_attendees(attendees),
             )
             if recurrence is not None:
                 ev.recurrence = _normalize_recurrence(recurrence, begin, zone_name)
@@ -2328,7 +2332,7 @@ class GraphEmulator(EmulatorControls):
             "location": _location_json(src.location),
             "locations": [_location_json(src.location)] if src.location else [],
             "recurrence": json.loads(json.dumps(recurrence)) if recurrence else None,
-            "attendees": [],
+            "attendees": [json.loads(json.dumps(a)) for a in src.attendees],
             "organizer": {"emailAddress": {"name": src.organizer_name, "address": src.organizer_address}},
             "onlineMeeting": {"joinUrl": url} if url else None,
         }
@@ -3824,7 +3828,43 @@ _EVENT_PATCH_FIELDS = {
     "online_meeting_url",
     "recurrence",
 }
-_EVENT_FIELDS = _EVENT_PATCH_FIELDS | {"is_all_day", "organizer", "id"}
+_EVENT_FIELDS = _EVENT_PATCH_FIELDS | {"is_all_day", "organizer", "id", "attendees"}
+_ATTENDEE_TYPES = {"required", "optional", "resource"}
+_ATTENDEE_RESPONSES = {"none", "organizer", "tentativelyAccepted", "accepted", "declined", "notResponded"}
+
+
+def _attendees(raw: list[str | dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """Control-API attendees as Graph attendee resources (type, status, emailAddress)."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise EmulatorError("attendees must be a list")
+    out = []
+    for item in raw:
+        spec = {"address": item} if isinstance(item, str) else item
+        if (
+            not isinstance(spec, dict)
+            or not isinstance(spec.get("address"), str)
+            or "@" not in spec["address"]
+        ):
+            raise EmulatorError('attendees must be addresses or {"address": ..., ...} objects')
+        kind, response = spec.get("type", "required"), spec.get("response", "none")
+        if kind not in _ATTENDEE_TYPES or response not in _ATTENDEE_RESPONSES:
+            raise EmulatorError(
+                f"attendee type must be one of {sorted(_ATTENDEE_TYPES)}, response one of "
+                f"{sorted(_ATTENDEE_RESPONSES)}"
+            )
+        out.append(
+            {
+                "type": kind,
+                "status": {"response": response, "time": "0001-01-01T00:00:00Z"},
+                "emailAddress": {
+                    "name": str(spec.get("name") or spec["address"]),
+                    "address": spec["address"],
+                },
+            }
+        )
+    return out
 
 
 def _redirect(location: str) -> Response:

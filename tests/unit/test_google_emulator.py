@@ -879,3 +879,26 @@ def test_openid_scope_gives_a_signed_id_token(emu: GoogleEmulator, client: Clien
     )
     plain = refresh(client, calendar_only["refresh_token"])
     assert plain.status_code == 200 and "id_token" not in plain.json
+
+
+def test_max_attendees_returns_only_the_participant_past_the_limit(
+    emu: GoogleEmulator, client: Client, account: dict[str, Any]
+) -> None:
+    start = datetime(2027, 3, 1, 9, tzinfo=UTC)
+    ev = emu.add_event(
+        EMAIL,
+        EMAIL,
+        start=start.isoformat(),
+        end=(start + timedelta(hours=1)).isoformat(),
+        attendees=[EMAIL, "a@example.org", "b@example.org"],
+    )
+    headers = bearer(client, account)
+    url = f"{CAL}/calendars/{EMAIL}/events"
+    whole = client.get(url, query_string={"maxAttendees": "3"}, headers=headers).json["items"][0]
+    assert len(whole["attendees"]) == 3 and "attendeesOmitted" not in whole
+    cut = client.get(url, query_string={"maxAttendees": "2"}, headers=headers).json["items"][0]
+    assert [a["email"] for a in cut["attendees"]] == [EMAIL] and cut["attendeesOmitted"] is True
+    one = client.get(f"{url}/{ev['id']}", query_string={"maxAttendees": "1"}, headers=headers).json
+    assert [a.get("self") for a in one["attendees"]] == [True] and one["attendeesOmitted"] is True
+    for bad in ("0", "-1", "x"):
+        api_error(client.get(url, query_string={"maxAttendees": bad}, headers=headers), 400, "invalid")

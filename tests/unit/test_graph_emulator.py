@@ -2448,3 +2448,36 @@ def test_msal_confidential_client_works_against_the_emulator(emu: GraphEmulator)
             timeout=10,
         )
         assert answer.status_code == 200 and "@odata.deltaLink" in answer.json()
+
+
+def test_control_api_events_take_attendees_rendered_as_graph_attendees(
+    client: Client, jane: dict[str, Any]
+) -> None:
+    url = f"/_control/accounts/{jane['id']}/calendars/{jane['calendar_id']}/events"
+    crowd = [f"p{i}@fabrikam.example" for i in range(300)]
+    created = client.post(
+        url,
+        json={
+            "start": "2026-12-01T09:00:00Z",
+            "end": "2026-12-01T10:00:00Z",
+            "attendees": [
+                {"address": "boss@contoso.example", "name": "Boss", "response": "accepted"},
+                *crowd,
+            ],
+        },
+    )
+    assert created.status_code == 201, created.get_data(as_text=True)
+    fetched = client.get(f"/v1.0/me/events/{created.json['id']}", headers=jane["headers"]).json
+    assert len(fetched["attendees"]) == 301
+    assert fetched["attendees"][0] == {
+        "type": "required",
+        "status": {"response": "accepted", "time": "0001-01-01T00:00:00Z"},
+        "emailAddress": {"name": "Boss", "address": "boss@contoso.example"},
+    }
+    selected = client.get(
+        f"/v1.0/me/events/{created.json['id']}?$select=subject,start", headers=jane["headers"]
+    ).json
+    assert "attendees" not in selected  # $select on an event leaves the list behind
+    for bad in (["not-an-address"], [{"address": "x@y.example", "response": "maybe"}], "x@y.example"):
+        body = {"start": "2026-12-01T09:00:00Z", "end": "2026-12-01T10:00:00Z", "attendees": bad}
+        assert client.post(url, json=body).status_code == 400

@@ -139,12 +139,17 @@ def handler(event, context):
         _write(entry)
         if any(r["body"] == "explode" and r["attributes"]["ApproximateReceiveCount"] == "1" for r in records):
             raise RuntimeError("worker down")
-        # Bodies containing "fail" fail on their first delivery only.
-        failures = [
-            {{"itemIdentifier": r["messageId"]}}
-            for r in records
-            if "fail" in r["body"] and r["attributes"]["ApproximateReceiveCount"] == "1"
-        ]
+        # Bodies containing "fail" fail on their first delivery only. Like Powertools' FIFO processor,
+        # the later messages of a failed message's group are named too, unless its body says "alone".
+        failures, held = [], set()
+        for r in records:
+            group = r["attributes"].get("MessageGroupId")
+            if group in held:
+                failures.append({{"itemIdentifier": r["messageId"]}})
+            elif "fail" in r["body"] and r["attributes"]["ApproximateReceiveCount"] == "1":
+                failures.append({{"itemIdentifier": r["messageId"]}})
+                if "alone" not in r["body"]:
+                    held.add(group)
         return {{"batchItemFailures": failures}}
     if isinstance(event, dict) and event.get("sleep"):
         timeutil.sleep(event["sleep"])
@@ -799,6 +804,22 @@ def test_an_sqs_batch_with_one_failure_deletes_the_rest_and_redelivers_in_group_
     assert [(r["body"], r["count"]) for r in second["records"]] == [("b-fail", "2"), ("c", "2")]
     assert env.clock.queue_messages("Work") == []
     assert env.receive_all("WorkDlq") == []
+
+
+def test_an_sqs_fifo_batch_returns_exactly_the_named_messages_as_lambda_does(env: Env) -> None:
+    # Lambda deletes every message batchItemFailures does not name, FIFO or not: keeping a failed
+    # message's later group mates is the function's job. A function that names only the failed one
+    # loses the order of its group (c is deleted), and the local clock must not hide that.
+    url = env.queue_url("Work")
+    for group, body in [("g1", "a"), ("g1", "b-fail-alone"), ("g1", "c"), ("g2", "d")]:
+        env.sqs.send_message(QueueUrl=url, MessageBody=body, MessageGroupId=group)
+    assert env.clock.drain() == 4
+    assert [m["body"] for m in env.clock.queue_messages("Work")] == ["b-fail-alone"]
+    env.clear()
+    assert env.clock.advance(seconds=31).delivered == 1
+    (again,) = env.calls("WorkerFn")
+    assert [r["body"] for r in again["records"]] == ["b-fail-alone"]
+    assert env.clock.queue_messages("Work") == []
 
 
 def test_an_sqs_handler_exception_leaves_the_whole_batch(env: Env) -> None:

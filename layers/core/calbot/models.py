@@ -375,6 +375,7 @@ class Event(Model):
     created_at: UtcDateTime
     updated_at: UtcDateTime
     raw: dict[str, Any] | None = None
+    sync_version: int | None = None  # the sync-state version of the sync that last wrote it
 
 
 class SyncState(Model):
@@ -384,10 +385,13 @@ class SyncState(Model):
     provider: ProviderName
     account_id: str
     calendar_id: str
-    cursor: str
-    window_start: UtcDateTime
-    window_end: UtcDateTime
-    updated_at: UtcDateTime
+    cursor: str | None = None  # None: claimed by a sync that has not committed a cursor yet
+    window_start: UtcDateTime | None = None
+    window_end: UtcDateTime | None = None
+    updated_at: UtcDateTime | None = None
+    # Bumped by every sync that writes (store.claim_sync): cursor writes are conditional on it, and
+    # events carry the version that wrote them, so an older sync never overwrites a newer one's work.
+    version: int = 0
 
 
 class ScopeQuery(Strict):
@@ -474,6 +478,7 @@ class EventView(Model):
                 "event_type",
                 "recurrence",
                 "series_platform_id",
+                "sync_version",
             }
         )
         return cls(id=event.event_id, **data, bots=bots or [], raw=event.raw if include_raw else None)

@@ -42,6 +42,7 @@ from calbot.models import (
     Connection,
     DisconnectState,
     Event,
+    LastRun,
     ScheduledBot,
     Subscription,
     SyncState,
@@ -800,6 +801,10 @@ def _sync_sk(provider: str, account_id: str, calendar_id: str) -> str:
     return f"SYNC#{provider}#{account_key(account_id)}#{calendar_id}"
 
 
+class SyncConflict(Exception):
+    """Another sync of the same calendar claimed the sync state since this one read it."""
+
+
 def get_sync_state(user_id: str, provider: str, account_id: str, calendar_id: str) -> SyncState | None:
     data = _get(user_pk(user_id), _sync_sk(provider, account_id, calendar_id))
     return SyncState.model_validate(_strip_keys(data)) if data else None
@@ -817,6 +822,159 @@ def put_sync_state(state: SyncState) -> None:
             }
         ),
     )
+
+
+def _version_condition(expected: int) -> str:
+    # A state written before versions existed counts as version 0.
+    return "attribute_not_exists(#v)" if expected == 0 else "#v = :expected"
+
+
+def claim_sync(state: SyncState, *, expected: int) -> int:
+    """Take the next sync version of one calendar's sync state, if it is still at `expected` (the
+    version this sync read before it called the provider). Raises SyncConflict otherwise. Returns the
+    new version: the events this sync writes carry it, and only it may then commit the cursor.
+
+    Versions are taken after the provider answered, so a higher version always saw the provider later
+    than a lower one: the order of versions is the order of what the syncs saw."""
+    new = expected + 1
+    values: dict[str, Any] = {":new": new, ":kind": "sync_state"}
+    for field in ("user_id", "provider", "account_id", "calendar_id"):
+        values[f":{field}"] = getattr(state, field)
+    if expected:
+        values[":expected"] = expected
+    try:
+        aws.dynamodb().update_item(
+            TableName=_table(),
+            Key=to_item(
+                {
+                    "PK": user_pk(state.user_id),
+                    "SK": _sync_sk(state.provider, state.account_id, state.calendar_id),
+                }
+            ),
+            UpdateExpression=(
+                "SET #v = :new, kind = :kind, user_id = :user_id, provider = :provider, "
+                "account_id = :account_id, calendar_id = :calendar_id"
+            ),
+            ConditionExpression=_version_condition(expected),
+            ExpressionAttributeNames={"#v": "version"},
+            ExpressionAttributeValues=to_item(values),
+        )
+    except ClientError as err:
+        if _is_conditional_failure(err):
+            raise SyncConflict(state.calendar_id) from err
+        raise
+    return new
+
+
+def commit_sync_state(state: SyncState, *, expected: int) -> None:
+    """Store the cursor (and its window) only while the state is still at version `expected`: a sync
+    that claimed `expected` itself, or, with no events to write, the version it read (then this write
+    takes the next version). A sync overtaken by a later claim never moves the cursor: that later sync,
+    which saw the provider after it, commits its own. Raises SyncConflict."""
+    values: dict[str, Any] = {
+        ":cursor": state.cursor,
+        ":ws": iso_z(state.window_start) if state.window_start else None,
+        ":we": iso_z(state.window_end) if state.window_end else None,
+        ":at": iso_z(state.updated_at) if state.updated_at else None,
+        ":version": state.version,
+        ":kind": "sync_state",
+    }
+    for field in ("user_id", "provider", "account_id", "calendar_id"):
+        values[f":{field}"] = getattr(state, field)
+    if expected:
+        values[":expected"] = expected
+    try:
+        aws.dynamodb().update_item(
+            TableName=_table(),
+            Key=to_item(
+                {
+                    "PK": user_pk(state.user_id),
+                    "SK": _sync_sk(state.provider, state.account_id, state.calendar_id),
+                }
+            ),
+            UpdateExpression=(
+                "SET #c = :cursor, window_start = :ws, window_end = :we, updated_at = :at, #v = :version, "
+                "kind = :kind, user_id = :user_id, provider = :provider, account_id = :account_id, "
+                "calendar_id = :calendar_id"
+            ),
+            ConditionExpression=_version_condition(expected),
+            ExpressionAttributeNames={"#v": "version", "#c": "cursor"},
+            ExpressionAttributeValues=to_item(values),
+        )
+    except ClientError as err:
+        if _is_conditional_failure(err):
+            raise SyncConflict(state.calendar_id) from err
+        raise
+
+
+# Fields of a stored event that belong to the user, not to the provider: a sync never overwrites them.
+_USER_OWNED_EVENT_FIELDS = ("recurring_enabled",)
+_KEPT_EVENT_FIELDS = ("created_at",)  # set once, when the event is first stored
+_SYNC_WRITE_WORKERS = 4  # per calendar; accounts sync in parallel too (aws.py sizes the pool)
+
+
+def _write_synced_event(event: Event, version: int) -> bool:
+    item = event_item(event.model_copy(update={"sync_version": version}))
+    names: dict[str, str] = {}
+    values: dict[str, Any] = {":version": version}
+    sets = []
+    for i, (field, value) in enumerate(item.items()):
+        if field in ("PK", "SK"):
+            continue
+        names[f"#f{i}"] = field
+        values[f":f{i}"] = value
+        if field in _USER_OWNED_EVENT_FIELDS or field in _KEPT_EVENT_FIELDS:
+            sets.append(f"#f{i} = if_not_exists(#f{i}, :f{i})")
+        else:
+            sets.append(f"#f{i} = :f{i}")
+    names["#sv"] = "sync_version"
+    try:
+        aws.dynamodb().update_item(
+            TableName=_table(),
+            Key=to_item({"PK": item["PK"], "SK": item["SK"]}),
+            UpdateExpression="SET " + ", ".join(sets),
+            ConditionExpression="attribute_not_exists(#sv) OR #sv <= :version",
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=to_item(values),
+        )
+    except ClientError as err:
+        if _is_conditional_failure(err):
+            return False
+        raise
+    return True
+
+
+def write_synced_events(events: list[Event], *, version: int) -> list[Event]:
+    """What a sync that holds `version` found, written field by field and only over what an older sync
+    wrote (an event a later sync already wrote keeps that sync's copy). The user's own fields
+    (recurring_enabled) are never overwritten, only given on creation. Returns the events written."""
+    if len(events) <= _SYNC_WRITE_WORKERS:  # an incremental change: a few writes, one after the other
+        return [e for e in events if _write_synced_event(e, version)]
+    from concurrent.futures import ThreadPoolExecutor  # writes of many events only
+
+    with ThreadPoolExecutor(max_workers=min(_SYNC_WRITE_WORKERS, len(events))) as pool:
+        done = list(pool.map(lambda e: _write_synced_event(e, version), events))
+    return [e for e, ok in zip(events, done, strict=True) if ok]
+
+
+def set_recurring_enabled(user_id: str, event_ids: Iterable[str], enabled: bool, at: datetime) -> int:
+    """The user's recurrence flag on each of these events, and nothing else of them (a sync writing
+    their content at the same moment keeps its content, and this flag stays). Returns how many."""
+    changed = 0
+    for event_id in event_ids:
+        try:
+            aws.dynamodb().update_item(
+                TableName=_table(),
+                Key=to_item({"PK": user_pk(user_id), "SK": f"EVENT#{event_id}"}),
+                UpdateExpression="SET recurring_enabled = :e, updated_at = :u",
+                ConditionExpression="attribute_exists(PK)",
+                ExpressionAttributeValues=to_item({":e": enabled, ":u": iso_z(at)}),
+            )
+            changed += 1
+        except ClientError as err:
+            if not _is_conditional_failure(err):
+                raise
+    return changed
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1070,6 +1228,73 @@ def put_auto_settings(settings: AutoScheduleSettings) -> None:
     if settings.enabled:  # sparse: only enabled users are in the index the midnight job reads
         item |= {"GSI3PK": f"AUTOSCHED#{_auto_shard(settings.user_id)}", "GSI3SK": settings.user_id}
     _write("put_item", Item=to_item(item))
+
+
+def update_auto_settings(
+    user_id: str,
+    *,
+    enabled: bool,
+    updated_at: datetime,
+    default_bot_config: dict[str, Any] | None = None,
+    join_offset_seconds: int | None = None,
+    create: bool = True,
+) -> bool:
+    """Change only the fields a user's enable / disable sets (one UpdateItem): a concurrent write of other
+    fields (a run's last_run) is never undone, and neither is this one by it. The sparse index entry
+    follows `enabled`. With create=False nothing is written for a user without settings (False)."""
+    sets = {"#kind": "kind", "#user": "user_id", "#enabled": "enabled", "#updated": "updated_at"}
+    values: dict[str, Any] = {
+        ":kind": "auto_settings",
+        ":user": user_id,
+        ":enabled": enabled,
+        ":updated": iso_z(updated_at),
+    }
+    if default_bot_config is not None:
+        sets["#config"] = "default_bot_config"
+        values[":config"] = default_bot_config
+    if join_offset_seconds is not None:
+        sets["#offset"] = "join_offset_seconds"
+        values[":offset"] = join_offset_seconds
+    expression = "SET " + ", ".join(f"{name} = :{name[1:]}" for name in sets)
+    names = dict(sets)
+    if enabled:  # sparse: only enabled users are in the index the midnight job reads
+        expression += ", GSI3PK = :gsi3pk, GSI3SK = :user"
+        values[":gsi3pk"] = f"AUTOSCHED#{_auto_shard(user_id)}"
+    else:
+        expression += " REMOVE GSI3PK, GSI3SK"
+    kwargs: dict[str, Any] = {}
+    if not create:
+        kwargs["ConditionExpression"] = "attribute_exists(PK)"
+    try:
+        aws.dynamodb().update_item(
+            TableName=_table(),
+            Key=to_item({"PK": user_pk(user_id), "SK": "SETTINGS#AUTO"}),
+            UpdateExpression=expression,
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=to_item(values),
+            **kwargs,
+        )
+    except ClientError as err:
+        if _is_conditional_failure(err):
+            return False
+        raise
+    return True
+
+
+def record_auto_run(user_id: str, at: datetime, run: LastRun) -> None:
+    """A run's outcome, and nothing else: the user's settings as they are now stay as they are (a run
+    never recreates settings that were deleted meanwhile either)."""
+    try:
+        aws.dynamodb().update_item(
+            TableName=_table(),
+            Key=to_item({"PK": user_pk(user_id), "SK": "SETTINGS#AUTO"}),
+            UpdateExpression="SET last_run_at = :at, last_run = :run",
+            ConditionExpression="attribute_exists(PK)",
+            ExpressionAttributeValues=to_item({":at": iso_z(at), ":run": run.model_dump(mode="json")}),
+        )
+    except ClientError as err:
+        if not _is_conditional_failure(err):
+            raise
 
 
 def get_auto_settings(user_id: str) -> AutoScheduleSettings | None:

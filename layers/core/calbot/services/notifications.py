@@ -18,6 +18,9 @@ import re
 from typing import Any
 from urllib.parse import unquote
 
+from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
 from calbot import aws, store
 from calbot.http import Request, Response
 from calbot.log import logger
@@ -158,46 +161,56 @@ def enqueue(message: ChangeMessage, *, dedup: str) -> None:
     )
 
 
+def _processor() -> SqsFifoPartialProcessor:
+    """Powertools' FIFO partial-batch processor: a failed message holds back only the later messages of
+    its own group (one account), which it reports as failed too; every other account's messages in the
+    batch are processed and deleted. An all-failed batch is reported item by item, not raised."""
+    processor = SqsFifoPartialProcessor(skip_group_on_error=True)
+    processor.raise_on_entire_batch_failure = False  # the FIFO class takes no such argument in 3.37
+    return processor
+
+
 def consume(event: dict[str, Any]) -> dict[str, Any]:
     """The sync worker: per message, sync that account (or renew / recreate a subscription, then sync),
-    then make its bots follow the changed events. A failing message is reported alone; in a FIFO group
-    the messages after it wait, which keeps one account's work in order."""
+    then make its bots follow the changed events. A failing message is reported with the later messages
+    of its group (its account), which must not overtake it; the other accounts' messages go on."""
+    if not event.get("Records"):
+        return {"batchItemFailures": []}
+    return process_partial_response(event=event, record_handler=_handle_record, processor=_processor())
+
+
+def _handle_record(record: SQSRecord) -> None:
+    """One change message; raising makes SQS redeliver it (and its group's later messages)."""
     from calbot.providers.base import ProviderAuthError
     from calbot.services.sync import sync_connection
 
-    failures: list[dict[str, str]] = []
-    for record in event.get("Records", []):
-        if failures:  # FIFO: later messages of the batch must not overtake a failed one
-            failures.append({"itemIdentifier": record["messageId"]})
-            continue
+    try:
+        message = ChangeMessage.model_validate(json.loads(record.body))
+    except ValueError:
+        logger.warning("change message rejected")  # malformed: retrying cannot help
+        return
+    try:
+        conn = store.get_connection(message.user_id, message.provider, message.account_id)
+        if conn is None or not conn.live:
+            return  # disconnected (or being disconnected) meanwhile: nothing to do
         try:
-            message = ChangeMessage.model_validate(json.loads(record["body"]))
-        except ValueError:
-            logger.warning("change message rejected")
-            continue
-        try:
-            conn = store.get_connection(message.user_id, message.provider, message.account_id)
-            if conn is None or not conn.live:
-                continue  # disconnected (or being disconnected) meanwhile: nothing to do
-            try:
-                _keep_subscription(conn, message)
-            except ProviderAuthError as err:
-                if err.kind == "unauthorized":
-                    raise  # refused even with a fresh token: try again later
-                # A real auth failure: say so (the user must reconnect); retrying cannot help.
-                store.set_connection_status(
-                    conn.user_id, conn.provider, conn.account_id, "needs_reauth", err.message
-                )
-                continue
-            result = sync_connection(conn)
-            if result.error and result.error.get("error") in ("provider_unavailable", "sync_failed"):
-                # transient (throttled, down, or its bots could not follow yet): retry this account later
-                raise RuntimeError(f"{result.error['error']}; retry this account later")
-            logger.info("account synced", extra={"written": result.written, **result.reconciled})
-        except Exception:
-            logger.exception("change message failed")
-            failures.append({"itemIdentifier": record["messageId"]})
-    return {"batchItemFailures": failures}
+            _keep_subscription(conn, message)
+        except ProviderAuthError as err:
+            if err.kind == "unauthorized":
+                raise  # refused even with a fresh token: try again later
+            # A real auth failure: say so (the user must reconnect); retrying cannot help.
+            store.set_connection_status(
+                conn.user_id, conn.provider, conn.account_id, "needs_reauth", err.message
+            )
+            return
+        result = sync_connection(conn)
+        if result.error and result.error.get("error") in ("provider_unavailable", "sync_failed"):
+            # transient (throttled, down, or its bots could not follow yet): retry this account later
+            raise RuntimeError(f"{result.error['error']}; retry this account later")
+        logger.info("account synced", extra={"written": result.written, **result.reconciled})
+    except Exception:
+        logger.exception("change message failed")
+        raise
 
 
 def _keep_subscription(conn: Connection, message: ChangeMessage) -> None:

@@ -170,6 +170,7 @@ def schedule_event(user_id: str, event_id: str, req: ScheduleRequest) -> Schedul
     config = req.bot_config.model_dump(mode="json", exclude_unset=True)
     made: list[ScheduledBot] = []
     existing: list[str] = []
+    replayed = 0  # existing bots that are exactly what this request makes: an earlier try of it
     for occurrence in targets:
         if not occurrence.meeting_url:
             continue
@@ -183,12 +184,18 @@ def schedule_event(user_id: str, event_id: str, req: ScheduleRequest) -> Schedul
         try:
             made.append(place(bot))
         except store.AlreadyScheduled as err:
-            taken = _take_over_auto_bot(user_id, err.bot_id, bot)
+            current = store.get_bot(user_id, err.bot_id) if err.bot_id else None
+            taken = _take_over_auto_bot(current, bot)
             if taken is not None:
                 made.append(taken)
             else:
                 existing.append(err.bot_id or "")
+                replayed += int(current is not None and _same_request(current, bot))
     if not made:  # refused before anything else changes: a rejected request leaves the series alone
+        if existing and replayed == len(existing) and req.recurring_event and event.is_recurring:
+            # ...unless this request already made every one of these bots: a retry of a request that
+            # was answered 503 after its bots were placed. It still ends where the client asked.
+            _set_recurring(event, True)
         raise ApiError(
             409,
             "already_scheduled",
@@ -202,10 +209,21 @@ def schedule_event(user_id: str, event_id: str, req: ScheduleRequest) -> Schedul
     return _result(event.event_id, made, recurring=req.recurring_event)
 
 
-def _take_over_auto_bot(user_id: str, bot_id: str | None, wanted: ScheduledBot) -> ScheduledBot | None:
+def _same_request(current: ScheduledBot, wanted: ScheduledBot) -> bool:
+    """Whether a live bot is the one this request would make (an earlier try of the same request)."""
+    return (
+        current.status in ("Scheduled", "Launching", "Launched")
+        and current.source == "manual"
+        and current.event_id == wanted.event_id
+        and current.bot_config == wanted.bot_config
+        and current.join_offset_seconds == wanted.join_offset_seconds
+        and current.recurring_event == wanted.recurring_event
+    )
+
+
+def _take_over_auto_bot(current: ScheduledBot | None, wanted: ScheduledBot) -> ScheduledBot | None:
     """A manual schedule always wins over the auto-schedule default: an auto bot still Scheduled for
     the same occurrence is turned into the manual one (same id and schedule, the manual config)."""
-    current = store.get_bot(user_id, bot_id) if bot_id else None
     if current is None or current.source != "auto" or current.status != "Scheduled":
         return None
     manual = current.model_copy(
@@ -274,15 +292,26 @@ def cancel_bot(bot: ScheduledBot, reason: str, *, schedules_first: bool = False)
     return True
 
 
+def _user_cancelled_or_live(bot: ScheduledBot) -> bool:
+    return bot.status == "Scheduled" or (bot.status == "Cancelled" and bot.reason == "user_cancelled")
+
+
 def unschedule_event(user_id: str, event_id: str, req: UnscheduleRequest) -> CancelResult:
     event = _event(user_id, event_id)
-    bots = [b for b in store.bots_of_series(user_id, series_key(event)) if b.status == "Scheduled"]
+    every = store.bots_of_series(user_id, series_key(event))
+    bots = [b for b in every if b.status == "Scheduled"]
     if event.is_recurring:
         if req.from_date is not None:
             bots = [b for b in bots if b.occurrence_start >= req.from_date]
         elif not req.cancel_all_occurrences:
-            mine = [b for b in bots if b.event_id == event.event_id]
-            bots = mine or bots[:1]  # this occurrence's bot, else the series' next one
+            # This occurrence's bot, else the series' next one. A bot the user already cancelled still
+            # counts as the target, so a retry (the first try cancelled it, then answered 503) ends
+            # where the client asked instead of cancelling the occurrence after it too.
+            mine = [b for b in every if b.event_id == event.event_id and _user_cancelled_or_live(b)]
+            if not mine:
+                at = now()
+                mine = [b for b in every if _user_cancelled_or_live(b) and b.scheduled_join_time > at][:1]
+            bots = [b for b in mine if b.status == "Scheduled"]
     cancelled = [b.bot_id for b in bots if cancel_bot(b, "user_cancelled")]
     if not cancelled:
         raise not_found("not_scheduled", "No scheduled bot for this event.", event_id=event_id)
@@ -382,14 +411,14 @@ def delete_bot(user_id: str, bot_id: str) -> BotView:
 
 def _set_recurring(event: Event, enabled: bool) -> None:
     """recurring_enabled is a property of the whole series, stored on each of its occurrences."""
-    at = now()
-    changed = [
-        e.model_copy(update={"recurring_enabled": enabled, "updated_at": at})
-        for e in _series_events(event)
-        if e.recurring_enabled != enabled
-    ]
-    if changed:
-        store.put_events(changed)
+    # Only the flag is written (never a whole event read a moment ago): a sync writing the series'
+    # content at the same time keeps its content, and the flag set here stays set.
+    store.set_recurring_enabled(
+        event.user_id,
+        [e.event_id for e in _series_events(event) if e.recurring_enabled != enabled],
+        enabled,
+        now(),
+    )
 
 
 def next_occurrence(event: Event, after: datetime) -> Event | None:
