@@ -843,8 +843,8 @@ def claim_sync(state: SyncState, *, expected: int) -> int:
     if expected:
         values[":expected"] = expected
     try:
-        aws.dynamodb().update_item(
-            TableName=_table(),
+        _write(
+            "update_item",
             Key=to_item(
                 {
                     "PK": user_pk(state.user_id),
@@ -884,8 +884,8 @@ def commit_sync_state(state: SyncState, *, expected: int) -> None:
     if expected:
         values[":expected"] = expected
     try:
-        aws.dynamodb().update_item(
-            TableName=_table(),
+        _write(
+            "update_item",
             Key=to_item(
                 {
                     "PK": user_pk(state.user_id),
@@ -929,8 +929,8 @@ def _write_synced_event(event: Event, version: int) -> bool:
             sets.append(f"#f{i} = :f{i}")
     names["#sv"] = "sync_version"
     try:
-        aws.dynamodb().update_item(
-            TableName=_table(),
+        _write(
+            "update_item",
             Key=to_item({"PK": item["PK"], "SK": item["SK"]}),
             UpdateExpression="SET " + ", ".join(sets),
             ConditionExpression="attribute_not_exists(#sv) OR #sv <= :version",
@@ -963,8 +963,8 @@ def set_recurring_enabled(user_id: str, event_ids: Iterable[str], enabled: bool,
     changed = 0
     for event_id in event_ids:
         try:
-            aws.dynamodb().update_item(
-                TableName=_table(),
+            _write(
+                "update_item",
                 Key=to_item({"PK": user_pk(user_id), "SK": f"EVENT#{event_id}"}),
                 UpdateExpression="SET recurring_enabled = :e, updated_at = :u",
                 ConditionExpression="attribute_exists(PK)",
@@ -1266,8 +1266,8 @@ def update_auto_settings(
     if not create:
         kwargs["ConditionExpression"] = "attribute_exists(PK)"
     try:
-        aws.dynamodb().update_item(
-            TableName=_table(),
+        _write(
+            "update_item",
             Key=to_item({"PK": user_pk(user_id), "SK": "SETTINGS#AUTO"}),
             UpdateExpression=expression,
             ExpressionAttributeNames=names,
@@ -1285,8 +1285,8 @@ def record_auto_run(user_id: str, at: datetime, run: LastRun) -> None:
     """A run's outcome, and nothing else: the user's settings as they are now stay as they are (a run
     never recreates settings that were deleted meanwhile either)."""
     try:
-        aws.dynamodb().update_item(
-            TableName=_table(),
+        _write(
+            "update_item",
             Key=to_item({"PK": user_pk(user_id), "SK": "SETTINGS#AUTO"}),
             UpdateExpression="SET last_run_at = :at, last_run = :run",
             ConditionExpression="attribute_exists(PK)",
