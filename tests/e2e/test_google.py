@@ -369,8 +369,8 @@ def test_the_connection_limit_counts_google_and_outlook_together(
             },
         )
         assert refused.status_code == 400 and refused.json()["error"] == "connection_limit_reached"
-        assert refused.json()["message"].startswith(
-            "Maximum of 2 outlook calendar connections per user reached"
+        assert refused.json()["message"].startswith(  # names the provider refused (issue 16)
+            "Maximum of 2 google calendar connections per user reached"
         )
         ms = stack.graph(
             "POST",
