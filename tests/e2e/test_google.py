@@ -104,7 +104,10 @@ class MixedUser:
         return body["results"]
 
     def bot(self, bot_id: str) -> dict[str, Any]:
-        bots = self.e2e.api("GET", "/calendar/scheduled_bots", key=self.key).json()["results"]
+        # Any status: the default listing shows live bots only, and tests look up cancelled ones too.
+        bots = self.e2e.api("GET", "/calendar/scheduled_bots", key=self.key, params={"status": "all"}).json()[
+            "results"
+        ]
         return next(b for b in bots if b["bot_id"] == bot_id)
 
 
