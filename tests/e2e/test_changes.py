@@ -59,7 +59,9 @@ class User:
     def bot(self, bot_id: str) -> dict[str, Any]:
         rows = [
             b
-            for b in self.e2e.api("GET", "/calendar/scheduled_bots", key=self.key).json()["results"]
+            for b in self.e2e.api(
+                "GET", "/calendar/scheduled_bots", key=self.key, params={"status": "all"}
+            ).json()["results"]
             if b["bot_id"] == bot_id
         ]
         return rows[0] if rows else {}

@@ -485,3 +485,41 @@ def test_occurrences_a_series_gains_later_keep_its_recurrence_flag(stack: LocalS
     assert sync_user(user_id).partial_errors == {}
     series = [e for e in svc._series_events(first) if not e.is_deleted]
     assert len(series) == 5 and all(e.recurring_enabled for e in series)
+
+
+def test_what_is_stored_is_what_is_launched(stack: LocalStack, frozen_at_join: list[datetime]) -> None:
+    """Issue 16: the Create Bot call carries exactly the stored record's link and our ids, even for a
+    record whose bot_config holds service-owned fields (written before they were refused)."""
+    user_id, acct = user_with_account(stack)
+    start = SOON + timedelta(hours=5)
+    ev = stack.graph.add_event(
+        acct["id"],
+        acct["calendars"][0]["id"],
+        subject="Stored is launched",
+        start=start.isoformat(),
+        end=(start + timedelta(hours=1)).isoformat(),
+        online_meeting_url=TEAMS,
+    )
+    made = svc.schedule_event(user_id, synced(user_id, ev["id"]).event_id, ScheduleRequest())
+    bot = store.get_bot(user_id, made.bot_id)
+    legacy = {
+        "bot_name": "N",
+        "meeting_link": "https://evil.example/j/elsewhere",
+        "meeting_url": "https://evil.example/j/2",
+        "custom_attributes": {"scheduled_bot_id": "sb_forged", "calendar_event_id": "evt_forged", "k": 1},
+    }
+    store.save_bot(bot.model_copy(update={"bot_config": legacy}), expect_status="Scheduled")
+    frozen_at_join[0] = start - timedelta(seconds=100)
+    assert launcher.launch(user_id, made.bot_id)["status"] == "Launched"
+    stored = store.get_bot(user_id, made.bot_id)
+    (call,) = [
+        c for c in stack.bots.calls() if c["body"]["custom_attributes"].get("scheduled_bot_id") == made.bot_id
+    ]
+    assert call["body"]["meeting_link"] == stored.meeting_url == TEAMS
+    assert "meeting_url" not in call["body"]
+    assert call["body"]["custom_attributes"] == {
+        "k": 1,
+        "calendar_event_id": stored.event_id,
+        "scheduled_bot_id": stored.bot_id,
+    }
+    assert call["body"]["bot_name"] == "N"

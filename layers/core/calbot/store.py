@@ -7,7 +7,8 @@ Key layout (PK / SK):
   SUB#<subscription id> / SUB            subscription -> user/account, clientState hash, expiry
                                          (GSI2, sparse and sharded: SUBEXP#<shard> / <expiry>#<id>)
   USER#<u> / EVENT#<event id>            event (GSI1: USER#<u>#EVENTS / <start>#<id> for time ranges;
-                                         GSI2: ACCT#<u>#<provider>#<account> / EVENT#<calendar>#<id>)
+                                         GSI2: ACCT#<u>#<provider>#<account> / EVENT#<calendar>#<id>;
+                                         GSI3, occurrences only: SERIES#<u>#<series id> / <start>#<id>)
   USER#<u> / SYNC#<provider>#<account>#<calendar>   delta link / sync token and its window
   USER#<u> / BOT#<bot id>                scheduled bot (GSI1: USER#<u>#BOTS / <join time>#<id>;
                                          GSI2: SERIESBOTS#<u>#<series or event id> / <occurrence>#<id>)
@@ -526,6 +527,30 @@ def get_subscription(sub_id: str) -> Subscription | None:
     return Subscription.model_validate(_strip_keys(data)) if data else None
 
 
+def get_subscriptions(sub_ids: Iterable[str]) -> dict[str, Subscription]:
+    """Several subscriptions in one BatchGetItem (at most 100 distinct ids: DynamoDB's cap per call),
+    retrying unprocessed keys. Unknown ids are simply absent from the answer."""
+    ids = list(dict.fromkeys(sub_ids))
+    if len(ids) > 100:
+        raise ValueError("at most 100 subscriptions per batch")
+    found: dict[str, Subscription] = {}
+    if not ids:
+        return found
+    keys = [to_item({"PK": f"SUB#{i}", "SK": "SUB"}) for i in ids]
+    pending: dict[str, Any] = {_table(): {"Keys": keys, "ConsistentRead": True}}
+    delay = 0.05
+    while pending:
+        resp = aws.dynamodb().batch_get_item(RequestItems=pending)
+        for item in resp.get("Responses", {}).get(_table(), []):
+            sub = Subscription.model_validate(_strip_keys(from_item(item)))
+            found[sub.id] = sub
+        pending = resp.get("UnprocessedKeys") or {}
+        if pending:
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+    return found
+
+
 def subscriptions_expiring_before(when: datetime) -> Iterator[Subscription]:
     """Every subscription expiring before `when`, via the sparse sharded expiry index (never a scan)."""
     for shard in range(SUB_EXPIRY_SHARDS):
@@ -627,8 +652,12 @@ def account_partition(user_id: str, provider: str, account_id: str) -> str:
     return f"ACCT#{user_id}#{provider}#{account_key(account_id)}"
 
 
+def series_partition(user_id: str, series_id: str) -> str:
+    return f"SERIES#{user_id}#{series_id}"
+
+
 def event_item(event: Event) -> dict[str, Any]:
-    return {
+    item = {
         "PK": user_pk(event.user_id),
         "SK": f"EVENT#{event.event_id}",
         "kind": "event",
@@ -638,6 +667,22 @@ def event_item(event: Event) -> dict[str, Any]:
         "GSI2SK": f"EVENT#{event.calendar_id}#{event.event_id}",
         **event.model_dump(mode="json"),
     }
+    if event.series_id:
+        # Sparse: an occurrence is also found by its series id alone (POST /calendar/schedule/{series_id}
+        # names no account).
+        item["GSI3PK"] = series_partition(event.user_id, event.series_id)
+        item["GSI3SK"] = f"{iso_z(event.start_time)}#{event.event_id}"
+    return item
+
+
+def series_occurrences(user_id: str, series_id: str) -> list[Event]:
+    """Every stored occurrence of one series of the user's, by start (GSI3, sparse)."""
+    items = _query(
+        IndexName="GSI3",
+        KeyConditionExpression="GSI3PK = :pk",
+        ExpressionAttributeValues=to_item({":pk": series_partition(user_id, series_id)}),
+    )
+    return [_event(i) for i in items]
 
 
 def _event(data: dict[str, Any]) -> Event:
@@ -1155,6 +1200,51 @@ def upcoming_bots(
     if names:
         kwargs["ExpressionAttributeNames"] = names
     out = []
+    for item in _query(**kwargs):
+        out.append(_bot(item))
+        if len(out) >= limit:
+            break
+    return out
+
+
+def bots_by_join_time(
+    user_id: str,
+    *,
+    ascending: bool,
+    bound: str,
+    limit: int,
+    statuses: tuple[str, ...] | None = None,
+    provider: str | None = None,
+    account_id: str | None = None,
+) -> list[ScheduledBot]:
+    """One direction of the user's bots by join time (GSI1), filtered server side: ascending from
+    `bound` (GSI1SK >= bound), or descending from just below it (GSI1SK < bound)."""
+    values: dict[str, Any] = {":pk": f"USER#{user_id}#BOTS", ":b": bound}
+    filters, names = [], {}
+    if statuses:
+        names["#s"] = "status"
+        filters.append("#s IN (" + ", ".join(f":s{i}" for i in range(len(statuses))) + ")")
+        values.update({f":s{i}": st for i, st in enumerate(statuses)})
+    if provider:
+        filters.append("provider = :prov")
+        values[":prov"] = provider
+    if account_id:
+        filters.append("account_id = :acct")
+        values[":acct"] = account_id
+    kwargs: dict[str, Any] = {
+        "IndexName": "GSI1",
+        "KeyConditionExpression": f"GSI1PK = :pk AND GSI1SK {'>=' if ascending else '<'} :b",
+        "ScanIndexForward": ascending,
+        "ExpressionAttributeValues": to_item(values),
+        "Limit": max(limit, 25),
+    }
+    if filters:
+        kwargs["FilterExpression"] = " AND ".join(filters)
+    if names:
+        kwargs["ExpressionAttributeNames"] = names
+    out: list[ScheduledBot] = []
+    if limit <= 0:
+        return out
     for item in _query(**kwargs):
         out.append(_bot(item))
         if len(out) >= limit:

@@ -28,6 +28,11 @@ from calbot.models import PROVIDER_ALIASES, ChangeMessage, Connection, account_k
 
 MAX_VALIDATION_TOKEN = 2048
 MAX_ITEMS = 1000
+# Distinct subscriptions looked up per request: one BatchGetItem (DynamoDB's cap is 100 keys a call).
+# A genuine body names only this account's subscriptions (one per calendar), so its items fit; a forged
+# body costs one read call whatever it holds. Graph documents no maximum number of items per POST.
+MAX_SUBSCRIPTIONS = 100
+MAX_SUBSCRIPTION_ID = 256
 LIFECYCLE_KINDS = {"reauthorizationRequired": "renew", "subscriptionRemoved": "recreate", "missed": "sync"}
 
 
@@ -35,6 +40,19 @@ def _same_secret(presented: Any, stored_hash: str) -> bool:
     if not isinstance(presented, str) or not presented:
         return False
     return hmac.compare_digest(hashlib.sha256(presented.encode()).hexdigest(), stored_hash)
+
+
+def _sub_id(item: Any) -> str | None:
+    if not isinstance(item, dict):
+        return None
+    value = item.get("subscriptionId")
+    if not isinstance(value, str) or not value or len(value) > MAX_SUBSCRIPTION_ID:
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return value
 
 
 def handle(request: Request) -> Response:
@@ -54,14 +72,17 @@ def handle(request: Request) -> Response:
         return Response(202)
     user_id, account = path.get("user_id", ""), account_key(unquote(path.get("account_id", "")))
     items = body.get("value") if isinstance(body.get("value"), list) else []
+    items = items[:MAX_ITEMS]
+    # Each subscription is read once per request, all in one batch, and only the first
+    # MAX_SUBSCRIPTIONS distinct ids are read at all: the items naming any other are dropped unread.
+    wanted = list(dict.fromkeys(i for i in map(_sub_id, items) if i is not None))[:MAX_SUBSCRIPTIONS]
+    subs = store.get_subscriptions(wanted)
     messages: dict[tuple[str, str], ChangeMessage] = {}
+    accepted: dict[tuple[str, str], list[dict[str, Any]]] = {}
     dropped = 0
-    for item in items[:MAX_ITEMS]:
-        sub = (
-            store.get_subscription(str(item.get("subscriptionId", ""))[:256])
-            if isinstance(item, dict)
-            else None
-        )
+    for item in items:
+        sub_id = _sub_id(item)
+        sub = subs.get(sub_id) if sub_id is not None else None
         if (
             sub is None
             or sub.user_id != user_id
@@ -76,15 +97,17 @@ def handle(request: Request) -> Response:
             if "lifecycleEvent" in item
             else "sync"
         )
-        messages[(kind, sub.id if kind != "sync" else "")] = ChangeMessage(
+        key = (kind, sub.id if kind != "sync" else "")
+        messages[key] = ChangeMessage(
             user_id=user_id,
             provider=provider,
             account_id=sub.account_id,
             kind=kind,
             subscription_id=sub.id if kind != "sync" else None,
         )
-    for message in messages.values():
-        enqueue(message, dedup=_dedup_id(message, items))
+        accepted.setdefault(key, []).append(item)
+    for key, message in messages.items():
+        enqueue(message, dedup=_dedup_id(message, accepted[key]))
     logger.info(
         "notifications",
         extra={"accepted": len(items) - dropped, "dropped": dropped, "enqueued": len(messages)},
@@ -126,14 +149,22 @@ def _google(request: Request) -> Response:
     return answer
 
 
-def _dedup_id(message: ChangeMessage, items: list[Any]) -> str:
+def _dedup_id(message: ChangeMessage, accepted: list[dict[str, Any]]) -> str:
     """The same notification delivered twice (Graph retries, duplicates) maps to the same id, so SQS FIFO
-    drops the copy within its 5-minute window."""
+    drops the copy within its 5-minute window. Only the items that were accepted for this message count:
+    junk added to a captured genuine body (unknown subscriptions, wrong secrets) cannot mint a new id,
+    and neither can repeating an accepted item."""
+
+    def field(item: dict[str, Any], name: str) -> str:
+        data = item.get("resourceData")
+        return str((data if isinstance(data, dict) else {}).get(name))
+
     parts = sorted(
-        f"{i.get('subscriptionId')}|{i.get('changeType')}|{(i.get('resourceData') or {}).get('id')}|"
-        f"{(i.get('resourceData') or {}).get('@odata.etag')}|{i.get('lifecycleEvent')}"
-        for i in items
-        if isinstance(i, dict)
+        {
+            f"{i.get('subscriptionId')}|{i.get('changeType')}|{field(i, 'id')}|"
+            f"{field(i, '@odata.etag')}|{i.get('lifecycleEvent')}"
+            for i in accepted
+        }
     )
     return hashlib.sha256((message.model_dump_json() + "\n".join(parts)).encode()).hexdigest()
 

@@ -17,6 +17,7 @@ from calbot import cursor, scheduler, store
 from calbot.errors import ApiError, bad_request, not_found
 from calbot.log import logger
 from calbot.models import (
+    LIVE_STATUSES,
     BotPage,
     BotRef,
     BotSource,
@@ -56,10 +57,21 @@ def series_key(event: Event) -> str:
 
 
 def _event(user_id: str, event_id: str) -> Event:
-    event = store.get_event(user_id, event_id)
+    """The event with this id, or, when the id is a series id (an event row's `series_id`), the
+    occurrence that stands for the series: its next upcoming one (else its last)."""
+    event = store.get_event(user_id, event_id) or _series_event(user_id, event_id)
     if event is None:
         raise not_found("event_not_found", f"No event {event_id}.", event_id=event_id)
     return event
+
+
+def _series_event(user_id: str, series_id: str) -> Event | None:
+    occurrences = store.series_occurrences(user_id, series_id)
+    if not occurrences:
+        return None
+    at = now()
+    live = [e for e in occurrences if not e.is_deleted] or occurrences
+    return next((e for e in live if e.start_time > at), live[-1])
 
 
 def _require_connected(event: Event) -> None:
@@ -318,32 +330,55 @@ def unschedule_event(user_id: str, event_id: str, req: UnscheduleRequest) -> Can
     return CancelResult(cancelled=len(cancelled), bot_ids=cancelled)
 
 
+def _join_key(bot: ScheduledBot) -> str:
+    return f"{iso_z(bot.scheduled_join_time)}#{bot.bot_id}"
+
+
 def list_bots(
     user_id: str, query: ScheduledBotsQuery, *, raw_params: dict[str, str], base_url: str, path: str
 ) -> BotPage:
-    scope = cursor.scope_of({k: raw_params.get(k) for k in ("provider", "account_id", "status")})
-    state = cursor.decode(user_id, scope, query.cursor) if query.cursor else {}
-    after = now()
-    rows = store.upcoming_bots(
-        user_id,
-        after=after,
-        limit=query.limit + 1,
-        start_key=state.get("a"),
-        status=query.status,
-        provider=query.provider,
-        account_id=_account(user_id, query),
+    """What API.md says: without `status`, the live bots whose join time is ahead, soonest first; with
+    one status (or `all`), those bots whatever their join time: the ones ahead soonest first, then the
+    past ones newest first. The moment that splits ahead from past is fixed by the first page and kept
+    in the cursor, so paging never skips or repeats a bot as time moves."""
+    scope = cursor.scope_of(
+        "scheduled_bots", {k: raw_params.get(k) for k in ("provider", "account_id", "status")}
     )
-    has_more = len(rows) > query.limit
-    rows = rows[: query.limit]
+    state = cursor.decode(user_id, scope, query.cursor) if query.cursor else {}
+    if query.status is None:
+        statuses: tuple[str, ...] | None = LIVE_STATUSES
+    elif query.status == "all":
+        statuses = None
+    else:
+        statuses = (query.status,)
+    with_past = query.status is not None
+    try:
+        pivot = str(state["t"]) if state else iso_z(now().replace(microsecond=0))
+    except KeyError:
+        raise bad_request("invalid_cursor", "The cursor is not valid for this request.") from None
+    filters = {"statuses": statuses, "provider": query.provider, "account_id": _account(user_id, query)}
+    limit = query.limit
+    rows: list[ScheduledBot] = []
+    more: dict[str, Any] | None = None
+    if "b" not in state and "p" not in state:  # the bots ahead (first pages)
+        after = str(state["a"]) + "\x00" if "a" in state else pivot
+        ahead = store.bots_by_join_time(user_id, ascending=True, bound=after, limit=limit + 1, **filters)
+        rows = ahead[:limit]
+        if len(ahead) > limit:
+            more = {"a": _join_key(rows[-1])}
+    if more is None and with_past:  # then the past ones, newest first
+        need = limit - len(rows)
+        before = str(state["b"]) if "b" in state else pivot
+        past = store.bots_by_join_time(user_id, ascending=False, bound=before, limit=need + 1, **filters)
+        rows += past[:need]
+        if len(past) > need:
+            more = {"b": _join_key(rows[-1])} if need else {"p": 1}
     next_url = None
-    if has_more and rows:
+    if more is not None:
         params = {k: v for k, v in raw_params.items() if k != "cursor"}
-        last = rows[-1]
-        params["cursor"] = cursor.encode(
-            user_id, scope, {"a": f"{iso_z(last.scheduled_join_time)}#{last.bot_id}"}
-        )
+        params["cursor"] = cursor.encode(user_id, scope, {"t": pivot, **more})
         next_url = f"{base_url}{path}?{urlencode(params)}"
-    return BotPage(results=[BotView.of(b) for b in rows], next=next_url, has_more=bool(has_more and rows))
+    return BotPage(results=[BotView.of(b) for b in rows], next=next_url, has_more=next_url is not None)
 
 
 def _account(user_id: str, query: ScheduledBotsQuery) -> str | None:
