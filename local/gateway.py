@@ -38,6 +38,8 @@ from urllib.parse import parse_qsl, quote, unquote
 
 from werkzeug.wrappers import Request, Response
 
+from local.iam_enforce import FunctionPolicies, acting_as
+from local.iam_enforce import install as install_iam_enforcement
 from local.invoke import Handler, InvocationError, LambdaContext, add_layer_paths, import_handler, marshal
 from local.template import AuthorizerSpec, Route, Template
 
@@ -427,9 +429,14 @@ def _header_value(value: Any) -> str:
 class Gateway:
     """WSGI app serving ``template``'s HttpApi routes through the functions' handlers in-process."""
 
-    def __init__(self, template: Template, *, log: TextIO | None = None) -> None:
+    def __init__(self, template: Template, *, log: TextIO | None = None, enforce_iam: bool = True) -> None:
         self.template = template
         self._log = log
+        # Each invocation runs as its function's role: AWS calls it is not granted get AccessDenied.
+        self.iam: FunctionPolicies | None = None
+        if enforce_iam:
+            self.iam = FunctionPolicies(template)
+            install_iam_enforcement()
         self._compiled = sorted((_compile(r) for r in template.routes), key=lambda c: c.specificity)
         self._default = [c for c in self._compiled if c.route.path == "$default"]
         self._handlers: dict[str, Handler] = {}
@@ -516,9 +523,11 @@ class Gateway:
         Lambda could not serialise raises ``InvocationError`` (Runtime.MarshalError).
         """
         spec = self.template.function(logical_id)
-        handler = self.handler(logical_id)
-        started = time.monotonic()
-        result = handler(event, LambdaContext(spec, request_id, started=started))
+        principal = self.iam.principal(logical_id) if self.iam is not None else None
+        with acting_as(principal):  # the cold import's calls are the function's too
+            handler = self.handler(logical_id)
+            started = time.monotonic()
+            result = handler(event, LambdaContext(spec, request_id, started=started))
         elapsed = time.monotonic() - started
         if elapsed > spec.timeout:
             # In-process we cannot kill it; say loudly that Lambda would have.
