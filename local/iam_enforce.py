@@ -15,7 +15,8 @@ process. So the check runs on the client side instead, where the call's paramete
   (``local.translate``): the generated ``<Fn>Role`` with its inline ``Policies`` (SAM policy templates
   such as ``DynamoDBCrudPolicy`` already expanded), the ``AWS::IAM::ManagedPolicy`` resources it
   attaches (and any ``AWS::IAM::Policy``/``ManagedPolicy`` naming it in ``Roles``), plus the AWS managed
-  policies SAM adds (AWSLambdaBasicExecutionRole, AWSXrayWriteOnlyAccess), whose documents are below.
+  policies SAM adds (AWSLambdaBasicExecutionRole, AWSXrayWriteOnlyAccess, AWSLambdaSQSQueueExecutionRole),
+  whose documents are below.
 * ``acting_as(principal)`` sets a context variable around a handler invocation (and its cold import);
   ``install()`` wraps ``botocore.client.BaseClient._make_api_call`` once, for every client whatever
   session created it and whenever (at import too). A call made while a principal is set is mapped to
@@ -62,6 +63,23 @@ AWS_MANAGED_POLICIES: dict[str, dict[str, Any]] = {
             {
                 "Effect": "Allow",
                 "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+                "Resource": "*",
+            }
+        ],
+    },
+    "arn:aws:iam::aws:policy/service-role/AWSLambdaSQSQueueExecutionRole": {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": [
+                    "sqs:ReceiveMessage",
+                    "sqs:DeleteMessage",
+                    "sqs:GetQueueAttributes",
+                    "logs:CreateLogGroup",
+                    "logs:CreateLogStream",
+                    "logs:PutLogEvents",
+                ],
                 "Resource": "*",
             }
         ],
