@@ -3,6 +3,7 @@ authorized as, and the enforcement on real boto3 clients (moto behind them)."""
 
 from __future__ import annotations
 
+import io
 import textwrap
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -290,3 +291,32 @@ def test_scheduler_denial(aws: None, reader: iam_enforce.Principal) -> None:
         f"scheduler:DeleteSchedule on resource: arn:aws:scheduler:us-east-1:{ACCOUNT}:schedule/default/nope"
         in message
     )
+
+
+WRITER = """\
+import boto3
+
+
+def handler(event, context):
+    boto3.client("ssm").put_parameter(Name="/app/iam-invoke", Value="v", Type="String", Overwrite=True)
+    return "written"
+"""
+
+
+def test_make_invoke_runs_the_function_as_its_role(aws: None, tmp_path: Path) -> None:
+    from local.invoke import run_invocation
+
+    (tmp_path / "fn").mkdir()
+    (tmp_path / "fn" / "app.py").write_text(WRITER)
+    (tmp_path / "template.yaml").write_text(textwrap.dedent(SMALL_TEMPLATE))
+    aws_env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    inv = run_invocation(
+        load_template(tmp_path / "template.yaml"), "Reader", {}, aws_env=aws_env, log=io.StringIO()
+    )
+    assert inv.result is None and inv.error is not None
+    assert inv.error["errorType"] == "AccessDeniedException"  # botocore models it for SSM
+    assert "(AccessDeniedException) when calling the PutParameter operation" in inv.error["errorMessage"]
