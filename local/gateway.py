@@ -14,6 +14,10 @@ Lambda proxy integration with payload format 2.0:
   URL-decoded path parameters; base64 bodies for non-text content types);
 * response mapping: ``statusCode`` dicts as written, anything else -> 200 JSON; handler failure -> 500.
 
+Each invocation (and the handler's cold import) runs as its function's IAM role, read from SAM's
+translation of the template: AWS calls the role does not grant get the service's AccessDenied
+(local/iam_enforce.py; ``enforce_iam=False`` turns that off).
+
 Handlers are imported once per function under unique module names (every file is app.py) with the
 template's layers on sys.path, and called with a Lambda-like context. One process cannot give each
 function its own ``os.environ``, so the gateway refuses templates whose functions disagree on a
