@@ -188,6 +188,18 @@ def test_read_only_routes_cannot_write_credentials_or_items(roles: FunctionPolic
         assert _decide(p, "dynamodb:UpdateItem", TABLE, **{"dynamodb:LeadingKeys": ["RATE#k"]}) == ALLOW
 
 
+def test_no_function_can_write_an_api_key(roles: FunctionPolicies) -> None:
+    api_key = {"dynamodb:LeadingKeys": ["APIKEY#0123abcd"]}
+    writes = ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem")
+    for p in roles:
+        for action in writes:
+            assert _decide(p, action, TABLE, **api_key) != ALLOW, (p.function, action)
+    # What write-capable functions do write is still granted.
+    writer = roles.principal("ScheduleEventFunction")
+    for prefix in ("USER#u", "SUB#s", "DEDUP#d", "LOCK#l", "RATE#r"):
+        assert _decide(writer, "dynamodb:PutItem", TABLE, **{"dynamodb:LeadingKeys": [prefix]}) == ALLOW
+
+
 def test_only_schedule_creators_may_pass_the_scheduler_role(roles: FunctionPolicies) -> None:
     to_scheduler = {"iam:PassedToService": "scheduler.amazonaws.com"}
     for p in roles:
