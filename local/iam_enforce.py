@@ -46,7 +46,7 @@ import re
 import sys
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -752,19 +752,6 @@ def install() -> None:
 
 # --------------------------------------------------------------------------------------------------
 # Reporting
-
-
-def granted_actions(principal: Principal, candidates: Sequence[str]) -> list[str]:
-    """Which of ``candidates`` some Allow statement of ``principal`` names (any resource, any condition)."""
-    out = []
-    for action in candidates:
-        if any(
-            s.get("Effect") == "Allow" and "Action" in s and _action_matches(_as_list(s["Action"]), action)
-            for policy in principal.policies
-            for s in _statements(policy)
-        ):
-            out.append(action)
-    return out
 
 
 def allowed_action_patterns(principal: Principal) -> list[str]:
