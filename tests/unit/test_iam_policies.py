@@ -94,7 +94,7 @@ for _fn, _extra in {
     "CreateConnectionFunction": [*_CREDS, "ssm:DeleteParameter"],
     "DisconnectConnectionFunction": [*_CREDS, "ssm:DeleteParameter", "scheduler:DeleteSchedule"],
     "DisconnectFunction": [*_CREDS, "ssm:DeleteParameter", "scheduler:DeleteSchedule"],
-    "ListEventsFunction": _CREDS,
+    "ListEventsFunction": [*_CREDS, *_SCHEDULES],
     "ListCalendarsFunction": _CREDS,
     "ScheduleEventFunction": _SCHEDULES,
     "UnscheduleEventFunction": ["scheduler:DeleteSchedule"],
@@ -126,6 +126,7 @@ for _fn, _extra in {
 
 # The functions whose code creates or updates schedules (calbot.scheduler.put_launch/put_reschedule).
 SCHEDULE_CREATORS = {
+    "ListEventsFunction",  # its sync reconciles: bots follow moved meetings (calbot.services.reconcile)
     "ScheduleEventFunction",
     "UpdateScheduledBotFunction",
     "ToggleRecurrenceFunction",
