@@ -538,7 +538,8 @@ class Principal:
         )
 
     def decide(self, requirement: Requirement) -> str:
-        return evaluate(self.policies, requirement.action, requirement.resource, requirement.context)
+        context = {"aws:principalaccount": self.account_id, **requirement.context}
+        return evaluate(self.policies, requirement.action, requirement.resource, context)
 
 
 class FunctionPolicies:

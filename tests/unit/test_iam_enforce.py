@@ -3,6 +3,7 @@ authorized as, and the enforcement on real boto3 clients (moto behind them)."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import textwrap
 from collections.abc import Iterator
@@ -101,6 +102,27 @@ def test_unevaluable_conditions_are_conservative() -> None:
     everything = _policy({"Effect": "Allow", "Action": "*", "Resource": "*"})
     assert evaluate([everything, deny], "ssm:GetParameter", "arn:x") == EXPLICIT_DENY
     assert evaluate([everything, deny], "sqs:SendMessage", "arn:x") == ALLOW
+
+
+def test_global_keys_of_the_principal_and_request(reader: iam_enforce.Principal) -> None:
+    policy = _policy(
+        {
+            "Effect": "Allow",
+            "Action": "ssm:GetParameter",
+            "Resource": "*",
+            "Condition": {
+                "StringEquals": {"aws:PrincipalAccount": ACCOUNT, "aws:RequestedRegion": "us-east-1"}
+            },
+        }
+    )
+    principal = dataclasses.replace(reader, policies=(policy,))
+    here = iam_enforce.requirements("ssm", "GetParameter", {"Name": "/x"}, ENV)[0]
+    elsewhere = iam_enforce.requirements(
+        "ssm", "GetParameter", {"Name": "/x"}, dataclasses.replace(ENV, region="eu-west-1")
+    )[0]
+    assert principal.decide(here) == ALLOW
+    assert principal.decide(elsewhere) == IMPLICIT_DENY
+    assert dataclasses.replace(principal, account_id="999999999999").decide(here) == IMPLICIT_DENY
 
 
 def test_pass_role_condition() -> None:
