@@ -19,6 +19,10 @@ Lambda proxy integration with payload format 2.0:
   ``{api}/{stage}/{METHOD}{path}``; a refused invoke answers 500 ``Internal Server Error``, as
   API Gateway does (its log says "does not have permissions to call the authorizer/integration").
 
+Each invocation (and the handler's cold import) runs as its function's IAM role, read from SAM's
+translation of the template: AWS calls the role does not grant get the service's AccessDenied
+(local/iam_enforce.py; ``enforce_iam=False`` turns that off).
+
 Handlers are imported once per function under unique module names (every file is app.py) with the
 template's layers on sys.path, and called with a Lambda-like context. One process cannot give each
 function its own ``os.environ``, so the gateway refuses templates whose functions disagree on a
@@ -45,6 +49,8 @@ from urllib.parse import parse_qsl, quote, unquote
 from werkzeug.wrappers import Request, Response
 
 from local.grants import grants
+from local.iam_enforce import FunctionPolicies, acting_as
+from local.iam_enforce import install as install_iam_enforcement
 from local.invoke import Handler, InvocationError, LambdaContext, add_layer_paths, import_handler, marshal
 from local.template import AuthorizerSpec, Route, Template
 
@@ -439,9 +445,14 @@ def _header_value(value: Any) -> str:
 class Gateway:
     """WSGI app serving ``template``'s HttpApi routes through the functions' handlers in-process."""
 
-    def __init__(self, template: Template, *, log: TextIO | None = None) -> None:
+    def __init__(self, template: Template, *, log: TextIO | None = None, enforce_iam: bool = True) -> None:
         self.template = template
         self._log = log
+        # Each invocation runs as its function's role: AWS calls it is not granted get AccessDenied.
+        self.iam: FunctionPolicies | None = None
+        if enforce_iam:
+            self.iam = FunctionPolicies(template)
+            install_iam_enforcement()
         self._compiled = sorted((_compile(r) for r in template.routes), key=lambda c: c.specificity)
         self._default = [c for c in self._compiled if c.route.path == "$default"]
         self._handlers: dict[str, Handler] = {}
@@ -529,9 +540,11 @@ class Gateway:
         Lambda could not serialise raises ``InvocationError`` (Runtime.MarshalError).
         """
         spec = self.template.function(logical_id)
-        handler = self.handler(logical_id)
-        started = time.monotonic()
-        result = handler(event, LambdaContext(spec, request_id, started=started))
+        principal = self.iam.principal(logical_id) if self.iam is not None else None
+        with acting_as(principal):  # the cold import's calls are the function's too
+            handler = self.handler(logical_id)
+            started = time.monotonic()
+            result = handler(event, LambdaContext(spec, request_id, started=started))
         elapsed = time.monotonic() - started
         if elapsed > spec.timeout:
             # In-process we cannot kill it; say loudly that Lambda would have.

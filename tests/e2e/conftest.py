@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -210,6 +211,10 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2EStack]:
     stack = start_stack(tmp_path_factory.mktemp("e2e-stack"), "--virtual-time")
     yield stack
     stop_stack(stack)
+    # Every handler runs as its IAM role (local/iam_enforce.py). A refused call some handler swallowed
+    # (a partial error, a retry) would still fail on AWS: the session fails on any.
+    denied = re.findall(r"^.*\[iam\] \S+ denied .*$", stack.log_text(), re.MULTILINE)
+    assert denied == [], "calls the functions' roles do not grant:\n" + "\n".join(denied[:20])
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -143,7 +143,11 @@ def invoke_problems(t: Template) -> list[str]:
         group = fn.environment.get("SCHEDULE_GROUP")
         schedule = f"arn:aws:scheduler:{t.region}:{t.account_id}:schedule/{group}/x"
         creates = allowed(policies, "scheduler:CreateSchedule", schedule)
-        if creates and role_arn and not allowed(policies, "iam:PassRole", role_arn):
+        # Scheduler is the service the role is passed to (SchedulesPolicy's iam:PassedToService).
+        passes = allowed(
+            policies, "iam:PassRole", role_arn or "", {"iam:PassedToService": "scheduler.amazonaws.com"}
+        )
+        if creates and role_arn and not passes:
             problems.append(f"{fn.logical_id} creates schedules but may not pass {role_arn}")
     return problems
 
