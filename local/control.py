@@ -11,6 +11,9 @@ APIs. Routes:
 * `GET  /_local/schedules` -> `{"value": [{name, group, at, target_function, input, state, ...}]}`
 * `POST /_local/queues/drain` -> `{"delivered": n}`
 * `GET  /_local/queues/{logical_id}/messages` -> `{"queue", "value": [...]}` (peek, no receive)
+* `GET  /_local/overruns` -> `{"value": [{function, kind, limit_s, elapsed_s}]}`: every invocation that
+  ran past its function's Timeout (`kind: "timeout"`) or a route past API Gateway's 30 s
+  (`"integration_timeout"`); the e2e session fails when it is not empty
 
 `with_control(app, control)` puts it in front of another WSGI app (the gateway): paths under
 `/_local/` go to the control API, everything else to `app`, untouched.
@@ -53,6 +56,7 @@ class ControlApp:
                 Rule(f"{PREFIX}/schedules", endpoint="schedules", methods=["GET"]),
                 Rule(f"{PREFIX}/queues/drain", endpoint="drain", methods=["POST"]),
                 Rule(f"{PREFIX}/queues/<logical_id>/messages", endpoint="messages", methods=["GET"]),
+                Rule(f"{PREFIX}/overruns", endpoint="overruns", methods=["GET"]),
             ],
             strict_slashes=False,
         )
@@ -120,6 +124,11 @@ class ControlApp:
 
     def _messages(self, request: Request, logical_id: str) -> tuple[int, Any]:
         return 200, {"queue": logical_id, "value": self.clock.queue_messages(logical_id)}
+
+
+    def _overruns(self, request: Request) -> tuple[int, Any]:
+        gateway = self.clock.gateway
+        return 200, {"value": gateway.overruns() if gateway is not None else []}
 
 
 def with_control(app: WSGIApp, control: WSGIApp) -> WSGIApp:

@@ -72,7 +72,12 @@ class LambdaContext:
     """The context object Lambda's Python runtime passes to a handler (same attribute names)."""
 
     def __init__(
-        self, spec: FunctionSpec, request_id: str | None = None, *, started: float | None = None
+        self,
+        spec: FunctionSpec,
+        request_id: str | None = None,
+        *,
+        started: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.function_name = spec.function_name
         self.function_version = "$LATEST"
@@ -85,10 +90,18 @@ class LambdaContext:
         self.identity: Any = None
         self.client_context: Any = None
         self.tenant_id: str | None = None
-        self._deadline = (started if started is not None else time.monotonic()) + spec.timeout
+        # `clock` is seconds on any scale (the local stack passes its possibly virtual clock, so a
+        # virtual sleep or an advance counts against the Timeout exactly like real time).
+        self._clock = clock
+        self._deadline = (started if started is not None else clock()) + spec.timeout
+
+    @property
+    def deadline(self) -> float:
+        """When the function's Timeout passes, on the context's clock."""
+        return self._deadline
 
     def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._deadline - time.monotonic()) * 1000))
+        return max(0, int((self._deadline - self._clock()) * 1000))
 
     def __repr__(self) -> str:
         return f"LambdaContext({self.function_name!r}, aws_request_id={self.aws_request_id!r})"
