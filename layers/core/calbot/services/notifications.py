@@ -18,12 +18,14 @@ from typing import Any
 from urllib.parse import unquote
 
 from calbot import aws, store
+from calbot import deadline as deadlines
 from calbot.http import Request, Response
 from calbot.log import logger
 from calbot.models import PROVIDER_ALIASES, ChangeMessage, Connection, account_key, normalize_provider
 
 MAX_VALIDATION_TOKEN = 2048
 MAX_ITEMS = 1000
+MESSAGE_SECONDS = 30.0  # what one account's sync may take in the worker; not started with less left
 LIFECYCLE_KINDS = {"reauthorizationRequired": "renew", "subscriptionRemoved": "recreate", "missed": "sync"}
 
 
@@ -151,8 +153,14 @@ def consume(event: dict[str, Any]) -> dict[str, Any]:
     from calbot.services.sync import sync_connection
 
     failures: list[dict[str, str]] = []
+    budget = deadlines.current()
     for record in event.get("Records", []):
         if failures:  # FIFO: later messages of the batch must not overtake a failed one
+            failures.append({"itemIdentifier": record["messageId"]})
+            continue
+        if not budget.allows(MESSAGE_SECONDS):
+            # Too little time left to sync an account: hand this message (and the rest) back to the
+            # queue untouched rather than be killed half-way through it.
             failures.append({"itemIdentifier": record["messageId"]})
             continue
         try:
