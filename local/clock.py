@@ -576,6 +576,9 @@ class LocalClock:
         self._pool: ThreadPoolExecutor | None = None
         self._workers = workers
         self._previous_clock: tuple[Any, Any] | None = None
+        if gateway is not None and hasattr(gateway, "use_clock"):
+            # Lambda Timeouts are measured on this clock: a virtual sleep or an advance counts too.
+            gateway.use_clock(self.now)
         if install:
             self.install()
 

@@ -125,7 +125,6 @@ class ControlApp:
     def _messages(self, request: Request, logical_id: str) -> tuple[int, Any]:
         return 200, {"queue": logical_id, "value": self.clock.queue_messages(logical_id)}
 
-
     def _overruns(self, request: Request) -> tuple[int, Any]:
         gateway = self.clock.gateway
         return 200, {"value": gateway.overruns() if gateway is not None else []}

@@ -146,8 +146,6 @@ class LocalStack:
         _reset_calbot_caches()
         # The clock invokes handlers through the gateway and installs itself as calbot's time source.
         self.clock = LocalClock(template, self.gateway, session, virtual=self.virtual_time)
-        # Timeouts are measured on the stack's clock: in virtual time a sleep or an advance counts too.
-        self.gateway.use_clock(self.clock.now)
         self._clocks.append(self.clock)
         # One time for the whole stack: when the clock jumps, tokens and subscriptions at the Graph
         # emulator age with it (else calbot's "7 days from now" is past the emulator's limit).
