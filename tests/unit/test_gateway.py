@@ -559,6 +559,12 @@ Resources:
       Timeout: 60
       Events:
         Slow: {Type: HttpApi, Properties: {ApiId: !Ref Api, Path: "/slow/{seconds}", Method: GET}}
+  GateFn:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: gate/
+      Events:
+        Gate: {Type: HttpApi, Properties: {ApiId: !Ref Api, Path: /gate, Method: GET}}
   SpinFn:
     Type: AWS::Serverless::Function
     Properties:
@@ -588,6 +594,21 @@ _SLEEPER = """
 TIMED_HANDLERS = {
     "nap": _SLEEPER,
     "slow": _SLEEPER,
+    # Reports its remaining time, waits until the test lets it go, and reports it again.
+    "gate": """
+        import json
+        import threading
+
+        STARTED = threading.Event()
+        GO = threading.Event()
+
+        def handler(event, context):
+            before = context.get_remaining_time_in_millis()
+            STARTED.set()
+            GO.wait(10)
+            after = context.get_remaining_time_in_millis()
+            return {"statusCode": 200, "body": json.dumps({"before": before, "after": after})}
+    """,
     # Runs in small real steps until something stops it; records how far it got.
     "spin": """
         import time
@@ -653,6 +674,21 @@ def test_context_has_the_template_timeout_and_counts_virtual_time(timed_gateway:
     # A virtual sleep of 2 s took no real time, and still 2 s of the Timeout are gone.
     assert 2500 < times["after"] <= 3000
     assert timed_gateway.overruns() == []
+
+
+def test_the_remaining_time_drops_when_the_clock_is_advanced_during_the_invocation(
+    timed_gateway: Gateway, virtual_clock: VirtualClock
+) -> None:
+    gate = _module(timed_gateway, "GateFn")
+    answers: list[Any] = []
+    caller = threading.Thread(target=lambda: answers.append(Client(timed_gateway).get("/gate")))
+    caller.start()
+    assert gate.STARTED.wait(10)
+    virtual_clock.sleep(3)  # POST /_local/clock/advance {"seconds": 3} from elsewhere
+    gate.GO.set()
+    caller.join(10)
+    times = answers[0].get_json()
+    assert 4500 < times["before"] <= 5000 and times["before"] - times["after"] >= 3000
 
 
 def test_a_function_past_its_timeout_is_killed_and_its_result_discarded(
