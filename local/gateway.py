@@ -40,7 +40,15 @@ from urllib.parse import parse_qsl, quote, unquote
 
 from werkzeug.wrappers import Request, Response
 
-from local.invoke import Handler, InvocationError, LambdaContext, add_layer_paths, import_handler, marshal
+from local.invoke import (
+    Handler,
+    InvocationError,
+    LambdaContext,
+    add_layer_paths,
+    import_handler,
+    marshal,
+    track_virtual_sleeps,
+)
 from local.template import AuthorizerSpec, Route, Template
 
 JSON = "application/json"
@@ -482,7 +490,7 @@ class Gateway:
         self._handlers: dict[str, Handler] = {}
         self._handler_lock = threading.Lock()
         self._auth_cache: dict[tuple[str, tuple[str, ...]], tuple[float, bool, Any]] = {}
-        self._clock: Callable[[], float] = time.time  # seconds; the stack's clock replaces it
+        self._advanced: Callable[[], float] = lambda: 0.0  # the stack's clock replaces it
         self._overruns: list[dict[str, Any]] = []
         self._overrun_lock = threading.Lock()
         self._environment = self._merged_environment()
@@ -559,9 +567,23 @@ class Gateway:
                     self._handlers[logical_id] = handler
         return handler
 
-    def use_clock(self, now: Callable[[], datetime]) -> None:
-        """Measure Timeouts on ``now`` (the stack's clock, virtual in tests) instead of real time."""
-        self._clock = lambda: now().timestamp()
+    def use_clock(self, clock: Any) -> None:
+        """Count the stack clock's advances (``clock.advanced_seconds()``: its jumps other than virtual
+        sleeps) in every invocation's time; virtual sleeps count for the invocation that made them."""
+        self._advanced = clock.advanced_seconds
+
+    def _invocation_clock(self) -> tuple[Callable[[], float], list[float]]:
+        """An invocation's own clock (seconds since it started): real time, its own virtual sleeps
+        (counted in the returned list) and the stack clock's advances meanwhile."""
+        slept = [0.0]
+        real_start = time.monotonic()
+        advanced = self._advanced
+        advanced_start = advanced()
+
+        def clock() -> float:
+            return (time.monotonic() - real_start) + slept[0] + (advanced() - advanced_start)
+
+        return clock, slept
 
     def overruns(self) -> list[dict[str, Any]]:
         """Every invocation that ran past its function's Timeout or past the 30 s integration limit."""
@@ -591,7 +613,7 @@ class Gateway:
         """
         spec = self.template.function(logical_id)
         handler = self.handler(logical_id)
-        clock = self._clock
+        clock, slept = self._invocation_clock()
         started = clock()
         context = LambdaContext(spec, request_id, started=started, clock=clock)
         killed_at = context.deadline
@@ -602,6 +624,7 @@ class Gateway:
 
         def run() -> None:
             try:
+                run_context.run(track_virtual_sleeps, slept)
                 box["result"] = run_context.run(handler, event, context)
             except BaseException as exc:  # handed to the waiting caller, as Lambda reports it
                 box["error"] = exc
@@ -624,7 +647,7 @@ class Gateway:
             # API Gateway gave up at 30 s; the function runs on until its own Timeout kills it.
             self._overran(logical_id, "integration_timeout", integration_timeout or 0.0, clock() - started)
             threading.Thread(
-                target=self._kill_at, args=(worker, done, killed_at, logical_id, started), daemon=True
+                target=self._kill_at, args=(worker, done, clock, killed_at, logical_id, started), daemon=True
             ).start()
             raise IntegrationTimeout(logical_id)
         if finished is None:
@@ -642,15 +665,16 @@ class Gateway:
         self,
         worker: threading.Thread,
         done: threading.Event,
+        clock: Callable[[], float],
         killed_at: float,
         logical_id: str,
         started: float,
     ) -> None:
         """After the caller stopped waiting: kill the function if it is still running at its Timeout."""
-        _wait(done, self._clock, killed_at)
+        _wait(done, clock, killed_at)
         if not done.is_set():
             _kill(worker)
-            self._overran(logical_id, "timeout", killed_at - started, self._clock() - started)
+            self._overran(logical_id, "timeout", killed_at - started, clock() - started)
 
     def _overran(self, logical_id: str, kind: str, limit: float, elapsed: float) -> None:
         record = {"function": logical_id, "kind": kind, "limit_s": limit, "elapsed_s": round(elapsed, 3)}

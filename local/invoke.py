@@ -33,6 +33,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -66,6 +67,23 @@ class InvocationError(Exception):
 
 # --------------------------------------------------------------------------------------------------
 # Lambda context
+
+# The virtual sleeps of the invocation running in this context (the gateway sets it for each
+# invocation; the local clock adds to it). An invocation's time is its own: real time, its own virtual
+# sleeps and the clock's advances, never another invocation's virtual sleep.
+_INVOCATION_SLEEPS: ContextVar[list[float] | None] = ContextVar("local_invocation_sleeps", default=None)
+
+
+def record_virtual_sleep(seconds: float) -> None:
+    """Count a virtual sleep against the invocation that made it (if one is running here)."""
+    slept = _INVOCATION_SLEEPS.get()
+    if slept is not None:
+        slept[0] += seconds
+
+
+def track_virtual_sleeps(slept: list[float]) -> None:
+    """Make ``slept`` the current invocation's virtual-sleep counter (in the handler's context)."""
+    _INVOCATION_SLEEPS.set(slept)
 
 
 class LambdaContext:

@@ -627,16 +627,25 @@ TIMED_HANDLERS = {
 
 
 class VirtualClock:
-    """Real time plus an offset that only `sleep` moves, like the stack's `--virtual-time` clock."""
+    """Real time plus an offset that only sleeps and advances move, like the stack's virtual clock."""
 
     def __init__(self) -> None:
         self.offset = 0.0
+        self.advanced = 0.0
 
     def now(self) -> datetime:
         return datetime.now(UTC) + timedelta(seconds=self.offset)
 
     def sleep(self, seconds: float) -> None:
         self.offset += seconds
+        local_invoke.record_virtual_sleep(seconds)
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+        self.advanced += seconds
+
+    def advanced_seconds(self) -> float:
+        return self.advanced
 
 
 @pytest.fixture
@@ -658,7 +667,7 @@ def timed_gateway(tmp_path: Path, log: io.StringIO, virtual_clock: VirtualClock)
         (tmp_path / name / "app.py").write_text(textwrap.dedent(code))
     (tmp_path / "template.yaml").write_text(TIMED_TEMPLATE)
     gateway = Gateway(load_template(tmp_path / "template.yaml", stack_name="t"), log=log)
-    gateway.use_clock(virtual_clock.now)
+    gateway.use_clock(virtual_clock)
     return gateway
 
 
@@ -684,11 +693,30 @@ def test_the_remaining_time_drops_when_the_clock_is_advanced_during_the_invocati
     caller = threading.Thread(target=lambda: answers.append(Client(timed_gateway).get("/gate")))
     caller.start()
     assert gate.STARTED.wait(10)
-    virtual_clock.sleep(3)  # POST /_local/clock/advance {"seconds": 3} from elsewhere
+    virtual_clock.advance(3)  # POST /_local/clock/advance {"seconds": 3} from elsewhere
     gate.GO.set()
     caller.join(10)
     times = answers[0].get_json()
     assert 4500 < times["before"] <= 5000 and times["before"] - times["after"] >= 3000
+
+
+def test_another_invocations_virtual_sleep_does_not_eat_this_ones_time(
+    timed_gateway: Gateway, virtual_clock: VirtualClock
+) -> None:
+    gate = _module(timed_gateway, "GateFn")
+    answers: list[Any] = []
+    caller = threading.Thread(target=lambda: answers.append(Client(timed_gateway).get("/gate")))
+    caller.start()
+    assert gate.STARTED.wait(10)
+    # Meanwhile another invocation sleeps 4 s of virtual time (a Retry-After): that took it no real
+    # time, and the gated one, running alongside, has lost none of its own.
+    assert Client(timed_gateway).get("/nap/4").status_code == 200
+    gate.GO.set()
+    caller.join(10)
+    assert answers[0].status_code == 200
+    times = answers[0].get_json()
+    assert times["before"] - times["after"] < 1000
+    assert timed_gateway.overruns() == []
 
 
 def test_a_function_past_its_timeout_is_killed_and_its_result_discarded(

@@ -6,8 +6,9 @@ it to its service; the service passes it on, and whoever would wait (a provider'
 backoff) asks it first: a wait that would end past the deadline is not started, the work ends with
 what it has.
 
-The deadline is read against `timeutil.now()`, the core's one clock, so the local stack's virtual
-clock (where a Retry-After sleep moves time at once) counts against it exactly like real time.
+A deadline from the context asks the context each time, so it runs on the invocation's own clock
+(on the local stack: real time plus its virtual sleeps plus clock advances); `Deadline.after` reads
+`timeutil.now()`, the core's one clock, so virtual time counts against it too.
 
 `active(deadline)` makes a deadline the one the provider HTTP layer sees in this thread (a
 `ContextVar`: every thread and every invocation has its own; nothing leaks between them). Code that
@@ -17,11 +18,12 @@ hands work to other threads passes the deadline explicitly and activates it ther
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from calbot import timeutil
@@ -33,9 +35,9 @@ RESPONSE_RESERVE_SECONDS = 1.5
 
 @dataclass(frozen=True)
 class Deadline:
-    """A moment work must be done by (``expires_at``), or none at all (unbounded)."""
+    """The time left to work in: ``left()`` gives seconds (None: unbounded)."""
 
-    expires_at: datetime | None = None
+    left: Callable[[], float] | None = field(default=None, compare=False)
 
     @classmethod
     def unbounded(cls) -> Deadline:
@@ -43,7 +45,9 @@ class Deadline:
 
     @classmethod
     def after(cls, seconds: float) -> Deadline:
-        return cls(timeutil.now() + timedelta(seconds=max(0.0, seconds)))
+        """``seconds`` from now on the core's clock."""
+        expires = timeutil.now() + timedelta(seconds=seconds)
+        return cls(lambda: (expires - timeutil.now()).total_seconds())
 
     @classmethod
     def from_context(
@@ -53,22 +57,28 @@ class Deadline:
         cap_seconds: float | None = None,
         reserve_seconds: float = RESPONSE_RESERVE_SECONDS,
     ) -> Deadline:
-        """The invocation's deadline: what the Lambda context says is left (capped at
-        ``cap_seconds``, e.g. the API Gateway limit), less ``reserve_seconds`` to answer in.
+        """The invocation's deadline: what the Lambda context says is left, never more than
+        ``cap_seconds`` after now (e.g. the API Gateway limit), less ``reserve_seconds`` to answer in.
+        The context is asked each time, so the deadline runs on the same clock as the invocation.
         A context without ``get_remaining_time_in_millis`` (a direct call) gives the cap or none."""
         getter = getattr(context, "get_remaining_time_in_millis", None)
-        seconds: float | None = getter() / 1000.0 if callable(getter) else None
-        if cap_seconds is not None:
-            seconds = cap_seconds if seconds is None else min(seconds, cap_seconds)
-        if seconds is None:
-            return cls.unbounded()
-        return cls.after(seconds - reserve_seconds)
+        if not callable(getter):
+            return cls.after(cap_seconds - reserve_seconds) if cap_seconds is not None else cls.unbounded()
+        first = getter() / 1000.0
+
+        def left() -> float:
+            now_left = getter() / 1000.0
+            if cap_seconds is not None:
+                now_left = min(now_left, cap_seconds - (first - now_left))
+            return now_left - reserve_seconds
+
+        return cls(left)
 
     def remaining(self) -> float:
         """Seconds left (``math.inf`` when unbounded, never negative)."""
-        if self.expires_at is None:
+        if self.left is None:
             return math.inf
-        return max(0.0, (self.expires_at - timeutil.now()).total_seconds())
+        return max(0.0, self.left())
 
     @property
     def expired(self) -> bool:
@@ -81,9 +91,15 @@ class Deadline:
     def within(self, seconds: float) -> Deadline:
         """This deadline or ``seconds`` from now, whichever comes first."""
         other = Deadline.after(seconds)
-        if self.expires_at is None or (other.expires_at is not None and other.expires_at < self.expires_at):
+        if self.left is None:
             return other
-        return self
+        return Deadline(lambda: min(self.remaining(), other.remaining()))
+
+    def shortened(self, seconds: float) -> Deadline:
+        """This deadline ``seconds`` earlier."""
+        if self.left is None:
+            return self
+        return Deadline(lambda: self.remaining() - seconds)
 
 
 _current: ContextVar[Deadline | None] = ContextVar("calbot_deadline", default=None)
@@ -93,6 +109,17 @@ _UNBOUNDED = Deadline()
 def current() -> Deadline:
     """The deadline active in this thread (unbounded when none was activated)."""
     return _current.get() or _UNBOUNDED
+
+
+def carried[T, R](fn: Callable[[T], R]) -> Callable[[T], R]:
+    """``fn`` for a thread pool: every call runs in a copy of the context of the thread that made this
+    wrapper (its active deadline and any other context variable), as if it ran there."""
+    snapshot = contextvars.copy_context()
+
+    def run(item: T) -> R:
+        return snapshot.copy().run(fn, item)
+
+    return run
 
 
 @contextlib.contextmanager

@@ -80,9 +80,7 @@ def _budget(deadline: Deadline | None) -> _Budget:
     """Stop taking batches while a last one still fits before the invocation's deadline, and after
     TIME_BUDGET_SECONDS in any case."""
     given = deadline if deadline is not None else deadlines.current()
-    remaining = given.remaining()
-    stop = given if remaining == float("inf") else Deadline.after(remaining - BATCH_SECONDS)
-    return _Budget(stop.within(TIME_BUDGET_SECONDS))
+    return _Budget(given.shortened(BATCH_SECONDS).within(TIME_BUDGET_SECONDS))
 
 
 def _batches[T](items: Iterator[T]) -> Iterator[list[T]]:

@@ -345,7 +345,9 @@ def sync_user(
             live.append(conn)
     if live:
         with ThreadPoolExecutor(max_workers=min(MAX_ACCOUNT_WORKERS, len(live))) as pool:
-            synced = list(pool.map(lambda c: sync_connection(c, follow=False, deadline=budget), live))
+            synced = list(
+                pool.map(deadlines.carried(lambda c: sync_connection(c, follow=False, deadline=budget)), live)
+            )
         report.accounts += synced
         _follow_all(user_id, [r for r in synced if r.error is None])
     return report
