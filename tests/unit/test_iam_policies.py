@@ -38,7 +38,7 @@ def _decide(p: Principal, action: str, resource: str, **context: object) -> str:
 ALLOWED_ACTIONS: dict[str, list[str]] = {
     "AuthorizerFunction": ["dynamodb:GetItem"],
     "OpenApiFunction": [],
-    "WebhookFunction": ["dynamodb:GetItem", "sqs:SendMessage"],
+    "WebhookFunction": ["dynamodb:BatchGetItem", "dynamodb:GetItem", "sqs:SendMessage"],
     "ListConnectionsFunction": [
         "dynamodb:BatchGetItem",
         "dynamodb:GetItem",
@@ -171,6 +171,15 @@ def test_authorizer_and_webhook_read_only_their_own_items(roles: FunctionPolicie
     webhook = roles.principal("WebhookFunction")
     assert _decide(webhook, "dynamodb:GetItem", TABLE, **{"dynamodb:LeadingKeys": ["SUB#s1"]}) == ALLOW
     assert _decide(webhook, "dynamodb:GetItem", TABLE, **{"dynamodb:LeadingKeys": ["USER#u"]}) != ALLOW
+    # one BatchGetItem per request (a forged 1,000-item body stays cheap), still only SUB# items
+    assert (
+        _decide(webhook, "dynamodb:BatchGetItem", TABLE, **{"dynamodb:LeadingKeys": ["SUB#a", "SUB#b"]})
+        == ALLOW
+    )
+    assert (
+        _decide(webhook, "dynamodb:BatchGetItem", TABLE, **{"dynamodb:LeadingKeys": ["SUB#a", "USER#u"]})
+        != ALLOW
+    )
     sync_queue = f"arn:aws:sqs:us-east-1:{ACCOUNT}:calbot-local-SyncQueue.fifo"
     assert _decide(webhook, "sqs:SendMessage", sync_queue) == ALLOW
     assert _decide(webhook, "sqs:SendMessage", sync_queue.replace("SyncQueue", "AutoScheduleQueue")) != ALLOW
