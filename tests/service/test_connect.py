@@ -108,18 +108,11 @@ def test_connect_stores_secure_string_subscriptions_and_record(stack: LocalStack
         assert connect_service.hash_client_state(remote["client_state"]) == sub.client_state_hash
         assert remote["client_state"] not in conn.model_dump_json()
 
-    # Proof we kept the rotated token, not the one we were sent: once the emulator's rotation grace is
-    # over, the submitted token is dead and the stored one still refreshes.
-    from calbot.providers import get_provider
-    from calbot.providers.base import ProviderAuthError
-
-    stack.graph.advance_clock(86400 + 1)
-    try:
-        with pytest.raises(ProviderAuthError):
-            get_provider("outlook").refresh(creds.model_copy(update={"refresh_token": acct["refresh_token"]}))
-        assert get_provider("outlook").refresh(creds).access_token
-    finally:
-        stack.graph.advance_clock(-(86400 + 1))
+    # Proof we kept the rotated token, not the one we were sent: the emulator marks the submitted one
+    # redeemed (superseded) and the stored one is the current, unredeemed one. (Rotation does not
+    # revoke the old token, so "the old one fails" is no proof: it lives until its own 90 days end.)
+    state = {t["refresh_token"]: t["superseded"] for t in stack.graph.refresh_tokens(acct["id"])}
+    assert state[acct["refresh_token"]] is True and state[creds.refresh_token] is False
 
 
 def test_handshake_must_be_answered_with_plain_text_or_nothing_is_made(
@@ -298,3 +291,87 @@ def test_a_transaction_conflict_is_retried(
         user_id, request(acct["refresh_token"]), base_url=base_url(stack)
     )
     assert status == 201 and calls["n"] == 2 and store.count_connections(user_id) == 1
+
+
+# --------------------------------------------------------------------------------------------------
+# Refresh-token rotation and what the vault stores
+# --------------------------------------------------------------------------------------------------
+
+
+def test_every_refresh_asks_for_offline_access_whatever_scopes_are_stored(
+    stack: LocalStack, user_id: str
+) -> None:
+    """The token response's scope never lists offline_access: a refresh built from it (as connections
+    made before the fix stored it) would stop rotating and the account would die after 90 days."""
+    from calbot.providers import get_provider
+
+    acct = account(stack)
+    connect_service.connect_account(user_id, request(acct["refresh_token"]), base_url=base_url(stack))
+    conn = store.list_connections(user_id)[0]
+    creds = vault.get_credentials(conn.credential_path)
+    assert creds is not None and "offline_access" in creds.scopes.split()  # what we requested, kept
+    granted_only = creds.model_copy(update={"scopes": "User.Read Calendars.Read"})
+    tokens = get_provider("outlook").refresh(granted_only)
+    assert tokens.refresh_token and tokens.refresh_token != creds.refresh_token
+    assert "offline_access" not in tokens.scope.split()
+
+
+# SSM Standard tier: 4 KB per value (PROTOCOLS, AWS limits).
+SSM_STANDARD_MAX = 4096
+
+
+def test_what_the_vault_stores_per_account_fits_ssm_standard_with_real_token_sizes(
+    stack: LocalStack, user_id: str
+) -> None:
+    """A Microsoft access token (~2.3 KB here, up to 2.5 KB and more) beside a refresh token (~1.6 KB)
+    and the client secret passes 4 KB in one value: the access token is cached in its own parameter."""
+    acct = account(stack)
+    connect_service.connect_account(user_id, request(acct["refresh_token"]), base_url=base_url(stack))
+    conn = store.list_connections(user_id)[0]
+    creds = vault.get(conn.credential_path)
+    assert creds is not None and creds.access_token
+    assert len(creds.access_token) >= 1500 and len(creds.refresh_token) >= 1000  # real sizes
+    sizes = {}
+    for name in ssm_names(user_id):
+        value = aws.ssm().get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
+        sizes[name] = len(value.encode())
+        assert sizes[name] <= SSM_STANDARD_MAX, (name, sizes[name])
+    assert sorted(sizes) == sorted([conn.credential_path, vault.access_path(conn.credential_path)])
+    credentials = aws.ssm().get_parameter(Name=conn.credential_path, WithDecryption=True)["Parameter"]
+    assert creds.access_token not in credentials["Value"]
+    # All of it in one value, as before, would not fit.
+    assert len(creds.model_dump_json().encode()) > SSM_STANDARD_MAX
+
+
+def test_vault_budget_for_the_worst_real_case() -> None:
+    """Budget for the worst case (PROTOCOLS), not the emulator's: a 2 KB refresh token with a long
+    client secret, and a 3.5 KB access token, each fit a Standard value."""
+    from datetime import UTC, datetime
+
+    from calbot.models import Credentials
+
+    worst = Credentials(
+        provider="outlook",
+        client_id="1" * 36,
+        client_secret="s" * 64,  # Microsoft secrets are 40 characters today
+        refresh_token="r" * 2048,
+        tenant="contoso.onmicrosoft.com",
+        scopes="offline_access User.Read Calendars.Read",
+        access_token="a" * 2560,
+        access_token_expires_at=datetime(2030, 1, 1, tzinfo=UTC),
+    )
+    assert len(vault.credentials_value(worst).encode()) <= 2560  # 1.5 KB of headroom under 4 KB
+    assert len(worst.model_dump_json().encode()) > SSM_STANDARD_MAX  # the old single value: refused
+    cached = vault.CachedAccessToken(access_token="a" * 3500, expires_at=worst.access_token_expires_at)
+    assert len(cached.model_dump_json().encode()) <= SSM_STANDARD_MAX
+
+
+def test_an_access_token_too_large_to_cache_is_not_stored(stack: LocalStack, user_id: str) -> None:
+    from datetime import UTC, datetime
+
+    acct = account(stack)
+    connect_service.connect_account(user_id, request(acct["refresh_token"]), base_url=base_url(stack))
+    path = store.list_connections(user_id)[0].credential_path
+    assert vault.get_access_token(path) is not None
+    assert vault.put_access_token(path, "a" * 5000, datetime(2030, 1, 1, tzinfo=UTC)) is False
+    assert vault.get_access_token(path) is None  # the next call refreshes instead
