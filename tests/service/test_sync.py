@@ -404,3 +404,26 @@ def test_a_really_revoked_account_is_retried_hourly_and_stays_needs_reauth(stack
     stack.graph.clear_requests()
     sync_user(user_id)  # marked again just now: not retried for another hour
     assert stack.graph.requests(account=acct["id"]) == []
+
+
+def test_calendar_lists_refresh_once_on_a_401_and_a_second_401_is_not_needs_reauth(stack: LocalStack) -> None:
+    from calbot.models import ScopeQuery
+    from calbot.services.calendars import list_calendars
+
+    user_id, acct, conn = connected(stack)
+    key = f"outlook::{conn.account_id}"
+    # A 401 on the cached token: refreshed once, and the list comes back.
+    stack.graph.add_fault(path="/me/calendars$", account=acct["id"], status=401, times=1)
+    try:
+        listed = list_calendars(user_id, ScopeQuery())
+    finally:
+        stack.graph.clear_faults()
+    assert listed.partial_errors == {} and len(listed.calendars) == 1
+    # Refused again right after a good refresh: reported as transient, the account stays active.
+    stack.graph.add_fault(path="/me/calendars$", account=acct["id"], status=401, times=-1)
+    try:
+        listed = list_calendars(user_id, ScopeQuery())
+    finally:
+        stack.graph.clear_faults()
+    assert listed.partial_errors[key]["error"] == "provider_unavailable"
+    assert store.get_connection(user_id, "outlook", conn.account_id).status == "active"
