@@ -375,3 +375,26 @@ def test_an_access_token_too_large_to_cache_is_not_stored(stack: LocalStack, use
     assert vault.get_access_token(path) is not None
     assert vault.put_access_token(path, "a" * 5000, datetime(2030, 1, 1, tzinfo=UTC)) is False
     assert vault.get_access_token(path) is None  # the next call refreshes instead
+
+
+def test_connect_with_an_unknown_app_is_a_400_and_a_token_outage_is_not(
+    stack: LocalStack, user_id: str
+) -> None:
+    """Token errors other than invalid_grant/invalid_client never mark an account needs_reauth; at
+    connect time an unknown app is still bad input (400), an outage is not (502)."""
+    acct = account(stack)
+    with pytest.raises(ApiError) as unknown:
+        connect_service.connect_account(
+            user_id,
+            request(acct["refresh_token"]).model_copy(update={"microsoft_client_id": "no-such-app"}),
+            base_url=base_url(stack),
+        )
+    assert unknown.value.status == 400 and unknown.value.error == "invalid_credentials"
+    assert unknown.value.extra["reason"] == "unauthorized_client"
+    stack.graph.add_fault(path="oauth2/v2.0/token", account=acct["id"], error="temporarily_unavailable")
+    try:
+        with pytest.raises(ApiError) as outage:
+            connect_service.connect_account(user_id, request(acct["refresh_token"]), base_url=base_url(stack))
+    finally:
+        stack.graph.clear_faults()
+    assert outage.value.status == 502 and outage.value.error == "provider_unavailable"

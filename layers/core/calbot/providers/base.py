@@ -41,10 +41,18 @@ class ProviderAuthError(ProviderError):
 
 
 class ProviderUnavailable(ProviderError):
-    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        error: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
+        self.error = error  # the token endpoint's `error`, when it answered one (never invalid_grant/client)
 
 
 class ProviderRequestError(ProviderError):

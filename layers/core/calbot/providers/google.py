@@ -116,6 +116,7 @@ class GoogleProvider(CalendarProvider):
         raise ProviderUnavailable(
             f"Google's token endpoint answered {resp.status_code} ({error or 'no error code'}).",
             status=resp.status_code,
+            error=error or None,
         )
 
     def profile(self, access_token: str) -> AccountProfile:

@@ -107,6 +107,7 @@ class OutlookProvider(CalendarProvider):
             f"Microsoft's token endpoint answered {resp.status_code} ({error or 'no error code'}"
             f"{', ' + code if code else ''}).",
             status=resp.status_code,
+            error=error or None,
         )
 
     # ---------------------------------------------------------------------------------------------

@@ -61,10 +61,17 @@ def limit_message(limit: int) -> str:
     )
 
 
+# Token-endpoint refusals of what the user sent (an unknown app, a malformed request): transient for a
+# connected account (never needs_reauth), but at connect time the answer to bad input is a 400.
+_REQUEST_REFUSALS = {"unauthorized_client", "invalid_request", "invalid_scope", "unsupported_grant_type"}
+
+
 def provider_api_error(err: ProviderError, provider: CalendarProvider) -> ApiError:
     """Map a provider failure during connect to the contract's answer."""
     if isinstance(err, ProviderAuthError):
         return bad_request("invalid_credentials", err.message, reason=err.kind)
+    if isinstance(err, ProviderUnavailable) and err.error in _REQUEST_REFUSALS:
+        return bad_request("invalid_credentials", err.message, reason=err.error)
     if isinstance(err, ProviderUnavailable):
         extra = {"retry_after": int(err.retry_after)} if err.retry_after else {}
         return ApiError(
