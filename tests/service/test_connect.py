@@ -7,6 +7,7 @@ subscription here exists only because the handshake was answered with 200 text/p
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -308,7 +309,7 @@ def test_every_refresh_asks_for_offline_access_whatever_scopes_are_stored(
     acct = account(stack)
     connect_service.connect_account(user_id, request(acct["refresh_token"]), base_url=base_url(stack))
     conn = store.list_connections(user_id)[0]
-    creds = vault.get_credentials(conn.credential_path)
+    creds = vault.get(conn.credential_path)
     assert creds is not None and "offline_access" in creds.scopes.split()  # what we requested, kept
     granted_only = creds.model_copy(update={"scopes": "User.Read Calendars.Read"})
     tokens = get_provider("outlook").refresh(granted_only)
@@ -338,43 +339,84 @@ def test_what_the_vault_stores_per_account_fits_ssm_standard_with_real_token_siz
         assert sizes[name] <= SSM_STANDARD_MAX, (name, sizes[name])
     assert sorted(sizes) == sorted([conn.credential_path, vault.access_path(conn.credential_path)])
     credentials = aws.ssm().get_parameter(Name=conn.credential_path, WithDecryption=True)["Parameter"]
-    assert creds.access_token not in credentials["Value"]
+    apart = creds.access_token not in credentials["Value"]  # a boolean: a failure must not print a token
+    assert apart
     # All of it in one value, as before, would not fit.
     assert len(creds.model_dump_json().encode()) > SSM_STANDARD_MAX
 
 
-def test_vault_budget_for_the_worst_real_case() -> None:
-    """Budget for the worst case (PROTOCOLS), not the emulator's: a 2 KB refresh token with a long
-    client secret, and a 3.5 KB access token, each fit a Standard value."""
+def _worst(access_bytes: int = 2560, provider: str = "outlook") -> Any:
+    """Credentials at the worst real sizes (PROTOCOLS): a 2 KB refresh token, a long client secret."""
     from datetime import UTC, datetime
 
     from calbot.models import Credentials
 
-    worst = Credentials(
-        provider="outlook",
+    return Credentials(
+        provider=provider,
         client_id="1" * 36,
         client_secret="s" * 64,  # Microsoft secrets are 40 characters today
         refresh_token="r" * 2048,
         tenant="contoso.onmicrosoft.com",
         scopes="offline_access User.Read Calendars.Read",
-        access_token="a" * 2560,
+        access_token="a" * access_bytes,
         access_token_expires_at=datetime(2030, 1, 1, tzinfo=UTC),
     )
-    assert len(vault.credentials_value(worst).encode()) <= 2560  # 1.5 KB of headroom under 4 KB
-    assert len(worst.model_dump_json().encode()) > SSM_STANDARD_MAX  # the old single value: refused
-    cached = vault.CachedAccessToken(access_token="a" * 3500, expires_at=worst.access_token_expires_at)
-    assert len(cached.model_dump_json().encode()) <= SSM_STANDARD_MAX
+
+
+def _values(path: str) -> dict[str, int]:
+    """name -> value size in bytes of the parameters stored for one account."""
+    sizes = {}
+    for name in (path, vault.access_path(path)):
+        try:
+            value = aws.ssm().get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
+        except aws.ssm().exceptions.ParameterNotFound:
+            continue
+        sizes[name] = len(value.encode())
+    return sizes
+
+
+def test_vault_budget_for_the_worst_real_case(stack: LocalStack, user_id: str) -> None:
+    """Budget for the worst case, not the emulator's: each value fits, and all of it comes back."""
+    path = vault.credential_path(user_id, "outlook", "worst@contoso.example")
+    for access_bytes in (2560, 3900):  # a common large token, and one for a user in many groups
+        worst = _worst(access_bytes)
+        assert len(worst.model_dump_json().encode()) > SSM_STANDARD_MAX  # one value would be refused
+        vault.put(path, worst)
+        sizes = _values(path)
+        assert len(sizes) == 2 and all(size <= SSM_STANDARD_MAX for size in sizes.values()), sizes
+        assert vault.get(path) == worst
+    assert vault.delete(path) and _values(path) == {}
+
+
+def test_credentials_that_fit_stay_in_one_parameter(stack: LocalStack, user_id: str) -> None:
+    """Google's tokens (~250 and ~100 characters) fit with everything else: one parameter, one read."""
+    path = vault.credential_path(user_id, "google", "small@gmail.example")
+    small = _worst().model_copy(
+        update={"refresh_token": "1//0" + "r" * 100, "access_token": "ya29." + "a" * 250}
+    )
+    vault.put(path, _worst())  # split first: too large together
+    vault.put(path, small)
+    assert vault.get(path) == small
+    assert (
+        json.loads(aws.ssm().get_parameter(Name=path, WithDecryption=True)["Parameter"]["Value"])[
+            "access_token"
+        ]
+        == small.access_token
+    )
+    # A forgotten (refused) token is gone from both places: the next call refreshes.
+    vault.put(path, small.model_copy(update={"access_token": None, "access_token_expires_at": None}))
+    assert vault.get(path).access_token is None and list(_values(path)) == [path]
+    vault.delete(path)
 
 
 def test_an_access_token_too_large_to_cache_is_not_stored(stack: LocalStack, user_id: str) -> None:
-    from datetime import UTC, datetime
-
-    acct = account(stack)
-    connect_service.connect_account(user_id, request(acct["refresh_token"]), base_url=base_url(stack))
-    path = store.list_connections(user_id)[0].credential_path
-    assert vault.get_access_token(path) is not None
-    assert vault.put_access_token(path, "a" * 5000, datetime(2030, 1, 1, tzinfo=UTC)) is False
-    assert vault.get_access_token(path) is None  # the next call refreshes instead
+    path = vault.credential_path(user_id, "outlook", "huge@contoso.example")
+    vault.put(path, _worst(2560))
+    vault.put(path, _worst(5000))
+    assert vault.get(path).access_token is None  # not cached, and the older one is not left looking current
+    assert vault.get(path).refresh_token == "r" * 2048
+    assert list(_values(path)) == [path]
+    vault.delete(path)
 
 
 def test_connect_with_an_unknown_app_is_a_400_and_a_token_outage_is_not(

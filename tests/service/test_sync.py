@@ -296,9 +296,9 @@ def test_a_refused_cached_access_token_is_refreshed_once(stack: LocalStack) -> N
 
 def _token_fault(stack: LocalStack, user_id: str, acct: dict[str, Any], **rule: Any) -> None:
     """The next refresh of this account meets `rule` at the token endpoint (its cached token is gone)."""
-    from calbot import vault
+    from calbot import tokens
 
-    vault.forget_access_token(store.list_connections(user_id)[0].credential_path)
+    tokens.forget_access_token(store.list_connections(user_id)[0])
     stack.graph.add_fault(path="oauth2/v2.0/token", account=acct["id"], times=-1, **rule)
 
 
@@ -370,12 +370,12 @@ def _mark(user_id: str, conn: Connection, reason: str, *, hours_ago: float) -> N
 
 
 def test_a_wrongly_marked_account_is_restored_by_the_next_good_refresh(stack: LocalStack) -> None:
-    from calbot import vault
+    from calbot import tokens
 
     user_id, acct, conn = connected(stack)
     stack.graph.add_event(acct["id"], acct["calendars"][0]["id"], subject="Kept", start=at(1), end=at(2))
     _mark(user_id, conn, "Microsoft refused the token request (temporarily_unavailable).", hours_ago=0)
-    vault.forget_access_token(conn.credential_path)
+    tokens.forget_access_token(conn)
     # Just marked: reported, not hammered.
     stack.graph.clear_requests()
     assert sync_user(user_id).partial_errors[f"outlook::{conn.account_id}"]["error"] == "needs_reauth"
@@ -390,11 +390,11 @@ def test_a_wrongly_marked_account_is_restored_by_the_next_good_refresh(stack: Lo
 
 
 def test_a_really_revoked_account_is_retried_hourly_and_stays_needs_reauth(stack: LocalStack) -> None:
-    from calbot import vault
+    from calbot import tokens
 
     user_id, acct, conn = connected(stack)
     stack.graph.revoke(acct["id"], code=50173)
-    vault.forget_access_token(conn.credential_path)
+    tokens.forget_access_token(conn)
     _mark(user_id, conn, "stale", hours_ago=2)
     stack.graph.clear_requests()
     assert sync_user(user_id).partial_errors[f"outlook::{conn.account_id}"]["error"] == "needs_reauth"

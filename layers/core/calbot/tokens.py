@@ -11,7 +11,7 @@ import time
 from datetime import timedelta
 
 from calbot import store, vault
-from calbot.models import Connection
+from calbot.models import Connection, Credentials
 from calbot.providers import get_provider
 from calbot.providers.base import ProviderAuthError, ProviderUnavailable
 from calbot.timeutil import now
@@ -19,8 +19,12 @@ from calbot.timeutil import now
 EARLY_REFRESH = timedelta(minutes=5)
 
 
-def _fresh(cached: vault.CachedAccessToken | None) -> bool:
-    return bool(cached and cached.access_token and cached.expires_at - EARLY_REFRESH > now())
+def _fresh(creds: Credentials) -> bool:
+    return bool(
+        creds.access_token
+        and creds.access_token_expires_at
+        and creds.access_token_expires_at - EARLY_REFRESH > now()
+    )
 
 
 def access_token(conn: Connection) -> str:
@@ -29,10 +33,13 @@ def access_token(conn: Connection) -> str:
     A good refresh also proves the credentials alive: a connection marked needs_reauth goes back to
     active (a wrong mark, e.g. from a transient failure, never strands an account).
     """
-    path = conn.credential_path
-    cached = vault.get_access_token(path)
-    if cached is not None and _fresh(cached):
-        return cached.access_token
+    creds = vault.get(conn.credential_path)
+    if creds is None:
+        raise ProviderAuthError(
+            "The stored credentials for this account are missing.", kind="credentials_missing"
+        )
+    if _fresh(creds):
+        return creds.access_token or ""
     lock_name = f"TOKEN#{conn.user_id}#{conn.provider}#{conn.key}"
     deadline = time.monotonic() + 10
     while True:
@@ -45,26 +52,25 @@ def access_token(conn: Connection) -> str:
                     "A token refresh for this account is already in progress."
                 ) from None
             time.sleep(0.2)
-            cached = vault.get_access_token(path)
-            if cached is not None and _fresh(cached):
-                return cached.access_token
+            creds = vault.get(conn.credential_path) or creds
+            if _fresh(creds):
+                return creds.access_token or ""
     try:
-        cached = vault.get_access_token(path)  # someone may have refreshed meanwhile
-        if cached is not None and _fresh(cached):
-            return cached.access_token
-        creds = vault.get_credentials(path)
-        if creds is None:
-            raise ProviderAuthError(
-                "The stored credentials for this account are missing.", kind="credentials_missing"
-            )
+        creds = vault.get(conn.credential_path) or creds  # someone may have refreshed meanwhile
+        if _fresh(creds):
+            return creds.access_token or ""
         tokens = get_provider(conn.provider).refresh(creds)
-        if (tokens.refresh_token and tokens.refresh_token != creds.refresh_token) or creds.access_token:
-            # Store every rotated refresh token (Microsoft's die 90 days after issue; only rotation
-            # keeps an account alive); a value from before the split loses its access token here.
-            vault.put_credentials(
-                path, creds.model_copy(update={"refresh_token": tokens.refresh_token or creds.refresh_token})
-            )
-        vault.put_access_token(path, tokens.access_token, tokens.expires_at)
+        vault.put(
+            conn.credential_path,
+            creds.model_copy(
+                update={
+                    # every rotated refresh token is kept: Microsoft's die 90 days after issue
+                    "refresh_token": tokens.refresh_token or creds.refresh_token,
+                    "access_token": tokens.access_token,
+                    "access_token_expires_at": tokens.expires_at,
+                }
+            ),
+        )
         if conn.status == "needs_reauth":
             store.restore_connection(conn.user_id, conn.provider, conn.account_id)
         return tokens.access_token
@@ -74,4 +80,9 @@ def access_token(conn: Connection) -> str:
 
 def forget_access_token(conn: Connection) -> None:
     """Drop a cached access token the provider refused (401), so the next call refreshes."""
-    vault.forget_access_token(conn.credential_path)
+    creds = vault.get(conn.credential_path)
+    if creds and creds.access_token:
+        vault.put(
+            conn.credential_path,
+            creds.model_copy(update={"access_token": None, "access_token_expires_at": None}),
+        )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import datetime
 
 from botocore.exceptions import ClientError
 from pydantic import BaseModel
@@ -34,12 +33,14 @@ def credential_path(user_id: str, provider: str, account_id: str) -> str:
     return f"{get_settings().ssm_prefix}/users/{_UNSAFE.sub('_', user_id)}/{provider}/{readable}-{digest}"
 
 
-# SSM Standard tier: values up to 4 KB (4,096 bytes) each. Real tokens (PROTOCOLS) do not fit together:
-# a Microsoft access token (1.5-2.5 KB, more for users in many groups) beside a refresh token (1-2 KB)
-# and the client secret passes 4 KB. So an account has two parameters: its credentials (refresh token,
-# client id and secret: what must survive) and a cache of its current access token.
+# SSM Standard tier: values up to 4 KB (4,096 bytes) each, and 10,000 parameters per account and region.
+# Real tokens (PROTOCOLS) do not always fit one value: a Microsoft access token (1.5-2.5 KB, more for
+# users in many groups) beside a refresh token (1-2 KB) and the client secret passes 4 KB. So the access
+# token stays in the credentials value when everything fits (Google, small tokens: one parameter), and
+# is cached in a second parameter `<path>.access` when it does not. A credentials value without an
+# access token means "look in the second parameter".
 MAX_VALUE_BYTES = 4096
-ACCESS_SUFFIX = ".access"  # `<path>.access`: the account's hash ends the path, so it never collides
+ACCESS_SUFFIX = ".access"  # the account's hash ends the path, so `<path>.access` never collides
 _ACCESS_FIELDS = {"access_token", "access_token_expires_at"}
 
 
@@ -83,61 +84,50 @@ def _delete(name: str) -> bool:
     return True
 
 
-def credentials_value(creds: Credentials) -> str:
-    """What the credentials parameter holds: everything but the access token."""
-    return creds.model_dump_json(exclude=_ACCESS_FIELDS)
+def _fits(value: str) -> bool:
+    return len(value.encode()) <= MAX_VALUE_BYTES
 
 
-def put_credentials(path: str, creds: Credentials) -> None:
-    _put(path, credentials_value(creds), "calbot OAuth credentials for one connected calendar account")
-
-
-def put_access_token(path: str, access_token: str, expires_at: datetime) -> bool:
-    """Cache the access token; False (nothing cached, the next call refreshes) if it is too large."""
-    value = CachedAccessToken(access_token=access_token, expires_at=expires_at).model_dump_json()
-    if len(value.encode()) > MAX_VALUE_BYTES:
-        logger.warning("access token too large to cache", extra={"bytes": len(value.encode())})
-        _delete(access_path(path))  # never leave an older token looking current
-        return False
-    _put(access_path(path), value, "calbot cached access token for one connected calendar account")
-    return True
+_DESCRIPTION = "calbot OAuth credentials for one connected calendar account"
+_ACCESS_DESCRIPTION = "calbot cached access token for one connected calendar account"
 
 
 def put(path: str, creds: Credentials) -> None:
-    """Credentials first (a rotated refresh token is what must not be lost), then the access token."""
-    put_credentials(path, creds)
+    """One parameter when everything fits; else the access token in `<path>.access` (not cached at all
+    if even alone it passes 4 KB: the next call refreshes)."""
+    whole = creds.model_dump_json()
+    if creds.access_token and _fits(whole):
+        _put(path, whole, _DESCRIPTION)
+        return
     if creds.access_token and creds.access_token_expires_at:
-        put_access_token(path, creds.access_token, creds.access_token_expires_at)
+        cached = CachedAccessToken(
+            access_token=creds.access_token, expires_at=creds.access_token_expires_at
+        ).model_dump_json()
+        if _fits(cached):
+            _put(access_path(path), cached, _ACCESS_DESCRIPTION)
+        else:
+            logger.warning("access token too large to cache", extra={"bytes": len(cached.encode())})
+            _delete(access_path(path))  # never leave an older token looking current
     else:
-        _delete(access_path(path))
-
-
-def get_credentials(path: str) -> Credentials | None:
-    """The credentials parameter alone (a value written before the split may still hold a token)."""
-    value = _get(path)
-    return Credentials.model_validate_json(value) if value is not None else None
-
-
-def get_access_token(path: str) -> CachedAccessToken | None:
-    value = _get(access_path(path))
-    return CachedAccessToken.model_validate_json(value) if value is not None else None
-
-
-def forget_access_token(path: str) -> bool:
-    return _delete(access_path(path))
+        _delete(access_path(path))  # forgotten (refused): the next call must refresh
+    _put(path, creds.model_dump_json(exclude=_ACCESS_FIELDS), _DESCRIPTION)
 
 
 def get(path: str) -> Credentials | None:
-    """Credentials with the cached access token, if any."""
-    creds = get_credentials(path)
-    if creds is None:
+    """The credentials with their cached access token, if any (a second read only when it is apart)."""
+    value = _get(path)
+    if value is None:
         return None
-    cached = get_access_token(path)
-    if cached is not None:
-        creds = creds.model_copy(
-            update={"access_token": cached.access_token, "access_token_expires_at": cached.expires_at}
-        )
-    return creds
+    creds = Credentials.model_validate_json(value)
+    if creds.access_token:
+        return creds
+    cached = _get(access_path(path))
+    if cached is None:
+        return creds
+    token = CachedAccessToken.model_validate_json(cached)
+    return creds.model_copy(
+        update={"access_token": token.access_token, "access_token_expires_at": token.expires_at}
+    )
 
 
 def delete(path: str) -> bool:
