@@ -32,8 +32,10 @@ from calbot.timeutil import iso_z, now, parse_iso
 # refresh token, and the token response never echoes it, so the next request's scope is never built
 # from a response (a token that stops rotating dies 90 days after issue).
 SCOPES = "offline_access User.Read Calendars.Read"
-# AADSTS codes that say "try again" whatever `error` they come with.
-TRANSIENT_AADSTS = {"AADSTS90033"}
+# AADSTS codes that say "try again" whatever `error` they come with (Microsoft's error code reference:
+# 90006 ExternalServerRetryableError, 90024 RequestBudgetExceededError, 90033 MsodsServiceUnavailable,
+# 90090 GraphRetryableError).
+TRANSIENT_AADSTS = {"AADSTS90006", "AADSTS90024", "AADSTS90033", "AADSTS90090"}
 # The only token-endpoint answers that mean the credentials are dead (PROTOCOLS).
 AUTH_FAILURES = {"invalid_grant", "invalid_client"}
 SYNC_RESET_CODES = {"syncStateNotFound", "resyncRequired", "syncStateInvalid"}
