@@ -12,8 +12,15 @@ SAMSTAMP := $(SAMVENV)/.installed
 export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: dev test test-fast lint format invoke bench install install-sam browser-deps events openapi \
+.PHONY: help dev test test-fast lint format invoke bench install install-sam browser-deps events openapi \
 	validate sam-build admin oauth-helper clean
+.DEFAULT_GOAL := help
+
+## List the targets (this text): each target's `## ` comment, its first line.
+help:
+	@awk '/^## / { if (!doc) doc = substr($$0, 4); next } \
+	     /^[a-zA-Z][a-zA-Z0-9_-]*:/ { if (doc) { split($$0, t, ":"); printf "  make %-13s %s\n", t[1], doc } } \
+	     { doc = "" }' $(MAKEFILE_LIST)
 
 $(STAMP): requirements-dev.txt layers/core/requirements.txt
 	@if [ -z "$(PY312)" ]; then echo "error: Python $(PYTHON_VERSION) is required (the Lambda runtime is python3.12)." \
@@ -31,10 +38,12 @@ $(SAMSTAMP): requirements-sam.txt
 	$(SAMVENV)/bin/pip install -q -r requirements-sam.txt
 	@touch $@
 
+## Create .venv (Python 3.12) and install the app, test and bench requirements.
 install: $(STAMP)
+## Create .venv-sam, the SAM CLI's own tool virtualenv.
 install-sam: $(SAMSTAMP)
 
-# The browser tests drive Debian's chromium through its chromedriver (never a downloaded browser).
+## Install Debian's chromium and chromedriver for the browser tests (never a downloaded browser).
 browser-deps:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
 	  SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
@@ -56,17 +65,21 @@ oauth-helper: install
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
+## Check the code with ruff (lint and format), as CI does.
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
+## Fix what ruff can fix and format the code.
 format: install
 	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
 
+## Validate template.yaml with `sam validate --lint` and cfn-lint.
 validate: install install-sam
 	$(SAMVENV)/bin/sam validate --lint && $(VENV)/bin/cfn-lint template.yaml
 
-## Build the deployable artifacts without containers (pip fetches arm64 wheels for the layer). The
-## python3.12 builder must be on PATH; PY312 is the same interpreter the venvs are made from.
+## Build the deployable artifacts without containers (.aws-sam/build, what `sam deploy` picks up).
+## pip fetches arm64 wheels for the layer. The python3.12 builder must be on PATH; PY312 is the
+## same interpreter the venvs are made from.
 ## make sam-build [BUILD_DIR=/tmp/build]  (default .aws-sam/build, what `sam deploy` picks up)
 sam-build: install-sam
 	PATH="$(dir $(PY312)):$$PATH" $(SAMVENV)/bin/sam build --template template.yaml \
@@ -85,12 +98,14 @@ events: install
 	$(PY) -m local.gen_events
 
 ## Admin CLI against the running local stack, e.g. make admin ARGS="create-user --with-key"
+## (STATE_DIR=<dir> for a stack started with --state-dir; default .local)
 admin: install
-	@eval "$$($(PY) -m local.env)" && $(PY) -m calbot.admin $(ARGS)
+	@stack_env="$$($(PY) -m local.env $(STATE_DIR))" && eval "$$stack_env" && \
+	  PYTHONPATH=layers/core $(PY) -m calbot.admin $(ARGS)
 
-## Run every bench/ script (each prints its figures and writes JSON to .bench/), then assemble
-## bench/REPORT.md from that JSON with the machine it ran on. ~10 minutes; never asserts on timings.
 BENCH_OUT := .bench
+## Run every bench/ script and assemble bench/REPORT.md (~10 minutes; never asserts on timings).
+## Each script prints its figures and writes JSON to .bench/; the report adds the machine it ran on.
 bench: install
 	@rm -rf $(BENCH_OUT) && mkdir -p $(BENCH_OUT)
 	$(PY) bench/cold_start.py --repeat 5 --json-out $(BENCH_OUT)/cold_start.json
@@ -98,7 +113,9 @@ bench: install
 	$(PY) bench/auto_schedule.py --users 100 --json-out $(BENCH_OUT)/auto_schedule.json
 	$(PY) bench/notify_latency.py --json-out $(BENCH_OUT)/notify_latency.json
 	$(PY) bench/read_latency.py --json-out $(BENCH_OUT)/read_latency.json
+	$(PY) bench/forged_webhook.py --json-out $(BENCH_OUT)/forged_webhook.json
 	$(PY) bench/report.py $(BENCH_OUT) -o bench/REPORT.md
 
+## Remove the virtualenvs, the local stack's state and the caches.
 clean:
 	rm -rf $(VENV) $(SAMVENV) .local .pytest_cache .ruff_cache .aws-sam

@@ -26,6 +26,14 @@ Lambda event source mappings. ``LocalClock`` does their work, reading everything
   (``ReportBatchItemFailures`` or an exception) come back after the queue's visibility timeout in
   clock time. FIFO order within a message group is kept (moto never hands out a group that has
   messages in flight; a failure leaves the rest of its group in the batch undeleted).
+* **Permissions** (``local.grants``, over the template as SAM's transform emits it): a schedule's
+  target is invoked only if its ``RoleArn`` is a role of the template that trusts
+  ``scheduler.amazonaws.com`` and allows ``lambda:InvokeFunction`` on the target, else it is a
+  delivery failure (``AccessDeniedException``: retries, then the DLQ, which the role must be allowed
+  to ``sqs:SendMessage`` to, else the event is dropped); a cron event's generated schedule role (or
+  rule permission) likewise; a queue consumer whose execution role lacks ``sqs:ReceiveMessage``,
+  ``sqs:DeleteMessage`` or ``sqs:GetQueueAttributes`` on its queue is never fed (Lambda refuses to
+  create such a mapping) and the clock logs why.
 
 Time: ``now()`` is real UTC time plus an offset that only grows. The clock installs itself as
 ``calbot.timeutil``'s time source. ``virtual=True``: ``sleep`` advances the offset instead of
@@ -58,6 +66,7 @@ from zoneinfo import ZoneInfo
 from botocore.exceptions import ClientError
 
 from local.gen_events import schedule_event
+from local.grants import grants
 from local.invoke import InvocationError, error_payload
 from local.template import EventSource, Template
 
@@ -334,6 +343,8 @@ class ScheduleInfo:
     retry_policy: dict[str, Any]
     dead_letter_arn: str | None
     modified: str  # LastModificationDate, to notice updates
+    role_arn: str | None = None  # the role Scheduler assumes to invoke the target
+    cron: tuple[str, str] | None = None  # (function, event) when this is a cron event's schedule
 
     @property
     def key(self) -> tuple[str, str]:
@@ -407,6 +418,7 @@ class SqsConsumer:
     url: str | None = None
     arn: str | None = None
     visibility_timeout: int = DEFAULT_VISIBILITY_TIMEOUT
+    refused: str | None = None  # why Lambda would not create this mapping (the role lacks rights)
 
     @property
     def fifo(self) -> bool:
@@ -565,6 +577,7 @@ class LocalClock:
         self._idle = threading.Condition(self._state)
         self._arn_cache: dict[str, str | None] = {}
         self._functions_by_name = {fn.function_name: lid for lid, fn in template.functions.items()}
+        self._grants = grants(template)
         self.groups = [
             str(template.ref(lid)) for lid in template.resources_of_type("AWS::Scheduler::ScheduleGroup")
         ]
@@ -996,6 +1009,7 @@ class LocalClock:
             retry_policy=dict(target.get("RetryPolicy") or {}),
             dead_letter_arn=(target.get("DeadLetterConfig") or {}).get("Arn"),
             modified=str(detail.get("LastModificationDate") or stamp or ""),
+            role_arn=target.get("RoleArn"),
         )
         with self._state:
             self._schedule_cache[info.key] = info
@@ -1024,6 +1038,15 @@ class LocalClock:
             return
         schedule_id = f"{info.group}/{info.name}"
         event = info.input if info.input_text is not None else self._scheduler_envelope(info)
+        refusal = self._delivery_refusal(info)
+        if refusal is not None:
+            self._log(f"[clock] schedule {schedule_id}: not invoked: {refusal}")
+            error = {"errorType": "AccessDeniedException", "errorMessage": refusal}
+            fired = self._record(
+                report, "schedule", schedule_id, info.target_function, info.at, 1, False, None, error
+            )
+            self._after_delivery_failure(info, event, 1, self.now(), error, fired, report)
+            return
         if info.target_function is None:
             error = {
                 "errorType": "ResourceNotFoundException",
@@ -1048,6 +1071,14 @@ class LocalClock:
             self._after_function_error(
                 "schedule", schedule_id, info.target_function, event, 1, self.now(), error, fired, report
             )
+
+    def _delivery_refusal(self, info: ScheduleInfo) -> str | None:
+        """Why Scheduler (or EventBridge, for a cron rule) may not invoke the target, or None."""
+        if info.cron is not None:
+            return self._grants.cron_refusal(*info.cron)
+        if not info.role_arn:
+            return f"schedule {info.group}/{info.name} has no RoleArn"
+        return self._grants.scheduler_refusal(info.role_arn, info.target_arn, info.arn)
 
     def _scheduler_envelope(self, info: ScheduleInfo) -> dict[str, Any]:
         # What Scheduler sends a templated target when the schedule has no Input.
@@ -1097,14 +1128,17 @@ class LocalClock:
         error: dict[str, Any] | None,
         fired: Fired,
         report: FireReport,
+        *,
+        kind: str = "schedule",
+        origin: str | None = None,
     ) -> None:
         policy = info.retry_policy
         retry = _Retry(
             id=next(self._seq),
             due=self.now() + timedelta(seconds=SCHEDULER_RETRY_BACKOFF),
             mode="scheduler",
-            kind="schedule",
-            origin=f"{info.group}/{info.name}",
+            kind=kind,
+            origin=origin or f"{info.group}/{info.name}",
             function=info.target_function,
             event=event,
             attempts=attempts,
@@ -1174,7 +1208,14 @@ class LocalClock:
                 return
         attempt = retry.attempts + 1
         due = retry.due
-        if retry.function is None:  # a delivery that cannot succeed until the template changes
+        refusal = (
+            self._delivery_refusal(retry.schedule)
+            if retry.mode == "scheduler" and retry.schedule is not None
+            else None
+        )
+        if refusal is not None:
+            ok, result, error = False, None, {"errorType": "AccessDeniedException", "errorMessage": refusal}
+        elif retry.function is None:  # a delivery that cannot succeed until the template changes
             ok, result, error = False, None, retry.last_error
         else:
             ok, result, error = self._invoke(retry.function, retry.event, f"{retry.kind} {retry.origin}")
@@ -1191,7 +1232,15 @@ class LocalClock:
         if retry.mode == "scheduler":
             assert retry.schedule is not None
             self._after_delivery_failure(
-                retry.schedule, retry.event, attempt, retry.first_at, error, fired, report
+                retry.schedule,
+                retry.event,
+                attempt,
+                retry.first_at,
+                error,
+                fired,
+                report,
+                kind=retry.kind,
+                origin=retry.origin,
             )
         else:
             assert retry.function is not None
@@ -1216,6 +1265,18 @@ class LocalClock:
                 f"[clock] schedule {retry.origin}: retries exhausted, no DeadLetterConfig: event dropped"
             )
             report.dead_letters.append({"origin": retry.origin, "queue": None, "dropped": True})
+            return
+        refusal = (
+            self._grants.scheduler_dead_letter_refusal(info.role_arn, info.dead_letter_arn, info.arn)
+            if info.role_arn
+            else None
+        )
+        if refusal is not None:
+            # Scheduler sends dead letters with the schedule's role: without the right, the event is lost.
+            self._log(f"[clock] schedule {retry.origin}: retries exhausted, dead letter not sent: {refusal}")
+            report.dead_letters.append(
+                {"origin": retry.origin, "queue": info.dead_letter_arn, "dropped": True, "error": refusal}
+            )
             return
         attributes = {
             "ERROR_CODE": str(error.get("errorType") or "Error"),
@@ -1352,12 +1413,48 @@ class LocalClock:
             return
         job.cursor = moment
         event = self._cron_event(job, moment)
+        refusal = self._grants.cron_refusal(job.function, job.source.name)
+        if refusal is not None:
+            self._log(f"[clock] cron {job.id}: {job.function} not invoked: {refusal}")
+            error = {"errorType": "AccessDeniedException", "errorMessage": refusal}
+            fired = self._record(report, "cron", job.id, job.function, moment, 1, False, None, error)
+            info = self._cron_schedule(job)
+            if info is not None:  # the schedule's (or rule's) retry policy and DLQ apply
+                self._after_delivery_failure(
+                    info, event, 1, self.now(), error, fired, report, kind="cron", origin=job.id
+                )
+            return
         ok, result, error = self._invoke(job.function, event, f"cron {job.id}")
         fired = self._record(report, "cron", job.id, job.function, moment, 1, ok, result, error)
         if not ok:  # EventBridge invokes asynchronously too: Lambda's retries apply
             self._after_function_error(
                 "cron", job.id, job.function, event, 1, self.now(), error, fired, report
             )
+
+    def _cron_schedule(self, job: CronJob) -> ScheduleInfo | None:
+        """The translated schedule (or EventBridge rule) behind a cron event, as a ScheduleInfo."""
+        target = self._grants.cron_target(job.function, job.source.name)
+        if target is None:
+            return None
+        return ScheduleInfo(
+            group=target["group"],
+            name=target["name"],
+            arn=target["arn"],
+            expression=job.expression.text,
+            timezone=job.expression.timezone,
+            at=None,
+            state="ENABLED",
+            target_arn=str(target["target_arn"]),
+            target_function=job.function,
+            input_text=None,
+            action_after_completion="NONE",
+            flexible_time_window={"Mode": "OFF"},
+            retry_policy=target["retry_policy"],
+            dead_letter_arn=target["dead_letter_arn"],
+            modified="template",
+            role_arn=target["role_arn"],
+            cron=(job.function, job.source.name),
+        )
 
     # -- SQS event source mappings -------------------------------------------------------------------
 
@@ -1383,15 +1480,25 @@ class LocalClock:
                 self._warn_once(
                     ("filter", fn.logical_id), f"[clock] {fn.logical_id}: FilterCriteria is ignored"
                 )
+            queue_arn = (
+                queue
+                if queue.startswith("arn:")
+                else f"arn:aws:sqs:{self.template.region}:{self.template.account_id}:{name}"
+            )
+            refused = self._grants.event_source_mapping_refusal(fn.logical_id, queue_arn)
+            consumer_id = f"{fn.logical_id}.{source.name}"
+            if refused is not None:
+                self._log(f"[clock] {consumer_id}: queue {name} is not polled: {refused}")
             consumers.append(
                 SqsConsumer(
-                    id=f"{fn.logical_id}.{source.name}",
+                    id=consumer_id,
                     function=fn.logical_id,
                     queue_name=name,
                     queue_logical_id=logical_id,
                     batch_size=int(props.get("BatchSize", 10)),
                     report_failures="ReportBatchItemFailures" in (props.get("FunctionResponseTypes") or []),
-                    enabled=props.get("Enabled", True) not in (False, "false", "False"),
+                    enabled=props.get("Enabled", True) not in (False, "false", "False") and refused is None,
+                    refused=refused,
                 )
             )
         return consumers
@@ -1502,20 +1609,13 @@ class LocalClock:
     def _left_in_queue(
         consumer: SqsConsumer, messages: list[dict[str, Any]], failed: set[str] | None
     ) -> set[str]:
-        ids = [m["MessageId"] for m in messages]
+        """What goes back to the queue: the whole batch when the invocation failed, else exactly the
+        messages batchItemFailures names. FIFO queues too: Lambda deletes every message the response
+        does not name, so keeping a group's later messages behind its failure is the function's job
+        ("return all failed and unprocessed messages", as Powertools' SqsFifoPartialProcessor does)."""
         if failed is None:
-            return set(ids)
-        if not consumer.fifo:
-            return set(failed)
-        # FIFO: after a group's first failure, its later messages must wait too, to keep their order.
-        left: set[str] = set()
-        broken: set[str] = set()
-        for message in messages:
-            group = (message.get("Attributes") or {}).get("MessageGroupId", "")
-            if group in broken or message["MessageId"] in failed:
-                broken.add(group)
-                left.add(message["MessageId"])
-        return left
+            return {m["MessageId"] for m in messages}
+        return set(failed)
 
     def _record_for(self, consumer: SqsConsumer, message: dict[str, Any]) -> dict[str, Any]:
         body = message.get("Body", "")

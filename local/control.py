@@ -11,6 +11,9 @@ APIs. Routes:
 * `GET  /_local/schedules` -> `{"value": [{name, group, at, target_function, input, state, ...}]}`
 * `POST /_local/queues/drain` -> `{"delivered": n}`
 * `GET  /_local/queues/{logical_id}/messages` -> `{"queue", "value": [...]}` (peek, no receive)
+* `GET  /_local/aws/faults` -> `{"value": [rule, ...]}`; `POST /_local/aws/faults` `{"service", "error",
+  "operations"?, "share"?, "times"?, "after"?, "seed"?}` -> the rule (201); `DELETE /_local/aws/faults`
+  clears them, `DELETE /_local/aws/faults/{id}` removes one (local/aws_limits.py has the errors)
 
 `with_control(app, control)` puts it in front of another WSGI app (the gateway): paths under
 `/_local/` go to the control API, everything else to `app`, untouched.
@@ -26,6 +29,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
+from local.aws_limits import AwsFaults, FaultError
 from local.clock import LocalClock, ScheduleExpressionError, iso_z
 
 PREFIX = "/_local"
@@ -41,8 +45,9 @@ class ControlError(Exception):
 class ControlApp:
     """WSGI app for `/_local/...` driving a LocalClock."""
 
-    def __init__(self, clock: LocalClock) -> None:
+    def __init__(self, clock: LocalClock, aws_faults: AwsFaults | None = None) -> None:
         self.clock = clock
+        self.aws_faults = aws_faults or AwsFaults()
         self._map = Map(
             [
                 Rule(f"{PREFIX}/clock", endpoint="clock", methods=["GET"]),
@@ -53,6 +58,8 @@ class ControlApp:
                 Rule(f"{PREFIX}/schedules", endpoint="schedules", methods=["GET"]),
                 Rule(f"{PREFIX}/queues/drain", endpoint="drain", methods=["POST"]),
                 Rule(f"{PREFIX}/queues/<logical_id>/messages", endpoint="messages", methods=["GET"]),
+                Rule(f"{PREFIX}/aws/faults", endpoint="aws_faults", methods=["GET", "POST", "DELETE"]),
+                Rule(f"{PREFIX}/aws/faults/<fault_id>", endpoint="aws_fault", methods=["DELETE"]),
             ],
             strict_slashes=False,
         )
@@ -68,7 +75,7 @@ class ControlApp:
             status, body = exc.code or 400, {"error": exc.description}
         except KeyError as exc:
             status, body = 404, {"error": str(exc.args[0]) if exc.args else "not found"}
-        except (TypeError, ValueError, ScheduleExpressionError) as exc:
+        except (TypeError, ValueError, ScheduleExpressionError, FaultError) as exc:
             status, body = 400, {"error": str(exc)}
         response = Response(json.dumps(body, default=str), status=status, content_type="application/json")
         return response(environ, start_response)
@@ -120,6 +127,18 @@ class ControlApp:
 
     def _messages(self, request: Request, logical_id: str) -> tuple[int, Any]:
         return 200, {"queue": logical_id, "value": self.clock.queue_messages(logical_id)}
+
+    def _aws_faults(self, request: Request) -> tuple[int, Any]:
+        if request.method == "POST":
+            return 201, self.aws_faults.add(**self._body(request)).to_dict()
+        if request.method == "DELETE":
+            self.aws_faults.clear()
+            return 200, {"value": []}
+        return 200, {"value": self.aws_faults.list()}
+
+    def _aws_fault(self, request: Request, fault_id: str) -> tuple[int, Any]:
+        self.aws_faults.remove(fault_id)
+        return 200, {"removed": fault_id}
 
 
 def with_control(app: WSGIApp, control: WSGIApp) -> WSGIApp:

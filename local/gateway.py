@@ -12,7 +12,16 @@ Lambda proxy integration with payload format 2.0:
   ``ReauthorizeEvery`` seconds per identity when the authorizer has identity sources;
 * the 2.0 event (lower-cased, comma-joined headers; ``cookies``; comma-joined query parameters;
   URL-decoded path parameters; base64 bodies for non-text content types);
-* response mapping: ``statusCode`` dicts as written, anything else -> 200 JSON; handler failure -> 500.
+* response mapping: ``statusCode`` dicts as written, anything else -> 200 JSON; handler failure -> 500;
+* invoke permissions, as SAM's transform grants them (``local.grants``): API Gateway invokes the
+  authorizer only under a resource policy allowing ``{api}/authorizers/{id}`` (or as its
+  ``FunctionInvokeRole``) and a route's function only under one allowing
+  ``{api}/{stage}/{METHOD}{path}``; a refused invoke answers 500 ``Internal Server Error``, as
+  API Gateway does (its log says "does not have permissions to call the authorizer/integration").
+
+Each invocation (and the handler's cold import) runs as its function's IAM role, read from SAM's
+translation of the template: AWS calls the role does not grant get the service's AccessDenied
+(local/iam_enforce.py; ``enforce_iam=False`` turns that off).
 
 Handlers are imported once per function under unique module names (every file is app.py) with the
 template's layers on sys.path, and called with a Lambda-like context. One process cannot give each
@@ -23,6 +32,7 @@ variable and exposes ``required_environment()`` for the stack to set once.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 import sys
@@ -38,6 +48,9 @@ from urllib.parse import parse_qsl, quote, unquote
 
 from werkzeug.wrappers import Request, Response
 
+from local.grants import grants
+from local.iam_enforce import FunctionPolicies, acting_as
+from local.iam_enforce import install as install_iam_enforcement
 from local.invoke import Handler, InvocationError, LambdaContext, add_layer_paths, import_handler, marshal
 from local.template import AuthorizerSpec, Route, Template
 
@@ -274,6 +287,11 @@ def route_arn(*, region: str, account_id: str, api_id: str, stage: str, method: 
     return f"arn:aws:execute-api:{region}:{account_id}:{api_id}/{stage}/{method}{raw_path}"
 
 
+def authorizer_arn(*, region: str, account_id: str, api_id: str, authorizer_id: str) -> str:
+    """The SourceArn API Gateway invokes a Lambda authorizer from."""
+    return f"arn:aws:execute-api:{region}:{account_id}:{api_id}/authorizers/{authorizer_id}"
+
+
 def identity_values(spec: AuthorizerSpec, request: HttpRequest) -> list[str] | None:
     """The values of the authorizer's identity sources, or None when one is missing (-> 401)."""
     headers, _ = fold_headers(request.headers)
@@ -427,15 +445,21 @@ def _header_value(value: Any) -> str:
 class Gateway:
     """WSGI app serving ``template``'s HttpApi routes through the functions' handlers in-process."""
 
-    def __init__(self, template: Template, *, log: TextIO | None = None) -> None:
+    def __init__(self, template: Template, *, log: TextIO | None = None, enforce_iam: bool = True) -> None:
         self.template = template
         self._log = log
+        # Each invocation runs as its function's role: AWS calls it is not granted get AccessDenied.
+        self.iam: FunctionPolicies | None = None
+        if enforce_iam:
+            self.iam = FunctionPolicies(template)
+            install_iam_enforcement()
         self._compiled = sorted((_compile(r) for r in template.routes), key=lambda c: c.specificity)
         self._default = [c for c in self._compiled if c.route.path == "$default"]
         self._handlers: dict[str, Handler] = {}
         self._handler_lock = threading.Lock()
         self._auth_cache: dict[tuple[str, tuple[str, ...]], tuple[float, bool, Any]] = {}
         self._environment = self._merged_environment()
+        self._grants = grants(template)
         for route in template.routes:
             if route.payload_format_version != "2.0":
                 raise GatewayConfigError(f"{route.route_key}: only PayloadFormatVersion 2.0 is emulated")
@@ -516,9 +540,11 @@ class Gateway:
         Lambda could not serialise raises ``InvocationError`` (Runtime.MarshalError).
         """
         spec = self.template.function(logical_id)
-        handler = self.handler(logical_id)
-        started = time.monotonic()
-        result = handler(event, LambdaContext(spec, request_id, started=started))
+        principal = self.iam.principal(logical_id) if self.iam is not None else None
+        with acting_as(principal):  # the cold import's calls are the function's too
+            handler = self.handler(logical_id)
+            started = time.monotonic()
+            result = handler(event, LambdaContext(spec, request_id, started=started))
         elapsed = time.monotonic() - started
         if elapsed > spec.timeout:
             # In-process we cannot kill it; say loudly that Lambda would have.
@@ -556,6 +582,23 @@ class Gateway:
             authorizer_context=authorizer_context,
             authorized=route.authorizer is not None,
         )
+        source = route_arn(
+            region=self.template.region,
+            account_id=self.template.account_id,
+            api_id=api_id,
+            stage="$default",
+            method=request.method,
+            raw_path=request.raw_path,
+        )
+        if route.path == "$default":  # the $default route's SourceArn is {api}/{stage}/$default
+            source = source.split("/", 1)[0] + "/$default/$default"
+        refusal = self._grants.api_route_refusal(route.function, source)
+        if refusal is not None:
+            self._write(
+                f"[gateway] {route.route_key}: API Gateway does not have permissions to call the "
+                f"integration {route.function}: {refusal}\n"
+            )
+            return _message(500, "Internal Server Error", request_id)
         try:
             result = self.invoke_function(route.function, event, request_id=request_id)
             return convert_response(result, request_id)
@@ -590,6 +633,19 @@ class Gateway:
                 now=now,
             )
             assert spec.function is not None
+            source = authorizer_arn(
+                region=self.template.region,
+                account_id=self.template.account_id,
+                api_id=api_id,
+                authorizer_id=self._authorizer_id(spec),
+            )
+            refusal = self._grants.api_authorizer_refusal(spec.function, source, spec.invoke_role)
+            if refusal is not None:
+                self._write(
+                    f"[gateway] authorizer {spec.name}: API Gateway does not have permissions to call "
+                    f"the authorizer {spec.function}: {refusal}\n"
+                )
+                return _message(500, "Internal Server Error", request_id)
             try:
                 answer = self.invoke_function(spec.function, event)
                 allowed, context = self._read_authorizer_answer(spec, answer, event)
@@ -601,6 +657,11 @@ class Gateway:
         if not allowed:
             return _message(403, "Forbidden", request_id)
         return context
+
+    def _authorizer_id(self, spec: AuthorizerSpec) -> str:
+        # API Gateway's authorizer ids are short random strings; hash so every process agrees.
+        seed = f"{self.template.stack_name}/{spec.api}/{spec.name}"
+        return hashlib.sha256(seed.encode()).hexdigest()[:6]
 
     @staticmethod
     def _read_authorizer_answer(

@@ -39,6 +39,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from local import iam_enforce
 from local.template import FunctionSpec, Template, TemplateError, load_template, parse_overrides
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -316,8 +317,15 @@ def run_invocation(
     request_id = str(uuid.uuid4())
     inv = Invocation(request_id=request_id, function=spec)
     env = function_environment(spec, aws_env, template.region)
+    # As behind the gateway: the function's AWS calls are checked against its role (local/iam_enforce.py).
+    principal = iam_enforce.FunctionPolicies(template).principal(logical_id)
+    iam_enforce.install()
     print(f"START RequestId: {request_id} Version: $LATEST", file=log, flush=True)
-    with patched_process(env, [spec.code_uri, *spec.layer_dirs]), contextlib.redirect_stdout(log):
+    with (
+        patched_process(env, [spec.code_uri, *spec.layer_dirs]),
+        contextlib.redirect_stdout(log),
+        iam_enforce.acting_as(principal),
+    ):
         init_start = time.perf_counter()
         try:
             handler = import_handler(spec, fresh=True)

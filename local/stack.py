@@ -76,6 +76,7 @@ class LocalStack:
         from moto.server import DomainDispatcherApplication, create_backend_app
 
         from local.aws_bootstrap import create_resources
+        from local.aws_limits import LOCAL_USER_AGENT, AwsFaultInjector, AwsFaults, install_limits
         from local.clock import LocalClock
         from local.control import ControlApp, with_control
         from local.emulators.bots import BotSink
@@ -89,8 +90,12 @@ class LocalStack:
         if os.environ.get("LOCAL_HTTP_LOG") != "1":
             logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access log
         _copy_each_table_once_per_transaction()
+        install_limits()  # what AWS refuses, the local moto refuses too (local/aws_limits.py)
+        self.aws_faults = AwsFaults()  # AWS errors on demand: /_local/aws/faults
         moto_server = serve(
-            AtomicDynamoDB(DomainDispatcherApplication(create_backend_app)),
+            AwsFaultInjector(
+                AtomicDynamoDB(DomainDispatcherApplication(create_backend_app)), self.aws_faults
+            ),
             host=self.host,
             port=0,
             name="moto",
@@ -132,8 +137,12 @@ class LocalStack:
         )
 
         import boto3
+        from botocore.config import Config
 
         session = boto3.session.Session(region_name=aws_env["AWS_DEFAULT_REGION"])
+        # The stack's own calls (bootstrap, the clock standing in for Scheduler and Lambda's SQS
+        # polling) are marked so AWS fault rules only ever hit the code under test.
+        session._session.set_default_client_config(Config(user_agent_extra=LOCAL_USER_AGENT))
         create_resources(template, session)
         self.gateway = Gateway(template)
         environment = self.gateway.required_environment()
@@ -152,7 +161,7 @@ class LocalStack:
         self.clock.on_move(self.graph.advance_clock)
         self.clock.on_move(self.google.advance_clock)
         gateway_server = serve(
-            with_control(self.gateway, ControlApp(self.clock)),
+            with_control(self.gateway, ControlApp(self.clock, self.aws_faults)),
             host=self.host,
             port=gateway_port,
             name="gateway",
@@ -480,6 +489,8 @@ def banner(info: dict[str, Any]) -> str:
         f"  Stack control:  {info['control_url']}   (clock, crons, schedules, queues)",
         f"  Clock:          {'virtual (moves on POST /_local/clock/advance)' if virtual else 'real time'}",
         f"  AWS (moto):     {info['moto_url']}",
+        '  For the README\'s curls: eval "$(.venv/bin/python -m local.env --urls)"'
+        "   (sets API, STACK_URL, GRAPH_URL, GOOGLE_URL, BOTS_URL)",
     ]
     if demo:
         lines += [

@@ -181,6 +181,7 @@ class AuthorizerSpec:
     api: str
     identity_query_strings: list[str] = field(default_factory=list)
     kind: str = "REQUEST"  # "REQUEST" (Lambda) or "JWT"
+    invoke_role: str | None = None  # FunctionInvokeRole (resolved ARN): API Gateway invokes as this role
 
 
 # --------------------------------------------------------------------------------------------------
@@ -257,6 +258,7 @@ _NAME_PROPERTIES = {
     "AWS::Serverless::Function": "FunctionName",
     "AWS::Lambda::Function": "FunctionName",
     "AWS::IAM::Role": "RoleName",
+    "AWS::IAM::ManagedPolicy": "ManagedPolicyName",
     "AWS::SSM::Parameter": "Name",
     "AWS::S3::Bucket": "BucketName",
     "AWS::Events::Rule": "Name",
@@ -342,11 +344,20 @@ class Template:
         return self._translated
 
     def translated_resources(self, resource_type: str) -> dict[str, dict[str, Any]]:
-        """Resolved ``Properties`` of each translated resource of that type, by logical id."""
+        """Resolved ``Properties`` of each translated resource of that type (whose ``Condition``, if
+        any, holds: CloudFormation creates no other), by logical id."""
         return {
             lid: self.resolve(res.get("Properties") or {}) or {}
-            for lid, res in (self.translated.get("Resources") or {}).items()
+            for lid, res in self.translated_active().items()
             if res.get("Type") == resource_type
+        }
+
+    def translated_active(self) -> dict[str, dict[str, Any]]:
+        """The translated resources CloudFormation would create (their ``Condition`` holds), raw."""
+        return {
+            lid: res
+            for lid, res in (self.translated.get("Resources") or {}).items()
+            if "Condition" not in res or self.condition(str(res["Condition"]))
         }
 
     # -- parameters and conditions -----------------------------------------------------------------
@@ -397,7 +408,9 @@ class Template:
         """Evaluate a named entry of the template's ``Conditions``."""
         if name in self._condition_cache:
             return self._condition_cache[name]
-        conditions = self.data.get("Conditions") or {}
+        # The template's own conditions, and any SAM's transform added.
+        translated = getattr(self, "_translated", None) or {}
+        conditions = {**(translated.get("Conditions") or {}), **(self.data.get("Conditions") or {})}
         if name not in conditions:
             raise TemplateError(f"unknown condition {name}")
         if name in self._condition_stack:
@@ -586,6 +599,8 @@ class Template:
             return f"{self._arn('lambda', 'layer:' + self.physical_name(logical_id))}:1"
         if rtype == "AWS::SNS::Topic":
             return self._arn("sns", self.physical_name(logical_id))
+        if rtype == "AWS::IAM::ManagedPolicy":
+            return self.arn(logical_id)  # CloudFormation's Ref of a managed policy is its ARN
         if rtype == "AWS::KMS::Key":
             return hashlib.sha256(f"{self.stack_name}/{logical_id}".encode()).hexdigest()[:32]
         return self.physical_name(logical_id)
@@ -638,6 +653,8 @@ class Template:
             return self._arn("scheduler", f"schedule/{group}/{name}")
         if rtype == "AWS::IAM::Role":
             return self._arn("iam", f"role/{name}", region=False)
+        if rtype == "AWS::IAM::ManagedPolicy":
+            return self._arn("iam", f"policy/{name}", region=False)
         if rtype == "AWS::S3::Bucket":
             return self._arn("s3", name, region=False, account=False)
         if rtype == "AWS::Events::Rule":
@@ -808,6 +825,11 @@ class Template:
                     ttl=int(self.resolve(identity.get("ReauthorizeEvery", 0))),
                     api=api,
                     kind=kind,
+                    invoke_role=(
+                        cfn_str(self.resolve(raw["FunctionInvokeRole"]))
+                        if raw.get("FunctionInvokeRole") is not None
+                        else None
+                    ),
                 )
         return specs
 

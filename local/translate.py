@@ -11,6 +11,7 @@ shorthand. Intrinsics in the output resolve through the same ``Template`` (``res
 from __future__ import annotations
 
 import copy
+import logging
 import os
 from typing import Any
 
@@ -26,6 +27,11 @@ _MANAGED_POLICIES = {
         "AWSLambdaRole": "service-role/",
     }.items()
 }
+
+
+# The transform records usage metrics for SAM's own telemetry and warns, when they are garbage
+# collected, that nobody published them: noise in every local stack log.
+logging.getLogger("samtranslator.metrics.metrics").setLevel(logging.ERROR)
 
 
 class _ManagedPolicyLoader:

@@ -60,9 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         server = make_server(HOST, settings.port, app, threaded=True, request_handler=PathOnlyRequestHandler)
     except SystemExit:  # werkzeug prints why it could not bind, then exits; add what to do about it
         print(
-            f"error: could not listen on port {settings.port}. If the port is in use (the local stack "
-            "also defaults to 3000), pick another with --port or OAUTH_HELPER_PORT and register the "
-            "matching redirect URIs.",
+            f"error: could not listen on port {settings.port}. If the port is in use, pick another "
+            "with --port or OAUTH_HELPER_PORT and register the matching redirect URIs.",
             file=sys.stderr,
         )
         return 1

@@ -8,6 +8,7 @@ the Graph validation handshake, which calls back into our webhook through the ga
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -49,13 +50,61 @@ def item_size(item: dict) -> int:
     return sum(len(name.encode()) + _value_size(value) for name, value in item.items())
 
 
+class CodeUnderTest:
+    """Which threads are running the code under test: the test's own thread, and the pool workers while
+    they run work that the code under test submitted (sync fans accounts out to a ThreadPoolExecutor).
+
+    The in-process stack shares calbot's clients with its own threads (the clock firing schedules and
+    draining queues, the servers): a counter hooked on a shared client must not count their calls, or
+    a test's count depends on what else happened to run meanwhile (issue 16: a DeleteItem and a PutItem
+    from the clock made test_one_update_item_and_one_write_unit_per_request fail on a loaded machine).
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._local.active = True  # the thread that made it: the test's
+
+    def active(self) -> bool:
+        return getattr(self._local, "active", False)
+
+    def submit_wrapper(self, submit: Any) -> Any:
+        scope = self
+
+        def tracked_submit(pool: Any, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+            if not scope.active():
+                return submit(pool, fn, *args, **kwargs)
+
+            def run(*a: Any, **kw: Any) -> Any:
+                before = scope.active()
+                scope._local.active = True
+                try:
+                    return fn(*a, **kw)
+                finally:
+                    scope._local.active = before
+
+            return submit(pool, run, *args, **kwargs)
+
+        return tracked_submit
+
+
+@pytest.fixture
+def code_under_test(monkeypatch: pytest.MonkeyPatch) -> CodeUnderTest:
+    from concurrent.futures import ThreadPoolExecutor
+
+    scope = CodeUnderTest()
+    monkeypatch.setattr(ThreadPoolExecutor, "submit", scope.submit_wrapper(ThreadPoolExecutor.submit))
+    return scope
+
+
 class DynamoWrites:
-    """Counts DynamoDB write calls and write units made through calbot's client (a botocore hook, so it
-    sees every write whatever code path makes it)."""
+    """Counts DynamoDB write calls and write units made through calbot's client by the code under test
+    (a botocore hook, so it sees every write whatever code path makes it; `scope` keeps out the calls
+    of the in-process stack's own threads)."""
 
     WRITE_OPS = {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"}
 
-    def __init__(self) -> None:
+    def __init__(self, scope: CodeUnderTest | None = None) -> None:
+        self.scope = scope or CodeUnderTest()
         self.calls: list[str] = []
         self.items = 0
         self.units = 0
@@ -64,7 +113,7 @@ class DynamoWrites:
         import math
 
         op = getattr(model, "name", "")
-        if op not in self.WRITE_OPS:
+        if op not in self.WRITE_OPS or not self.scope.active():
             return
         self.calls.append(op)
         if op == "BatchWriteItem":
@@ -92,10 +141,10 @@ class DynamoWrites:
 
 
 @pytest.fixture
-def ddb_writes() -> Iterator[DynamoWrites]:
+def ddb_writes(code_under_test: CodeUnderTest) -> Iterator[DynamoWrites]:
     from calbot import aws
 
-    counter = DynamoWrites()
+    counter = DynamoWrites(code_under_test)
     events = aws.dynamodb().meta.events
     events.register("provide-client-params.dynamodb.*", counter)
     yield counter

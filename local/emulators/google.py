@@ -67,7 +67,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from local.emulators.common import EmulatorControls
+from local.emulators.common import EmulatorControls, signing_key
 from local.emulators.graph import (
     LOOPBACK_HOSTS,
     UNSET,
@@ -94,6 +94,8 @@ SCOPE_CALENDAR_READONLY = SCOPE_PREFIX + "calendar.readonly"
 SCOPE_EVENTS_READONLY = SCOPE_PREFIX + "calendar.events.readonly"
 SCOPE_EMAIL = SCOPE_PREFIX + "userinfo.email"
 SCOPE_PROFILE = SCOPE_PREFIX + "userinfo.profile"
+# The `iss` of Google's ID tokens (https://accounts.google.com/.well-known/openid-configuration).
+ISSUER = "https://accounts.google.com"
 DEFAULT_SCOPES = f"openid {SCOPE_EMAIL} {SCOPE_PROFILE} {SCOPE_CALENDAR_READONLY}"
 # Short names Google accepts and reports under their long form.
 _SCOPE_ALIASES = {"email": SCOPE_EMAIL, "profile": SCOPE_PROFILE}
@@ -2015,6 +2017,7 @@ class GoogleEmulator(EmulatorControls):
             Rule("/o/oauth2/v2/auth", endpoint="authorize", methods=["GET", "POST"]),
             Rule("/v1/userinfo", endpoint="userinfo", methods=["GET"]),
             Rule("/oauth2/v3/userinfo", endpoint="userinfo", methods=["GET"]),
+            Rule("/oauth2/v3/certs", endpoint="certs", methods=["GET"]),
             Rule(f"{cal}/users/me/calendarList", endpoint="calendar_list", methods=["GET"]),
             Rule(
                 f"{cal}/users/me/calendarList/<calendar_id>", endpoint="calendar_list_entry", methods=["GET"]
@@ -2277,7 +2280,34 @@ class GoogleEmulator(EmulatorControls):
         }
         if refresh is not None:
             body["refresh_token"] = refresh.token
+        if "openid" in scopes:
+            body["id_token"] = self._id_token(account, client_id, scopes, at.token)
         return body
+
+    def _id_token(self, account: GoogleAccount, client_id: str, scopes: list[str], access_token: str) -> str:
+        """Google's ID token: RS256, signed with the key /oauth2/v3/certs serves; `iss` is Google's
+        own issuer, as client libraries check it; email / profile claims follow the granted scopes."""
+        now = int(self.now().timestamp())
+        half = hashlib.sha256(access_token.encode()).digest()[:16]
+        claims: dict[str, Any] = {
+            "iss": ISSUER,
+            "azp": client_id,
+            "aud": client_id,
+            "sub": account.id,
+            "at_hash": _b64url(half),
+            "iat": now,
+            "exp": now + ACCESS_TOKEN_SECONDS,
+        }
+        if SCOPE_EMAIL in scopes:
+            claims.update(email=account.email, email_verified=True)
+        if SCOPE_PROFILE in scopes:
+            claims.update(name=account.name, given_name=account.given_name, picture=account.picture)
+            if account.family_name:
+                claims["family_name"] = account.family_name
+        return signing_key().sign(claims)
+
+    def _h_certs(self, request: Request, ctx: _Ctx) -> Response:
+        return self._json({"keys": [signing_key().jwk]})
 
     # ----------------------------------------------------------------------------------------------
     # OAuth: authorize (consent page + code issuance with PKCE)
@@ -2441,6 +2471,26 @@ class GoogleEmulator(EmulatorControls):
             )
         return min(int(raw), hard_max)  # Google silently caps the page size
 
+    @staticmethod
+    def _max_attendees(request: Request) -> int | None:
+        raw = request.args.get("maxAttendees")
+        if raw is None:
+            return None
+        if not raw.isdigit() or int(raw) < 1:
+            raise _invalid_param(
+                "maxAttendees", f"Invalid value '{raw}'. Values must be within the range: [1, ...]"
+            )
+        return int(raw)
+
+    @staticmethod
+    def _cap_attendees(item: dict[str, Any], limit: int | None) -> dict[str, Any]:
+        """maxAttendees: over the limit only the participant (the calendar's own row) is returned,
+        with attendeesOmitted: true."""
+        attendees = item.get("attendees")
+        if limit is None or not isinstance(attendees, list) or len(attendees) <= limit:
+            return item
+        return {**item, "attendees": [a for a in attendees if a.get("self")], "attendeesOmitted": True}
+
     def _mint_sync_token(self, state: _SyncState) -> str:
         token = base64.urlsafe_b64encode(b"\x08" + secrets.token_bytes(18)).decode()
         self._sync_tokens[token] = state
@@ -2600,6 +2650,7 @@ class GoogleEmulator(EmulatorControls):
                 raise _insufficient_scopes()
             cal = self._api_calendar(acc, calendar_id)
             size = self._max_results(request, LIST_DEFAULT_MAX, LIST_HARD_MAX)
+            max_attendees = self._max_attendees(request)
             query, sync_token = self._events_query(request)
             state = self._sync_state(sync_token, "events", acc, cal.id) if sync_token else None
 
@@ -2639,7 +2690,7 @@ class GoogleEmulator(EmulatorControls):
                 if cal.access_role == "owner"
                 else [],
                 **links,
-                "items": items,
+                "items": [self._cap_attendees(i, max_attendees) for i in items],
             }
             return self._json(body)
 
@@ -2662,7 +2713,7 @@ class GoogleEmulator(EmulatorControls):
             master = cal.events.get(ev.recurring_event_id) if ev.recurring_event_id else None
             if master is not None and master.status == "cancelled":
                 body["status"] = "cancelled"
-            return self._json(body)
+            return self._json(self._cap_attendees(body, self._max_attendees(request)))
 
     # Watch / stop ---------------------------------------------------------------------------------
 

@@ -11,7 +11,11 @@ one token both succeed); the granted `scope` is not an echo of the request and n
 carry `!*$+/=`; calendar ids are long
 base64-like strings ending in `=`, nextLinks are absolute, subscriptions are only created after a
 real validation handshake against the notification URL, and errors have the exact AADSTS / Graph
-shapes. Tests and the local stack drive it through `/_control` (HTTP) or the Python methods.
+shapes. What official SDKs send works too: MSAL reads `/{tenant}/v2.0/.well-known/openid-configuration`
+and `/{tenant}/discovery/v2.0/keys` (the public URLs follow `X-Forwarded-Proto`, as behind TLS), a token
+request asking for `openid` gets an RS256 `id_token` and one with `client_info=1` a `client_info`, and
+Graph SDKs' `delta()` / `microsoft.graph.delta` are the same delta function. Tests and the local
+stack drive it through `/_control` (HTTP) or the Python methods.
 
 Events: single events, series masters (Graph patternedRecurrence, expanded with dateutil in the
 series' zone, so 09:00 local stays 09:00 across DST) and occurrence overrides (exceptions,
@@ -64,6 +68,7 @@ from werkzeug.wrappers import Request, Response
 
 from local.emulators import windows_zones
 from local.emulators.common import EmulatorControls, EmulatorError
+from local.emulators.common import signing_key as _signing_key
 
 log = logging.getLogger(__name__)
 
@@ -282,6 +287,7 @@ class StoredEvent:
     original_start: datetime | None = None  # overrides: start of the occurrence replaced
     is_cancelled: bool = False
     edited: bool = False  # overrides: changed (exception) rather than only cancelled
+    attendees: list[dict[str, Any]] = field(default_factory=list)  # Graph attendee resources
 
 
 @dataclass
@@ -458,11 +464,24 @@ class _Ctx:
     account_id: str | None = None
     client_id: str | None = None
     fault_id: str | None = None
+    # Where the caller reached us (scheme://host), for the issuer and the OpenID documents' URLs.
+    base_url: str = ""
+    # The token request asked for client_info=1 (MSAL always does).
+    client_info: bool = False
 
 
 # --------------------------------------------------------------------------------------------------
 # Small helpers
 # --------------------------------------------------------------------------------------------------
+
+
+# Graph's SDKs call OData functions as `delta()` (Kiota) or `microsoft.graph.delta` (older SDKs); the
+# service takes every spelling, with or without the namespace and the parentheses.
+_DELTA_SEGMENT = re.compile(r"/(?:microsoft\.graph\.)?delta(?:\(\))?$", re.IGNORECASE)
+
+
+def _odata_function_path(path: str) -> str:
+    return _DELTA_SEGMENT.sub("/delta", path.rstrip("/")) if "/v1.0/" in path else path
 
 
 def _b64url(raw: bytes) -> str:
@@ -1284,9 +1303,11 @@ class GraphEmulator(EmulatorControls):
         organizer: str | dict[str, str] | None = None,
         recurrence: dict[str, Any] | None = None,
         event_id: str | None = None,
+        attendees: list[str | dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         """Create a single event, or a series master when `recurrence` (Graph patternedRecurrence) is
-        given; returns its control view.
+        given; returns its control view. `attendees`: addresses or {"address", "name", "type",
+        "response"} (large meetings carry hundreds).
 
         `start`/`end`: ISO 8601 with an offset (converted into `time_zone`) or naive (read in it);
         all-day events take dates or midnights, end exclusive. `time_zone`: Windows or IANA name.
@@ -1328,6 +1349,7 @@ class GraphEmulator(EmulatorControls):
                 created=now,
                 modified=now,
                 change_key=_new_change_key(),
+                attendees=_attendees(attendees),
             )
             if recurrence is not None:
                 ev.recurrence = _normalize_recurrence(recurrence, begin, zone_name)
@@ -2309,7 +2331,7 @@ class GraphEmulator(EmulatorControls):
             "location": _location_json(src.location),
             "locations": [_location_json(src.location)] if src.location else [],
             "recurrence": json.loads(json.dumps(recurrence)) if recurrence else None,
-            "attendees": [],
+            "attendees": [json.loads(json.dumps(a)) for a in src.attendees],
             "organizer": {"emailAddress": {"name": src.organizer_name, "address": src.organizer_address}},
             "onlineMeeting": {"joinUrl": url} if url else None,
         }
@@ -2407,6 +2429,12 @@ class GraphEmulator(EmulatorControls):
             # No methods: the token endpoint answers wrong methods itself (AADSTS900561).
             Rule("/<tenant>/oauth2/v2.0/token", endpoint="token"),
             Rule("/<tenant>/oauth2/v2.0/authorize", endpoint="authorize", methods=["GET", "POST"]),
+            Rule(
+                "/<tenant>/v2.0/.well-known/openid-configuration",
+                endpoint="openid_configuration",
+                methods=["GET"],
+            ),
+            Rule("/<tenant>/discovery/v2.0/keys", endpoint="jwks", methods=["GET"]),
             Rule("/v1.0/me", endpoint="me", methods=["GET"]),
             Rule("/v1.0/me/calendars", endpoint="calendars", methods=["GET"]),
             Rule("/v1.0/me/calendars/<calendar_id>", endpoint="calendar", methods=["GET"]),
@@ -2448,7 +2476,11 @@ class GraphEmulator(EmulatorControls):
             request_id=str(uuid.uuid4()),
             client_request_id=request.headers.get("client-request-id") or str(uuid.uuid4()),
         )
-        identity = "/oauth2/" in request.path
+        identity = "/oauth2/" in request.path or "/v2.0/" in request.path
+        # Behind a TLS terminator (or an https-rewriting client, as in the MSAL test) the public scheme
+        # is the forwarded one: MSAL accepts only https authorities and token endpoints.
+        scheme = request.headers.get("X-Forwarded-Proto") or request.scheme
+        ctx.base_url = f"{scheme}://{request.host}"
         with self._lock:
             self._resolve_caller(request, ctx)
             rule = self._take_fault(request, ctx)
@@ -2478,7 +2510,7 @@ class GraphEmulator(EmulatorControls):
     def _route(self, request: Request, ctx: _Ctx) -> Response:
         adapter = self._service_map.bind_to_environ(request.environ)
         try:
-            endpoint, args = adapter.match()
+            endpoint, args = adapter.match(_odata_function_path(request.path))
         except MethodNotAllowed:
             raise _GraphError(
                 405, "BadRequest", f"The HTTP method '{request.method}' is not supported for this resource."
@@ -2641,6 +2673,7 @@ class GraphEmulator(EmulatorControls):
             if not form.get(param):
                 raise _AadError(400, "invalid_request", 900144, param=param)
         client_id = form["client_id"]
+        ctx.client_info = form.get("client_info") == "1"
         with self._lock:
             app = self._apps.get(client_id)
             # Checked in AAD's order: the app, its credential, then the grant.
@@ -2749,7 +2782,95 @@ class GraphEmulator(EmulatorControls):
         }
         if "offline_access" in requested_lower:
             body["refresh_token"] = self._new_refresh(account.id, client_id, requested).token
+        if "openid" in requested_lower:
+            body["id_token"] = self._id_token(account, client_id, requested_lower, ctx)
+        if ctx.client_info:
+            info = {"uid": account.id, "utid": TENANT_ID}
+            body["client_info"] = _b64url(json.dumps(info, separators=(",", ":")).encode())
         return body
+
+    def _id_token(self, account: Account, client_id: str, scopes: set[str], ctx: _Ctx) -> str:
+        """A v2.0 ID token, RS256-signed with the key `/{tenant}/discovery/v2.0/keys` serves.
+
+        `sub` is pairwise (per app), `oid` the account's object id; `name` / `preferred_username`
+        come with `profile`, `email` with `email` (and only when the account has a mail address)."""
+        now = int(self.now().timestamp())
+        digest = hashlib.sha256(f"{client_id}:{account.id}".encode()).digest()
+        claims: dict[str, Any] = {
+            "aud": client_id,
+            "iss": f"{ctx.base_url}/{TENANT_ID}/v2.0",
+            "iat": now,
+            "nbf": now,
+            "exp": now + ACCESS_TOKEN_SECONDS,
+            "sub": _b64url(digest),
+            "oid": account.id,
+            "tid": TENANT_ID,
+            "ver": "2.0",
+        }
+        if "profile" in scopes:
+            claims.update(name=account.display_name, preferred_username=account.user_principal_name)
+        if "email" in scopes and account.mail:
+            claims["email"] = account.mail
+        return _signing_key().sign(claims)
+
+    # ----------------------------------------------------------------------------------------------
+    # Identity: OpenID Connect discovery (what MSAL reads before its first token request)
+    # ----------------------------------------------------------------------------------------------
+
+    def _h_openid_configuration(self, request: Request, ctx: _Ctx, tenant: str) -> Response:
+        if not _TENANT_RE.match(tenant):
+            raise _AadError(400, "invalid_tenant", 90002, tenant=tenant)
+        base = f"{ctx.base_url}/{tenant}"
+        # Multi-tenant authorities name no tenant in their issuer: the token's `tid` fills it in.
+        issuer_tenant = "{tenantid}" if tenant.lower() in ("common", "organizations", "consumers") else tenant
+        document = {
+            "issuer": f"{ctx.base_url}/{issuer_tenant}/v2.0",
+            "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+            "token_endpoint": f"{base}/oauth2/v2.0/token",
+            "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
+            "end_session_endpoint": f"{base}/oauth2/v2.0/logout",
+            "jwks_uri": f"{base}/discovery/v2.0/keys",
+            "userinfo_endpoint": f"{ctx.base_url}/oidc/userinfo",
+            "token_endpoint_auth_methods_supported": [
+                "client_secret_post",
+                "private_key_jwt",
+                "client_secret_basic",
+            ],
+            "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+            "response_modes_supported": ["query", "fragment", "form_post"],
+            "scopes_supported": ["openid", "profile", "email", "offline_access"],
+            "subject_types_supported": ["pairwise"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "claims_supported": [
+                "sub",
+                "iss",
+                "aud",
+                "exp",
+                "iat",
+                "nbf",
+                "name",
+                "preferred_username",
+                "email",
+                "oid",
+                "tid",
+                "ver",
+                "nonce",
+            ],
+            "request_uri_parameter_supported": False,
+            "http_logout_supported": True,
+            "frontchannel_logout_supported": True,
+            "tenant_region_scope": None,
+            "cloud_instance_name": "microsoftonline.com",
+            "cloud_graph_host_name": "graph.windows.net",
+            "msgraph_host": "graph.microsoft.com",
+        }
+        return Response(json.dumps(document), status=200, content_type="application/json; charset=utf-8")
+
+    def _h_jwks(self, request: Request, ctx: _Ctx, tenant: str) -> Response:
+        if not _TENANT_RE.match(tenant):
+            raise _AadError(400, "invalid_tenant", 90002, tenant=tenant)
+        body = {"keys": [_signing_key().jwk]}
+        return Response(json.dumps(body), status=200, content_type="application/json; charset=utf-8")
 
     # ----------------------------------------------------------------------------------------------
     # Identity: authorize endpoint (consent page + code issuance with PKCE)
@@ -3705,7 +3826,43 @@ _EVENT_PATCH_FIELDS = {
     "online_meeting_url",
     "recurrence",
 }
-_EVENT_FIELDS = _EVENT_PATCH_FIELDS | {"is_all_day", "organizer", "id"}
+_EVENT_FIELDS = _EVENT_PATCH_FIELDS | {"is_all_day", "organizer", "id", "attendees"}
+_ATTENDEE_TYPES = {"required", "optional", "resource"}
+_ATTENDEE_RESPONSES = {"none", "organizer", "tentativelyAccepted", "accepted", "declined", "notResponded"}
+
+
+def _attendees(raw: list[str | dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """Control-API attendees as Graph attendee resources (type, status, emailAddress)."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise EmulatorError("attendees must be a list")
+    out = []
+    for item in raw:
+        spec = {"address": item} if isinstance(item, str) else item
+        if (
+            not isinstance(spec, dict)
+            or not isinstance(spec.get("address"), str)
+            or "@" not in spec["address"]
+        ):
+            raise EmulatorError('attendees must be addresses or {"address": ..., ...} objects')
+        kind, response = spec.get("type", "required"), spec.get("response", "none")
+        if kind not in _ATTENDEE_TYPES or response not in _ATTENDEE_RESPONSES:
+            raise EmulatorError(
+                f"attendee type must be one of {sorted(_ATTENDEE_TYPES)}, response one of "
+                f"{sorted(_ATTENDEE_RESPONSES)}"
+            )
+        out.append(
+            {
+                "type": kind,
+                "status": {"response": response, "time": "0001-01-01T00:00:00Z"},
+                "emailAddress": {
+                    "name": str(spec.get("name") or spec["address"]),
+                    "address": spec["address"],
+                },
+            }
+        )
+    return out
 
 
 def _redirect(location: str) -> Response:

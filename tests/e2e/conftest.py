@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -33,6 +34,9 @@ class E2EStack:
         self.google_url: str = info["google_url"]
         self.responses: list[str] = []  # every response body seen, for the secret grep
         self.http = requests.Session()
+        # Token material the emulators issued on this stack, read before it stops (see `stop_stack`).
+        self.token_material: set[str] = set()
+        self.collect_error: str | None = None
 
     @property
     def demo_key(self) -> str:
@@ -141,6 +145,25 @@ class E2EStack:
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def collect_token_material(self) -> set[str]:
+        """Every token the emulators issued on this stack (refresh, access, Google channel tokens), every
+        subscription clientState and the Create Bot API key in SSM, kept on the stack so the secrets
+        check can still use them once the stack has stopped."""
+        issued = self.graph("GET", "/issued-tokens").json()
+        found = {*issued["refresh_tokens"], *issued["access_tokens"]}
+        subscriptions = self.graph("GET", "/subscriptions").json()["value"]
+        found |= {s["client_state"] for s in subscriptions if s.get("client_state")}
+        google = self.google("GET", "/issued-tokens").json()
+        found |= {*google["refresh_tokens"], *google["access_tokens"], *google["channel_tokens"]}
+        bot_key = self.boto("ssm").get_parameter(Name=self.info["bot_api_key_param"], WithDecryption=True)
+        found.add(bot_key["Parameter"]["Value"])  # the Create Bot API credential
+        self.token_material |= found
+        return self.token_material
+
+
+# Every stack this session started, in order: the secrets check reads all their logs and responses.
+STARTED_STACKS: list[E2EStack] = []
+
 
 def start_stack(state_dir: Path, *extra: str) -> E2EStack:
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -163,10 +186,18 @@ def start_stack(state_dir: Path, *extra: str) -> E2EStack:
             proc.kill()
             raise RuntimeError(f"local stack did not start:\n{log_path.read_text(errors='replace')[-4000:]}")
         time.sleep(0.2)
-    return E2EStack(state_dir, log_path, proc, json.loads(state.read_text()))
+    stack = E2EStack(state_dir, log_path, proc, json.loads(state.read_text()))
+    STARTED_STACKS.append(stack)
+    return stack
 
 
 def stop_stack(stack: E2EStack) -> None:
+    try:
+        if stack.proc.poll() is None:
+            stack.collect_token_material()
+    except Exception as exc:  # requests, botocore, an assertion: whatever stopped the collection
+        # The secrets check refuses to pass over a stack whose tokens it could not learn.
+        stack.collect_error = f"{type(exc).__name__}: {str(exc)[:200]}"
     stack.proc.terminate()
     try:
         stack.proc.wait(timeout=20)
@@ -180,6 +211,10 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2EStack]:
     stack = start_stack(tmp_path_factory.mktemp("e2e-stack"), "--virtual-time")
     yield stack
     stop_stack(stack)
+    # Every handler runs as its IAM role (local/iam_enforce.py). A refused call some handler swallowed
+    # (a partial error, a retry) would still fail on AWS: the session fails on any.
+    denied = re.findall(r"^.*\[iam\] \S+ denied .*$", stack.log_text(), re.MULTILINE)
+    assert denied == [], "calls the functions' roles do not grant:\n" + "\n".join(denied[:20])
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -59,7 +59,9 @@ class User:
     def bot(self, bot_id: str) -> dict[str, Any]:
         rows = [
             b
-            for b in self.e2e.api("GET", "/calendar/scheduled_bots", key=self.key).json()["results"]
+            for b in self.e2e.api(
+                "GET", "/calendar/scheduled_bots", key=self.key, params={"status": "all"}
+            ).json()["results"]
             if b["bot_id"] == bot_id
         ]
         return rows[0] if rows else {}
@@ -258,3 +260,50 @@ def test_fifty_concurrent_copies_of_one_notification_have_one_effect(e2e: E2ESta
     assert bots[0]["scheduled_join_time"] == (start + timedelta(hours=1) - timedelta(seconds=60)).strftime(
         "%Y-%m-%dT%H:%M:%SZ"
     )
+
+
+def test_one_failing_account_in_a_sync_batch_holds_back_no_other(e2e: E2EStack) -> None:
+    """Graph is down for account A only. One batch of the sync queue holds A's message first, then
+    B's: B is synced and its message deleted; only A's message waits (in its own group) and is
+    synced once Graph is back."""
+    import json
+    import uuid
+
+    user = User(e2e, "fifo", n_accounts=2)
+    start = (e2e.clock_now() + timedelta(days=2)).replace(second=0, microsecond=0)
+    a_event = user.add(start, account=0, subject="A meeting")
+    b_event = user.add(start, account=1, subject="B meeting")
+    a_id = user.accounts[0]["id"]
+    e2e.graph(
+        "POST", "/faults", json={"path": "calendarView/delta", "account": a_id, "status": 503, "times": -1}
+    )
+    sqs = e2e.boto("sqs")
+    (queue_url,) = [u for u in sqs.list_queues()["QueueUrls"] if u.endswith("-SyncQueue.fifo")]
+    groups = {}
+    try:
+        for acct in user.accounts:  # A's message first: under the old worker it failed the whole batch
+            body = {
+                "user_id": user.user_id,
+                "provider": "outlook",
+                "account_id": acct["mail"],
+                "kind": "sync",
+            }
+            groups[acct["mail"]] = f"{user.user_id}#outlook#{acct['mail']}"
+            sqs.send_message(
+                QueueUrl=queue_url,
+                MessageBody=json.dumps(body),
+                MessageGroupId=groups[acct["mail"]],
+                MessageDeduplicationId=uuid.uuid4().hex,
+            )
+        e2e.control("POST", "/queues/drain")
+        titles = {e["platform_id"]: e["title"] for e in user.events()}
+        assert b_event["id"] in titles and a_event["id"] not in titles
+        left = e2e.control("GET", "/queues/SyncQueue/messages")["value"]
+        left_groups = {m["attributes"].get("MessageGroupId") for m in left}
+        assert left_groups == {groups[user.accounts[0]["mail"]]}  # B's is deleted, A's waits
+    finally:
+        e2e.graph("DELETE", "/faults")
+    e2e.control("POST", "/clock/advance", json={"seconds": 901})  # past the queue's visibility timeout
+    e2e.control("POST", "/queues/drain")
+    assert a_event["id"] in {e["platform_id"] for e in user.events()}
+    assert e2e.control("GET", "/queues/SyncQueue/messages")["value"] == []

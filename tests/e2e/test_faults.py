@@ -13,6 +13,11 @@ While a fault still hides the provider, (1) cannot hold for what changed meanwhi
 `synced=False` and only the rest must hold. Cases that move the clock hours or days ahead (Create Bot
 API outage, renewal horizon) run on a small stack of their own, so the shared one's clock stays near.
 
+The whole matrix runs with AWS itself misbehaving too (`AWS_FAULTS`, the local moto's fault knobs): a
+share of DynamoDB writes meet a TransactionConflict, transactions lose their answer after committing,
+DynamoDB, SSM and Scheduler calls are throttled and SQS sends fail, as they do on AWS under load; the
+invariants must hold all the same.
+
 The provider side is behind `OutlookCalendar` (add/move/cancel a meeting, list what is live there); a
 Google case is a `GoogleCalendar` with the same four methods and a `Case(..., calendar=...)`.
 Individual faults already covered elsewhere (not repeated here): test_events (503 partial_errors,
@@ -41,9 +46,53 @@ SYNC_VISIBILITY = timedelta(seconds=901)  # the sync queue's visibility timeout:
 _links = itertools.count(1)
 
 
+# Shares of calls that fail, per service (local/aws_limits.py has the errors and their AWS shapes).
+AWS_FAULTS: list[dict[str, Any]] = [
+    {"service": "dynamodb", "error": "TransactionConflict", "share": 0.15, "seed": 1},
+    {"service": "dynamodb", "error": "ThrottlingException", "share": 0.05, "seed": 2},
+    {"service": "dynamodb", "error": "ProvisionedThroughputExceededException", "share": 0.05, "seed": 3},
+    # a transaction committed whose answer is lost (a 500 after the commit): retried with its token
+    {
+        "service": "dynamodb",
+        "error": "InternalServerError",
+        "operations": ["TransactWriteItems"],
+        "after": True,
+        "share": 0.1,
+        "seed": 7,
+    },
+    {"service": "ssm", "error": "ThrottlingException", "share": 0.15, "seed": 4},
+    {"service": "scheduler", "error": "ThrottlingException", "share": 0.15, "seed": 5},
+    {
+        "service": "sqs",
+        "error": "InternalError",
+        "operations": ["SendMessage", "SendMessageBatch"],
+        "share": 0.15,
+        "seed": 6,
+    },
+]
+
+
+def aws_faults_on(stack: E2EStack) -> None:
+    for rule in AWS_FAULTS:
+        stack.control("POST", "/aws/faults", json=rule)
+
+
+def aws_faults_hit(stack: E2EStack) -> dict[str, int]:
+    hits: Counter[str] = Counter()
+    for rule in stack.control("GET", "/aws/faults")["value"]:
+        hits[f"{rule['service']}:{rule['error']}"] += rule["hits"]
+    return dict(hits)
+
+
 @pytest.fixture(scope="module", autouse=True)
-def app_registration(e2e: E2EStack) -> None:
+def app_registration(e2e: E2EStack) -> Iterator[None]:
     e2e.graph("POST", "/apps", json={"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET})
+    aws_faults_on(e2e)
+    yield
+    hits = aws_faults_hit(e2e)
+    e2e.control("DELETE", "/aws/faults")  # the shared stack's later modules run on a calm AWS
+    # the faults really fired: every kind at least once over the module
+    assert all(hits.get(f"{r['service']}:{r['error']}", 0) > 0 for r in AWS_FAULTS), hits
 
 
 def utc(text: str) -> datetime:
@@ -402,6 +451,7 @@ def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2EStack]:
     demo meetings (a couple of hours ahead) must stay ahead for later modules (test_invoke)."""
     stack = start_stack(tmp_path_factory.mktemp("faults-stack"), "--virtual-time", "--no-seed")
     stack.graph("POST", "/apps", json={"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET})
+    aws_faults_on(stack)
     yield stack
     stop_stack(stack)
 

@@ -104,7 +104,10 @@ class MixedUser:
         return body["results"]
 
     def bot(self, bot_id: str) -> dict[str, Any]:
-        bots = self.e2e.api("GET", "/calendar/scheduled_bots", key=self.key).json()["results"]
+        # Any status: the default listing shows live bots only, and tests look up cancelled ones too.
+        bots = self.e2e.api("GET", "/calendar/scheduled_bots", key=self.key, params={"status": "all"}).json()[
+            "results"
+        ]
         return next(b for b in bots if b["bot_id"] == bot_id)
 
 
@@ -369,8 +372,8 @@ def test_the_connection_limit_counts_google_and_outlook_together(
             },
         )
         assert refused.status_code == 400 and refused.json()["error"] == "connection_limit_reached"
-        assert refused.json()["message"].startswith(
-            "Maximum of 2 outlook calendar connections per user reached"
+        assert refused.json()["message"].startswith(  # names the provider refused (issue 16)
+            "Maximum of 2 google calendar connections per user reached"
         )
         ms = stack.graph(
             "POST",

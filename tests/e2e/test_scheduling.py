@@ -264,7 +264,11 @@ def test_a_recurring_bot_leads_to_the_next_occurrences_bot_until_toggled_off(e2e
         json={"event_id": occ[0]["id"], "recurring_enabled": False},
     )
     assert off.status_code == 200 and off.json()["recurring_enabled"] is False
-    after = e2e.api("GET", "/calendar/scheduled_bots", key=user.key).json()["results"]
+    # The default listing shows live bots only (API.md, revised): the cancelled one is listed by status.
+    assert e2e.api("GET", "/calendar/scheduled_bots", key=user.key).json()["results"] == []
+    after = e2e.api("GET", "/calendar/scheduled_bots", key=user.key, params={"status": "Cancelled"}).json()[
+        "results"
+    ]
     assert [(b["bot_id"], b["status"], b["reason"]) for b in after] == [
         (chained, "Cancelled", "recurrence_disabled")
     ]
@@ -300,3 +304,95 @@ def test_another_users_ids_are_404_on_every_scheduling_route(e2e: E2EStack) -> N
         "POST", "/calendar/auto-reschedule", key=key, json={"event_id": ev["id"], "user_id": owner.user_id}
     )
     assert cross.status_code == 403
+
+
+def test_a_series_is_scheduled_and_cancelled_by_its_series_id(e2e: E2EStack) -> None:
+    """Issue 16 / API.md Scheduling: `{event_id}` may be an event row's `series_id` (404 before)."""
+    user = User(e2e)
+    now = e2e.clock_now()
+    first_day = (now + timedelta(days=3)).date()
+    user.meeting(
+        datetime(first_day.year, first_day.month, first_day.day, 15, 0),
+        minutes=30,
+        online_meeting_url=TEAMS.format(n="byseries"),
+        recurrence={
+            "pattern": {"type": "daily", "interval": 1},
+            "range": {"type": "numbered", "startDate": str(first_day), "numberOfOccurrences": 5},
+        },
+    )
+    occurrences = sorted((e for e in user.events() if e["series_id"]), key=lambda e: e["start_time"])
+    assert len(occurrences) == 5
+    series_id = occurrences[0]["series_id"]
+    assert series_id not in {o["id"] for o in occurrences}  # a series id is no event row's id
+
+    made = user.schedule(series_id, bot_config={"bot_name": "Series"})
+    assert made.status_code == 201, made.text
+    assert [b["occurrence_start"] for b in made.json()["bots"]] == [occurrences[0]["start_time"]]
+    again = user.schedule(series_id)
+    assert again.status_code == 409 and again.json()["bot_id"] == made.json()["bot_id"]
+    rest = user.schedule(series_id, schedule_all_occurrences=True)
+    assert rest.status_code == 201, rest.text
+    assert [b["occurrence_start"] for b in rest.json()["bots"]] == [o["start_time"] for o in occurrences[1:]]
+
+    cancelled = e2e.api(
+        "DELETE", f"/calendar/schedule/{series_id}", key=user.key, json={"cancel_all_occurrences": True}
+    )
+    assert cancelled.status_code == 200 and cancelled.json()["cancelled"] == 5, cancelled.text
+    unknown = user.schedule("evt_" + "z" * 26)
+    assert unknown.status_code == 404 and unknown.json()["error"] == "event_not_found"
+
+
+def test_scheduled_bots_lists_live_bots_by_default_and_any_status_after_its_time(e2e: E2EStack) -> None:
+    """Issue 16 / API.md (revised): the default is the live bots ahead, soonest first (no cancelled
+    ones); `status=<one>` lists that status whatever the join time (ahead soonest first, then past
+    newest first, with remote_bot_id / reason); `status=all` lists every bot; pages follow `next`."""
+    user = User(e2e)
+    now = e2e.clock_now().replace(second=0, microsecond=0)
+    starts = {
+        "launched": now + timedelta(hours=2, minutes=7),
+        "failed": now + timedelta(hours=3, minutes=13),
+        "scheduled": now + timedelta(days=1, minutes=17),
+        "cancelled": now + timedelta(days=1, hours=1, minutes=19),
+    }
+    bots = {}
+    for n, (name, start) in enumerate(starts.items()):
+        ev = user.event_for(user.meeting(start, online_meeting_url=TEAMS.format(n=f"list{n}"))["id"])
+        resp = user.schedule(ev["id"], bot_config={"bot_name": name})
+        assert resp.status_code == 201, resp.text
+        bots[name] = resp.json()["bot_id"]
+    assert e2e.api("DELETE", f"/calendar/scheduled_bots/{bots['cancelled']}", key=user.key).status_code == 200
+
+    def listed(**params: Any) -> list[tuple[str, str]]:
+        resp = e2e.api("GET", "/calendar/scheduled_bots", key=user.key, params=params)
+        assert resp.status_code == 200, resp.text
+        return [(b["bot_id"], b["status"]) for b in resp.json()["results"]]
+
+    name_of = {v: k for k, v in bots.items()}
+    assert [name_of[b] for b, _ in listed()] == ["launched", "failed", "scheduled"]  # no cancelled bot
+
+    e2e.advance(starts["launched"])
+    e2e.advance(starts["failed"] - timedelta(seconds=130))
+    e2e.http.post(f"{e2e.info['bots_url']}/_control/faults", json={"status": 400, "times": 1}, timeout=30)
+    e2e.advance(starts["failed"])
+    e2e.http.delete(f"{e2e.info['bots_url']}/_control/faults", timeout=30)
+
+    assert listed() == [(bots["scheduled"], "Scheduled")]
+    launched = e2e.api("GET", "/calendar/scheduled_bots", key=user.key, params={"status": "Launched"}).json()
+    assert [b["bot_id"] for b in launched["results"]] == [bots["launched"]]
+    assert launched["results"][0]["remote_bot_id"]
+    failed = e2e.api("GET", "/calendar/scheduled_bots", key=user.key, params={"status": "Failed"}).json()
+    assert [(b["bot_id"], b["reason"]) for b in failed["results"]] == [
+        (bots["failed"], "create_bot_rejected_400")
+    ]
+    assert listed(status="Cancelled") == [(bots["cancelled"], "Cancelled")]
+    every = [name_of[b] for b, _ in listed(status="all")]
+    assert every == ["scheduled", "cancelled", "failed", "launched"]  # ahead soonest first, then past
+
+    # One bot a page: the `next` links walk the same order across the ahead/past boundary.
+    paged, url = [], f"{e2e.api_url}/calendar/scheduled_bots?status=all&limit=1"
+    while url:
+        page = e2e.http.get(url, headers={"Authorization": f"Token {user.key}"}, timeout=30).json()
+        paged += [name_of[b["bot_id"]] for b in page["results"]]
+        assert page["has_more"] == (page["next"] is not None)
+        url = page["next"]
+    assert paged == every

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import parse_qs, quote, unquote, urlparse
 
 import pytest
 import requests
@@ -493,3 +493,67 @@ def test_rate_limit_per_key_with_retry_after_and_a_fresh_window(limited_stack: E
     log = e2e.log_text()
     assert "rate limited" in log  # the refusals were logged (by key id) ...
     assert key not in log and owners_other_key not in log and stranger not in log  # ... never by key
+
+
+# --------------------------------------------------------------------------------------------------
+# issue 16
+
+
+def test_bot_config_cannot_send_the_bot_elsewhere(e2e: E2EStack, users: dict[str, dict[str, Any]]) -> None:
+    b = users["b"]
+    before = snapshot(e2e, b)
+    evil = "https://evil.example/j/123"
+    attempts = [
+        ("POST", f"/calendar/schedule/{b['event_ids'][1]}", {"bot_config": {"meeting_link": evil}}),
+        ("POST", f"/calendar/schedule/{b['event_ids'][1]}", {"bot_config": {"meeting_url": evil}}),
+        (
+            "POST",
+            f"/calendar/schedule/{b['event_ids'][1]}",
+            {"bot_config": {"custom_attributes": {"scheduled_bot_id": "sb_other"}}},
+        ),
+        ("PATCH", f"/calendar/scheduled_bots/{b['bot_id']}", {"bot_config": {"meeting_link": evil}}),
+        (
+            "PATCH",
+            f"/calendar/scheduled_bots/{b['bot_id']}",
+            {"custom_attributes": {"calendar_event_id": "x"}},
+        ),
+        ("POST", "/calendar/auto-schedule/enable", {"default_bot_config": {"meeting_link": evil}}),
+    ]
+    for method, path, body in attempts:
+        resp = e2e.api(method, path, key=b["key"], json=body)
+        error = json_error(resp, 400, "invalid_request")
+        assert "cannot be set" in error["details"][0]["message"], error
+    assert snapshot(e2e, b) == before  # nothing stored: the record can never differ from the launch
+
+
+def test_a_cursor_is_refused_by_another_listing(e2e: E2EStack, users: dict[str, dict[str, Any]]) -> None:
+    b = users["b"]
+    page = e2e.api("GET", "/calendar/get_events", key=b["key"], params={"limit": 1}).json()
+    assert page["has_more"] and page["next"]
+    events_cursor = parse_qs(urlparse(page["next"]).query)["cursor"][0]
+    refused = e2e.api("GET", "/calendar/scheduled_bots", key=b["key"], params={"cursor": events_cursor})
+    json_error(refused, 400, "invalid_cursor")
+    # ... while it still pages the listing that issued it, and its twin (the same rows).
+    for path in ("/calendar/get_events", "/calendar/events"):
+        again = e2e.api("GET", path, key=b["key"], params={"limit": 1, "cursor": events_cursor})
+        assert again.status_code == 200, again.text
+
+
+def test_every_answer_carries_nosniff(e2e: E2EStack, users: dict[str, dict[str, Any]]) -> None:
+    b = users["b"]
+    webhook = f"{e2e.api_url}/admin/schedule/users/{b['user_id']}/outlook/{quote(b['mail'], safe='')}"
+    answers = [
+        e2e.api("GET", "/calendar/connections", key=b["key"]),  # 200 JSON
+        e2e.api("GET", "/calendar/connections"),  # 401
+        e2e.api("GET", "/calendar/connections/outlook/nobody%40x.example", key=b["key"]),  # 404
+        e2e.api("POST", "/calendar/toggle-recurrence", key=b["key"], data="{nope"),  # 400
+        e2e.api("GET", "/openapi.json"),
+        e2e.http.post(webhook, params={"validationToken": "<b>bold</b>"}, timeout=30),  # the echo
+        e2e.http.post(webhook, json={"value": []}, timeout=30),  # empty 202
+    ]
+    for resp in answers:
+        assert resp.headers.get("X-Content-Type-Options") == "nosniff", (resp.url, resp.status_code)
+    echo = answers[5]
+    assert echo.status_code == 200 and echo.text == "<b>bold</b>"
+    assert echo.headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert "sandbox" in echo.headers["Content-Security-Policy"]

@@ -6,7 +6,8 @@ from __future__ import annotations
 import re
 
 from local.demo import DEMO_GOOGLE_CLIENT_SECRET
-from tests.e2e.conftest import E2EStack
+from tests.e2e.conftest import STARTED_STACKS, E2EStack
+from tests.e2e.leaks import decoded_variants, find_leaks
 
 # Every API key calbot issues (calbot.auth.new_api_key), whoever it belongs to: found by shape, so a key
 # some test made without telling anyone is covered too.
@@ -23,20 +24,29 @@ CLIENT_SECRETS = [
 
 
 def test_no_token_material_in_any_response_or_log_line(e2e: E2EStack) -> None:
-    issued = e2e.graph("GET", "/issued-tokens").json()
-    secrets = [*issued["refresh_tokens"], *issued["access_tokens"], *CLIENT_SECRETS]
-    secrets += [
-        s["client_state"] for s in e2e.graph("GET", "/subscriptions").json()["value"] if s.get("client_state")
-    ]
-    assert len(issued["refresh_tokens"]) >= 10 and len(issued["access_tokens"]) >= 10  # the suite made them
-    google = e2e.google("GET", "/issued-tokens").json()  # refresh / access / channel tokens at Google
-    assert google["refresh_tokens"]  # at least the demo account's
-    secrets += [*google["refresh_tokens"], *google["access_tokens"], *google["channel_tokens"]]
-    haystacks = {"responses": "\n".join(e2e.responses), "stack log": e2e.log_text()}
-    assert len(haystacks["responses"]) > 10_000 and len(haystacks["stack log"]) > 0
-    for name, text in haystacks.items():
-        leaked = [s[:12] + "..." for s in secrets if s in text]
-        assert leaked == [], f"token material in {name}: {leaked}"
+    """Every stack this session started (the shared one, and the fault, Google, security ... stacks
+    that modules start for themselves): every token any of them issued, and every client secret, is
+    looked for in every stack's log and every response, raw, URL-encoded, JSON-escaped or base64."""
+    e2e.collect_token_material()
+    assert e2e in STARTED_STACKS
+    unreadable = {
+        str(stack.state_dir): stack.collect_error for stack in STARTED_STACKS if stack.collect_error
+    }
+    assert unreadable == {}, f"could not read the issued tokens of {unreadable}"
+    secrets = set(CLIENT_SECRETS)
+    for stack in STARTED_STACKS:
+        secrets |= stack.token_material
+    assert len(secrets) >= 10 + len(CLIENT_SECRETS)  # the suite made them
+    assert e2e.google("GET", "/issued-tokens").json()["refresh_tokens"]  # at least the demo account's
+    haystacks: dict[str, str] = {}
+    for number, stack in enumerate(STARTED_STACKS):
+        name = f"stack {number} ({stack.state_dir.name})"
+        haystacks[f"{name} log"] = stack.log_text()
+        haystacks[f"{name} responses"] = "\n".join(stack.responses)
+    assert len("\n".join(e2e.responses)) > 10_000  # the suite ran against the shared stack
+    assert all(text for name, text in haystacks.items() if name.endswith(" log"))
+    leaks = find_leaks(secrets, haystacks)
+    assert leaks == {}, f"token material in {leaks}"
 
 
 def test_no_api_key_or_service_credential_in_any_response_or_log_line(e2e: E2EStack) -> None:
@@ -49,23 +59,31 @@ def test_no_api_key_or_service_credential_in_any_response_or_log_line(e2e: E2ESt
         ExpressionAttributeValues={":pk": {"S": f"USER#{e2e.info['demo']['user_id']}#APIKEYS"}},
     )["Items"]
     assert issued  # the demo key at least; the suite issued many more through the admin CLI
-    log = e2e.log_text()
     # The pattern does find keys: the banner's demo key.
-    assert e2e.demo_key in API_KEY.findall(log)
-    in_log = [line[:80] for line in log.splitlines() if API_KEY.search(line) and not BANNER_LINE.match(line)]
-    assert in_log == [], f"API keys in the stack log: {in_log}"
-    responses = "\n".join(e2e.responses)
-    assert API_KEY.findall(responses) == [], "an API key was sent back in a response"
-    # Authorization headers are never logged, whatever scheme a client used.
-    headers = [
-        line[:80]
-        for line in log.splitlines()
-        if re.search(r"(?i)authorization\W{0,4}(token|bearer|basic)\s", line) and not BANNER_LINE.match(line)
-    ]
-    assert headers == [], headers
+    assert e2e.demo_key in API_KEY.findall(e2e.log_text())
     # The Create Bot API credential the launcher reads from SSM.
     bot_key = e2e.boto("ssm").get_parameter(Name=e2e.info["bot_api_key_param"], WithDecryption=True)
     bot_key_value = bot_key["Parameter"]["Value"]
     assert len(bot_key_value) >= 16
-    for name, text in {"responses": responses, "stack log": log}.items():
-        assert bot_key_value not in text, f"the bot API key is in the {name}"
+    for stack in STARTED_STACKS:  # every stack the session started, not only the shared one
+        log = stack.log_text()
+        in_log = [
+            line[:80]
+            for variant in decoded_variants(log)  # raw, URL-encoded, JSON-escaped, base64
+            for line in variant.splitlines()
+            if API_KEY.search(line) and not BANNER_LINE.match(line)
+        ]
+        assert in_log == [], f"API keys in the log of {stack.state_dir}: {in_log}"
+        responses = "\n".join(stack.responses)
+        sent_back = [key for variant in decoded_variants(responses) for key in API_KEY.findall(variant)]
+        assert sent_back == [], f"an API key was sent back in a response ({stack.state_dir})"
+        # Authorization headers are never logged, whatever scheme a client used.
+        headers = [
+            line[:80]
+            for line in log.splitlines()
+            if re.search(r"(?i)authorization\W{0,4}(token|bearer|basic)\s", line)
+            and not BANNER_LINE.match(line)
+        ]
+        assert headers == [], headers
+        leaks = find_leaks([bot_key_value], {"responses": responses, "stack log": log})
+        assert leaks == {}, f"the bot API key is in {leaks} of {stack.state_dir}"

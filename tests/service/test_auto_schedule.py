@@ -91,3 +91,44 @@ def test_fan_out_reads_only_enabled_users_and_the_worker_reports_only_failing_on
     ]
     # m2 is retried alone; m3 can never succeed, so it is dropped (logged), not retried forever.
     assert auto_schedule.consume({"Records": records}) == {"batchItemFailures": [{"itemIdentifier": "m2"}]}
+
+
+@pytest.mark.parametrize("change", ["disable", "new_config"])
+def test_a_settings_change_during_a_run_is_never_undone_by_the_run(stack: LocalStack, change: str) -> None:
+    """The run has read the settings; the user changes them; then the run records its outcome. The
+    user's change must survive (the run writes only its own fields), and so must the run's outcome."""
+    user_id, acct = user(stack)
+    meeting(stack, acct, 2, "in flight")
+    auto_schedule.enable(
+        user_id, EnableAutoScheduleRequest.model_validate({"default_bot_config": {"bot_name": "Old"}})
+    )
+    users_change = {
+        "disable": lambda: auto_schedule.disable(user_id),
+        "new_config": lambda: auto_schedule.enable(
+            user_id, EnableAutoScheduleRequest.model_validate({"default_bot_config": {"bot_name": "New"}})
+        ),
+    }[change]
+    state = {"armed": True}
+
+    def before_write(params: dict[str, Any], model: Any, **_: Any) -> None:
+        # The run's write of the settings item is about to leave: the user's request lands first.
+        key = params.get("Key") or params.get("Item") or {}
+        if state["armed"] and key.get("SK", {}).get("S") == "SETTINGS#AUTO" and model.name != "GetItem":
+            state["armed"] = False
+            users_change()
+
+    events = aws.dynamodb().meta.events
+    events.register("provide-client-params.dynamodb.*", before_write)
+    try:
+        outcome = auto_schedule.run_for_user(user_id)
+    finally:
+        events.unregister("provide-client-params.dynamodb.*", before_write)
+    assert not state["armed"], "the run wrote no settings"
+    settings = store.get_auto_settings(user_id)
+    assert settings is not None and outcome is not None
+    if change == "disable":
+        assert settings.enabled is False
+        assert user_id not in set(store.enabled_auto_users())  # out of the midnight job's index too
+    else:
+        assert settings.enabled and settings.default_bot_config == {"bot_name": "New"}
+    assert settings.last_run == outcome  # the run's own fields are kept as well

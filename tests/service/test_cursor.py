@@ -15,7 +15,7 @@ def _stack(inproc_stack: LocalStack) -> None:
 
 
 def test_round_trip_and_rejections() -> None:
-    scope = cursor.scope_of({"provider": "outlook", "time_min": None})
+    scope = cursor.scope_of("events", {"provider": "outlook", "time_min": None})
     token = cursor.encode("usr_a", scope, {"a": "2026-12-01T09:00:00Z#evt_x"})
     assert cursor.decode("usr_a", scope, token) == {"a": "2026-12-01T09:00:00Z#evt_x"}
     payload, mac = token.split(".")
@@ -34,13 +34,21 @@ def test_round_trip_and_rejections() -> None:
     with pytest.raises(ApiError):
         cursor.decode("usr_b", scope, token)  # another user's cursor
     with pytest.raises(ApiError):
-        cursor.decode("usr_a", cursor.scope_of({"provider": "google"}), token)  # another query
+        cursor.decode("usr_a", cursor.scope_of("events", {"provider": "google"}), token)  # another query
 
 
 def test_scope_ignores_paging_fields() -> None:
-    assert cursor.scope_of({"provider": "outlook", "limit": "5", "sync": "true"}) == cursor.scope_of(
-        {"provider": "outlook", "limit": "50"}
-    )
+    assert cursor.scope_of(
+        "events", {"provider": "outlook", "limit": "5", "sync": "true"}
+    ) == cursor.scope_of("events", {"provider": "outlook", "limit": "50"})
+
+
+def test_a_cursor_is_bound_to_the_listing_that_issued_it() -> None:
+    # The same (empty) query on two listings: an events cursor must not page scheduled bots.
+    token = cursor.encode("usr_a", cursor.scope_of("events", {}), {"a": "2026-12-01T09:00:00Z#evt_x"})
+    with pytest.raises(ApiError) as err:
+        cursor.decode("usr_a", cursor.scope_of("scheduled_bots", {}), token)
+    assert (err.value.status, err.value.error) == (400, "invalid_cursor")
 
 
 def test_event_ids_are_stable_and_unique_across_accounts() -> None:

@@ -83,10 +83,13 @@ def test_one_limit_counts_outlook_and_google_together(
         with pytest.raises(ApiError) as err:
             connect_google(stack, user_id, refused)
         assert err.value.error == "connection_limit_reached"
-        assert err.value.message.startswith("Maximum of 2 outlook calendar connections per user reached")
+        # The message names the provider that was refused (issue 16), and the body says it too.
+        assert err.value.message.startswith("Maximum of 2 google calendar connections per user reached")
+        assert err.value.extra["provider"] == "google"
         with pytest.raises(ApiError) as err2:
             connect_new_account(stack, MS_ID, MS_SECRET, user_id=user_id, prefix="glimit")
         assert err2.value.error == "connection_limit_reached"
+        assert err2.value.message.startswith("Maximum of 2 outlook calendar connections per user reached")
     finally:
         monkeypatch.delenv("CONNECTION_LIMIT")
         reset_settings()

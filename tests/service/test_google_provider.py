@@ -237,3 +237,74 @@ def test_watch_channel_carries_our_token_and_stops(google: GoogleEmulator, provi
     assert provider.delete_subscription(token, sub.id, resource_id=sub.resource_id) is True
     assert provider.delete_subscription(token, sub.id, resource_id=sub.resource_id) is False
     assert not google.channels(active_only=True)
+
+
+@pytest.mark.parametrize("incremental", [False, True])
+def test_a_410_on_a_series_master_removes_the_series_and_never_asks_for_a_full_resync(
+    google: GoogleEmulator, provider: GoogleProvider, incremental: bool
+) -> None:
+    """GET events/{master} answering 410 Gone means that one event is deleted, not that our sync token
+    died: the listing's instances go (with the master's id, so stored ones go too) and the round ends
+    with its sync token, in one listing, full or incremental."""
+    email, rt = _account(google)
+    token = provider.refresh(_creds(rt)).access_token
+    start = (datetime.now(UTC) + timedelta(days=2)).replace(hour=15, minute=0, second=0, microsecond=0)
+    single = google.add_event(
+        email, email, start=start.isoformat(), end=(start + timedelta(hours=1)).isoformat(), summary="1:1"
+    )
+    series = google.add_event(
+        email,
+        email,
+        start=(start + timedelta(hours=3)).isoformat(),
+        end=(start + timedelta(hours=4)).isoformat(),
+        summary="Weekly",
+        recurrence=["RRULE:FREQ=WEEKLY;COUNT=3"],
+    )
+    cursor = None
+    if incremental:
+        cursor = provider.sync_calendar(token, email, cursor=None, window=_window()).cursor
+        google.update_event(series["id"], summary="Weekly (renamed)")  # its instances change
+    google.add_fault(path=f"/events/{series['id']}$", status=410, reason="deleted", times=-1)
+    google.clear_requests()
+    changes = provider.sync_calendar(token, email, cursor=cursor, window=_window())
+    assert changes.cursor and changes.full is (not incremental)
+    assert all(e.series_platform_id != series["id"] for e in changes.upserts)
+    assert series["id"] in changes.removed
+    assert len([r for r in changes.removed if r.startswith(series["id"] + "_")]) == 3
+    if not incremental:
+        assert [e.platform_id for e in changes.upserts] == [single["id"]]
+    listings = [r for r in google.requests() if r["path"].endswith("/events")]
+    master_gets = [r for r in google.requests() if r["path"].endswith(f"/events/{series['id']}")]
+    assert len(listings) == 1 and len(master_gets) == 1  # fetched once, and no resync round
+
+
+def test_a_huge_meeting_is_fetched_with_max_attendees_and_stored_small(
+    google: GoogleEmulator, provider: GoogleProvider
+) -> None:
+    import json
+
+    from calbot.providers.base import RAW_MAX_BYTES
+
+    email, rt = _account(google)
+    token = provider.refresh(_creds(rt)).access_token
+    start = (datetime.now(UTC) + timedelta(days=2)).replace(hour=15, minute=0, second=0, microsecond=0)
+    crowd = [email] + [f"p{i}@example.org" for i in range(2000)]
+    big = google.add_event(
+        email,
+        email,
+        start=start.isoformat(),
+        end=(start + timedelta(hours=1)).isoformat(),
+        summary="Town hall",
+        description="x" * 1_000_000 + " https://acme.zoom.us/j/555666777",
+        attendees=crowd,
+    )
+    google.clear_requests()
+    changes = provider.sync_calendar(token, email, cursor=None, window=_window())
+    (event,) = [e for e in changes.upserts if e.platform_id == big["id"]]
+    assert event.meeting_platform == "zoom"
+    assert event.raw.get("attendeesOmitted") is True and [a["email"] for a in event.raw["attendees"]] == [
+        email
+    ]
+    assert len(json.dumps(event.raw)) <= RAW_MAX_BYTES and event.raw["description_truncated"] is True
+    listing = [r for r in google.requests() if r["path"].endswith("/events")]
+    assert listing and all("maxAttendees=50" in r["query"] for r in listing)

@@ -221,15 +221,18 @@ def test_the_authorizer_passes_the_key_id_and_never_the_key(inproc_stack: LocalS
 
 def test_every_function_behind_the_authorizer_may_write_its_counters() -> None:
     """In AWS a handler without dynamodb:UpdateItem would fail open on every request: never limited."""
+    from local.iam_enforce import ALLOW, FunctionPolicies, evaluate
     from local.template import load_template
 
     template = load_template("template.yaml")
     keyed = {r.function for r in template.routes if r.authorizer is not None}
     assert len(keyed) >= 10
-    resources = template.data["Resources"]
+    roles = FunctionPolicies(template)
+    table = template.arn("Table")
+    counter = {"dynamodb:LeadingKeys": ["RATE#k1"]}
     for logical_id in keyed:
-        policies = json.dumps(resources[logical_id]["Properties"].get("Policies", []))
-        assert "DynamoDBCrudPolicy" in policies or "RateLimitPolicy" in policies, logical_id
-    statement = resources["RateLimitPolicy"]["Properties"]["PolicyDocument"]["Statement"][0]
+        policies = roles.principal(logical_id).policies
+        assert evaluate(policies, "dynamodb:UpdateItem", table, counter) == ALLOW, logical_id
+    statement = template.data["Resources"]["RateLimitPolicy"]["Properties"]["PolicyDocument"]["Statement"][0]
     assert statement["Action"] == "dynamodb:UpdateItem"
     assert statement["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"] == ["RATE#*"]

@@ -395,3 +395,131 @@ def test_create_bot_api_down_retries_later_then_fails_for_good(
     assert launcher.launch(user_id, made.bot_id)["status"] == "Failed"
     bot = store.get_bot(user_id, made.bot_id)
     assert bot.status == "Failed" and bot.reason == "create_bot_unavailable"
+
+
+def _answered_503_after(monkeypatch: pytest.MonkeyPatch, name: str, after: int) -> None:
+    """The request's Lambda is cut off (the client gets a 503) once `name` has run `after` times."""
+    real = getattr(svc, name)
+    calls = [0]
+
+    def cut_off(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        if calls[0] > after:
+            raise ApiError(503, "service_unavailable", "cut off")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(svc, name, cut_off)
+
+
+@pytest.mark.parametrize(
+    ("cut", "after", "body"),
+    [
+        # every bot placed, cut off before the series' flag was set
+        ("_set_recurring", 0, {"recurring_event": True}),
+        ("_set_recurring", 0, {"recurring_event": True, "schedule_all_occurrences": True}),
+        # cut off after two of four occurrences' bots were placed
+        ("place", 2, {"recurring_event": True, "schedule_all_occurrences": True, "occurrence_limit": 4}),
+    ],
+)
+def test_a_schedule_retried_after_a_503_ends_in_the_requested_state(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch, cut: str, after: int, body: dict[str, Any]
+) -> None:
+    user_id, acct = user_with_account(stack)
+    first = synced(user_id, weekly_series(stack, acct, count=4)["id"])
+    request = ScheduleRequest.model_validate({"bot_config": {"bot_name": "Scribe"}, **body})
+    with monkeypatch.context() as patch:
+        _answered_503_after(patch, cut, after)
+        with pytest.raises(ApiError) as err:
+            svc.schedule_event(user_id, first.event_id, request)
+        assert err.value.status == 503
+    try:  # the client retries the very same request
+        svc.schedule_event(user_id, first.event_id, request)
+    except ApiError as again:
+        assert again.error == "already_scheduled"  # everything was made by the first try
+    series = svc._series_events(first)
+    assert all(e.recurring_enabled for e in series)  # on, for good
+    live = [b for b in store.bots_of_series(user_id, first.series_id) if b.status == "Scheduled"]
+    wanted = 4 if body.get("schedule_all_occurrences") else 1
+    assert sorted(b.occurrence_start for b in live) == [e.start_time for e in series][:wanted]
+    assert all(b.recurring_event and b.bot_config == {"bot_name": "Scribe"} for b in live)
+    # a different request that is refused still leaves the series alone (it is not a retry)
+    svc.toggle_recurrence(user_id, first.event_id, False)
+    with pytest.raises(ApiError):
+        svc.schedule_event(user_id, first.event_id, request.model_copy(update={"join_offset_seconds": 120}))
+    assert not any(e.recurring_enabled for e in svc._series_events(first))
+
+
+@pytest.mark.parametrize("named", ["its_own", "one_without_a_bot"])
+def test_an_unschedule_retried_after_a_503_cancels_nothing_more(stack: LocalStack, named: str) -> None:
+    """DELETE /calendar/schedule/{occurrence} cancels that occurrence's bot (else the series' next one);
+    its retry must not go on to cancel the following occurrence's bot."""
+    user_id, acct = user_with_account(stack)
+    first = synced(user_id, weekly_series(stack, acct, count=4)["id"])
+    occurrences = svc._series_events(first)
+    scheduled = occurrences if named == "its_own" else occurrences[1:]
+    for occurrence in scheduled:
+        svc.schedule_event(user_id, occurrence.event_id, ScheduleRequest())
+    target = occurrences[0]
+    done = svc.unschedule_event(user_id, target.event_id, UnscheduleRequest())
+    assert done.cancelled == 1
+    with pytest.raises(ApiError) as err:  # the retry: its work is already done
+        svc.unschedule_event(user_id, target.event_id, UnscheduleRequest())
+    assert (err.value.status, err.value.error) == (404, "not_scheduled")
+    live = [b for b in store.bots_of_series(user_id, first.series_id) if b.status == "Scheduled"]
+    assert len(live) == len(scheduled) - 1 and done.bot_ids[0] not in {b.bot_id for b in live}
+
+
+def test_occurrences_a_series_gains_later_keep_its_recurrence_flag(stack: LocalStack) -> None:
+    """recurring_enabled lives on each occurrence: the ones the series gains after the user turned it
+    on (the series extended, the sync window moving on) must carry it, or the chain stops there."""
+    user_id, acct = user_with_account(stack)
+    master = weekly_series(stack, acct, count=3)
+    first = synced(user_id, master["id"])
+    svc.schedule_event(user_id, first.event_id, ScheduleRequest(recurring_event=True))
+    assert all(e.recurring_enabled for e in svc._series_events(first))
+    recurrence = {
+        **master["recurrence"],
+        "range": {**master["recurrence"]["range"], "numberOfOccurrences": 5},
+    }
+    stack.graph.update_event(master["id"], recurrence=recurrence)
+    assert sync_user(user_id).partial_errors == {}
+    series = [e for e in svc._series_events(first) if not e.is_deleted]
+    assert len(series) == 5 and all(e.recurring_enabled for e in series)
+
+
+def test_what_is_stored_is_what_is_launched(stack: LocalStack, frozen_at_join: list[datetime]) -> None:
+    """Issue 16: the Create Bot call carries exactly the stored record's link and our ids, even for a
+    record whose bot_config holds service-owned fields (written before they were refused)."""
+    user_id, acct = user_with_account(stack)
+    start = SOON + timedelta(hours=5)
+    ev = stack.graph.add_event(
+        acct["id"],
+        acct["calendars"][0]["id"],
+        subject="Stored is launched",
+        start=start.isoformat(),
+        end=(start + timedelta(hours=1)).isoformat(),
+        online_meeting_url=TEAMS,
+    )
+    made = svc.schedule_event(user_id, synced(user_id, ev["id"]).event_id, ScheduleRequest())
+    bot = store.get_bot(user_id, made.bot_id)
+    legacy = {
+        "bot_name": "N",
+        "meeting_link": "https://evil.example/j/elsewhere",
+        "meeting_url": "https://evil.example/j/2",
+        "custom_attributes": {"scheduled_bot_id": "sb_forged", "calendar_event_id": "evt_forged", "k": 1},
+    }
+    store.save_bot(bot.model_copy(update={"bot_config": legacy}), expect_status="Scheduled")
+    frozen_at_join[0] = start - timedelta(seconds=100)
+    assert launcher.launch(user_id, made.bot_id)["status"] == "Launched"
+    stored = store.get_bot(user_id, made.bot_id)
+    (call,) = [
+        c for c in stack.bots.calls() if c["body"]["custom_attributes"].get("scheduled_bot_id") == made.bot_id
+    ]
+    assert call["body"]["meeting_link"] == stored.meeting_url == TEAMS
+    assert "meeting_url" not in call["body"]
+    assert call["body"]["custom_attributes"] == {
+        "k": 1,
+        "calendar_event_id": stored.event_id,
+        "scheduled_bot_id": stored.bot_id,
+    }
+    assert call["body"]["bot_name"] == "N"

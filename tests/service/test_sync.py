@@ -91,7 +91,8 @@ def test_full_then_incremental_and_unchanged_resync_writes_nothing(
     ddb_writes.reset()
     assert sync_user(user_id).written == 1
     assert stored(user_id)[teams["id"]].start_time == SOON + timedelta(hours=5)
-    assert ddb_writes.items == 3  # the moved event, the new cursor, the connection's last_synced_at
+    # the claim of the next sync-state version, the moved event, the new cursor, last_synced_at
+    assert ddb_writes.items == 4
 
 
 def test_series_masters_are_fetched_once_per_sync(stack: LocalStack) -> None:
@@ -287,6 +288,239 @@ def test_a_refused_cached_access_token_is_refreshed_once(stack: LocalStack) -> N
     stack.graph.expire_access_tokens(acct["id"])  # our cached token is now refused with 401
     report = sync_user(user_id)
     assert report.partial_errors == {} and report.written == 1
+
+
+def _change_record(message_id: str, conn: Connection) -> dict[str, Any]:
+    """An SQS FIFO record of the sync queue as Lambda hands it over (group = the account)."""
+    from calbot.models import ChangeMessage, account_key
+
+    body = ChangeMessage(user_id=conn.user_id, provider=conn.provider, account_id=conn.account_id)
+    return {
+        "messageId": message_id,
+        "receiptHandle": f"rh-{message_id}",
+        "body": body.model_dump_json(),
+        "attributes": {
+            "MessageGroupId": f"{conn.user_id}#{conn.provider}#{account_key(conn.account_id)}",
+            "ApproximateReceiveCount": "1",
+        },
+        "messageAttributes": {},
+        "md5OfBody": "",
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:sync.fifo",
+        "awsRegion": "us-east-1",
+    }
+
+
+def test_one_failing_account_in_a_worker_batch_holds_back_only_its_own_messages(stack: LocalStack) -> None:
+    from calbot.services.notifications import consume
+
+    bad_user, bad, bad_conn = connected(stack)
+    good_user, good, good_conn = connected(stack)
+    stack.graph.add_event(good["id"], good["calendars"][0]["id"], subject="Good", start=at(1), end=at(2))
+    stack.graph.add_event(bad["id"], bad["calendars"][0]["id"], subject="Bad", start=at(1), end=at(2))
+    batch = [
+        _change_record("bad-1", bad_conn),  # fails first: Graph is down for this account only
+        _change_record("good-1", good_conn),
+        _change_record("bad-2", bad_conn),  # same group as the failure: must wait behind it
+        _change_record("good-2", good_conn),
+    ]
+    stack.graph.add_fault(path="calendarView/delta", account=bad["id"], status=503, times=-1)
+    try:
+        result = consume({"Records": batch})
+    finally:
+        stack.graph.clear_faults()
+    assert sorted(f["itemIdentifier"] for f in result["batchItemFailures"]) == ["bad-1", "bad-2"]
+    assert [e.title for e in stored(good_user).values()] == ["Good"]  # the other account went on
+    assert stored(bad_user) == {}
+    # Every message of a batch whose only group fails is reported (and nothing raises).
+    stack.graph.add_fault(path="calendarView/delta", account=bad["id"], status=503, times=-1)
+    try:
+        alone = consume({"Records": [_change_record("bad-3", bad_conn), _change_record("bad-4", bad_conn)]})
+    finally:
+        stack.graph.clear_faults()
+    assert [f["itemIdentifier"] for f in alone["batchItemFailures"]] == ["bad-3", "bad-4"]
+
+
+def _cursor(user_id: str, conn: Connection, cal: str) -> str | None:
+    state = store.get_sync_state(user_id, "outlook", conn.account_id, cal)
+    return state.cursor if state else None
+
+
+def test_a_sync_overtaken_after_reading_the_provider_never_moves_the_cursor_back_or_writes_older_events(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The user's GET /calendar/events sync reads Graph; the meeting changes; the queue worker's sync
+    reads Graph and stores everything; then the user's sync goes on. It must neither store its older
+    copy of the meeting nor put its older cursor back."""
+    from calbot.providers import get_provider
+    from calbot.services.sync import sync_connection
+
+    user_id, acct, conn = connected(stack)
+    cal = acct["calendars"][0]["id"]
+    ev = stack.graph.add_event(acct["id"], cal, subject="v1", start=at(1), end=at(2))
+    assert sync_user(user_id).written == 1
+    stack.graph.update_event(ev["id"], subject="v2")
+    provider = get_provider("outlook")
+    real = provider.sync_calendar
+    seen: dict[str, Any] = {}
+
+    def user_sync_reads_then_worker_runs(*args: Any, **kwargs: Any) -> Any:
+        changes = real(*args, **kwargs)
+        if not seen:  # the user's sync has its answer (v2); now the meeting changes and the worker runs
+            seen["user"] = [e.title for e in changes.upserts]
+            stack.graph.update_event(ev["id"], subject="v3")
+            worker = sync_connection(conn)
+            seen["worker_cursor"] = _cursor(user_id, conn, cal)
+            seen["worker"] = worker.written
+        return changes
+
+    monkeypatch.setattr(provider, "sync_calendar", user_sync_reads_then_worker_runs)
+    report = sync_user(user_id)
+    assert report.partial_errors == {}
+    assert seen["user"] == ["v2"] and seen["worker"] == 1
+    assert stored(user_id)[ev["id"]].title == "v3"  # the worker's newer copy stands
+    assert _cursor(user_id, conn, cal) == seen["worker_cursor"]  # never moved back
+
+
+def test_a_sync_overtaken_between_its_claim_and_its_writes_loses_to_the_later_sync(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first sync has claimed the state but not yet written its events when a second sync reads
+    the provider (later: it sees a newer copy), writes and commits. The first sync's older events and
+    cursor are refused."""
+    from calbot.services.sync import sync_connection
+
+    user_id, acct, conn = connected(stack)
+    cal = acct["calendars"][0]["id"]
+    ev = stack.graph.add_event(acct["id"], cal, subject="v1", start=at(1), end=at(2))
+    assert sync_user(user_id).written == 1
+    stack.graph.update_event(ev["id"], subject="v2")
+    real = store.write_synced_events
+    seen: dict[str, Any] = {}
+
+    def slow_first_writer(events: list[Any], *, version: int) -> Any:
+        if not seen:
+            seen["first"] = ([e.title for e in events], version)
+            stack.graph.update_event(ev["id"], subject="v3")
+            seen["second"] = sync_connection(conn).written
+            seen["cursor"] = _cursor(user_id, conn, cal)
+        return real(events, version=version)
+
+    monkeypatch.setattr(store, "write_synced_events", slow_first_writer)
+    assert sync_user(user_id).partial_errors == {}
+    assert seen["first"][0] == ["v2"] and seen["second"] == 1
+    event = stored(user_id)[ev["id"]]
+    assert event.title == "v3" and event.sync_version is not None and event.sync_version > seen["first"][1]
+    assert _cursor(user_id, conn, cal) == seen["cursor"]
+    state = store.get_sync_state(user_id, "outlook", conn.account_id, cal)
+    assert state is not None and state.version == event.sync_version
+
+
+def test_a_sync_never_turns_off_the_recurrence_flag_the_user_turned_on_meanwhile(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under load a notification's sync reads the series before the user's schedule with
+    recurring_event: true turns the flag on, and writes after: the flag must stay on."""
+    from calbot.services import schedule
+
+    user_id, acct, _ = connected(stack)
+    cal = acct["calendars"][0]["id"]
+    day = SOON.date().isoformat()
+    series = stack.graph.add_event(
+        acct["id"],
+        cal,
+        subject="Weekly",
+        start=f"{day}T15:00:00",
+        end=f"{day}T16:00:00",
+        online_meeting_url="https://teams.microsoft.com/l/meetup-join/19%3aflag%40thread.v2/0",
+        recurrence={
+            "pattern": {"type": "weekly", "interval": 1, "daysOfWeek": [SOON.strftime("%A").lower()]},
+            "range": {"type": "numbered", "startDate": day, "numberOfOccurrences": 3},
+        },
+    )
+    sync_user(user_id)
+    first = min(
+        (e for e in stored(user_id).values() if e.series_platform_id == series["id"]),
+        key=lambda e: e.start_time,
+    )
+    stack.graph.update_event(series["id"], subject="Weekly (renamed)")  # the sync will rewrite them all
+    real = store.get_events
+    done: list[bool] = []
+
+    def user_turns_recurrence_on_after_the_sync_read(user: str, event_ids: Any) -> Any:
+        found = real(user, event_ids)  # the sync has read the stored occurrences (flag off)
+        if not done:
+            done.append(True)
+            schedule.toggle_recurrence(user_id, first.event_id, True)
+        return found
+
+    monkeypatch.setattr(store, "get_events", user_turns_recurrence_on_after_the_sync_read)
+    assert sync_user(user_id).written == 3
+    occurrences = [e for e in stored(user_id).values() if e.series_platform_id == series["id"]]
+    assert {e.title for e in occurrences} == {"Weekly (renamed)"}
+    assert all(e.recurring_enabled for e in occurrences)
+
+
+def test_no_event_is_too_big_to_sync_or_to_store(stack: LocalStack) -> None:
+    """A 1 MB invitation, a 3,000-person meeting and a series whose master is both sync like any
+    other event, stored trimmed (with counts), every item far below DynamoDB's 400 KB."""
+    from calbot import aws
+    from tests.conftest import item_size
+
+    user_id, acct, _ = connected(stack)
+    cal = acct["calendars"][0]["id"]
+    crowd = [f"person{i}@fabrikam.example" for i in range(3000)]
+    huge_body = "<p>" + "agenda " * 150_000 + "</p> https://acme.zoom.us/j/111222333"
+    huge = stack.graph.add_event(
+        acct["id"], cal, subject="S" * 1_000_000, start=at(1), end=at(2), body_html=huge_body
+    )
+    big = stack.graph.add_event(
+        acct["id"],
+        cal,
+        subject="All hands",
+        start=at(3),
+        end=at(4),
+        attendees=crowd,
+        online_meeting_url="https://teams.microsoft.com/l/meetup-join/19%3abig%40thread.v2/0",
+    )
+    day = SOON.date().isoformat()
+    series = stack.graph.add_event(
+        acct["id"],
+        cal,
+        subject="Weekly all hands",
+        start=f"{day}T18:00:00",
+        end=f"{day}T19:00:00",
+        body_html=huge_body,
+        attendees=crowd,
+        recurrence={
+            "pattern": {"type": "weekly", "interval": 1, "daysOfWeek": [SOON.strftime("%A").lower()]},
+            "range": {"type": "numbered", "startDate": day, "numberOfOccurrences": 2},
+        },
+    )
+    small = stack.graph.add_event(acct["id"], cal, subject="Small", start=at(5), end=at(6))
+    stack.graph.clear_requests()
+
+    report = sync_user(user_id)
+    assert report.partial_errors == {} and report.written == 5
+    events = stored(user_id)
+    assert {huge["id"], big["id"], small["id"]} <= set(events)
+    assert events[huge["id"]].meeting_platform == "zoom"  # found in the full body before trimming
+    assert len(events[huge["id"]].title or "") <= 1_024
+    assert events[big["id"]].raw["attendees_count"] == 3000 and len(events[big["id"]].raw["attendees"]) <= 25
+    occurrences = [e for e in events.values() if e.series_platform_id == series["id"]]
+    assert len(occurrences) == 2 and all(e.meeting_platform == "zoom" for e in occurrences)
+    # Masters are read with $select: their attendee lists never even travel.
+    master_gets = [r for r in stack.graph.requests(account=acct["id"]) if r["path"].endswith(series["id"])]
+    assert master_gets and all("%24select=" in r["query"] or "$select=" in r["query"] for r in master_gets)
+    assert all("attendees" not in (r["query"] or "") for r in master_gets)
+    items = [
+        aws.dynamodb().get_item(
+            TableName=store._table(),
+            Key=store.to_item({"PK": store.user_pk(user_id), "SK": f"EVENT#{e.event_id}"}),
+        )["Item"]
+        for e in events.values()
+    ]
+    assert max(item_size(i) for i in items) < 32 * 1024
 
 
 # --------------------------------------------------------------------------------------------------

@@ -156,3 +156,65 @@ def test_transient_aws_failures_are_503_and_other_errors_stay_500() -> None:
     assert conflict["statusCode"] == 503
     bug = raising(ClientError({"Error": {"Code": "ValidationException"}}, "PutItem"))
     assert bug["statusCode"] == 500 and json.loads(bug["body"])["error"] == "internal_error"
+
+
+def test_every_kind_of_answer_carries_nosniff_and_the_echo_renders_nothing() -> None:
+    """Issue 16: JSON, plain text, empty, errors, 401, 503 and 500 alike."""
+    from botocore.exceptions import ReadTimeoutError
+
+    def answer(result: Any) -> dict[str, Any]:
+        @api_handler
+        def fn(request: Request) -> Any:
+            if isinstance(result, Exception):
+                raise result
+            return result
+
+        return fn(event("{}"), None)
+
+    answers = [
+        answer({"ok": True}),
+        answer(Response(201, {"ok": True}, {"cache-control": "public, max-age=300"})),
+        answer(Response(202)),
+        answer(Response(200, text="<script>alert(1)</script>")),
+        answer(ApiError(404, "nope", "Not here.")),
+        answer(ReadTimeoutError(endpoint_url="http://dynamodb")),
+        answer(RuntimeError("bug")),
+        echo(event("{}", user=None), None),  # 401
+        echo(event("{nope"), None),  # 400
+    ]
+    for resp in answers:
+        headers = {k.lower(): v for k, v in resp["headers"].items()}
+        assert headers["x-content-type-options"] == "nosniff", resp
+        assert (
+            "default-src 'none'" in headers["content-security-policy"]
+            and "sandbox" in (headers["content-security-policy"])
+        )
+    text = answers[3]
+    assert text["headers"]["content-type"] == "text/plain; charset=utf-8"
+    assert text["body"] == "<script>alert(1)</script>"  # echoed as text, never as markup
+
+
+def test_the_graph_validation_echo_is_plain_text_with_nosniff() -> None:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "functions/webhook/app.py"
+    spec = importlib.util.spec_from_file_location("webhook_app_nosniff", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    ev = event(None, user=None, queryStringParameters={"validationToken": "<html><body>hi</body></html>"})
+    resp = module.handler(ev, None)
+    assert resp["statusCode"] == 200 and resp["body"] == "<html><body>hi</body></html>"
+    assert resp["headers"]["content-type"] == "text/plain; charset=utf-8"
+    assert resp["headers"]["x-content-type-options"] == "nosniff"
+
+
+def test_an_unavailable_key_store_is_503_never_401() -> None:
+    """The authorizer could not read the key store (context flag): the key may be valid, so the route
+    answers 503 service_unavailable with Retry-After, never 401 (clients drop keys they think dead)."""
+    ev = event('{"name": "a"}', user=None)
+    ev["requestContext"]["authorizer"] = {"lambda": {"user_id": "", "key_id": "", "unavailable": True}}
+    resp = echo(ev, None)
+    assert resp["statusCode"] == 503 and resp["headers"]["retry-after"] == "2"
+    assert json.loads(resp["body"])["error"] == "service_unavailable"

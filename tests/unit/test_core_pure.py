@@ -74,8 +74,13 @@ def test_webhook_url_is_per_account_and_encoded() -> None:
     assert url == "https://api.example.com/api/v1/admin/schedule/users/usr_1/outlook/jane%2Bx%40acme.com"
 
 
-def test_limit_message_is_the_guides() -> None:
-    assert limit_message(200).startswith("Maximum of 200 outlook calendar connections per user reached")
+def test_limit_message_is_the_guides_and_names_the_refused_provider() -> None:
+    assert limit_message(200, "outlook").startswith(
+        "Maximum of 200 outlook calendar connections per user reached"
+    )
+    assert limit_message(200, "google").startswith(
+        "Maximum of 200 google calendar connections per user reached"
+    )
 
 
 def test_redaction() -> None:

@@ -19,7 +19,7 @@ from werkzeug.test import Client
 from local import invoke as local_invoke
 from local.gateway import Gateway, GatewayConfigError, fold_headers
 from local.servers import serve
-from local.template import Template, load_template
+from local.template import Template, load_template, load_yaml
 
 TEMPLATE = """\
 Globals:
@@ -41,6 +41,7 @@ Resources:
             FunctionArn: !GetAtt AuthFn.Arn
             AuthorizerPayloadFormatVersion: "2.0"
             EnableSimpleResponses: true
+            EnableFunctionDefaultPermissions: true
             Identity:
               Headers: [X-Key]
               ReauthorizeEvery: {ttl}
@@ -59,7 +60,7 @@ Resources:
         Item: {{Type: HttpApi, Properties: {{ApiId: !Ref Api, Path: "/items/{{item_id}}", Method: GET}}}}
         Special: {{Type: HttpApi, Properties: {{ApiId: !Ref Api, Path: /items/special, Method: GET}}}}
         Create: {{Type: HttpApi, Properties: {{ApiId: !Ref Api, Path: /items, Method: POST}}}}
-        Files: {{Type: HttpApi, Properties: {{ApiId: !Ref Api, Path: "/files/{{path+}}", Method: GET}}}}
+        Files: {{Type: HttpApi, Properties: {{ApiId: !Ref Api, Path: "/files/{{proxy+}}", Method: GET}}}}
         Open:
           Type: HttpApi
           Properties: {{ApiId: !Ref Api, Path: /open, Method: ANY, Auth: {{Authorizer: NONE}}}}
@@ -211,8 +212,8 @@ def test_literal_route_beats_parameter_and_greedy_takes_the_rest(client: Client)
         == "GET /items/special"
     )
     event = echoed(client.get("/files/a/b%20c.txt", headers={"X-Key": "k"}))["event"]
-    assert event["routeKey"] == "GET /files/{path+}"
-    assert event["pathParameters"] == {"path": "a/b c.txt"}
+    assert event["routeKey"] == "GET /files/{proxy+}"
+    assert event["pathParameters"] == {"proxy": "a/b c.txt"}
 
 
 def test_query_headers_and_cookies_are_folded_like_payload_2(client: Client) -> None:
@@ -350,6 +351,131 @@ def test_authorizer_results_are_cached_for_their_ttl(tmp_path: Path) -> None:
         assert client.get("/items/1", headers={"X-Key": "bob"}).status_code == 200
     assert client.get("/items/1", headers={"X-Key": "carol"}).status_code == 200
     assert [e["identitySource"] for e in auth_calls(gateway)] == [["bob"], ["carol"]]
+
+
+# -- invoke permissions ----------------------------------------------------------------------------
+
+
+def test_without_the_authorizers_permission_every_authorized_route_is_500(tmp_path: Path) -> None:
+    # SAM grants API Gateway nothing on an HttpApi Lambda authorizer unless told to: on AWS every
+    # authorized route answers 500 and the authorizer never runs. Open routes are unaffected.
+    bare = TEMPLATE.replace("            EnableFunctionDefaultPermissions: true\n", "")
+    assert bare != TEMPLATE
+    log = io.StringIO()
+    gateway = Gateway(load_template(write_project(tmp_path, template=bare), stack_name="t"), log=log)
+    client = Client(gateway)
+    response = client.get("/items/1", headers={"X-Key": "alice"})
+    assert response.status_code == 500
+    assert response.get_json() == {"message": "Internal Server Error"}
+    assert auth_calls(gateway) == []
+    assert "does not have permissions to call the authorizer AuthFn" in log.getvalue()
+    assert client.get("/value/string").status_code == 200
+
+
+def test_the_real_template_without_the_authorizer_permission_answers_500(tmp_path: Path) -> None:
+    # template.yaml as it was before EnableFunctionDefaultPermissions: every authorized route is 500.
+    root = Path(__file__).resolve().parents[2]
+    data = load_yaml(root / "template.yaml")
+    authorizer = data["Resources"]["HttpApi"]["Properties"]["Auth"]["Authorizers"]["ApiKeyAuthorizer"]
+    assert authorizer.pop("EnableFunctionDefaultPermissions") is True
+    log = io.StringIO()
+    gateway = Gateway(Template(data, path=root / "template.yaml", stack_name="t"), log=log)
+    client = Client(gateway)
+    for path in ("/api/v1/calendar/connections", "/api/v1/calendar/events"):
+        response = client.get(path, headers={"Authorization": "Token k"})
+        assert response.status_code == 500
+        assert response.get_json() == {"message": "Internal Server Error"}
+    assert "does not have permissions to call the authorizer AuthorizerFunction" in log.getvalue()
+    assert "AuthorizerFunction" not in gateway._handlers  # never even loaded, let alone invoked
+
+
+def test_the_authorizers_permission_covers_every_authorizer_invocation(gateway: Gateway) -> None:
+    # SAM's permission allows {api}/authorizers/*, whichever route the request is for.
+    client = Client(gateway)
+    for path in ("/items/1", "/items/special", "/files/a/b"):
+        assert client.get(path, headers={"X-Key": "alice"}).status_code == 200
+    assert client.post("/items", headers={"X-Key": "alice"}).status_code == 200
+    assert len(auth_calls(gateway)) == 4
+
+
+def _translated_without(template: Template, drop: str) -> None:
+    resources = template.translated["Resources"]
+    assert resources.pop(drop)["Type"] == "AWS::Lambda::Permission"
+
+
+def test_a_route_function_without_its_permission_is_500(tmp_path: Path) -> None:
+    # The translated template as SAM emits it, less the permission of one route (as a hand-written
+    # OpenAPI body without its AWS::Lambda::Permission would leave it): only that route fails.
+    log = io.StringIO()
+    template = load_template(write_project(tmp_path), stack_name="t")
+    _translated_without(template, "EchoFnCreatePermission")
+    client = Client(Gateway(template, log=log))
+    response = client.post("/items", headers={"X-Key": "alice"})
+    assert response.status_code == 500
+    assert response.get_json() == {"message": "Internal Server Error"}
+    assert "does not have permissions to call the integration EchoFn" in log.getvalue()
+    assert client.get("/items/1", headers={"X-Key": "alice"}).status_code == 200
+
+
+def test_a_permission_grants_only_its_method_and_path(tmp_path: Path) -> None:
+    template = load_template(write_project(tmp_path), stack_name="t")
+    permission = template.translated["Resources"]["ValueFnValuePermission"]["Properties"]
+    source = permission["SourceArn"]["Fn::Sub"]
+    assert source[0].endswith("/GET/value/*")
+    source[0] = source[0].replace("/GET/value/*", "/POST/value/*")
+    client = Client(Gateway(template, log=io.StringIO()))
+    assert client.get("/value/string").status_code == 500
+
+
+def test_a_greedy_parameter_not_named_proxy_leaves_its_route_without_permission(tmp_path: Path) -> None:
+    # SAM's translator writes {name} and {proxy+} as * in the permission's SourceArn but leaves any
+    # other greedy name as written, and the SourceArn API Gateway invokes from carries the request
+    # path: such a route's permission never matches (the template must call it {proxy+}).
+    text = TEMPLATE.replace('Path: "/files/{{proxy+}}"', 'Path: "/files/{{path+}}"')
+    template = load_template(write_project(tmp_path, template=text), stack_name="t")
+    source = template.translated_resources("AWS::Lambda::Permission")["EchoFnFilesPermission"]["SourceArn"]
+    assert source.endswith("/GET/files/{path+}")
+    client = Client(Gateway(template, log=io.StringIO()))
+    assert client.get("/files/a/b", headers={"X-Key": "k"}).status_code == 500
+
+
+def test_an_authorizer_invoke_role_must_trust_api_gateway_and_allow_the_invoke(tmp_path: Path) -> None:
+    role = """
+  InvokeRole:
+    Type: AWS::IAM::Role
+    Properties:
+      AssumeRolePolicyDocument:
+        Statement:
+          - Effect: Allow
+            Principal:
+              Service: {service}
+            Action: sts:AssumeRole
+      Policies:
+        - PolicyName: invoke
+          PolicyDocument:
+            Statement:
+              - Effect: Allow
+                Action: lambda:InvokeFunction
+                Resource: {resource}
+"""
+    base = TEMPLATE.replace(
+        "            EnableFunctionDefaultPermissions: true\n",
+        "            FunctionInvokeRole: !GetAtt InvokeRole.Arn\n",
+    )
+    cases = {
+        ("apigateway.amazonaws.com", "!GetAtt AuthFn.Arn"): 200,
+        ("apigateway.amazonaws.com", "!GetAtt EchoFn.Arn"): 500,  # allows another function only
+        ("lambda.amazonaws.com", "!GetAtt AuthFn.Arn"): 500,  # API Gateway cannot assume it
+    }
+    for index, ((service, resource), status) in enumerate(cases.items()):
+        root = tmp_path / str(index)
+        text = base.replace(
+            "Resources:\n", "Resources:\n" + role.format(service=service, resource=resource), 1
+        )
+        client = Client(
+            Gateway(load_template(write_project(root, template=text), stack_name="t"), log=io.StringIO())
+        )
+        assert client.get("/items/1", headers={"X-Key": "alice"}).status_code == status, (service, resource)
 
 
 # -- responses -------------------------------------------------------------------------------------

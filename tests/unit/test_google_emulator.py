@@ -150,7 +150,8 @@ def test_refresh_gives_an_access_token_and_never_rotates(client: Client, account
     first = refresh(client, account["refresh_token"])
     assert first.status_code == 200
     body = first.json
-    assert set(body) == {"access_token", "expires_in", "scope", "token_type"}  # no refresh_token
+    # no refresh_token; an id_token because the grant includes `openid`, as Google does
+    assert set(body) == {"access_token", "expires_in", "scope", "token_type", "id_token"}
     assert body["token_type"] == "Bearer" and body["expires_in"] == 3599
     assert SCOPE_CALENDAR_READONLY in body["scope"].split()
     second = refresh(client, account["refresh_token"])  # the same refresh token keeps working
@@ -863,3 +864,59 @@ def test_series_turned_into_a_single_event_cancels_its_other_instances(
     by_id = {i["id"]: i for i in changed}
     assert {i["id"] for i in full} <= {k for k, v in by_id.items() if v["status"] == "cancelled"}
     assert by_id[series["id"]]["status"] == "confirmed" and "recurrence" not in by_id[series["id"]]
+
+
+def test_openid_scope_gives_a_signed_id_token(emu: GoogleEmulator, client: Client) -> None:
+    """Google answers every token request of a grant that includes `openid` with an ID token."""
+    import jwt
+
+    account = emu.add_account(EMAIL, name="Sam Rivera", client_id=CLIENT_ID)  # default scopes: openid ...
+    answer = refresh(client, account["refresh_token"])
+    assert answer.status_code == 200
+    id_token = answer.json["id_token"]
+    header = jwt.get_unverified_header(id_token)
+    assert header["alg"] == "RS256"
+    keys = client.get("/oauth2/v3/certs")
+    assert keys.status_code == 200
+    [jwk] = [key for key in keys.json["keys"] if key["kid"] == header["kid"]]
+    claims = jwt.decode(
+        id_token,
+        jwt.PyJWK(jwk).key,
+        algorithms=["RS256"],
+        audience=CLIENT_ID,
+        issuer="https://accounts.google.com",
+    )
+    assert claims["sub"] == account["id"] and claims["azp"] == CLIENT_ID
+    assert claims["email"] == EMAIL and claims["email_verified"] is True and claims["name"] == "Sam Rivera"
+    # at_hash: the left half of the access token's SHA-256 (OpenID Connect Core 3.1.3.6)
+    half = hashlib.sha256(answer.json["access_token"].encode()).digest()[:16]
+    assert claims["at_hash"] == base64.urlsafe_b64encode(half).decode().rstrip("=")
+
+    calendar_only = emu.add_account(
+        "other@gmail.example", client_id=CLIENT_ID, scopes=SCOPE_CALENDAR_READONLY
+    )
+    plain = refresh(client, calendar_only["refresh_token"])
+    assert plain.status_code == 200 and "id_token" not in plain.json
+
+
+def test_max_attendees_returns_only_the_participant_past_the_limit(
+    emu: GoogleEmulator, client: Client, account: dict[str, Any]
+) -> None:
+    start = datetime(2027, 3, 1, 9, tzinfo=UTC)
+    ev = emu.add_event(
+        EMAIL,
+        EMAIL,
+        start=start.isoformat(),
+        end=(start + timedelta(hours=1)).isoformat(),
+        attendees=[EMAIL, "a@example.org", "b@example.org"],
+    )
+    headers = bearer(client, account)
+    url = f"{CAL}/calendars/{EMAIL}/events"
+    whole = client.get(url, query_string={"maxAttendees": "3"}, headers=headers).json["items"][0]
+    assert len(whole["attendees"]) == 3 and "attendeesOmitted" not in whole
+    cut = client.get(url, query_string={"maxAttendees": "2"}, headers=headers).json["items"][0]
+    assert [a["email"] for a in cut["attendees"]] == [EMAIL] and cut["attendeesOmitted"] is True
+    one = client.get(f"{url}/{ev['id']}", query_string={"maxAttendees": "1"}, headers=headers).json
+    assert [a.get("self") for a in one["attendees"]] == [True] and one["attendeesOmitted"] is True
+    for bad in ("0", "-1", "x"):
+        api_error(client.get(url, query_string={"maxAttendees": bad}, headers=headers), 400, "invalid")

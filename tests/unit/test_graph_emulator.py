@@ -2351,3 +2351,185 @@ def test_notification_knobs_and_log_over_http(
     assert custom.notification_config()["notification_retry_backoff"] == [0.5]
     with pytest.raises(ValueError):
         GraphEmulator(notification_duplicates=0)
+
+
+# --------------------------------------------------------------------------------------------------
+# What official SDKs send: delta() spellings, OpenID discovery, id_token and client_info (issue 16)
+# --------------------------------------------------------------------------------------------------
+
+# Kiota-generated Graph SDKs call `delta()`, older SDKs the namespaced `microsoft.graph.delta`.
+DELTA_SPELLINGS = ["delta()", "microsoft.graph.delta", "microsoft.graph.delta()", "Delta()"]
+
+
+@pytest.mark.parametrize("spelling", DELTA_SPELLINGS)
+def test_sdk_spellings_of_the_delta_function_are_the_same_delta(
+    emu: GraphEmulator, client: Client, jane: dict[str, Any], spelling: str
+) -> None:
+    created = {
+        emu.add_event(
+            jane["id"],
+            jane["calendar_id"],
+            subject=f"Meeting {i}",
+            start=datetime(2026, 12, 1, 9, tzinfo=UTC) + timedelta(days=i),
+            end=datetime(2026, 12, 1, 10, tzinfo=UTC) + timedelta(days=i),
+        )["id"]
+        for i in range(5)
+    }
+    for base in ("/v1.0/me/calendarView", f"/v1.0/me/calendars/{jane['calendar_id']}/calendarView"):
+        seen: set[str] = set()
+        url: str | None = f"{base}/{spelling}?{WINDOW}"
+        headers = {**jane["headers"], "Prefer": "odata.maxpagesize=2"}
+        while url:  # its nextLinks and deltaLink work too
+            answer = client.get(url, headers=headers)
+            assert answer.status_code == 200, answer.get_data(as_text=True)
+            seen |= {item["id"] for item in answer.json["value"]}
+            url = answer.json.get("@odata.nextLink")
+            delta_link = answer.json.get("@odata.deltaLink")
+        assert seen == created
+        again = client.get(delta_link, headers=jane["headers"])
+        assert again.status_code == 200 and again.json["value"] == []
+
+
+def test_openid_configuration_and_keys(client: Client) -> None:
+    for tenant, issuer_tenant in (("common", "{tenantid}"), (TENANT_ID, TENANT_ID)):
+        answer = client.get(f"/{tenant}/v2.0/.well-known/openid-configuration")
+        assert answer.status_code == 200 and answer.mimetype == "application/json"
+        doc = answer.json
+        assert doc["issuer"] == f"http://localhost/{issuer_tenant}/v2.0"
+        assert doc["authorization_endpoint"] == f"http://localhost/{tenant}/oauth2/v2.0/authorize"
+        assert doc["token_endpoint"] == f"http://localhost/{tenant}/oauth2/v2.0/token"
+        assert doc["jwks_uri"] == f"http://localhost/{tenant}/discovery/v2.0/keys"
+        assert doc["id_token_signing_alg_values_supported"] == ["RS256"]
+        assert "openid" in doc["scopes_supported"] and "code" in doc["response_types_supported"]
+        keys = client.get(urlsplit(doc["jwks_uri"]).path)
+        assert keys.status_code == 200
+        [key] = keys.json["keys"]
+        assert key["kty"] == "RSA" and key["use"] == "sig" and key["kid"] and key["n"] and key["e"]
+        assert "d" not in key  # the public half only
+    # Behind TLS the documents name the public https URLs.
+    forwarded = client.get(
+        "/common/v2.0/.well-known/openid-configuration", headers={"X-Forwarded-Proto": "https"}
+    )
+    assert forwarded.json["token_endpoint"] == "https://localhost/common/oauth2/v2.0/token"
+    bad = client.get("/not a tenant/v2.0/.well-known/openid-configuration")
+    assert bad.status_code == 400 and "AADSTS90002" in bad.json["error_description"]
+
+
+def _verified_claims(client: Client, id_token: str) -> dict[str, Any]:
+    import jwt
+
+    jwks = client.get("/common/discovery/v2.0/keys").json
+    header = jwt.get_unverified_header(id_token)
+    assert header["alg"] == "RS256"
+    [jwk] = [key for key in jwks["keys"] if key["kid"] == header["kid"]]
+    return jwt.decode(
+        id_token,
+        jwt.PyJWK(jwk).key,
+        algorithms=["RS256"],
+        audience=CLIENT_ID,
+        issuer=f"http://localhost/{TENANT_ID}/v2.0",
+    )
+
+
+def test_sign_in_asking_for_openid_gets_a_signed_id_token_and_client_info(
+    emu: GraphEmulator, client: Client
+) -> None:
+    account = add_account(emu)
+    answer = client.post(
+        TOKEN_PATH,
+        data={
+            "client_id": CLIENT_ID,
+            "client_secret": SECRET,
+            "grant_type": "refresh_token",
+            "refresh_token": account["refresh_token"],
+            "scope": "openid profile email offline_access Calendars.Read",
+            "client_info": "1",
+        },
+    )
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    claims = _verified_claims(client, answer.json["id_token"])
+    assert claims["oid"] == account["id"] and claims["tid"] == TENANT_ID and claims["ver"] == "2.0"
+    assert claims["preferred_username"] == "jane@contoso.example" and claims["name"] == "Jane Doe"
+    assert claims["email"] == "jane@contoso.example"
+    assert claims["sub"] and claims["sub"] != account["id"]  # pairwise, per app
+    assert claims["exp"] > claims["iat"]
+    padded = answer.json["client_info"] + "=" * (-len(answer.json["client_info"]) % 4)
+    assert json.loads(base64.urlsafe_b64decode(padded)) == {"uid": account["id"], "utid": TENANT_ID}
+
+    # Without `openid` there is no id_token; without client_info=1 no client_info.
+    plain = refresh(client, answer.json["refresh_token"])
+    assert plain.status_code == 200
+    assert "id_token" not in plain.json and "client_info" not in plain.json
+
+
+def test_msal_confidential_client_works_against_the_emulator(emu: GraphEmulator) -> None:
+    """Microsoft's own MSAL: OpenID discovery, the token request it builds, its id_token parsing."""
+    import msal
+
+    account = add_account(emu)
+    with serve(emu, name="graph") as server:
+        public = server.url.replace("http://", "https://")
+
+        class LoopbackTls(requests.Session):
+            # MSAL accepts https authorities only: this session is the TLS terminator in front.
+            def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
+                url = str(url).replace(public, server.url)
+                kwargs["headers"] = {**(kwargs.get("headers") or {}), "X-Forwarded-Proto": "https"}
+                return super().request(method, url, *args, **kwargs)
+
+        session = LoopbackTls()
+        app = msal.ConfidentialClientApplication(
+            CLIENT_ID,
+            client_credential=SECRET,
+            authority=f"{public}/common",
+            http_client=session,
+            instance_discovery=False,
+        )
+        result = app.acquire_token_by_refresh_token(
+            account["refresh_token"], scopes=["Calendars.Read", "User.Read"]
+        )
+        assert "access_token" in result, {k: v for k, v in result.items() if "token" not in k}
+        assert result["id_token_claims"]["oid"] == account["id"]
+        assert result["id_token_claims"]["iss"] == f"{public}/{TENANT_ID}/v2.0"
+        [cached] = app.get_accounts()
+        assert cached["home_account_id"] == f"{account['id']}.{TENANT_ID}"  # from client_info
+        assert cached["username"] == "jane@contoso.example"
+        answer = session.get(
+            f"{server.url}/v1.0/me/calendarView/delta()?{WINDOW}",
+            headers={"Authorization": f"Bearer {result['access_token']}"},
+            timeout=10,
+        )
+        assert answer.status_code == 200 and "@odata.deltaLink" in answer.json()
+
+
+def test_control_api_events_take_attendees_rendered_as_graph_attendees(
+    client: Client, jane: dict[str, Any]
+) -> None:
+    url = f"/_control/accounts/{jane['id']}/calendars/{jane['calendar_id']}/events"
+    crowd = [f"p{i}@fabrikam.example" for i in range(300)]
+    created = client.post(
+        url,
+        json={
+            "start": "2026-12-01T09:00:00Z",
+            "end": "2026-12-01T10:00:00Z",
+            "attendees": [
+                {"address": "boss@contoso.example", "name": "Boss", "response": "accepted"},
+                *crowd,
+            ],
+        },
+    )
+    assert created.status_code == 201, created.get_data(as_text=True)
+    fetched = client.get(f"/v1.0/me/events/{created.json['id']}", headers=jane["headers"]).json
+    assert len(fetched["attendees"]) == 301
+    assert fetched["attendees"][0] == {
+        "type": "required",
+        "status": {"response": "accepted", "time": "0001-01-01T00:00:00Z"},
+        "emailAddress": {"name": "Boss", "address": "boss@contoso.example"},
+    }
+    selected = client.get(
+        f"/v1.0/me/events/{created.json['id']}?$select=subject,start", headers=jane["headers"]
+    ).json
+    assert "attendees" not in selected  # $select on an event leaves the list behind
+    for bad in (["not-an-address"], [{"address": "x@y.example", "response": "maybe"}], "x@y.example"):
+        body = {"start": "2026-12-01T09:00:00Z", "end": "2026-12-01T10:00:00Z", "attendees": bad}
+        assert client.post(url, json=body).status_code == 400

@@ -39,6 +39,25 @@ Resources:
     Properties: {Name: !Sub "bots-${AWS::StackName}"}
   ScheduleDlq:
     Type: AWS::SQS::Queue
+  # The role the test schedules run with (EventBridge Scheduler assumes it to invoke their targets).
+  SchedulerRole:
+    Type: AWS::IAM::Role
+    Properties:
+      AssumeRolePolicyDocument:
+        Statement:
+          - Effect: Allow
+            Principal: {Service: scheduler.amazonaws.com}
+            Action: sts:AssumeRole
+      Policies:
+        - PolicyName: invoke
+          PolicyDocument:
+            Statement:
+              - Effect: Allow
+                Action: lambda:InvokeFunction
+                Resource: !Sub "arn:aws:lambda:${AWS::Region}:${AWS::AccountId}:function:*"
+              - Effect: Allow
+                Action: sqs:SendMessage
+                Resource: !GetAtt ScheduleDlq.Arn
   FlakyDlq:
     Type: AWS::SQS::Queue
   Work:
@@ -120,12 +139,17 @@ def handler(event, context):
         _write(entry)
         if any(r["body"] == "explode" and r["attributes"]["ApproximateReceiveCount"] == "1" for r in records):
             raise RuntimeError("worker down")
-        # Bodies containing "fail" fail on their first delivery only.
-        failures = [
-            {{"itemIdentifier": r["messageId"]}}
-            for r in records
-            if "fail" in r["body"] and r["attributes"]["ApproximateReceiveCount"] == "1"
-        ]
+        # Bodies containing "fail" fail on their first delivery only. Like Powertools' FIFO processor,
+        # the later messages of a failed message's group are named too, unless its body says "alone".
+        failures, held = [], set()
+        for r in records:
+            group = r["attributes"].get("MessageGroupId")
+            if group in held:
+                failures.append({{"itemIdentifier": r["messageId"]}})
+            elif "fail" in r["body"] and r["attributes"]["ApproximateReceiveCount"] == "1":
+                failures.append({{"itemIdentifier": r["messageId"]}})
+                if "alone" not in r["body"]:
+                    held.add(group)
         return {{"batchItemFailures": failures}}
     if isinstance(event, dict) and event.get("sleep"):
         timeutil.sleep(event["sleep"])
@@ -154,6 +178,10 @@ class Env:
         self.scheduler = session.client("scheduler")
         self.sqs = session.client("sqs")
 
+    def clock_log(self) -> str:
+        stream = self.clock._log_stream
+        return stream.getvalue() if isinstance(stream, io.StringIO) else ""
+
     def calls(self, fn: str | None = None) -> list[dict[str, Any]]:
         if not self.log.exists():
             return []
@@ -173,8 +201,11 @@ class Env:
         retry: dict[str, Any] | None = None,
         state: str = "ENABLED",
         timezone: str = "UTC",
+        role: str | None = None,
     ) -> None:
-        self.scheduler.create_schedule(**self._request(name, at, payload, target, retry, state, timezone))
+        self.scheduler.create_schedule(
+            **self._request(name, at, payload, target, retry, state, timezone, role)
+        )
 
     def reschedule(self, name: str, at: datetime, payload: Any) -> None:
         request = self._request(
@@ -192,6 +223,7 @@ class Env:
         retry: dict[str, Any] | None = None,
         state: str = "ENABLED",
         timezone: str = "UTC",
+        role: str | None = None,
     ) -> dict[str, Any]:
         local = at.astimezone(ZoneInfo(timezone))
         return {
@@ -204,7 +236,7 @@ class Env:
             "State": state,
             "Target": {
                 "Arn": target,
-                "RoleArn": "arn:aws:iam::123456789012:role/scheduler",
+                "RoleArn": role or self.template.arn("SchedulerRole"),
                 "Input": json.dumps(payload),
                 "RetryPolicy": retry or {"MaximumRetryAttempts": 2, "MaximumEventAgeInSeconds": 3600},
                 "DeadLetterConfig": {"Arn": self.template.arn("ScheduleDlq")},
@@ -226,12 +258,21 @@ class Env:
         ).get("Messages", [])
 
 
-def _make_env(tmp_path: Path, *, virtual: bool = True, target_errors: str = "lambda") -> tuple[Env, Any]:
-    (tmp_path / "template.yaml").write_text(TEMPLATE)
+def _make_env(
+    tmp_path: Path,
+    *,
+    virtual: bool = True,
+    target_errors: str = "lambda",
+    extra: str = "",
+    drop: str | None = None,
+) -> tuple[Env, Any]:
+    (tmp_path / "template.yaml").write_text(TEMPLATE + extra)
     (tmp_path / "fn").mkdir()
     (tmp_path / "fn" / "app.py").write_text(HANDLER.format(log=str(tmp_path / "calls.jsonl")))
     # Unique names: moto's backends are shared with any stack this test session started.
     template = load_template(tmp_path / "template.yaml", stack_name=f"clock-{uuid.uuid4().hex[:8]}")
+    if drop is not None:  # a resource SAM's transform emitted, taken out before anything reads it
+        del template.translated["Resources"][drop]
     session = boto3.session.Session(region_name="us-east-1")
     create_resources(template, session)
     gateway = Gateway(template, log=io.StringIO())
@@ -457,6 +498,173 @@ def test_schedule_targets_of_the_real_template_resolve_to_their_functions(aws: N
     assert clock.groups == ["calbot-bots-local"]
 
 
+# -- permissions -----------------------------------------------------------------------------------
+
+# Roles that cannot do what a schedule or a queue consumer needs, and the functions that use them.
+RESTRICTED = """\
+  SendOnlyRole:  # trusts Scheduler, may send dead letters, may not invoke anything
+    Type: AWS::IAM::Role
+    Properties:
+      AssumeRolePolicyDocument:
+        Statement:
+          - {Effect: Allow, Principal: {Service: scheduler.amazonaws.com}, Action: sts:AssumeRole}
+      Policies:
+        - PolicyName: dlq
+          PolicyDocument:
+            Statement:
+              - {Effect: Allow, Action: sqs:SendMessage, Resource: !GetAtt ScheduleDlq.Arn}
+  LambdaTrustRole:  # may invoke and send, but Scheduler cannot assume it
+    Type: AWS::IAM::Role
+    Properties:
+      AssumeRolePolicyDocument:
+        Statement:
+          - {Effect: Allow, Principal: {Service: lambda.amazonaws.com}, Action: sts:AssumeRole}
+      Policies:
+        - PolicyName: all
+          PolicyDocument:
+            Statement:
+              - {Effect: Allow, Action: ["lambda:InvokeFunction", "sqs:SendMessage"], Resource: "*"}
+  NoReceiveRole:  # a consumer's execution role without sqs:ReceiveMessage
+    Type: AWS::IAM::Role
+    Properties:
+      AssumeRolePolicyDocument:
+        Statement:
+          - {Effect: Allow, Principal: {Service: lambda.amazonaws.com}, Action: sts:AssumeRole}
+      Policies:
+        - PolicyName: sqs
+          PolicyDocument:
+            Statement:
+              - Effect: Allow
+                Action: [sqs:DeleteMessage, sqs:GetQueueAttributes]
+                Resource: !GetAtt Locked.Arn
+  Locked:
+    Type: AWS::SQS::Queue
+  LockedWorkerFn:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: fn/
+      Role: !GetAtt NoReceiveRole.Arn
+      Events:
+        Work: {Type: SQS, Properties: {Queue: !GetAtt Locked.Arn}}
+  DeniedCronFn:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: fn/
+      Events:
+        Early:
+          Type: ScheduleV2
+          Properties:
+            ScheduleExpression: "cron(30 4 * * ? *)"
+            RoleArn: !GetAtt SendOnlyRole.Arn
+            RetryPolicy: {MaximumRetryAttempts: 1}
+            DeadLetterConfig: {Arn: !GetAtt ScheduleDlq.Arn}
+"""
+
+
+@pytest.fixture
+def restricted(tmp_path: Path, aws: None) -> Iterator[Env]:
+    environment, clock = _make_env(tmp_path, extra=RESTRICTED)
+    yield environment
+    clock.close()
+
+
+def test_a_target_the_schedule_role_may_not_invoke_is_retried_then_dead_lettered(restricted: Env) -> None:
+    env = restricted
+    at = env.clock.now() + timedelta(minutes=1)
+    role = env.template.arn("SendOnlyRole")
+    env.schedule("denied", at, {"bot_id": "b1"}, role=role, retry={"MaximumRetryAttempts": 2})
+    report = env.clock.advance(to=at)
+    assert env.calls("test-target") == []  # never invoked
+    assert _attempts(report) == [(1, False), (2, False), (3, False)]
+    (dead,) = env.receive_all("ScheduleDlq")
+    assert json.loads(dead["Body"]) == {"bot_id": "b1"}
+    attributes = {k: v["StringValue"] for k, v in dead["MessageAttributes"].items()}
+    assert attributes["ERROR_CODE"] == "AccessDeniedException"
+    assert "lambda:InvokeFunction" in attributes["ERROR_MESSAGE"] and role in attributes["ERROR_MESSAGE"]
+    assert env.schedule_names() == []
+    assert "not invoked" in env.clock_log()
+
+
+def test_a_role_scheduler_cannot_assume_invokes_nothing_and_sends_no_dead_letter(restricted: Env) -> None:
+    env = restricted
+    at = env.clock.now() + timedelta(minutes=1)
+    env.schedule(
+        "untrusted",
+        at,
+        {"bot_id": "b2"},
+        role=env.template.arn("LambdaTrustRole"),
+        retry={"MaximumRetryAttempts": 0},
+    )
+    report = env.clock.advance(to=at)
+    assert env.calls("test-target") == []
+    assert _attempts(report) == [(1, False)]
+    (error,) = [f.error for f in report.fired if f.kind == "schedule"]
+    assert error is not None and "sts:AssumeRole" in error["errorMessage"]
+    # Scheduler sends dead letters with the same role: it cannot, so the event is lost.
+    assert env.receive_all("ScheduleDlq") == []
+    assert report.dead_letters[0]["dropped"] is True
+    assert "dead letter not sent" in env.clock_log()
+
+
+def test_a_role_outside_the_template_does_not_exist(restricted: Env) -> None:
+    env = restricted
+    at = env.clock.now() + timedelta(minutes=1)
+    env.schedule(
+        "ghost", at, {}, role="arn:aws:iam::123456789012:role/elsewhere", retry={"MaximumRetryAttempts": 0}
+    )
+    report = env.clock.advance(to=at)
+    assert env.calls("test-target") == [] and _attempts(report) == [(1, False)]
+    assert "does not exist" in report.fired[0].error["errorMessage"]  # type: ignore[index]
+
+
+def test_a_queue_whose_consumer_role_cannot_receive_is_never_fed(restricted: Env) -> None:
+    env = restricted
+    (consumer,) = [c for c in env.clock.consumers if c.function == "LockedWorkerFn"]
+    assert not consumer.enabled and consumer.refused is not None
+    assert "does not have permissions to call ReceiveMessage on SQS" in env.clock_log()
+    env.sqs.send_message(QueueUrl=env.queue_url("Locked"), MessageBody="hello")
+    env.clock.advance(seconds=60)
+    assert env.clock.drain() == 0
+    assert env.calls("LockedWorkerFn") == []
+    assert [m["body"] for m in env.clock.queue_messages("Locked")] == ["hello"]
+    # The other consumer, with SAM's generated role, is fed as before.
+    (worker,) = [c for c in env.clock.consumers if c.function == "WorkerFn"]
+    assert worker.enabled and worker.refused is None
+
+
+def test_a_cron_whose_schedule_role_cannot_invoke_is_retried_then_dead_lettered(restricted: Env) -> None:
+    env = restricted
+    start = _next(4, env.clock.now())
+    env.clock.advance(to=start)
+    env.clear()
+    report = env.clock.advance(to=start + timedelta(minutes=31))
+    assert env.calls("DeniedCronFn") == []
+    attempts = [(f.attempt, f.ok) for f in report.fired if f.id == "DeniedCronFn.Early"]
+    assert attempts == [(1, False), (2, False)]  # its RetryPolicy allows one retry
+    (dead,) = env.receive_all("ScheduleDlq")
+    assert dead["MessageAttributes"]["ERROR_CODE"]["StringValue"] == "AccessDeniedException"
+    assert "DeniedCronFnEarly" in dead["MessageAttributes"]["SCHEDULE_ARN"]["StringValue"]
+    # The template's other crons (SAM's generated roles and rule permissions) still run.
+    env.clock.advance(to=_next(0, env.clock.now()) + timedelta(minutes=1))
+    assert len(env.calls("MidnightFn")) == 1
+
+
+def test_a_schedule_event_without_its_rule_permission_is_not_invoked(tmp_path: Path, aws: None) -> None:
+    # A Schedule (EventBridge rule) event invokes under the function's resource policy, which SAM's
+    # transform grants events.amazonaws.com for that rule: without it EventBridge cannot invoke.
+    env, clock = _make_env(tmp_path, drop="MidnightFnMidnightPermission")
+    try:
+        eleven_pm = _next(23, clock.now())
+        clock.advance(to=eleven_pm)
+        report = clock.advance(to=eleven_pm + timedelta(hours=2))
+        assert env.calls("MidnightFn") == []
+        first = next(f for f in report.fired if f.id == "MidnightFn.Midnight")
+        assert not first.ok and "events.amazonaws.com" in first.error["errorMessage"]  # type: ignore[index]
+        assert "not invoked" in env.clock_log()
+    finally:
+        clock.close()
+
+
 # -- cron jobs -------------------------------------------------------------------------------------
 
 
@@ -596,6 +804,22 @@ def test_an_sqs_batch_with_one_failure_deletes_the_rest_and_redelivers_in_group_
     assert [(r["body"], r["count"]) for r in second["records"]] == [("b-fail", "2"), ("c", "2")]
     assert env.clock.queue_messages("Work") == []
     assert env.receive_all("WorkDlq") == []
+
+
+def test_an_sqs_fifo_batch_returns_exactly_the_named_messages_as_lambda_does(env: Env) -> None:
+    # Lambda deletes every message batchItemFailures does not name, FIFO or not: keeping a failed
+    # message's later group mates is the function's job. A function that names only the failed one
+    # loses the order of its group (c is deleted), and the local clock must not hide that.
+    url = env.queue_url("Work")
+    for group, body in [("g1", "a"), ("g1", "b-fail-alone"), ("g1", "c"), ("g2", "d")]:
+        env.sqs.send_message(QueueUrl=url, MessageBody=body, MessageGroupId=group)
+    assert env.clock.drain() == 4
+    assert [m["body"] for m in env.clock.queue_messages("Work")] == ["b-fail-alone"]
+    env.clear()
+    assert env.clock.advance(seconds=31).delivered == 1
+    (again,) = env.calls("WorkerFn")
+    assert [r["body"] for r in again["records"]] == ["b-fail-alone"]
+    assert env.clock.queue_messages("Work") == []
 
 
 def test_an_sqs_handler_exception_leaves_the_whole_batch(env: Env) -> None:

@@ -208,3 +208,93 @@ def test_the_document_is_served_without_an_api_key() -> None:
     assert answer["statusCode"] == 200
     assert answer["headers"]["content-type"].startswith("application/json")
     assert json.loads(answer["body"]) == document()
+
+
+# --------------------------------------------------------------------------------------------------
+# Issue 16: what a generated client needs, and every answer that can happen is documented.
+
+
+def _datetime_fields(model: type) -> list[str]:
+    return [n for n, f in model.model_fields.items() if "datetime" in repr(f.annotation)]
+
+
+def _schema_models() -> list[type]:
+    return [
+        m
+        for m in vars(models).values()
+        if isinstance(m, type)
+        and issubclass(m, models.Model)
+        and m.__name__ in document()["components"]["schemas"]
+    ]
+
+
+def _formats(prop: dict[str, Any]) -> set[str | None]:
+    options = prop.get("anyOf") or [prop]
+    return {o.get("format") for o in options if o.get("type") != "null"}
+
+
+def test_every_timestamp_is_a_date_time_in_requests_and_responses() -> None:
+    schemas = document()["components"]["schemas"]
+    checked = []
+    for model in _schema_models():
+        for name in _datetime_fields(model):
+            prop = schemas[model.__name__]["properties"][name]
+            assert _formats(prop) == {"date-time"}, (model.__name__, name, prop)
+            checked.append(f"{model.__name__}.{name}")
+    # responses as well as requests: the timestamps a client reads
+    assert {"BotView.scheduled_join_time", "ConnectionView.created_at", "EventView.start_time"} <= set(
+        checked
+    )
+    events = document()["paths"]["/api/v1/calendar/events"]["get"]["parameters"]
+    time_min = next(p for p in events if p["name"] == "time_min")
+    assert time_min["schema"]["format"] == "date-time"
+
+
+def test_page_links_are_documented_as_absolute_urls() -> None:
+    schemas = document()["components"]["schemas"]
+    for model, field in (("EventPage", "next"), ("EventPage", "previous"), ("BotPage", "next")):
+        prop = schemas[model]["properties"][field]
+        assert _formats(prop) == {"uri"}, (model, field)
+        assert "absolute URL" in prop["description"]
+
+
+def test_scheduled_join_time_is_a_deprecated_alias() -> None:
+    schemas = document()["components"]["schemas"]
+    for model in ("BotView", "ScheduleResult"):
+        alias = schemas[model]["properties"]["ScheduledJoinTime"]
+        assert alias["deprecated"] is True and "alias of `scheduled_join_time`" in alias["description"]
+        assert alias["format"] == "date-time"
+        assert "deprecated" not in schemas[model]["properties"]["scheduled_join_time"]
+    # Still served (old clients read it), with the same value.
+    view = models.ScheduleResult.model_json_schema(mode="serialization")
+    assert "ScheduledJoinTime" in view["required"]
+
+
+def test_the_fields_the_service_owns_are_documented_as_refused() -> None:
+    schemas = document()["components"]["schemas"]
+    assert schemas["BotConfig"]["propertyNames"] == {
+        "not": {"enum": ["meeting_link", "meeting_url", "calendar_event_id", "scheduled_bot_id"]}
+    }
+    custom = schemas["BotConfig"]["properties"]["custom_attributes"]
+    assert custom["propertyNames"] == {"not": {"enum": ["calendar_event_id", "scheduled_bot_id"]}}
+    schedule = document()["paths"]["/api/v1/calendar/schedule/{event_id}"]["post"]
+    assert "meeting_link" in schedule["description"] and "series_id" in schedule["description"]
+
+
+def test_every_operation_documents_the_429_and_503_it_can_answer() -> None:
+    """429 rate_limited: every operation behind the API key (calbot.http counts each keyed request).
+    503 service_unavailable: every operation whose handler reaches AWS, which is all of them but the
+    document itself, including the authorizer's unavailable key store."""
+    for path, item in document()["paths"].items():
+        for method, op in item.items():
+            declared = next(o for o in OPERATIONS if o.operation_id == op["operationId"])
+            statuses = set(op["responses"])
+            if declared.auth:
+                assert "429" in statuses and "rate_limited" in op["responses"]["429"]["description"], path
+            else:
+                assert "429" not in statuses, path
+            if declared.operation_id != "getOpenApiDocument":
+                assert "503" in statuses and "service_unavailable" in op["responses"]["503"]["description"], (
+                    method,
+                    path,
+                )

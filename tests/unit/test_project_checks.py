@@ -111,3 +111,25 @@ def test_sam_build_packages_every_function_and_the_core_layer(tmp_path: Path) ->
     assert {p.name for p in (layer / "calbot").glob("*.py")} >= {"store.py", "http.py", "models.py"}
     # The functions run on arm64: pydantic-core must be the aarch64 build, not this machine's.
     assert list(layer.glob("pydantic_core/_pydantic_core*aarch64*.so"))
+
+
+def test_make_help_lists_every_target_with_its_description() -> None:
+    """`make help` (and plain `make`) lists every target the Makefile declares, each with a line of
+    description taken from its `## ` comment."""
+    import re
+
+    makefile = (ROOT / "Makefile").read_text()
+    phony = re.search(r"^\.PHONY:(.*?)(?<!\\)$", makefile, re.MULTILINE | re.DOTALL)
+    assert phony is not None
+    targets = phony.group(1).replace("\\\n", " ").split()
+    assert {"dev", "test", "admin", "bench", "help"} <= set(targets)
+    for args in (["help"], []):
+        proc = subprocess.run(["make", "-s", *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        listed = {}
+        for line in proc.stdout.splitlines():
+            match = re.match(r"\s*make (\S+)\s+(\S.*)$", line)
+            if match:
+                listed[match.group(1)] = match.group(2)
+        assert set(listed) == set(targets), (sorted(set(targets) - set(listed)), proc.stdout)
+        assert all(len(text) > 10 for text in listed.values()), listed

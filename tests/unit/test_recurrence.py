@@ -592,3 +592,263 @@ def test_describe() -> None:
         {"type": "endDate", "startDate": "2026-12-01", "endDate": "2027-06-30"},
     )
     assert describe(last_friday) == "Every month on the last Friday at 09:00 (UTC) until 2027-06-30"
+
+
+# --- Graph series whose recurrence zone names no zone (issue 16) -------------------------------------
+
+NO_ZONE_NAMES = ["Customized Time Zone", "", "tzone://Microsoft/Custom", "Made Up Standard Time"]
+
+
+@pytest.mark.parametrize("no_zone", NO_ZONE_NAMES)
+@pytest.mark.parametrize("written", ["original_start_tz", "start_zone"])
+def test_series_without_a_named_recurrence_zone_expands_in_the_events_zone(
+    no_zone: str, written: str
+) -> None:
+    # Tuesday 09:00 in Sydney (UTC+11 in December) is Monday 22:00 UTC: expanded in UTC, the series
+    # would land on Tuesday 22:00 UTC, Wednesday in Sydney: a day off.
+    recurrence = {
+        "pattern": {"type": "weekly", "interval": 1, "daysOfWeek": ["tuesday"], "firstDayOfWeek": "sunday"},
+        "range": {
+            "type": "numbered",
+            "startDate": "2026-12-01",
+            "numberOfOccurrences": 3,
+            "recurrenceTimeZone": no_zone,
+        },
+    }
+    if written == "original_start_tz":  # Graph without a Prefer header: times in UTC
+        series = from_graph(
+            recurrence,
+            start={"dateTime": "2026-11-30T22:00:00.0000000", "timeZone": "UTC"},
+            end={"dateTime": "2026-11-30T23:00:00.0000000", "timeZone": "UTC"},
+            original_start_tz="AUS Eastern Standard Time",
+        )
+    else:  # times written in the event's own zone
+        series = from_graph(
+            recurrence,
+            start={"dateTime": "2026-12-01T09:00:00.0000000", "timeZone": "AUS Eastern Standard Time"},
+            end={"dateTime": "2026-12-01T10:00:00.0000000", "timeZone": "AUS Eastern Standard Time"},
+        )
+    assert series.tz_name == "Australia/Sydney"
+    assert all_of(series) == [utc(2026, 11, 30, 22), utc(2026, 12, 7, 22), utc(2026, 12, 14, 22)]
+
+
+@pytest.mark.parametrize("no_zone", NO_ZONE_NAMES)
+def test_series_without_a_named_recurrence_zone_never_starts_before_its_master(no_zone: str) -> None:
+    # 20:00 in Los Angeles on Dec 1 is 04:00 UTC on Dec 2; in UTC the series would start on Dec 1 04:00.
+    series = from_graph(
+        {
+            "pattern": {"type": "daily", "interval": 1},
+            "range": {
+                "type": "endDate",
+                "startDate": "2026-12-01",
+                "endDate": "2026-12-02",
+                "recurrenceTimeZone": no_zone,
+            },
+        },
+        start={"dateTime": "2026-12-02T04:00:00.0000000", "timeZone": "UTC"},
+        end={"dateTime": "2026-12-02T05:00:00.0000000", "timeZone": "UTC"},
+        original_start_tz="Pacific Standard Time",
+    )
+    assert all_of(series) == [utc(2026, 12, 2, 4), utc(2026, 12, 3, 4)]
+
+
+def test_unknown_windows_zone_is_logged_and_the_events_zone_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    from calbot import timezones
+    from calbot.log import logger
+
+    warnings: list[tuple[str, dict[str, Any]]] = []
+    monkeypatch.setattr(logger, "warning", lambda msg, extra: warnings.append((msg, extra)))
+    timezones._zone_key.cache_clear()
+    series = from_graph(
+        {
+            "pattern": {"type": "daily", "interval": 1},
+            "range": {
+                "type": "numbered",
+                "startDate": "2026-12-01",
+                "numberOfOccurrences": 1,
+                "recurrenceTimeZone": "Mars Standard Time",
+            },
+        },
+        start={"dateTime": "2026-12-01T09:00:00.0000000", "timeZone": "Tokyo Standard Time"},
+        end={"dateTime": "2026-12-01T10:00:00.0000000", "timeZone": "Tokyo Standard Time"},
+    )
+    assert series.tz_name == "Asia/Tokyo"
+    assert all_of(series) == [utc(2026, 12, 1, 0)]
+    assert ("unknown time zone name", {"time_zone": "Mars Standard Time"}) in warnings
+
+
+def _outlook_occurrence(master: dict[str, Any]) -> Any:
+    from calbot.providers.outlook import normalize_graph_event
+
+    item = {
+        "id": "occ-1",
+        "type": "occurrence",
+        "seriesMasterId": master["id"],
+        "start": master["start"],
+        "end": master["end"],
+    }
+    return normalize_graph_event("cal-1", item, master=master)
+
+
+def test_outlook_expands_a_customized_zone_series_in_the_events_original_zone() -> None:
+    event = _outlook_occurrence(
+        {
+            "id": "master-1",
+            "type": "seriesMaster",
+            "subject": "Standup",
+            "originalStartTimeZone": "AUS Eastern Standard Time",
+            "start": {"dateTime": "2026-11-30T22:00:00.0000000", "timeZone": "UTC"},
+            "end": {"dateTime": "2026-11-30T23:00:00.0000000", "timeZone": "UTC"},
+            "recurrence": {
+                "pattern": {"type": "weekly", "interval": 1, "daysOfWeek": ["tuesday"]},
+                "range": {
+                    "type": "endDate",
+                    "startDate": "2026-12-01",
+                    "endDate": "2026-12-15",
+                    "recurrenceTimeZone": "Customized Time Zone",
+                },
+            },
+        }
+    )
+    # endDate is inclusive in Sydney: 23:59:59 AEDT on Dec 15 is 12:59:59 UTC.
+    assert event.recurrence_rule is not None and "UNTIL=20261215T125959Z" in event.recurrence_rule
+
+
+def test_outlook_passes_all_day_series_as_all_day() -> None:
+    event = _outlook_occurrence(
+        {
+            "id": "master-2",
+            "type": "seriesMaster",
+            "subject": "Holiday",
+            "isAllDay": True,
+            "originalStartTimeZone": "Pacific Standard Time",
+            "start": {"dateTime": "2026-12-01T00:00:00.0000000", "timeZone": "UTC"},
+            "end": {"dateTime": "2026-12-02T00:00:00.0000000", "timeZone": "UTC"},
+            "recurrence": {
+                "pattern": {"type": "weekly", "interval": 1, "daysOfWeek": ["tuesday"]},
+                "range": {
+                    "type": "endDate",
+                    "startDate": "2026-12-01",
+                    "endDate": "2026-12-15",
+                    "recurrenceTimeZone": "Pacific Standard Time",
+                },
+            },
+        }
+    )
+    # All-day series live on their dates (midnight UTC): the last day ends 23:59:59 on Dec 15, not in
+    # Los Angeles time (which would be Dec 16 07:59:59 UTC).
+    assert event.is_all_day
+    assert event.recurrence_rule is not None and "UNTIL=20261215T235959Z" in event.recurrence_rule
+
+
+# --- UNTIL is an instant; a start in a spring-forward gap keeps its wall time --------------------------
+
+
+def test_until_is_compared_as_an_instant_in_a_spring_forward_gap() -> None:
+    # Mar 14 2027 02:30 does not exist in Los Angeles: that occurrence is 03:30 PDT (10:30Z), after an
+    # UNTIL of 10:00Z (03:00 PDT), although its wall time 02:30 is before 03:00.
+    series = google(
+        ["RRULE:FREQ=DAILY;UNTIL=20270314T100000Z"],
+        {"dateTime": "2027-03-12T02:30:00-08:00", "timeZone": "America/Los_Angeles"},
+        {"dateTime": "2027-03-12T03:00:00-08:00", "timeZone": "America/Los_Angeles"},
+    )
+    assert all_of(series) == [utc(2027, 3, 12, 10, 30), utc(2027, 3, 13, 10, 30)]
+
+
+def test_until_is_compared_as_an_instant_in_a_fall_back_overlap() -> None:
+    # Nov 1 2026 01:30 happens twice in Los Angeles; the occurrence is the first (PDT, 08:30Z), which is
+    # before an UNTIL of 09:15Z (the second 01:15, PST), although 01:30 is after 01:15 on the wall.
+    series = google(
+        ["RRULE:FREQ=DAILY;UNTIL=20261101T091500Z"],
+        {"dateTime": "2026-10-30T01:30:00-07:00", "timeZone": "America/Los_Angeles"},
+        {"dateTime": "2026-10-30T02:00:00-07:00", "timeZone": "America/Los_Angeles"},
+    )
+    assert all_of(series) == [utc(2026, 10, 30, 8, 30), utc(2026, 10, 31, 8, 30), utc(2026, 11, 1, 8, 30)]
+
+
+def test_until_instant_with_a_floating_until_in_an_overlap() -> None:
+    # A floating UNTIL is a wall time in the series zone (the first instant when it is ambiguous):
+    # 01:45 on Nov 1 is 08:45Z, so the 01:30 occurrence (08:30Z) is in and nothing after it.
+    series = google(
+        ["RRULE:FREQ=HOURLY;INTERVAL=1;UNTIL=20261101T014500"],
+        {"dateTime": "2026-11-01T00:30:00-07:00", "timeZone": "America/Los_Angeles"},
+        {"dateTime": "2026-11-01T00:45:00-07:00", "timeZone": "America/Los_Angeles"},
+    )
+    assert all_of(series) == [utc(2026, 11, 1, 7, 30), utc(2026, 11, 1, 8, 30)]
+
+
+def test_google_series_starting_in_a_gap_keeps_its_wall_time() -> None:
+    # RFC 5545 3.3.5: 02:30 on Mar 14 is read with the offset before the gap (03:30 PDT) for that
+    # occurrence only; the next days are at 02:30 PDT again.
+    series = google(
+        ["RRULE:FREQ=DAILY;COUNT=3"],
+        {"dateTime": "2027-03-14T02:30:00", "timeZone": "America/Los_Angeles"},
+        {"dateTime": "2027-03-14T04:00:00", "timeZone": "America/Los_Angeles"},
+    )
+    assert series.dtstart_local == datetime(2027, 3, 14, 2, 30)
+    assert all_of(series) == [utc(2027, 3, 14, 10, 30), utc(2027, 3, 15, 9, 30), utc(2027, 3, 16, 9, 30)]
+
+
+@pytest.mark.parametrize("zone", ["Pacific Standard Time", "America/Los_Angeles"])
+def test_graph_series_starting_in_a_gap_keeps_its_wall_time(zone: str) -> None:
+    series = graph(
+        {"type": "weekly", "interval": 1, "daysOfWeek": ["sunday"]},
+        {"type": "numbered", "startDate": "2027-03-14", "numberOfOccurrences": 3},
+        start="02:30:00",
+        zone=zone,
+    )
+    assert all_of(series) == [utc(2027, 3, 14, 10, 30), utc(2027, 3, 21, 9, 30), utc(2027, 3, 28, 9, 30)]
+
+
+# --- Rules that can never match end at once ------------------------------------------------------------
+
+NEVER = [
+    "FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=30",
+    "FREQ=MONTHLY;BYMONTH=4;BYMONTHDAY=31",
+    "FREQ=YEARLY;BYMONTH=4;BYMONTHDAY=-31",
+    "FREQ=DAILY;BYYEARDAY=100;BYMONTH=1",
+    "FREQ=YEARLY;BYYEARDAY=-1;BYMONTH=6",
+    "FREQ=MONTHLY;BYDAY=MO;BYSETPOS=6",
+    "FREQ=MONTHLY;BYDAY=MO;BYSETPOS=6;COUNT=3",
+    "FREQ=MONTHLY;BYDAY=5FR;BYMONTH=2;BYSETPOS=2",
+    "FREQ=YEARLY;INTERVAL=4;BYMONTH=2;BYMONTHDAY=29",  # from 2027: 2031, 2035, ... are never leap years
+    "FREQ=YEARLY;INTERVAL=2;BYMONTH=2;BYMONTHDAY=29;UNTIL=21000101T000000Z",
+    "FREQ=WEEKLY;BYWEEKNO=20;BYMONTH=1",
+    "FREQ=MONTHLY;BYWEEKNO=30;BYMONTH=12;BYDAY=MO",
+    "FREQ=HOURLY;INTERVAL=2;BYHOUR=2",  # from 09:00 every 2 hours: odd hours only (dateutil: ValueError)
+]
+
+
+@pytest.mark.parametrize("rule", NEVER)
+def test_rule_that_never_matches_ends_without_scanning_to_year_9999(
+    rule: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dateutil import rrule as dateutil_rrule
+
+    from calbot import recurrence
+
+    if hasattr(recurrence, "_matches_nothing"):  # each rule's verdict is cached once found
+        recurrence._matches_nothing.cache_clear()
+    months_scanned = 0
+    rebuild = dateutil_rrule._iterinfo.rebuild
+
+    def counting(self: Any, year: int, month: int) -> None:
+        nonlocal months_scanned
+        months_scanned += 1
+        rebuild(self, year, month)
+
+    monkeypatch.setattr(dateutil_rrule._iterinfo, "rebuild", counting)
+    series = Series(
+        tz=ZoneInfo("Europe/Berlin"),
+        dtstart_local=datetime(2027, 1, 5, 9, 0),
+        duration=timedelta(hours=1),
+        rrule_text=f"RRULE:{rule}",
+    )
+    assert occurrences(series, after=utc(2026, 12, 1), limit=3) == []
+    assert occurrences(series, after=utc(2026, 12, 1), before=utc(2030, 1, 1)) == []
+    assert next_occurrence(series, utc(2026, 12, 1)) is None
+    # dateutil rebuilds its tables once per month (or year) it visits: two 400-year cycles at most,
+    # where scanning to year 9999 would visit ~8,000 years.
+    interval = int(rule.split("INTERVAL=")[1].split(";")[0]) if "INTERVAL=" in rule else 1
+    assert months_scanned <= 2 * 400 * interval * 13
+    assert months_scanned <= 8_000 * 13 // 3

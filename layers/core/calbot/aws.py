@@ -15,7 +15,13 @@ import boto3
 from botocore.config import Config
 
 _lock = threading.Lock()
-_CONFIG = Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5, read_timeout=10)
+# 32 connections: up to 8 accounts sync at once, each writing its events with a few threads.
+_CONFIG = Config(
+    retries={"max_attempts": 5, "mode": "standard"},
+    connect_timeout=5,
+    read_timeout=10,
+    max_pool_connections=32,
+)
 
 
 @cache

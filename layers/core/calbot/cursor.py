@@ -79,9 +79,12 @@ def decode(user_id: str, scope: str, token: str) -> dict[str, Any]:
     return data
 
 
-def scope_of(params: dict[str, Any]) -> str:
-    """A digest of the query a cursor belongs to (cursor and paging-only fields excluded)."""
+def scope_of(listing: str, params: dict[str, Any]) -> str:
+    """A digest of the listing and the query a cursor belongs to (cursor and paging-only fields
+    excluded). `listing` names the endpoint that issues the cursor ("events" for GET /calendar/events
+    and its read-only twin /calendar/get_events, which page the same rows; "scheduled_bots"): a cursor
+    is refused by any other listing, even one whose query digest would match."""
     stable = {
         k: v for k, v in sorted(params.items()) if k not in {"cursor", "sync", "limit"} and v is not None
     }
-    return hashlib.sha256(json.dumps(stable, default=str).encode()).hexdigest()[:16]
+    return hashlib.sha256(f"{listing}\n{json.dumps(stable, default=str)}".encode()).hexdigest()[:16]

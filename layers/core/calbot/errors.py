@@ -29,3 +29,13 @@ def unauthorized() -> ApiError:
     return ApiError(
         401, "unauthorized", "A valid API key is required: send 'Authorization: Token <api_key>'."
     )
+
+
+def service_unavailable() -> ApiError:
+    """AWS (or the key store behind the authorizer) was briefly unavailable: the client may retry."""
+    return ApiError(
+        503,
+        "service_unavailable",
+        "The service is briefly unavailable; retry shortly.",
+        retry_after=2,
+    )

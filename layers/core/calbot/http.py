@@ -18,11 +18,18 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from calbot.config import get_settings
-from calbot.errors import ApiError, bad_request, unauthorized
+from calbot.errors import ApiError, bad_request, service_unavailable, unauthorized
 from calbot.log import logger
 
 M = TypeVar("M", bound=BaseModel)
 MAX_BODY_BYTES = 256 * 1024
+MAX_JSON_DEPTH = 64  # far beyond any body of the contract; deeper input is refused, never recursed into
+# On every answer: no browser may sniff a body into something it renders (the validation echo is
+# caller-chosen text), and nothing we send is ever a page: no scripts, no framing, no subresources.
+SECURITY_HEADERS = {
+    "x-content-type-options": "nosniff",
+    "content-security-policy": "default-src 'none'; frame-ancestors 'none'; sandbox",
+}
 JSON_HEADERS = {"content-type": "application/json; charset=utf-8", "cache-control": "no-store"}
 
 
@@ -63,7 +70,11 @@ class Request:
     @property
     def user_id(self) -> str:
         """The caller's user id as resolved by the API-key authorizer; 401 when there is none."""
-        user_id = _authorizer_context(self.event).get("user_id")
+        context = _authorizer_context(self.event)
+        if context.get("unavailable"):
+            # The authorizer could not read the key store: the key may well be valid, so never 401.
+            raise service_unavailable()
+        user_id = context.get("user_id")
         if not user_id:
             raise unauthorized()
         return str(user_id)
@@ -94,8 +105,18 @@ class Request:
             data = json.loads(raw, parse_constant=_not_json)
         except (ValueError, UnicodeDecodeError):
             raise bad_request("invalid_json", "The request body is not valid JSON.") from None
+        except RecursionError:
+            raise _too_deep() from None
         if not isinstance(data, dict):
             raise bad_request("invalid_json", "The request body must be a JSON object.")
+        if json_depth(data) > MAX_JSON_DEPTH:
+            raise _too_deep()
+        try:  # JSON's \ud800-style escapes can spell a lone surrogate, which no store or encoder takes
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise bad_request(
+                "invalid_json", "The request body holds a lone surrogate escape (\\ud800-\\udfff)."
+            ) from None
         return data
 
     def body_as(self, model: type[M]) -> M:
@@ -118,6 +139,23 @@ class Request:
         return f"{proto}://{domain}"
 
 
+def _too_deep() -> ApiError:
+    return bad_request("invalid_json", f"The request body is nested more than {MAX_JSON_DEPTH} levels deep.")
+
+
+def json_depth(value: Any) -> int:
+    """How deeply a parsed JSON value nests (a scalar is 0), counted without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
+
+
 def _not_json(name: str) -> Any:
     # Python's json module reads NaN and Infinity, which JSON (and DynamoDB) do not have.
     raise ValueError(f"{name} is not JSON")
@@ -132,7 +170,11 @@ def validation_details(err: ValidationError) -> list[dict[str, str]]:
 
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> dict[str, Any]:
     text = body.model_dump_json() if isinstance(body, BaseModel) else json.dumps(body, default=_default)
-    return {"statusCode": status, "headers": {**JSON_HEADERS, **(headers or {})}, "body": text}
+    return {
+        "statusCode": status,
+        "headers": {**JSON_HEADERS, **(headers or {}), **SECURITY_HEADERS},
+        "body": text,
+    }
 
 
 def _default(value: Any) -> Any:
@@ -224,26 +266,30 @@ def api_handler(
                 logger.warning(
                     "aws unavailable", extra={"route": event.get("routeKey"), "error": type(err).__name__}
                 )
-                return json_response(
-                    503,
-                    {
-                        "error": "service_unavailable",
-                        "message": "The service is briefly unavailable; retry shortly.",
-                    },
-                    {"retry-after": "2"},
-                )
+                return error_response(service_unavailable())
             # A 500 is always a bug: log it (never the event, which carries headers and bodies).
             logger.exception("unhandled error", extra={"route": event.get("routeKey")})
             return json_response(500, {"error": "internal_error", "message": "An unexpected error occurred."})
         if isinstance(result, Response):
             if result.text is not None:
+                # Plain text only (the Graph validation echo): with nosniff and the sandboxing CSP, a
+                # browser shows it as text whatever it contains.
                 return {
                     "statusCode": result.status,
                     "body": result.text,
-                    "headers": {"content-type": "text/plain; charset=utf-8", **result.headers},
+                    "headers": {
+                        **result.headers,
+                        "content-type": "text/plain; charset=utf-8",
+                        "cache-control": "no-store",
+                        **SECURITY_HEADERS,
+                    },
                 }
             if result.body is None:
-                return {"statusCode": result.status, "headers": result.headers, "body": ""}
+                return {
+                    "statusCode": result.status,
+                    "headers": {**result.headers, **SECURITY_HEADERS},
+                    "body": "",
+                }
             return json_response(result.status, result.body, result.headers)
         return json_response(200, result)
 

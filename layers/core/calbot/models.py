@@ -7,7 +7,7 @@ of flowing into a response. Times are timezone-aware UTC and serialise with a tr
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -27,10 +27,72 @@ from calbot.timeutil import iso_z, parse_iso
 
 
 def _to_utc(value: datetime) -> datetime:
-    return parse_iso(value.isoformat())
+    try:
+        return parse_iso(value.isoformat())
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00: no such instant in UTC
+        raise ValueError("is out of range once converted to UTC (years 1 to 9999)") from None
 
 
-UtcDateTime = Annotated[datetime, AfterValidator(_to_utc), PlainSerializer(iso_z, return_type=str)]
+# A request's date-time: converted to UTC, and at least a day inside what Python can represent, so no
+# arithmetic on it (a day either way, an offset of minutes) can overflow further in.
+_INPUT_RANGE = (datetime(1, 1, 2, tzinfo=UTC), datetime(9999, 12, 30, tzinfo=UTC))
+
+
+def _input_to_utc(value: datetime) -> datetime:
+    value = _to_utc(value)
+    if not _INPUT_RANGE[0] <= value <= _INPUT_RANGE[1]:
+        raise ValueError("must lie between 0001-01-02 and 9999-12-30 (UTC)")
+    return value
+
+
+DATE_TIME_SCHEMA = {"type": "string", "format": "date-time"}
+UtcDateTime = Annotated[
+    datetime,
+    AfterValidator(_to_utc),
+    PlainSerializer(iso_z, return_type=str),
+    WithJsonSchema(DATE_TIME_SCHEMA),
+]
+InputDateTime = Annotated[
+    datetime,
+    AfterValidator(_input_to_utc),
+    PlainSerializer(iso_z, return_type=str),
+    WithJsonSchema(DATE_TIME_SCHEMA),
+]
+# `next` / `previous`: the absolute URL of another page of the same query (with its cursor).
+PageUrl = Annotated[str, WithJsonSchema({"type": "string", "format": "uri"})]
+
+
+def _utf8(limit: int) -> Any:
+    """DynamoDB measures keys in UTF-8 bytes (partition key <= 2048, sort key <= 1024): an id that
+    goes into a key is refused up front, with a clear 400, when it could not fit."""
+
+    def check(value: str) -> str:
+        try:
+            size = len(value.encode("utf-8"))
+        except UnicodeEncodeError:  # a lone surrogate: not text DynamoDB (or JSON) can carry
+            raise ValueError("is not valid Unicode text") from None
+        if size > limit:
+            raise ValueError(f"is longer than {limit} bytes (UTF-8)")
+        return value
+
+    return AfterValidator(check)
+
+
+# Our ids (evt_..., sb_...; a series id is an event id) are ASCII and short; 128 characters leaves
+# room and keeps every key they go into far below DynamoDB's limits.
+MAX_ID_LENGTH = 128
+OurId = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH), _utf8(4 * MAX_ID_LENGTH)]
+# An email address: at most 320 bytes (RFC 3696 errata: 64 local + @ + 255 domain).
+MAX_ACCOUNT_ID_BYTES = 320
+AccountId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_ACCOUNT_ID_BYTES,
+        description="The account's email as the provider reports it; at most 320 bytes of UTF-8.",
+    ),
+    _utf8(MAX_ACCOUNT_ID_BYTES),
+]
 ProviderName = Literal["outlook", "google"]
 ConnectionStatus = Literal["active", "needs_reauth", "error"]
 
@@ -247,7 +309,17 @@ class CreateConnectionRequest(Strict):
 
 class ConnectionPath(Strict):
     provider: ProviderParam
-    account_id: str = Field(min_length=1, max_length=320)
+    account_id: AccountId
+
+
+class EventPath(Strict):
+    """{event_id} of the scheduling routes: an event's `id`, or a series' `series_id`."""
+
+    event_id: OurId
+
+
+class BotPath(Strict):
+    bot_id: OurId
 
 
 # --------------------------------------------------------------------------------------------------
@@ -375,6 +447,7 @@ class Event(Model):
     created_at: UtcDateTime
     updated_at: UtcDateTime
     raw: dict[str, Any] | None = None
+    sync_version: int | None = None  # the sync-state version of the sync that last wrote it
 
 
 class SyncState(Model):
@@ -384,17 +457,20 @@ class SyncState(Model):
     provider: ProviderName
     account_id: str
     calendar_id: str
-    cursor: str
-    window_start: UtcDateTime
-    window_end: UtcDateTime
-    updated_at: UtcDateTime
+    cursor: str | None = None  # None: claimed by a sync that has not committed a cursor yet
+    window_start: UtcDateTime | None = None
+    window_end: UtcDateTime | None = None
+    updated_at: UtcDateTime | None = None
+    # Bumped by every sync that writes (store.claim_sync): cursor writes are conditional on it, and
+    # events carry the version that wrote them, so an older sync never overwrites a newer one's work.
+    version: int = 0
 
 
 class ScopeQuery(Strict):
     """provider and account_id scoping, as every list endpoint takes it: account_id needs provider."""
 
     provider: ProviderParam | None = None
-    account_id: str | None = Field(default=None, min_length=1, max_length=320)
+    account_id: AccountId | None = None
 
     @model_validator(mode="after")
     def _account_needs_provider(self) -> ScopeQuery:
@@ -410,8 +486,8 @@ class LegacyDisconnectRequest(ScopeQuery):
 
 
 class EventsQuery(ScopeQuery):
-    time_min: UtcDateTime | None = None
-    time_max: UtcDateTime | None = None
+    time_min: InputDateTime | None = None
+    time_max: InputDateTime | None = None
     calendar_id: str | None = Field(default=None, min_length=1, max_length=1024)
     sync: bool = True
     limit: int = Field(default=50, ge=1, le=100)
@@ -474,14 +550,18 @@ class EventView(Model):
                 "event_type",
                 "recurrence",
                 "series_platform_id",
+                "sync_version",
             }
         )
         return cls(id=event.event_id, **data, bots=bots or [], raw=event.raw if include_raw else None)
 
 
+PAGE_URL_DOC = "The absolute URL of the {} page of the same query (it carries the cursor); null when none."
+
+
 class EventPage(Model):
-    next: str | None
-    previous: str | None
+    next: PageUrl | None = Field(description=PAGE_URL_DOC.format("next"))
+    previous: PageUrl | None = Field(description=PAGE_URL_DOC.format("previous"))
     has_more: bool
     results: list[EventView]
     partial_errors: dict[str, dict[str, str]] = Field(default_factory=dict)
@@ -548,11 +628,52 @@ def _storable_json(value: Any, depth: int = 0) -> Any:
 # Free-form JSON that is stored as given (validated so that storing it can never fail).
 StorableDict = Annotated[dict[str, Any], AfterValidator(_storable_json)]
 
+# Fields of the Create Bot call that the service owns: the link is the event's (what the record shows
+# and the one-bot-per-meeting rule is about), and the ids are ours. A bot_config naming one is a 400.
+RESERVED_BOT_CONFIG_FIELDS = ("meeting_link", "meeting_url", "calendar_event_id", "scheduled_bot_id")
+RESERVED_CUSTOM_ATTRIBUTES = ("calendar_event_id", "scheduled_bot_id")
+
+
+def _no_reserved(names: tuple[str, ...], where: str) -> Any:
+    def check(value: dict[str, Any]) -> dict[str, Any]:
+        taken = [k for k in names if k in value]
+        if taken:
+            raise ValueError(
+                f"{', '.join(taken)} cannot be set in {where}: the service sets "
+                f"{'it' if len(taken) == 1 else 'them'} (the event's meeting link, our ids)"
+            )
+        return value
+
+    return AfterValidator(check)
+
+
+def _reserved_schema(names: tuple[str, ...], description: str) -> dict[str, Any]:
+    return {"propertyNames": {"not": {"enum": list(names)}}, "description": description}
+
+
+CUSTOM_ATTRIBUTES_DOC = (
+    "Free-form JSON passed to the Create Bot API. `calendar_event_id` and `scheduled_bot_id` are "
+    "set by the service and cannot be given (400)."
+)
+CustomAttributes = Annotated[
+    dict[str, Any],
+    AfterValidator(_storable_json),
+    _no_reserved(RESERVED_CUSTOM_ATTRIBUTES, "custom_attributes"),
+    WithJsonSchema({"type": "object", **_reserved_schema(RESERVED_CUSTOM_ATTRIBUTES, CUSTOM_ATTRIBUTES_DOC)}),
+]
+
 
 class BotConfig(Model):
-    """The Create Bot API fields we know, validated; any other Create Bot field passes through."""
+    """The Create Bot API fields we know, validated; any other Create Bot field passes through, except
+    the ones the service owns: `meeting_link` and `meeting_url` (the bot joins the event's own link,
+    the one the record shows) and `calendar_event_id` / `scheduled_bot_id` (our ids, also inside
+    `custom_attributes`) are refused with a 400."""
 
-    model_config = ConfigDict(extra="allow", defer_build=True)
+    model_config = ConfigDict(
+        extra="allow",
+        defer_build=True,
+        json_schema_extra={"propertyNames": {"not": {"enum": list(RESERVED_BOT_CONFIG_FIELDS)}}},
+    )
 
     bot_name: str | None = Field(default=None, min_length=1, max_length=100)
     audio_required: bool | None = None
@@ -560,10 +681,17 @@ class BotConfig(Model):
     bot_message: str | None = Field(default=None, max_length=2000)
     transcription: Any = None
     callback_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://\S+$")
-    custom_attributes: StorableDict = Field(default_factory=dict)
+    custom_attributes: CustomAttributes = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _size(self) -> BotConfig:
+        taken = [k for k in RESERVED_BOT_CONFIG_FIELDS if k in (self.model_extra or {})]
+        if taken:
+            raise ValueError(
+                f"{', '.join(taken)} cannot be set in bot_config: the service sets "
+                f"{'it' if len(taken) == 1 else 'them'} (the bot joins the event's own meeting link; "
+                "the ids are ours)"
+            )
         import json
 
         if len(json.dumps(self.model_dump(mode="json"), default=str)) > 16_384:
@@ -609,7 +737,7 @@ class ScheduleRequest(Strict):
     recurring_event: bool = False
     schedule_all_occurrences: bool = False
     occurrence_limit: int = Field(default=52, ge=1, le=366)
-    occurrence_date: UtcDateTime | None = None
+    occurrence_date: InputDateTime | None = None
     join_offset_seconds: int = Field(default=60, ge=0, le=3600)
 
     @field_validator("occurrence_date", mode="before")
@@ -623,7 +751,16 @@ class ScheduleRequest(Strict):
 
 class UnscheduleRequest(Strict):
     cancel_all_occurrences: bool = False
-    from_date: UtcDateTime | None = None
+    from_date: InputDateTime | None = None
+
+
+# The guide's spelling, kept for existing clients: documented as a deprecated alias (a JSON Schema
+# annotation only; pydantic's own `deprecated=` would also warn on every attribute read).
+SCHEDULED_JOIN_TIME_ALIAS: Any = Field(
+    description="Deprecated alias of `scheduled_join_time` (the product guide's spelling): always the "
+    "same value. Read `scheduled_join_time` instead.",
+    json_schema_extra={"deprecated": True},
+)
 
 
 class BotRef(Model):
@@ -637,7 +774,7 @@ class ScheduleResult(Model):
     event_id: str
     status: BotStatus
     scheduled_join_time: UtcDateTime
-    ScheduledJoinTime: UtcDateTime  # the guide's spelling, kept for existing clients
+    ScheduledJoinTime: UtcDateTime = SCHEDULED_JOIN_TIME_ALIAS
     meeting_url: str
     meeting_platform: Platform | None
     recurring_event: bool
@@ -654,7 +791,7 @@ class BotView(Model):
     meeting_platform: Platform | None
     occurrence_start: UtcDateTime
     scheduled_join_time: UtcDateTime
-    ScheduledJoinTime: UtcDateTime
+    ScheduledJoinTime: UtcDateTime = SCHEDULED_JOIN_TIME_ALIAS
     status: BotStatus
     reason: str | None
     bot_config: dict[str, Any]
@@ -686,21 +823,26 @@ class BotView(Model):
 
 class BotPage(Model):
     results: list[BotView]
-    next: str | None
+    next: PageUrl | None = Field(description=PAGE_URL_DOC.format("next"))
     has_more: bool
 
 
 class ScheduledBotsQuery(ScopeQuery):
     limit: int = Field(default=100, ge=1, le=100)
     cursor: str | None = Field(default=None, max_length=4096)
-    status: BotStatus | None = None
+    status: BotStatus | Literal["all"] | None = Field(
+        default=None,
+        description="Absent: the live bots (Scheduled, Launching) whose join time is ahead, soonest "
+        "first. One status: the bots in it whatever their join time (those ahead soonest first, then "
+        "past ones newest first). `all`: every bot, in the same order.",
+    )
 
 
 class PatchBotRequest(Strict):
-    scheduled_join_time: UtcDateTime | None = None
+    scheduled_join_time: InputDateTime | None = None
     bot_name: str | None = Field(default=None, min_length=1, max_length=100)
     bot_username: str | None = Field(default=None, min_length=1, max_length=100)
-    custom_attributes: StorableDict | None = None
+    custom_attributes: CustomAttributes | None = None
     bot_config: BotConfig | None = None
 
     @model_validator(mode="after")
@@ -727,7 +869,7 @@ class NothingScheduled(Model):
 
 
 class ToggleRecurrenceRequest(Strict):
-    event_id: str = Field(min_length=1, max_length=64)
+    event_id: OurId
     recurring_enabled: bool
 
 
@@ -738,7 +880,7 @@ class ToggleRecurrenceResult(Model):
 
 
 class AutoRescheduleRequest(Strict):
-    event_id: str = Field(min_length=1, max_length=64)
+    event_id: OurId
     user_id: str | None = Field(default=None, max_length=64)
     recurrence_rule: str | None = Field(default=None, max_length=2000)
 

@@ -29,9 +29,15 @@ TEXT = "text/plain"  # a response documented as plain text (the Graph validation
 JSON_OBJECT = "object"  # a response documented as any JSON object (this document itself)
 
 # Errors every API-key route can answer, whatever it does.
+UNAVAILABLE = (
+    "`service_unavailable`: AWS (or the key store behind the API-key check) was briefly unavailable "
+    "or throttling; retry after the Retry-After header's seconds. Never a sign that the key is bad."
+)
 AUTH_ERRORS: Mapping[int, str] = {
     401: "`unauthorized`: the API key is missing, unknown or revoked.",
-    503: "`service_unavailable`: AWS was briefly unavailable or throttling; retry (see Retry-After).",
+    429: "`rate_limited`: too many requests with this API key (per minute, or in one second); retry "
+    "after the Retry-After header's seconds.",
+    503: UNAVAILABLE,
 }
 BODY_ERRORS: Mapping[int, str] = {
     413: "`payload_too_large`: the body is larger than 256 KB.",
@@ -216,6 +222,12 @@ OPERATIONS: tuple[Operation, ...] = (
             409: "`already_scheduled` (with `bot_id` and `bot_ids`)",
         },
         body=m.ScheduleRequest,
+        path_model=m.EventPath,
+        description="`{event_id}` is an event's `id` or a series' `series_id` (then the series' next "
+        "upcoming occurrence, or its occurrences with `schedule_all_occurrences`). `bot_config` cannot "
+        "set the fields the service owns: `meeting_link`, `meeting_url`, `calendar_event_id`, "
+        "`scheduled_bot_id` (nor the last two inside `custom_attributes`); they are refused with 400 "
+        "`invalid_request`.",
     ),
     Operation(
         "DELETE",
@@ -226,12 +238,13 @@ OPERATIONS: tuple[Operation, ...] = (
         {200: m.CancelResult},
         {400: _bad("`invalid_json`"), 404: "`event_not_found`, `not_scheduled`"},
         body=m.UnscheduleRequest,
+        path_model=m.EventPath,
     ),
     Operation(
         "GET",
         "/api/v1/calendar/scheduled_bots",
         "listScheduledBots",
-        "Bots whose join time is in the future, soonest first",
+        "Live bots whose join time is ahead (or, with `status`, the bots in one status or all)",
         "Scheduling",
         {200: m.BotPage},
         {400: _bad("`invalid_cursor`")},
@@ -251,6 +264,9 @@ OPERATIONS: tuple[Operation, ...] = (
         },
         body=m.PatchBotRequest,
         body_required=True,
+        path_model=m.BotPath,
+        description="`bot_config` and `custom_attributes` cannot set the fields the service owns (see "
+        "scheduleEvent): 400 `invalid_request`.",
     ),
     Operation(
         "DELETE",
@@ -259,7 +275,12 @@ OPERATIONS: tuple[Operation, ...] = (
         "Cancel one scheduled bot and delete its schedule",
         "Scheduling",
         {200: m.BotView},
-        {404: "`bot_not_found`", 409: "`bot_not_scheduled`: it already ran or was cancelled."},
+        {
+            400: INVALID,
+            404: "`bot_not_found`",
+            409: "`bot_not_scheduled`: it already ran or was cancelled.",
+        },
+        path_model=m.BotPath,
     ),
     Operation(
         "POST",
@@ -320,7 +341,10 @@ OPERATIONS: tuple[Operation, ...] = (
         "Provider change notifications for one account (the URL given to the provider)",
         "Change notifications",
         {200: TEXT, 202: None},
-        {400: "`invalid_request`: validationToken is too long."},
+        {
+            400: "`invalid_request`: validationToken is too long.",
+            503: "`service_unavailable`: AWS was briefly unavailable; the provider retries the delivery.",
+        },
         query=None,
         body=m.ChangeNotifications,
         auth=False,

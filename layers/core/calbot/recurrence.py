@@ -14,7 +14,14 @@ Semantic choices (all covered by tests):
 - Graph numbered: numberOfOccurrences counts actual occurrences from range.startDate (startDate
   itself counts only if it matches the pattern, as Outlook's first occurrence "may be this date or
   later"). Google follows RFC 5545: DTSTART is always an occurrence and counts towards COUNT.
-- DST: see `timezones.local_to_utc` (gap -> later by the gap length; ambiguous -> first instant).
+- DST: see `timezones.local_to_utc` (gap -> later by the gap length, for that occurrence only;
+  ambiguous -> first instant). A start written as a wall time in the series zone keeps that wall time
+  even inside a gap (RFC 5545 3.3.5). UNTIL is an instant (RFC 5545 3.3.10) and is compared as one.
+- Zones: Graph's recurrenceTimeZone "Customized Time Zone" / "" / an unknown Windows name (logged)
+  falls back to the event's own zone (originalStartTimeZone, then start.timeZone), never to UTC unless
+  nothing better is named.
+- A rule that matches nothing returns no occurrence after scanning at most two 400-year calendar
+  cycles, never to year 9999 (`_matches_nothing`).
 """
 
 from __future__ import annotations
@@ -32,10 +39,11 @@ from calbot.timezones import (
     parse_datetime,
     to_zoneinfo,
     utc_to_local,
+    zone_key,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Iterator
     from zoneinfo import ZoneInfo
 
     from dateutil.rrule import rrule, rruleset
@@ -408,6 +416,26 @@ def _graph_rule(pattern: dict[str, Any], rng: dict[str, Any], dtstart: datetime,
     return _Rule(**fields)
 
 
+def _graph_series_zone(*names: object) -> ZoneInfo:
+    """The first of the names that is a zone we know; UTC when none is (see `from_graph`)."""
+    for name in names:
+        key = zone_key(name)
+        if key is not None:
+            return to_zoneinfo(key)
+    return to_zoneinfo("UTC")
+
+
+def _wall_start(raw: object, zone_name: object, instant: datetime, tz: ZoneInfo) -> datetime:
+    """The series' first wall time in `tz`. A naive date-time written in `tz` itself is taken as
+    written: 02:30 on a spring-forward day exists only as a wall time (its instant reads 03:30), and
+    RFC 5545 keeps 02:30 for every other occurrence. Anything else is converted from its instant."""
+    if isinstance(raw, str) and raw and zone_key(zone_name) == tz.key:
+        written = parse_datetime(raw)
+        if written.tzinfo is None:
+            return written
+    return utc_to_local(instant, tz)
+
+
 def from_graph(
     recurrence: dict[str, Any],
     *,
@@ -419,9 +447,14 @@ def from_graph(
     """Graph patternedRecurrence plus the master's start/end -> Series.
 
     The pattern is expanded in range.recurrenceTimeZone, else `original_start_tz` (the event's
-    originalStartTimeZone), else start.timeZone. The master's start may be written in another zone
-    (UTC without a Prefer header): it is converted to get the series' local start time. The series
-    starts on range.startDate at that time. All-day series use midnight UTC dates (see timezones).
+    originalStartTimeZone), else start.timeZone: the first of them that names a zone we know. An empty
+    name or "Customized Time Zone" (series from other systems' invitations) names none and an unknown
+    Windows name is logged (`timezones.zone_key`); either way the event's own zone is used, and UTC
+    only when none of the three names a zone. The master's start may be written in another zone (UTC
+    without a Prefer header): it is converted to get the series' local start time; a start written in
+    the series zone keeps its wall time even inside a spring-forward gap (RFC 5545 3.3.5: only that
+    occurrence moves). The series starts on range.startDate at that time. All-day series use midnight
+    UTC dates (see timezones).
     """
     pattern = recurrence.get("pattern") or {}
     rng = recurrence.get("range") or {}
@@ -431,9 +464,9 @@ def from_graph(
         last = parse_datetime(str(end.get("dateTime") or "")).replace(tzinfo=None)
         local_start, duration = datetime.combine(first.date(), time()), last - first
     else:
-        tz = to_zoneinfo(rng.get("recurrenceTimeZone") or original_start_tz or start.get("timeZone"))
+        tz = _graph_series_zone(rng.get("recurrenceTimeZone"), original_start_tz, start.get("timeZone"))
         start_utc = graph_datetime_to_utc(start)
-        local_start = utc_to_local(start_utc, tz)
+        local_start = _wall_start(start.get("dateTime"), start.get("timeZone"), start_utc, tz)
         duration = graph_datetime_to_utc(end) - start_utc
     first_day = date.fromisoformat(str(rng["startDate"])[:10]) if rng.get("startDate") else local_start.date()
     dtstart = datetime.combine(first_day, local_start.time())
@@ -463,7 +496,10 @@ def from_google(
     start_utc, all_day = google_datetime_to_utc(start)
     end_utc, _ = google_datetime_to_utc(end)
     tz = to_zoneinfo("UTC" if all_day else (start.get("timeZone") or calendar_tz))
-    dtstart = utc_to_local(start_utc, tz)
+    if all_day:
+        dtstart = utc_to_local(start_utc, tz)
+    else:
+        dtstart = _wall_start(start.get("dateTime"), start.get("timeZone"), start_utc, tz)
     rule_lines: list[str] = []
     exdates: set[datetime] = set()
     rdates: set[datetime] = set()
@@ -494,10 +530,83 @@ def from_google(
 
 
 def _never_matches(rule: _Rule) -> bool:
-    # BYMONTH=2;BYMONTHDAY=30 matches nothing, and dateutil would then scan to year 9999 looking.
-    if not rule.bymonth or not rule.bymonthday or any(day < 0 for day in rule.bymonthday):
-        return False
-    return min(rule.bymonthday) > max(_MAX_MONTH_DAYS[m - 1] for m in rule.bymonth)
+    """Cheap cases of a rule that matches no date (BYMONTH=2;BYMONTHDAY=30, BYMONTH=4;BYMONTHDAY=-31,
+    BYYEARDAY=100;BYMONTH=1); `_matches_nothing` settles every other case."""
+    if rule.bymonth and rule.bymonthday:
+        longest = max(_MAX_MONTH_DAYS[m - 1] for m in rule.bymonth)
+        if min(abs(day) for day in rule.bymonthday) > longest:
+            return True
+    if rule.bymonth and rule.byyearday:
+        months = {_yearday_month(day, leap) for day in rule.byyearday for leap in (False, True)}
+        if not months & set(rule.bymonth):
+            return True
+    return False
+
+
+def _yearday_month(day: int, leap: bool) -> int | None:
+    length = 366 if leap else 365
+    index = day if day > 0 else length + 1 + day
+    if not 1 <= index <= length:
+        return None
+    return (date(2028 if leap else 2027, 1, 1) + timedelta(days=index - 1)).month
+
+
+# The Gregorian calendar repeats every 400 years (146,097 days, exactly 20,871 weeks), so a rule with
+# interval n repeats every 400 * n years: one that matches nothing in that span never matches at all.
+_CYCLE_YEARS = 400
+
+
+@functools.lru_cache(maxsize=512)
+def _matches_nothing(rule: _Rule, dtstart: datetime) -> bool:
+    """True when the rule yields no occurrence at all from `dtstart`, found within one cycle.
+
+    dateutil checks UNTIL and COUNT only against dates it yields, so a rule that matches nothing (a
+    BYSETPOS beyond the set, Feb 29 every 4 years from an odd year) makes it scan every period up to
+    year 9999: seconds of CPU per call. Here the same rule, without COUNT or UNTIL, starts a whole
+    number of cycles later (so the same dates match) and at most two cycles before 9999, so the scan
+    ends after at most two cycles, and only once per rule and start (cached)."""
+    if _never_matches(rule):
+        return True
+    cycle = _CYCLE_YEARS * rule.interval
+    start = dtstart
+    spare = _LAST_YEAR - start.year - 2 * cycle
+    if spare > 0:
+        start = _shift_years(start, (spare // cycle + 1) * cycle)
+    parts = _explicit_defaults(rule, dtstart)
+    try:
+        probe = _probe_rule(rule, start, parts)
+    except ValueError:  # dateutil: "byxxx generates an empty set" (BYHOUR=2 every 2 hours from 09:00)
+        return True
+    return next(iter(probe), None) is None
+
+
+def _probe_rule(rule: _Rule, start: datetime, parts: dict[str, Any]) -> rrule:
+    from dateutil.rrule import rrule, weekday
+
+    return rrule(
+        rule.freq,
+        dtstart=start,
+        interval=rule.interval,
+        wkst=rule.wkst,
+        bysetpos=rule.bysetpos or None,
+        bymonth=parts["bymonth"] or None,
+        bymonthday=parts["bymonthday"] or None,
+        byyearday=rule.byyearday or None,
+        byweekno=rule.byweekno or None,
+        byweekday=[weekday(d, n) for d, n in parts["byday"]] or None,
+        byhour=rule.byhour or None,
+        byminute=rule.byminute or None,
+        bysecond=rule.bysecond or None,
+        cache=False,
+    )
+
+
+_LAST_YEAR = 9999
+
+
+def _shift_years(value: datetime, years: int) -> datetime:
+    # A whole number of 400-year cycles keeps every date (Feb 29 included) and its weekday.
+    return value.replace(year=value.year + years)
 
 
 def _explicit_defaults(rule: _Rule, dtstart: datetime) -> dict[str, Any]:
@@ -549,29 +658,45 @@ def _fast_forward(rule: _Rule, dtstart: datetime, target: datetime) -> datetime:
     return dtstart + unit * (k * n) if k > 0 else dtstart
 
 
+class _UntilInstant:
+    """A rule's wall times whose instants are at or before UNTIL.
+
+    UNTIL is an instant (RFC 5545 3.3.10): comparing wall times instead would keep 02:30 on a
+    spring-forward day (really 03:30, after an UNTIL of 03:00) and drop the first 01:30 on a fall-back
+    day when UNTIL is the second 01:15. dateutil is given a wall-time UNTIL a few hours late, and each
+    wall time is checked as an instant here."""
+
+    def __init__(self, built: rrule, until: datetime, tz: ZoneInfo) -> None:
+        self._built, self._until, self._tz = built, until, tz
+
+    def __iter__(self) -> Iterator[datetime]:
+        return (wall for wall in self._built if local_to_utc(wall, self._tz) <= self._until)
+
+
 def _build_rule(
     rule: _Rule, series: Series, *, target: datetime | None = None, count: int | None = None
-) -> rrule | None:
-    """A naive-local dateutil rrule; with `target`, started as late as is safe for that wall time."""
+) -> Iterable[datetime] | None:
+    """A naive-local dateutil rrule; with `target`, started as late as is safe for that wall time.
+    None for a rule that matches nothing (see `_matches_nothing`)."""
     from dateutil.rrule import rrule, weekday
 
-    if _never_matches(rule):
+    if _matches_nothing(rule, series.dtstart_local):
         return None
     dtstart = series.dtstart_local
     parts = _explicit_defaults(rule, dtstart)
     count = rule.count if count is None else count
     if count is None and target is not None:
         dtstart = _fast_forward(rule, dtstart, target)
-    until = rule.until_local
-    if rule.until_utc is not None:
-        until = utc_to_local(rule.until_utc, series.tz)
-    return rrule(
+    until_utc = rule.until_utc
+    if until_utc is None and rule.until_local is not None:  # floating or DATE UNTIL: in the series zone
+        until_utc = local_to_utc(rule.until_local, series.tz)
+    built = rrule(
         rule.freq,
         dtstart=dtstart,
         interval=rule.interval,
         wkst=rule.wkst,
         count=count,
-        until=until,
+        until=utc_to_local(until_utc, series.tz) + _SLACK if until_utc is not None else None,
         bysetpos=rule.bysetpos or None,
         bymonth=parts["bymonth"] or None,
         bymonthday=parts["bymonthday"] or None,
@@ -583,6 +708,7 @@ def _build_rule(
         bysecond=rule.bysecond or None,
         cache=False,
     )
+    return built if until_utc is None else _UntilInstant(built, until_utc, series.tz)
 
 
 def _ruleset(series: Series, target: datetime) -> rruleset:

@@ -7,7 +7,8 @@ Key layout (PK / SK):
   SUB#<subscription id> / SUB            subscription -> user/account, clientState hash, expiry
                                          (GSI2, sparse and sharded: SUBEXP#<shard> / <expiry>#<id>)
   USER#<u> / EVENT#<event id>            event (GSI1: USER#<u>#EVENTS / <start>#<id> for time ranges;
-                                         GSI2: ACCT#<u>#<provider>#<account> / EVENT#<calendar>#<id>)
+                                         GSI2: ACCT#<u>#<provider>#<account> / EVENT#<calendar>#<id>;
+                                         GSI3, occurrences only: SERIES#<u>#<series id> / <start>#<id>)
   USER#<u> / SYNC#<provider>#<account>#<calendar>   delta link / sync token and its window
   USER#<u> / BOT#<bot id>                scheduled bot (GSI1: USER#<u>#BOTS / <join time>#<id>;
                                          GSI2: SERIESBOTS#<u>#<series or event id> / <occurrence>#<id>)
@@ -42,6 +43,7 @@ from calbot.models import (
     Connection,
     DisconnectState,
     Event,
+    LastRun,
     ScheduledBot,
     Subscription,
     SyncState,
@@ -133,6 +135,34 @@ def _query(**kwargs: Any) -> Iterator[dict[str, Any]]:
         kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
 
+WRITE_ATTEMPTS = 6
+
+
+def _error_code(err: ClientError) -> str:
+    return str(err.response.get("Error", {}).get("Code", ""))
+
+
+def _write(operation: str, **kwargs: Any) -> dict[str, Any]:
+    """Every single-item write (PutItem, UpdateItem, DeleteItem) of this module goes through here.
+
+    DynamoDB refuses a single-item write on an item that a transaction is writing at that moment with
+    TransactionConflictException, which botocore's retry modes do not retry (they retry throttling and
+    5xx). It is safe to repeat: the write was not applied. Retried with jittered backoff; any other
+    error (a failed condition included) is raised at once.
+    """
+    call = getattr(aws.dynamodb(), operation)
+    delay = 0.05
+    for attempt in range(1, WRITE_ATTEMPTS + 1):
+        try:
+            return dict(call(TableName=_table(), **kwargs))
+        except ClientError as err:
+            if _error_code(err) != "TransactionConflictException" or attempt == WRITE_ATTEMPTS:
+                raise
+            time.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 1.0)
+    raise AssertionError("unreachable")
+
+
 def _is_conditional_failure(err: ClientError) -> bool:
     return err.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
@@ -165,8 +195,8 @@ def user_pk(user_id: str) -> str:
 
 def put_user(user: User) -> None:
     data = user.model_dump(mode="json")
-    aws.dynamodb().put_item(
-        TableName=_table(),
+    _write(
+        "put_item",
         Item=to_item({"PK": user_pk(user.user_id), "SK": "PROFILE", "kind": "user", **data}),
         ConditionExpression="attribute_not_exists(PK)",
     )
@@ -182,8 +212,8 @@ def hash_api_key(key: str) -> str:
 
 
 def put_api_key(record: ApiKeyRecord) -> None:
-    aws.dynamodb().put_item(
-        TableName=_table(),
+    _write(
+        "put_item",
         Item=to_item(
             {
                 "PK": f"APIKEY#{record.key_hash}",
@@ -216,8 +246,8 @@ def list_api_keys(user_id: str) -> list[ApiKeyRecord]:
 
 def delete_api_key(key_hash: str) -> bool:
     try:
-        aws.dynamodb().delete_item(
-            TableName=_table(),
+        _write(
+            "delete_item",
             Key=to_item({"PK": f"APIKEY#{key_hash}", "SK": "APIKEY"}),
             ConditionExpression="attribute_exists(PK)",
         )
@@ -244,8 +274,8 @@ def count_request(
     write unit whether it counts or refuses (a failed condition is billed like a write)."""
     second_attr = f"s{second:02d}"
     try:
-        resp = aws.dynamodb().update_item(
-            TableName=_table(),
+        resp = _write(
+            "update_item",
             Key=to_item({"PK": f"RATE#{key_id}", "SK": f"WINDOW#{window_start}"}),
             UpdateExpression="SET #kind = :kind, #ttl = :ttl ADD #n :one, #s :one",
             ConditionExpression=(
@@ -331,17 +361,29 @@ def create_connection(conn: Connection, *, limit: int) -> None:
 
 
 def transact_write(
-    items: list[dict[str, Any]], *, on_condition: list[type[Exception]], attempts: int = 6
+    items: list[dict[str, Any]],
+    *,
+    on_condition: list[type[Exception]],
+    attempts: int = 6,
+    token: str | None = None,
 ) -> None:
     """A transaction, retried while DynamoDB cancels it for a TransactionConflict (another transaction
     touching one of its items at the same moment, e.g. two connects bumping one user's counter).
 
+    Every attempt carries the same ClientRequestToken (`token`, or a fresh one per call): DynamoDB
+    applies a transaction once per token for 10 minutes, so a retry of one whose answer was lost
+    (a timeout, a 500 after the commit) succeeds without applying it twice. botocore would make a new
+    token for each of our attempts; it reuses one only across its own retries.
+
     A ConditionalCheckFailed on item i raises `on_condition[i]` (when given) instead.
     """
+    import uuid
+
+    token = token or str(uuid.uuid4())
     delay = 0.05
     for attempt in range(1, attempts + 1):
         try:
-            aws.dynamodb().transact_write_items(TransactItems=items)
+            aws.dynamodb().transact_write_items(TransactItems=items, ClientRequestToken=token)
             return
         except ClientError as err:
             if err.response.get("Error", {}).get("Code") != "TransactionCanceledException":
@@ -360,8 +402,8 @@ def save_connection(conn: Connection) -> None:
     """Overwrite an existing connection record (it must exist: a replace never resurrects a deleted one,
     and a copy read before a disconnect started never wipes the disconnect's mark)."""
     try:
-        aws.dynamodb().put_item(
-            TableName=_table(),
+        _write(
+            "put_item",
             Item=to_item(_conn_item(conn)),
             ConditionExpression="attribute_exists(PK) AND attribute_not_exists(#d)",
             ExpressionAttributeNames={"#d": "disconnect"},  # a reserved word
@@ -386,8 +428,8 @@ def mark_disconnecting(
     """Put the disconnect mark on a connection unless it already has one (a retry keeps the first
     attempt's decisions). Returns the connection as it now is, or None when it does not exist."""
     try:
-        resp = aws.dynamodb().update_item(
-            TableName=_table(),
+        resp = _write(
+            "update_item",
             Key=to_item({"PK": user_pk(user_id), "SK": conn_sk(provider, account_id)}),
             UpdateExpression="SET #d = if_not_exists(#d, :d)",
             ConditionExpression="attribute_exists(PK)",
@@ -407,8 +449,8 @@ def record_subscriptions_stopped(
 ) -> None:
     """A disconnecting connection's subscriptions are dealt with: forget them and count them."""
     try:
-        aws.dynamodb().update_item(
-            TableName=_table(),
+        _write(
+            "update_item",
             Key=to_item({"PK": user_pk(user_id), "SK": conn_sk(provider, account_id)}),
             UpdateExpression=(
                 "SET subscriptions = :none, #d.subscriptions_stopped = #d.subscriptions_stopped + :n, "
@@ -485,6 +527,30 @@ def get_subscription(sub_id: str) -> Subscription | None:
     return Subscription.model_validate(_strip_keys(data)) if data else None
 
 
+def get_subscriptions(sub_ids: Iterable[str]) -> dict[str, Subscription]:
+    """Several subscriptions in one BatchGetItem (at most 100 distinct ids: DynamoDB's cap per call),
+    retrying unprocessed keys. Unknown ids are simply absent from the answer."""
+    ids = list(dict.fromkeys(sub_ids))
+    if len(ids) > 100:
+        raise ValueError("at most 100 subscriptions per batch")
+    found: dict[str, Subscription] = {}
+    if not ids:
+        return found
+    keys = [to_item({"PK": f"SUB#{i}", "SK": "SUB"}) for i in ids]
+    pending: dict[str, Any] = {_table(): {"Keys": keys, "ConsistentRead": True}}
+    delay = 0.05
+    while pending:
+        resp = aws.dynamodb().batch_get_item(RequestItems=pending)
+        for item in resp.get("Responses", {}).get(_table(), []):
+            sub = Subscription.model_validate(_strip_keys(from_item(item)))
+            found[sub.id] = sub
+        pending = resp.get("UnprocessedKeys") or {}
+        if pending:
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+    return found
+
+
 def subscriptions_expiring_before(when: datetime) -> Iterator[Subscription]:
     """Every subscription expiring before `when`, via the sparse sharded expiry index (never a scan)."""
     for shard in range(SUB_EXPIRY_SHARDS):
@@ -508,8 +574,8 @@ def acquire_lock(name: str, *, ttl_seconds: int = 60) -> str:
     token = uuid.uuid4().hex
     now_epoch = int(now().timestamp())
     try:
-        aws.dynamodb().put_item(
-            TableName=_table(),
+        _write(
+            "put_item",
             Item=to_item(
                 {
                     "PK": f"LOCK#{name}",
@@ -532,8 +598,8 @@ def acquire_lock(name: str, *, ttl_seconds: int = 60) -> str:
 
 def release_lock(name: str, token: str) -> None:
     try:
-        aws.dynamodb().delete_item(
-            TableName=_table(),
+        _write(
+            "delete_item",
             Key=to_item({"PK": f"LOCK#{name}", "SK": "LOCK"}),
             ConditionExpression="#o = :token",
             ExpressionAttributeNames={"#o": "owner"},
@@ -549,8 +615,8 @@ def set_connection_status(
 ) -> bool:
     """Change a connection's status in place (never creates one). False when it no longer exists."""
     try:
-        aws.dynamodb().update_item(
-            TableName=_table(),
+        _write(
+            "update_item",
             Key=to_item({"PK": user_pk(user_id), "SK": conn_sk(provider, account_id)}),
             UpdateExpression="SET #s = :s, status_reason = :r, updated_at = :u",
             ConditionExpression="attribute_exists(PK)",
@@ -587,8 +653,8 @@ def restore_connection(user_id: str, provider: str, account_id: str) -> bool:
 
 def touch_connection_synced(user_id: str, provider: str, account_id: str, when: datetime) -> None:
     try:
-        aws.dynamodb().update_item(
-            TableName=_table(),
+        _write(
+            "update_item",
             Key=to_item({"PK": user_pk(user_id), "SK": conn_sk(provider, account_id)}),
             UpdateExpression="SET last_synced_at = :t",
             ConditionExpression="attribute_exists(PK)",
@@ -607,8 +673,12 @@ def account_partition(user_id: str, provider: str, account_id: str) -> str:
     return f"ACCT#{user_id}#{provider}#{account_key(account_id)}"
 
 
+def series_partition(user_id: str, series_id: str) -> str:
+    return f"SERIES#{user_id}#{series_id}"
+
+
 def event_item(event: Event) -> dict[str, Any]:
-    return {
+    item = {
         "PK": user_pk(event.user_id),
         "SK": f"EVENT#{event.event_id}",
         "kind": "event",
@@ -618,6 +688,22 @@ def event_item(event: Event) -> dict[str, Any]:
         "GSI2SK": f"EVENT#{event.calendar_id}#{event.event_id}",
         **event.model_dump(mode="json"),
     }
+    if event.series_id:
+        # Sparse: an occurrence is also found by its series id alone (POST /calendar/schedule/{series_id}
+        # names no account).
+        item["GSI3PK"] = series_partition(event.user_id, event.series_id)
+        item["GSI3SK"] = f"{iso_z(event.start_time)}#{event.event_id}"
+    return item
+
+
+def series_occurrences(user_id: str, series_id: str) -> list[Event]:
+    """Every stored occurrence of one series of the user's, by start (GSI3, sparse)."""
+    items = _query(
+        IndexName="GSI3",
+        KeyConditionExpression="GSI3PK = :pk",
+        ExpressionAttributeValues=to_item({":pk": series_partition(user_id, series_id)}),
+    )
+    return [_event(i) for i in items]
 
 
 def _event(data: dict[str, Any]) -> Event:
@@ -781,14 +867,18 @@ def _sync_sk(provider: str, account_id: str, calendar_id: str) -> str:
     return f"SYNC#{provider}#{account_key(account_id)}#{calendar_id}"
 
 
+class SyncConflict(Exception):
+    """Another sync of the same calendar claimed the sync state since this one read it."""
+
+
 def get_sync_state(user_id: str, provider: str, account_id: str, calendar_id: str) -> SyncState | None:
     data = _get(user_pk(user_id), _sync_sk(provider, account_id, calendar_id))
     return SyncState.model_validate(_strip_keys(data)) if data else None
 
 
 def put_sync_state(state: SyncState) -> None:
-    aws.dynamodb().put_item(
-        TableName=_table(),
+    _write(
+        "put_item",
         Item=to_item(
             {
                 "PK": user_pk(state.user_id),
@@ -798,6 +888,159 @@ def put_sync_state(state: SyncState) -> None:
             }
         ),
     )
+
+
+def _version_condition(expected: int) -> str:
+    # A state written before versions existed counts as version 0.
+    return "attribute_not_exists(#v)" if expected == 0 else "#v = :expected"
+
+
+def claim_sync(state: SyncState, *, expected: int) -> int:
+    """Take the next sync version of one calendar's sync state, if it is still at `expected` (the
+    version this sync read before it called the provider). Raises SyncConflict otherwise. Returns the
+    new version: the events this sync writes carry it, and only it may then commit the cursor.
+
+    Versions are taken after the provider answered, so a higher version always saw the provider later
+    than a lower one: the order of versions is the order of what the syncs saw."""
+    new = expected + 1
+    values: dict[str, Any] = {":new": new, ":kind": "sync_state"}
+    for field in ("user_id", "provider", "account_id", "calendar_id"):
+        values[f":{field}"] = getattr(state, field)
+    if expected:
+        values[":expected"] = expected
+    try:
+        _write(
+            "update_item",
+            Key=to_item(
+                {
+                    "PK": user_pk(state.user_id),
+                    "SK": _sync_sk(state.provider, state.account_id, state.calendar_id),
+                }
+            ),
+            UpdateExpression=(
+                "SET #v = :new, kind = :kind, user_id = :user_id, provider = :provider, "
+                "account_id = :account_id, calendar_id = :calendar_id"
+            ),
+            ConditionExpression=_version_condition(expected),
+            ExpressionAttributeNames={"#v": "version"},
+            ExpressionAttributeValues=to_item(values),
+        )
+    except ClientError as err:
+        if _is_conditional_failure(err):
+            raise SyncConflict(state.calendar_id) from err
+        raise
+    return new
+
+
+def commit_sync_state(state: SyncState, *, expected: int) -> None:
+    """Store the cursor (and its window) only while the state is still at version `expected`: a sync
+    that claimed `expected` itself, or, with no events to write, the version it read (then this write
+    takes the next version). A sync overtaken by a later claim never moves the cursor: that later sync,
+    which saw the provider after it, commits its own. Raises SyncConflict."""
+    values: dict[str, Any] = {
+        ":cursor": state.cursor,
+        ":ws": iso_z(state.window_start) if state.window_start else None,
+        ":we": iso_z(state.window_end) if state.window_end else None,
+        ":at": iso_z(state.updated_at) if state.updated_at else None,
+        ":version": state.version,
+        ":kind": "sync_state",
+    }
+    for field in ("user_id", "provider", "account_id", "calendar_id"):
+        values[f":{field}"] = getattr(state, field)
+    if expected:
+        values[":expected"] = expected
+    try:
+        _write(
+            "update_item",
+            Key=to_item(
+                {
+                    "PK": user_pk(state.user_id),
+                    "SK": _sync_sk(state.provider, state.account_id, state.calendar_id),
+                }
+            ),
+            UpdateExpression=(
+                "SET #c = :cursor, window_start = :ws, window_end = :we, updated_at = :at, #v = :version, "
+                "kind = :kind, user_id = :user_id, provider = :provider, account_id = :account_id, "
+                "calendar_id = :calendar_id"
+            ),
+            ConditionExpression=_version_condition(expected),
+            ExpressionAttributeNames={"#v": "version", "#c": "cursor"},
+            ExpressionAttributeValues=to_item(values),
+        )
+    except ClientError as err:
+        if _is_conditional_failure(err):
+            raise SyncConflict(state.calendar_id) from err
+        raise
+
+
+# Fields of a stored event that belong to the user, not to the provider: a sync never overwrites them.
+_USER_OWNED_EVENT_FIELDS = ("recurring_enabled",)
+_KEPT_EVENT_FIELDS = ("created_at",)  # set once, when the event is first stored
+_SYNC_WRITE_WORKERS = 4  # per calendar; accounts sync in parallel too (aws.py sizes the pool)
+
+
+def _write_synced_event(event: Event, version: int) -> bool:
+    item = event_item(event.model_copy(update={"sync_version": version}))
+    names: dict[str, str] = {}
+    values: dict[str, Any] = {":version": version}
+    sets = []
+    for i, (field, value) in enumerate(item.items()):
+        if field in ("PK", "SK"):
+            continue
+        names[f"#f{i}"] = field
+        values[f":f{i}"] = value
+        if field in _USER_OWNED_EVENT_FIELDS or field in _KEPT_EVENT_FIELDS:
+            sets.append(f"#f{i} = if_not_exists(#f{i}, :f{i})")
+        else:
+            sets.append(f"#f{i} = :f{i}")
+    names["#sv"] = "sync_version"
+    try:
+        _write(
+            "update_item",
+            Key=to_item({"PK": item["PK"], "SK": item["SK"]}),
+            UpdateExpression="SET " + ", ".join(sets),
+            ConditionExpression="attribute_not_exists(#sv) OR #sv <= :version",
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=to_item(values),
+        )
+    except ClientError as err:
+        if _is_conditional_failure(err):
+            return False
+        raise
+    return True
+
+
+def write_synced_events(events: list[Event], *, version: int) -> list[Event]:
+    """What a sync that holds `version` found, written field by field and only over what an older sync
+    wrote (an event a later sync already wrote keeps that sync's copy). The user's own fields
+    (recurring_enabled) are never overwritten, only given on creation. Returns the events written."""
+    if len(events) <= _SYNC_WRITE_WORKERS:  # an incremental change: a few writes, one after the other
+        return [e for e in events if _write_synced_event(e, version)]
+    from concurrent.futures import ThreadPoolExecutor  # writes of many events only
+
+    with ThreadPoolExecutor(max_workers=min(_SYNC_WRITE_WORKERS, len(events))) as pool:
+        done = list(pool.map(lambda e: _write_synced_event(e, version), events))
+    return [e for e, ok in zip(events, done, strict=True) if ok]
+
+
+def set_recurring_enabled(user_id: str, event_ids: Iterable[str], enabled: bool, at: datetime) -> int:
+    """The user's recurrence flag on each of these events, and nothing else of them (a sync writing
+    their content at the same moment keeps its content, and this flag stays). Returns how many."""
+    changed = 0
+    for event_id in event_ids:
+        try:
+            _write(
+                "update_item",
+                Key=to_item({"PK": user_pk(user_id), "SK": f"EVENT#{event_id}"}),
+                UpdateExpression="SET recurring_enabled = :e, updated_at = :u",
+                ConditionExpression="attribute_exists(PK)",
+                ExpressionAttributeValues=to_item({":e": enabled, ":u": iso_z(at)}),
+            )
+            changed += 1
+        except ClientError as err:
+            if not _is_conditional_failure(err):
+                raise
+    return changed
 
 
 # --------------------------------------------------------------------------------------------------
@@ -985,6 +1228,51 @@ def upcoming_bots(
     return out
 
 
+def bots_by_join_time(
+    user_id: str,
+    *,
+    ascending: bool,
+    bound: str,
+    limit: int,
+    statuses: tuple[str, ...] | None = None,
+    provider: str | None = None,
+    account_id: str | None = None,
+) -> list[ScheduledBot]:
+    """One direction of the user's bots by join time (GSI1), filtered server side: ascending from
+    `bound` (GSI1SK >= bound), or descending from just below it (GSI1SK < bound)."""
+    values: dict[str, Any] = {":pk": f"USER#{user_id}#BOTS", ":b": bound}
+    filters, names = [], {}
+    if statuses:
+        names["#s"] = "status"
+        filters.append("#s IN (" + ", ".join(f":s{i}" for i in range(len(statuses))) + ")")
+        values.update({f":s{i}": st for i, st in enumerate(statuses)})
+    if provider:
+        filters.append("provider = :prov")
+        values[":prov"] = provider
+    if account_id:
+        filters.append("account_id = :acct")
+        values[":acct"] = account_id
+    kwargs: dict[str, Any] = {
+        "IndexName": "GSI1",
+        "KeyConditionExpression": f"GSI1PK = :pk AND GSI1SK {'>=' if ascending else '<'} :b",
+        "ScanIndexForward": ascending,
+        "ExpressionAttributeValues": to_item(values),
+        "Limit": max(limit, 25),
+    }
+    if filters:
+        kwargs["FilterExpression"] = " AND ".join(filters)
+    if names:
+        kwargs["ExpressionAttributeNames"] = names
+    out: list[ScheduledBot] = []
+    if limit <= 0:
+        return out
+    for item in _query(**kwargs):
+        out.append(_bot(item))
+        if len(out) >= limit:
+            break
+    return out
+
+
 def account_bots(user_id: str, provider: str, account_id: str) -> Iterator[ScheduledBot]:
     """Every bot of one account (any status, any time), page by page, filtered server side."""
     for item in _query(
@@ -1050,7 +1338,74 @@ def put_auto_settings(settings: AutoScheduleSettings) -> None:
     }
     if settings.enabled:  # sparse: only enabled users are in the index the midnight job reads
         item |= {"GSI3PK": f"AUTOSCHED#{_auto_shard(settings.user_id)}", "GSI3SK": settings.user_id}
-    aws.dynamodb().put_item(TableName=_table(), Item=to_item(item))
+    _write("put_item", Item=to_item(item))
+
+
+def update_auto_settings(
+    user_id: str,
+    *,
+    enabled: bool,
+    updated_at: datetime,
+    default_bot_config: dict[str, Any] | None = None,
+    join_offset_seconds: int | None = None,
+    create: bool = True,
+) -> bool:
+    """Change only the fields a user's enable / disable sets (one UpdateItem): a concurrent write of other
+    fields (a run's last_run) is never undone, and neither is this one by it. The sparse index entry
+    follows `enabled`. With create=False nothing is written for a user without settings (False)."""
+    sets = {"#kind": "kind", "#user": "user_id", "#enabled": "enabled", "#updated": "updated_at"}
+    values: dict[str, Any] = {
+        ":kind": "auto_settings",
+        ":user": user_id,
+        ":enabled": enabled,
+        ":updated": iso_z(updated_at),
+    }
+    if default_bot_config is not None:
+        sets["#config"] = "default_bot_config"
+        values[":config"] = default_bot_config
+    if join_offset_seconds is not None:
+        sets["#offset"] = "join_offset_seconds"
+        values[":offset"] = join_offset_seconds
+    expression = "SET " + ", ".join(f"{name} = :{name[1:]}" for name in sets)
+    names = dict(sets)
+    if enabled:  # sparse: only enabled users are in the index the midnight job reads
+        expression += ", GSI3PK = :gsi3pk, GSI3SK = :user"
+        values[":gsi3pk"] = f"AUTOSCHED#{_auto_shard(user_id)}"
+    else:
+        expression += " REMOVE GSI3PK, GSI3SK"
+    kwargs: dict[str, Any] = {}
+    if not create:
+        kwargs["ConditionExpression"] = "attribute_exists(PK)"
+    try:
+        _write(
+            "update_item",
+            Key=to_item({"PK": user_pk(user_id), "SK": "SETTINGS#AUTO"}),
+            UpdateExpression=expression,
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=to_item(values),
+            **kwargs,
+        )
+    except ClientError as err:
+        if _is_conditional_failure(err):
+            return False
+        raise
+    return True
+
+
+def record_auto_run(user_id: str, at: datetime, run: LastRun) -> None:
+    """A run's outcome, and nothing else: the user's settings as they are now stay as they are (a run
+    never recreates settings that were deleted meanwhile either)."""
+    try:
+        _write(
+            "update_item",
+            Key=to_item({"PK": user_pk(user_id), "SK": "SETTINGS#AUTO"}),
+            UpdateExpression="SET last_run_at = :at, last_run = :run",
+            ConditionExpression="attribute_exists(PK)",
+            ExpressionAttributeValues=to_item({":at": iso_z(at), ":run": run.model_dump(mode="json")}),
+        )
+    except ClientError as err:
+        if not _is_conditional_failure(err):
+            raise
 
 
 def get_auto_settings(user_id: str) -> AutoScheduleSettings | None:

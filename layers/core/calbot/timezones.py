@@ -14,9 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from zoneinfo import ZoneInfo
 
-# Names that mean UTC, or that carry no usable zone. Graph reports a "Customized Time Zone"
-# (or tzone://Microsoft/Custom) when Outlook stored its own rule set with no name; the instants Graph
-# returns are still correct in the `timeZone` of the dateTime, so UTC is the least surprising fallback.
+# Names that mean UTC.
 _UTC_ALIASES = frozenset(
     {
         "utc",
@@ -28,10 +26,13 @@ _UTC_ALIASES = frozenset(
         "universal",
         "coordinated universal time",
         "tzone://microsoft/utc",
-        "tzone://microsoft/custom",
-        "customized time zone",
     }
 )
+# Names that carry no usable zone. Graph reports a "Customized Time Zone" (or tzone://Microsoft/Custom,
+# or "") when Outlook stored its own rule set with no name, typically for series created from invitations
+# sent by other systems. The instants Graph returns are still exact in the dateTime's `timeZone`; a
+# recurrence in such a zone is expanded in the event's own zone instead (see `zone_key`, PROTOCOLS.md).
+_NO_ZONE = frozenset({"", "customized time zone", "tzone://microsoft/custom"})
 
 _FRACTION = re.compile(r"\.(\d+)")
 
@@ -64,17 +65,32 @@ def _iana_names_lower() -> dict[str, str]:
 
 
 def iana_name(name: str | None) -> str:
-    """The IANA key for an IANA or Windows zone name; "UTC" for empty, UTC-like and unknown names."""
+    """The IANA key for an IANA or Windows zone name; "UTC" for empty, UTC-like and unknown names.
+
+    An unknown name (a Windows name CLDR's table lacks, junk) is logged once per process: it is read
+    as UTC because a dateTime must be placed somewhere, but never silently. Code that has a better
+    fallback (a series' own start zone) asks `zone_key` first.
+    """
     if not isinstance(name, str):  # None, or junk from a provider payload: never raise
         return "UTC"
-    return _iana_name(name)
+    return zone_key(name) or "UTC"
+
+
+def zone_key(name: object) -> str | None:
+    """The IANA key for an IANA or Windows zone name, or None when it names no zone we know: empty,
+    "Customized Time Zone" / tzone://Microsoft/Custom, or unknown (logged as a warning, once)."""
+    if not isinstance(name, str):
+        return None
+    return _zone_key(name)
 
 
 @functools.lru_cache(maxsize=1024)
-def _iana_name(name: str) -> str:
+def _zone_key(name: str) -> str | None:
     text = name.strip().strip('"')
     lowered = text.lower()
-    if not text or lowered in _UTC_ALIASES:
+    if lowered in _NO_ZONE:
+        return None
+    if lowered in _UTC_ALIASES:
         return "UTC"
     if _zone_exists(text):
         return text
@@ -84,13 +100,16 @@ def _iana_name(name: str) -> str:
     mapped = _iana_names_lower().get(lowered)
     if mapped:
         return mapped
-    # Unknown names fall back to UTC without raising or logging: one odd event must not break a sync,
-    # and the provider's instants (start/end) remain exact whatever zone we pick for display.
-    return "UTC"
+    # Unknown names never raise: one odd event must not break a sync. Said once per name (cached).
+    from calbot.log import logger
+
+    logger.warning("unknown time zone name", extra={"time_zone": text[:100]})
+    return None
 
 
 def to_zoneinfo(name: str | None) -> ZoneInfo:
-    """ZoneInfo for an IANA or Windows name (case-insensitive); unknown names give UTC, never raise."""
+    """ZoneInfo for an IANA or Windows name (case-insensitive); unknown names give UTC (logged), never
+    raise."""
     return _zoneinfo(iana_name(name))
 
 

@@ -8,7 +8,9 @@ access token, which is cached in a second parameter: see MAX_VALUE_BYTES).
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+from typing import Any
 
 from botocore.exceptions import ClientError
 from pydantic import BaseModel
@@ -42,11 +44,12 @@ def credential_path(user_id: str, provider: str, account_id: str) -> str:
 MAX_VALUE_BYTES = 4096
 ACCESS_SUFFIX = ".access"  # the account's hash ends the path, so `<path>.access` never collides
 _ACCESS_FIELDS = {"access_token", "access_token_expires_at"}
+_APART = "access_token_apart"  # in the credentials value: the access token is in `<path>.access`
 
 
 class CachedAccessToken(BaseModel):
     access_token: str
-    expires_at: UtcDateTime
+    expires_at: UtcDateTime | None = None
 
     def __repr__(self) -> str:  # keep the token out of tracebacks and debug output
         return f"CachedAccessToken(expires_at={self.expires_at!r})"
@@ -93,24 +96,27 @@ _ACCESS_DESCRIPTION = "calbot cached access token for one connected calendar acc
 
 
 def put(path: str, creds: Credentials) -> None:
-    """One parameter when everything fits; else the access token in `<path>.access` (not cached at all
-    if even alone it passes 4 KB: the next call refreshes)."""
+    """One parameter when everything fits; else the access token in `<path>.access`, flagged in the
+    credentials value (not cached at all if even alone it passes 4 KB: the next call refreshes).
+
+    Never deletes: only connect and disconnect may (IAM); a stale `<path>.access` is ignored unless the
+    credentials value points at it, and disconnect removes it.
+    """
     whole = creds.model_dump_json()
     if creds.access_token and _fits(whole):
         _put(path, whole, _DESCRIPTION)
         return
-    if creds.access_token and creds.access_token_expires_at:
+    value: dict[str, Any] = json.loads(creds.model_dump_json(exclude=_ACCESS_FIELDS))
+    if creds.access_token:
         cached = CachedAccessToken(
             access_token=creds.access_token, expires_at=creds.access_token_expires_at
         ).model_dump_json()
         if _fits(cached):
             _put(access_path(path), cached, _ACCESS_DESCRIPTION)
+            value[_APART] = True
         else:
             logger.warning("access token too large to cache", extra={"bytes": len(cached.encode())})
-            _delete(access_path(path))  # never leave an older token looking current
-    else:
-        _delete(access_path(path))  # forgotten (refused): the next call must refresh
-    _put(path, creds.model_dump_json(exclude=_ACCESS_FIELDS), _DESCRIPTION)
+    _put(path, json.dumps(value, separators=(",", ":")), _DESCRIPTION)
 
 
 def get(path: str) -> Credentials | None:
@@ -118,8 +124,10 @@ def get(path: str) -> Credentials | None:
     value = _get(path)
     if value is None:
         return None
-    creds = Credentials.model_validate_json(value)
-    if creds.access_token:
+    data = json.loads(value)
+    apart = bool(data.pop(_APART, False))
+    creds = Credentials.model_validate(data)
+    if creds.access_token or not apart:
         return creds
     cached = _get(access_path(path))
     if cached is None:

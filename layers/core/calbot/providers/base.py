@@ -8,8 +8,9 @@ must do: `ProviderAuthError` (credentials are dead: mark the connection needs_re
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -89,6 +90,70 @@ class NormalizedEvent:
     recurrence_rule: str | None = None
     recurrence: dict[str, Any] | None = None
     raw: dict[str, Any] = field(default_factory=dict)
+
+    def capped(self) -> NormalizedEvent:
+        """This event with its stored text fields bounded (see TEXT_FIELD_LIMIT)."""
+        url = self.meeting_url if self.meeting_url and len(self.meeting_url) <= URL_LIMIT else None
+        return replace(
+            self,
+            title=_cut(self.title, TEXT_FIELD_LIMIT),
+            location=_cut(self.location, TEXT_FIELD_LIMIT),
+            organizer_email=_cut(self.organizer_email, TEXT_FIELD_LIMIT),
+            ical_uid=_cut(self.ical_uid, TEXT_FIELD_LIMIT),
+            timezone=_cut(self.timezone, TEXT_FIELD_LIMIT),
+            meeting_url=url,
+            meeting_platform=self.meeting_platform if url else None,
+        )
+
+
+# What one stored event may hold, whatever the provider sent: a DynamoDB item must stay under 400 KB,
+# and every KB costs a write unit on each change. A 1 MB invitation or a 5,000-person meeting is stored
+# trimmed, with counts, and syncs like any other event.
+TEXT_FIELD_LIMIT = 1_024  # title, location, organizer, iCalUID, zone as stored fields
+URL_LIMIT = 2_048  # a longer "meeting link" is not one a bot can join
+RAW_BODY_LIMIT = 1_000  # the HTML body / description kept in raw (the link is already extracted)
+RAW_STRING_LIMIT = 2_000  # any other string in raw
+RAW_LIST_LIMIT = 25  # attendees (and any other list) kept in raw; the full count is kept beside it
+RAW_MAX_BYTES = 16_384  # past this (as JSON), raw keeps only its small top-level fields
+
+
+def _cut(value: Any, limit: int) -> Any:
+    return value[:limit] if isinstance(value, str) and len(value) > limit else value
+
+
+def _cap_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return _cut(value, RAW_STRING_LIMIT)
+    if isinstance(value, dict):
+        return {k: _cap_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_cap_value(v) for v in value[:RAW_LIST_LIMIT]]
+    return value
+
+
+def cap_raw(payload: dict[str, Any], *, body: str) -> dict[str, Any]:
+    """A provider payload as we store it: its body (`body`: "body" for Graph, "description" for
+    Google) and every string cut, lists (attendees) cut with their full count kept, and the whole
+    bounded by RAW_MAX_BYTES. Nothing here is needed to sync: the meeting link and times are read from
+    the full payload before this."""
+    out: dict[str, Any] = {}
+    for key, value in payload.items():
+        if key == body and isinstance(value, dict) and isinstance(value.get("content"), str):
+            if len(value["content"]) > RAW_BODY_LIMIT:
+                value = {**value, "content": value["content"][:RAW_BODY_LIMIT], "truncated": True}
+        elif key == body and isinstance(value, str) and len(value) > RAW_BODY_LIMIT:
+            value = value[:RAW_BODY_LIMIT]
+            out[f"{key}_truncated"] = True
+        if isinstance(value, list) and len(value) > RAW_LIST_LIMIT:
+            out[f"{key}_count"] = len(value)  # e.g. attendees_count: the meeting's real size
+        out[key] = _cap_value(value)
+    if len(json.dumps(out, default=str)) > RAW_MAX_BYTES:
+        out = {k: v for k, v in out.items() if not isinstance(v, dict | list) or len(json.dumps(v)) < 512}
+        out["raw_truncated"] = True
+        if len(json.dumps(out, default=str)) > RAW_MAX_BYTES:  # a great many small fields: keep the ids
+            out = {k: out[k] for k in ("id", "iCalUId", "iCalUID", "type", "status") if k in out}
+            out["raw_truncated"] = True
+    return out
 
 
 @dataclass

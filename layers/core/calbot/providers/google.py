@@ -34,6 +34,7 @@ from calbot.providers.base import (
     ProviderUnavailable,
     SyncTokenExpired,
     TokenSet,
+    cap_raw,
 )
 from calbot.providers.http import RETRY_STATUSES, ProviderHttp
 from calbot.providers.http import json_object as _json
@@ -44,8 +45,12 @@ SCOPES = " ".join(
     for s in ("calendar.readonly", "calendar.events.readonly", "userinfo.email", "userinfo.profile")
 )
 PAGE_SIZE = 500  # Google allows up to 2,500; 500 keeps a page well under a Lambda's response budget
+# Past this many attendees Google returns only the user's own row (attendeesOmitted: true): a meeting
+# of thousands costs neither transfer nor storage.
+MAX_ATTENDEES = 50
 RATE_LIMIT_REASONS = {"rateLimitExceeded", "userRateLimitExceeded"}
 _ERROR_TEXT_LIMIT = 200
+_GONE: dict[str, Any] = {}  # a series master Google answered 410 Gone for (compared by identity)
 
 
 def _reasons(resp: requests.Response) -> set[str]:
@@ -214,7 +219,11 @@ class GoogleProvider(CalendarProvider):
         calendarView delta does), so an event moved far away stops being a meeting we hold.
         """
         url = f"{self.api}/calendars/{quote(calendar_id, safe='')}/events"
-        base: dict[str, str] = {"singleEvents": "true", "maxResults": str(PAGE_SIZE)}
+        base: dict[str, str] = {
+            "singleEvents": "true",
+            "maxResults": str(PAGE_SIZE),
+            "maxAttendees": str(MAX_ATTENDEES),
+        }
         if cursor:
             base["syncToken"] = cursor
         else:
@@ -242,11 +251,25 @@ class GoogleProvider(CalendarProvider):
     def _master(
         self, token: str, events_url: str, master_id: str, changes: CalendarChanges
     ) -> dict[str, Any] | None:
+        """The series master (for its recurrence lines), or None when it cannot be read (404).
+
+        A 410 here is about this one resource (the master was deleted), not about our sync token: it
+        is answered here, by _GONE, and never raised as SyncTokenExpired, which would throw the whole
+        calendar into a full resync that meets the same 410 again, every sync."""
         changes.detail_fetches += 1
         try:
-            return _json(self._call("GET", f"{events_url}/{quote(master_id, safe='')}", token))
+            return _json(
+                self._call(
+                    "GET",
+                    f"{events_url}/{quote(master_id, safe='')}",
+                    token,
+                    params={"maxAttendees": str(MAX_ATTENDEES)},
+                )
+            )
+        except SyncTokenExpired:
+            return _GONE
         except ProviderRequestError as err:
-            if err.status in (404, 410):  # the series was deleted between the listing and this fetch
+            if err.status == 404:  # not readable between the listing and this fetch: keep the instance
                 return None
             raise
 
@@ -270,7 +293,12 @@ class GoogleProvider(CalendarProvider):
         if master_id:
             if master_id not in masters:
                 masters[master_id] = self._master(token, events_url, str(master_id), changes)
+                if masters[master_id] is _GONE:  # the series is deleted: so are all its instances
+                    changes.removed.append(str(master_id))
             master = masters[master_id]
+            if master is _GONE:
+                changes.removed.append(str(item["id"]))
+                return
         event = normalize_google_event(calendar_id, item, master=master, calendar_zone=calendar_zone)
         if not changes.full and not (window[0] <= event.start < window[1]):
             changes.removed.append(event.platform_id)
@@ -398,13 +426,5 @@ def normalize_google_event(
         original_start=original,
         recurrence_rule=rule,
         recurrence={"google": [str(x) for x in lines]} if isinstance(lines, list) else None,
-        raw=_trim(item),
+        raw=cap_raw(item, body="description"),
     )
-
-
-def _trim(payload: dict[str, Any], limit: int = 1_000) -> dict[str, Any]:
-    """Keep the stored raw payload small (descriptions carry whole invitations); the link is extracted."""
-    description = payload.get("description")
-    if isinstance(description, str) and len(description) > limit:
-        return {**payload, "description": description[:limit], "description_truncated": True}
-    return payload

@@ -23,6 +23,7 @@ from calbot.providers.base import (
     ProviderUnavailable,
     SyncTokenExpired,
     TokenSet,
+    cap_raw,
 )
 from calbot.providers.http import ProviderHttp
 from calbot.providers.http import json_object as _json
@@ -40,6 +41,15 @@ TRANSIENT_AADSTS = {"AADSTS90006", "AADSTS90024", "AADSTS90033", "AADSTS90090"}
 AUTH_FAILURES = {"invalid_grant", "invalid_client"}
 SYNC_RESET_CODES = {"syncStateNotFound", "resyncRequired", "syncStateInvalid"}
 DELTA_PAGE_SIZE = 100
+# What we read of a master or exception (GET /me/events/{id} takes $select; calendarView/delta does
+# not: "You cannot use $select to get only a subset of those properties"): never its attendee list.
+EVENT_SELECT = ",".join(
+    (
+        "id,iCalUId,subject,body,bodyPreview,start,end,isAllDay,isCancelled,location,locations",
+        "organizer,onlineMeeting,onlineMeetingUrl,isOnlineMeeting,onlineMeetingProvider,type",
+        "seriesMasterId,recurrence,originalStart,originalStartTimeZone,lastModifiedDateTime",
+    )
+)
 _AADSTS = re.compile(r"(AADSTS\d+):\s*([^\r\n.]*)")
 
 
@@ -215,7 +225,14 @@ class OutlookProvider(CalendarProvider):
     def _event(self, token: str, event_id: str, changes: CalendarChanges) -> dict[str, Any] | None:
         changes.detail_fetches += 1
         try:
-            return _json(self._call("GET", f"{self.graph}/me/events/{quote(event_id, safe='')}", token))
+            return _json(
+                self._call(
+                    "GET",
+                    f"{self.graph}/me/events/{quote(event_id, safe='')}",
+                    token,
+                    params={"$select": EVENT_SELECT},
+                )
+            )
         except ProviderRequestError as err:
             if err.status == 404:  # deleted between the delta page and this fetch
                 return None
@@ -359,7 +376,13 @@ def normalize_graph_event(
     pattern = (master or {}).get("recurrence") if event_type != "single" else None
     if pattern and master:
         try:
-            rule = recurrence.from_graph(pattern, start=master["start"], end=master["end"]).rrule_text
+            rule = recurrence.from_graph(
+                pattern,
+                start=master["start"],
+                end=master["end"],
+                original_start_tz=master.get("originalStartTimeZone"),
+                is_all_day=bool(master.get("isAllDay")),
+            ).rrule_text
         except (ValueError, KeyError):
             rule = None
     original = full.get("originalStart") if event_type == "exception" else None
@@ -387,14 +410,5 @@ def normalize_graph_event(
         else (start if event_type != "single" else None),
         recurrence_rule=rule,
         recurrence=pattern,
-        raw=_trim(item if event_type != "single" else full),
+        raw=cap_raw(item if event_type != "single" else full, body="body"),
     )
-
-
-def _trim(payload: dict[str, Any], limit: int = 1_000) -> dict[str, Any]:
-    """Keep the stored raw payload small: the HTML body (often 5-10 KB of invitation markup) would make
-    every event write cost ~5 write units. The link is already extracted; bodyPreview stays whole."""
-    body = payload.get("body")
-    if isinstance(body, dict) and len(str(body.get("content") or "")) > limit:
-        payload = {**payload, "body": {**body, "content": str(body["content"])[:limit], "truncated": True}}
-    return payload

@@ -19,7 +19,6 @@ from calbot.errors import ApiError
 from calbot.log import logger
 from calbot.models import (
     AutoScheduleMessage,
-    AutoScheduleSettings,
     AutoScheduleSettingsView,
     EnableAutoScheduleRequest,
     LastRun,
@@ -40,27 +39,20 @@ def get_settings_view(user_id: str) -> AutoScheduleSettingsView:
 
 
 def enable(user_id: str, req: EnableAutoScheduleRequest) -> AutoScheduleSettingsView:
-    previous = store.get_auto_settings(user_id)
-    store.put_auto_settings(
-        AutoScheduleSettings(
-            user_id=user_id,
-            enabled=True,
-            default_bot_config=req.default_bot_config.model_dump(mode="json", exclude_unset=True),
-            join_offset_seconds=req.join_offset_seconds,
-            updated_at=now(),
-            last_run_at=previous.last_run_at if previous else None,
-            last_run=previous.last_run if previous else None,
-        )
+    store.update_auto_settings(
+        user_id,
+        enabled=True,
+        updated_at=now(),
+        default_bot_config=req.default_bot_config.model_dump(mode="json", exclude_unset=True),
+        join_offset_seconds=req.join_offset_seconds,
     )
     run_for_user(user_id)  # the next 24 hours are covered at once, not from the next midnight
     return get_settings_view(user_id)
 
 
 def disable(user_id: str) -> AutoScheduleSettingsView:
-    previous = store.get_auto_settings(user_id)
-    if previous is None:
-        return get_settings_view(user_id)
-    store.put_auto_settings(previous.model_copy(update={"enabled": False, "updated_at": now()}))
+    # Only the flag (and its index entry) changes; a user who never enabled gets no settings item.
+    store.update_auto_settings(user_id, enabled=False, updated_at=now(), create=False)
     return get_settings_view(user_id)  # bots already scheduled stay
 
 
@@ -99,8 +91,7 @@ def run_for_user(user_id: str) -> LastRun | None:
                 run.scheduled += 1
             except store.AlreadyScheduled:
                 run.skipped_existing += 1
-    latest = store.get_auto_settings(user_id) or settings  # keep a concurrent enable/disable
-    store.put_auto_settings(latest.model_copy(update={"last_run_at": at, "last_run": run}))
+    store.record_auto_run(user_id, at, run)  # a field update: a concurrent enable/disable stays as set
     return run
 
 

@@ -53,11 +53,19 @@ def hash_client_state(client_state: str) -> str:
     return hashlib.sha256(client_state.encode()).hexdigest()
 
 
-def limit_message(limit: int) -> str:
+def limit_message(limit: int, provider: str) -> str:
+    """The guide's sentence, naming the provider whose connection was refused (the limit itself counts
+    Google and Outlook together)."""
     return (
-        f"Maximum of {limit} outlook calendar connections per user reached (Google and Outlook "
+        f"Maximum of {limit} {provider} calendar connections per user reached (Google and Outlook "
         "combined). Disconnect one with DELETE /api/v1/calendar/connections/{provider}/{account_id} "
         "before adding another."
+    )
+
+
+def limit_reached(limit: int, provider: str) -> ApiError:
+    return bad_request(
+        "connection_limit_reached", limit_message(limit, provider), limit=limit, provider=provider
     )
 
 
@@ -168,7 +176,7 @@ def connect_account(
             )
         limit = get_settings().connection_limit
         if store.count_connections(user_id) >= limit:
-            raise bad_request("connection_limit_reached", limit_message(limit), limit=limit)
+            raise limit_reached(limit, provider.name)
         conn = _create(user_id, provider, creds, tokens, profile, base_url=base_url, limit=limit)
         return 201, _created(conn, f"Connected {conn.account_id} with {len(conn.calendars)} calendar(s).")
     finally:
@@ -227,7 +235,7 @@ def _create(
                 account_id=profile.account_id,
             ) from None
         if isinstance(err, store.ConnectionLimitReached):
-            raise bad_request("connection_limit_reached", limit_message(limit), limit=limit) from None
+            raise limit_reached(limit, provider.name) from None
         if isinstance(err, ProviderError):
             raise provider_api_error(err, provider) from None
         raise

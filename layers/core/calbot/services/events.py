@@ -45,10 +45,11 @@ def list_events(
     user_id: str, query: EventsQuery, *, raw_params: dict[str, str], base_url: str, path: str, sync: bool
 ) -> EventPage:
     scope = cursor.scope_of(
+        "events",
         {
             k: raw_params.get(k)
             for k in ("time_min", "time_max", "calendar_id", "provider", "account_id", "include_raw")
-        }
+        },
     )
     state: dict[str, Any] = cursor.decode(user_id, scope, query.cursor) if query.cursor else {}
     if state:

@@ -14,7 +14,7 @@ from typing import Any
 
 from calbot import botapi, scheduler, store
 from calbot.log import logger
-from calbot.models import ScheduledBot
+from calbot.models import RESERVED_BOT_CONFIG_FIELDS, ScheduledBot
 from calbot.services.connections import is_live
 from calbot.services.schedule import auto_reschedule, cancel_bot
 from calbot.timeutil import now, sleep
@@ -25,13 +25,16 @@ RETRY_BACKOFF = (60, 120, 240, 300)
 
 
 def _body(bot: ScheduledBot) -> dict[str, Any]:
-    config = dict(bot.bot_config)
+    """The Create Bot call: the user's config, then what the service owns, last, so nothing in a stored
+    config (one written before such fields were refused included) can override it. What the record
+    shows as `meeting_url` is what the bot joins."""
+    config = {k: v for k, v in bot.bot_config.items() if k not in RESERVED_BOT_CONFIG_FIELDS}
     custom = {
-        **config.pop("custom_attributes", {}),
+        **(config.pop("custom_attributes", None) or {}),
         "calendar_event_id": bot.event_id,
         "scheduled_bot_id": bot.bot_id,
     }
-    return {"meeting_link": bot.meeting_url, **config, "custom_attributes": custom}
+    return {**config, "meeting_link": bot.meeting_url, "custom_attributes": custom}
 
 
 def launch(user_id: str, bot_id: str) -> dict[str, Any]:

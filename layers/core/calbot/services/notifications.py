@@ -14,8 +14,12 @@ import hashlib
 import hmac
 import json
 import os
+import re
 from typing import Any
 from urllib.parse import unquote
+
+from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from calbot import aws, store
 from calbot.http import Request, Response
@@ -24,6 +28,11 @@ from calbot.models import PROVIDER_ALIASES, ChangeMessage, Connection, account_k
 
 MAX_VALIDATION_TOKEN = 2048
 MAX_ITEMS = 1000
+# Distinct subscriptions looked up per request: one BatchGetItem (DynamoDB's cap is 100 keys a call).
+# A genuine body names only this account's subscriptions (one per calendar), so its items fit; a forged
+# body costs one read call whatever it holds. Graph documents no maximum number of items per POST.
+MAX_SUBSCRIPTIONS = 100
+MAX_SUBSCRIPTION_ID = 256
 LIFECYCLE_KINDS = {"reauthorizationRequired": "renew", "subscriptionRemoved": "recreate", "missed": "sync"}
 
 
@@ -31,6 +40,19 @@ def _same_secret(presented: Any, stored_hash: str) -> bool:
     if not isinstance(presented, str) or not presented:
         return False
     return hmac.compare_digest(hashlib.sha256(presented.encode()).hexdigest(), stored_hash)
+
+
+def _sub_id(item: Any) -> str | None:
+    if not isinstance(item, dict):
+        return None
+    value = item.get("subscriptionId")
+    if not isinstance(value, str) or not value or len(value) > MAX_SUBSCRIPTION_ID:
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return value
 
 
 def handle(request: Request) -> Response:
@@ -50,14 +72,17 @@ def handle(request: Request) -> Response:
         return Response(202)
     user_id, account = path.get("user_id", ""), account_key(unquote(path.get("account_id", "")))
     items = body.get("value") if isinstance(body.get("value"), list) else []
+    items = items[:MAX_ITEMS]
+    # Each subscription is read once per request, all in one batch, and only the first
+    # MAX_SUBSCRIPTIONS distinct ids are read at all: the items naming any other are dropped unread.
+    wanted = list(dict.fromkeys(i for i in map(_sub_id, items) if i is not None))[:MAX_SUBSCRIPTIONS]
+    subs = store.get_subscriptions(wanted)
     messages: dict[tuple[str, str], ChangeMessage] = {}
+    accepted: dict[tuple[str, str], list[dict[str, Any]]] = {}
     dropped = 0
-    for item in items[:MAX_ITEMS]:
-        sub = (
-            store.get_subscription(str(item.get("subscriptionId", ""))[:256])
-            if isinstance(item, dict)
-            else None
-        )
+    for item in items:
+        sub_id = _sub_id(item)
+        sub = subs.get(sub_id) if sub_id is not None else None
         if (
             sub is None
             or sub.user_id != user_id
@@ -72,15 +97,17 @@ def handle(request: Request) -> Response:
             if "lifecycleEvent" in item
             else "sync"
         )
-        messages[(kind, sub.id if kind != "sync" else "")] = ChangeMessage(
+        key = (kind, sub.id if kind != "sync" else "")
+        messages[key] = ChangeMessage(
             user_id=user_id,
             provider=provider,
             account_id=sub.account_id,
             kind=kind,
             subscription_id=sub.id if kind != "sync" else None,
         )
-    for message in messages.values():
-        enqueue(message, dedup=_dedup_id(message, items))
+        accepted.setdefault(key, []).append(item)
+    for key, message in messages.items():
+        enqueue(message, dedup=_dedup_id(message, accepted[key]))
     logger.info(
         "notifications",
         extra={"accepted": len(items) - dropped, "dropped": dropped, "enqueued": len(messages)},
@@ -122,67 +149,99 @@ def _google(request: Request) -> Response:
     return answer
 
 
-def _dedup_id(message: ChangeMessage, items: list[Any]) -> str:
+def _dedup_id(message: ChangeMessage, accepted: list[dict[str, Any]]) -> str:
     """The same notification delivered twice (Graph retries, duplicates) maps to the same id, so SQS FIFO
-    drops the copy within its 5-minute window."""
+    drops the copy within its 5-minute window. Only the items that were accepted for this message count:
+    junk added to a captured genuine body (unknown subscriptions, wrong secrets) cannot mint a new id,
+    and neither can repeating an accepted item."""
+
+    def field(item: dict[str, Any], name: str) -> str:
+        data = item.get("resourceData")
+        return str((data if isinstance(data, dict) else {}).get(name))
+
     parts = sorted(
-        f"{i.get('subscriptionId')}|{i.get('changeType')}|{(i.get('resourceData') or {}).get('id')}|"
-        f"{(i.get('resourceData') or {}).get('@odata.etag')}|{i.get('lifecycleEvent')}"
-        for i in items
-        if isinstance(i, dict)
+        {
+            f"{i.get('subscriptionId')}|{i.get('changeType')}|{field(i, 'id')}|"
+            f"{field(i, '@odata.etag')}|{i.get('lifecycleEvent')}"
+            for i in accepted
+        }
     )
     return hashlib.sha256((message.model_dump_json() + "\n".join(parts)).encode()).hexdigest()
+
+
+_GROUP_ID = re.compile(r"^[!-~]{1,128}$")  # SQS: 1-128 alphanumeric or punctuation characters
+
+
+def group_id(message: ChangeMessage) -> str:
+    """The account's FIFO message group: readable when SQS takes it as it is, else the account part is
+    hashed (an address may be up to 320 characters, or not ASCII), the same for every message of the
+    account either way."""
+    readable = f"{message.user_id}#{message.provider}#{account_key(message.account_id)}"
+    if _GROUP_ID.match(readable):
+        return readable
+    digest = hashlib.sha256(account_key(message.account_id).encode()).hexdigest()[:40]
+    return f"{message.user_id}#{message.provider}#{digest}"
 
 
 def enqueue(message: ChangeMessage, *, dedup: str) -> None:
     aws.sqs().send_message(
         QueueUrl=os.environ["SYNC_QUEUE_URL"],
         MessageBody=message.model_dump_json(),
-        MessageGroupId=f"{message.user_id}#{message.provider}#{account_key(message.account_id)}",
+        MessageGroupId=group_id(message),
         MessageDeduplicationId=dedup[:128],
     )
 
 
+def _processor() -> SqsFifoPartialProcessor:
+    """Powertools' FIFO partial-batch processor: a failed message holds back only the later messages of
+    its own group (one account), which it reports as failed too; every other account's messages in the
+    batch are processed and deleted. An all-failed batch is reported item by item, not raised."""
+    processor = SqsFifoPartialProcessor(skip_group_on_error=True)
+    processor.raise_on_entire_batch_failure = False  # the FIFO class takes no such argument in 3.37
+    return processor
+
+
 def consume(event: dict[str, Any]) -> dict[str, Any]:
     """The sync worker: per message, sync that account (or renew / recreate a subscription, then sync),
-    then make its bots follow the changed events. A failing message is reported alone; in a FIFO group
-    the messages after it wait, which keeps one account's work in order."""
+    then make its bots follow the changed events. A failing message is reported with the later messages
+    of its group (its account), which must not overtake it; the other accounts' messages go on."""
+    if not event.get("Records"):
+        return {"batchItemFailures": []}
+    return process_partial_response(event=event, record_handler=_handle_record, processor=_processor())
+
+
+def _handle_record(record: SQSRecord) -> None:
+    """One change message; raising makes SQS redeliver it (and its group's later messages)."""
     from calbot.providers.base import ProviderAuthError
     from calbot.services.sync import sync_connection
 
-    failures: list[dict[str, str]] = []
-    for record in event.get("Records", []):
-        if failures:  # FIFO: later messages of the batch must not overtake a failed one
-            failures.append({"itemIdentifier": record["messageId"]})
-            continue
+    try:
+        message = ChangeMessage.model_validate(json.loads(record.body))
+    except ValueError:
+        logger.warning("change message rejected")  # malformed: retrying cannot help
+        return
+    try:
+        conn = store.get_connection(message.user_id, message.provider, message.account_id)
+        if conn is None or not conn.live:
+            return  # disconnected (or being disconnected) meanwhile: nothing to do
         try:
-            message = ChangeMessage.model_validate(json.loads(record["body"]))
-        except ValueError:
-            logger.warning("change message rejected")
-            continue
-        try:
-            conn = store.get_connection(message.user_id, message.provider, message.account_id)
-            if conn is None or not conn.live:
-                continue  # disconnected (or being disconnected) meanwhile: nothing to do
-            try:
-                _keep_subscription(conn, message)
-            except ProviderAuthError as err:
-                if not err.revoked:
-                    raise  # refused even with a fresh token: try again later
-                # A real auth failure: say so (the user must reconnect); retrying cannot help.
-                store.set_connection_status(
-                    conn.user_id, conn.provider, conn.account_id, "needs_reauth", err.message
-                )
-                continue
-            result = sync_connection(conn)
-            if result.error and result.error.get("error") in ("provider_unavailable", "sync_failed"):
-                # transient (throttled, down, or its bots could not follow yet): retry this account later
-                raise RuntimeError(f"{result.error['error']}; retry this account later")
-            logger.info("account synced", extra={"written": result.written, **result.reconciled})
-        except Exception:
-            logger.exception("change message failed")
-            failures.append({"itemIdentifier": record["messageId"]})
-    return {"batchItemFailures": failures}
+            _keep_subscription(conn, message)
+        except ProviderAuthError as err:
+            if not err.revoked:
+                raise  # refused even with a fresh token: try again later
+            # A real auth failure: say so (the user must reconnect); retrying cannot help.
+            store.set_connection_status(
+                conn.user_id, conn.provider, conn.account_id, "needs_reauth", err.message
+            )
+            return
+        result = sync_connection(conn)
+        if result.error and result.error.get("error") in ("provider_unavailable", "sync_failed"):
+            # transient (throttled, down, or its bots could not follow yet): retry this account later
+            raise RuntimeError(f"{result.error['error']}; retry this account later")
+        logger.info("account synced", extra={"written": result.written, **result.reconciled})
+    except Exception:
+        logger.exception("change message failed")
+        raise
 
 
 def _keep_subscription(conn: Connection, message: ChangeMessage) -> None:

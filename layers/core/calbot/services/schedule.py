@@ -17,6 +17,7 @@ from calbot import cursor, scheduler, store
 from calbot.errors import ApiError, bad_request, not_found
 from calbot.log import logger
 from calbot.models import (
+    LIVE_STATUSES,
     BotPage,
     BotRef,
     BotSource,
@@ -56,10 +57,21 @@ def series_key(event: Event) -> str:
 
 
 def _event(user_id: str, event_id: str) -> Event:
-    event = store.get_event(user_id, event_id)
+    """The event with this id, or, when the id is a series id (an event row's `series_id`), the
+    occurrence that stands for the series: its next upcoming one (else its last)."""
+    event = store.get_event(user_id, event_id) or _series_event(user_id, event_id)
     if event is None:
         raise not_found("event_not_found", f"No event {event_id}.", event_id=event_id)
     return event
+
+
+def _series_event(user_id: str, series_id: str) -> Event | None:
+    occurrences = store.series_occurrences(user_id, series_id)
+    if not occurrences:
+        return None
+    at = now()
+    live = [e for e in occurrences if not e.is_deleted] or occurrences
+    return next((e for e in live if e.start_time > at), live[-1])
 
 
 def _require_connected(event: Event) -> None:
@@ -170,6 +182,7 @@ def schedule_event(user_id: str, event_id: str, req: ScheduleRequest) -> Schedul
     config = req.bot_config.model_dump(mode="json", exclude_unset=True)
     made: list[ScheduledBot] = []
     existing: list[str] = []
+    replayed = 0  # existing bots that are exactly what this request makes: an earlier try of it
     for occurrence in targets:
         if not occurrence.meeting_url:
             continue
@@ -183,12 +196,18 @@ def schedule_event(user_id: str, event_id: str, req: ScheduleRequest) -> Schedul
         try:
             made.append(place(bot))
         except store.AlreadyScheduled as err:
-            taken = _take_over_auto_bot(user_id, err.bot_id, bot)
+            current = store.get_bot(user_id, err.bot_id) if err.bot_id else None
+            taken = _take_over_auto_bot(current, bot)
             if taken is not None:
                 made.append(taken)
             else:
                 existing.append(err.bot_id or "")
+                replayed += int(current is not None and _same_request(current, bot))
     if not made:  # refused before anything else changes: a rejected request leaves the series alone
+        if existing and replayed == len(existing) and req.recurring_event and event.is_recurring:
+            # ...unless this request already made every one of these bots: a retry of a request that
+            # was answered 503 after its bots were placed. It still ends where the client asked.
+            _set_recurring(event, True)
         raise ApiError(
             409,
             "already_scheduled",
@@ -202,10 +221,21 @@ def schedule_event(user_id: str, event_id: str, req: ScheduleRequest) -> Schedul
     return _result(event.event_id, made, recurring=req.recurring_event)
 
 
-def _take_over_auto_bot(user_id: str, bot_id: str | None, wanted: ScheduledBot) -> ScheduledBot | None:
+def _same_request(current: ScheduledBot, wanted: ScheduledBot) -> bool:
+    """Whether a live bot is the one this request would make (an earlier try of the same request)."""
+    return (
+        current.status in ("Scheduled", "Launching", "Launched")
+        and current.source == "manual"
+        and current.event_id == wanted.event_id
+        and current.bot_config == wanted.bot_config
+        and current.join_offset_seconds == wanted.join_offset_seconds
+        and current.recurring_event == wanted.recurring_event
+    )
+
+
+def _take_over_auto_bot(current: ScheduledBot | None, wanted: ScheduledBot) -> ScheduledBot | None:
     """A manual schedule always wins over the auto-schedule default: an auto bot still Scheduled for
     the same occurrence is turned into the manual one (same id and schedule, the manual config)."""
-    current = store.get_bot(user_id, bot_id) if bot_id else None
     if current is None or current.source != "auto" or current.status != "Scheduled":
         return None
     manual = current.model_copy(
@@ -274,47 +304,81 @@ def cancel_bot(bot: ScheduledBot, reason: str, *, schedules_first: bool = False)
     return True
 
 
+def _user_cancelled_or_live(bot: ScheduledBot) -> bool:
+    return bot.status == "Scheduled" or (bot.status == "Cancelled" and bot.reason == "user_cancelled")
+
+
 def unschedule_event(user_id: str, event_id: str, req: UnscheduleRequest) -> CancelResult:
     event = _event(user_id, event_id)
-    bots = [b for b in store.bots_of_series(user_id, series_key(event)) if b.status == "Scheduled"]
+    every = store.bots_of_series(user_id, series_key(event))
+    bots = [b for b in every if b.status == "Scheduled"]
     if event.is_recurring:
         if req.from_date is not None:
             bots = [b for b in bots if b.occurrence_start >= req.from_date]
         elif not req.cancel_all_occurrences:
-            mine = [b for b in bots if b.event_id == event.event_id]
-            bots = mine or bots[:1]  # this occurrence's bot, else the series' next one
+            # This occurrence's bot, else the series' next one. A bot the user already cancelled still
+            # counts as the target, so a retry (the first try cancelled it, then answered 503) ends
+            # where the client asked instead of cancelling the occurrence after it too.
+            mine = [b for b in every if b.event_id == event.event_id and _user_cancelled_or_live(b)]
+            if not mine:
+                at = now()
+                mine = [b for b in every if _user_cancelled_or_live(b) and b.scheduled_join_time > at][:1]
+            bots = [b for b in mine if b.status == "Scheduled"]
     cancelled = [b.bot_id for b in bots if cancel_bot(b, "user_cancelled")]
     if not cancelled:
         raise not_found("not_scheduled", "No scheduled bot for this event.", event_id=event_id)
     return CancelResult(cancelled=len(cancelled), bot_ids=cancelled)
 
 
+def _join_key(bot: ScheduledBot) -> str:
+    return f"{iso_z(bot.scheduled_join_time)}#{bot.bot_id}"
+
+
 def list_bots(
     user_id: str, query: ScheduledBotsQuery, *, raw_params: dict[str, str], base_url: str, path: str
 ) -> BotPage:
-    scope = cursor.scope_of({k: raw_params.get(k) for k in ("provider", "account_id", "status")})
-    state = cursor.decode(user_id, scope, query.cursor) if query.cursor else {}
-    after = now()
-    rows = store.upcoming_bots(
-        user_id,
-        after=after,
-        limit=query.limit + 1,
-        start_key=state.get("a"),
-        status=query.status,
-        provider=query.provider,
-        account_id=_account(user_id, query),
+    """What API.md says: without `status`, the live bots whose join time is ahead, soonest first; with
+    one status (or `all`), those bots whatever their join time: the ones ahead soonest first, then the
+    past ones newest first. The moment that splits ahead from past is fixed by the first page and kept
+    in the cursor, so paging never skips or repeats a bot as time moves."""
+    scope = cursor.scope_of(
+        "scheduled_bots", {k: raw_params.get(k) for k in ("provider", "account_id", "status")}
     )
-    has_more = len(rows) > query.limit
-    rows = rows[: query.limit]
+    state = cursor.decode(user_id, scope, query.cursor) if query.cursor else {}
+    if query.status is None:
+        statuses: tuple[str, ...] | None = LIVE_STATUSES
+    elif query.status == "all":
+        statuses = None
+    else:
+        statuses = (query.status,)
+    with_past = query.status is not None
+    try:
+        pivot = str(state["t"]) if state else iso_z(now().replace(microsecond=0))
+    except KeyError:
+        raise bad_request("invalid_cursor", "The cursor is not valid for this request.") from None
+    filters = {"statuses": statuses, "provider": query.provider, "account_id": _account(user_id, query)}
+    limit = query.limit
+    rows: list[ScheduledBot] = []
+    more: dict[str, Any] | None = None
+    if "b" not in state and "p" not in state:  # the bots ahead (first pages)
+        after = str(state["a"]) + "\x00" if "a" in state else pivot
+        ahead = store.bots_by_join_time(user_id, ascending=True, bound=after, limit=limit + 1, **filters)
+        rows = ahead[:limit]
+        if len(ahead) > limit:
+            more = {"a": _join_key(rows[-1])}
+    if more is None and with_past:  # then the past ones, newest first
+        need = limit - len(rows)
+        before = str(state["b"]) if "b" in state else pivot
+        past = store.bots_by_join_time(user_id, ascending=False, bound=before, limit=need + 1, **filters)
+        rows += past[:need]
+        if len(past) > need:
+            more = {"b": _join_key(rows[-1])} if need else {"p": 1}
     next_url = None
-    if has_more and rows:
+    if more is not None:
         params = {k: v for k, v in raw_params.items() if k != "cursor"}
-        last = rows[-1]
-        params["cursor"] = cursor.encode(
-            user_id, scope, {"a": f"{iso_z(last.scheduled_join_time)}#{last.bot_id}"}
-        )
+        params["cursor"] = cursor.encode(user_id, scope, {"t": pivot, **more})
         next_url = f"{base_url}{path}?{urlencode(params)}"
-    return BotPage(results=[BotView.of(b) for b in rows], next=next_url, has_more=bool(has_more and rows))
+    return BotPage(results=[BotView.of(b) for b in rows], next=next_url, has_more=next_url is not None)
 
 
 def _account(user_id: str, query: ScheduledBotsQuery) -> str | None:
@@ -382,14 +446,14 @@ def delete_bot(user_id: str, bot_id: str) -> BotView:
 
 def _set_recurring(event: Event, enabled: bool) -> None:
     """recurring_enabled is a property of the whole series, stored on each of its occurrences."""
-    at = now()
-    changed = [
-        e.model_copy(update={"recurring_enabled": enabled, "updated_at": at})
-        for e in _series_events(event)
-        if e.recurring_enabled != enabled
-    ]
-    if changed:
-        store.put_events(changed)
+    # Only the flag is written (never a whole event read a moment ago): a sync writing the series'
+    # content at the same time keeps its content, and the flag set here stays set.
+    store.set_recurring_enabled(
+        event.user_id,
+        [e.event_id for e in _series_events(event) if e.recurring_enabled != enabled],
+        enabled,
+        now(),
+    )
 
 
 def next_occurrence(event: Event, after: datetime) -> Event | None:

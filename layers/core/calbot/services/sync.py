@@ -2,8 +2,15 @@
 
 - The cursor (Graph deltaLink / Google sync token) is stored per calendar with the fixed window it
   was opened with; an expired one triggers a full resync (never swallowed).
-- Only events whose content changed are written, in batches; a re-sync with no changes writes nothing
-  (the old cursor stays valid and is reused, so not even the cursor is rewritten).
+- Only events whose content changed are written; a re-sync with no changes writes nothing (the old
+  cursor stays valid and is reused, so not even the cursor is rewritten).
+- Two syncs of one calendar may overlap (GET /calendar/events and the queue worker): the sync state
+  carries a version, taken (store.claim_sync) by a sync that has something to write once the provider
+  has answered; events are written field by field, conditional on that version, and the cursor only by
+  the sync still holding it. A cursor never moves back, an older view never overwrites a newer one,
+  and the user's own fields (recurring_enabled) are never overwritten by a sync.
+- Every stored field is bounded (providers.base.cap_raw, NormalizedEvent.capped): no event is too
+  big to store, and one huge event never fails an account's sync.
 - Accounts sync concurrently with a bound; one failing account lands in `partial_errors`; an auth
   failure marks that connection `needs_reauth` (throttling, 5xx, token-endpoint errors other than
   invalid_grant / invalid_client, and a 401 right after a refresh never do); such an account is
@@ -91,7 +98,14 @@ def _hash(event: NormalizedEvent) -> str:
     return hashlib.sha256(json.dumps(fields, default=str).encode()).hexdigest()[:32]
 
 
-def _record(conn: Connection, change: NormalizedEvent, existing: Event | None, at: datetime) -> Event:
+def _record(
+    conn: Connection,
+    change: NormalizedEvent,
+    existing: Event | None,
+    at: datetime,
+    *,
+    series_on: bool = False,
+) -> Event:
     return Event(
         event_id=ids.event_id(conn.user_id, conn.provider, conn.account_id, change.platform_id),
         user_id=conn.user_id,
@@ -120,7 +134,9 @@ def _record(conn: Connection, change: NormalizedEvent, existing: Event | None, a
         ),
         series_platform_id=change.series_platform_id,
         occurrence_start=change.original_start,
-        recurring_enabled=existing.recurring_enabled if existing else False,  # user-owned
+        # user-owned: kept as it is (the store never overwrites it); a new occurrence of a series the
+        # user turned recurrence on for gets it too, so the chain does not stop at it
+        recurring_enabled=existing.recurring_enabled if existing else series_on,
         is_deleted=False,
         content_hash=_hash(change),
         created_at=existing.created_at if existing else at,
@@ -130,13 +146,39 @@ def _record(conn: Connection, change: NormalizedEvent, existing: Event | None, a
 
 
 def sync_calendar(conn: Connection, calendar_id: str, access_token: str) -> tuple[list[Event], bool]:
-    """Sync one calendar; returns (the events written, whether it was a full sync)."""
+    """Sync one calendar; returns (the events written, whether it was a full sync).
+
+    Two syncs of one calendar may run at once (the user's GET /calendar/events and the queue worker):
+    the one that loses the claim on the sync state starts again from what the winner left, once, then
+    gives up cleanly (the winner, which saw the provider later, has the newer view)."""
+    try:
+        return _sync_calendar_once(conn, calendar_id, access_token)
+    except store.SyncConflict:
+        logger.info("calendar synced concurrently; syncing again from its new state")
+    try:
+        return _sync_calendar_once(conn, calendar_id, access_token)
+    except store.SyncConflict:
+        logger.info("calendar synced concurrently again; leaving it to the other sync")
+        return [], False
+
+
+def _sync_calendar_once(conn: Connection, calendar_id: str, access_token: str) -> tuple[list[Event], bool]:
     provider = get_provider(conn.provider)
     at = now()
     state = store.get_sync_state(conn.user_id, conn.provider, conn.account_id, calendar_id)
-    cursor = state.cursor if state and at - state.window_start < WINDOW_PAST + WINDOW_RENEW_AFTER else None
+    read_version = state.version if state else 0
+    cursor = (
+        state.cursor
+        if state
+        and state.cursor
+        and state.window_start
+        and at - state.window_start < WINDOW_PAST + WINDOW_RENEW_AFTER
+        else None
+    )
     window = (
-        (state.window_start, state.window_end) if cursor and state else (at - WINDOW_PAST, at + WINDOW_FUTURE)
+        (state.window_start, state.window_end)
+        if cursor and state and state.window_start and state.window_end
+        else (at - WINDOW_PAST, at + WINDOW_FUTURE)
     )
     try:
         changes = provider.sync_calendar(access_token, calendar_id, cursor=cursor, window=window)
@@ -144,39 +186,69 @@ def sync_calendar(conn: Connection, calendar_id: str, access_token: str) -> tupl
         logger.info("sync token expired; full resync", extra={"provider": conn.provider})
         window = (at - WINDOW_PAST, at + WINDOW_FUTURE)
         changes = provider.sync_calendar(access_token, calendar_id, cursor=None, window=window)
-    changed = _apply(conn, calendar_id, changes, window, at)
-    written = len(changed)
-    if (
-        written
+    puts = _changed_events(conn, calendar_id, changes, window, at)
+    if not (
+        puts
         or changes.full
         or state is None
+        or state.cursor is None
         or state.cursor != changes.cursor
-        and (at - state.updated_at > CURSOR_REFRESH_AFTER)
+        and state.updated_at is not None
+        and at - state.updated_at > CURSOR_REFRESH_AFTER
     ):
-        store.put_sync_state(
-            SyncState(
-                user_id=conn.user_id,
-                provider=conn.provider,
-                account_id=conn.account_id,
-                calendar_id=calendar_id,
-                cursor=changes.cursor,
-                window_start=window[0],
-                window_end=window[1],
-                updated_at=at,
-            )
+        return [], changes.full  # nothing new: not one write, not even the cursor
+    version = read_version
+    written: list[Event] = []
+    if puts:
+        # Claim the next version before writing: events carry it, and a later sync's events (a higher
+        # version) are never overwritten by ours. Raises SyncConflict when another sync came first.
+        version = store.claim_sync(_state(conn, calendar_id, None, window, at, 0), expected=read_version)
+        written = store.write_synced_events(puts, version=version)
+    try:
+        store.commit_sync_state(
+            _state(conn, calendar_id, changes.cursor, window, at, version if puts else read_version + 1),
+            expected=version,
         )
-    return changed, changes.full
+    except store.SyncConflict:
+        if not puts:
+            raise  # nothing written yet: start again from the winner's state
+        # A later sync claimed the state after our events were written: it saw the provider later and
+        # commits its own cursor; ours must never move it back.
+        logger.info("a later sync of this calendar commits the cursor")
+    return written, changes.full
 
 
-def _apply(
+def _state(
+    conn: Connection,
+    calendar_id: str,
+    cursor: str | None,
+    window: tuple[datetime, datetime],
+    at: datetime,
+    version: int,
+) -> SyncState:
+    return SyncState(
+        user_id=conn.user_id,
+        provider=conn.provider,
+        account_id=conn.account_id,
+        calendar_id=calendar_id,
+        cursor=cursor,
+        window_start=window[0],
+        window_end=window[1],
+        updated_at=at,
+        version=version,
+    )
+
+
+def _changed_events(
     conn: Connection,
     calendar_id: str,
     changes: CalendarChanges,
     window: tuple[datetime, datetime],
     at: datetime,
 ) -> list[Event]:
-    """Write what changed: new or different events, and deletions. Unchanged events cost no write."""
-    by_platform_id = {c.platform_id: c for c in changes.upserts}  # a later item for the same id wins
+    """What changed: new or different events, and deletions. Unchanged events cost no write."""
+    # A later item for the same id wins; every stored field is bounded (a huge event syncs, trimmed).
+    by_platform_id = {c.platform_id: c.capped() for c in changes.upserts}
     if changes.full:
         existing = {
             e.platform_id: e
@@ -188,6 +260,9 @@ def _apply(
             for p in [*by_platform_id, *changes.removed]
         ]
         existing = {e.platform_id: e for e in store.get_events(conn.user_id, wanted).values()}
+    flagged = {
+        e.series_platform_id for e in existing.values() if e.series_platform_id and e.recurring_enabled
+    }
     puts: list[Event] = []
     for platform_id, change in by_platform_id.items():
         old = existing.get(platform_id)
@@ -195,7 +270,13 @@ def _apply(
             if old and not old.is_deleted:
                 puts.append(old.model_copy(update={"is_deleted": True, "updated_at": at}))
             continue
-        record = _record(conn, change, old, at)
+        record = _record(
+            conn,
+            change,
+            old,
+            at,
+            series_on=bool(change.series_platform_id) and change.series_platform_id in flagged,
+        )
         if old is None or old.is_deleted or old.content_hash != record.content_hash:
             puts.append(record)
     gone: Iterable[str] = changes.removed
@@ -219,8 +300,6 @@ def _apply(
         for e in store.events_of_calendar(conn.user_id, conn.provider, conn.account_id, calendar_id):
             if e.series_platform_id in unmatched and not e.is_deleted and e.platform_id not in skip:
                 puts.append(e.model_copy(update={"is_deleted": True, "updated_at": at}))
-    if puts:
-        store.put_events(puts)
     return puts
 
 

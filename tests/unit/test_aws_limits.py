@@ -1,0 +1,78 @@
+"""The local AWS's limit rules and fault rules (local/aws_limits.py), without a server."""
+
+from __future__ import annotations
+
+import pytest
+
+from local.aws_limits import (
+    AwsFaults,
+    FaultError,
+    _service_and_operation,
+    ddb_item_size,
+    sqs_message_size,
+    ssm_name_error,
+    ssm_tier_for,
+)
+
+ACCOUNT, REGION = "123456789012", "us-east-1"
+
+
+def test_ssm_name_length_counts_the_arn_before_the_name() -> None:
+    prefix = len(f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/")
+    fits = "/" + "n" * (1011 - prefix)
+    assert ssm_name_error(fits, ACCOUNT, REGION) is None
+    assert ssm_name_error(fits + "n", ACCOUNT, REGION) is not None
+
+
+def test_ssm_hierarchy_depth() -> None:
+    assert ssm_name_error("/" + "/".join("abcdefghijklmno"), ACCOUNT, REGION) is None  # 15 levels
+    code, _ = ssm_name_error("/" + "/".join("abcdefghijklmnop"), ACCOUNT, REGION) or ("", "")
+    assert code == "HierarchyLevelLimitExceededException"
+
+
+def test_ssm_tiers() -> None:
+    assert ssm_tier_for("x" * 4096, "Standard") == ("Standard", None)
+    assert ssm_tier_for("x" * 4097, "Standard")[1]
+    assert ssm_tier_for("x" * 4097, "Intelligent-Tiering") == ("Advanced", None)
+    assert ssm_tier_for("x" * 8192, "Advanced") == ("Advanced", None)
+    assert ssm_tier_for("x" * 8193, "Intelligent-Tiering")[1]
+
+
+def test_dynamodb_sizes_follow_aws_rules() -> None:
+    assert ddb_item_size({"PK": {"S": "é"}}) == 2 + 2
+    assert ddb_item_size({"n": {"N": "123"}}) == 1 + 3  # (3 significant digits + 1) / 2 + 1
+    assert ddb_item_size({"m": {"M": {"a": {"BOOL": True}}}}) == 1 + 3 + (1 + 1 + 1)
+
+
+def test_sqs_size_counts_attributes() -> None:
+    attrs = {"k": {"DataType": "String", "StringValue": "vv"}}
+    assert sqs_message_size("é", attrs) == 2 + 1 + 6 + 2
+
+
+def test_fault_rules_count_and_share() -> None:
+    faults = AwsFaults()
+    faults.add(service="dynamodb", error="TransactionConflict", times=2)
+    assert faults.draw("dynamodb", "GetItem") is None  # a conflict only meets writes
+    assert faults.draw("dynamodb", "PutItem") is not None
+    assert faults.draw("dynamodb", "TransactWriteItems") is not None
+    assert faults.draw("dynamodb", "PutItem") is None  # `times` spent
+    faults.clear()
+    faults.add(service="ssm", error="ThrottlingException", share=0.25, seed=3)
+    hits = sum(faults.draw("ssm", "GetParameter") is not None for _ in range(2000))
+    assert 400 <= hits <= 600
+    with pytest.raises(FaultError):
+        faults.add(service="ssm", error="TransactionConflict")
+
+
+def test_calls_are_recognised_by_service_and_operation() -> None:
+    auth = "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/{}/aws4_request, SignedHeaders=host"
+    ddb = {"HTTP_AUTHORIZATION": auth.format("dynamodb"), "HTTP_X_AMZ_TARGET": "DynamoDB_20120810.PutItem"}
+    assert _service_and_operation(ddb) == ("dynamodb", "PutItem")
+    sched = {
+        "HTTP_AUTHORIZATION": auth.format("scheduler"),
+        "PATH_INFO": "/schedules/x",
+        "REQUEST_METHOD": "POST",
+    }
+    assert _service_and_operation(sched) == ("scheduler", "CreateSchedule")
+    listing = {**sched, "PATH_INFO": "/schedules", "REQUEST_METHOD": "GET"}
+    assert _service_and_operation(listing) == ("scheduler", "ListSchedules")
