@@ -67,7 +67,7 @@ from botocore.exceptions import ClientError
 
 from local.gen_events import schedule_event
 from local.grants import grants
-from local.invoke import InvocationError, error_payload
+from local.invoke import InvocationError, error_payload, record_virtual_sleep
 from local.template import EventSource, Template
 
 TICK_SECONDS = 0.5
@@ -589,6 +589,10 @@ class LocalClock:
         self._pool: ThreadPoolExecutor | None = None
         self._workers = workers
         self._previous_clock: tuple[Any, Any] | None = None
+        self._advanced_total = 0.0  # seconds the clock jumped other than by virtual sleeps
+        if gateway is not None and hasattr(gateway, "use_clock"):
+            # Lambda Timeouts count this clock's advances (and each invocation its own virtual sleeps).
+            gateway.use_clock(self)
         if install:
             self.install()
 
@@ -609,6 +613,7 @@ class LocalClock:
             delta = timedelta(seconds=seconds)
             with self._offset_lock:
                 self._offset += delta
+            record_virtual_sleep(seconds)  # time passed for the invocation that slept, and for the world
             self._moved(delta)
         else:
             time.sleep(seconds)
@@ -619,7 +624,13 @@ class LocalClock:
             if delta <= timedelta(0):
                 return  # never backwards
             self._offset += delta
+            self._advanced_total += delta.total_seconds()
         self._moved(delta)
+
+    def advanced_seconds(self) -> float:
+        """How far the clock has jumped by advances (not by virtual sleeps): time that passed for every
+        invocation running meanwhile."""
+        return self._advanced_total
 
     def _moved(self, delta: timedelta) -> None:
         for listener in list(self._listeners):

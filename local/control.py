@@ -14,6 +14,9 @@ APIs. Routes:
 * `GET  /_local/aws/faults` -> `{"value": [rule, ...]}`; `POST /_local/aws/faults` `{"service", "error",
   "operations"?, "share"?, "times"?, "after"?, "seed"?}` -> the rule (201); `DELETE /_local/aws/faults`
   clears them, `DELETE /_local/aws/faults/{id}` removes one (local/aws_limits.py has the errors)
+* `GET  /_local/overruns` -> `{"value": [{function, kind, limit_s, elapsed_s}]}`: every invocation that
+  ran past its function's Timeout (`kind: "timeout"`) or a route past API Gateway's 30 s
+  (`"integration_timeout"`); the e2e session fails when it is not empty
 
 `with_control(app, control)` puts it in front of another WSGI app (the gateway): paths under
 `/_local/` go to the control API, everything else to `app`, untouched.
@@ -60,6 +63,7 @@ class ControlApp:
                 Rule(f"{PREFIX}/queues/<logical_id>/messages", endpoint="messages", methods=["GET"]),
                 Rule(f"{PREFIX}/aws/faults", endpoint="aws_faults", methods=["GET", "POST", "DELETE"]),
                 Rule(f"{PREFIX}/aws/faults/<fault_id>", endpoint="aws_fault", methods=["DELETE"]),
+                Rule(f"{PREFIX}/overruns", endpoint="overruns", methods=["GET"]),
             ],
             strict_slashes=False,
         )
@@ -139,6 +143,10 @@ class ControlApp:
     def _aws_fault(self, request: Request, fault_id: str) -> tuple[int, Any]:
         self.aws_faults.remove(fault_id)
         return 200, {"removed": fault_id}
+
+    def _overruns(self, request: Request) -> tuple[int, Any]:
+        gateway = self.clock.gateway
+        return 200, {"value": gateway.overruns() if gateway is not None else []}
 
 
 def with_control(app: WSGIApp, control: WSGIApp) -> WSGIApp:

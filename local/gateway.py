@@ -32,6 +32,8 @@ variable and exposes ``required_environment()`` for the stack to set once.
 from __future__ import annotations
 
 import base64
+import contextvars
+import ctypes
 import hashlib
 import json
 import re
@@ -51,7 +53,15 @@ from werkzeug.wrappers import Request, Response
 from local.grants import grants
 from local.iam_enforce import FunctionPolicies, acting_as
 from local.iam_enforce import install as install_iam_enforcement
-from local.invoke import Handler, InvocationError, LambdaContext, add_layer_paths, import_handler, marshal
+from local.invoke import (
+    Handler,
+    InvocationError,
+    LambdaContext,
+    add_layer_paths,
+    import_handler,
+    marshal,
+    track_virtual_sleeps,
+)
 from local.template import AuthorizerSpec, Route, Template
 
 JSON = "application/json"
@@ -439,6 +449,51 @@ def _header_value(value: Any) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
+# Time limits
+
+
+API_INTEGRATION_TIMEOUT = 30.0  # seconds: an HTTP API answers 503 when its integration takes longer
+_POLL_SECONDS = 0.05  # how often a waiting caller looks at the (possibly virtual) clock
+
+
+class IntegrationTimeout(Exception):
+    """API Gateway stopped waiting for the integration (HTTP APIs answer 503 Service Unavailable)."""
+
+
+class _Killed(BaseException):
+    """Raised into a handler's thread at its Timeout (BaseException: `except Exception` can't eat it)."""
+
+
+def _wait(done: threading.Event, clock: Callable[[], float], until: float) -> None:
+    """Wait for ``done`` until the clock reads ``until``. The clock may be virtual and jump (a virtual
+    sleep, an advance), so it is looked at every few milliseconds rather than waited on once."""
+    while not done.is_set():
+        left = until - clock()
+        if left <= 0:
+            return
+        done.wait(min(_POLL_SECONDS, left))
+
+
+def overrun_failure(records: list[dict[str, Any]]) -> str | None:
+    """What a test session must fail with when the stack recorded overruns (None when there are none):
+    a route or function that ran past a limit here would be cut off on AWS."""
+    if not records:
+        return None
+    lines = [
+        f"  {r.get('function')}: {r.get('kind')} after {r.get('elapsed_s')} s (limit {r.get('limit_s')} s)"
+        for r in records
+    ]
+    return f"{len(records)} invocation(s) overran their time limit on the local stack:\n" + "\n".join(lines)
+
+
+def _kill(worker: threading.Thread) -> None:
+    """Lambda kills the sandbox; in-process, the nearest is an exception raised into the handler's
+    thread, which stops it at its next Python instruction (a blocking call finishes first)."""
+    if worker.ident is not None and worker.is_alive():
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(worker.ident), ctypes.py_object(_Killed))
+
+
+# --------------------------------------------------------------------------------------------------
 # The gateway
 
 
@@ -458,6 +513,9 @@ class Gateway:
         self._handlers: dict[str, Handler] = {}
         self._handler_lock = threading.Lock()
         self._auth_cache: dict[tuple[str, tuple[str, ...]], tuple[float, bool, Any]] = {}
+        self._advanced: Callable[[], float] = lambda: 0.0  # the stack's clock replaces it
+        self._overruns: list[dict[str, Any]] = []
+        self._overrun_lock = threading.Lock()
         self._environment = self._merged_environment()
         self._grants = grants(template)
         for route in template.routes:
@@ -533,23 +591,124 @@ class Gateway:
                     self._handlers[logical_id] = handler
         return handler
 
-    def invoke_function(self, logical_id: str, event: Any, *, request_id: str | None = None) -> Any:
+    def use_clock(self, clock: Any) -> None:
+        """Count the stack clock's advances (``clock.advanced_seconds()``: its jumps other than virtual
+        sleeps) in every invocation's time; virtual sleeps count for the invocation that made them."""
+        self._advanced = clock.advanced_seconds
+
+    def _invocation_clock(self) -> tuple[Callable[[], float], list[float]]:
+        """An invocation's own clock (seconds since it started): real time, its own virtual sleeps
+        (counted in the returned list) and the stack clock's advances meanwhile."""
+        slept = [0.0]
+        real_start = time.monotonic()
+        advanced = self._advanced
+        advanced_start = advanced()
+
+        def clock() -> float:
+            return (time.monotonic() - real_start) + slept[0] + (advanced() - advanced_start)
+
+        return clock, slept
+
+    def overruns(self) -> list[dict[str, Any]]:
+        """Every invocation that ran past its function's Timeout or past the 30 s integration limit."""
+        with self._overrun_lock:
+            return [dict(o) for o in self._overruns]
+
+    def invoke_function(
+        self,
+        logical_id: str,
+        event: Any,
+        *,
+        request_id: str | None = None,
+        integration_timeout: float | None = None,
+    ) -> Any:
         """Call a function's handler like Lambda would and return its JSON-marshalled result.
 
         Exceptions from the handler propagate (the caller decides: 500, retry, DLQ...); a result
         Lambda could not serialise raises ``InvocationError`` (Runtime.MarshalError).
+
+        Time limits are real, on the gateway's clock (virtual in tests, so a virtual sleep counts):
+        the handler runs in its own thread, and once the function's ``Timeout`` has passed it is
+        treated as killed: an exception is raised into its thread at the next Python instruction, its
+        result is discarded even when it returns, and ``InvocationError`` (``Sandbox.Timedout``) is
+        raised, as Lambda reports it. With ``integration_timeout`` (API Gateway's 30 s) the caller
+        stops waiting then with ``IntegrationTimeout`` while the function runs on to its own
+        Timeout, as on AWS. Either is recorded in ``overruns()`` and logged.
         """
         spec = self.template.function(logical_id)
         principal = self.iam.principal(logical_id) if self.iam is not None else None
         with acting_as(principal):  # the cold import's calls are the function's too
             handler = self.handler(logical_id)
-            started = time.monotonic()
-            result = handler(event, LambdaContext(spec, request_id, started=started))
-        elapsed = time.monotonic() - started
-        if elapsed > spec.timeout:
-            # In-process we cannot kill it; say loudly that Lambda would have.
-            self._write(f"[gateway] {logical_id} ran {elapsed:.1f}s, past its Timeout of {spec.timeout}s\n")
-        return json.loads(marshal(result))
+            # The handler's thread runs in this context: it acts as the function's role.
+            run_context = contextvars.copy_context()
+        clock, slept = self._invocation_clock()
+        started = clock()
+        context = LambdaContext(spec, request_id, started=started, clock=clock)
+        killed_at = context.deadline
+        give_up_at = min(killed_at, started + integration_timeout) if integration_timeout else killed_at
+        box: dict[str, Any] = {}
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                run_context.run(track_virtual_sleeps, slept)
+                box["result"] = run_context.run(handler, event, context)
+            except BaseException as exc:  # handed to the waiting caller, as Lambda reports it
+                box["error"] = exc
+            finally:
+                box["finished"] = clock()
+                done.set()
+
+        worker = threading.Thread(target=run, name=f"lambda-{logical_id}", daemon=True)
+        worker.start()
+        _wait(done, clock, give_up_at)
+        finished = box.get("finished")
+        if finished is not None and finished <= killed_at:
+            if integration_timeout and finished > started + integration_timeout:
+                self._overran(logical_id, "integration_timeout", integration_timeout, finished - started)
+                raise IntegrationTimeout(logical_id)
+            if "error" in box:
+                raise box["error"]
+            return json.loads(marshal(box.get("result")))
+        if finished is None and clock() < killed_at:
+            # API Gateway gave up at 30 s; the function runs on until its own Timeout kills it.
+            self._overran(logical_id, "integration_timeout", integration_timeout or 0.0, clock() - started)
+            threading.Thread(
+                target=self._kill_at, args=(worker, done, clock, killed_at, logical_id, started), daemon=True
+            ).start()
+            raise IntegrationTimeout(logical_id)
+        if finished is None:
+            _kill(worker)
+        self._overran(logical_id, "timeout", float(spec.timeout), (finished or clock()) - started)
+        raise InvocationError(
+            {
+                "errorMessage": f"RequestId: {context.aws_request_id} Error: "
+                f"Task timed out after {spec.timeout:.2f} seconds",
+                "errorType": "Sandbox.Timedout",
+            }
+        )
+
+    def _kill_at(
+        self,
+        worker: threading.Thread,
+        done: threading.Event,
+        clock: Callable[[], float],
+        killed_at: float,
+        logical_id: str,
+        started: float,
+    ) -> None:
+        """After the caller stopped waiting: kill the function if it is still running at its Timeout."""
+        _wait(done, clock, killed_at)
+        if not done.is_set():
+            _kill(worker)
+            self._overran(logical_id, "timeout", killed_at - started, clock() - started)
+
+    def _overran(self, logical_id: str, kind: str, limit: float, elapsed: float) -> None:
+        record = {"function": logical_id, "kind": kind, "limit_s": limit, "elapsed_s": round(elapsed, 3)}
+        with self._overrun_lock:
+            self._overruns.append(record)
+        what = "API Gateway's integration timeout" if kind == "integration_timeout" else "its Timeout"
+        self._write(f"[gateway] OVERRUN {logical_id} ran {elapsed:.1f}s, past {what} of {limit:g}s\n")
 
     # -- WSGI --------------------------------------------------------------------------------------
 
@@ -600,8 +759,12 @@ class Gateway:
             )
             return _message(500, "Internal Server Error", request_id)
         try:
-            result = self.invoke_function(route.function, event, request_id=request_id)
+            result = self.invoke_function(
+                route.function, event, request_id=request_id, integration_timeout=API_INTEGRATION_TIMEOUT
+            )
             return convert_response(result, request_id)
+        except IntegrationTimeout:
+            return _message(503, "Service Unavailable", request_id)
         except Exception as exc:
             self._report(route.function, exc)
             return _message(500, "Internal Server Error", request_id)

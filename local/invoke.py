@@ -33,6 +33,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,12 +69,34 @@ class InvocationError(Exception):
 # --------------------------------------------------------------------------------------------------
 # Lambda context
 
+# The virtual sleeps of the invocation running in this context (the gateway sets it for each
+# invocation; the local clock adds to it). An invocation's time is its own: real time, its own virtual
+# sleeps and the clock's advances, never another invocation's virtual sleep.
+_INVOCATION_SLEEPS: ContextVar[list[float] | None] = ContextVar("local_invocation_sleeps", default=None)
+
+
+def record_virtual_sleep(seconds: float) -> None:
+    """Count a virtual sleep against the invocation that made it (if one is running here)."""
+    slept = _INVOCATION_SLEEPS.get()
+    if slept is not None:
+        slept[0] += seconds
+
+
+def track_virtual_sleeps(slept: list[float]) -> None:
+    """Make ``slept`` the current invocation's virtual-sleep counter (in the handler's context)."""
+    _INVOCATION_SLEEPS.set(slept)
+
 
 class LambdaContext:
     """The context object Lambda's Python runtime passes to a handler (same attribute names)."""
 
     def __init__(
-        self, spec: FunctionSpec, request_id: str | None = None, *, started: float | None = None
+        self,
+        spec: FunctionSpec,
+        request_id: str | None = None,
+        *,
+        started: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.function_name = spec.function_name
         self.function_version = "$LATEST"
@@ -86,10 +109,18 @@ class LambdaContext:
         self.identity: Any = None
         self.client_context: Any = None
         self.tenant_id: str | None = None
-        self._deadline = (started if started is not None else time.monotonic()) + spec.timeout
+        # `clock` is seconds on any scale (the local stack passes its possibly virtual clock, so a
+        # virtual sleep or an advance counts against the Timeout exactly like real time).
+        self._clock = clock
+        self._deadline = (started if started is not None else clock()) + spec.timeout
+
+    @property
+    def deadline(self) -> float:
+        """When the function's Timeout passes, on the context's clock."""
+        return self._deadline
 
     def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._deadline - time.monotonic()) * 1000))
+        return max(0, int((self._deadline - self._clock()) * 1000))
 
     def __repr__(self) -> str:
         return f"LambdaContext({self.function_name!r}, aws_request_id={self.aws_request_id!r})"

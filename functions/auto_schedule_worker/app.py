@@ -2,8 +2,10 @@
 
 from typing import Any
 
+from calbot.deadline import Deadline, active
 from calbot.services.auto_schedule import consume
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    return consume(event)
+    with active(Deadline.from_context(context)):
+        return consume(event)

@@ -2,10 +2,12 @@
 
 from typing import Any
 
+from calbot.deadline import Deadline, active
 from calbot.models import ScheduleInput
 from calbot.services.launcher import launch
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     payload = ScheduleInput.model_validate(event)
-    return launch(payload.user_id, payload.bot_id)
+    with active(Deadline.from_context(context)):
+        return launch(payload.user_id, payload.bot_id)

@@ -8,4 +8,4 @@ from calbot.services.disconnect import legacy_disconnect
 @api_handler
 def handler(request: Request) -> DisconnectResult:
     user_id = request.user_id
-    return legacy_disconnect(user_id, request.body_as(LegacyDisconnectRequest))
+    return legacy_disconnect(user_id, request.body_as(LegacyDisconnectRequest), deadline=request.deadline)

@@ -10,4 +10,6 @@ def handler(request: Request) -> DisconnectResult:
     user_id = request.user_id
     path = request.path_as(ConnectionPath)
     query = request.query_as(DisconnectQuery)
-    return disconnect(user_id, path.provider, path.account_id, purge_events=query.purge_events)
+    return disconnect(
+        user_id, path.provider, path.account_id, purge_events=query.purge_events, deadline=request.deadline
+    )

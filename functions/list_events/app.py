@@ -16,4 +16,5 @@ def handler(request: Request) -> EventPage:
         base_url=request.base_url,
         path=request.path,
         sync=query.sync,
+        deadline=request.deadline,
     )

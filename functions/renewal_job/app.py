@@ -2,8 +2,10 @@
 
 from typing import Any
 
+from calbot.deadline import Deadline, active
 from calbot.services.subscriptions import run_renewal
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    return run_renewal()
+    with active(Deadline.from_context(context)):
+        return run_renewal()

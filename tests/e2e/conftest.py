@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 import requests
 
+from local.gateway import overrun_failure
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -209,8 +211,15 @@ def stop_stack(stack: E2EStack) -> None:
 def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2EStack]:
     # Virtual time: the clock moves only when a test advances it, so nothing ever sleeps.
     stack = start_stack(tmp_path_factory.mktemp("e2e-stack"), "--virtual-time")
-    yield stack
-    stop_stack(stack)
+    try:
+        yield stack
+        # The session fails if any route or function ever ran past its limit: on AWS it would have
+        # been cut off (503 at API Gateway's 30 s, killed at its Timeout).
+        failure = overrun_failure(stack.control("GET", "/overruns")["value"])
+    finally:
+        stop_stack(stack)
+    if failure:
+        pytest.fail(failure)
     # Every handler runs as its IAM role (local/iam_enforce.py). A refused call some handler swallowed
     # (a partial error, a retry) would still fail on AWS: the session fails on any.
     denied = re.findall(r"^.*\[iam\] \S+ denied .*$", stack.log_text(), re.MULTILINE)

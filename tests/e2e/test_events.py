@@ -199,6 +199,30 @@ def test_a_failing_account_yields_partial_errors_while_the_other_returns(e2e: E2
     }
 
 
+def test_a_throttled_account_answers_within_the_time_limit_and_the_worker_finishes_it(e2e: E2EStack) -> None:
+    key, (slow,) = new_user(e2e, "throttled.one@acme.example")
+    slow.add("Throttled meeting", at(3), at(4))
+    # Graph asks for 15 s, twice: the first wait fits the route's 29 s, the second would not.
+    e2e.graph(
+        "POST",
+        "/faults",
+        json={"path": "calendarView/delta", "account": slow.id, "status": 429, "retry_after": 15, "times": 2},
+    )
+    try:
+        body = events(e2e, key)
+    finally:
+        e2e.graph("DELETE", "/faults")
+    error = body["partial_errors"]["outlook::throttled.one@acme.example"]
+    assert error["error"] == "provider_unavailable" and "in the background" in error["message"]
+    assert "Throttled meeting" not in [r["title"] for r in body["results"]]
+    overran = [o for o in e2e.control("GET", "/overruns")["value"] if o["function"] == "ListEventsFunction"]
+    assert overran == []
+    # The account was handed to the sync worker, which finishes it.
+    e2e.control("POST", "/queues/drain")
+    stored = events(e2e, key, path="/calendar/get_events")
+    assert "Throttled meeting" in [r["title"] for r in stored["results"]]
+
+
 def test_get_events_never_calls_the_provider(e2e: E2EStack) -> None:
     key, (acct,) = new_user(e2e, "readonly@acme.example")
     acct.add("Stored", at(1), at(2))

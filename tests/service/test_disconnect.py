@@ -295,6 +295,33 @@ def test_a_large_account_is_finished_over_several_calls(
     assert all(b.status == "Cancelled" for b in bots_of(user_id, acct["mail"]))
 
 
+def test_a_disconnect_stops_taking_batches_when_its_invocation_runs_short(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from calbot.deadline import Deadline
+
+    class Context:  # Lambda's context with 6 s left: less than a batch needs after the reserve
+        def get_remaining_time_in_millis(self) -> int:
+            return 6000
+
+    monkeypatch.setattr(disconnect, "BATCH", 3)  # TIME_BUDGET_SECONDS stays 20 s: the deadline decides
+    user_id, acct = account(stack, meetings=7)
+    calls = 0
+    while True:
+        calls += 1
+        assert calls < 20, "the disconnect never finished"
+        try:
+            result = disconnect.disconnect(
+                user_id, "outlook", acct["mail"], deadline=Deadline.from_context(Context())
+            )
+            break
+        except ApiError as err:
+            assert (err.status, err.error) == (503, "service_unavailable")
+    assert calls > 3  # one batch per call, never one started without the time to finish it
+    assert (result.bots_cancelled, result.events_deleted, result.subscriptions_stopped) == (7, 7, 1)
+    assert store.get_connection(user_id, "outlook", acct["mail"]) is None
+
+
 def test_a_provider_error_is_a_warning_never_a_half_disconnected_account(stack: LocalStack) -> None:
     user_id, acct = account(stack, meetings=1)
     conn = store.get_connection(user_id, "outlook", acct["mail"])

@@ -523,3 +523,113 @@ def test_what_is_stored_is_what_is_launched(stack: LocalStack, frozen_at_join: l
         "scheduled_bot_id": stored.bot_id,
     }
     assert call["body"]["bot_name"] == "N"
+
+
+class Killed(BaseException):
+    """Lambda killing the invocation at its Timeout: nothing after it runs, no except, no rollback."""
+
+
+def test_a_kill_between_the_bot_item_and_its_schedule_leaves_no_bot_nobody_launches(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user_id, acct = user_with_account(stack)
+    ev = stack.graph.add_event(
+        acct["id"],
+        acct["calendars"][0]["id"],
+        subject="Killed",
+        start=(SOON + timedelta(hours=5)).isoformat(),
+        end=(SOON + timedelta(hours=6)).isoformat(),
+        location="https://acme.zoom.us/j/777",
+    )
+    event = synced(user_id, ev["id"])
+    writes: list[str] = []
+    placed: list[str] = []
+    real_create, real_put = store.create_bot, scheduler.put_launch
+
+    def create_bot(bot: Any) -> None:
+        writes.append("item")
+        if len(writes) == 2:
+            raise Killed
+        real_create(bot)
+
+    def put_launch(bot: Any, **kwargs: Any) -> None:
+        writes.append("schedule")
+        placed.append(bot.bot_id)
+        if len(writes) == 2:
+            raise Killed
+        real_put(bot, **kwargs)
+
+    # Killed at the second of the two writes, whichever order they come in.
+    monkeypatch.setattr(store, "create_bot", create_bot)
+    monkeypatch.setattr(scheduler, "put_launch", put_launch)
+    with pytest.raises(Killed):
+        svc.schedule_event(user_id, event.event_id, ScheduleRequest())
+    monkeypatch.undo()
+
+    # No Scheduled bot is left without the schedule that would launch it.
+    for bot in store.bots_of_series(user_id, event.event_id):
+        assert bot.status != "Scheduled" or schedule_of(bot.bot_id) is not None, "a bot nobody launches"
+    # What the kill left (a schedule without its bot) fires once and does nothing.
+    (orphan,) = placed
+    assert store.get_bot(user_id, orphan) is None
+    assert launcher.launch(user_id, orphan) == {"bot_id": orphan, "skipped": "missing"}
+    # The client's retry makes the bot, with its schedule.
+    made = svc.schedule_event(user_id, event.event_id, ScheduleRequest())
+    bot = store.get_bot(user_id, made.bot_id)
+    assert bot is not None and bot.status == "Scheduled" and schedule_of(bot.bot_id) is not None
+
+
+def test_a_bot_refused_as_already_scheduled_leaves_no_schedule_behind(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user_id, acct = user_with_account(stack)
+    ev = stack.graph.add_event(
+        acct["id"],
+        acct["calendars"][0]["id"],
+        subject="Twice",
+        start=(SOON + timedelta(hours=7)).isoformat(),
+        end=(SOON + timedelta(hours=8)).isoformat(),
+        location="https://acme.zoom.us/j/778",
+    )
+    event = synced(user_id, ev["id"])
+    first = svc.schedule_event(user_id, event.event_id, ScheduleRequest())
+    twin = svc.make_bot(event, {}, offset_seconds=60, source="auto", recurring=False)
+    # The guard is already held: refused before a schedule is written.
+    with pytest.raises(store.AlreadyScheduled):
+        svc.place(twin)
+    assert schedule_of(twin.bot_id) is None and schedule_of(first.bot_id) is not None
+    # A race the read cannot see (the guard taken between the read and the write): the schedule goes.
+    monkeypatch.setattr(store, "dedup_owner", lambda *_: None)
+    with pytest.raises(store.AlreadyScheduled):
+        svc.place(twin)
+    assert schedule_of(twin.bot_id) is None
+
+
+def test_a_bot_due_at_once_keeps_a_schedule_even_if_it_fired_before_the_item_was_written(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user_id, acct = user_with_account(stack)
+    start = timeutil.now().replace(microsecond=0) + timedelta(seconds=90)  # joins in 30 s
+    ev = stack.graph.add_event(
+        acct["id"],
+        acct["calendars"][0]["id"],
+        subject="Imminent",
+        start=start.isoformat(),
+        end=(start + timedelta(hours=1)).isoformat(),
+        location="https://acme.zoom.us/j/779",
+    )
+    event = synced(user_id, ev["id"])
+    fired: list[Any] = []
+    real_create = store.create_bot
+
+    def create_bot(bot: Any) -> None:
+        # Its at() time has come: Scheduler fires it now, the launcher finds no bot yet, and the
+        # schedule deletes itself after running.
+        fired.append(launcher.launch(bot.user_id, bot.bot_id))
+        scheduler.delete(scheduler.launch_schedule_name(bot.bot_id))
+        real_create(bot)
+
+    monkeypatch.setattr(store, "create_bot", create_bot)
+    made = svc.schedule_event(user_id, event.event_id, ScheduleRequest())
+    assert fired == [{"bot_id": made.bot_id, "skipped": "missing"}]
+    assert schedule_of(made.bot_id) is not None  # written again: the bot still gets launched

@@ -4,6 +4,7 @@ moves and cancellations, expired tokens, and one failing account never failing t
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -661,3 +662,51 @@ def test_calendar_lists_refresh_once_on_a_401_and_a_second_401_is_not_needs_reau
         stack.graph.clear_faults()
     assert listed.partial_errors[key]["error"] == "provider_unavailable"
     assert store.get_connection(user_id, "outlook", conn.account_id).status == "active"
+
+
+def test_a_retry_after_past_the_deadline_ends_the_account_at_once_and_the_worker_finishes_it(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from calbot.deadline import Deadline
+    from calbot.models import EventsQuery
+    from calbot.services import notifications
+    from calbot.services.events import list_events
+
+    user_id, acct, conn = connected(stack)
+    stack.graph.add_event(acct["id"], acct["calendars"][0]["id"], subject="Later", start=at(3), end=at(4))
+    deferred: list[Any] = []
+    enqueue = notifications.enqueue
+
+    def spy(message: Any, *, dedup: str) -> None:
+        deferred.append(message)
+        enqueue(message, dedup=dedup)
+
+    monkeypatch.setattr(notifications, "enqueue", spy)
+    stack.graph.clear_requests()
+    # Graph asks for 3 s; the invocation has 1 s left. Waiting would run past the deadline (Lambda
+    # would kill the function mid-sync): the account ends now, with what is stored, and is deferred.
+    stack.graph.add_fault(path="calendarView/delta", account=acct["id"], status=429, retry_after=3, times=1)
+    try:
+        page = list_events(
+            user_id,
+            EventsQuery(),
+            raw_params={},
+            base_url="http://localhost",
+            path="/api/v1/calendar/events",
+            sync=True,
+            deadline=Deadline.after(1),
+        )
+    finally:
+        stack.graph.clear_faults()
+    error = page.partial_errors[f"outlook::{conn.account_id}"]
+    assert error["error"] == "provider_unavailable"
+    assert "retry after 3 s" in error["message"] and "in the background" in error["message"]
+    delta = [r for r in stack.graph.requests(account=acct["id"]) if "delta" in r["path"]]
+    assert delta[0]["status"] == 429
+    assert [(m.user_id, m.account_id, m.kind) for m in deferred] == [(user_id, conn.account_id, "sync")]
+    # The sync worker picks the account up from the queue and finishes it.
+    for _ in range(100):
+        if "Later" in [e.title for e in stored(user_id).values()]:
+            break
+        threading.Event().wait(0.1)
+    assert "Later" in [e.title for e in stored(user_id).values()]

@@ -10,6 +10,9 @@ import json
 import os
 import sys
 import textwrap
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,7 @@ import pytest
 from werkzeug.test import Client
 
 from local import invoke as local_invoke
-from local.gateway import Gateway, GatewayConfigError, fold_headers
+from local.gateway import Gateway, GatewayConfigError, fold_headers, overrun_failure
 from local.servers import serve
 from local.template import Template, load_template, load_yaml
 
@@ -656,3 +659,237 @@ def test_invoke_function_api_returns_the_value_or_raises(tmp_path: Path, stack_s
     assert info.value.payload["errorType"] == "KeyError"
     with pytest.raises(local_invoke.StackNotRunning):
         local_invoke.invoke("BoomFn", {}, state_dir=tmp_path / "none", template_path=template_path)
+
+
+# -- time limits -------------------------------------------------------------------------------------
+
+TIMED_TEMPLATE = """\
+Globals:
+  Function:
+    Runtime: python3.12
+    Handler: app.handler
+    Timeout: 5
+Resources:
+  Api:
+    Type: AWS::Serverless::HttpApi
+  NapFn:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: nap/
+      Events:
+        Nap: {Type: HttpApi, Properties: {ApiId: !Ref Api, Path: "/nap/{seconds}", Method: GET}}
+  SlowFn:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: slow/
+      Timeout: 60
+      Events:
+        Slow: {Type: HttpApi, Properties: {ApiId: !Ref Api, Path: "/slow/{seconds}", Method: GET}}
+  GateFn:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: gate/
+      Events:
+        Gate: {Type: HttpApi, Properties: {ApiId: !Ref Api, Path: /gate, Method: GET}}
+  SpinFn:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: spin/
+      Timeout: 1
+      Events:
+        Spin: {Type: HttpApi, Properties: {ApiId: !Ref Api, Path: /spin, Method: GET}}
+"""
+
+# Sleeps through calbot's one time source (virtual when a test installs a virtual clock) and reports
+# what its context said before and after.
+_SLEEPER = """
+    import json
+
+    from calbot import timeutil
+
+    DONE = []
+
+    def handler(event, context):
+        before = context.get_remaining_time_in_millis()
+        timeutil.sleep(float(event["pathParameters"]["seconds"]))
+        after = context.get_remaining_time_in_millis()
+        DONE.append(after)
+        return {"statusCode": 200, "body": json.dumps({"before": before, "after": after})}
+"""
+
+TIMED_HANDLERS = {
+    "nap": _SLEEPER,
+    "slow": _SLEEPER,
+    # Reports its remaining time, waits until the test lets it go, and reports it again.
+    "gate": """
+        import json
+        import threading
+
+        STARTED = threading.Event()
+        GO = threading.Event()
+
+        def handler(event, context):
+            before = context.get_remaining_time_in_millis()
+            STARTED.set()
+            GO.wait(10)
+            after = context.get_remaining_time_in_millis()
+            return {"statusCode": 200, "body": json.dumps({"before": before, "after": after})}
+    """,
+    # Runs in small real steps until something stops it; records how far it got.
+    "spin": """
+        import time
+
+        STEPS = []
+        FINISHED = []
+
+        def handler(event, context):
+            for _ in range(1000):
+                STEPS.append(1)
+                time.sleep(0.01)
+            FINISHED.append(True)
+            return {"statusCode": 200, "body": "{}"}
+    """,
+}
+
+
+class VirtualClock:
+    """Real time plus an offset that only sleeps and advances move, like the stack's virtual clock."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+        self.advanced = 0.0
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + timedelta(seconds=self.offset)
+
+    def sleep(self, seconds: float) -> None:
+        self.offset += seconds
+        local_invoke.record_virtual_sleep(seconds)
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+        self.advanced += seconds
+
+    def advanced_seconds(self) -> float:
+        return self.advanced
+
+
+@pytest.fixture
+def virtual_clock() -> Iterator[VirtualClock]:
+    from calbot import timeutil
+
+    clock = VirtualClock()
+    timeutil.set_clock(clock.now, clock.sleep)
+    try:
+        yield clock
+    finally:
+        timeutil.set_clock()
+
+
+@pytest.fixture
+def timed_gateway(tmp_path: Path, log: io.StringIO, virtual_clock: VirtualClock) -> Gateway:
+    for name, code in TIMED_HANDLERS.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "app.py").write_text(textwrap.dedent(code))
+    (tmp_path / "template.yaml").write_text(TIMED_TEMPLATE)
+    gateway = Gateway(load_template(tmp_path / "template.yaml", stack_name="t"), log=log)
+    gateway.use_clock(virtual_clock)
+    return gateway
+
+
+def _module(gateway: Gateway, logical_id: str) -> Any:
+    return sys.modules[gateway.handler(logical_id).__module__]
+
+
+def test_context_has_the_template_timeout_and_counts_virtual_time(timed_gateway: Gateway) -> None:
+    answer = Client(timed_gateway).get("/nap/2")
+    assert answer.status_code == 200
+    times = answer.get_json()
+    assert 4500 < times["before"] <= 5000  # the function's Timeout: 5 s
+    # A virtual sleep of 2 s took no real time, and still 2 s of the Timeout are gone.
+    assert 2500 < times["after"] <= 3000
+    assert timed_gateway.overruns() == []
+
+
+def test_the_remaining_time_drops_when_the_clock_is_advanced_during_the_invocation(
+    timed_gateway: Gateway, virtual_clock: VirtualClock
+) -> None:
+    gate = _module(timed_gateway, "GateFn")
+    answers: list[Any] = []
+    caller = threading.Thread(target=lambda: answers.append(Client(timed_gateway).get("/gate")))
+    caller.start()
+    assert gate.STARTED.wait(10)
+    virtual_clock.advance(3)  # POST /_local/clock/advance {"seconds": 3} from elsewhere
+    gate.GO.set()
+    caller.join(10)
+    times = answers[0].get_json()
+    assert 4500 < times["before"] <= 5000 and times["before"] - times["after"] >= 3000
+
+
+def test_another_invocations_virtual_sleep_does_not_eat_this_ones_time(
+    timed_gateway: Gateway, virtual_clock: VirtualClock
+) -> None:
+    gate = _module(timed_gateway, "GateFn")
+    answers: list[Any] = []
+    caller = threading.Thread(target=lambda: answers.append(Client(timed_gateway).get("/gate")))
+    caller.start()
+    assert gate.STARTED.wait(10)
+    # Meanwhile another invocation sleeps 4 s of virtual time (a Retry-After): that took it no real
+    # time, and the gated one, running alongside, has lost none of its own.
+    assert Client(timed_gateway).get("/nap/4").status_code == 200
+    gate.GO.set()
+    caller.join(10)
+    assert answers[0].status_code == 200
+    times = answers[0].get_json()
+    assert times["before"] - times["after"] < 1000
+    assert timed_gateway.overruns() == []
+
+
+def test_a_function_past_its_timeout_is_killed_and_its_result_discarded(
+    timed_gateway: Gateway, log: io.StringIO
+) -> None:
+    answer = Client(timed_gateway).get("/nap/6")  # returns after 6 s of virtual time; Timeout 5
+    # Lambda reports the timeout as a function error: the HTTP API answers 500, whatever it returned.
+    assert answer.status_code == 500
+    assert answer.get_json() == {"message": "Internal Server Error"}
+    [overrun] = timed_gateway.overruns()
+    assert (overrun["function"], overrun["kind"], overrun["limit_s"]) == ("NapFn", "timeout", 5.0)
+    assert overrun["elapsed_s"] >= 6.0
+    assert "OVERRUN NapFn" in log.getvalue()
+
+
+def test_a_route_past_30_seconds_answers_503_like_the_http_api(timed_gateway: Gateway) -> None:
+    answer = Client(timed_gateway).get("/slow/31")  # Timeout 60: the function itself may go on
+    assert answer.status_code == 503
+    assert answer.get_json() == {"message": "Service Unavailable"}
+    assert [(o["function"], o["kind"], o["limit_s"]) for o in timed_gateway.overruns()] == [
+        ("SlowFn", "integration_timeout", 30.0)
+    ]
+
+
+def test_a_timed_out_invocation_raises_sandbox_timedout_for_the_clock(timed_gateway: Gateway) -> None:
+    # The clock's path (no integration limit): a failed invocation it retries like Lambda's async retries.
+    with pytest.raises(local_invoke.InvocationError) as info:
+        timed_gateway.invoke_function("NapFn", {"pathParameters": {"seconds": "7"}})
+    assert info.value.payload["errorType"] == "Sandbox.Timedout"
+    assert "Task timed out after 5.00 seconds" in info.value.payload["errorMessage"]
+
+
+def test_a_handler_still_running_at_its_timeout_is_stopped(timed_gateway: Gateway) -> None:
+    # Real time this once: the handler would run ~10 s; its Timeout is 1 s.
+    answer = Client(timed_gateway).get("/spin")
+    assert answer.status_code == 500
+    module = _module(timed_gateway, "SpinFn")
+    steps = len(module.STEPS)
+    threading.Event().wait(0.3)
+    assert len(module.STEPS) <= steps + 1  # killed: it does not keep on working in the background
+    assert module.FINISHED == []
+    assert [o["kind"] for o in timed_gateway.overruns()] == ["timeout"]
+
+
+def test_overrun_failure_flags_any_recorded_overrun(timed_gateway: Gateway) -> None:
+    assert overrun_failure(timed_gateway.overruns()) is None
+    Client(timed_gateway).get("/nap/6")
+    failure = overrun_failure(timed_gateway.overruns())
+    assert failure is not None
+    assert "NapFn: timeout after 6." in failure and "(limit 5.0 s)" in failure

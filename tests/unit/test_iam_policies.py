@@ -94,7 +94,7 @@ for _fn, _extra in {
     "CreateConnectionFunction": [*_CREDS, "ssm:DeleteParameter"],
     "DisconnectConnectionFunction": [*_CREDS, "ssm:DeleteParameter", "scheduler:DeleteSchedule"],
     "DisconnectFunction": [*_CREDS, "ssm:DeleteParameter", "scheduler:DeleteSchedule"],
-    "ListEventsFunction": [*_CREDS, *_SCHEDULES],
+    "ListEventsFunction": [*_CREDS, *_SCHEDULES, "sqs:SendMessage"],
     "ListCalendarsFunction": _CREDS,
     "ScheduleEventFunction": _SCHEDULES,
     "UnscheduleEventFunction": ["scheduler:DeleteSchedule"],

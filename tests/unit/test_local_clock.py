@@ -155,6 +155,7 @@ def handler(event, context):
         timeutil.sleep(event["sleep"])
         entry["now"] = timeutil.iso_z(timeutil.now())
     entry["event"] = event
+    entry["remaining_ms"] = context.get_remaining_time_in_millis()
     _write(entry)
     if isinstance(event, dict) and event.get("fail") == "once":
         marker = LOG + ".failed-once"
@@ -378,12 +379,36 @@ def test_a_disabled_schedule_never_fires(env: Env) -> None:
 def test_due_schedules_fire_in_due_order_and_virtual_sleeps_move_the_clock(env: Env) -> None:
     now = env.clock.now().replace(microsecond=0)
     env.schedule("late", now + timedelta(minutes=20), {"n": "late"})
-    env.schedule("early", now + timedelta(minutes=10), {"n": "early", "sleep": 60})
+    env.schedule("early", now + timedelta(minutes=10), {"n": "early", "sleep": 20})
     env.clock.advance(seconds=1800)
     early, late = env.calls("test-target")
     assert [early["event"]["n"], late["event"]["n"]] == ["early", "late"]
-    # The early handler waited 60 s on the virtual clock: it saw the time move by a minute at once.
-    assert timeutil.parse_iso(early["now"]) >= now + timedelta(minutes=11)
+    # The early handler waited 20 s on the virtual clock: it saw the time move by 20 s at once.
+    assert timeutil.parse_iso(early["now"]) >= now + timedelta(minutes=10, seconds=20)
+
+
+def test_a_clock_invocation_has_its_timeout_and_virtual_sleeps_count_against_it(env: Env) -> None:
+    at = env.clock.now() + timedelta(minutes=1)
+    env.schedule("napper", at, {"n": "napper", "sleep": 20})
+    env.clock.advance(to=at)
+    (call,) = env.calls("test-target")
+    # Timeout 30 (the template's), 20 s of it slept on the virtual clock: about 10 s are left.
+    assert 9000 < call["remaining_ms"] <= 10000
+
+
+def test_a_clock_invocation_past_its_timeout_fails_and_gets_lambdas_async_retries(env: Env) -> None:
+    # Lambda kills it at its Timeout: whatever it would have returned, the invocation failed, and it is
+    # retried (after 1 and 2 minutes) and then sent to the function's dead-letter queue.
+    at = env.clock.now() + timedelta(minutes=1)
+    env.schedule(
+        "overlong", at, {"sleep": 45}, target="arn:aws:lambda:us-east-1:123456789012:function:test-flaky"
+    )
+    report = env.clock.advance(to=at)
+    assert _attempts(report) == [(1, False), (2, False), (3, False)]
+    (dead,) = env.receive_all("FlakyDlq")
+    assert json.loads(dead["Body"]) == {"sleep": 45}
+    assert "Task timed out after 30.00 seconds" in dead["MessageAttributes"]["ErrorMessage"]["StringValue"]
+    assert [o["kind"] for o in env.clock.gateway.overruns()] == ["timeout"] * 3
 
 
 def test_virtual_sleep_advances_the_clock_instead_of_sleeping(env: Env) -> None:

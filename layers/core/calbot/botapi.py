@@ -8,7 +8,7 @@ from typing import Any
 
 import requests
 
-from calbot import aws
+from calbot import aws, deadline
 from calbot.config import get_settings
 from calbot.timeutil import sleep
 
@@ -41,9 +41,13 @@ def create_bot(body: dict[str, Any], *, idempotency_key: str, attempts: int = 3)
     url = f"{get_settings().bot_api_url.rstrip('/')}/bots/create_bot"
     headers = {"Authorization": f"Token {_api_key()}", "Idempotency-Key": idempotency_key}
     last = ""
+    budget = deadline.current()
     for attempt in range(1, attempts + 1):
+        if budget.expired:
+            last = last or "out of time"
+            break
         try:
-            resp = _session.post(url, json=body, headers=headers, timeout=15)
+            resp = _session.post(url, json=body, headers=headers, timeout=min(15.0, budget.remaining()))
         except (requests.ConnectionError, requests.Timeout) as err:
             last = type(err).__name__
         else:
@@ -55,6 +59,9 @@ def create_bot(body: dict[str, Any], *, idempotency_key: str, attempts: int = 3)
             if resp.status_code < 500 and resp.status_code != 429:
                 raise BotApiRejected(resp.status_code, resp.text[:300])
             last = f"HTTP {resp.status_code}"
+        pause = 2 ** (attempt - 1)
         if attempt < attempts:
-            sleep(2 ** (attempt - 1))
+            if not budget.allows(pause):
+                break  # the launcher's retry-later path takes over; never sleep past the deadline
+            sleep(pause)
     raise BotApiUnavailable(last)

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from calbot import deadline as deadlines
 from calbot.config import get_settings
 from calbot.errors import ApiError, bad_request, service_unavailable, unauthorized
 from calbot.log import logger
@@ -44,6 +45,9 @@ class Response:
 @dataclass
 class Request:
     event: dict[str, Any]
+    # What the invocation may still spend (the Lambda Timeout and API Gateway's 30 s, less time to
+    # answer in); endpoints hand it to their service.
+    deadline: deadlines.Deadline = field(default_factory=deadlines.Deadline)
 
     @property
     def method(self) -> str:
@@ -222,7 +226,9 @@ def api_handler(
 ) -> Callable[[dict, Any], dict]:
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         started = time.perf_counter()
-        response = _dispatch(Request(event), event)
+        deadline = deadlines.Deadline.from_context(context, cap_seconds=deadlines.API_GATEWAY_LIMIT_SECONDS)
+        with deadlines.active(deadline):
+            response = _dispatch(Request(event, deadline), event)
         # One access-log line per request: what was asked and how it ended, never headers or bodies.
         logger.info(
             "request",

@@ -1078,6 +1078,12 @@ def _guard_key(user_id: str, dedup_key: str) -> dict[str, Any]:
     return {"PK": f"DEDUP#{user_id}#{dedup_key}", "SK": "DEDUP"}
 
 
+def dedup_owner(user_id: str, dedup_key: str) -> str | None:
+    """The bot holding the dedup guard of this occurrence of this meeting, if one does."""
+    guard = _get(**{k.lower(): v for k, v in _guard_key(user_id, dedup_key).items()})
+    return str(guard.get("bot_id") or "") or None if guard else None
+
+
 def create_bot(bot: ScheduledBot) -> None:
     """Write the bot and its dedup guard in one transaction: two bots for one occurrence of one meeting
     are impossible, whatever races (double clicks, retries, the midnight job, two calendars)."""

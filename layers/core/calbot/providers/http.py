@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import math
 import random
 import threading
 import time
@@ -11,7 +12,7 @@ from typing import Any
 
 import requests
 
-from calbot import timeutil
+from calbot import deadline, timeutil
 from calbot.providers.base import ProviderUnavailable
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
@@ -61,32 +62,52 @@ class ProviderHttp:
         """Send with retries on 429/5xx/timeouts; return the last response (the caller maps errors).
 
         Raises ProviderUnavailable when the provider cannot be reached at all, or asks us to wait
-        longer than we may inside one invocation.
+        longer than we may: more than ``max_retry_after``, or past the invocation's deadline
+        (``calbot.deadline.current()``): a wait that cannot finish in time is never started, and no
+        request is sent once the deadline has passed.
         """
-        kwargs.setdefault("timeout", self.timeout)
+        budget = deadline.current()
+        timeout = kwargs.pop("timeout", self.timeout)
         for attempt in range(1, self.max_attempts + 1):
+            left = budget.remaining()
+            if left <= 0:
+                raise ProviderUnavailable("Out of time for this request; the provider was not called.")
             with self._count_lock:
                 self.requests_made += 1
             try:
-                resp = self.session.request(method, url, **kwargs)
+                # A request never outlives the invocation either.
+                resp = self.session.request(method, url, timeout=_bounded(timeout, left), **kwargs)
             except (requests.ConnectionError, requests.Timeout) as err:
-                if attempt == self.max_attempts:
+                backoff = self._backoff(attempt)
+                if attempt == self.max_attempts or not budget.allows(backoff):
                     raise ProviderUnavailable(
                         f"The provider did not answer ({type(err).__name__})."
                     ) from None
-                self.sleep(self._backoff(attempt))
+                self.sleep(backoff)
                 continue
             if not self.retryable(resp) or attempt == self.max_attempts:
                 return resp
             wait = parse_retry_after(resp.headers.get("Retry-After"))
-            if wait is not None and wait > self.max_retry_after:
+            if wait is not None and (wait > self.max_retry_after or not budget.allows(wait)):
                 raise ProviderUnavailable(
-                    f"The provider is throttling; retry after {int(wait)} s.",
+                    f"The provider is throttling; retry after {math.ceil(wait)} s.",
                     status=resp.status_code,
                     retry_after=wait,
                 )
-            self.sleep(wait if wait is not None else self._backoff(attempt))
+            pause = wait if wait is not None else self._backoff(attempt)
+            if not budget.allows(pause):
+                return resp  # no time to wait for another try: the caller maps this answer
+            self.sleep(pause)
         raise AssertionError("unreachable")
+
+
+def _bounded(timeout: Any, left: float) -> Any:
+    """requests' timeout (seconds or a (connect, read) pair) cut to the time left."""
+    if timeout is None:
+        return left if math.isfinite(left) else None
+    if isinstance(timeout, tuple):
+        return tuple(_bounded(t, left) for t in timeout)
+    return min(float(timeout), left)
 
 
 def json_object(resp: requests.Response) -> dict[str, Any]:

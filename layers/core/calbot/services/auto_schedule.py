@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 from calbot import aws, store
+from calbot import deadline as deadlines
 from calbot.errors import ApiError
 from calbot.log import logger
 from calbot.models import (
@@ -29,6 +30,7 @@ from calbot.services.sync import sync_user
 from calbot.timeutil import now
 
 WINDOW = timedelta(hours=24)
+USER_SECONDS = 60.0  # what one user's sync and scheduling may take; not started with less left
 # Each run also covers the first hours of the next day: a meeting at 00:15 UTC must not depend on the
 # midnight fan-out reaching its user within 15 minutes. Dedup makes the overlap free of duplicates.
 OVERLAP = timedelta(hours=2)
@@ -124,7 +126,12 @@ def fan_out(queue_url: str) -> dict[str, Any]:
 def consume(event: dict[str, Any]) -> dict[str, Any]:
     """The worker: one user per message; a failing user is reported alone and retried by SQS."""
     failures = []
+    budget = deadlines.current()
     for record in event.get("Records", []):
+        if not budget.allows(USER_SECONDS):
+            # Too little time left for one more user: back to the queue, rather than killed half-way.
+            failures.append({"itemIdentifier": record["messageId"]})
+            continue
         try:
             message = AutoScheduleMessage.model_validate(json.loads(record["body"]))
             run_for_user(message.user_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 from calbot import store, tokens
+from calbot.deadline import carried
 from calbot.models import CalendarInfo, CalendarList, CalendarView, Connection, ConnectionSummary, ScopeQuery
 from calbot.providers import get_provider
 from calbot.providers.base import ProviderAuthError, ProviderError
@@ -37,7 +38,7 @@ def list_calendars(user_id: str, scope: ScopeQuery) -> CalendarList:
     errors: dict[str, dict[str, str]] = {}
     if conns:
         with ThreadPoolExecutor(max_workers=min(MAX_ACCOUNT_WORKERS, len(conns))) as pool:
-            results = list(pool.map(_live, conns))
+            results = list(pool.map(carried(_live), conns))  # the invocation's deadline goes along
         for conn, cals, error in results:
             if error:
                 errors[f"{conn.provider}::{conn.account_id}"] = error

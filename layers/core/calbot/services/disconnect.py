@@ -24,7 +24,6 @@ second call is a 404.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -32,7 +31,9 @@ from itertools import islice
 from typing import Any
 from urllib.parse import quote
 
+from calbot import deadline as deadlines
 from calbot import scheduler, store, tokens, vault
+from calbot.deadline import Deadline
 from calbot.errors import ApiError, not_found
 from calbot.log import logger
 from calbot.models import (
@@ -50,7 +51,10 @@ from calbot.services.schedule import cancel_bot
 from calbot.timeutil import iso_z, now
 
 BATCH = 25  # one BatchWriteItem; also the unit of work between two looks at the clock
-# An API invocation has 29 s; stop taking new batches after this and let the caller call again.
+# Time kept for the last batch taken before the deadline (one batch's writes and schedule deletes).
+BATCH_SECONDS = 5.0
+# The most one call spends taking new batches, whatever its deadline (an API invocation has 29 s);
+# after that the caller calls again.
 TIME_BUDGET_SECONDS = 20.0
 LOCK_TTL_SECONDS = 35  # longer than one invocation can run, so a cut-off attempt frees it soon
 REASON = "calendar_disconnected"
@@ -65,11 +69,18 @@ class _OutOfTime(Exception):
 
 @dataclass
 class _Budget:
-    deadline: float
+    deadline: Deadline
 
     def check(self) -> None:
-        if time.monotonic() > self.deadline:
+        if self.deadline.expired:
             raise _OutOfTime
+
+
+def _budget(deadline: Deadline | None) -> _Budget:
+    """Stop taking batches while a last one still fits before the invocation's deadline, and after
+    TIME_BUDGET_SECONDS in any case."""
+    given = deadline if deadline is not None else deadlines.current()
+    return _Budget(given.shortened(BATCH_SECONDS).within(TIME_BUDGET_SECONDS))
 
 
 def _batches[T](items: Iterator[T]) -> Iterator[list[T]]:
@@ -92,7 +103,12 @@ def _not_found(provider: str, account_id: str) -> ApiError:
 
 
 def disconnect(
-    user_id: str, provider: str, account_id: str, *, purge_events: bool = True
+    user_id: str,
+    provider: str,
+    account_id: str,
+    *,
+    purge_events: bool = True,
+    deadline: Deadline | None = None,
 ) -> DisconnectResult:
     conn = store.get_connection(user_id, provider, account_id)
     if conn is None:
@@ -112,7 +128,7 @@ def disconnect(
         current = store.get_connection(user_id, conn.provider, conn.account_id)  # as of holding the lock
         if current is None:
             raise _not_found(provider, account_id)
-        return _run(current, purge_events, _Budget(time.monotonic() + TIME_BUDGET_SECONDS))
+        return _run(current, purge_events, _budget(deadline))
     except _OutOfTime:
         logger.info("disconnect continues on the next call", extra={"provider": conn.provider})
         raise ApiError(
@@ -262,7 +278,9 @@ def _purge_events(conn: Connection, budget: _Budget) -> None:
 # the legacy endpoint
 
 
-def legacy_disconnect(user_id: str, req: LegacyDisconnectRequest) -> DisconnectResult:
+def legacy_disconnect(
+    user_id: str, req: LegacyDisconnectRequest, *, deadline: Deadline | None = None
+) -> DisconnectResult:
     """With exactly one connection in scope, disconnect it; refuse to guess between several."""
     conns = store.list_connections(user_id, req.provider)
     if req.account_id:
@@ -285,7 +303,9 @@ def legacy_disconnect(user_id: str, req: LegacyDisconnectRequest) -> DisconnectR
             next_steps=_next_steps(first, req.purge_events),
         )
     conn = conns[0]
-    return disconnect(user_id, conn.provider, conn.account_id, purge_events=req.purge_events)
+    return disconnect(
+        user_id, conn.provider, conn.account_id, purge_events=req.purge_events, deadline=deadline
+    )
 
 
 def _next_steps(example: Connection, purge_events: bool) -> dict[str, Any]:

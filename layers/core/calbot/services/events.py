@@ -7,8 +7,9 @@ from typing import Any
 from urllib.parse import urlencode
 
 from calbot import cursor, store
+from calbot.deadline import Deadline
 from calbot.models import BotSummary, Event, EventPage, EventsQuery, EventView
-from calbot.services.sync import sync_user
+from calbot.services.sync import defer_unfinished, sync_user
 from calbot.timeutil import iso_z, now, parse_iso
 
 DEFAULT_PAST = timedelta(days=1)
@@ -42,8 +43,18 @@ def _bots_by_event(user_id: str, events: list[Event]) -> dict[str, list[BotSumma
 
 
 def list_events(
-    user_id: str, query: EventsQuery, *, raw_params: dict[str, str], base_url: str, path: str, sync: bool
+    user_id: str,
+    query: EventsQuery,
+    *,
+    raw_params: dict[str, str],
+    base_url: str,
+    path: str,
+    sync: bool,
+    deadline: Deadline | None = None,
 ) -> EventPage:
+    """One page of stored events; the first page syncs the accounts in scope first, within `deadline`:
+    an account that cannot finish in time answers under `partial_errors` and is handed to the sync
+    worker, and the page shows what is stored."""
     scope = cursor.scope_of(
         "events",
         {
@@ -61,9 +72,9 @@ def list_events(
 
     partial_errors: dict[str, dict[str, str]] = {}
     if sync and not state:  # only the first page syncs; later pages read what it stored
-        partial_errors = sync_user(
-            user_id, provider=query.provider, account_id=query.account_id
-        ).partial_errors
+        report = sync_user(user_id, provider=query.provider, account_id=query.account_id, deadline=deadline)
+        defer_unfinished(user_id, report)
+        partial_errors = report.partial_errors
 
     filters = {"provider": query.provider, "account_id": query.account_id, "calendar_id": query.calendar_id}
     window = [iso_z(time_min), iso_z(time_max)]

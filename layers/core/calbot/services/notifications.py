@@ -22,6 +22,7 @@ from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, proce
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from calbot import aws, store
+from calbot import deadline as deadlines
 from calbot.http import Request, Response
 from calbot.log import logger
 from calbot.models import PROVIDER_ALIASES, ChangeMessage, Connection, account_key, normalize_provider
@@ -33,6 +34,7 @@ MAX_ITEMS = 1000
 # body costs one read call whatever it holds. Graph documents no maximum number of items per POST.
 MAX_SUBSCRIPTIONS = 100
 MAX_SUBSCRIPTION_ID = 256
+MESSAGE_SECONDS = 30.0  # what one account's sync may take in the worker; not started with less left
 LIFECYCLE_KINDS = {"reauthorizationRequired": "renew", "subscriptionRemoved": "recreate", "missed": "sync"}
 
 
@@ -215,6 +217,10 @@ def _handle_record(record: SQSRecord) -> None:
     from calbot.providers.base import ProviderAuthError
     from calbot.services.sync import sync_connection
 
+    if not deadlines.current().allows(MESSAGE_SECONDS):
+        # Too little time left to sync an account: hand this message back to the queue untouched
+        # (with its group's later ones) rather than be killed half-way through it.
+        raise TimeoutError("too little time left in this invocation; handed back to the queue")
     try:
         message = ChangeMessage.model_validate(json.loads(record.body))
     except ValueError:

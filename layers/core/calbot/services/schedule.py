@@ -154,17 +154,43 @@ def make_bot(
 
 
 def place(bot: ScheduledBot) -> ScheduledBot:
-    """Item and guard first (the truth), then the schedule; undo the item if the schedule fails."""
-    store.create_bot(bot)
+    """The launch schedule first, then the item and its guard; the schedule goes again if the item is
+    refused or fails.
+
+    Lambda kills an invocation at its Timeout with no rollback, so the order is what a kill between
+    the two writes leaves: here at most a schedule whose bot does not exist, which the launcher skips
+    (and which deletes itself once it has run); never a bot item nobody will launch. The schedule is
+    named by the bot id, so writing it again is idempotent. A meeting that already has a bot is
+    refused before anything is written (one read), so reruns of the midnight job touch no schedule."""
+    owner = store.dedup_owner(bot.user_id, bot.dedup_key)
+    if owner is not None:
+        raise store.AlreadyScheduled(owner)
     try:
         scheduler.put_launch(bot)
     except Exception:
-        logger.exception("schedule creation failed; undoing the bot item")
-        store.delete_bot(bot)
+        logger.exception("schedule creation failed; nothing was written")
         raise ApiError(
             503, "service_unavailable", "The bot could not be scheduled right now; try again."
         ) from None
+    try:
+        store.create_bot(bot)
+    except Exception:
+        # Refused (a racing request made the bot first) or failed: its schedule must not outlive it.
+        _drop_launch_schedule(bot)
+        raise
+    if bot.scheduled_join_time - scheduler.LEAD <= now():
+        # Due at once: it may have fired before the item existed (the launcher skipped it and the
+        # schedule deleted itself). Writing it again makes sure one is there; a launch is claimed
+        # once, so a second firing does nothing.
+        scheduler.put_launch(bot)
     return bot
+
+
+def _drop_launch_schedule(bot: ScheduledBot) -> None:
+    try:
+        scheduler.delete(scheduler.launch_schedule_name(bot.bot_id))
+    except Exception:  # left behind, it fires once, finds no bot and deletes itself
+        logger.exception("could not delete the schedule of a bot that was not made")
 
 
 def schedule_event(user_id: str, event_id: str, req: ScheduleRequest) -> ScheduleResult:

@@ -21,14 +21,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from calbot import deadline as deadlines
 from calbot import ids, store, tokens
+from calbot.deadline import Deadline
 from calbot.log import logger
-from calbot.models import Connection, Event, SyncState
+from calbot.models import ChangeMessage, Connection, Event, SyncState, account_key
 from calbot.providers import get_provider
 from calbot.providers.base import (
     CalendarChanges,
@@ -303,8 +306,19 @@ def _changed_events(
     return puts
 
 
-def sync_connection(conn: Connection, *, follow: bool = True) -> AccountResult:
-    """Sync one account; with `follow` its bots follow too (sync_user does that once for all accounts)."""
+def sync_connection(
+    conn: Connection, *, follow: bool = True, deadline: Deadline | None = None
+) -> AccountResult:
+    """Sync one account; with `follow` its bots follow too (sync_user does that once for all accounts).
+
+    Provider calls stop at `deadline` (default: the one active in this thread): an account that runs
+    out of time ends with a `provider_unavailable` error and keeps its stored cursor, so nothing is
+    half-synced and the next sync resumes from the same place."""
+    with deadlines.active(deadline):
+        return _sync_connection(conn, follow=follow)
+
+
+def _sync_connection(conn: Connection, *, follow: bool) -> AccountResult:
     result = AccountResult(provider=conn.provider, account_id=conn.account_id)
     try:
         token = tokens.access_token(conn)
@@ -356,6 +370,33 @@ def sync_connection(conn: Connection, *, follow: bool = True) -> AccountResult:
     return result
 
 
+def defer_unfinished(user_id: str, report: SyncReport) -> int:
+    """Accounts this call could not finish (throttled past what it may wait, or out of time) go to the
+    sync worker, which has minutes rather than seconds; the answer says so. Returns how many."""
+    if not os.environ.get("SYNC_QUEUE_URL"):
+        return 0
+    from calbot.services.notifications import enqueue
+
+    bucket = int(now().timestamp() // 60)  # one deferral per account per minute, however often asked
+    deferred = 0
+    for account in report.accounts:
+        if not account.error or account.error.get("error") != "provider_unavailable":
+            continue
+        message = ChangeMessage(user_id=user_id, provider=account.provider, account_id=account.account_id)
+        dedup = f"defer|{user_id}|{account.provider}|{account_key(account.account_id)}|{bucket}"
+        try:
+            enqueue(message, dedup=hashlib.sha256(dedup.encode()).hexdigest())
+        except Exception:
+            logger.exception("could not hand an unfinished account to the sync worker")
+            continue
+        account.error = {
+            **account.error,
+            "message": f"{account.error['message']} It will finish syncing in the background.",
+        }
+        deferred += 1
+    return deferred
+
+
 def in_scope(user_id: str, provider: str | None = None, account_id: str | None = None) -> list[Connection]:
     """The user's accounts in scope that are in service (one being disconnected is left alone)."""
     conns = [c for c in store.list_connections(user_id, provider) if c.live]
@@ -370,8 +411,11 @@ def sync_user(
     provider: str | None = None,
     account_id: str | None = None,
     connections: list[Connection] | None = None,
+    deadline: Deadline | None = None,
 ) -> SyncReport:
-    """Sync every in-scope account concurrently (bounded); never raises for one account's failure."""
+    """Sync every in-scope account concurrently (bounded); never raises for one account's failure.
+    Every account's provider calls stop at `deadline` (default: the one active in this thread)."""
+    budget = deadline if deadline is not None else deadlines.current()
     conns = connections if connections is not None else in_scope(user_id, provider, account_id)
     report = SyncReport()
     live = []
@@ -394,7 +438,9 @@ def sync_user(
             live.append(conn)
     if live:
         with ThreadPoolExecutor(max_workers=min(MAX_ACCOUNT_WORKERS, len(live))) as pool:
-            synced = list(pool.map(lambda c: sync_connection(c, follow=False), live))
+            synced = list(
+                pool.map(deadlines.carried(lambda c: sync_connection(c, follow=False, deadline=budget)), live)
+            )
         report.accounts += synced
         _follow_all(user_id, [r for r in synced if r.error is None])
     return report
