@@ -476,7 +476,8 @@ class _Query:
 
 
 def _new_access_token() -> str:
-    return "ya29.a0" + secrets.token_urlsafe(120)
+    # Real ones are ~220-260 characters today (Google documents room for up to 2,048 bytes).
+    return "ya29.a0" + secrets.token_urlsafe(180)
 
 
 def _new_refresh_token() -> str:

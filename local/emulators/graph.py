@@ -2,10 +2,13 @@
 
 One WSGI app serves both, so the local stack points `MS_LOGIN_BASE_URL=<url>` and
 `GRAPH_BASE_URL=<url>/v1.0` at the same server. It follows /work/shared/PROTOCOLS.md, including
-the unpleasant parts real clients trip over: refresh tokens rotate (a redeemed one keeps working only
-for `rotation_grace_seconds` of emulator time, then dies; 0 kills it at once), `offline_access` is
-needed for a refresh token to come back, the granted
-`scope` is not an echo of the request, token strings carry `!*$+/=`, calendar ids are long
+the unpleasant parts real clients trip over: a refresh returns a new refresh token only when that
+request's `scope` asks for `offline_access`; every refresh token dies `REFRESH_TOKEN_LIFETIME` (90
+days) of emulator time after it was issued, however often it was used, so a client that stops
+rotating loses the account; rotation does not revoke the redeemed token (two refreshes racing with
+one token both succeed); the granted `scope` is not an echo of the request and never lists
+`offline_access`; tokens are as large as real ones (access ~2.3 KB, refresh ~1.6 KB) and their strings
+carry `!*$+/=`; calendar ids are long
 base64-like strings ending in `=`, nextLinks are absolute, subscriptions are only created after a
 real validation handshake against the notification URL, and errors have the exact AADSTS / Graph
 shapes. What official SDKs send works too: MSAL reads `/{tenant}/v2.0/.well-known/openid-configuration`
@@ -83,7 +86,12 @@ GRAPH_RESOURCE_PREFIX = "https://graph.microsoft.com/"
 DEFAULT_SCOPES = "offline_access User.Read Calendars.Read"
 OIDC_SCOPES = ("openid", "profile", "email", "offline_access")
 ACCESS_TOKEN_SECONDS = 3599
-REFRESH_TOKEN_INACTIVITY = timedelta(days=90)  # AAD: 700082 after 90 days unused
+# A refresh token's fixed lifetime from issue (PROTOCOLS: use does not extend it; each rotation
+# starts a new token with its own lifetime). AAD answers invalid_grant AADSTS700082 past it.
+REFRESH_TOKEN_LIFETIME = timedelta(days=90)
+# Real sizes (PROTOCOLS): access tokens commonly 1.5-2.5 KB, refresh tokens 1-2 KB.
+ACCESS_TOKEN_BYTES = 1740  # -> 3 + 2320 characters of standard base64
+REFRESH_TOKEN_PART_BYTES = 400  # three parts -> ~1,620 characters
 AUTH_CODE_LIFETIME = timedelta(minutes=10)
 REVOKE_CODES = (70008, 700082, 700084, 50173, 65001)
 CHANGE_TYPES = ("created", "updated", "deleted")
@@ -482,12 +490,12 @@ def _b64url(raw: bytes) -> str:
 
 def _new_access_token() -> str:
     # Like MSA access tokens: "EwA" + standard base64, so '+', '/' and '=' appear.
-    return "EwA" + base64.b64encode(os.urandom(540)).decode()
+    return "EwA" + base64.b64encode(os.urandom(ACCESS_TOKEN_BYTES)).decode()
 
 
 def _new_refresh_token() -> str:
     # Like MSA refresh tokens: "M.C5xx_BAY.0.U.-C..." with '!', '*' and '$$' inside (form-encode them!).
-    parts = [secrets.token_urlsafe(90) for _ in range(3)]
+    parts = [secrets.token_urlsafe(REFRESH_TOKEN_PART_BYTES) for _ in range(3)]
     return f"M.C5{secrets.randbelow(90) + 10}_BAY.0.U.-C{parts[0]}!{parts[1]}*{parts[2]}$$"
 
 
@@ -952,7 +960,6 @@ class GraphEmulator(EmulatorControls):
         *,
         page_size: int = 10,
         subscription_max_minutes: int = 10080,
-        rotation_grace_seconds: float = 86400.0,
         validation_timeout: float = 10.0,
         default_response_timezone: str | None = None,
         delta_page_size: int = 10,
@@ -987,10 +994,6 @@ class GraphEmulator(EmulatorControls):
         )
         self.page_size = page_size
         self.subscription_max_minutes = subscription_max_minutes
-        # Microsoft keeps a redeemed refresh token usable for a while ("the old one eventually dies"):
-        # a client that retries with the token it just sent (e.g. 409, then replace: true) still works,
-        # but one that never stores the rotated token breaks once the grace is over.
-        self.rotation_grace = timedelta(seconds=rotation_grace_seconds)
         self.validation_timeout = validation_timeout
         # One re-entrant lock around all state: the app is served by a threaded server.
         self._lock = threading.RLock()
@@ -1047,7 +1050,7 @@ class GraphEmulator(EmulatorControls):
             self._deliveries_changed.notify_all()
 
     def advance_clock(self, seconds: float) -> datetime:
-        """Move the emulator's clock forward (expires access tokens, subscriptions, idle refresh tokens)."""
+        """Move the emulator's clock forward (expires access tokens, subscriptions, refresh tokens)."""
         with self._lock:
             self._clock_offset += timedelta(seconds=seconds)
             return self.now()
@@ -1932,14 +1935,10 @@ class GraphEmulator(EmulatorControls):
         return rt
 
     def _refresh_invalid_code(self, rt: RefreshToken) -> int | None:
-        if rt.invalid_code is None and self.now() - rt.last_used_at > REFRESH_TOKEN_INACTIVITY:
+        # Dead a fixed time after issue, however often it was used; rotation (superseded_at) alone does
+        # not end it: the redeemed token stays valid until its own expiry.
+        if rt.invalid_code is None and self.now() - rt.issued_at >= REFRESH_TOKEN_LIFETIME:
             rt.invalid_code = 700082
-        if (
-            rt.invalid_code is None
-            and rt.superseded_at
-            and self.now() - rt.superseded_at >= self.rotation_grace
-        ):
-            rt.invalid_code = 70008  # rotated away and the grace is over
         return rt.invalid_code
 
     def _subscription_control_dict(self, sub: Subscription, now: datetime) -> dict[str, Any]:
@@ -2722,8 +2721,7 @@ class GraphEmulator(EmulatorControls):
         body = self._issue_tokens(account, rt.client_id, form["scope"].split(), ctx)
         rt.last_used_at = self.now()
         if "refresh_token" in body and rt.superseded_at is None:
-            rt.superseded_at = self.now()
-            self._refresh_invalid_code(rt)  # a zero grace kills it at once
+            rt.superseded_at = self.now()  # bookkeeping only: the redeemed token keeps working
         return body
 
     def _grant_authorization_code(self, form: Any, ctx: _Ctx) -> dict[str, Any]:

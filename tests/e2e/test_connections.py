@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -56,8 +58,13 @@ def stored_credentials(e2e: E2EStack, user_id: str, account: str) -> tuple[str, 
     params = ssm.get_parameters_by_path(
         Path=f"/calbot/{prefix}/users/{user_id}/outlook", Recursive=True, WithDecryption=True
     )["Parameters"]
-    matching = [p for p in params if account.lower().replace("@", "_") in p["Name"]]
+    mine = [p for p in params if account.lower().replace("@", "_") in p["Name"]]
+    # Real Microsoft token sizes do not fit one 4 KB Standard value: the access token is cached beside it.
+    assert all(len(p["Value"].encode()) <= 4096 for p in mine), [(p["Name"], len(p["Value"])) for p in mine]
+    matching = [p for p in mine if not p["Name"].endswith(".access")]
     assert len(matching) == 1, [p["Name"] for p in params]
+    if len(mine) == 2:  # split: the access token lives only in the second parameter
+        assert "access_token" not in json.loads(matching[0]["Value"])
     return matching[0]["Type"], json.loads(matching[0]["Value"])
 
 
@@ -298,3 +305,68 @@ def test_limit_of_200_connections(own_stack: E2EStack) -> None:
     assert not [
         s for s in e2e.graph("GET", "/subscriptions").json()["value"] if s["account_id"] == extra["id"]
     ]
+
+
+@pytest.fixture
+def virtual_stack(tmp_path: Path) -> Iterator[E2EStack]:
+    """A virtual-time stack of its own: 90 days pass in it, which the shared session must not see."""
+    stack = start_stack(tmp_path / "ninety-days", "--virtual-time", "--no-seed")
+    stack.graph("POST", "/apps", json={"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET})
+    yield stack
+    stop_stack(stack)
+
+
+def test_an_outlook_connection_outlives_the_90_days_of_its_first_refresh_token(
+    virtual_stack: E2EStack,
+) -> None:
+    """Microsoft refresh tokens die 90 days after issue however often they are used; only rotation
+    (a refresh that asks for offline_access, whose response never echoes it) keeps an account alive."""
+    e2e = virtual_stack
+    owner = e2e.admin("create-user", "--email", "ninety@e2e.example", "--with-key")
+    acct = new_account(e2e, "ninety@acme.example", "ninety@acme.example")
+    calendar = quote(acct["calendars"][0]["id"], safe="")
+    assert connect(e2e, owner["api_key"], acct["refresh_token"]).status_code == 201
+    connected_at = e2e.clock_now()
+    _, at_connect = stored_credentials(e2e, owner["user_id"], "ninety@acme.example")
+
+    def sync_sees(title: str) -> None:
+        now = e2e.clock_now()
+        e2e.graph(
+            "POST",
+            f"/accounts/{acct['id']}/calendars/{calendar}/events",
+            json={
+                "subject": title,
+                "start": (now + timedelta(days=1)).strftime("%Y-%m-%dT%H:00:00"),
+                "end": (now + timedelta(days=1, hours=1)).strftime("%Y-%m-%dT%H:00:00"),
+            },
+        )
+        resp = e2e.api(
+            "GET",
+            "/calendar/events",
+            key=owner["api_key"],
+            params={
+                "time_min": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "time_max": (now + timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            },
+        )
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["partial_errors"] == {}, (title, resp.json()["partial_errors"])
+        assert title in [r["title"] for r in resp.json()["results"]]
+
+    # Syncs (and the daily renewal job) refresh along the way; every refresh rotates the token.
+    for day in (15, 30, 45, 60, 75, 89):
+        e2e.advance(connected_at + timedelta(days=day))
+        sync_sees(f"Day {day}")
+    # (Booleans, not token strings, in the assertions: a failure report must not print a token.)
+    _, rotated = stored_credentials(e2e, owner["user_id"], "ninety@acme.example")
+    has_rotated = rotated["refresh_token"] != at_connect["refresh_token"]
+    assert has_rotated, "the stored refresh token never rotated"
+
+    # Past 90 days from connect: the token stored at connect is dead, the account still syncs.
+    e2e.advance(connected_at + timedelta(days=91))
+    valid = e2e.graph("GET", f"/refresh-tokens?account={acct['id']}").json()["value"]
+    first_still_valid = any(t["refresh_token"] == at_connect["refresh_token"] for t in valid)
+    assert not first_still_valid
+    sync_sees("Day 91")
+    listed = e2e.api("GET", "/calendar/connections", key=owner["api_key"]).json()
+    assert [c["status"] for c in listed["connections"]["outlook"]] == ["active"]

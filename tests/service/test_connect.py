@@ -7,6 +7,7 @@ subscription here exists only because the handshake was answered with 200 text/p
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -108,18 +109,11 @@ def test_connect_stores_secure_string_subscriptions_and_record(stack: LocalStack
         assert connect_service.hash_client_state(remote["client_state"]) == sub.client_state_hash
         assert remote["client_state"] not in conn.model_dump_json()
 
-    # Proof we kept the rotated token, not the one we were sent: once the emulator's rotation grace is
-    # over, the submitted token is dead and the stored one still refreshes.
-    from calbot.providers import get_provider
-    from calbot.providers.base import ProviderAuthError
-
-    stack.graph.advance_clock(86400 + 1)
-    try:
-        with pytest.raises(ProviderAuthError):
-            get_provider("outlook").refresh(creds.model_copy(update={"refresh_token": acct["refresh_token"]}))
-        assert get_provider("outlook").refresh(creds).access_token
-    finally:
-        stack.graph.advance_clock(-(86400 + 1))
+    # Proof we kept the rotated token, not the one we were sent: the emulator marks the submitted one
+    # redeemed (superseded) and the stored one is the current, unredeemed one. (Rotation does not
+    # revoke the old token, so "the old one fails" is no proof: it lives until its own 90 days end.)
+    state = {t["refresh_token"]: t["superseded"] for t in stack.graph.refresh_tokens(acct["id"])}
+    assert state[acct["refresh_token"]] is True and state[creds.refresh_token] is False
 
 
 def test_handshake_must_be_answered_with_plain_text_or_nothing_is_made(
@@ -298,3 +292,152 @@ def test_a_transaction_conflict_is_retried(
         user_id, request(acct["refresh_token"]), base_url=base_url(stack)
     )
     assert status == 201 and calls["n"] == 2 and store.count_connections(user_id) == 1
+
+
+# --------------------------------------------------------------------------------------------------
+# Refresh-token rotation and what the vault stores
+# --------------------------------------------------------------------------------------------------
+
+
+def test_every_refresh_asks_for_offline_access_whatever_scopes_are_stored(
+    stack: LocalStack, user_id: str
+) -> None:
+    """The token response's scope never lists offline_access: a refresh built from it (as connections
+    made before the fix stored it) would stop rotating and the account would die after 90 days."""
+    from calbot.providers import get_provider
+
+    acct = account(stack)
+    connect_service.connect_account(user_id, request(acct["refresh_token"]), base_url=base_url(stack))
+    conn = store.list_connections(user_id)[0]
+    creds = vault.get(conn.credential_path)
+    assert creds is not None and "offline_access" in creds.scopes.split()  # what we requested, kept
+    granted_only = creds.model_copy(update={"scopes": "User.Read Calendars.Read"})
+    tokens = get_provider("outlook").refresh(granted_only)
+    assert tokens.refresh_token and tokens.refresh_token != creds.refresh_token
+    assert "offline_access" not in tokens.scope.split()
+
+
+# SSM Standard tier: 4 KB per value (PROTOCOLS, AWS limits).
+SSM_STANDARD_MAX = 4096
+
+
+def test_what_the_vault_stores_per_account_fits_ssm_standard_with_real_token_sizes(
+    stack: LocalStack, user_id: str
+) -> None:
+    """A Microsoft access token (~2.3 KB here, up to 2.5 KB and more) beside a refresh token (~1.6 KB)
+    and the client secret passes 4 KB in one value: the access token is cached in its own parameter."""
+    acct = account(stack)
+    connect_service.connect_account(user_id, request(acct["refresh_token"]), base_url=base_url(stack))
+    conn = store.list_connections(user_id)[0]
+    creds = vault.get(conn.credential_path)
+    assert creds is not None and creds.access_token
+    assert len(creds.access_token) >= 1500 and len(creds.refresh_token) >= 1000  # real sizes
+    sizes = {}
+    for name in ssm_names(user_id):
+        value = aws.ssm().get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
+        sizes[name] = len(value.encode())
+        assert sizes[name] <= SSM_STANDARD_MAX, (name, sizes[name])
+    assert sorted(sizes) == sorted([conn.credential_path, vault.access_path(conn.credential_path)])
+    credentials = aws.ssm().get_parameter(Name=conn.credential_path, WithDecryption=True)["Parameter"]
+    apart = creds.access_token not in credentials["Value"]  # a boolean: a failure must not print a token
+    assert apart
+    # All of it in one value, as before, would not fit.
+    assert len(creds.model_dump_json().encode()) > SSM_STANDARD_MAX
+
+
+def _worst(access_bytes: int = 2560, provider: str = "outlook") -> Any:
+    """Credentials at the worst real sizes (PROTOCOLS): a 2 KB refresh token, a long client secret."""
+    from datetime import UTC, datetime
+
+    from calbot.models import Credentials
+
+    return Credentials(
+        provider=provider,
+        client_id="1" * 36,
+        client_secret="s" * 64,  # Microsoft secrets are 40 characters today
+        refresh_token="r" * 2048,
+        tenant="contoso.onmicrosoft.com",
+        scopes="offline_access User.Read Calendars.Read",
+        access_token="a" * access_bytes,
+        access_token_expires_at=datetime(2030, 1, 1, tzinfo=UTC),
+    )
+
+
+def _values(path: str) -> dict[str, int]:
+    """name -> value size in bytes of the parameters stored for one account."""
+    sizes = {}
+    for name in (path, vault.access_path(path)):
+        try:
+            value = aws.ssm().get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
+        except aws.ssm().exceptions.ParameterNotFound:
+            continue
+        sizes[name] = len(value.encode())
+    return sizes
+
+
+def test_vault_budget_for_the_worst_real_case(stack: LocalStack, user_id: str) -> None:
+    """Budget for the worst case, not the emulator's: each value fits, and all of it comes back."""
+    path = vault.credential_path(user_id, "outlook", "worst@contoso.example")
+    for access_bytes in (2560, 3900):  # a common large token, and one for a user in many groups
+        worst = _worst(access_bytes)
+        assert len(worst.model_dump_json().encode()) > SSM_STANDARD_MAX  # one value would be refused
+        vault.put(path, worst)
+        sizes = _values(path)
+        assert len(sizes) == 2 and all(size <= SSM_STANDARD_MAX for size in sizes.values()), sizes
+        assert vault.get(path) == worst
+    assert vault.delete(path) and _values(path) == {}
+
+
+def test_credentials_that_fit_stay_in_one_parameter(stack: LocalStack, user_id: str) -> None:
+    """Google's tokens (~250 and ~100 characters) fit with everything else: one parameter, one read."""
+    path = vault.credential_path(user_id, "google", "small@gmail.example")
+    small = _worst().model_copy(
+        update={"refresh_token": "1//0" + "r" * 100, "access_token": "ya29." + "a" * 250}
+    )
+    vault.put(path, _worst())  # split first: too large together
+    vault.put(path, small)
+    assert vault.get(path) == small
+    assert (
+        json.loads(aws.ssm().get_parameter(Name=path, WithDecryption=True)["Parameter"]["Value"])[
+            "access_token"
+        ]
+        == small.access_token
+    )
+    # A forgotten (refused) token is gone: the next call refreshes. (Nothing is deleted on the way:
+    # only connect and disconnect may delete parameters; the stale `.access` is ignored, then removed.)
+    vault.put(path, small.model_copy(update={"access_token": None, "access_token_expires_at": None}))
+    assert vault.get(path).access_token is None
+    assert vault.delete(path) and _values(path) == {}
+
+
+def test_an_access_token_too_large_to_cache_is_not_stored(stack: LocalStack, user_id: str) -> None:
+    path = vault.credential_path(user_id, "outlook", "huge@contoso.example")
+    vault.put(path, _worst(2560))
+    vault.put(path, _worst(5000))
+    assert vault.get(path).access_token is None  # not cached, and the older one is not left looking current
+    assert vault.get(path).refresh_token == "r" * 2048
+    assert all(size <= SSM_STANDARD_MAX for size in _values(path).values())
+    vault.delete(path)
+
+
+def test_connect_with_an_unknown_app_is_a_400_and_a_token_outage_is_not(
+    stack: LocalStack, user_id: str
+) -> None:
+    """Token errors other than invalid_grant/invalid_client never mark an account needs_reauth; at
+    connect time an unknown app is still bad input (400), an outage is not (502)."""
+    acct = account(stack)
+    with pytest.raises(ApiError) as unknown:
+        connect_service.connect_account(
+            user_id,
+            request(acct["refresh_token"]).model_copy(update={"microsoft_client_id": "no-such-app"}),
+            base_url=base_url(stack),
+        )
+    assert unknown.value.status == 400 and unknown.value.error == "invalid_credentials"
+    assert unknown.value.extra["reason"] == "unauthorized_client"
+    stack.graph.add_fault(path="oauth2/v2.0/token", account=acct["id"], error="temporarily_unavailable")
+    try:
+        with pytest.raises(ApiError) as outage:
+            connect_service.connect_account(user_id, request(acct["refresh_token"]), base_url=base_url(stack))
+    finally:
+        stack.graph.clear_faults()
+    assert outage.value.status == 502 and outage.value.error == "provider_unavailable"

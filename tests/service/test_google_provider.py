@@ -97,6 +97,41 @@ def test_auth_failures_are_typed(google: GoogleEmulator, provider: GoogleProvide
     assert rt not in str(revoked.value) and CLIENT_SECRET not in str(bad_client.value)
 
 
+def test_a_testing_apps_token_is_refused_after_7_days_as_invalid_grant(
+    google: GoogleEmulator, provider: GoogleProvider
+) -> None:
+    google.add_app("testing-app.apps.googleusercontent.com", CLIENT_SECRET, testing=True)
+    acc = google.add_account("tester@gmail.example", client_id="testing-app.apps.googleusercontent.com")
+    creds = _creds(acc["refresh_token"]).model_copy(
+        update={"client_id": "testing-app.apps.googleusercontent.com"}
+    )
+    assert provider.refresh(creds).access_token
+    google.advance_clock(7 * 86400)
+    with pytest.raises(ProviderAuthError) as expired:
+        provider.refresh(creds)
+    assert expired.value.kind == "invalid_grant" and expired.value.revoked
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        {"status": 400, "error": "temporarily_unavailable"},
+        {"status": 401, "error": "unauthorized_client"},
+        {"status": 500, "error": "internal_failure"},
+    ],
+    ids=["400-temporarily_unavailable", "401-unauthorized_client", "500"],
+)
+def test_token_errors_other_than_invalid_grant_or_client_are_transient(
+    google: GoogleEmulator, provider: GoogleProvider, rule: dict
+) -> None:
+    """Only a revoked grant or a bad client means needs_reauth (PROTOCOLS), whatever the status."""
+    _, rt = _account(google)
+    google.add_fault(path="^/token$", times=-1, **rule)
+    with pytest.raises(ProviderUnavailable) as transient:
+        provider.refresh(_creds(rt))
+    assert rule["error"] in transient.value.message and rt not in transient.value.message
+
+
 def test_calendar_list_pages(google: GoogleEmulator, provider: GoogleProvider) -> None:
     email, rt = _account(google)
     for i in range(300):  # more than one page of 250

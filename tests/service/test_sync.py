@@ -524,6 +524,146 @@ def test_no_event_is_too_big_to_sync_or_to_store(stack: LocalStack) -> None:
     assert max(item_size(i) for i in items) < 32 * 1024
 
 
+# --------------------------------------------------------------------------------------------------
+# needs_reauth means revoked, nothing else
+# --------------------------------------------------------------------------------------------------
+
+
+def _token_fault(stack: LocalStack, user_id: str, acct: dict[str, Any], **rule: Any) -> None:
+    """The next refresh of this account meets `rule` at the token endpoint (its cached token is gone)."""
+    from calbot import tokens
+
+    tokens.forget_access_token(store.list_connections(user_id)[0])
+    stack.graph.add_fault(path="oauth2/v2.0/token", account=acct["id"], times=-1, **rule)
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        {"status": 400, "error": "temporarily_unavailable"},
+        {"status": 400, "error": "invalid_request", "aadsts": 90033},
+        {"status": 400, "error": "invalid_grant", "aadsts": 90033},
+        {"status": 500, "error": "server_error"},
+        {"status": 401, "error": "unauthorized_client", "aadsts": 700016},
+    ],
+    ids=["400-temporarily_unavailable", "400-AADSTS90033", "invalid_grant-AADSTS90033", "500", "401-other"],
+)
+def test_token_endpoint_errors_other_than_invalid_grant_or_client_are_transient(
+    stack: LocalStack, rule: dict[str, Any]
+) -> None:
+    user_id, acct, conn = connected(stack)
+    _token_fault(stack, user_id, acct, **rule)
+    try:
+        report = sync_user(user_id)
+    finally:
+        stack.graph.clear_faults()
+    key = f"outlook::{conn.account_id}"
+    assert report.partial_errors[key]["error"] == "provider_unavailable"
+    assert store.get_connection(user_id, "outlook", conn.account_id).status == "active"
+    assert sync_user(user_id).partial_errors == {}  # and the next sync just works
+
+
+@pytest.mark.parametrize("error", ["invalid_grant", "invalid_client"])
+def test_invalid_grant_and_invalid_client_still_mark_needs_reauth(stack: LocalStack, error: str) -> None:
+    user_id, acct, conn = connected(stack)
+    _token_fault(stack, user_id, acct, error=error)
+    try:
+        report = sync_user(user_id)
+    finally:
+        stack.graph.clear_faults()
+    assert report.partial_errors[f"outlook::{conn.account_id}"]["error"] == "needs_reauth"
+    assert store.get_connection(user_id, "outlook", conn.account_id).status == "needs_reauth"
+
+
+def test_a_401_right_after_a_good_refresh_is_not_needs_reauth(stack: LocalStack) -> None:
+    user_id, acct, conn = connected(stack)
+    stack.graph.add_event(acct["id"], acct["calendars"][0]["id"], subject="Later", start=at(1), end=at(2))
+    # Graph refuses every token: the cached one (401 -> refresh once) and the fresh one too.
+    stack.graph.add_fault(path="calendarView/delta", account=acct["id"], status=401, times=-1)
+    try:
+        report = sync_user(user_id)
+    finally:
+        stack.graph.clear_faults()
+    key = f"outlook::{conn.account_id}"
+    assert report.partial_errors[key]["error"] == "provider_unavailable"
+    assert store.get_connection(user_id, "outlook", conn.account_id).status == "active"
+    assert sync_user(user_id).partial_errors == {} and "Later" in [e.title for e in stored(user_id).values()]
+
+
+def _mark(user_id: str, conn: Connection, reason: str, *, hours_ago: float) -> None:
+    """Store the connection as needs_reauth, marked `hours_ago` (as a wrong mark would have left it)."""
+    from calbot import aws
+    from calbot.timeutil import iso_z, now
+
+    store.set_connection_status(user_id, "outlook", conn.account_id, "needs_reauth", reason)
+    aws.dynamodb().update_item(
+        TableName=store._table(),
+        Key=store.to_item({"PK": store.user_pk(user_id), "SK": store.conn_sk("outlook", conn.account_id)}),
+        UpdateExpression="SET updated_at = :u",
+        ExpressionAttributeValues=store.to_item({":u": iso_z(now() - timedelta(hours=hours_ago))}),
+    )
+
+
+def test_a_wrongly_marked_account_is_restored_by_the_next_good_refresh(stack: LocalStack) -> None:
+    from calbot import tokens
+
+    user_id, acct, conn = connected(stack)
+    stack.graph.add_event(acct["id"], acct["calendars"][0]["id"], subject="Kept", start=at(1), end=at(2))
+    _mark(user_id, conn, "Microsoft refused the token request (temporarily_unavailable).", hours_ago=0)
+    tokens.forget_access_token(conn)
+    # Just marked: reported, not hammered.
+    stack.graph.clear_requests()
+    assert sync_user(user_id).partial_errors[f"outlook::{conn.account_id}"]["error"] == "needs_reauth"
+    assert stack.graph.requests(account=acct["id"]) == []
+    # An hour on, a sync tries one refresh; it works, so the account is active again and syncs.
+    _mark(user_id, conn, "Microsoft refused the token request (temporarily_unavailable).", hours_ago=2)
+    report = sync_user(user_id)
+    assert report.partial_errors == {}
+    again = store.get_connection(user_id, "outlook", conn.account_id)
+    assert again.status == "active" and again.status_reason is None
+    assert "Kept" in [e.title for e in stored(user_id).values()]
+
+
+def test_a_really_revoked_account_is_retried_hourly_and_stays_needs_reauth(stack: LocalStack) -> None:
+    from calbot import tokens
+
+    user_id, acct, conn = connected(stack)
+    stack.graph.revoke(acct["id"], code=50173)
+    tokens.forget_access_token(conn)
+    _mark(user_id, conn, "stale", hours_ago=2)
+    stack.graph.clear_requests()
+    assert sync_user(user_id).partial_errors[f"outlook::{conn.account_id}"]["error"] == "needs_reauth"
+    assert len(stack.graph.requests(account=acct["id"])) == 1  # one refresh, refused
+    marked = store.get_connection(user_id, "outlook", conn.account_id)
+    assert marked.status == "needs_reauth" and "AADSTS50173" in (marked.status_reason or "")
+    stack.graph.clear_requests()
+    sync_user(user_id)  # marked again just now: not retried for another hour
+    assert stack.graph.requests(account=acct["id"]) == []
+
+
+def test_calendar_lists_refresh_once_on_a_401_and_a_second_401_is_not_needs_reauth(stack: LocalStack) -> None:
+    from calbot.models import ScopeQuery
+    from calbot.services.calendars import list_calendars
+
+    user_id, acct, conn = connected(stack)
+    key = f"outlook::{conn.account_id}"
+    # A 401 on the cached token: refreshed once, and the list comes back.
+    stack.graph.add_fault(path="/me/calendars$", account=acct["id"], status=401, times=1)
+    try:
+        listed = list_calendars(user_id, ScopeQuery())
+    finally:
+        stack.graph.clear_faults()
+    assert listed.partial_errors == {} and len(listed.calendars) == 1
+    # Refused again right after a good refresh: reported as transient, the account stays active.
+    stack.graph.add_fault(path="/me/calendars$", account=acct["id"], status=401, times=-1)
+    try:
+        listed = list_calendars(user_id, ScopeQuery())
+    finally:
+        stack.graph.clear_faults()
+    assert listed.partial_errors[key]["error"] == "provider_unavailable"
+    assert store.get_connection(user_id, "outlook", conn.account_id).status == "active"
+
+
 def test_a_retry_after_past_the_deadline_ends_the_account_at_once_and_the_worker_finishes_it(
     stack: LocalStack, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -212,8 +212,26 @@ def test_testing_apps_refresh_tokens_die_after_seven_days(emu: GoogleEmulator, c
     acc = emu.add_account("tester@gmail.example", client_id="777-testing.apps.googleusercontent.com")
     args = {"secret": "sec", "client_id": "777-testing.apps.googleusercontent.com"}
     assert refresh(client, acc["refresh_token"], **args).status_code == 200
-    emu.advance_clock(7 * 86400)
-    assert refresh(client, acc["refresh_token"], **args).json["error"] == "invalid_grant"
+    emu.advance_clock(7 * 86400 - 60)  # used daily or not, it lives 7 days from issue
+    assert refresh(client, acc["refresh_token"], **args).status_code == 200
+    emu.advance_clock(60)
+    refused = refresh(client, acc["refresh_token"], **args)
+    assert refused.status_code == 400
+    assert refused.json == {
+        "error": "invalid_grant",
+        "error_description": "Token has been expired or revoked.",
+    }
+    # A published app's token is not limited that way.
+    published = emu.add_account("published@gmail.example", client_id=CLIENT_ID)
+    emu.advance_clock(30 * 86400)
+    assert refresh(client, published["refresh_token"]).status_code == 200
+
+
+def test_tokens_are_as_large_as_real_ones(emu: GoogleEmulator, client: Client) -> None:
+    acc = emu.add_account("sizes@gmail.example", client_id=CLIENT_ID)
+    assert acc["refresh_token"].startswith("1//") and 90 <= len(acc["refresh_token"]) <= 512
+    body = refresh(client, acc["refresh_token"]).json
+    assert body["access_token"].startswith("ya29.") and 200 <= len(body["access_token"]) <= 2048
 
 
 # --------------------------------------------------------------------------------------------------

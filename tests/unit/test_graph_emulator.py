@@ -151,7 +151,9 @@ def subscription_body(url: str, resource: str = "/me/events", **extra: Any) -> d
 # --------------------------------------------------------------------------------------------------
 
 
-def test_refresh_rotates_and_the_old_token_dies_after_the_grace(emu: GraphEmulator, client: Client) -> None:
+def test_refresh_rotates_and_the_old_token_lives_on_until_its_own_expiry(
+    emu: GraphEmulator, client: Client
+) -> None:
     account = add_account(emu)
     first = account["refresh_token"]
     answer = refresh(client, first)
@@ -160,30 +162,56 @@ def test_refresh_rotates_and_the_old_token_dies_after_the_grace(emu: GraphEmulat
     body = answer.json
     assert body["token_type"] == "Bearer"
     assert body["expires_in"] == 3599 and body["ext_expires_in"] == 3599
-    assert body["access_token"].startswith("EwA") and len(body["access_token"]) > 500
+    assert body["access_token"].startswith("EwA")
     assert body["refresh_token"].startswith("M.C5") and body["refresh_token"] != first
     # The granted scope is not an echo of the request: no offline_access in it.
     assert body["scope"].split() == ["User.Read", "Calendars.Read"]
 
-    # Within the grace the redeemed token still works (a client may retry with what it sent) ...
+    # Rotation does not revoke the redeemed token (PROTOCOLS): both stay valid, each until 90 days
+    # after its own issue.
     tokens = {t["refresh_token"]: t["superseded"] for t in emu.refresh_tokens(account["id"])}
     assert tokens == {first: True, body["refresh_token"]: False}
-    # ... and once the grace is over only the rotated one does: a client must store it.
-    emu.advance_clock(86400 + 1)
-    assert_aad_error(refresh(client, first), 400, "invalid_grant", 70008)
-    assert [t["refresh_token"] for t in emu.refresh_tokens(account["id"])] == [body["refresh_token"]]
-    assert refresh(client, body["refresh_token"]).status_code == 200
+    emu.advance_clock(timedelta(days=30).total_seconds())
+    again = refresh(client, first)
+    assert again.status_code == 200 and again.json["refresh_token"] not in (first, body["refresh_token"])
 
 
-def test_zero_grace_kills_the_old_token_at_once() -> None:
-    emu = GraphEmulator(rotation_grace_seconds=0)
-    emu.add_app(CLIENT_ID, SECRET)
-    client = Client(emu)
+def test_tokens_are_as_large_as_real_ones(emu: GraphEmulator, client: Client) -> None:
+    """Access tokens 1.5-2.5 KB, refresh tokens 1-2 KB (PROTOCOLS): storage meets real sizes."""
     account = add_account(emu)
-    rotated = refresh(client, account["refresh_token"]).json["refresh_token"]
-    assert rotated != account["refresh_token"]
-    assert_aad_error(refresh(client, account["refresh_token"]), 400, "invalid_grant", 70008)
-    assert [t["refresh_token"] for t in emu.refresh_tokens(account["id"])] == [rotated]
+    assert 1000 <= len(account["refresh_token"]) <= 2048
+    body = refresh(client, account["refresh_token"]).json
+    assert 1500 <= len(body["access_token"]) <= 2560
+    assert 1000 <= len(body["refresh_token"]) <= 2048
+    for token in (body["access_token"], body["refresh_token"]):
+        assert token.isascii() and not any(c.isspace() for c in token)
+
+
+def test_a_refresh_token_dies_90_days_after_issue_however_often_it_was_used(
+    emu: GraphEmulator, client: Client
+) -> None:
+    account = add_account(emu)
+    first = account["refresh_token"]
+    # Used every 10 days, never rotated (no offline_access asked): use does not extend its life.
+    for _ in range(8):
+        emu.advance_clock(timedelta(days=10).total_seconds())
+        answer = refresh(client, first, scope="User.Read Calendars.Read")
+        assert answer.status_code == 200 and "refresh_token" not in answer.json
+    emu.advance_clock(timedelta(days=10).total_seconds())  # day 90 since issue
+    answer = refresh(client, first, scope="User.Read Calendars.Read")
+    assert_aad_error(answer, 400, "invalid_grant", 700082)
+    assert "expired" in answer.json["error_description"]
+    assert emu.refresh_tokens(account["id"]) == []
+
+
+def test_each_rotation_starts_a_new_90_day_lifetime(emu: GraphEmulator, client: Client) -> None:
+    account = add_account(emu)
+    first = account["refresh_token"]
+    emu.advance_clock(timedelta(days=89).total_seconds())
+    rotated = refresh(client, first).json["refresh_token"]
+    emu.advance_clock(timedelta(days=2).total_seconds())  # day 91: the first is dead, the rotated lives
+    assert_aad_error(refresh(client, first), 400, "invalid_grant", 700082)
+    assert refresh(client, rotated).status_code == 200
 
 
 def test_no_refresh_token_without_offline_access(emu: GraphEmulator, client: Client) -> None:
@@ -192,8 +220,28 @@ def test_no_refresh_token_without_offline_access(emu: GraphEmulator, client: Cli
     assert answer.status_code == 200
     assert "refresh_token" not in answer.json
     assert answer.json["access_token"].startswith("EwA")
+    assert [t["superseded"] for t in emu.refresh_tokens(account["id"])] == [False]  # nothing rotated
     # Nothing was rotated, so the token the client holds still works.
     assert refresh(client, account["refresh_token"]).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "scope",
+    [
+        SCOPES,
+        "offline_access openid profile email User.Read Calendars.Read",
+        "OFFLINE_ACCESS https://graph.microsoft.com/Calendars.Read",
+    ],
+)
+def test_the_response_scope_never_echoes_offline_access(
+    emu: GraphEmulator, client: Client, scope: str
+) -> None:
+    account = add_account(emu)
+    answer = refresh(client, account["refresh_token"], scope=scope)
+    assert answer.status_code == 200 and "refresh_token" in answer.json
+    granted = answer.json["scope"].split()
+    assert "offline_access" not in {s.lower() for s in granted}
+    assert {"User.Read", "Calendars.Read"} <= set(granted)
 
 
 def test_full_graph_scope_uris_are_accepted(emu: GraphEmulator, client: Client) -> None:
@@ -262,7 +310,7 @@ def test_unknown_refresh_token_and_get_on_token_endpoint(emu: GraphEmulator, cli
     assert_aad_error(client.get(TOKEN_PATH), 400, "invalid_request", 900561)
 
 
-def test_idle_refresh_tokens_expire_after_90_days(emu: GraphEmulator, client: Client) -> None:
+def test_unused_refresh_tokens_expire_after_90_days(emu: GraphEmulator, client: Client) -> None:
     account = add_account(emu)
     emu.advance_clock(timedelta(days=91).total_seconds())
     assert_aad_error(refresh(client, account["refresh_token"]), 400, "invalid_grant", 700082)
@@ -284,11 +332,12 @@ def test_tenants_guid_and_domain_work_but_garbage_does_not(emu: GraphEmulator, c
     assert_aad_error(client.post("/not_a_tenant/oauth2/v2.0/token", data=data), 400, "invalid_request", 90002)
 
 
-def test_concurrent_refreshes_of_one_token_let_only_one_win() -> None:
-    emu = GraphEmulator(rotation_grace_seconds=0)
+def test_concurrent_refreshes_of_one_token_all_succeed() -> None:
+    """Rotation does not revoke the old token, so refreshes racing with one token all succeed."""
+    emu = GraphEmulator()
     emu.add_app(CLIENT_ID, SECRET)
     account = add_account(emu)
-    statuses: list[int] = []
+    answers: list[requests.Response] = []
     with serve(emu, name="graph") as server:
 
         def worker() -> None:
@@ -303,15 +352,17 @@ def test_concurrent_refreshes_of_one_token_let_only_one_win() -> None:
                 },
                 timeout=10,
             )
-            statuses.append(answer.status_code)
+            answers.append(answer)
 
         threads = [threading.Thread(target=worker) for _ in range(8)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-    assert sorted(statuses) == [200] + [400] * 7
-    assert len(emu.refresh_tokens(account["id"])) == 1
+    assert [a.status_code for a in answers] == [200] * 8
+    rotated = {a.json()["refresh_token"] for a in answers}
+    assert len(rotated) == 8 and account["refresh_token"] not in rotated
+    assert len(emu.refresh_tokens(account["id"])) == 9  # each winner's new token, and the old one
 
 
 # --------------------------------------------------------------------------------------------------
@@ -965,9 +1016,10 @@ def test_shared_calendar_flags(emu: GraphEmulator, client: Client) -> None:
 
 def test_fixed_sample_refresh_token_rotates_like_any_other(emu: GraphEmulator, client: Client) -> None:
     add_account(emu, refresh_token="M.C5_sample_token")
-    assert refresh(client, "M.C5_sample_token").status_code == 200
-    emu.advance_clock(86400 + 1)
-    assert refresh(client, "M.C5_sample_token").status_code == 400
+    rotated = refresh(client, "M.C5_sample_token")
+    assert rotated.status_code == 200 and rotated.json["refresh_token"] != "M.C5_sample_token"
+    emu.advance_clock(timedelta(days=90).total_seconds())  # its 90 days from issue are over
+    assert_aad_error(refresh(client, "M.C5_sample_token"), 400, "invalid_grant", 700082)
 
 
 def test_server_url_and_shutdown() -> None:

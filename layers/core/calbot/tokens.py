@@ -28,7 +28,11 @@ def _fresh(creds: Credentials) -> bool:
 
 
 def access_token(conn: Connection) -> str:
-    """A valid access token for the connection. Raises ProviderAuthError when the credentials are dead."""
+    """A valid access token for the connection. Raises ProviderAuthError when the credentials are dead.
+
+    A good refresh also proves the credentials alive: a connection marked needs_reauth goes back to
+    active (a wrong mark, e.g. from a transient failure, never strands an account).
+    """
     creds = vault.get(conn.credential_path)
     if creds is None:
         raise ProviderAuthError(
@@ -60,12 +64,15 @@ def access_token(conn: Connection) -> str:
             conn.credential_path,
             creds.model_copy(
                 update={
+                    # every rotated refresh token is kept: Microsoft's die 90 days after issue
                     "refresh_token": tokens.refresh_token or creds.refresh_token,
                     "access_token": tokens.access_token,
                     "access_token_expires_at": tokens.expires_at,
                 }
             ),
         )
+        if conn.status == "needs_reauth":
+            store.restore_connection(conn.user_id, conn.provider, conn.account_id)
         return tokens.access_token
     finally:
         store.release_lock(lock_name, lock)

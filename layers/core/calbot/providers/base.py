@@ -28,15 +28,32 @@ class ProviderError(Exception):
 class ProviderAuthError(ProviderError):
     def __init__(self, message: str, *, kind: str, code: str | None = None) -> None:
         super().__init__(message)
-        self.kind = kind  # invalid_grant | invalid_client | unauthorized | consent_required
+        self.kind = kind  # invalid_grant | invalid_client | credentials_missing | unauthorized
         self.code = code  # e.g. AADSTS70008
+
+    @property
+    def revoked(self) -> bool:
+        """Proof the credentials are dead, the only reason to mark a connection needs_reauth.
+
+        A 401 from the API (`unauthorized`), even right after a successful refresh, is not: the token
+        endpoint just vouched for the grant, so it is retried later like any transient failure.
+        """
+        return self.kind != "unauthorized"
 
 
 class ProviderUnavailable(ProviderError):
-    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        error: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
+        self.error = error  # the token endpoint's `error`, when it answered one (never invalid_grant/client)
 
 
 class ProviderRequestError(ProviderError):

@@ -105,22 +105,23 @@ class GoogleProvider(CalendarProvider):
                 expires_at=now() + timedelta(seconds=int(body.get("expires_in", 3600))),
                 scope=str(body.get("scope") or creds.scopes),
             )
-        if resp.status_code in (400, 401):
-            error = str(body.get("error") or "invalid_request")
-            detail = str(body.get("error_description") or error)[:_ERROR_TEXT_LIMIT]
-            if error == "invalid_client":
-                raise ProviderAuthError(
-                    f"Google rejected the client id or client secret ({detail}).", kind="invalid_client"
-                )
-            if error == "invalid_grant":
-                raise ProviderAuthError(
-                    f"Google rejected the refresh token: revoked, expired or the password changed "
-                    f"({detail}).",
-                    kind="invalid_grant",
-                )
-            raise ProviderAuthError(f"Google refused the token request ({detail}).", kind=error)
+        error = str(body.get("error") or "")[:_ERROR_TEXT_LIMIT]
+        detail = str(body.get("error_description") or error)[:_ERROR_TEXT_LIMIT]
+        if error == "invalid_client":
+            raise ProviderAuthError(
+                f"Google rejected the client id or client secret ({detail}).", kind="invalid_client"
+            )
+        if error == "invalid_grant":
+            raise ProviderAuthError(
+                f"Google rejected the refresh token: revoked, expired or the password changed ({detail}).",
+                kind="invalid_grant",
+            )
+        # Anything else is transient whatever its status: only a revoked grant or a bad client marks
+        # the account needs_reauth.
         raise ProviderUnavailable(
-            f"Google's token endpoint answered {resp.status_code}.", status=resp.status_code
+            f"Google's token endpoint answered {resp.status_code} ({error or 'no error code'}).",
+            status=resp.status_code,
+            error=error or None,
         )
 
     def profile(self, access_token: str) -> AccountProfile:

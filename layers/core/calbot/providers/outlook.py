@@ -29,7 +29,16 @@ from calbot.providers.http import ProviderHttp
 from calbot.providers.http import json_object as _json
 from calbot.timeutil import iso_z, now, parse_iso
 
+# What we request, on connect and on every refresh: `offline_access` is what makes Microsoft rotate the
+# refresh token, and the token response never echoes it, so the next request's scope is never built
+# from a response (a token that stops rotating dies 90 days after issue).
 SCOPES = "offline_access User.Read Calendars.Read"
+# AADSTS codes that say "try again" whatever `error` they come with (Microsoft's error code reference:
+# 90006 ExternalServerRetryableError, 90024 RequestBudgetExceededError, 90033 MsodsServiceUnavailable,
+# 90090 GraphRetryableError).
+TRANSIENT_AADSTS = {"AADSTS90006", "AADSTS90024", "AADSTS90033", "AADSTS90090"}
+# The only token-endpoint answers that mean the credentials are dead (PROTOCOLS).
+AUTH_FAILURES = {"invalid_grant", "invalid_client"}
 SYNC_RESET_CODES = {"syncStateNotFound", "resyncRequired", "syncStateInvalid"}
 DELTA_PAGE_SIZE = 100
 # What we read of a master or exception (GET /me/events/{id} takes $select; calendarView/delta does
@@ -79,7 +88,9 @@ class OutlookProvider(CalendarProvider):
                 "client_secret": creds.client_secret,
                 "grant_type": "refresh_token",
                 "refresh_token": creds.refresh_token,
-                "scope": creds.scopes or SCOPES,
+                # Always the scopes we requested, never the granted ones (`creds.scopes` of connections
+                # made before this fix hold a response's scope, without offline_access).
+                "scope": SCOPES,
             },
         )
         body = _json(resp)
@@ -88,28 +99,27 @@ class OutlookProvider(CalendarProvider):
                 access_token=body["access_token"],
                 refresh_token=body.get("refresh_token"),
                 expires_at=now() + timedelta(seconds=int(body.get("expires_in", 3600))),
-                scope=body.get("scope", creds.scopes),
+                scope=str(body.get("scope") or ""),
             )
-        if resp.status_code in (400, 401):
-            error = str(body.get("error") or "")
-            code, detail = _safe_description(body)
+        error = str(body.get("error") or "")
+        code, detail = _safe_description(body)
+        if error in AUTH_FAILURES and code not in TRANSIENT_AADSTS:
             if error == "invalid_client":
                 raise ProviderAuthError(
                     f"Microsoft rejected the client id or client secret ({detail}).",
                     kind="invalid_client",
                     code=code,
                 )
-            if error == "invalid_grant":
-                raise ProviderAuthError(
-                    f"Microsoft rejected the refresh token ({detail}).", kind="invalid_grant", code=code
-                )
             raise ProviderAuthError(
-                f"Microsoft refused the token request ({error or detail}).",
-                kind=error or "invalid_request",
-                code=code,
+                f"Microsoft rejected the refresh token ({detail}).", kind="invalid_grant", code=code
             )
+        # Anything else (temporarily_unavailable, server_error, AADSTS90033, 429, 5xx, ...) is transient
+        # whatever its status: only a revoked grant or a bad client marks the account needs_reauth.
         raise ProviderUnavailable(
-            f"Microsoft's token endpoint answered {resp.status_code}.", status=resp.status_code
+            f"Microsoft's token endpoint answered {resp.status_code} ({error or 'no error code'}"
+            f"{', ' + code if code else ''}).",
+            status=resp.status_code,
+            error=error or None,
         )
 
     # ---------------------------------------------------------------------------------------------

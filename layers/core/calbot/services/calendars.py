@@ -13,10 +13,18 @@ from calbot.services.sync import MAX_ACCOUNT_WORKERS, in_scope
 
 
 def _live(conn: Connection) -> tuple[Connection, list[CalendarInfo] | None, dict[str, str] | None]:
+    provider = get_provider(conn.provider)
     try:
-        token = tokens.access_token(conn)
-        return conn, get_provider(conn.provider).list_calendars(token), None
+        try:
+            return conn, provider.list_calendars(tokens.access_token(conn)), None
+        except ProviderAuthError as err:
+            if err.revoked:
+                raise
+            tokens.forget_access_token(conn)  # a 401 on a cached token: refresh once and retry
+            return conn, provider.list_calendars(tokens.access_token(conn)), None
     except ProviderAuthError as err:
+        if not err.revoked:  # refused right after a refresh: not proof of revocation
+            return conn, None, {"error": "provider_unavailable", "message": err.message}
         store.set_connection_status(conn.user_id, conn.provider, conn.account_id, "needs_reauth", err.message)
         return conn, None, {"error": "needs_reauth", "message": err.message}
     except ProviderError as err:

@@ -69,10 +69,17 @@ def limit_reached(limit: int, provider: str) -> ApiError:
     )
 
 
+# Token-endpoint refusals of what the user sent (an unknown app, a malformed request): transient for a
+# connected account (never needs_reauth), but at connect time the answer to bad input is a 400.
+_REQUEST_REFUSALS = {"unauthorized_client", "invalid_request", "invalid_scope", "unsupported_grant_type"}
+
+
 def provider_api_error(err: ProviderError, provider: CalendarProvider) -> ApiError:
     """Map a provider failure during connect to the contract's answer."""
     if isinstance(err, ProviderAuthError):
         return bad_request("invalid_credentials", err.message, reason=err.kind)
+    if isinstance(err, ProviderUnavailable) and err.error in _REQUEST_REFUSALS:
+        return bad_request("invalid_credentials", err.message, reason=err.error)
     if isinstance(err, ProviderUnavailable):
         extra = {"retry_after": int(err.retry_after)} if err.retry_after else {}
         return ApiError(
@@ -127,7 +134,7 @@ def connect_account(
     creds = creds.model_copy(
         update={
             "refresh_token": tokens.refresh_token or creds.refresh_token,
-            "scopes": tokens.scope or creds.scopes,
+            # creds.scopes stays what we requested: a response's scope never lists offline_access
             "access_token": tokens.access_token,
             "access_token_expires_at": tokens.expires_at,
         }

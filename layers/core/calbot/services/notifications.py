@@ -233,7 +233,7 @@ def _handle_record(record: SQSRecord) -> None:
         try:
             _keep_subscription(conn, message)
         except ProviderAuthError as err:
-            if err.kind == "unauthorized":
+            if not err.revoked:
                 raise  # refused even with a fresh token: try again later
             # A real auth failure: say so (the user must reconnect); retrying cannot help.
             store.set_connection_status(

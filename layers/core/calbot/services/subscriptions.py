@@ -119,7 +119,7 @@ def with_fresh_token(conn: Connection, action: Callable[[Connection, str], str],
     try:
         return action(conn, subscription_id)
     except ProviderAuthError as err:
-        if err.kind != "unauthorized":
+        if err.revoked:
             raise
         tokens.forget_access_token(conn)
         return action(conn, subscription_id)
@@ -141,7 +141,7 @@ def run_renewal() -> dict[str, int]:
             if outcome == "recreated":
                 _resync_later(conn, sub.id)
         except ProviderAuthError as err:
-            if err.kind == "unauthorized":  # refused even with a fresh token: not proof of revocation
+            if not err.revoked:  # refused even with a fresh token: not proof of revocation
                 logger.warning("subscription renewal refused; retried tomorrow")
                 counts["failed"] += 1
                 continue

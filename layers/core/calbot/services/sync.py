@@ -12,7 +12,9 @@
 - Every stored field is bounded (providers.base.cap_raw, NormalizedEvent.capped): no event is too
   big to store, and one huge event never fails an account's sync.
 - Accounts sync concurrently with a bound; one failing account lands in `partial_errors`; an auth
-  failure marks that connection `needs_reauth` (throttling and 5xx never do).
+  failure marks that connection `needs_reauth` (throttling, 5xx, token-endpoint errors other than
+  invalid_grant / invalid_client, and a 401 right after a refresh never do); such an account is
+  retried once an hour, and a good refresh restores it.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ WINDOW_FUTURE = timedelta(days=400)
 WINDOW_RENEW_AFTER = timedelta(days=30)
 CURSOR_REFRESH_AFTER = timedelta(hours=12)  # rewrite an unchanged cursor at most this often
 MAX_ACCOUNT_WORKERS = 8
+# How long a needs_reauth account is only reported before a sync tries one refresh again.
+REAUTH_RETRY = timedelta(hours=1)
 
 
 @dataclass
@@ -322,7 +326,7 @@ def _sync_connection(conn: Connection, *, follow: bool) -> AccountResult:
             try:
                 changed, full = sync_calendar(conn, cal.id, token)
             except ProviderAuthError as err:
-                if err.kind != "unauthorized":
+                if err.revoked:
                     raise
                 tokens.forget_access_token(conn)  # a 401 on a cached token: refresh once and retry
                 token = tokens.access_token(conn)
@@ -347,8 +351,15 @@ def _sync_connection(conn: Connection, *, follow: bool) -> AccountResult:
                 conn.user_id, [(conn.provider, conn.account_id)], result.changed
             )
     except ProviderAuthError as err:
-        store.set_connection_status(conn.user_id, conn.provider, conn.account_id, "needs_reauth", err.message)
-        result.error = {"error": "needs_reauth", "message": err.message}
+        if not err.revoked:
+            # Refused right after a refresh the token endpoint granted: not proof of revocation.
+            logger.warning("access token refused after a refresh; retried later")
+            result.error = {"error": "provider_unavailable", "message": err.message}
+        else:
+            store.set_connection_status(
+                conn.user_id, conn.provider, conn.account_id, "needs_reauth", err.message
+            )
+            result.error = {"error": "needs_reauth", "message": err.message}
     except ProviderUnavailable as err:
         result.error = {"error": "provider_unavailable", "message": err.message}
     except ProviderError as err:
@@ -409,7 +420,10 @@ def sync_user(
     report = SyncReport()
     live = []
     for conn in conns:
-        if conn.status == "needs_reauth":  # do not hammer dead credentials; say so instead
+        if conn.status == "needs_reauth" and now() - conn.updated_at < REAUTH_RETRY:
+            # Do not hammer dead credentials; say so instead. Once REAUTH_RETRY has passed since the
+            # mark, one refresh is tried: a good one restores the account (a wrong mark never strands
+            # it), a refused one marks it again and restarts the wait.
             report.accounts.append(
                 AccountResult(
                     conn.provider,
