@@ -895,6 +895,39 @@ def _version_condition(expected: int) -> str:
     return "attribute_not_exists(#v)" if expected == 0 else "#v = :expected"
 
 
+def _update_sync_state(
+    state: SyncState, *, expected: int, sets: str, names: dict[str, str], values: dict[str, Any]
+) -> None:
+    """SET `sets` (plus the state's identity fields) on one calendar's sync state while it is still at
+    version `expected`; SyncConflict otherwise."""
+    values = {**values, ":kind": "sync_state"}
+    for field in ("user_id", "provider", "account_id", "calendar_id"):
+        values[f":{field}"] = getattr(state, field)
+    if expected:
+        values[":expected"] = expected
+    try:
+        _write(
+            "update_item",
+            Key=to_item(
+                {
+                    "PK": user_pk(state.user_id),
+                    "SK": _sync_sk(state.provider, state.account_id, state.calendar_id),
+                }
+            ),
+            UpdateExpression=(
+                f"SET {sets}, kind = :kind, user_id = :user_id, provider = :provider, "
+                "account_id = :account_id, calendar_id = :calendar_id"
+            ),
+            ConditionExpression=_version_condition(expected),
+            ExpressionAttributeNames={"#v": "version", **names},
+            ExpressionAttributeValues=to_item(values),
+        )
+    except ClientError as err:
+        if _is_conditional_failure(err):
+            raise SyncConflict(state.calendar_id) from err
+        raise
+
+
 def claim_sync(state: SyncState, *, expected: int) -> int:
     """Take the next sync version of one calendar's sync state, if it is still at `expected` (the
     version this sync read before it called the provider). Raises SyncConflict otherwise. Returns the
@@ -903,32 +936,7 @@ def claim_sync(state: SyncState, *, expected: int) -> int:
     Versions are taken after the provider answered, so a higher version always saw the provider later
     than a lower one: the order of versions is the order of what the syncs saw."""
     new = expected + 1
-    values: dict[str, Any] = {":new": new, ":kind": "sync_state"}
-    for field in ("user_id", "provider", "account_id", "calendar_id"):
-        values[f":{field}"] = getattr(state, field)
-    if expected:
-        values[":expected"] = expected
-    try:
-        _write(
-            "update_item",
-            Key=to_item(
-                {
-                    "PK": user_pk(state.user_id),
-                    "SK": _sync_sk(state.provider, state.account_id, state.calendar_id),
-                }
-            ),
-            UpdateExpression=(
-                "SET #v = :new, kind = :kind, user_id = :user_id, provider = :provider, "
-                "account_id = :account_id, calendar_id = :calendar_id"
-            ),
-            ConditionExpression=_version_condition(expected),
-            ExpressionAttributeNames={"#v": "version"},
-            ExpressionAttributeValues=to_item(values),
-        )
-    except ClientError as err:
-        if _is_conditional_failure(err):
-            raise SyncConflict(state.calendar_id) from err
-        raise
+    _update_sync_state(state, expected=expected, sets="#v = :new", names={}, values={":new": new})
     return new
 
 
@@ -937,40 +945,19 @@ def commit_sync_state(state: SyncState, *, expected: int) -> None:
     that claimed `expected` itself, or, with no events to write, the version it read (then this write
     takes the next version). A sync overtaken by a later claim never moves the cursor: that later sync,
     which saw the provider after it, commits its own. Raises SyncConflict."""
-    values: dict[str, Any] = {
-        ":cursor": state.cursor,
-        ":ws": iso_z(state.window_start) if state.window_start else None,
-        ":we": iso_z(state.window_end) if state.window_end else None,
-        ":at": iso_z(state.updated_at) if state.updated_at else None,
-        ":version": state.version,
-        ":kind": "sync_state",
-    }
-    for field in ("user_id", "provider", "account_id", "calendar_id"):
-        values[f":{field}"] = getattr(state, field)
-    if expected:
-        values[":expected"] = expected
-    try:
-        _write(
-            "update_item",
-            Key=to_item(
-                {
-                    "PK": user_pk(state.user_id),
-                    "SK": _sync_sk(state.provider, state.account_id, state.calendar_id),
-                }
-            ),
-            UpdateExpression=(
-                "SET #c = :cursor, window_start = :ws, window_end = :we, updated_at = :at, #v = :version, "
-                "kind = :kind, user_id = :user_id, provider = :provider, account_id = :account_id, "
-                "calendar_id = :calendar_id"
-            ),
-            ConditionExpression=_version_condition(expected),
-            ExpressionAttributeNames={"#v": "version", "#c": "cursor"},
-            ExpressionAttributeValues=to_item(values),
-        )
-    except ClientError as err:
-        if _is_conditional_failure(err):
-            raise SyncConflict(state.calendar_id) from err
-        raise
+    _update_sync_state(
+        state,
+        expected=expected,
+        sets="#c = :cursor, window_start = :ws, window_end = :we, updated_at = :at, #v = :version",
+        names={"#c": "cursor"},
+        values={
+            ":cursor": state.cursor,
+            ":ws": iso_z(state.window_start) if state.window_start else None,
+            ":we": iso_z(state.window_end) if state.window_end else None,
+            ":at": iso_z(state.updated_at) if state.updated_at else None,
+            ":version": state.version,
+        },
+    )
 
 
 # Fields of a stored event that belong to the user, not to the provider: a sync never overwrites them.
