@@ -167,6 +167,17 @@ def _is_conditional_failure(err: ClientError) -> bool:
     return err.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
 
+def _write_if(operation: str, **kwargs: Any) -> bool:
+    """`_write` with a ConditionExpression: False, nothing written, when the condition failed."""
+    try:
+        _write(operation, **kwargs)
+    except ClientError as err:
+        if _is_conditional_failure(err):
+            return False
+        raise
+    return True
+
+
 def batch_write(puts: Iterable[dict[str, Any]] = (), deletes: Iterable[tuple[str, str]] = ()) -> int:
     """Write items in batches of 25, retrying unprocessed items with backoff. Returns items written."""
     requests = [{"PutRequest": {"Item": to_item(p)}} for p in puts]
@@ -245,17 +256,11 @@ def list_api_keys(user_id: str) -> list[ApiKeyRecord]:
 
 
 def delete_api_key(key_hash: str) -> bool:
-    try:
-        _write(
-            "delete_item",
-            Key=to_item({"PK": f"APIKEY#{key_hash}", "SK": "APIKEY"}),
-            ConditionExpression="attribute_exists(PK)",
-        )
-    except ClientError as err:
-        if _is_conditional_failure(err):
-            return False
-        raise
-    return True
+    return _write_if(
+        "delete_item",
+        Key=to_item({"PK": f"APIKEY#{key_hash}", "SK": "APIKEY"}),
+        ConditionExpression="attribute_exists(PK)",
+    )
 
 
 @dataclass(frozen=True)
@@ -448,21 +453,17 @@ def record_subscriptions_stopped(
     user_id: str, provider: str, account_id: str, stopped: int, warnings: list[dict[str, str]]
 ) -> None:
     """A disconnecting connection's subscriptions are dealt with: forget them and count them."""
-    try:
-        _write(
-            "update_item",
-            Key=to_item({"PK": user_pk(user_id), "SK": conn_sk(provider, account_id)}),
-            UpdateExpression=(
-                "SET subscriptions = :none, #d.subscriptions_stopped = #d.subscriptions_stopped + :n, "
-                "#d.warnings = list_append(#d.warnings, :w)"
-            ),
-            ConditionExpression="attribute_exists(#d.started_at)",
-            ExpressionAttributeNames={"#d": "disconnect"},
-            ExpressionAttributeValues=to_item({":none": [], ":n": stopped, ":w": warnings}),
-        )
-    except ClientError as err:
-        if not _is_conditional_failure(err):
-            raise
+    _write_if(
+        "update_item",
+        Key=to_item({"PK": user_pk(user_id), "SK": conn_sk(provider, account_id)}),
+        UpdateExpression=(
+            "SET subscriptions = :none, #d.subscriptions_stopped = #d.subscriptions_stopped + :n, "
+            "#d.warnings = list_append(#d.warnings, :w)"
+        ),
+        ConditionExpression="attribute_exists(#d.started_at)",
+        ExpressionAttributeNames={"#d": "disconnect"},
+        ExpressionAttributeValues=to_item({":none": [], ":n": stopped, ":w": warnings}),
+    )
 
 
 def delete_connection(conn: Connection) -> None:
@@ -597,37 +598,28 @@ def acquire_lock(name: str, *, ttl_seconds: int = 60) -> str:
 
 
 def release_lock(name: str, token: str) -> None:
-    try:
-        _write(
-            "delete_item",
-            Key=to_item({"PK": f"LOCK#{name}", "SK": "LOCK"}),
-            ConditionExpression="#o = :token",
-            ExpressionAttributeNames={"#o": "owner"},
-            ExpressionAttributeValues=to_item({":token": token}),
-        )
-    except ClientError as err:
-        if not _is_conditional_failure(err):  # expired and taken over: nothing of ours to release
-            raise
+    # The condition fails when the lock expired and was taken over: nothing of ours to release.
+    _write_if(
+        "delete_item",
+        Key=to_item({"PK": f"LOCK#{name}", "SK": "LOCK"}),
+        ConditionExpression="#o = :token",
+        ExpressionAttributeNames={"#o": "owner"},
+        ExpressionAttributeValues=to_item({":token": token}),
+    )
 
 
 def set_connection_status(
     user_id: str, provider: str, account_id: str, status: str, reason: str | None
 ) -> bool:
     """Change a connection's status in place (never creates one). False when it no longer exists."""
-    try:
-        _write(
-            "update_item",
-            Key=to_item({"PK": user_pk(user_id), "SK": conn_sk(provider, account_id)}),
-            UpdateExpression="SET #s = :s, status_reason = :r, updated_at = :u",
-            ConditionExpression="attribute_exists(PK)",
-            ExpressionAttributeNames={"#s": "status"},
-            ExpressionAttributeValues=to_item({":s": status, ":r": reason, ":u": iso_z(now())}),
-        )
-    except ClientError as err:
-        if _is_conditional_failure(err):
-            return False
-        raise
-    return True
+    return _write_if(
+        "update_item",
+        Key=to_item({"PK": user_pk(user_id), "SK": conn_sk(provider, account_id)}),
+        UpdateExpression="SET #s = :s, status_reason = :r, updated_at = :u",
+        ConditionExpression="attribute_exists(PK)",
+        ExpressionAttributeNames={"#s": "status"},
+        ExpressionAttributeValues=to_item({":s": status, ":r": reason, ":u": iso_z(now())}),
+    )
 
 
 def restore_connection(user_id: str, provider: str, account_id: str) -> bool:
@@ -652,17 +644,13 @@ def restore_connection(user_id: str, provider: str, account_id: str) -> bool:
 
 
 def touch_connection_synced(user_id: str, provider: str, account_id: str, when: datetime) -> None:
-    try:
-        _write(
-            "update_item",
-            Key=to_item({"PK": user_pk(user_id), "SK": conn_sk(provider, account_id)}),
-            UpdateExpression="SET last_synced_at = :t",
-            ConditionExpression="attribute_exists(PK)",
-            ExpressionAttributeValues=to_item({":t": iso_z(when)}),
-        )
-    except ClientError as err:
-        if not _is_conditional_failure(err):
-            raise
+    _write_if(
+        "update_item",
+        Key=to_item({"PK": user_pk(user_id), "SK": conn_sk(provider, account_id)}),
+        UpdateExpression="SET last_synced_at = :t",
+        ConditionExpression="attribute_exists(PK)",
+        ExpressionAttributeValues=to_item({":t": iso_z(when)}),
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -981,20 +969,14 @@ def _write_synced_event(event: Event, version: int) -> bool:
         else:
             sets.append(f"#f{i} = :f{i}")
     names["#sv"] = "sync_version"
-    try:
-        _write(
-            "update_item",
-            Key=to_item({"PK": item["PK"], "SK": item["SK"]}),
-            UpdateExpression="SET " + ", ".join(sets),
-            ConditionExpression="attribute_not_exists(#sv) OR #sv <= :version",
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=to_item(values),
-        )
-    except ClientError as err:
-        if _is_conditional_failure(err):
-            return False
-        raise
-    return True
+    return _write_if(
+        "update_item",
+        Key=to_item({"PK": item["PK"], "SK": item["SK"]}),
+        UpdateExpression="SET " + ", ".join(sets),
+        ConditionExpression="attribute_not_exists(#sv) OR #sv <= :version",
+        ExpressionAttributeNames=names,
+        ExpressionAttributeValues=to_item(values),
+    )
 
 
 def write_synced_events(events: list[Event], *, version: int) -> list[Event]:
@@ -1015,18 +997,14 @@ def set_recurring_enabled(user_id: str, event_ids: Iterable[str], enabled: bool,
     their content at the same moment keeps its content, and this flag stays). Returns how many."""
     changed = 0
     for event_id in event_ids:
-        try:
-            _write(
-                "update_item",
-                Key=to_item({"PK": user_pk(user_id), "SK": f"EVENT#{event_id}"}),
-                UpdateExpression="SET recurring_enabled = :e, updated_at = :u",
-                ConditionExpression="attribute_exists(PK)",
-                ExpressionAttributeValues=to_item({":e": enabled, ":u": iso_z(at)}),
-            )
+        if _write_if(
+            "update_item",
+            Key=to_item({"PK": user_pk(user_id), "SK": f"EVENT#{event_id}"}),
+            UpdateExpression="SET recurring_enabled = :e, updated_at = :u",
+            ConditionExpression="attribute_exists(PK)",
+            ExpressionAttributeValues=to_item({":e": enabled, ":u": iso_z(at)}),
+        ):
             changed += 1
-        except ClientError as err:
-            if not _is_conditional_failure(err):
-                raise
     return changed
 
 
@@ -1369,36 +1347,26 @@ def update_auto_settings(
     kwargs: dict[str, Any] = {}
     if not create:
         kwargs["ConditionExpression"] = "attribute_exists(PK)"
-    try:
-        _write(
-            "update_item",
-            Key=to_item({"PK": user_pk(user_id), "SK": "SETTINGS#AUTO"}),
-            UpdateExpression=expression,
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=to_item(values),
-            **kwargs,
-        )
-    except ClientError as err:
-        if _is_conditional_failure(err):
-            return False
-        raise
-    return True
+    return _write_if(
+        "update_item",
+        Key=to_item({"PK": user_pk(user_id), "SK": "SETTINGS#AUTO"}),
+        UpdateExpression=expression,
+        ExpressionAttributeNames=names,
+        ExpressionAttributeValues=to_item(values),
+        **kwargs,
+    )
 
 
 def record_auto_run(user_id: str, at: datetime, run: LastRun) -> None:
     """A run's outcome, and nothing else: the user's settings as they are now stay as they are (a run
     never recreates settings that were deleted meanwhile either)."""
-    try:
-        _write(
-            "update_item",
-            Key=to_item({"PK": user_pk(user_id), "SK": "SETTINGS#AUTO"}),
-            UpdateExpression="SET last_run_at = :at, last_run = :run",
-            ConditionExpression="attribute_exists(PK)",
-            ExpressionAttributeValues=to_item({":at": iso_z(at), ":run": run.model_dump(mode="json")}),
-        )
-    except ClientError as err:
-        if not _is_conditional_failure(err):
-            raise
+    _write_if(
+        "update_item",
+        Key=to_item({"PK": user_pk(user_id), "SK": "SETTINGS#AUTO"}),
+        UpdateExpression="SET last_run_at = :at, last_run = :run",
+        ConditionExpression="attribute_exists(PK)",
+        ExpressionAttributeValues=to_item({":at": iso_z(at), ":run": run.model_dump(mode="json")}),
+    )
 
 
 def get_auto_settings(user_id: str) -> AutoScheduleSettings | None:
