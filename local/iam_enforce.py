@@ -16,7 +16,7 @@ process. So the check runs on the client side instead, where the call's paramete
   such as ``DynamoDBCrudPolicy`` already expanded), the ``AWS::IAM::ManagedPolicy`` resources it
   attaches (and any ``AWS::IAM::Policy``/``ManagedPolicy`` naming it in ``Roles``), plus the AWS managed
   policies SAM adds (AWSLambdaBasicExecutionRole, AWSXrayWriteOnlyAccess, AWSLambdaSQSQueueExecutionRole),
-  whose documents are below.
+  whose documents come from moto's copy of AWS's (``local.iam.managed_policy``).
 * ``acting_as(principal)`` sets a context variable around a handler invocation (and its cold import);
   ``install()`` wraps ``botocore.client.BaseClient._make_api_call`` once, for every client whatever
   session created it and whenever (at import too). A call made while a principal is set is mapped to
@@ -55,55 +55,6 @@ from typing import Any
 from local import iam
 from local.iam import UNKNOWN
 from local.template import Template, _ref_target
-
-# -- AWS managed policies SAM attaches to every function role (their documents, as AWS publishes them)
-
-AWS_MANAGED_POLICIES: dict[str, dict[str, Any]] = {
-    "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole": {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
-                "Resource": "*",
-            }
-        ],
-    },
-    "arn:aws:iam::aws:policy/service-role/AWSLambdaSQSQueueExecutionRole": {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Action": [
-                    "sqs:ReceiveMessage",
-                    "sqs:DeleteMessage",
-                    "sqs:GetQueueAttributes",
-                    "logs:CreateLogGroup",
-                    "logs:CreateLogStream",
-                    "logs:PutLogEvents",
-                ],
-                "Resource": "*",
-            }
-        ],
-    },
-    "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess": {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Action": [
-                    "xray:PutTraceSegments",
-                    "xray:PutTelemetryRecords",
-                    "xray:GetSamplingRules",
-                    "xray:GetSamplingTargets",
-                    "xray:GetSamplingStatisticSummaries",
-                ],
-                "Resource": "*",
-            }
-        ],
-    },
-}
-
 
 # --------------------------------------------------------------------------------------------------
 # Policy evaluation (local.iam's evaluator, with the keys this module computes and conservatively)
@@ -441,9 +392,7 @@ class FunctionPolicies:
                     target = _ref_target(raw_arn)
                     resolved = str(template.resolve(raw_arn))
                     document = (
-                        managed.get(target or "")
-                        or managed.get(resolved)
-                        or AWS_MANAGED_POLICIES.get(resolved)
+                        managed.get(target or "") or managed.get(resolved) or iam.managed_policy(resolved)
                     )
                     if document is None:
                         self.unknown_managed.setdefault(lid, []).append(resolved)
