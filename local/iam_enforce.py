@@ -90,15 +90,6 @@ def evaluate(
     return {"Allow": ALLOW, "Deny": EXPLICIT_DENY}.get(verdict.decision, IMPLICIT_DENY)
 
 
-def allowed(
-    policies: Iterable[Mapping[str, Any]],
-    action: str,
-    resource: str,
-    context: Mapping[str, Any] | None = None,
-) -> bool:
-    return evaluate(policies, action, resource, context) == ALLOW
-
-
 # --------------------------------------------------------------------------------------------------
 # What AWS authorizes a call as
 
@@ -581,7 +572,6 @@ __all__ = [
     "Principal",
     "Requirement",
     "acting_as",
-    "allowed",
     "allowed_action_patterns",
     "check",
     "current",
