@@ -1165,38 +1165,16 @@ def upcoming_bots(
     provider: str | None = None,
     account_id: str | None = None,
 ) -> list[ScheduledBot]:
-    """Bots whose join time is after `after`, soonest first (GSI1), filtered server side."""
-    values: dict[str, Any] = {
-        ":pk": f"USER#{user_id}#BOTS",
-        ":lo": start_key + "\x00" if start_key else iso_z(after),
-    }
-    filters, names = [], {}
-    if status:
-        filters.append("#s = :st")
-        names["#s"] = "status"
-        values[":st"] = status
-    if provider:
-        filters.append("provider = :prov")
-        values[":prov"] = provider
-    if account_id:
-        filters.append("account_id = :acct")
-        values[":acct"] = account_id
-    kwargs: dict[str, Any] = {
-        "IndexName": "GSI1",
-        "KeyConditionExpression": "GSI1PK = :pk AND GSI1SK >= :lo",
-        "ExpressionAttributeValues": to_item(values),
-        "Limit": max(limit, 25),
-    }
-    if filters:
-        kwargs["FilterExpression"] = " AND ".join(filters)
-    if names:
-        kwargs["ExpressionAttributeNames"] = names
-    out = []
-    for item in _query(**kwargs):
-        out.append(_bot(item))
-        if len(out) >= limit:
-            break
-    return out
+    """Bots whose join time is after `after` (or after the bot `start_key` names), soonest first."""
+    return bots_by_join_time(
+        user_id,
+        ascending=True,
+        bound=start_key + "\x00" if start_key else iso_z(after),
+        limit=limit,
+        statuses=(status,) if status else None,
+        provider=provider,
+        account_id=account_id,
+    )
 
 
 def bots_by_join_time(
