@@ -196,6 +196,23 @@ def batch_write(puts: Iterable[dict[str, Any]] = (), deletes: Iterable[tuple[str
     return written
 
 
+def _batch_get(keys: list[dict[str, Any]], *, max_delay: float) -> Iterator[dict[str, Any]]:
+    """Consistent reads of these keys, 100 per BatchGetItem, retrying unprocessed keys with backoff (up to
+    `max_delay` seconds between calls). Yields the items found, in no particular order."""
+    for start in range(0, len(keys), 100):
+        chunk = [to_item(k) for k in keys[start : start + 100]]
+        pending: dict[str, Any] = {_table(): {"Keys": chunk, "ConsistentRead": True}}
+        delay = 0.05
+        while pending:
+            resp = aws.dynamodb().batch_get_item(RequestItems=pending)
+            for item in resp.get("Responses", {}).get(_table(), []):
+                yield from_item(item)
+            pending = resp.get("UnprocessedKeys") or {}
+            if pending:
+                time.sleep(delay)
+                delay = min(delay * 2, max_delay)
+
+
 # --------------------------------------------------------------------------------------------------
 # users and api keys
 
@@ -537,18 +554,10 @@ def get_subscriptions(sub_ids: Iterable[str]) -> dict[str, Subscription]:
     found: dict[str, Subscription] = {}
     if not ids:
         return found
-    keys = [to_item({"PK": f"SUB#{i}", "SK": "SUB"}) for i in ids]
-    pending: dict[str, Any] = {_table(): {"Keys": keys, "ConsistentRead": True}}
-    delay = 0.05
-    while pending:
-        resp = aws.dynamodb().batch_get_item(RequestItems=pending)
-        for item in resp.get("Responses", {}).get(_table(), []):
-            sub = Subscription.model_validate(_strip_keys(from_item(item)))
-            found[sub.id] = sub
-        pending = resp.get("UnprocessedKeys") or {}
-        if pending:
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
+    keys = [{"PK": f"SUB#{i}", "SK": "SUB"} for i in ids]
+    for item in _batch_get(keys, max_delay=1.0):
+        sub = Subscription.model_validate(_strip_keys(item))
+        found[sub.id] = sub
     return found
 
 
@@ -711,19 +720,9 @@ def get_events(user_id: str, event_ids: Iterable[str]) -> dict[str, Event]:
     """Batch read (100 keys per call), retrying unprocessed keys."""
     ids = list(dict.fromkeys(event_ids))
     found: dict[str, Event] = {}
-    for start in range(0, len(ids), 100):
-        keys = [to_item({"PK": user_pk(user_id), "SK": f"EVENT#{i}"}) for i in ids[start : start + 100]]
-        pending: dict[str, Any] = {_table(): {"Keys": keys, "ConsistentRead": True}}
-        delay = 0.05
-        while pending:
-            resp = aws.dynamodb().batch_get_item(RequestItems=pending)
-            for item in resp.get("Responses", {}).get(_table(), []):
-                event = _event(from_item(item))
-                found[event.event_id] = event
-            pending = resp.get("UnprocessedKeys") or {}
-            if pending:
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
+    for item in _batch_get([{"PK": user_pk(user_id), "SK": f"EVENT#{i}"} for i in ids], max_delay=2.0):
+        event = _event(item)
+        found[event.event_id] = event
     return found
 
 
