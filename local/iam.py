@@ -16,7 +16,13 @@ A statement matches when its ``Action``/``NotAction``, ``Resource``/``NotResourc
   ``ForAllValues:``/``ForAnyValue:`` prefixes and the ``IfExists`` suffix, keys matched
   case-insensitively, AND across operators and keys, OR across a key's values. A key missing from
   the request context fails a positive operator and passes a negated one (``StringNotEquals``...),
-  as IAM documents. An operator this module does not know raises ``PolicyError`` rather than guess.
+  as IAM documents; so does a key whose value is an empty set. An operator this module does not know
+  raises ``PolicyError`` rather than guess.
+* Unevaluable conditions: a caller that computes only some condition keys names them
+  (``known_keys``) and may mark a key's value ``UNKNOWN`` for one request. A condition on any other
+  key, on an ``UNKNOWN`` value, or with an operator this module does not know is unevaluable: by
+  default that raises ``Unevaluable`` (a ``PolicyError``); with ``conservative=True`` the statement
+  is decided as safely as it can be: an ``Allow`` carrying it grants nothing, a ``Deny`` denies.
 * Principals: ``*``, ``{"AWS": ...}`` and ``{"Service": ...}``; ``NotPrincipal`` likewise.
 
 No library on PyPI evaluates a request against IAM documents with this much of the grammar (moto's
@@ -31,15 +37,30 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-ContextValue = str | Sequence[str]
+
+class _Unknown:
+    """A condition key whose value the caller cannot work out for the request."""
+
+    def __repr__(self) -> str:
+        return "UNKNOWN"
+
+
+UNKNOWN = _Unknown()
+
+ContextValue = str | Sequence[str] | _Unknown
+_Context = Mapping[str, "list[str] | _Unknown"]  # normalised: lower-case keys, lists of strings
 
 
 class PolicyError(ValueError):
     """A policy this module cannot evaluate faithfully (an unknown operator, a malformed element)."""
+
+
+class Unevaluable(PolicyError):
+    """A condition this module cannot decide for this request (see ``conservative``)."""
 
 
 @dataclass(frozen=True)
@@ -135,21 +156,27 @@ def _scalar(value: Any) -> str:
     return str(value)
 
 
-def _condition_holds(operator: str, key: str, wanted: Any, context: Mapping[str, list[str]]) -> bool:
+def _condition_holds(
+    operator: str, key: str, wanted: Any, context: _Context, known_keys: Collection[str] | None
+) -> bool:
     qualifier, _, base = operator.rpartition(":")
     if qualifier not in ("", "ForAllValues", "ForAnyValue"):
-        raise PolicyError(f"unknown condition set operator {qualifier!r}")
+        raise Unevaluable(f"unknown condition set operator {qualifier!r}")
     if_exists = base.endswith("IfExists") and base != "IfExists"
     if if_exists:
         base = base[: -len("IfExists")]
     values = [_scalar(v) for v in _as_list(wanted)]
-    present = key.lower() in context
+    if known_keys is not None and key.lower() not in known_keys:
+        raise Unevaluable(f"condition key {key!r} is not known for this request")
     have = context.get(key.lower(), [])
+    if isinstance(have, _Unknown):
+        raise Unevaluable(f"the value of condition key {key!r} is unknown for this request")
+    present = bool(have)  # an empty set counts as absent
     if base == "Null":
         # {"Null": {"key": "true"}}: the key is absent; "false": it is present.
         return any((v.lower() == "true") != present for v in values)
     if base not in _OPERATORS:
-        raise PolicyError(f"condition operator {operator!r} is not supported locally")
+        raise Unevaluable(f"condition operator {operator!r} is not supported locally")
     compare, negated = _OPERATORS[base]
 
     def one(actual: str) -> bool:
@@ -168,20 +195,25 @@ def _condition_holds(operator: str, key: str, wanted: Any, context: Mapping[str,
     return any(one(a) for a in have) if not negated else all(one(a) for a in have)
 
 
-def conditions_hold(condition: Mapping[str, Any] | None, context: Mapping[str, list[str]]) -> bool:
+def conditions_hold(
+    condition: Mapping[str, Any] | None,
+    context: _Context,
+    known_keys: Collection[str] | None = None,
+) -> bool:
+    """Whether every condition holds; ``Unevaluable`` when one cannot be decided."""
     for operator, block in (condition or {}).items():
         if not isinstance(block, Mapping):
-            raise PolicyError(f"condition {operator!r} must map keys to values")
+            raise Unevaluable(f"condition {operator!r} must map keys to values")
         for key, wanted in block.items():
-            if not _condition_holds(str(operator), str(key), wanted, context):
+            if not _condition_holds(str(operator), str(key), wanted, context, known_keys):
                 return False
     return True
 
 
-def _normalise_context(context: Mapping[str, ContextValue] | None) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
+def _normalise_context(context: Mapping[str, ContextValue] | None) -> dict[str, list[str] | _Unknown]:
+    out: dict[str, list[str] | _Unknown] = {}
     for key, value in (context or {}).items():
-        out[key.lower()] = [_scalar(v) for v in _as_list(value)]
+        out[key.lower()] = value if isinstance(value, _Unknown) else [_scalar(v) for v in _as_list(value)]
     return out
 
 
@@ -218,7 +250,8 @@ def _principal_in(element: Any, principal: Principal) -> bool:
 # Evaluation
 
 
-def _statements(policy: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+def statements(policy: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """A policy document's statements (a lone statement map counts as a list of one)."""
     statements = policy.get("Statement", [])
     if isinstance(statements, Mapping):
         return [statements]
@@ -231,10 +264,14 @@ def statement_matches(
     statement: Mapping[str, Any],
     action: str,
     resource: str,
-    context: Mapping[str, list[str]],
+    context: _Context,
     principal: Principal | None = None,
+    *,
+    known_keys: Collection[str] | None = None,
+    conservative: bool = False,
 ) -> bool:
-    """Whether one statement applies to the request (its Effect aside)."""
+    """Whether one statement applies to the request (its Effect aside, but for an unevaluable
+    condition under ``conservative``: then a Deny applies and an Allow does not)."""
     if "NotAction" in statement:
         if any(action_matches(str(p), action) for p in _as_list(statement["NotAction"])):
             return False
@@ -243,10 +280,11 @@ def statement_matches(
     if "NotResource" in statement:
         if any(arn_matches(str(p), resource) for p in _as_list(statement["NotResource"])):
             return False
-    elif "Resource" in statement and not any(
-        arn_matches(str(p), resource) for p in _as_list(statement["Resource"])
-    ):
-        return False
+    elif "Resource" in statement:
+        if not any(arn_matches(str(p), resource) for p in _as_list(statement["Resource"])):
+            return False
+    elif principal is None:
+        return False  # IAM refuses an identity-based statement without a resource: it grants nothing
     if principal is not None:
         if "NotPrincipal" in statement:
             if _principal_in(statement["NotPrincipal"], principal):
@@ -255,7 +293,13 @@ def statement_matches(
             return False
         elif "Principal" not in statement:
             return False  # a resource-based statement names who it is for
-    return conditions_hold(statement.get("Condition"), context)
+    try:
+        return conditions_hold(statement.get("Condition"), context, known_keys)
+    except Unevaluable:
+        if not conservative:
+            raise
+        # An Allow that cannot be proven grants nothing; a Deny that cannot be ruled out denies.
+        return statement.get("Effect") == "Deny"
 
 
 def evaluate(
@@ -265,22 +309,36 @@ def evaluate(
     *,
     context: Mapping[str, ContextValue] | None = None,
     principal: Principal | None = None,
+    known_keys: Collection[str] | None = None,
+    conservative: bool = False,
 ) -> Evaluation:
     """Decide ``action`` on ``resource`` against ``policies`` (policy documents).
 
     Identity-based policies: leave ``principal`` out. Resource-based and trust policies: give the
     caller as ``("Service", "scheduler.amazonaws.com")`` or ``("AWS", arn)``; statements without a
     matching ``Principal`` then do not apply. ``context`` holds the request's condition keys
-    (``aws:SourceArn``, ``aws:SourceAccount``, ``dynamodb:LeadingKeys``...), values str or lists.
+    (``aws:SourceArn``, ``aws:SourceAccount``, ``dynamodb:LeadingKeys``...), values str, lists or
+    ``UNKNOWN``. ``known_keys`` (lower-case), when given, are the only keys the caller computes: a
+    condition on another key is unevaluable rather than absent. ``conservative`` decides statements
+    with an unevaluable condition (see the module docstring) instead of raising ``Unevaluable``.
     """
+    known = None if known_keys is None else frozenset(k.lower() for k in known_keys)
     normalised = _normalise_context(context)
     allow: Mapping[str, Any] | None = None
     for policy in policies:
-        for statement in _statements(policy):
+        for statement in statements(policy):
             effect = statement.get("Effect")
             if effect not in ("Allow", "Deny"):
                 raise PolicyError(f"Effect must be Allow or Deny, got {effect!r}")
-            if not statement_matches(statement, action, resource, normalised, principal):
+            if not statement_matches(
+                statement,
+                action,
+                resource,
+                normalised,
+                principal,
+                known_keys=known,
+                conservative=conservative,
+            ):
                 continue
             if effect == "Deny":
                 return Evaluation("Deny", statement)

@@ -16,7 +16,7 @@ process. So the check runs on the client side instead, where the call's paramete
   such as ``DynamoDBCrudPolicy`` already expanded), the ``AWS::IAM::ManagedPolicy`` resources it
   attaches (and any ``AWS::IAM::Policy``/``ManagedPolicy`` naming it in ``Roles``), plus the AWS managed
   policies SAM adds (AWSLambdaBasicExecutionRole, AWSXrayWriteOnlyAccess, AWSLambdaSQSQueueExecutionRole),
-  whose documents are below.
+  whose documents come from moto's copy of AWS's (``local.iam.managed_policy``).
 * ``acting_as(principal)`` sets a context variable around a handler invocation (and its cold import);
   ``install()`` wraps ``botocore.client.BaseClient._make_api_call`` once, for every client whatever
   session created it and whenever (at import too). A call made while a principal is set is mapped to
@@ -28,13 +28,13 @@ process. So the check runs on the client side instead, where the call's paramete
 * Handlers that fan out with ``ThreadPoolExecutor`` keep their principal: ``install()`` makes
   ``submit`` run each task in a copy of the submitter's context, as one Lambda invocation would.
 
-The evaluator: Allow/Deny statements, Action/NotAction, Resource/NotResource, ``*`` and ``?``
-wildcards, explicit Deny wins, no Allow means implicit deny. Conditions: the operators of the String,
-Arn, Bool and Null families (with ``ForAllValues:``/``ForAnyValue:`` and ``...IfExists``) over the
-keys this module can compute for a request (``dynamodb:LeadingKeys``, ``dynamodb:EnclosingOperation``,
-``iam:PassedToService``, ``aws:RequestedRegion``, ``aws:PrincipalAccount``). A condition it cannot
-evaluate (unknown key or operator) is treated conservatively: an Allow statement carrying it grants
-nothing, a Deny statement carrying it denies.
+The evaluator is ``local.iam``'s (the one the gateway and clock use for invoke permissions), run
+over the condition keys this module can compute for a request (``dynamodb:LeadingKeys``,
+``dynamodb:EnclosingOperation``, ``iam:PassedToService``, ``aws:RequestedRegion``,
+``aws:PrincipalAccount``) and in its conservative mode: a condition it cannot evaluate (another key, a
+value it could not work out, an unknown operator) makes an Allow statement carrying it grant nothing,
+and a Deny statement carrying it deny. Its decision is reported as ``ExplicitDeny`` or
+``ImplicitDeny`` for the denial messages.
 """
 
 from __future__ import annotations
@@ -52,77 +52,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from local import iam
+from local.iam import UNKNOWN
 from local.template import Template, _ref_target
 
-# -- AWS managed policies SAM attaches to every function role (their documents, as AWS publishes them)
-
-AWS_MANAGED_POLICIES: dict[str, dict[str, Any]] = {
-    "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole": {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
-                "Resource": "*",
-            }
-        ],
-    },
-    "arn:aws:iam::aws:policy/service-role/AWSLambdaSQSQueueExecutionRole": {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Action": [
-                    "sqs:ReceiveMessage",
-                    "sqs:DeleteMessage",
-                    "sqs:GetQueueAttributes",
-                    "logs:CreateLogGroup",
-                    "logs:CreateLogStream",
-                    "logs:PutLogEvents",
-                ],
-                "Resource": "*",
-            }
-        ],
-    },
-    "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess": {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Action": [
-                    "xray:PutTraceSegments",
-                    "xray:PutTelemetryRecords",
-                    "xray:GetSamplingRules",
-                    "xray:GetSamplingTargets",
-                    "xray:GetSamplingStatisticSummaries",
-                ],
-                "Resource": "*",
-            }
-        ],
-    },
-}
-
-
 # --------------------------------------------------------------------------------------------------
-# Policy evaluation
+# Policy evaluation (local.iam's evaluator, with the keys this module computes and conservatively)
 
 ALLOW = "Allow"
 IMPLICIT_DENY = "ImplicitDeny"
 EXPLICIT_DENY = "ExplicitDeny"
 
-
-class _Unknown:
-    """A condition key whose value this module cannot know for the request."""
-
-    def __repr__(self) -> str:
-        return "UNKNOWN"
-
-
-UNKNOWN = _Unknown()
-
 # Keys this module computes. A key listed here but missing from a request's context is *absent*
 # (IAM's semantics for absent keys apply); any other key is unknown and makes its condition
-# unevaluable.
+# unevaluable, as does a value of ``UNKNOWN``.
 KNOWN_KEYS = frozenset(
     {
         "dynamodb:leadingkeys",
@@ -134,135 +77,6 @@ KNOWN_KEYS = frozenset(
 )
 
 
-class _Unevaluable(Exception):
-    pass
-
-
-def _as_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
-def _glob(pattern: str, text: str, *, case_sensitive: bool = True) -> bool:
-    """IAM wildcards: ``*`` any run of characters (``/`` and ``:`` included), ``?`` one character."""
-    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    flags = 0 if case_sensitive else re.IGNORECASE
-    return re.fullmatch(regex, text, flags | re.DOTALL) is not None
-
-
-def _action_matches(patterns: Iterable[Any], action: str) -> bool:
-    # Action names are case-insensitive in IAM.
-    return any(_glob(str(p), action, case_sensitive=False) for p in patterns)
-
-
-def _resource_matches(patterns: Iterable[Any], resource: str) -> bool:
-    return any(_glob(str(p), resource) for p in patterns)
-
-
-def _compare(op: str, policy_value: str, value: str) -> bool:
-    if op in ("StringEquals", "ArnEquals"):
-        return value == policy_value
-    if op == "StringEqualsIgnoreCase":
-        return value.lower() == policy_value.lower()
-    if op in ("StringLike", "ArnLike"):
-        return _glob(policy_value, value)
-    if op == "Bool":
-        return value.lower() == policy_value.lower()
-    raise _Unevaluable(op)
-
-
-_NEGATED = {
-    "StringNotEquals": "StringEquals",
-    "StringNotEqualsIgnoreCase": "StringEqualsIgnoreCase",
-    "StringNotLike": "StringLike",
-    "ArnNotEquals": "ArnEquals",
-    "ArnNotLike": "ArnLike",
-}
-_POSITIVE = {"StringEquals", "StringEqualsIgnoreCase", "StringLike", "ArnEquals", "ArnLike", "Bool"}
-
-
-def _condition_holds(operator: str, key: str, policy_values: list[Any], context: Mapping[str, Any]) -> bool:
-    lkey = key.lower()
-    if lkey not in KNOWN_KEYS:
-        raise _Unevaluable(key)
-    present = lkey in context
-    value = context.get(lkey)
-    if value is UNKNOWN:
-        raise _Unevaluable(key)
-    values = [str(v) for v in _as_list(value)] if present else []
-    pvals = [str(v).lower() if isinstance(v, bool) else str(v) for v in policy_values]
-    qualifier, _, op = operator.rpartition(":")
-    if_exists = op.endswith("IfExists")
-    if if_exists:
-        op = op[: -len("IfExists")]
-    if op == "Null":
-        want_absent = pvals[0].lower() == "true"
-        return (not present or not values) == want_absent
-    negated = op in _NEGATED
-    base = _NEGATED.get(op, op)
-    if base not in _POSITIVE:
-        raise _Unevaluable(operator)
-
-    def matches(v: str) -> bool:
-        hit = any(_compare(base, p, v) for p in pvals)
-        return not hit if negated else hit
-
-    if qualifier == "ForAllValues":
-        return all(matches(v) for v in values)  # vacuously true when the key is absent
-    if qualifier == "ForAnyValue":
-        return any(matches(v) for v in values)
-    if qualifier:
-        raise _Unevaluable(operator)
-    if not present or not values:
-        # Absent key: a negated operator holds, a positive one does not (IfExists: both hold).
-        return if_exists or negated
-    return any(matches(v) for v in values)
-
-
-def _conditions_hold(condition: Mapping[str, Any], context: Mapping[str, Any]) -> bool:
-    for operator, body in condition.items():
-        if not isinstance(body, Mapping):
-            raise _Unevaluable(operator)
-        for key, pvalues in body.items():
-            if not _condition_holds(operator, key, _as_list(pvalues), context):
-                return False
-    return True
-
-
-def _statements(policy: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    return [s for s in _as_list(policy.get("Statement")) if isinstance(s, Mapping)]
-
-
-def _statement_applies(
-    statement: Mapping[str, Any], action: str, resource: str, context: Mapping[str, Any]
-) -> bool:
-    if "Action" in statement:
-        if not _action_matches(_as_list(statement["Action"]), action):
-            return False
-    elif "NotAction" in statement:
-        if _action_matches(_as_list(statement["NotAction"]), action):
-            return False
-    else:
-        return False
-    if "Resource" in statement:
-        if not _resource_matches(_as_list(statement["Resource"]), resource):
-            return False
-    elif "NotResource" in statement:
-        if _resource_matches(_as_list(statement["NotResource"]), resource):
-            return False
-    else:
-        return False
-    condition = statement.get("Condition")
-    if not condition:
-        return True
-    try:
-        return _conditions_hold(condition, context)
-    except _Unevaluable:
-        # Conservative: an Allow we cannot prove grants nothing; a Deny we cannot rule out denies.
-        return statement.get("Effect") == "Deny"
-
-
 def evaluate(
     policies: Iterable[Mapping[str, Any]],
     action: str,
@@ -270,26 +84,10 @@ def evaluate(
     context: Mapping[str, Any] | None = None,
 ) -> str:
     """``Allow``, ``ImplicitDeny`` or ``ExplicitDeny`` for one action on one resource ARN."""
-    ctx = {k.lower(): v for k, v in (context or {}).items()}
-    allowed = False
-    for policy in policies:
-        for statement in _statements(policy):
-            if not _statement_applies(statement, action, resource, ctx):
-                continue
-            if statement.get("Effect") == "Deny":
-                return EXPLICIT_DENY
-            if statement.get("Effect") == "Allow":
-                allowed = True
-    return ALLOW if allowed else IMPLICIT_DENY
-
-
-def allowed(
-    policies: Iterable[Mapping[str, Any]],
-    action: str,
-    resource: str,
-    context: Mapping[str, Any] | None = None,
-) -> bool:
-    return evaluate(policies, action, resource, context) == ALLOW
+    verdict = iam.evaluate(
+        policies, action, resource, context=context, known_keys=KNOWN_KEYS, conservative=True
+    )
+    return {"Allow": ALLOW, "Deny": EXPLICIT_DENY}.get(verdict.decision, IMPLICIT_DENY)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -585,9 +383,7 @@ class FunctionPolicies:
                     target = _ref_target(raw_arn)
                     resolved = str(template.resolve(raw_arn))
                     document = (
-                        managed.get(target or "")
-                        or managed.get(resolved)
-                        or AWS_MANAGED_POLICIES.get(resolved)
+                        managed.get(target or "") or managed.get(resolved) or iam.managed_policy(resolved)
                     )
                     if document is None:
                         self.unknown_managed.setdefault(lid, []).append(resolved)
@@ -760,9 +556,9 @@ def allowed_action_patterns(principal: Principal) -> list[str]:
     names = {
         str(a)
         for policy in principal.policies
-        for s in _statements(policy)
+        for s in iam.statements(policy)
         if s.get("Effect") == "Allow"
-        for a in _as_list(s.get("Action"))
+        for a in iam._as_list(s.get("Action"))
     }
     return sorted(names)
 
@@ -776,7 +572,6 @@ __all__ = [
     "Principal",
     "Requirement",
     "acting_as",
-    "allowed",
     "allowed_action_patterns",
     "check",
     "current",

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from local.iam import PolicyError, allowed, arn_matches, evaluate, managed_policy
+from local.iam import UNKNOWN, PolicyError, Unevaluable, allowed, arn_matches, evaluate, managed_policy
 
 TABLE = "arn:aws:dynamodb:us-east-1:123456789012:table/calbot-dev-Table"
 
@@ -168,6 +168,61 @@ def test_an_unknown_condition_operator_is_an_error_not_a_guess() -> None:
     ]
     with pytest.raises(PolicyError):
         allowed(policy, "s3:GetObject", "arn:aws:s3:::b/k")
+
+
+def test_unevaluable_conditions_raise_or_are_decided_conservatively() -> None:
+    # A caller that computes only some keys names them; another key, or a value it marks UNKNOWN,
+    # cannot be decided. By default that is an error; conservatively an Allow grants nothing and a
+    # Deny denies.
+    known = {"dynamodb:LeadingKeys"}
+    on_vpce = {"StringEquals": {"aws:SourceVpce": "vpce-1"}}
+    on_keys = {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["RATE#*"]}}
+    everything = _doc({"Effect": "Allow", "Action": "*", "Resource": "*"})
+    for condition, context in ((on_vpce, {}), (on_keys, {"dynamodb:LeadingKeys": UNKNOWN})):
+        allow = _doc(
+            {"Effect": "Allow", "Action": "ssm:GetParameter", "Resource": "*", "Condition": condition}
+        )
+        deny = _doc({"Effect": "Deny", "Action": "ssm:*", "Resource": "*", "Condition": condition})
+        with pytest.raises(Unevaluable):
+            evaluate([allow], "ssm:GetParameter", TABLE, context=context, known_keys=known)
+        conservative = {"context": context, "known_keys": known, "conservative": True}
+        assert evaluate([allow], "ssm:GetParameter", TABLE, **conservative).decision == "ImplicitDeny"
+        assert evaluate([everything, deny], "ssm:GetParameter", TABLE, **conservative).decision == "Deny"
+        assert evaluate([everything, deny], "sqs:SendMessage", TABLE, **conservative).decision == "Allow"
+    # Without known_keys an uncomputed key is simply absent (IAM's rule for a missing key).
+    allow = _doc({"Effect": "Allow", "Action": "ssm:GetParameter", "Resource": "*", "Condition": on_vpce})
+    assert evaluate([allow], "ssm:GetParameter", TABLE).decision == "ImplicitDeny"
+    # A known key's computed value is decided as usual.
+    allow = _doc({"Effect": "Allow", "Action": "ssm:GetParameter", "Resource": "*", "Condition": on_keys})
+    good = {"dynamodb:LeadingKeys": ["RATE#k"]}
+    assert evaluate([allow], "ssm:GetParameter", TABLE, context=good, known_keys=known, conservative=True)
+
+
+def test_an_empty_set_is_an_absent_key() -> None:
+    def grant(condition: dict[str, Any]) -> dict[str, Any]:
+        return _doc({"Effect": "Allow", "Action": "dynamodb:Query", "Resource": "*", "Condition": condition})
+
+    empty = {"dynamodb:LeadingKeys": []}
+    assert allowed([grant({"Null": {"dynamodb:LeadingKeys": "true"}})], "dynamodb:Query", TABLE, empty)
+    assert allowed(
+        [grant({"StringLikeIfExists": {"dynamodb:LeadingKeys": "RATE#*"}})], "dynamodb:Query", TABLE, empty
+    )
+
+
+def test_an_identity_statement_without_a_resource_grants_nothing() -> None:
+    # IAM refuses such an identity-based policy; as a trust/resource policy it means its own resource.
+    statement = {
+        "Effect": "Allow",
+        "Principal": {"Service": "scheduler.amazonaws.com"},
+        "Action": "sts:AssumeRole",
+    }
+    assert not allowed([_doc(statement)], "sts:AssumeRole", "arn:aws:iam::123456789012:role/r")
+    assert allowed(
+        [_doc(statement)],
+        "sts:AssumeRole",
+        "arn:aws:iam::123456789012:role/r",
+        principal=("Service", "scheduler.amazonaws.com"),
+    )
 
 
 def test_trust_and_resource_policies_check_the_principal() -> None:

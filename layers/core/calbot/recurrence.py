@@ -574,13 +574,21 @@ def _matches_nothing(rule: _Rule, dtstart: datetime) -> bool:
         start = _shift_years(start, (spare // cycle + 1) * cycle)
     parts = _explicit_defaults(rule, dtstart)
     try:
-        probe = _probe_rule(rule, start, parts)
+        probe = _dateutil_rule(rule, start, parts)
     except ValueError:  # dateutil: "byxxx generates an empty set" (BYHOUR=2 every 2 hours from 09:00)
         return True
     return next(iter(probe), None) is None
 
 
-def _probe_rule(rule: _Rule, start: datetime, parts: dict[str, Any]) -> rrule:
+def _dateutil_rule(
+    rule: _Rule,
+    start: datetime,
+    parts: dict[str, Any],
+    *,
+    count: int | None = None,
+    until: datetime | None = None,
+) -> rrule:
+    """The naive-local dateutil rrule of `rule` from `start`, with `parts` from `_explicit_defaults`."""
     from dateutil.rrule import rrule, weekday
 
     return rrule(
@@ -588,6 +596,8 @@ def _probe_rule(rule: _Rule, start: datetime, parts: dict[str, Any]) -> rrule:
         dtstart=start,
         interval=rule.interval,
         wkst=rule.wkst,
+        count=count,
+        until=until,
         bysetpos=rule.bysetpos or None,
         bymonth=parts["bymonth"] or None,
         bymonthday=parts["bymonthday"] or None,
@@ -678,8 +688,6 @@ def _build_rule(
 ) -> Iterable[datetime] | None:
     """A naive-local dateutil rrule; with `target`, started as late as is safe for that wall time.
     None for a rule that matches nothing (see `_matches_nothing`)."""
-    from dateutil.rrule import rrule, weekday
-
     if _matches_nothing(rule, series.dtstart_local):
         return None
     dtstart = series.dtstart_local
@@ -690,24 +698,8 @@ def _build_rule(
     until_utc = rule.until_utc
     if until_utc is None and rule.until_local is not None:  # floating or DATE UNTIL: in the series zone
         until_utc = local_to_utc(rule.until_local, series.tz)
-    built = rrule(
-        rule.freq,
-        dtstart=dtstart,
-        interval=rule.interval,
-        wkst=rule.wkst,
-        count=count,
-        until=utc_to_local(until_utc, series.tz) + _SLACK if until_utc is not None else None,
-        bysetpos=rule.bysetpos or None,
-        bymonth=parts["bymonth"] or None,
-        bymonthday=parts["bymonthday"] or None,
-        byyearday=rule.byyearday or None,
-        byweekno=rule.byweekno or None,
-        byweekday=[weekday(d, n) for d, n in parts["byday"]] or None,
-        byhour=rule.byhour or None,
-        byminute=rule.byminute or None,
-        bysecond=rule.bysecond or None,
-        cache=False,
-    )
+    until = utc_to_local(until_utc, series.tz) + _SLACK if until_utc is not None else None
+    built = _dateutil_rule(rule, dtstart, parts, count=count, until=until)
     return built if until_utc is None else _UntilInstant(built, until_utc, series.tz)
 
 

@@ -167,6 +167,17 @@ def _is_conditional_failure(err: ClientError) -> bool:
     return err.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
 
+def _write_if(operation: str, **kwargs: Any) -> bool:
+    """`_write` with a ConditionExpression: False, nothing written, when the condition failed."""
+    try:
+        _write(operation, **kwargs)
+    except ClientError as err:
+        if _is_conditional_failure(err):
+            return False
+        raise
+    return True
+
+
 def batch_write(puts: Iterable[dict[str, Any]] = (), deletes: Iterable[tuple[str, str]] = ()) -> int:
     """Write items in batches of 25, retrying unprocessed items with backoff. Returns items written."""
     requests = [{"PutRequest": {"Item": to_item(p)}} for p in puts]
@@ -183,6 +194,23 @@ def batch_write(puts: Iterable[dict[str, Any]] = (), deletes: Iterable[tuple[str
                 delay = min(delay * 2, 2.0)
         written += len(requests[start : start + 25])
     return written
+
+
+def _batch_get(keys: list[dict[str, Any]], *, max_delay: float) -> Iterator[dict[str, Any]]:
+    """Consistent reads of these keys, 100 per BatchGetItem, retrying unprocessed keys with backoff (up to
+    `max_delay` seconds between calls). Yields the items found, in no particular order."""
+    for start in range(0, len(keys), 100):
+        chunk = [to_item(k) for k in keys[start : start + 100]]
+        pending: dict[str, Any] = {_table(): {"Keys": chunk, "ConsistentRead": True}}
+        delay = 0.05
+        while pending:
+            resp = aws.dynamodb().batch_get_item(RequestItems=pending)
+            for item in resp.get("Responses", {}).get(_table(), []):
+                yield from_item(item)
+            pending = resp.get("UnprocessedKeys") or {}
+            if pending:
+                time.sleep(delay)
+                delay = min(delay * 2, max_delay)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -245,17 +273,11 @@ def list_api_keys(user_id: str) -> list[ApiKeyRecord]:
 
 
 def delete_api_key(key_hash: str) -> bool:
-    try:
-        _write(
-            "delete_item",
-            Key=to_item({"PK": f"APIKEY#{key_hash}", "SK": "APIKEY"}),
-            ConditionExpression="attribute_exists(PK)",
-        )
-    except ClientError as err:
-        if _is_conditional_failure(err):
-            return False
-        raise
-    return True
+    return _write_if(
+        "delete_item",
+        Key=to_item({"PK": f"APIKEY#{key_hash}", "SK": "APIKEY"}),
+        ConditionExpression="attribute_exists(PK)",
+    )
 
 
 @dataclass(frozen=True)
@@ -448,21 +470,17 @@ def record_subscriptions_stopped(
     user_id: str, provider: str, account_id: str, stopped: int, warnings: list[dict[str, str]]
 ) -> None:
     """A disconnecting connection's subscriptions are dealt with: forget them and count them."""
-    try:
-        _write(
-            "update_item",
-            Key=to_item({"PK": user_pk(user_id), "SK": conn_sk(provider, account_id)}),
-            UpdateExpression=(
-                "SET subscriptions = :none, #d.subscriptions_stopped = #d.subscriptions_stopped + :n, "
-                "#d.warnings = list_append(#d.warnings, :w)"
-            ),
-            ConditionExpression="attribute_exists(#d.started_at)",
-            ExpressionAttributeNames={"#d": "disconnect"},
-            ExpressionAttributeValues=to_item({":none": [], ":n": stopped, ":w": warnings}),
-        )
-    except ClientError as err:
-        if not _is_conditional_failure(err):
-            raise
+    _write_if(
+        "update_item",
+        Key=to_item({"PK": user_pk(user_id), "SK": conn_sk(provider, account_id)}),
+        UpdateExpression=(
+            "SET subscriptions = :none, #d.subscriptions_stopped = #d.subscriptions_stopped + :n, "
+            "#d.warnings = list_append(#d.warnings, :w)"
+        ),
+        ConditionExpression="attribute_exists(#d.started_at)",
+        ExpressionAttributeNames={"#d": "disconnect"},
+        ExpressionAttributeValues=to_item({":none": [], ":n": stopped, ":w": warnings}),
+    )
 
 
 def delete_connection(conn: Connection) -> None:
@@ -536,18 +554,10 @@ def get_subscriptions(sub_ids: Iterable[str]) -> dict[str, Subscription]:
     found: dict[str, Subscription] = {}
     if not ids:
         return found
-    keys = [to_item({"PK": f"SUB#{i}", "SK": "SUB"}) for i in ids]
-    pending: dict[str, Any] = {_table(): {"Keys": keys, "ConsistentRead": True}}
-    delay = 0.05
-    while pending:
-        resp = aws.dynamodb().batch_get_item(RequestItems=pending)
-        for item in resp.get("Responses", {}).get(_table(), []):
-            sub = Subscription.model_validate(_strip_keys(from_item(item)))
-            found[sub.id] = sub
-        pending = resp.get("UnprocessedKeys") or {}
-        if pending:
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
+    keys = [{"PK": f"SUB#{i}", "SK": "SUB"} for i in ids]
+    for item in _batch_get(keys, max_delay=1.0):
+        sub = Subscription.model_validate(_strip_keys(item))
+        found[sub.id] = sub
     return found
 
 
@@ -597,37 +607,28 @@ def acquire_lock(name: str, *, ttl_seconds: int = 60) -> str:
 
 
 def release_lock(name: str, token: str) -> None:
-    try:
-        _write(
-            "delete_item",
-            Key=to_item({"PK": f"LOCK#{name}", "SK": "LOCK"}),
-            ConditionExpression="#o = :token",
-            ExpressionAttributeNames={"#o": "owner"},
-            ExpressionAttributeValues=to_item({":token": token}),
-        )
-    except ClientError as err:
-        if not _is_conditional_failure(err):  # expired and taken over: nothing of ours to release
-            raise
+    # The condition fails when the lock expired and was taken over: nothing of ours to release.
+    _write_if(
+        "delete_item",
+        Key=to_item({"PK": f"LOCK#{name}", "SK": "LOCK"}),
+        ConditionExpression="#o = :token",
+        ExpressionAttributeNames={"#o": "owner"},
+        ExpressionAttributeValues=to_item({":token": token}),
+    )
 
 
 def set_connection_status(
     user_id: str, provider: str, account_id: str, status: str, reason: str | None
 ) -> bool:
     """Change a connection's status in place (never creates one). False when it no longer exists."""
-    try:
-        _write(
-            "update_item",
-            Key=to_item({"PK": user_pk(user_id), "SK": conn_sk(provider, account_id)}),
-            UpdateExpression="SET #s = :s, status_reason = :r, updated_at = :u",
-            ConditionExpression="attribute_exists(PK)",
-            ExpressionAttributeNames={"#s": "status"},
-            ExpressionAttributeValues=to_item({":s": status, ":r": reason, ":u": iso_z(now())}),
-        )
-    except ClientError as err:
-        if _is_conditional_failure(err):
-            return False
-        raise
-    return True
+    return _write_if(
+        "update_item",
+        Key=to_item({"PK": user_pk(user_id), "SK": conn_sk(provider, account_id)}),
+        UpdateExpression="SET #s = :s, status_reason = :r, updated_at = :u",
+        ConditionExpression="attribute_exists(PK)",
+        ExpressionAttributeNames={"#s": "status"},
+        ExpressionAttributeValues=to_item({":s": status, ":r": reason, ":u": iso_z(now())}),
+    )
 
 
 def restore_connection(user_id: str, provider: str, account_id: str) -> bool:
@@ -652,17 +653,13 @@ def restore_connection(user_id: str, provider: str, account_id: str) -> bool:
 
 
 def touch_connection_synced(user_id: str, provider: str, account_id: str, when: datetime) -> None:
-    try:
-        _write(
-            "update_item",
-            Key=to_item({"PK": user_pk(user_id), "SK": conn_sk(provider, account_id)}),
-            UpdateExpression="SET last_synced_at = :t",
-            ConditionExpression="attribute_exists(PK)",
-            ExpressionAttributeValues=to_item({":t": iso_z(when)}),
-        )
-    except ClientError as err:
-        if not _is_conditional_failure(err):
-            raise
+    _write_if(
+        "update_item",
+        Key=to_item({"PK": user_pk(user_id), "SK": conn_sk(provider, account_id)}),
+        UpdateExpression="SET last_synced_at = :t",
+        ConditionExpression="attribute_exists(PK)",
+        ExpressionAttributeValues=to_item({":t": iso_z(when)}),
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -723,19 +720,9 @@ def get_events(user_id: str, event_ids: Iterable[str]) -> dict[str, Event]:
     """Batch read (100 keys per call), retrying unprocessed keys."""
     ids = list(dict.fromkeys(event_ids))
     found: dict[str, Event] = {}
-    for start in range(0, len(ids), 100):
-        keys = [to_item({"PK": user_pk(user_id), "SK": f"EVENT#{i}"}) for i in ids[start : start + 100]]
-        pending: dict[str, Any] = {_table(): {"Keys": keys, "ConsistentRead": True}}
-        delay = 0.05
-        while pending:
-            resp = aws.dynamodb().batch_get_item(RequestItems=pending)
-            for item in resp.get("Responses", {}).get(_table(), []):
-                event = _event(from_item(item))
-                found[event.event_id] = event
-            pending = resp.get("UnprocessedKeys") or {}
-            if pending:
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
+    for item in _batch_get([{"PK": user_pk(user_id), "SK": f"EVENT#{i}"} for i in ids], max_delay=2.0):
+        event = _event(item)
+        found[event.event_id] = event
     return found
 
 
@@ -895,6 +882,39 @@ def _version_condition(expected: int) -> str:
     return "attribute_not_exists(#v)" if expected == 0 else "#v = :expected"
 
 
+def _update_sync_state(
+    state: SyncState, *, expected: int, sets: str, names: dict[str, str], values: dict[str, Any]
+) -> None:
+    """SET `sets` (plus the state's identity fields) on one calendar's sync state while it is still at
+    version `expected`; SyncConflict otherwise."""
+    values = {**values, ":kind": "sync_state"}
+    for field in ("user_id", "provider", "account_id", "calendar_id"):
+        values[f":{field}"] = getattr(state, field)
+    if expected:
+        values[":expected"] = expected
+    try:
+        _write(
+            "update_item",
+            Key=to_item(
+                {
+                    "PK": user_pk(state.user_id),
+                    "SK": _sync_sk(state.provider, state.account_id, state.calendar_id),
+                }
+            ),
+            UpdateExpression=(
+                f"SET {sets}, kind = :kind, user_id = :user_id, provider = :provider, "
+                "account_id = :account_id, calendar_id = :calendar_id"
+            ),
+            ConditionExpression=_version_condition(expected),
+            ExpressionAttributeNames={"#v": "version", **names},
+            ExpressionAttributeValues=to_item(values),
+        )
+    except ClientError as err:
+        if _is_conditional_failure(err):
+            raise SyncConflict(state.calendar_id) from err
+        raise
+
+
 def claim_sync(state: SyncState, *, expected: int) -> int:
     """Take the next sync version of one calendar's sync state, if it is still at `expected` (the
     version this sync read before it called the provider). Raises SyncConflict otherwise. Returns the
@@ -903,32 +923,7 @@ def claim_sync(state: SyncState, *, expected: int) -> int:
     Versions are taken after the provider answered, so a higher version always saw the provider later
     than a lower one: the order of versions is the order of what the syncs saw."""
     new = expected + 1
-    values: dict[str, Any] = {":new": new, ":kind": "sync_state"}
-    for field in ("user_id", "provider", "account_id", "calendar_id"):
-        values[f":{field}"] = getattr(state, field)
-    if expected:
-        values[":expected"] = expected
-    try:
-        _write(
-            "update_item",
-            Key=to_item(
-                {
-                    "PK": user_pk(state.user_id),
-                    "SK": _sync_sk(state.provider, state.account_id, state.calendar_id),
-                }
-            ),
-            UpdateExpression=(
-                "SET #v = :new, kind = :kind, user_id = :user_id, provider = :provider, "
-                "account_id = :account_id, calendar_id = :calendar_id"
-            ),
-            ConditionExpression=_version_condition(expected),
-            ExpressionAttributeNames={"#v": "version"},
-            ExpressionAttributeValues=to_item(values),
-        )
-    except ClientError as err:
-        if _is_conditional_failure(err):
-            raise SyncConflict(state.calendar_id) from err
-        raise
+    _update_sync_state(state, expected=expected, sets="#v = :new", names={}, values={":new": new})
     return new
 
 
@@ -937,40 +932,19 @@ def commit_sync_state(state: SyncState, *, expected: int) -> None:
     that claimed `expected` itself, or, with no events to write, the version it read (then this write
     takes the next version). A sync overtaken by a later claim never moves the cursor: that later sync,
     which saw the provider after it, commits its own. Raises SyncConflict."""
-    values: dict[str, Any] = {
-        ":cursor": state.cursor,
-        ":ws": iso_z(state.window_start) if state.window_start else None,
-        ":we": iso_z(state.window_end) if state.window_end else None,
-        ":at": iso_z(state.updated_at) if state.updated_at else None,
-        ":version": state.version,
-        ":kind": "sync_state",
-    }
-    for field in ("user_id", "provider", "account_id", "calendar_id"):
-        values[f":{field}"] = getattr(state, field)
-    if expected:
-        values[":expected"] = expected
-    try:
-        _write(
-            "update_item",
-            Key=to_item(
-                {
-                    "PK": user_pk(state.user_id),
-                    "SK": _sync_sk(state.provider, state.account_id, state.calendar_id),
-                }
-            ),
-            UpdateExpression=(
-                "SET #c = :cursor, window_start = :ws, window_end = :we, updated_at = :at, #v = :version, "
-                "kind = :kind, user_id = :user_id, provider = :provider, account_id = :account_id, "
-                "calendar_id = :calendar_id"
-            ),
-            ConditionExpression=_version_condition(expected),
-            ExpressionAttributeNames={"#v": "version", "#c": "cursor"},
-            ExpressionAttributeValues=to_item(values),
-        )
-    except ClientError as err:
-        if _is_conditional_failure(err):
-            raise SyncConflict(state.calendar_id) from err
-        raise
+    _update_sync_state(
+        state,
+        expected=expected,
+        sets="#c = :cursor, window_start = :ws, window_end = :we, updated_at = :at, #v = :version",
+        names={"#c": "cursor"},
+        values={
+            ":cursor": state.cursor,
+            ":ws": iso_z(state.window_start) if state.window_start else None,
+            ":we": iso_z(state.window_end) if state.window_end else None,
+            ":at": iso_z(state.updated_at) if state.updated_at else None,
+            ":version": state.version,
+        },
+    )
 
 
 # Fields of a stored event that belong to the user, not to the provider: a sync never overwrites them.
@@ -994,20 +968,14 @@ def _write_synced_event(event: Event, version: int) -> bool:
         else:
             sets.append(f"#f{i} = :f{i}")
     names["#sv"] = "sync_version"
-    try:
-        _write(
-            "update_item",
-            Key=to_item({"PK": item["PK"], "SK": item["SK"]}),
-            UpdateExpression="SET " + ", ".join(sets),
-            ConditionExpression="attribute_not_exists(#sv) OR #sv <= :version",
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=to_item(values),
-        )
-    except ClientError as err:
-        if _is_conditional_failure(err):
-            return False
-        raise
-    return True
+    return _write_if(
+        "update_item",
+        Key=to_item({"PK": item["PK"], "SK": item["SK"]}),
+        UpdateExpression="SET " + ", ".join(sets),
+        ConditionExpression="attribute_not_exists(#sv) OR #sv <= :version",
+        ExpressionAttributeNames=names,
+        ExpressionAttributeValues=to_item(values),
+    )
 
 
 def write_synced_events(events: list[Event], *, version: int) -> list[Event]:
@@ -1028,18 +996,14 @@ def set_recurring_enabled(user_id: str, event_ids: Iterable[str], enabled: bool,
     their content at the same moment keeps its content, and this flag stays). Returns how many."""
     changed = 0
     for event_id in event_ids:
-        try:
-            _write(
-                "update_item",
-                Key=to_item({"PK": user_pk(user_id), "SK": f"EVENT#{event_id}"}),
-                UpdateExpression="SET recurring_enabled = :e, updated_at = :u",
-                ConditionExpression="attribute_exists(PK)",
-                ExpressionAttributeValues=to_item({":e": enabled, ":u": iso_z(at)}),
-            )
+        if _write_if(
+            "update_item",
+            Key=to_item({"PK": user_pk(user_id), "SK": f"EVENT#{event_id}"}),
+            UpdateExpression="SET recurring_enabled = :e, updated_at = :u",
+            ConditionExpression="attribute_exists(PK)",
+            ExpressionAttributeValues=to_item({":e": enabled, ":u": iso_z(at)}),
+        ):
             changed += 1
-        except ClientError as err:
-            if not _is_conditional_failure(err):
-                raise
     return changed
 
 
@@ -1200,38 +1164,16 @@ def upcoming_bots(
     provider: str | None = None,
     account_id: str | None = None,
 ) -> list[ScheduledBot]:
-    """Bots whose join time is after `after`, soonest first (GSI1), filtered server side."""
-    values: dict[str, Any] = {
-        ":pk": f"USER#{user_id}#BOTS",
-        ":lo": start_key + "\x00" if start_key else iso_z(after),
-    }
-    filters, names = [], {}
-    if status:
-        filters.append("#s = :st")
-        names["#s"] = "status"
-        values[":st"] = status
-    if provider:
-        filters.append("provider = :prov")
-        values[":prov"] = provider
-    if account_id:
-        filters.append("account_id = :acct")
-        values[":acct"] = account_id
-    kwargs: dict[str, Any] = {
-        "IndexName": "GSI1",
-        "KeyConditionExpression": "GSI1PK = :pk AND GSI1SK >= :lo",
-        "ExpressionAttributeValues": to_item(values),
-        "Limit": max(limit, 25),
-    }
-    if filters:
-        kwargs["FilterExpression"] = " AND ".join(filters)
-    if names:
-        kwargs["ExpressionAttributeNames"] = names
-    out = []
-    for item in _query(**kwargs):
-        out.append(_bot(item))
-        if len(out) >= limit:
-            break
-    return out
+    """Bots whose join time is after `after` (or after the bot `start_key` names), soonest first."""
+    return bots_by_join_time(
+        user_id,
+        ascending=True,
+        bound=start_key + "\x00" if start_key else iso_z(after),
+        limit=limit,
+        statuses=(status,) if status else None,
+        provider=provider,
+        account_id=account_id,
+    )
 
 
 def bots_by_join_time(
@@ -1382,36 +1324,26 @@ def update_auto_settings(
     kwargs: dict[str, Any] = {}
     if not create:
         kwargs["ConditionExpression"] = "attribute_exists(PK)"
-    try:
-        _write(
-            "update_item",
-            Key=to_item({"PK": user_pk(user_id), "SK": "SETTINGS#AUTO"}),
-            UpdateExpression=expression,
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=to_item(values),
-            **kwargs,
-        )
-    except ClientError as err:
-        if _is_conditional_failure(err):
-            return False
-        raise
-    return True
+    return _write_if(
+        "update_item",
+        Key=to_item({"PK": user_pk(user_id), "SK": "SETTINGS#AUTO"}),
+        UpdateExpression=expression,
+        ExpressionAttributeNames=names,
+        ExpressionAttributeValues=to_item(values),
+        **kwargs,
+    )
 
 
 def record_auto_run(user_id: str, at: datetime, run: LastRun) -> None:
     """A run's outcome, and nothing else: the user's settings as they are now stay as they are (a run
     never recreates settings that were deleted meanwhile either)."""
-    try:
-        _write(
-            "update_item",
-            Key=to_item({"PK": user_pk(user_id), "SK": "SETTINGS#AUTO"}),
-            UpdateExpression="SET last_run_at = :at, last_run = :run",
-            ConditionExpression="attribute_exists(PK)",
-            ExpressionAttributeValues=to_item({":at": iso_z(at), ":run": run.model_dump(mode="json")}),
-        )
-    except ClientError as err:
-        if not _is_conditional_failure(err):
-            raise
+    _write_if(
+        "update_item",
+        Key=to_item({"PK": user_pk(user_id), "SK": "SETTINGS#AUTO"}),
+        UpdateExpression="SET last_run_at = :at, last_run = :run",
+        ConditionExpression="attribute_exists(PK)",
+        ExpressionAttributeValues=to_item({":at": iso_z(at), ":run": run.model_dump(mode="json")}),
+    )
 
 
 def get_auto_settings(user_id: str) -> AutoScheduleSettings | None:
