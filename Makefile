@@ -12,7 +12,7 @@ SAMSTAMP := $(SAMVENV)/.installed
 export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: help dev test test-fast lint format invoke bench install install-sam browser-deps events openapi \
+.PHONY: help dev test test-fast lint typecheck format invoke bench install install-sam browser-deps events openapi \
 	validate sam-build admin oauth-helper clean
 .DEFAULT_GOAL := help
 
@@ -68,6 +68,10 @@ test-fast: install
 ## Check the code with ruff (lint and format), as CI does.
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+## Type-check the production code with mypy (the packages are listed in pyproject.toml), as CI does.
+typecheck: install
+	$(VENV)/bin/mypy
 
 ## Fix what ruff can fix and format the code.
 format: install

@@ -120,9 +120,9 @@ def _patch_ssm() -> None:
             previous = self._parameters.get(name) or []
             requested = kwargs.get("tier")
             tier = requested or (previous[-1].tier if previous else None) or "Standard"
-            resolved, message = ssm_tier_for(value, tier)
-            if message:
-                raise exceptions.ValidationException(message)
+            resolved, too_large = ssm_tier_for(value, tier)
+            if too_large:
+                raise exceptions.ValidationException(too_large)
             if requested or resolved != tier:
                 kwargs["tier"] = resolved
         return original(self, name, description, value, *args, **kwargs)

@@ -561,7 +561,7 @@ class LocalClock:
         self._sqs = session.client("sqs")
         self._offset = timedelta(0)
         self._offset_lock = threading.Lock()
-        self._listeners: list[Callable[[float], None]] = []
+        self._listeners: list[Callable[[float], object]] = []
         # _sync: one advance/fire_due/drain at a time; _state guards the bookkeeping below.
         self._sync = threading.RLock()
         self._state = threading.RLock()
@@ -639,7 +639,7 @@ class LocalClock:
             except Exception as exc:
                 self._log(f"[clock] a clock listener failed: {exc!r}")
 
-    def on_move(self, listener: Callable[[float], None]) -> None:
+    def on_move(self, listener: Callable[[float], object]) -> None:
         """Call `listener(seconds)` whenever the clock jumps forward (advance, virtual sleep), so other
         clocks of the stack (the Graph emulator's) can move with it."""
         self._listeners.append(listener)
@@ -1052,7 +1052,7 @@ class LocalClock:
         refusal = self._delivery_refusal(info)
         if refusal is not None:
             self._log(f"[clock] schedule {schedule_id}: not invoked: {refusal}")
-            error = {"errorType": "AccessDeniedException", "errorMessage": refusal}
+            error: dict[str, Any] | None = {"errorType": "AccessDeniedException", "errorMessage": refusal}
             fired = self._record(
                 report, "schedule", schedule_id, info.target_function, info.at, 1, False, None, error
             )
@@ -1224,6 +1224,7 @@ class LocalClock:
             if retry.mode == "scheduler" and retry.schedule is not None
             else None
         )
+        error: dict[str, Any] | None
         if refusal is not None:
             ok, result, error = False, None, {"errorType": "AccessDeniedException", "errorMessage": refusal}
         elif retry.function is None:  # a delivery that cannot succeed until the template changes
@@ -1427,7 +1428,7 @@ class LocalClock:
         refusal = self._grants.cron_refusal(job.function, job.source.name)
         if refusal is not None:
             self._log(f"[clock] cron {job.id}: {job.function} not invoked: {refusal}")
-            error = {"errorType": "AccessDeniedException", "errorMessage": refusal}
+            error: dict[str, Any] | None = {"errorType": "AccessDeniedException", "errorMessage": refusal}
             fired = self._record(report, "cron", job.id, job.function, moment, 1, False, None, error)
             info = self._cron_schedule(job)
             if info is not None:  # the schedule's (or rule's) retry policy and DLQ apply

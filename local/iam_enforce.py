@@ -161,7 +161,7 @@ def _query_leading_keys(env: AwsEnv, params: Mapping[str, Any]) -> Any:
 
 
 def _dynamodb(op: str, params: Mapping[str, Any], env: AwsEnv) -> list[Requirement]:
-    base = {"aws:requestedregion": env.region}
+    base: dict[str, Any] = {"aws:requestedregion": env.region}  # values: strings or lists of keys
     if op in ("BatchGetItem", "BatchWriteItem"):
         out = []
         for table, body in (params.get("RequestItems") or {}).items():
@@ -542,7 +542,7 @@ def install() -> None:
             ctx = contextvars.copy_context()
             return original_submit(self, ctx.run, fn, *args, **kwargs)
 
-        BaseClient._make_api_call = _make_api_call  # type: ignore[method-assign]
+        BaseClient._make_api_call = _make_api_call
         ThreadPoolExecutor.submit = submit  # type: ignore[method-assign]
         _installed = True
 

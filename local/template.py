@@ -559,7 +559,7 @@ class Template:
 
     def _is_function(self, logical_id: str) -> bool:
         res = self._raw_resources.get(logical_id)
-        return bool(res) and res["Type"] in ("AWS::Serverless::Function", "AWS::Lambda::Function")
+        return res is not None and res["Type"] in ("AWS::Serverless::Function", "AWS::Lambda::Function")
 
     def physical_name(self, logical_id: str) -> str:
         """The resource's local name: its name property when the template sets one, else ``{stack}-{id}``."""

@@ -4,7 +4,7 @@ from calbot.http import Request, Response, api_handler
 from calbot.openapi import document
 
 
-@api_handler
+@api_handler(public=True)
 def handler(request: Request) -> Response:
     # Public and the same for everyone: caches may keep it for a while.
     return Response(200, document(), {"cache-control": "public, max-age=300"})

@@ -2,10 +2,12 @@
 
 from typing import Any
 
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+
 from calbot.deadline import Deadline, active
 from calbot.services.notifications import consume
 
 
-def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
     with active(Deadline.from_context(context)):
         return consume(event)

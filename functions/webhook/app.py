@@ -7,6 +7,6 @@ from calbot.http import Request, Response, api_handler
 from calbot.services.notifications import handle
 
 
-@api_handler
+@api_handler(public=True)
 def handler(request: Request) -> Response:
     return handle(request)

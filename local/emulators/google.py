@@ -43,6 +43,7 @@ Never import the production package (`calbot`) from here, and never the other wa
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import html
 import itertools
@@ -1377,7 +1378,7 @@ class GoogleEmulator(EmulatorControls):
                 starters.append(start_timer)
             else:
                 delivery = self._new_delivery(channel, state)
-                starters.append(lambda d=delivery: self._launch(d))
+                starters.append(functools.partial(self._launch, delivery))
             if state == "not_exists":
                 channel.stopped = True  # the resource is gone: nothing after this message
         return starters
@@ -1643,7 +1644,7 @@ class GoogleEmulator(EmulatorControls):
         an explicit None / False clears the conference; UNSET leaves it."""
         if isinstance(conference_data, dict):
             ev.conference = json.loads(json.dumps(conference_data))
-            video = next(
+            video: dict[str, Any] = next(
                 (e for e in ev.conference.get("entryPoints", []) if e.get("entryPointType") == "video"), {}
             )
             is_meet = (ev.conference.get("conferenceSolution") or {}).get("key", {}).get(

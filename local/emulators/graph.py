@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import hashlib
 import html
 import json
@@ -1732,7 +1733,7 @@ class GraphEmulator(EmulatorControls):
         """Send now, or add to the URL's open batch (opening one if needed); lock held."""
         window = self._notification_config["notification_batch_window_seconds"]
         if window <= 0:
-            return [lambda d=d: self._launch(d) for d in self._new_deliveries("change", url, items)]
+            return [functools.partial(self._launch, d) for d in self._new_deliveries("change", url, items)]
         batch = self._batches.get(url)
         if batch is not None:
             batch.extend(items)
@@ -3029,7 +3030,7 @@ class GraphEmulator(EmulatorControls):
                     403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation."
                 )
             given, _, surname = acc.display_name.partition(" ")
-            body = {
+            body: dict[str, Any] = {
                 "@odata.context": f"{GRAPH_METADATA}#users/$entity",
                 "businessPhones": [],
                 "displayName": acc.display_name,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -195,9 +197,6 @@ def test_every_kind_of_answer_carries_nosniff_and_the_echo_renders_nothing() -> 
 
 
 def test_the_graph_validation_echo_is_plain_text_with_nosniff() -> None:
-    import importlib.util
-    from pathlib import Path
-
     path = Path(__file__).resolve().parents[2] / "functions/webhook/app.py"
     spec = importlib.util.spec_from_file_location("webhook_app_nosniff", path)
     assert spec and spec.loader
@@ -218,3 +217,71 @@ def test_an_unavailable_key_store_is_503_never_401() -> None:
     resp = echo(ev, None)
     assert resp["statusCode"] == 503 and resp["headers"]["retry-after"] == "2"
     assert json.loads(resp["body"])["error"] == "service_unavailable"
+
+
+def test_a_handler_that_forgets_the_user_is_not_public() -> None:
+    """Secure by default: without an authorizer user, a non-public endpoint answers 401 before its body
+    runs, even when it never reads `request.user_id`; only a declared public route lets it through."""
+    ran: list[str] = []
+
+    @api_handler
+    def forgetful(request: Request) -> dict[str, Any]:
+        ran.append("service")
+        return {"secret": "everyone's data"}
+
+    for ev in (
+        event(None, user=None),  # no authorizer context at all
+        event(None, user=""),  # the authorizer ran but resolved no user (unknown or revoked key)
+    ):
+        resp = forgetful(ev, None)
+        assert resp["statusCode"] == 401 and json.loads(resp["body"])["error"] == "unauthorized"
+    assert ran == []
+    assert forgetful(event(None), None)["statusCode"] == 200 and ran == ["service"]
+
+    @api_handler(public=True)
+    def open_route(request: Request) -> dict[str, Any]:
+        ran.append("public")
+        return {"ok": True}
+
+    assert open_route(event(None, user=None), None)["statusCode"] == 200 and ran[-1] == "public"
+    assert (forgetful.public, open_route.public) == (False, True)  # type: ignore[attr-defined]
+
+
+# The routes anyone may call without an API key. Adding one is a change to review: it must be declared
+# both here and in template.yaml (`Auth: Authorizer: NONE`) and on its handler (`public=True`).
+PUBLIC_ROUTES = {
+    "POST /api/v1/admin/schedule/users/{user_id}/{provider}/{account_id}",  # provider webhook
+    "GET /api/v1/openapi.json",
+}
+
+
+def _http_routes() -> dict[str, tuple[str, bool]]:
+    """Each HttpApi route of template.yaml: its function's code directory and whether it skips auth."""
+    from local.template import load_yaml
+
+    template = load_yaml(Path(__file__).resolve().parents[2] / "template.yaml")
+    routes = {}
+    for resource in template["Resources"].values():
+        for source in (resource.get("Properties", {}).get("Events") or {}).values():
+            if source["Type"] != "HttpApi":
+                continue
+            props = source["Properties"]
+            open_route = (props.get("Auth") or {}).get("Authorizer") == "NONE"
+            routes[f"{props['Method']} {props['Path']}"] = (resource["Properties"]["CodeUri"], open_route)
+    return routes
+
+
+def test_public_routes_are_exactly_the_templates_unauthenticated_ones() -> None:
+    routes = _http_routes()
+    assert {route for route, (_, open_route) in routes.items() if open_route} == PUBLIC_ROUTES
+    public_handlers = set()
+    for route, (code_uri, _) in routes.items():
+        path = Path(__file__).resolve().parents[2] / code_uri / "app.py"
+        spec = importlib.util.spec_from_file_location(f"app_{code_uri.strip('/').replace('/', '_')}", path)
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        if module.handler.public:
+            public_handlers.add(route)
+    assert public_handlers == PUBLIC_ROUTES
+    assert len(routes) > len(PUBLIC_ROUTES)  # the authenticated routes were read too

@@ -68,9 +68,10 @@ def test_api_handler_hands_the_invocations_deadline_to_the_endpoint(frozen: list
         seen["active"] = deadline.current().remaining()
         return {}
 
-    endpoint({"requestContext": {}}, Context(12_000))
+    signed_in = {"requestContext": {"authorizer": {"lambda": {"user_id": "usr_1"}}}}  # not a public route
+    endpoint(signed_in, Context(12_000))
     assert seen == {"request": pytest.approx(10.5), "active": pytest.approx(10.5)}
-    endpoint({"requestContext": {}}, Context(300_000))  # API Gateway stops waiting at 30 s
+    endpoint(signed_in, Context(300_000))  # API Gateway stops waiting at 30 s
     assert seen["request"] == pytest.approx(28.5)
     assert deadline.current().remaining() == float("inf")  # nothing leaks past the invocation
 

@@ -53,6 +53,14 @@ def test_ruff_clean() -> None:
     assert fmt.returncode == 0, fmt.stdout
 
 
+def test_mypy_clean() -> None:
+    """The production code type-checks: the packages and settings are pyproject.toml's [tool.mypy]."""
+    mypy = Path(sys.executable).with_name("mypy")
+    proc = subprocess.run([str(mypy)], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("Success: no issues found"), proc.stdout
+
+
 def test_dependencies_are_pinned() -> None:
     for name in ("requirements-dev.txt", "layers/core/requirements.txt", "requirements-sam.txt"):
         for line in (ROOT / name).read_text().splitlines():

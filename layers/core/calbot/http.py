@@ -13,7 +13,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from pydantic import BaseModel, ValidationError
 
@@ -221,9 +221,30 @@ def _authorizer_context(event: dict[str, Any]) -> dict[str, Any]:
     return ((event.get("requestContext") or {}).get("authorizer") or {}).get("lambda") or {}
 
 
+Endpoint = Callable[[Request], Response | BaseModel | dict[str, Any]]
+LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
+@overload
+def api_handler(fn: Endpoint, /) -> LambdaHandler: ...
+@overload
+def api_handler(*, public: bool = False) -> Callable[[Endpoint], LambdaHandler]: ...
 def api_handler(
-    fn: Callable[[Request], Response | BaseModel | dict[str, Any]],
-) -> Callable[[dict, Any], dict]:
+    fn: Endpoint | None = None, /, *, public: bool = False
+) -> LambdaHandler | Callable[[Endpoint], LambdaHandler]:
+    """Wrap an endpoint as a Lambda handler: `@api_handler` or `@api_handler(public=True)`.
+
+    Secure by default: unless the route is declared public (and template.yaml serves it with
+    `Authorizer: NONE`), a request the API-key authorizer resolved to no user answers 401 before the
+    endpoint runs, so an endpoint that never reads `request.user_id` is still not open to everyone.
+    The wrapped handler's `public` attribute says which it is (tests list the public routes from it).
+    """
+    if fn is None:
+        return lambda endpoint: _wrap(endpoint, public)
+    return _wrap(fn, public)
+
+
+def _wrap(fn: Endpoint, public: bool) -> LambdaHandler:
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         started = time.perf_counter()
         deadline = deadlines.Deadline.from_context(context, cap_seconds=deadlines.API_GATEWAY_LIMIT_SECONDS)
@@ -243,8 +264,13 @@ def api_handler(
         return response
 
     def _dispatch(request: Request, event: dict[str, Any]) -> dict[str, Any]:
-        # Every route behind the API-key authorizer is limited per key; the webhook (no authorizer, no
-        # key) is not. A request without a valid key has no key_id and gets the handler's 401.
+        if not public:
+            try:
+                request.user_id  # noqa: B018 - 401 (or 503 if the key store was down) when no user
+            except ApiError as err:
+                return error_response(err)
+        # Every route behind the API-key authorizer is limited per key; the public routes (no
+        # authorizer, no key) are not.
         key_id = _authorizer_context(event).get("key_id")
         if key_id:
             from calbot import ratelimit  # imports the store: only keyed requests need it
@@ -299,5 +325,7 @@ def api_handler(
             return json_response(result.status, result.body, result.headers)
         return json_response(200, result)
 
+    # Function attributes mypy cannot see on a Callable; set for introspection (tests, `public` routes).
     handler.__wrapped__ = fn  # type: ignore[attr-defined]
+    handler.public = public  # type: ignore[attr-defined]
     return handler

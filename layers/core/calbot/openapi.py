@@ -18,7 +18,7 @@ from functools import cache
 from typing import Any
 
 from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from calbot import models as m
 
@@ -488,8 +488,12 @@ def _operation(op: Operation, refs: Mapping[Any, Any], defs: dict[str, Any]) -> 
 @cache
 def document() -> dict[str, Any]:
     """The whole OpenAPI 3.1 document (built once per process)."""
-    inputs = [(model, "validation") for model in _request_models()]
-    outputs = [(model, "serialization") for model in _response_models()]
+    inputs: list[tuple[type[BaseModel], JsonSchemaMode]] = [
+        (model, "validation") for model in _request_models()
+    ]
+    outputs: list[tuple[type[BaseModel], JsonSchemaMode]] = [
+        (model, "serialization") for model in _response_models()
+    ]
     refs, top = models_json_schema([*inputs, *outputs], ref_template=REF_TEMPLATE)
     defs: dict[str, Any] = dict(top.get("$defs", {}))
     paths: dict[str, dict[str, Any]] = {}

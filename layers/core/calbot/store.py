@@ -761,7 +761,8 @@ def query_events(
         cond, values = "GSI1PK = :pk AND GSI1SK BETWEEN :lo AND :hi", {":lo": lower, ":hi": before}
     else:
         cond, values = "GSI1PK = :pk AND GSI1SK BETWEEN :lo AND :hi", {":lo": lower, ":hi": upper}
-    filters, names = [], {}
+    filters: list[str] = []
+    names: dict[str, str] = {}
     if provider:
         filters.append("provider = :prov")
         values[":prov"] = provider

@@ -57,7 +57,8 @@ def _reasons(resp: requests.Response) -> set[str]:
     error = _json(resp).get("error")
     if not isinstance(error, dict):
         return set()
-    items = error.get("errors") if isinstance(error.get("errors"), list) else []
+    errors = error.get("errors")
+    items = errors if isinstance(errors, list) else []
     return {str(i.get("reason")) for i in items if isinstance(i, dict) and i.get("reason")}
 
 
@@ -405,7 +406,8 @@ def normalize_google_event(
         except (ValueError, KeyError):
             rule = None
     link = links.from_google_event(item)
-    organizer = item.get("organizer") if isinstance(item.get("organizer"), dict) else {}
+    organizer = item.get("organizer")
+    organizer = organizer if isinstance(organizer, dict) else {}
     zone = item["start"].get("timeZone") or calendar_zone
     return NormalizedEvent(
         platform_id=str(item["id"]),

@@ -35,6 +35,7 @@ from calbot.providers.base import (
     ProviderAuthError,
     ProviderError,
     ProviderRequestError,
+    ProviderSubscription,
     ProviderUnavailable,
     TokenSet,
 )
@@ -348,6 +349,7 @@ def _replace(
         live: list[SubscriptionRef] = []
         stale: list[SubscriptionRef] = []
         for ref in existing.subscriptions:
+            current: SubscriptionRef | ProviderSubscription | None
             if ref.expires_at <= now() or ref.calendar_id not in calendar_ids:
                 current = None
             elif not provider.can_query_subscriptions:

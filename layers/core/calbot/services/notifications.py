@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from calbot import aws, store
@@ -73,8 +74,8 @@ def handle(request: Request) -> Response:
         logger.info("notification dropped", extra={"dropped": 1, "why": "unreadable"})
         return Response(202)
     user_id, account = path.get("user_id", ""), account_key(unquote(path.get("account_id", "")))
-    items = body.get("value") if isinstance(body.get("value"), list) else []
-    items = items[:MAX_ITEMS]
+    value = body.get("value")
+    items = value[:MAX_ITEMS] if isinstance(value, list) else []
     # Each subscription is read once per request, all in one batch, and only the first
     # MAX_SUBSCRIPTIONS distinct ids are read at all: the items naming any other are dropped unread.
     wanted = list(dict.fromkeys(i for i in map(_sub_id, items) if i is not None))[:MAX_SUBSCRIPTIONS]
@@ -203,7 +204,7 @@ def _processor() -> SqsFifoPartialProcessor:
     return processor
 
 
-def consume(event: dict[str, Any]) -> dict[str, Any]:
+def consume(event: dict[str, Any]) -> PartialItemFailureResponse:
     """The sync worker: per message, sync that account (or renew / recreate a subscription, then sync),
     then make its bots follow the changed events. A failing message is reported with the later messages
     of its group (its account), which must not overtake it; the other accounts' messages go on."""

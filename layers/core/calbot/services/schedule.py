@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
@@ -382,20 +383,26 @@ def list_bots(
         pivot = str(state["t"]) if state else iso_z(now().replace(microsecond=0))
     except KeyError:
         raise bad_request("invalid_cursor", "The cursor is not valid for this request.") from None
-    filters = {"statuses": statuses, "provider": query.provider, "account_id": _account(user_id, query)}
+    by_join_time = partial(
+        store.bots_by_join_time,
+        user_id,
+        statuses=statuses,
+        provider=query.provider,
+        account_id=_account(user_id, query),
+    )
     limit = query.limit
     rows: list[ScheduledBot] = []
     more: dict[str, Any] | None = None
     if "b" not in state and "p" not in state:  # the bots ahead (first pages)
         after = str(state["a"]) + "\x00" if "a" in state else pivot
-        ahead = store.bots_by_join_time(user_id, ascending=True, bound=after, limit=limit + 1, **filters)
+        ahead = by_join_time(ascending=True, bound=after, limit=limit + 1)
         rows = ahead[:limit]
         if len(ahead) > limit:
             more = {"a": _join_key(rows[-1])}
     if more is None and with_past:  # then the past ones, newest first
         need = limit - len(rows)
         before = str(state["b"]) if "b" in state else pivot
-        past = store.bots_by_join_time(user_id, ascending=False, bound=before, limit=need + 1, **filters)
+        past = by_join_time(ascending=False, bound=before, limit=need + 1)
         rows += past[:need]
         if len(past) > need:
             more = {"b": _join_key(rows[-1])} if need else {"p": 1}

@@ -124,9 +124,9 @@ def _record(
         timezone=change.timezone,
         organizer_email=change.organizer_email,
         location=change.location,
-        meeting_platform=change.meeting_platform,  # type: ignore[arg-type]
+        meeting_platform=change.meeting_platform,
         meeting_url=change.meeting_url,
-        event_type=change.event_type,  # type: ignore[arg-type]
+        event_type=change.event_type,
         is_recurring=change.event_type != "single",
         recurrence_rule=change.recurrence_rule,
         recurrence=change.recurrence,
