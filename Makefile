@@ -22,13 +22,14 @@ help:
 	     /^[a-zA-Z][a-zA-Z0-9_-]*:/ { if (doc) { split($$0, t, ":"); printf "  make %-13s %s\n", t[1], doc } } \
 	     { doc = "" }' $(MAKEFILE_LIST)
 
-$(STAMP): requirements-dev.txt layers/core/requirements.txt
+$(STAMP): requirements-dev.txt requirements-translator.txt layers/core/requirements.txt
 	@if [ -z "$(PY312)" ]; then echo "error: Python $(PYTHON_VERSION) is required (the Lambda runtime is python3.12)." \
 	  "Install it (e.g. 'pyenv install 3.12') and retry." >&2; exit 1; fi
 	@test -x $(PY) && $(PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' || \
 	  { rm -rf $(VENV); "$(PY312)" -m venv $(VENV); }
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -r requirements-dev.txt
+	$(VENV)/bin/pip install -q --no-deps -r requirements-translator.txt
 	@touch $@
 
 # aws-sam-cli pins its own boto3 and pydantic, so it gets a tool virtualenv of its own.

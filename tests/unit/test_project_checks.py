@@ -62,11 +62,37 @@ def test_mypy_clean() -> None:
 
 
 def test_dependencies_are_pinned() -> None:
-    for name in ("requirements-dev.txt", "layers/core/requirements.txt", "requirements-sam.txt"):
+    for name in (
+        "requirements-dev.txt",
+        "layers/core/requirements.txt",
+        "requirements-sam.txt",
+        "requirements-translator.txt",
+    ):
         for line in (ROOT / name).read_text().splitlines():
             line = line.split("#")[0].strip()
             if line and not line.startswith("-r"):
                 assert "==" in line, f"{name}: {line} is not pinned"
+
+
+def test_the_local_translation_is_the_one_sam_deploys_with() -> None:
+    """local/translate.py must run the transform `sam deploy` runs: the same aws-sam-translator as the
+    pinned aws-sam-cli installs in its own venv (make install-sam)."""
+    import importlib.metadata
+
+    pinned = (ROOT / "requirements-translator.txt").read_text()
+    (version,) = [
+        ln.split("==")[1].strip() for ln in pinned.splitlines() if ln.startswith("aws-sam-translator==")
+    ]
+    assert importlib.metadata.version("aws-sam-translator") == version
+    sam_python = ROOT / ".venv-sam" / "bin" / "python"
+    if not sam_python.exists():
+        pytest.skip("the SAM CLI venv is not installed (make install-sam)")
+    proc = subprocess.run(
+        [str(sam_python), "-c", "import importlib.metadata as m; print(m.version('aws-sam-translator'))"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.stdout.strip() == version, proc.stdout + proc.stderr
 
 
 def test_production_code_never_imports_local() -> None:
