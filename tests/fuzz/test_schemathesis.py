@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlparse
 
 import pytest
 import schemathesis
@@ -295,20 +295,19 @@ DOCUMENTED = [check for check in CHECKS if check is not not_a_server_error]
 
 
 @contextmanager
-def aws_failing(fuzz: Fuzz, *operations: str) -> Iterator[None]:
-    """These DynamoDB operations answer InternalServerError on every attempt; the faults are cleared
+def aws_failing(fuzz: Fuzz, service: str, error: str, *operations: str) -> Iterator[None]:
+    """These operations of one AWS service answer `error` on every attempt; the faults are cleared
     whatever happens, so the module's other tests, before or after, run on a calm AWS.
 
     botocore's standard mode (calbot.aws: 5 retries) sleeps for real, not on the stack's virtual clock,
-    but a non-throttling DynamoDB error backs off at most 25 ms x 2^i: under 0.8 s for all 5 retries.
-    Its retry quota (500, 14 a retry, 1 back per later success) runs dry after about seven such
-    requests; later ones fail at the first attempt, which ends in the same 503."""
+    but a non-throttling error backs off at most 25 ms x 2^i for DynamoDB (50 ms x 2^i otherwise):
+    under 0.8 s (1.6 s) for all 5 retries. Its retry quota (500, 14 a retry, 1 back per later success)
+    runs dry after about seven such requests; later ones fail at the first attempt, which ends in the
+    same 503."""
     fuzz.stack.control("DELETE", "/aws/faults")
     try:
         fuzz.stack.control(
-            "POST",
-            "/aws/faults",
-            json={"service": "dynamodb", "error": "InternalServerError", "operations": list(operations)},
+            "POST", "/aws/faults", json={"service": service, "error": error, "operations": list(operations)}
         )
         yield
     finally:
@@ -355,7 +354,7 @@ def test_a_service_unavailable_answer_is_documented_on_every_keyed_operation(
 
     fuzz.forget()
     before = fuzz.snapshot()
-    with aws_failing(fuzz, "GetItem"):
+    with aws_failing(fuzz, "dynamodb", "InternalServerError", "GetItem"):
         run()
     assert statuses == [503], statuses
     fuzz.forget()
@@ -363,43 +362,45 @@ def test_a_service_unavailable_answer_is_documented_on_every_keyed_operation(
     assert table_changes(before, fuzz.snapshot()) == []
 
 
-def test_a_service_unavailable_answer_is_documented_on_the_webhook(fuzz: Fuzz) -> None:
-    """The unkeyed webhook answers 503 when it cannot look the notified subscriptions up (one
-    BatchGetItem), so Graph retries the delivery: a genuine-looking notification for the fuzz account's
-    own subscription, checked against the document. (Bodies that name no subscription, and the
-    validation handshake, touch no AWS and cannot answer 503.)"""
-    ddb = fuzz._dynamodb or fuzz.stack.boto("dynamodb")
-    subs = [
-        item
-        for page in ddb.get_paginator("scan").paginate(
-            TableName=fuzz.table,
-            FilterExpression="begins_with(PK, :sub) AND user_id = :user",
-            ExpressionAttributeValues={":sub": {"S": "SUB#"}, ":user": {"S": fuzz.user_id}},
-        )
-        for item in page["Items"]
-    ]
-    assert subs, "the fuzz account has no subscription"
-    sub = subs[0]
+@pytest.mark.parametrize(
+    "fault",
+    [
+        ("dynamodb", "InternalServerError", "BatchGetItem"),  # the subscriptions cannot be looked up
+        ("sqs", "InternalError", "SendMessage"),  # the accepted notification cannot be queued
+    ],
+    ids=["subscription-lookup", "queue"],
+)
+def test_a_service_unavailable_answer_is_documented_on_the_webhook(
+    fuzz: Fuzz, fault: tuple[str, str, str]
+) -> None:
+    """The unkeyed webhook answers 503 when AWS fails it, so Graph retries the delivery: a genuine
+    notification (the emulator's own subscription for the fuzz account, with its clientState) while
+    the subscription lookup (one BatchGetItem) or the queueing (SQS SendMessage, whose outage code is
+    `InternalError` at HTTP 500: a 500 answer before issue 16's fix) fails, checked against the
+    document. Nothing is queued, so nothing runs later. (A body that names no subscription, and the
+    validation handshake, touch no AWS: those answer 202 / 200 and cannot answer 503.)"""
+    subs = fuzz.stack.graph("GET", "/subscriptions").json()["value"]
+    sub = next(s for s in subs if not s["expired"] and "/users/" in s["notification_url"])
+    path = urlparse(sub["notification_url"]).path
+    user_id, provider, account_id = path.split("/users/", 1)[1].split("/")
+    assert user_id == fuzz.user_id, sub["notification_url"]
     webhook = next(op for op in OPERATIONS if op.operation_id == "receiveChangeNotifications")
     case = fuzz.schema[webhook.path][webhook.method].Case(
-        path_parameters={
-            "user_id": fuzz.user_id,
-            "provider": sub["provider"]["S"],
-            "account_id": sub["account_id"]["S"],
-        },
+        path_parameters={"user_id": user_id, "provider": provider, "account_id": unquote(account_id)},
         body={
             "value": [
                 {
-                    "subscriptionId": sub["id"]["S"],
-                    "clientState": "not-the-secret",
+                    "subscriptionId": sub["id"],
+                    "clientState": sub["client_state"],
                     "changeType": "updated",
-                    "resource": "me/events/AAMk",
+                    "resource": f"Users/{sub['account_id']}/Events/AAMkFuzz503",
+                    "resourceData": {"id": "AAMkFuzz503", "@odata.etag": 'W/"fuzz503"'},
                 }
             ]
         },
         media_type="application/json",
     )
-    with aws_failing(fuzz, "BatchGetItem"):
+    with aws_failing(fuzz, *fault):
         response = case.call(base_url=fuzz.stack.info["gateway_url"], timeout=60)
     case.validate_response(response, checks=DOCUMENTED)
     _unavailable(response)
