@@ -16,10 +16,11 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlparse
 
 import pytest
 import schemathesis
@@ -286,3 +287,120 @@ def test_a_rate_limited_answer_is_documented_on_every_keyed_operation(
     # A body or parameter the schema allows but the handler refuses never gets that far: the limiter
     # runs before the handler, so every answer here is the 429.
     assert statuses and set(statuses) == {429}, statuses
+
+
+# A 503 is a server error by schemathesis's own check, so the 503 tests validate with the conformance
+# checks alone: status, content type and body schema, exactly what "every answer is documented" means.
+DOCUMENTED = [check for check in CHECKS if check is not not_a_server_error]
+
+
+@contextmanager
+def aws_failing(fuzz: Fuzz, service: str, error: str, *operations: str) -> Iterator[None]:
+    """These operations of one AWS service answer `error` on every attempt; the faults are cleared
+    whatever happens, so the module's other tests, before or after, run on a calm AWS.
+
+    botocore's standard mode (calbot.aws: 5 retries) sleeps for real, not on the stack's virtual clock,
+    but a non-throttling error backs off at most 25 ms x 2^i for DynamoDB (50 ms x 2^i otherwise):
+    under 0.8 s (1.6 s) for all 5 retries. Its retry quota (500, 14 a retry, 1 back per later success)
+    runs dry after about seven such requests; later ones fail at the first attempt, which ends in the
+    same 503."""
+    fuzz.stack.control("DELETE", "/aws/faults")
+    try:
+        fuzz.stack.control(
+            "POST", "/aws/faults", json={"service": service, "error": error, "operations": list(operations)}
+        )
+        yield
+    finally:
+        fuzz.stack.control("DELETE", "/aws/faults")
+
+
+def _unavailable(response: Any) -> None:
+    assert response.status_code == 503, response.text
+    assert response.json()["error"] == "service_unavailable", response.text
+    assert response.headers.get("retry-after"), dict(response.headers)
+
+
+@pytest.mark.parametrize("operation", KEYED)
+def test_a_service_unavailable_answer_is_documented_on_every_keyed_operation(
+    fuzz: Fuzz, operation: str
+) -> None:
+    """Issue 16: 503 service_unavailable is an answer of every keyed operation — the authorizer cannot
+    read the key store (its GetItem fails), allows with `unavailable` set, and the route answers 503
+    before doing anything else, never 401 for a key that may well be valid. A valid request with the
+    fuzz user's valid key while DynamoDB fails GetItem, checked against the document like every fuzzed
+    answer (the checks fail on an undocumented 503); nothing else in DynamoDB is faulted."""
+    method, path = operation.split(" ", 1)
+    api_operation = fuzz.schema[path][method]
+    statuses: list[int] = []
+
+    @settings(
+        max_examples=1,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=api_operation.as_strategy(generation_mode=POSITIVE))
+    def run(case: Any) -> None:
+        response = case.call(
+            base_url=fuzz.stack.info["gateway_url"],
+            headers={"Authorization": f"Token {fuzz.key}"},
+            timeout=60,
+        )
+        statuses.append(response.status_code)
+        case.validate_response(response, checks=DOCUMENTED)
+        _unavailable(response)
+
+    fuzz.forget()
+    before = fuzz.snapshot()
+    with aws_failing(fuzz, "dynamodb", "InternalServerError", "GetItem"):
+        run()
+    assert statuses == [503], statuses
+    fuzz.forget()
+    # Answered before anything was done: nothing was written.
+    assert table_changes(before, fuzz.snapshot()) == []
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        ("dynamodb", "InternalServerError", "BatchGetItem"),  # the subscriptions cannot be looked up
+        ("sqs", "InternalError", "SendMessage"),  # the accepted notification cannot be queued
+    ],
+    ids=["subscription-lookup", "queue"],
+)
+def test_a_service_unavailable_answer_is_documented_on_the_webhook(
+    fuzz: Fuzz, fault: tuple[str, str, str]
+) -> None:
+    """The unkeyed webhook answers 503 when AWS fails it, so Graph retries the delivery: a genuine
+    notification (the emulator's own subscription for the fuzz account, with its clientState) while
+    the subscription lookup (one BatchGetItem) or the queueing (SQS SendMessage, whose outage code is
+    `InternalError` at HTTP 500: a 500 answer before issue 16's fix) fails, checked against the
+    document. Nothing is queued, so nothing runs later. (A body that names no subscription, and the
+    validation handshake, touch no AWS: those answer 202 / 200 and cannot answer 503.)"""
+    subs = fuzz.stack.graph("GET", "/subscriptions").json()["value"]
+    sub = next(s for s in subs if not s["expired"] and "/users/" in s["notification_url"])
+    path = urlparse(sub["notification_url"]).path
+    user_id, provider, account_id = path.split("/users/", 1)[1].split("/")
+    assert user_id == fuzz.user_id, sub["notification_url"]
+    webhook = next(op for op in OPERATIONS if op.operation_id == "receiveChangeNotifications")
+    case = fuzz.schema[webhook.path][webhook.method].Case(
+        path_parameters={"user_id": user_id, "provider": provider, "account_id": unquote(account_id)},
+        body={
+            "value": [
+                {
+                    "subscriptionId": sub["id"],
+                    "clientState": sub["client_state"],
+                    "changeType": "updated",
+                    "resource": f"Users/{sub['account_id']}/Events/AAMkFuzz503",
+                    "resourceData": {"id": "AAMkFuzz503", "@odata.etag": 'W/"fuzz503"'},
+                }
+            ]
+        },
+        media_type="application/json",
+    )
+    with aws_failing(fuzz, *fault):
+        response = case.call(base_url=fuzz.stack.info["gateway_url"], timeout=60)
+    case.validate_response(response, checks=DOCUMENTED)
+    _unavailable(response)

@@ -160,6 +160,35 @@ def test_transient_aws_failures_are_503_and_other_errors_stay_500() -> None:
     assert bug["statusCode"] == 500 and json.loads(bug["body"])["error"] == "internal_error"
 
 
+def test_sqs_and_scheduler_failures_are_503_too() -> None:
+    """Each service names its own outage: SQS `InternalError` (HTTP 500) and `RequestThrottled`,
+    Scheduler `InternalServerException` (500) — what botocore raises once its retries are spent. A
+    genuine change notification that cannot be queued answers 503 (Graph retries it), never 500."""
+    from botocore.exceptions import ClientError
+
+    def raising(code: str, status: int, operation: str) -> dict[str, Any]:
+        answer = {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}
+        err = ClientError(answer, operation)
+
+        @api_handler
+        def fn(request: Request) -> Response:
+            raise err
+
+        return fn(event("{}"), None)
+
+    for code, status, operation in [
+        ("InternalError", 500, "SendMessage"),
+        ("RequestThrottled", 400, "SendMessage"),
+        ("InternalServerException", 500, "CreateSchedule"),
+        ("ServiceUnavailable", 503, "GetParameter"),
+    ]:
+        answer = raising(code, status, operation)
+        assert answer["statusCode"] == 503, (code, answer)
+        assert json.loads(answer["body"])["error"] == "service_unavailable"
+    # a refusal (4xx) is still not an outage
+    assert raising("InvalidParameterValue", 400, "SendMessage")["statusCode"] == 500
+
+
 def test_every_kind_of_answer_carries_nosniff_and_the_echo_renders_nothing() -> None:
     """Issue 16: JSON, plain text, empty, errors, 401, 503 and 500 alike."""
     from botocore.exceptions import ReadTimeoutError

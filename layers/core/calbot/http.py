@@ -192,8 +192,12 @@ def error_response(err: ApiError) -> dict[str, Any]:
     return json_response(err.status, err.body(), headers)
 
 
+# Throttling and outages by name (each service names its own: SQS `RequestThrottled`); any AWS answer
+# with a 5xx status is an outage too (SQS `InternalError`, Scheduler `InternalServerException`).
 _TRANSIENT_CODES = {
     "ThrottlingException",
+    "Throttling",
+    "RequestThrottled",
     "ProvisionedThroughputExceededException",
     "RequestLimitExceeded",
     "InternalServerError",
@@ -209,9 +213,12 @@ def _transient_aws(err: Exception) -> bool:
         return True
     if isinstance(err, ClientError):
         code = err.response.get("Error", {}).get("Code", "")
+        status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
         reasons = [r.get("Code") for r in err.response.get("CancellationReasons", [])]
-        return code in _TRANSIENT_CODES or (
-            code == "TransactionCanceledException" and "TransactionConflict" in reasons
+        return (
+            code in _TRANSIENT_CODES
+            or status >= 500
+            or (code == "TransactionCanceledException" and "TransactionConflict" in reasons)
         )
     return False
 
