@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import Any
 
 import requests
 
-from calbot import aws, deadline
+from calbot import deadline, params
 from calbot.config import get_settings
 from calbot.timeutil import sleep
 
-_key: str | None = None
-_lock = threading.Lock()
 _session = requests.Session()
 
 
@@ -28,12 +25,8 @@ class BotApiRejected(Exception):
 
 
 def _api_key() -> str:
-    global _key
-    with _lock:
-        if _key is None:
-            name = get_settings().bot_api_key_param
-            _key = aws.ssm().get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
-        return _key
+    """The service credential, re-read from SSM once it is older than params.PARAMETER_MAX_AGE_SECONDS."""
+    return params.get_secure(get_settings().bot_api_key_param)
 
 
 def create_bot(body: dict[str, Any], *, idempotency_key: str, attempts: int = 3) -> dict[str, Any]:

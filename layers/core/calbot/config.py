@@ -1,7 +1,9 @@
-"""Settings parsed from the environment once per cold start.
+"""Settings parsed from the environment once per cold start: the one place the core reads os.environ.
 
 The same code runs deployed and locally: only these values differ. AWS endpoints come from boto3's own
-`AWS_ENDPOINT_URL` handling, provider base URLs from the variables below.
+`AWS_ENDPOINT_URL` handling, provider base URLs from the variables below. Each field is read from the
+variable of its name in capitals (`table_name` from TABLE_NAME); an empty variable counts as unset. A
+missing or invalid variable fails with a SettingsError naming it, never later with a KeyError.
 """
 
 from __future__ import annotations
@@ -9,10 +11,17 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class SettingsError(RuntimeError):
+    """The environment lacks a setting this function needs, or holds an invalid one."""
 
 
 class Settings(BaseModel):
+    # Validated from the environment by alias (TABLE_NAME); tests may still build one by field name.
+    model_config = ConfigDict(alias_generator=str.upper, validate_by_alias=True, validate_by_name=True)
+
     stage: str = "dev"
     table_name: str
     ssm_prefix: str = Field(pattern=r"^/[A-Za-z0-9_.\-/]+$")
@@ -42,39 +51,38 @@ class Settings(BaseModel):
     # of them in any one second of it, so a key cannot spend its whole minute in a single burst.
     rate_limit_per_minute: int = Field(default=600, ge=0)
     rate_limit_burst: int = Field(default=100, ge=1)
+    # Only the functions that send to these queues have them (template.yaml); see `require`.
+    sync_queue_url: str = ""
+    auto_schedule_queue_url: str = ""
 
-
-ENV_NAMES = {
-    "stage": "STAGE",
-    "table_name": "TABLE_NAME",
-    "ssm_prefix": "SSM_PREFIX",
-    "schedule_group": "SCHEDULE_GROUP",
-    "public_base_url": "PUBLIC_BASE_URL",
-    "bot_api_url": "BOT_API_URL",
-    "connection_limit": "CONNECTION_LIMIT",
-    "graph_base_url": "GRAPH_BASE_URL",
-    "ms_login_base_url": "MS_LOGIN_BASE_URL",
-    "google_oauth_base_url": "GOOGLE_OAUTH_BASE_URL",
-    "google_userinfo_url": "GOOGLE_USERINFO_URL",
-    "google_calendar_base_url": "GOOGLE_CALENDAR_BASE_URL",
-    "google_channel_ttl_seconds": "GOOGLE_CHANNEL_TTL_SECONDS",
-    "subscription_lifetime_minutes": "SUBSCRIPTION_LIFETIME_MINUTES",
-    "http_timeout_seconds": "HTTP_TIMEOUT_SECONDS",
-    "max_retry_after_seconds": "MAX_RETRY_AFTER_SECONDS",
-    "bot_launcher_arn": "BOT_LAUNCHER_ARN",
-    "reschedule_arn": "RESCHEDULE_ARN",
-    "scheduler_role_arn": "SCHEDULER_ROLE_ARN",
-    "schedule_dlq_arn": "SCHEDULE_DLQ_ARN",
-    "bot_api_key_param": "BOT_API_KEY_PARAM",
-    "rate_limit_per_minute": "RATE_LIMIT_PER_MINUTE",
-    "rate_limit_burst": "RATE_LIMIT_BURST",
-}
+    def require(self, field: str) -> str:
+        """A setting only some functions have: its value, or a SettingsError naming the variable."""
+        value = getattr(self, field)
+        if not isinstance(value, str) or not value:
+            raise SettingsError(f"{field.upper()} is not set in this function's environment")
+        return value
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    values = {field: os.environ[env] for field, env in ENV_NAMES.items() if os.environ.get(env, "") != ""}
-    return Settings.model_validate(values)
+    names = [str(field.alias) for field in Settings.model_fields.values()]
+    values = {name: os.environ[name] for name in names if os.environ.get(name, "") != ""}
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as err:
+        raise SettingsError(_describe(err)) from None
+
+
+def _describe(err: ValidationError) -> str:
+    """Which variables are wrong and why, without echoing their values."""
+    problems = []
+    for error in err.errors(include_input=False, include_url=False):
+        name = ".".join(str(part) for part in error["loc"])
+        if error["type"] == "missing":
+            problems.append(f"{name} is required but not set")
+        else:
+            problems.append(f"{name}: {error['msg']}")
+    return "invalid settings in the environment: " + "; ".join(problems)
 
 
 def reset_settings() -> None:

@@ -1,7 +1,8 @@
 """Opaque, tamper-evident page cursors: base64url JSON + an HMAC bound to the user and the query.
 
 The signing key is a random secret kept as an SSM SecureString, created on first use (race-safe) and
-cached per container. A cursor from another user, another query, or an edited one is rejected.
+read through calbot.params, so a rotated key is used within params.PARAMETER_MAX_AGE_SECONDS.
+A cursor from another user, another query, or an edited one is rejected.
 """
 
 from __future__ import annotations
@@ -16,29 +17,34 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from calbot import aws
+from calbot import aws, params
 from calbot.config import get_settings
 from calbot.errors import bad_request
 
+# Tests may pin a key here; production leaves it None and reads SSM.
 _key: bytes | None = None
 _lock = threading.Lock()
+# Names this container made sure exist (create-once, never overwritten), with the client that did it:
+# a new client (aws.reset_clients, another endpoint) checks again.
+_created: dict[str, Any] = {}
 
 
 def _signing_key() -> bytes:
-    global _key
+    if _key is not None:
+        return _key
+    name = f"{get_settings().ssm_prefix}/internal/cursor-signing-key"
+    client = aws.ssm()
     with _lock:
-        if _key is None:
-            name = f"{get_settings().ssm_prefix}/internal/cursor-signing-key"
+        if _created.get(name) is not client:
             try:
-                aws.ssm().put_parameter(
+                client.put_parameter(
                     Name=name, Value=secrets.token_hex(32), Type="SecureString", Overwrite=False
                 )
             except ClientError as err:
                 if err.response.get("Error", {}).get("Code") != "ParameterAlreadyExists":
                     raise
-            value = aws.ssm().get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
-            _key = bytes.fromhex(value)
-        return _key
+            _created[name] = client
+    return bytes.fromhex(params.get_secure(name))
 
 
 def _b64(data: bytes) -> str:

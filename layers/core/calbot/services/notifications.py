@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import re
 from typing import Any
 from urllib.parse import unquote
@@ -24,6 +23,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from calbot import aws, store
 from calbot import deadline as deadlines
+from calbot.config import get_settings
 from calbot.http import Request, Response
 from calbot.log import logger
 from calbot.models import PROVIDER_ALIASES, ChangeMessage, Connection, account_key, normalize_provider
@@ -187,8 +187,9 @@ def group_id(message: ChangeMessage) -> str:
 
 
 def enqueue(message: ChangeMessage, *, dedup: str) -> None:
+    queue_url = get_settings().require("sync_queue_url")  # before any client: a clear error if unset
     aws.sqs().send_message(
-        QueueUrl=os.environ["SYNC_QUEUE_URL"],
+        QueueUrl=queue_url,
         MessageBody=message.model_dump_json(),
         MessageGroupId=group_id(message),
         MessageDeduplicationId=dedup[:128],

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from datetime import datetime, timedelta
 
 from calbot import deadline as deadlines
 from calbot import ids, store, tokens
+from calbot.config import get_settings
 from calbot.deadline import Deadline
 from calbot.log import logger
 from calbot.models import ChangeMessage, Connection, Event, SyncState, account_key
@@ -373,7 +373,7 @@ def _sync_connection(conn: Connection, *, follow: bool) -> AccountResult:
 def defer_unfinished(user_id: str, report: SyncReport) -> int:
     """Accounts this call could not finish (throttled past what it may wait, or out of time) go to the
     sync worker, which has minutes rather than seconds; the answer says so. Returns how many."""
-    if not os.environ.get("SYNC_QUEUE_URL"):
+    if not get_settings().sync_queue_url:
         return 0
     from calbot.services.notifications import enqueue
 
