@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from local.demo import DEMO_GOOGLE_CLIENT_SECRET
-from tests.e2e.conftest import STARTED_STACKS, E2EStack
+from tests.e2e.conftest import STARTED_STACKS, E2EStack, aws_limit_violations
 from tests.e2e.leaks import decoded_variants, find_leaks
 
 # Every API key calbot issues (calbot.auth.new_api_key), whoever it belongs to: found by shape, so a key
@@ -87,3 +87,12 @@ def test_no_api_key_or_service_credential_in_any_response_or_log_line(e2e: E2ESt
         assert headers == [], headers
         leaks = find_leaks([bot_key_value], {"responses": responses, "stack log": log})
         assert leaks == {}, f"the bot API key is in {leaks} of {stack.state_dir}"
+
+
+def test_every_stack_the_session_stopped_stayed_within_aws_limits(e2e: E2EStack) -> None:
+    """The shared stack is checked when the session ends (conftest's `e2e` fixture); the fault, Google,
+    security, readme, 90-day ... stacks that modules start for themselves are checked here: no
+    overrun and no call an IAM role does not grant, on any of them."""
+    stopped = [s for s in STARTED_STACKS if s is not e2e and s.proc.poll() is not None]
+    violations = {str(s.state_dir): aws_limit_violations(s) for s in stopped}
+    assert {k: v[:10] for k, v in violations.items() if v} == {}
