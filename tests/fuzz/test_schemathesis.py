@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -254,19 +254,23 @@ def exhausted_key(fuzz: Fuzz) -> str:
 KEYED = [f"{op.method} {op.path}" for op in OPERATIONS if op.auth]
 
 
-@pytest.mark.parametrize("operation", KEYED)
-def test_a_rate_limited_answer_is_documented_on_every_keyed_operation(
-    fuzz: Fuzz, exhausted_key: str, operation: str
-) -> None:
-    """Issue 16: 429 rate_limited is an answer of every keyed operation, so the every-answer-documented
-    checks above must see it (they would fail on an undocumented 429) — a valid request with a key
-    that is out of requests for this minute, checked like every fuzzed answer."""
+def positive_answers(
+    fuzz: Fuzz,
+    operation: str,
+    key: str,
+    *,
+    max_examples: int,
+    checks: list[Any],
+    also: Callable[[Any], None] | None = None,
+) -> list[int]:
+    """Call `operation` with valid generated requests (schemathesis's positive mode) and `key`, validate
+    each answer with `checks` (and `also`), and return the statuses seen."""
     method, path = operation.split(" ", 1)
     api_operation = fuzz.schema[path][method]
     statuses: list[int] = []
 
     @settings(
-        max_examples=2,
+        max_examples=max_examples,
         derandomize=True,
         database=None,
         deadline=None,
@@ -277,13 +281,26 @@ def test_a_rate_limited_answer_is_documented_on_every_keyed_operation(
     def run(case: Any) -> None:
         response = case.call(
             base_url=fuzz.stack.info["gateway_url"],
-            headers={"Authorization": f"Token {exhausted_key}"},
+            headers={"Authorization": f"Token {key}"},
             timeout=60,
         )
         statuses.append(response.status_code)
-        case.validate_response(response, checks=CHECKS)
+        case.validate_response(response, checks=checks)
+        if also is not None:
+            also(response)
 
     run()
+    return statuses
+
+
+@pytest.mark.parametrize("operation", KEYED)
+def test_a_rate_limited_answer_is_documented_on_every_keyed_operation(
+    fuzz: Fuzz, exhausted_key: str, operation: str
+) -> None:
+    """Issue 16: 429 rate_limited is an answer of every keyed operation, so the every-answer-documented
+    checks above must see it (they would fail on an undocumented 429) — a valid request with a key
+    that is out of requests for this minute, checked like every fuzzed answer."""
+    statuses = positive_answers(fuzz, operation, exhausted_key, max_examples=2, checks=CHECKS)
     # A body or parameter the schema allows but the handler refuses never gets that far: the limiter
     # runs before the handler, so every answer here is the 429.
     assert statuses and set(statuses) == {429}, statuses
@@ -329,33 +346,12 @@ def test_a_service_unavailable_answer_is_documented_on_every_keyed_operation(
     before doing anything else, never 401 for a key that may well be valid. A valid request with the
     fuzz user's valid key while DynamoDB fails GetItem, checked against the document like every fuzzed
     answer (the checks fail on an undocumented 503); nothing else in DynamoDB is faulted."""
-    method, path = operation.split(" ", 1)
-    api_operation = fuzz.schema[path][method]
-    statuses: list[int] = []
-
-    @settings(
-        max_examples=1,
-        derandomize=True,
-        database=None,
-        deadline=None,
-        phases=[Phase.explicit, Phase.generate],
-        suppress_health_check=list(HealthCheck),
-    )
-    @given(case=api_operation.as_strategy(generation_mode=POSITIVE))
-    def run(case: Any) -> None:
-        response = case.call(
-            base_url=fuzz.stack.info["gateway_url"],
-            headers={"Authorization": f"Token {fuzz.key}"},
-            timeout=60,
-        )
-        statuses.append(response.status_code)
-        case.validate_response(response, checks=DOCUMENTED)
-        _unavailable(response)
-
     fuzz.forget()
     before = fuzz.snapshot()
     with aws_failing(fuzz, "dynamodb", "InternalServerError", "GetItem"):
-        run()
+        statuses = positive_answers(
+            fuzz, operation, fuzz.key, max_examples=1, checks=DOCUMENTED, also=_unavailable
+        )
     assert statuses == [503], statuses
     fuzz.forget()
     # Answered before anything was done: nothing was written.

@@ -634,22 +634,16 @@ def set_connection_status(
 def restore_connection(user_id: str, provider: str, account_id: str) -> bool:
     """needs_reauth -> active after a good refresh proved the credentials alive (only from that state:
     a disconnect or an `error` status is left alone). False when it was not needs_reauth."""
-    try:
-        aws.dynamodb().update_item(
-            TableName=_table(),
-            Key=to_item({"PK": user_pk(user_id), "SK": conn_sk(provider, account_id)}),
-            UpdateExpression="SET #s = :s, status_reason = :r, updated_at = :u",
-            ConditionExpression="#s = :was",
-            ExpressionAttributeNames={"#s": "status"},
-            ExpressionAttributeValues=to_item(
-                {":s": "active", ":r": None, ":u": iso_z(now()), ":was": "needs_reauth"}
-            ),
-        )
-    except ClientError as err:
-        if _is_conditional_failure(err):
-            return False
-        raise
-    return True
+    return _write_if(
+        "update_item",
+        Key=to_item({"PK": user_pk(user_id), "SK": conn_sk(provider, account_id)}),
+        UpdateExpression="SET #s = :s, status_reason = :r, updated_at = :u",
+        ConditionExpression="#s = :was",
+        ExpressionAttributeNames={"#s": "status"},
+        ExpressionAttributeValues=to_item(
+            {":s": "active", ":r": None, ":u": iso_z(now()), ":was": "needs_reauth"}
+        ),
+    )
 
 
 def touch_connection_synced(user_id: str, provider: str, account_id: str, when: datetime) -> None:
