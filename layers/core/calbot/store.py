@@ -24,8 +24,6 @@ Key layout (PK / SK):
 from __future__ import annotations
 
 import hashlib
-import random
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,6 +32,7 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
+from tenacity import Retrying, retry_if_exception, retry_if_exception_type, wait_exponential_jitter
 
 from calbot import aws
 from calbot.config import get_settings
@@ -50,6 +49,7 @@ from calbot.models import (
     User,
     account_key,
 )
+from calbot.retry import retrying
 from calbot.timeutil import iso_z, now
 
 _ser = TypeSerializer()
@@ -136,6 +136,8 @@ def _query(**kwargs: Any) -> Iterator[dict[str, Any]]:
 
 
 WRITE_ATTEMPTS = 6
+# Calls of one batch chunk before its unprocessed part is an error (about 20 s of backoff at most).
+BATCH_ATTEMPTS = 12
 
 
 def _error_code(err: ClientError) -> str:
@@ -151,16 +153,14 @@ def _write(operation: str, **kwargs: Any) -> dict[str, Any]:
     error (a failed condition included) is raised at once.
     """
     call = getattr(aws.dynamodb(), operation)
-    delay = 0.05
-    for attempt in range(1, WRITE_ATTEMPTS + 1):
-        try:
+    for attempt in retrying(retry=retry_if_exception(_is_transaction_conflict), attempts=WRITE_ATTEMPTS):
+        with attempt:
             return dict(call(TableName=_table(), **kwargs))
-        except ClientError as err:
-            if _error_code(err) != "TransactionConflictException" or attempt == WRITE_ATTEMPTS:
-                raise
-            time.sleep(delay * (1 + random.random()))
-            delay = min(delay * 2, 1.0)
     raise AssertionError("unreachable")
+
+
+def _is_transaction_conflict(err: BaseException) -> bool:
+    return isinstance(err, ClientError) and _error_code(err) == "TransactionConflictException"
 
 
 def _is_conditional_failure(err: ClientError) -> bool:
@@ -185,13 +185,12 @@ def batch_write(puts: Iterable[dict[str, Any]] = (), deletes: Iterable[tuple[str
     written = 0
     for start in range(0, len(requests), 25):
         pending = {_table(): requests[start : start + 25]}
-        delay = 0.05
-        while pending:
-            resp = aws.dynamodb().batch_write_item(RequestItems=pending)
-            pending = resp.get("UnprocessedItems") or {}
-            if pending:
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
+        for attempt in _unprocessed_retries(max_delay=2.0):
+            with attempt:
+                resp = aws.dynamodb().batch_write_item(RequestItems=pending)
+                pending = resp.get("UnprocessedItems") or {}
+                if pending:
+                    raise Unprocessed(f"{sum(len(v) for v in pending.values())} items left unwritten")
         written += len(requests[start : start + 25])
     return written
 
@@ -202,15 +201,29 @@ def _batch_get(keys: list[dict[str, Any]], *, max_delay: float) -> Iterator[dict
     for start in range(0, len(keys), 100):
         chunk = [to_item(k) for k in keys[start : start + 100]]
         pending: dict[str, Any] = {_table(): {"Keys": chunk, "ConsistentRead": True}}
-        delay = 0.05
-        while pending:
-            resp = aws.dynamodb().batch_get_item(RequestItems=pending)
-            for item in resp.get("Responses", {}).get(_table(), []):
-                yield from_item(item)
-            pending = resp.get("UnprocessedKeys") or {}
-            if pending:
-                time.sleep(delay)
-                delay = min(delay * 2, max_delay)
+        found: list[dict[str, Any]] = []
+        for attempt in _unprocessed_retries(max_delay=max_delay):
+            with attempt:  # nothing is yielded in here: tenacity's attempt would swallow GeneratorExit
+                resp = aws.dynamodb().batch_get_item(RequestItems=pending)
+                found += resp.get("Responses", {}).get(_table(), [])
+                pending = resp.get("UnprocessedKeys") or {}
+                if pending:
+                    raise Unprocessed(f"{len(pending[_table()]['Keys'])} keys left unread")
+        yield from (from_item(item) for item in found)
+
+
+class Unprocessed(Exception):
+    """A batch call still left items unprocessed (DynamoDB throttled it) after every retry."""
+
+
+def _unprocessed_retries(*, max_delay: float) -> Retrying:
+    """DynamoDB answers a throttled batch with the part it did not do; it asks for backoff before the
+    next call. Give up after BATCH_ATTEMPTS calls or at the deadline, with `Unprocessed`."""
+    return retrying(
+        retry=retry_if_exception_type(Unprocessed),
+        attempts=BATCH_ATTEMPTS,
+        wait=wait_exponential_jitter(initial=0.05, max=max_delay, jitter=0.05),
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -402,22 +415,26 @@ def transact_write(
     import uuid
 
     token = token or str(uuid.uuid4())
-    delay = 0.05
-    for attempt in range(1, attempts + 1):
-        try:
-            aws.dynamodb().transact_write_items(TransactItems=items, ClientRequestToken=token)
-            return
-        except ClientError as err:
-            if err.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+    for attempt in retrying(retry=retry_if_exception(_cancelled_by_conflict), attempts=attempts):
+        with attempt:
+            try:
+                aws.dynamodb().transact_write_items(TransactItems=items, ClientRequestToken=token)
+            except ClientError as err:
+                for index, code in enumerate(_cancellation_reasons(err)):
+                    if code == "ConditionalCheckFailed" and index < len(on_condition):
+                        raise on_condition[index] from err
                 raise
-            reasons = [r.get("Code") for r in err.response.get("CancellationReasons", [])]
-            for index, code in enumerate(reasons):
-                if code == "ConditionalCheckFailed" and index < len(on_condition):
-                    raise on_condition[index] from err
-            if "TransactionConflict" not in reasons or attempt == attempts:
-                raise
-            time.sleep(delay * (1 + random.random()))
-            delay = min(delay * 2, 1.0)
+
+
+def _cancellation_reasons(err: ClientError) -> list[str | None]:
+    if _error_code(err) != "TransactionCanceledException":
+        return []
+    return [r.get("Code") for r in err.response.get("CancellationReasons", [])]
+
+
+def _cancelled_by_conflict(err: BaseException) -> bool:
+    """Cancelled because another transaction held an item: safe to send again with the same token."""
+    return isinstance(err, ClientError) and "TransactionConflict" in _cancellation_reasons(err)
 
 
 def save_connection(conn: Connection) -> None:
