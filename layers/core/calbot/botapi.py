@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
-import requests
 from tenacity import retry_if_exception_type, wait_exponential
 
 from calbot import deadline, params
 from calbot.config import get_settings
 from calbot.retry import retrying
 
-_session = requests.Session()
+if TYPE_CHECKING:
+    import requests
+
+
+@cache
+def _session() -> requests.Session:
+    """One keep-alive session per container, made on the first launch: `requests` costs ~30 ms to
+    import, and functions that only import the launcher's module (recurrence_reschedule) never post."""
+    import requests
+
+    return requests.Session()
 
 
 class BotApiUnavailable(Exception):
@@ -39,12 +49,13 @@ def create_bot(body: dict[str, Any], *, idempotency_key: str, attempts: int = 3)
     url = f"{get_settings().bot_api_url.rstrip('/')}/bots/create_bot"
     headers = {"Authorization": f"Token {_api_key()}", "Idempotency-Key": idempotency_key}
     budget = deadline.current()
+    import requests  # see _session
 
     def attempt() -> dict[str, Any]:
         if budget.expired:
             raise BotApiUnavailable("out of time")
         try:
-            resp = _session.post(url, json=body, headers=headers, timeout=min(15.0, budget.remaining()))
+            resp = _session().post(url, json=body, headers=headers, timeout=min(15.0, budget.remaining()))
         except (requests.ConnectionError, requests.Timeout) as err:
             raise BotApiUnavailable(type(err).__name__) from None
         if resp.status_code in (200, 201):

@@ -14,12 +14,8 @@ import hashlib
 import hmac
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
-
-from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
-from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from calbot import aws, store
 from calbot import deadline as deadlines
@@ -27,6 +23,11 @@ from calbot.config import get_settings
 from calbot.http import Request, Response
 from calbot.log import logger
 from calbot.models import PROVIDER_ALIASES, ChangeMessage, Connection, account_key, normalize_provider
+
+if TYPE_CHECKING:  # the batch utilities take ~40 ms to import: only consume() (the sync worker) loads them
+    from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor
+    from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 MAX_VALIDATION_TOKEN = 2048
 MAX_ITEMS = 1000
@@ -200,6 +201,8 @@ def _processor() -> SqsFifoPartialProcessor:
     """Powertools' FIFO partial-batch processor: a failed message holds back only the later messages of
     its own group (one account), which it reports as failed too; every other account's messages in the
     batch are processed and deleted. An all-failed batch is reported item by item, not raised."""
+    from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor
+
     processor = SqsFifoPartialProcessor(skip_group_on_error=True)
     processor.raise_on_entire_batch_failure = False  # the FIFO class takes no such argument in 3.37
     return processor
@@ -209,6 +212,8 @@ def consume(event: dict[str, Any]) -> PartialItemFailureResponse:
     """The sync worker: per message, sync that account (or renew / recreate a subscription, then sync),
     then make its bots follow the changed events. A failing message is reported with the later messages
     of its group (its account), which must not overtake it; the other accounts' messages go on."""
+    from aws_lambda_powertools.utilities.batch import process_partial_response
+
     if not event.get("Records"):
         return {"batchItemFailures": []}
     return process_partial_response(event=event, record_handler=_handle_record, processor=_processor())
