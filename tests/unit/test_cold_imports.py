@@ -21,7 +21,7 @@ ONLY_FOR: dict[str, set[str]] = {
     "requests": {"bot_launcher"},  # provider code and the Create Bot API client make their sessions lazily
     "aws_lambda_powertools.utilities.batch": {"sync_worker"},
     "aws_lambda_powertools.utilities.parameters": set(),  # SSM reads happen on first use
-    "calbot.services.sync": {"list_events", "get_events", "list_calendars", "auto_schedule_worker"},
+    "calbot.services.sync": {"list_events", "list_calendars", "auto_schedule_worker"},
     "calbot.providers.outlook": set(),
     "calbot.providers.google": set(),
     "calbot.providers.http": set(),
