@@ -109,6 +109,28 @@ def test_provider_http_unreachable_is_unavailable_after_its_attempts(slept: list
     assert http.requests_made == 4 and len(slept) == 2
 
 
+def test_provider_http_returns_the_last_attempts_answer_whatever_its_retry_after(slept: list[float]) -> None:
+    """Attempts are counted whether they failed to connect or answered: the last one's throttled answer
+    is the caller's to map, even with a Retry-After longer than max_retry_after."""
+    import requests
+
+    answers: list[Any] = [requests.ConnectionError("refused")]
+    throttled = requests.Response()
+    throttled.status_code, throttled.headers["Retry-After"] = 429, "30"
+    answers.append(throttled)
+
+    def send(method: str, url: str, **kwargs: Any) -> requests.Response:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer  # type: ignore[no-any-return]
+
+    http = ProviderHttp(max_attempts=2, max_retry_after=20)
+    http.session.request = send  # type: ignore[method-assign]
+    assert http.request("GET", "http://provider.invalid/x") is throttled
+    assert http.requests_made == 2 and len(slept) == 1
+
+
 # ---------------------------------------------------------------------------------------------------
 # The Create Bot API
 

@@ -84,6 +84,7 @@ class ProviderHttp:
 
         def attempt() -> requests.Response:
             nonlocal tries
+            tries += 1
             left = budget.remaining()
             if left <= 0:
                 raise ProviderUnavailable("Out of time for this request; the provider was not called.")
@@ -91,7 +92,6 @@ class ProviderHttp:
                 self.requests_made += 1
             # A request never outlives the invocation either.
             resp = self.session.request(method, url, timeout=_bounded(timeout, left), **kwargs)
-            tries += 1
             if tries < self.max_attempts and self.retryable(resp):
                 wait = parse_retry_after(resp.headers.get("Retry-After"))
                 if wait is not None and (wait > self.max_retry_after or not budget.allows(wait)):
