@@ -23,6 +23,7 @@ import os
 import statistics
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,10 @@ def main() -> int:
         "import_boto3_ms": round(boto3_ms, 1),
         "core_floor": {"statement": FLOOR_STMT, **row(FLOOR)},
         "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "run_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "git_commit": subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip(),
         "handlers": rows,
         "worst_ratio": worst,
         "target_ratio": TARGET_RATIO,

@@ -66,7 +66,8 @@ def cold_start(r: dict[str, Any]) -> list[str]:
     ]
     if "load_average_1min" in r:
         before, after = r["load_average_1min"]
-        lines += [f"1-minute load average when the run started / ended: {before} / {after} (2 cores).", ""]
+        when = f"Run {r['run_at']} at commit {r['git_commit']}; " if "run_at" in r else ""
+        lines += [f"{when}1-minute load average when it started / ended: {before} / {after}.", ""]
     floor = r.get("core_floor")
     cpu = "cpu_ratio_vs_boto3" in r["handlers"][0]
 
