@@ -8,9 +8,10 @@ on both sides of each ratio. Target: every handler at most 1.5x `import boto3`.
 The ratio is of wall time, what a cold start waits. The CPU time of the same imports is reported too:
 on a loaded machine it counts only the import's own work, not the time spent waiting for a core.
 
-A reference row, the core floor, imports only what every API handler cannot do without (calbot.http,
-calbot.models, calbot.store: boto3, pydantic with all the models, the settings, Powertools' Logger,
-tenacity), so the report can tell how much of a handler's time is its own.
+Reference rows, measured the same way, tell how much of a handler's time is its own: boto3 with pydantic;
+boto3 with calbot.models (pydantic, every model, the settings model); and the core floor, what every
+API handler imports whatever it does (calbot.http, calbot.models, calbot.store: all of that plus
+Powertools' Logger and tenacity).
 
     python bench/cold_start.py [--repeat 7] [--json] [--json-out FILE]
 """
@@ -31,6 +32,11 @@ ROOT = Path(__file__).resolve().parent.parent
 TARGET_RATIO = 1.5
 FLOOR = "(core floor)"
 FLOOR_STMT = "import calbot.http, calbot.models, calbot.store"
+REFERENCES = {
+    "(boto3 + pydantic)": "import boto3, pydantic.main",
+    "(boto3 + calbot.models)": "import boto3, calbot.models",
+    FLOOR: FLOOR_STMT,
+}
 
 _SNIPPET = """
 import sys, time
@@ -64,7 +70,7 @@ def main() -> int:
     fndirs = sorted(p for p in (ROOT / "functions").iterdir() if (p / "app.py").exists())
     for fndir in fndirs:  # warm the bytecode caches first
         measure_once("import app", fndir)
-    subjects: list[tuple[str, str, Path | None]] = [(FLOOR, FLOOR_STMT, None)]
+    subjects: list[tuple[str, str, Path | None]] = [(name, stmt, None) for name, stmt in REFERENCES.items()]
     subjects += [(fndir.name, "import app", fndir) for fndir in fndirs]
     boto3_wall: list[float] = []
     wall: dict[str, list[float]] = {name: [] for name, _, _ in subjects}
@@ -95,6 +101,7 @@ def main() -> int:
         "repeat": args.repeat,
         "paired": True,
         "import_boto3_ms": round(boto3_ms, 1),
+        "references": [{"name": name, "statement": stmt, **row(name)} for name, stmt in REFERENCES.items()],
         "core_floor": {"statement": FLOOR_STMT, **row(FLOOR)},
         "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "run_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -115,7 +122,7 @@ def main() -> int:
     print(f"cold import, median of {args.repeat} fresh interpreters (Python {result['python']})")
     print(f"{'':<28}{'wall':>9}      vs boto3   (CPU time)")
     print(f"{'import boto3':<28}{boto3_ms:>9.1f} ms   1.00x")
-    for r in [{"function": FLOOR, **row(FLOOR)}, *rows]:
+    for r in [*({"function": name, **row(name)} for name in REFERENCES), *rows]:
         print(
             f"{r['function']:<28}{r['import_ms']:>9.1f} ms   {r['ratio_vs_boto3']:.2f}x"
             f"      ({r['cpu_ratio_vs_boto3']:.2f}x)"

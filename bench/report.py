@@ -76,8 +76,8 @@ def cold_start(r: dict[str, Any]) -> list[str]:
         return [name, h["import_ms"], f"{h['ratio_vs_boto3']}x", *extra]
 
     rows = [cells(h["function"], h) for h in r["handlers"]]
-    if floor:
-        rows.insert(0, cells("_(core floor)_", floor))
+    references = r.get("references") or ([{"name": "(core floor)", **floor}] if floor else [])
+    rows[:0] = [cells(f"_{ref['name']}_", ref) for ref in references]
     lines += table(["handler", "import ms", "vs boto3"] + (["CPU time vs boto3"] if cpu else []), rows)
     verdict = "within target" if r["within_target"] else "OVER target"
     lines += [f"Worst ratio: **{r['worst_ratio']}x** ({verdict}).", ""]
@@ -89,12 +89,13 @@ def cold_start(r: dict[str, Any]) -> list[str]:
             f"more than {r['target_ratio']}x the time of `import boto3`: {names}.",
             "",
         ]
-    if floor:
+    if references:
         lines += [
-            f"The core floor row imports only `{floor['statement'].removeprefix('import ')}`, what every "
-            "API handler needs whatever it does: boto3, pydantic with every model of `calbot.models`, the "
-            "settings model, Powertools' Logger and tenacity. It alone takes "
-            f"{floor['ratio_vs_boto3']}x boto3; a handler's own imports are the rest.",
+            "The rows in italics are references measured the same way: "
+            + "; ".join(f"_{ref['name']}_ is `{ref['statement']}`" for ref in references)
+            + ". The core floor is what every API handler imports whatever it does (boto3, pydantic with "
+            "every model of `calbot.models` and the settings model, Powertools' Logger, tenacity); a "
+            "handler's own imports are the rest.",
             "",
         ]
     return lines
