@@ -69,19 +69,17 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from local.emulators.common import EmulatorControls, signing_key
-from local.emulators.graph import (
-    LOOPBACK_HOSTS,
-    UNSET,
-    EmulatorError,
-    _b64url,
-    _check_fields,
-    _control_time,
-    _is_loopback_url,
-    _localize,
-    _number,
-    _redirect,
-    _with_query,
-)
+from local.emulators.core.delivery import LOOPBACK_HOSTS
+from local.emulators.core.delivery import is_loopback_url as _is_loopback_url
+from local.emulators.core.errors import EmulatorError
+from local.emulators.core.errors import check_fields as _check_fields
+from local.emulators.core.errors import number as _number
+from local.emulators.core.helpers import UNSET
+from local.emulators.core.helpers import b64url as _b64url
+from local.emulators.core.helpers import control_time as _control_time
+from local.emulators.core.helpers import localize as _localize
+from local.emulators.core.helpers import with_query as _with_query
+from local.emulators.core.service import redirect as _redirect
 
 log = logging.getLogger(__name__)
 
