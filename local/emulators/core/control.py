@@ -76,12 +76,6 @@ class ControlRoutes(NotificationDelivery, FaultRules, RequestLog):
     def notifications(self, first: str | None = None, second: str | None = None) -> list[dict[str, Any]]:
         raise NotImplementedError
 
-    def expire_app_secret(self, client_id: str) -> None:
-        raise NotImplementedError
-
-    def expire_access_tokens(self, account: str | None = None) -> int:
-        raise NotImplementedError
-
     def issued_tokens(self) -> dict[str, list[str]]:
         raise NotImplementedError
 

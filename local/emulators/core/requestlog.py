@@ -10,7 +10,8 @@ from urllib.parse import parse_qsl, urlencode
 
 from werkzeug.wrappers import Request
 
-from local.emulators.core.clock import EmulatorClock, iso
+from local.emulators.core.backend import Backend
+from local.emulators.core.clock import iso
 
 _SECRET_QUERY_KEYS = ("token", "code", "secret", "verifier")
 
@@ -33,18 +34,14 @@ class RequestContext:
     fault_id: str | None = None
 
 
-class RequestLog(EmulatorClock):
-    """Mixin: the request log. `_reset_log()` belongs in the emulator's reset(); `_find_account(ref)`
-    resolves an account id or address."""
+class RequestLog(Backend):
+    """Mixin: the request log. `_reset_log()` belongs in the emulator's reset()."""
 
     _lock: threading.RLock
     _log: list[dict[str, Any]]
     _log_seq: int
     # Google's log hides token-like query values; Graph's shows the query as sent.
     redact_logged_query = False
-
-    def _find_account(self, ref: str) -> Any:
-        raise NotImplementedError
 
     def _reset_log(self) -> None:
         self._log = []

@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from local.emulators.core.backend import AccessToken
 from local.emulators.core.clock import iso
 from local.emulators.core.errors import EmulatorError
 from local.emulators.core.helpers import UNSET, control_time, localize
@@ -36,7 +37,6 @@ from local.emulators.google.models import (
     GoogleCalendar,
     GoogleEvent,
     GoogleFault,
-    _AccessToken,
     _AuthCode,
     _Channel,
     _new_event_id,
@@ -66,7 +66,7 @@ class GoogleBackend(GoogleNotifications):
             self._apps: dict[str, GoogleApp] = {}
             self._accounts: dict[str, GoogleAccount] = {}
             self._refresh_tokens: dict[str, _RefreshToken] = {}
-            self._access_tokens: dict[str, _AccessToken] = {}
+            self._access_tokens: dict[str, AccessToken] = {}
             self._auth_codes: dict[str, _AuthCode] = {}
             self._channels: dict[str, _Channel] = {}
             self._sync_tokens: dict[str, _SyncState] = {}
@@ -105,11 +105,6 @@ class GoogleBackend(GoogleNotifications):
                 }
                 for a in self._apps.values()
             ]
-
-    def expire_app_secret(self, client_id: str) -> None:
-        """The client's secret stops working: the token endpoint answers 401 invalid_client."""
-        with self._lock:
-            self._app(client_id).secret_expired = True
 
     def delete_app(self, client_id: str) -> None:
         """Delete the OAuth client: 401 invalid_client "The OAuth client was not found."."""
@@ -206,18 +201,6 @@ class GoogleBackend(GoogleNotifications):
             for client in [client_id] if client_id else list(acc.consents):
                 acc.consents.pop(client, None)
             return count
-
-    def expire_access_tokens(self, account: str | None = None) -> int:
-        """Expire all access tokens (of one account if given); the API then answers 401 authError."""
-        with self._lock:
-            account_id = self._account(account).id if account else None
-            past = self.now() - timedelta(seconds=1)
-            expired = 0
-            for at in self._access_tokens.values():
-                if account_id in (None, at.account_id) and at.expires_at > past:
-                    at.expires_at = past
-                    expired += 1
-            return expired
 
     def issued_tokens(self) -> dict[str, list[str]]:
         """Every refresh / access token ever issued and every channel token (leak tests grep for them)."""
@@ -502,23 +485,6 @@ class GoogleBackend(GoogleNotifications):
                 raise EmulatorError(f"no channel {channel_id!r}", 404)
             channel.expiration = min(channel.expiration, self.now())
             return self._channel_view(channel, self.now())
-
-    def _app(self, client_id: str) -> GoogleApp:
-        app = self._apps.get(client_id)
-        if app is None:
-            raise EmulatorError(f"no app {client_id!r}", 404)
-        return app
-
-    def _find_account(self, ref: str) -> GoogleAccount | None:
-        if ref in self._accounts:
-            return self._accounts[ref]
-        return next((a for a in self._accounts.values() if a.matches(ref)), None)
-
-    def _account(self, ref: str) -> GoogleAccount:
-        acc = self._find_account(ref)
-        if acc is None:
-            raise EmulatorError(f"no account {ref!r}", 404)
-        return acc
 
     @staticmethod
     def _calendar(acc: GoogleAccount, calendar_id: str) -> GoogleCalendar:

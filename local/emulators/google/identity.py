@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from werkzeug.wrappers import Request, Response
 
+from local.emulators.core.backend import AccessToken, ConsentWording, consent_page
 from local.emulators.core.helpers import b64url, with_query
 from local.emulators.core.keys import signing_key
 from local.emulators.core.requestlog import RequestContext
@@ -29,12 +30,15 @@ from local.emulators.google.models import (
     TESTING_APP_REFRESH_LIFETIME,
     GoogleAccount,
     GoogleApp,
-    _AccessToken,
     _AuthCode,
     _new_access_token,
     _new_auth_code,
     _normalize_scopes,
     _RefreshToken,
+)
+
+_CONSENT = ConsentWording(
+    "Sign in - Google Accounts", "<h1>Choose what the app can access</h1>", "wants to", "Allow"
 )
 
 
@@ -141,7 +145,7 @@ class GoogleIdentity(GoogleBackend):
         ctx: RequestContext,
     ) -> dict[str, Any]:
         ctx.account_id = account.id
-        at = _AccessToken(
+        at = AccessToken(
             _new_access_token(),
             client_id,
             account.id,
@@ -259,23 +263,7 @@ class GoogleIdentity(GoogleBackend):
         return back([("code", code.code), ("scope", " ".join(code.scopes))])
 
     def _consent_page(self, request: Request, account: GoogleAccount, scopes: list[str]) -> Response:
-        hidden = "".join(
-            f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
-            for k, v in request.args.items(multi=True)
-            if k != "login_hint"
-        )
-        hidden += f'<input type="hidden" name="login_hint" value="{html.escape(account.email)}">'
-        items = "".join(f"<li>{html.escape(s)}</li>" for s in scopes)
-        page = (
-            "<!doctype html><html><head><meta charset='utf-8'><title>Sign in - Google Accounts</title></head>"
-            "<body><h1>Choose what the app can access</h1>"
-            f"<p>Signed in as <b>{html.escape(account.email)}</b></p>"
-            f"<p>App <code>{html.escape(request.args.get('client_id', ''))}</code> wants to:</p>"
-            f"<ul>{items}</ul><form method='post' action='{html.escape(request.path)}'>{hidden}"
-            "<button type='submit' name='consent' value='accept'>Allow</button> "
-            "<button type='submit' name='consent' value='deny'>Cancel</button></form></body></html>"
-        )
-        return Response(page, content_type="text/html; charset=utf-8")
+        return consent_page(request, _CONSENT, ("login_hint", account.email), account.email, scopes)
 
     @staticmethod
     def _error_page(status: int, error: str, message: str) -> Response:

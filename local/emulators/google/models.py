@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from local.emulators.core.backend import AuthCode
 from local.emulators.core.faults import FaultRule
 
 JSON_TYPE = "application/json; charset=UTF-8"
@@ -182,27 +183,9 @@ class _RefreshToken:
     revoked: bool = False
 
 
-@dataclass
-class _AccessToken:
-    token: str
-    client_id: str
-    account_id: str
-    scopes: list[str]
-    expires_at: datetime
-
-
-@dataclass
-class _AuthCode:
-    code: str
-    client_id: str
-    account_id: str
-    redirect_uri: str
-    scopes: list[str]
-    code_challenge: str | None
-    code_challenge_method: str
+@dataclass(kw_only=True)
+class _AuthCode(AuthCode):
     give_refresh_token: bool
-    expires_at: datetime
-    redeemed: bool = False
 
 
 @dataclass

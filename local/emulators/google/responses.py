@@ -16,6 +16,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Rule
 from werkzeug.wrappers import Request, Response
 
+from local.emulators.core.backend import AccessToken
 from local.emulators.core.delivery import LOOPBACK_HOSTS
 from local.emulators.core.requestlog import RequestContext
 from local.emulators.core.service import bearer_token
@@ -50,7 +51,6 @@ from local.emulators.google.models import (
     GoogleAccount,
     GoogleCalendar,
     GoogleFault,
-    _AccessToken,
     _Channel,
     _PageState,
     _Query,
@@ -145,7 +145,7 @@ class GoogleResponses(GoogleIdentity):
         response.headers.update(exc.headers)
         return response
 
-    def _authenticate(self, request: Request, ctx: RequestContext) -> tuple[_AccessToken, GoogleAccount]:
+    def _authenticate(self, request: Request, ctx: RequestContext) -> tuple[AccessToken, GoogleAccount]:
         at = self._access_tokens.get(bearer_token(request) or "")
         account = self._accounts.get(at.account_id) if at else None
         if at is None or account is None or at.expires_at <= self.now():

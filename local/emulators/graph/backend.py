@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 from dateutil import rrule as _rr
 
+from local.emulators.core.backend import AccessToken, AuthCode
 from local.emulators.core.clock import iso
 from local.emulators.core.errors import EmulatorError
 from local.emulators.core.helpers import UNSET, control_time, localize
@@ -41,10 +42,8 @@ from local.emulators.graph.models import (
     DEFAULT_SCOPES,
     REFRESH_TOKEN_LIFETIME,
     REVOKE_CODES,
-    AccessToken,
     Account,
     App,
-    AuthCode,
     Calendar,
     GraphFault,
     RefreshToken,
@@ -97,10 +96,6 @@ class GraphBackend(GraphNotifications):
             return [
                 {"client_id": a.client_id, "secret_expired": a.secret_expired} for a in self._apps.values()
             ]
-
-    def expire_app_secret(self, client_id: str) -> None:
-        with self._lock:
-            self._app(client_id).secret_expired = True
 
     def add_account(
         self,
@@ -213,18 +208,6 @@ class GraphBackend(GraphNotifications):
                     rt.invalid_code = code
                     revoked += 1
             return revoked
-
-    def expire_access_tokens(self, account: str | None = None) -> int:
-        """Expire all access tokens (of one account if given); Graph then answers 401."""
-        with self._lock:
-            account_id = self._account(account).id if account else None
-            past = self.now() - timedelta(seconds=1)
-            expired = 0
-            for at in self._access_tokens.values():
-                if (account_id is None or at.account_id == account_id) and at.expires_at > past:
-                    at.expires_at = past
-                    expired += 1
-            return expired
 
     def issued_tokens(self) -> dict[str, list[str]]:
         """Every refresh and access token ever issued, valid or not (leak tests grep for them)."""
@@ -500,23 +483,6 @@ class GraphBackend(GraphNotifications):
             now = self.now()
             sub.expiration = min(sub.expiration, now)
             return self._subscription_control_dict(sub, now)
-
-    def _app(self, client_id: str) -> App:
-        app = self._apps.get(client_id)
-        if app is None:
-            raise EmulatorError(f"no app {client_id!r}", 404)
-        return app
-
-    def _find_account(self, ref: str) -> Account | None:
-        if ref in self._accounts:
-            return self._accounts[ref]
-        return next((a for a in self._accounts.values() if a.matches(ref)), None)
-
-    def _account(self, ref: str) -> Account:
-        acc = self._find_account(ref)
-        if acc is None:
-            raise EmulatorError(f"no account {ref!r}", 404)
-        return acc
 
     def _account_dict(self, acc: Account) -> dict[str, Any]:
         return {

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from werkzeug.wrappers import Request, Response
 
+from local.emulators.core.backend import AccessToken, AuthCode, ConsentWording, consent_page
 from local.emulators.core.helpers import b64url, with_query
 from local.emulators.core.keys import signing_key
 from local.emulators.core.service import redirect
@@ -24,9 +25,7 @@ from local.emulators.graph.models import (
     ACCESS_TOKEN_SECONDS,
     AUTH_CODE_LIFETIME,
     TENANT_ID,
-    AccessToken,
     Account,
-    AuthCode,
     GraphContext,
     _graph_scope,
     _new_access_token,
@@ -104,6 +103,11 @@ _AAD_DEFAULT_CODE = {
     "unauthorized_client": 700016,
     "temporarily_unavailable": 90033,
 }
+
+
+_CONSENT = ConsentWording(
+    "Permissions requested", "<h1>Permissions requested</h1>", "would like to", "Accept"
+)
 
 
 class _AadError(Exception):
@@ -422,22 +426,7 @@ class GraphIdentity(GraphBackend):
         )
 
     def _consent_page(self, request: Request, account: Account, scopes: list[str]) -> Response:
-        hidden = "".join(
-            f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
-            for k, v in request.args.items(multi=True)
-            if k != "account_id"
-        )
-        hidden += f'<input type="hidden" name="account_id" value="{html.escape(account.id)}">'
-        items = "".join(f"<li>{html.escape(s)}</li>" for s in scopes)
-        page = (
-            "<!doctype html><html><head><meta charset='utf-8'><title>Permissions requested</title></head>"
-            f"<body><h1>Permissions requested</h1><p>Signed in as <b>{html.escape(account.address)}</b></p>"
-            f"<p>App <code>{html.escape(request.args.get('client_id', ''))}</code> would like to:</p>"
-            f"<ul>{items}</ul><form method='post' action='{html.escape(request.path)}'>{hidden}"
-            "<button type='submit' name='consent' value='accept'>Accept</button> "
-            "<button type='submit' name='consent' value='deny'>Cancel</button></form></body></html>"
-        )
-        return Response(page, content_type="text/html; charset=utf-8")
+        return consent_page(request, _CONSENT, ("account_id", account.id), account.address, scopes)
 
     def _error_page(self, status: int, code: int, **fields: object) -> Response:
         text = html.escape(_aadsts_text(code, fields))

@@ -202,28 +202,6 @@ class RefreshToken:
 
 
 @dataclass
-class AccessToken:
-    token: str
-    client_id: str
-    account_id: str
-    scopes: list[str]
-    expires_at: datetime
-
-
-@dataclass
-class AuthCode:
-    code: str
-    client_id: str
-    account_id: str
-    redirect_uri: str
-    scopes: list[str]
-    code_challenge: str | None
-    code_challenge_method: str
-    expires_at: datetime
-    redeemed: bool = False
-
-
-@dataclass
 class Subscription:
     id: str
     account_id: str

@@ -19,6 +19,7 @@ from werkzeug.routing import Rule
 from werkzeug.wrappers import Request, Response
 
 from local.emulators import windows_zones
+from local.emulators.core.backend import AccessToken
 from local.emulators.core.delivery import LOOPBACK_HOSTS, is_loopback_url
 from local.emulators.core.service import bearer_token
 from local.emulators.graph.events import (
@@ -47,7 +48,6 @@ from local.emulators.graph.models import (
     GRAPH_JSON,
     GRAPH_METADATA,
     TLS_VERSIONS,
-    AccessToken,
     Account,
     Calendar,
     GraphContext,
