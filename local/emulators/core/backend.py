@@ -77,6 +77,7 @@ class Backend(EmulatorClock):
     _apps: dict[str, Any]
     _accounts: dict[str, Any]
     _access_tokens: dict[str, AccessToken]
+    _sync_tokens: dict[str, Any]  # token -> a sync state with `account_id`
 
     def _app(self, client_id: str) -> Any:
         app = self._apps.get(client_id)
@@ -94,6 +95,13 @@ class Backend(EmulatorClock):
         if acc is None:
             raise EmulatorError(f"no account {ref!r}", 404)
         return acc
+
+    def _forget_sync_states(self, account_id: str) -> int:
+        """Forget every sync state of the account (lock held): their tokens' next use answers 410."""
+        doomed = [token for token, state in self._sync_tokens.items() if state.account_id == account_id]
+        for token in doomed:
+            del self._sync_tokens[token]
+        return len(doomed)
 
     def expire_app_secret(self, client_id: str) -> None:
         """The app's secret stops working: the token endpoint answers 401 invalid_client."""

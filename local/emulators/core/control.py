@@ -1,7 +1,8 @@
 """The control API's routing (`/_control/...`, JSON, no auth: local only) and the routes every
 emulator has: reset, clock, faults, the request log, notification delivery, and the account, token
-and event routes whose shape both share. An emulator adds its own with `_emulator_control_rules`;
-a rule's endpoint `x` is served by the method `_c_x(request, **args) -> (status, body)`.
+and event routes whose shape both share. A route is declared on its handler, `@route(path,
+*methods)` above `_c_<endpoint>(request, **args) -> (status, body)`; an emulator adds its own the
+same way (core/routing.py).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from werkzeug.exceptions import HTTPException
-from werkzeug.routing import Map, Rule
+from werkzeug.routing import Map
 from werkzeug.wrappers import Request, Response
 
 from local.emulators.core.clock import iso
@@ -19,30 +20,15 @@ from local.emulators.core.delivery import NotificationDelivery
 from local.emulators.core.errors import EmulatorError, check_fields, number
 from local.emulators.core.faults import FaultRules
 from local.emulators.core.requestlog import RequestLog
+from local.emulators.core.routing import route, rules
 
-_SHARED_RULES = [
-    Rule("/_control/reset", endpoint="reset", methods=["POST"]),
-    Rule("/_control/clock", endpoint="clock", methods=["GET", "POST"]),
-    Rule("/_control/apps/<client_id>/expire-secret", endpoint="app_expire", methods=["POST"]),
-    Rule("/_control/access-tokens/expire", endpoint="expire_access", methods=["POST"]),
-    Rule("/_control/issued-tokens", endpoint="issued_tokens", methods=["GET"]),
-    Rule(
-        "/_control/accounts/<account>/calendars/<calendar_id>/events",
-        endpoint="calendar_events",
-        methods=["POST"],
-    ),
-    Rule("/_control/accounts/<account>/events", endpoint="account_events", methods=["GET"]),
-    Rule("/_control/events/<event_id>/cancel", endpoint="event_cancel", methods=["POST"]),
-    Rule("/_control/notifications", endpoint="notifications", methods=["GET", "DELETE"]),
-    Rule("/_control/notifications/config", endpoint="notifications_config", methods=["GET", "POST"]),
-    Rule("/_control/notifications/flush", endpoint="notifications_flush", methods=["POST"]),
-    Rule("/_control/notifications/pause", endpoint="notifications_pause", methods=["POST"]),
-    Rule("/_control/notifications/resume", endpoint="notifications_resume", methods=["POST"]),
-    Rule("/_control/notifications/status", endpoint="notifications_status", methods=["GET"]),
-    Rule("/_control/faults", endpoint="faults", methods=["GET", "POST", "DELETE"]),
-    Rule("/_control/faults/<fault_id>", endpoint="fault", methods=["DELETE"]),
-    Rule("/_control/requests", endpoint="requests", methods=["GET", "DELETE"]),
-]
+
+def window_args(request: Request) -> tuple[str, str]:
+    """The `start` and `end` query parameters a series' occurrences are listed between."""
+    start, end = request.args.get("start"), request.args.get("end")
+    if not start or not end:
+        raise EmulatorError("query parameters 'start' and 'end' are required")
+    return start, end
 
 
 def control_body(request: Request) -> dict[str, Any]:
@@ -62,16 +48,34 @@ class ControlRoutes(NotificationDelivery, FaultRules, RequestLog):
     notification_filters: ClassVar[tuple[str, str]] = ("", "")
     # The fields POST .../events takes (besides `id`, which names the new event).
     control_event_fields: ClassVar[set[str]] = set()
+    # POST /_control/apps, /_control/accounts and .../calendars: the fields they take.
+    control_app_fields: ClassVar[set[str]] = set()
+    control_account_fields: ClassVar[set[str]] = set()
+    control_account_required: ClassVar[tuple[str, ...]] = ()
+    control_calendar_fields: ClassVar[set[str]] = set()
+    control_calendar_required: ClassVar[tuple[str, ...]] = ()
+    control_event_patch_fields: ClassVar[set[str]] = set()
+
+    # The emulator's Python control API (signatures differ between emulators).
+    add_app: Callable[..., dict[str, Any]]
+    apps: Callable[[], list[dict[str, Any]]]
+    accounts: Callable[[], list[dict[str, Any]]]
+    add_calendar: Callable[..., dict[str, Any]]
     add_event: Callable[..., dict[str, Any]]  # (account, calendar_id, event_id=..., **fields)
+    event: Callable[[str], dict[str, Any]]
+    update_event: Callable[..., dict[str, Any]]
+    delete_event: Callable[[str], dict[str, Any] | None]
+
+    def _control_add_account(self, body: dict[str, Any]) -> dict[str, Any]:
+        """POST /_control/accounts with a checked body: the emulator's add_account."""
+        raise NotImplementedError
+
     _control_map: Map
 
     # -- what the emulator provides ------------------------------------------------------------------
 
     def reset(self) -> None:
-        raise NotImplementedError
-
-    def _emulator_control_rules(self) -> list[Rule]:
-        return []
+        raise NotImplementedError  # service.Emulator's
 
     def notifications(self, first: str | None = None, second: str | None = None) -> list[dict[str, Any]]:
         raise NotImplementedError
@@ -88,8 +92,7 @@ class ControlRoutes(NotificationDelivery, FaultRules, RequestLog):
     # -- dispatch ------------------------------------------------------------------------------------
 
     def _build_control_map(self) -> Map:
-        rules = [rule.empty() for rule in _SHARED_RULES] + self._emulator_control_rules()
-        return Map(rules, strict_slashes=False, merge_slashes=False)
+        return Map(rules(type(self), "_c_"), strict_slashes=False, merge_slashes=False)
 
     def _dispatch_control(self, request: Request) -> Response:
         adapter = self._control_map.bind_to_environ(request.environ)
@@ -109,10 +112,12 @@ class ControlRoutes(NotificationDelivery, FaultRules, RequestLog):
 
     # -- the shared routes ---------------------------------------------------------------------------
 
+    @route("/_control/reset", "POST")
     def _c_reset(self, request: Request) -> tuple[int, Any]:
         self.reset()
         return 204, None
 
+    @route("/_control/clock", "GET", "POST")
     def _c_clock(self, request: Request) -> tuple[int, Any]:
         if request.method == "POST":
             body = control_body(request)
@@ -120,18 +125,61 @@ class ControlRoutes(NotificationDelivery, FaultRules, RequestLog):
             self.advance_clock(number(body["advance_seconds"], "advance_seconds", minimum=0))
         return 200, {"now": iso(self.now())}
 
+    @route("/_control/apps", "GET", "POST")
+    def _c_apps(self, request: Request) -> tuple[int, Any]:
+        if request.method == "GET":
+            return 200, {"value": self.apps()}
+        body = control_body(request)
+        check_fields(body, self.control_app_fields)
+        return 201, self.add_app(**body)
+
+    @route("/_control/accounts", "GET", "POST")
+    def _c_accounts(self, request: Request) -> tuple[int, Any]:
+        if request.method == "GET":
+            return 200, {"value": self.accounts()}
+        body = control_body(request)
+        check_fields(body, self.control_account_fields, self.control_account_required)
+        calendars = body.get("calendars")
+        if calendars is not None:
+            if not isinstance(calendars, list) or not all(isinstance(c, dict) for c in calendars):
+                raise EmulatorError("calendars must be a list of objects")
+            for spec in calendars:
+                check_fields(spec, self.control_calendar_fields, self.control_calendar_required)
+        return 201, self._control_add_account(body)
+
+    @route("/_control/accounts/<account>/calendars", "POST")
+    def _c_account_calendars(self, request: Request, account: str) -> tuple[int, Any]:
+        body = control_body(request)
+        check_fields(body, self.control_calendar_fields, self.control_calendar_required)
+        return 201, self.add_calendar(account, **body)
+
+    @route("/_control/events/<event_id>", "GET", "PATCH", "DELETE")
+    def _c_event(self, request: Request, event_id: str) -> tuple[int, Any]:
+        if request.method == "GET":
+            return 200, self.event(event_id)
+        if request.method == "DELETE":
+            deleted = self.delete_event(event_id)  # Graph's answers nothing, Google's the tombstone
+            return (204, None) if deleted is None else (200, deleted)
+        body = control_body(request)
+        check_fields(body, self.control_event_patch_fields)
+        return 200, self.update_event(event_id, **body)
+
+    @route("/_control/apps/<client_id>/expire-secret", "POST")
     def _c_app_expire(self, request: Request, client_id: str) -> tuple[int, Any]:
         self.expire_app_secret(client_id)
         return 200, {"client_id": client_id, "secret_expired": True}
 
+    @route("/_control/access-tokens/expire", "POST")
     def _c_expire_access(self, request: Request) -> tuple[int, Any]:
         body = control_body(request)
         check_fields(body, {"account"})
         return 200, {"expired": self.expire_access_tokens(body.get("account"))}
 
+    @route("/_control/issued-tokens", "GET")
     def _c_issued_tokens(self, request: Request) -> tuple[int, Any]:
         return 200, self.issued_tokens()
 
+    @route("/_control/accounts/<account>/calendars/<calendar_id>/events", "POST")
     def _c_calendar_events(self, request: Request, account: str, calendar_id: str) -> tuple[int, Any]:
         body = control_body(request)
         check_fields(body, self.control_event_fields | {"id"}, ["start", "end"])
@@ -139,12 +187,15 @@ class ControlRoutes(NotificationDelivery, FaultRules, RequestLog):
         event_id = fields.pop("id", None)
         return 201, self.add_event(account, calendar_id, event_id=event_id, **fields)
 
+    @route("/_control/accounts/<account>/events", "GET")
     def _c_account_events(self, request: Request, account: str) -> tuple[int, Any]:
         return 200, {"value": self.events(account)}
 
+    @route("/_control/events/<event_id>/cancel", "POST")
     def _c_event_cancel(self, request: Request, event_id: str) -> tuple[int, Any]:
         return 200, self.cancel_event(event_id)
 
+    @route("/_control/notifications", "GET", "DELETE")
     def _c_notifications(self, request: Request) -> tuple[int, Any]:
         if request.method == "DELETE":
             self.clear_notifications()
@@ -153,11 +204,13 @@ class ControlRoutes(NotificationDelivery, FaultRules, RequestLog):
             "value": self.notifications(*(request.args.get(name) for name in self.notification_filters))
         }
 
+    @route("/_control/notifications/config", "GET", "POST")
     def _c_notifications_config(self, request: Request) -> tuple[int, Any]:
         if request.method == "GET":
             return 200, self.notification_config()
         return 200, self.configure_notifications(**control_body(request))
 
+    @route("/_control/notifications/flush", "POST")
     def _c_notifications_flush(self, request: Request) -> tuple[int, Any]:
         body = control_body(request)
         check_fields(body, {"timeout"})
@@ -169,15 +222,19 @@ class ControlRoutes(NotificationDelivery, FaultRules, RequestLog):
             return 504, {**status, "flushed": False, "error": error}
         return 200, {**status, "flushed": True}
 
+    @route("/_control/notifications/pause", "POST")
     def _c_notifications_pause(self, request: Request) -> tuple[int, Any]:
         return 200, self.pause_notifications()
 
+    @route("/_control/notifications/resume", "POST")
     def _c_notifications_resume(self, request: Request) -> tuple[int, Any]:
         return 200, self.resume_notifications()
 
+    @route("/_control/notifications/status", "GET")
     def _c_notifications_status(self, request: Request) -> tuple[int, Any]:
         return 200, self.notification_status()
 
+    @route("/_control/faults", "GET", "POST", "DELETE")
     def _c_faults(self, request: Request) -> tuple[int, Any]:
         if request.method == "GET":
             return 200, {"value": self.faults()}
@@ -188,10 +245,12 @@ class ControlRoutes(NotificationDelivery, FaultRules, RequestLog):
         check_fields(body, self.fault_type.keys(), ["path"])
         return 201, self.add_fault(**body)
 
+    @route("/_control/faults/<fault_id>", "DELETE")
     def _c_fault(self, request: Request, fault_id: str) -> tuple[int, Any]:
         self.remove_fault(fault_id)
         return 204, None
 
+    @route("/_control/requests", "GET", "DELETE")
     def _c_requests(self, request: Request) -> tuple[int, Any]:
         if request.method == "DELETE":
             self.clear_requests()

@@ -20,6 +20,11 @@ class _Unset:
 UNSET: Any = _Unset()  # "leave as is" default of update_event (None means "clear")
 
 
+def fields_of(record: object, *names: str) -> dict[str, Any]:
+    """The named attributes of a record, in that order (the plain part of a control-API view)."""
+    return {name: getattr(record, name) for name in names}
+
+
 def b64url(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 

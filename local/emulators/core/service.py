@@ -12,12 +12,13 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from werkzeug.exceptions import HTTPException
-from werkzeug.routing import Map, Rule
+from werkzeug.routing import Map
 from werkzeug.wrappers import Request, Response
 
 from local.emulators.core.control import ControlRoutes
 from local.emulators.core.faults import FaultRule
 from local.emulators.core.requestlog import RequestContext
+from local.emulators.core.routing import rules
 
 log = logging.getLogger(__name__)
 
@@ -40,24 +41,35 @@ class Emulator(ControlRoutes):
     the clock, the request log, fault rules, notification delivery and the control API."""
 
     _service_map: Map
-    _accounts: dict[str, Any]
     _refresh_tokens: dict[str, Any]
-    _access_tokens: dict[str, Any]
     _auth_codes: dict[str, Any]
 
     def _init_emulator(self, knobs: dict[str, Any]) -> None:
         """Call first in __init__ (reset() last): the lock, delivery defaults and the route maps."""
         self._lock = threading.RLock()
         self._init_delivery(knobs)
-        self._service_map = Map(self._service_rules(), strict_slashes=False, merge_slashes=False)
+        self._service_map = Map(rules(type(self), "_h_"), strict_slashes=False, merge_slashes=False)
         self._control_map = self._build_control_map()
 
-    def _reset_shared(self) -> None:
-        """The shared part of reset() (lock held): faults, log, clock, deliveries."""
-        self._reset_faults()
-        self._reset_log()
-        self._reset_clock()
-        self._reset_delivery()
+    def _reset_state(self) -> None:
+        """Forget the emulator's own records (lock held; reset() calls it)."""
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        """Forget everything: apps, accounts, tokens, the emulator's own records (subscriptions,
+        channels, sync states), faults, the logs and the clock offset. Deliveries still running from
+        before are abandoned (a new generation)."""
+        with self._lock:
+            self._apps = {}
+            self._accounts = {}
+            self._refresh_tokens = {}
+            self._access_tokens = {}
+            self._auth_codes = {}
+            self._reset_state()
+            self._reset_faults()
+            self._reset_log()
+            self._reset_clock()
+            self._reset_delivery()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         return self.wsgi_app(environ, start_response)
@@ -71,9 +83,6 @@ class Emulator(ControlRoutes):
         return response(environ, start_response)
 
     # -- what the emulator provides ------------------------------------------------------------------
-
-    def _service_rules(self) -> list[Rule]:
-        raise NotImplementedError
 
     def _new_context(self, request: Request) -> RequestContext:
         return RequestContext()

@@ -13,10 +13,9 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from local.emulators.core.backend import AccessToken
 from local.emulators.core.clock import iso
 from local.emulators.core.errors import EmulatorError
-from local.emulators.core.helpers import UNSET, control_time, localize
+from local.emulators.core.helpers import UNSET, control_time, fields_of, localize
 from local.emulators.google.events import (
     _check_recurrence,
     _conference_for,
@@ -60,18 +59,15 @@ class GoogleBackend(GoogleNotifications):
     channel_max_ttl: int
     sync_token_max_age: timedelta | None
 
-    def reset(self) -> None:
-        """Forget everything (apps, accounts, tokens, channels, faults, logs, clock offset)."""
-        with self._lock:
-            self._apps: dict[str, GoogleApp] = {}
-            self._accounts: dict[str, GoogleAccount] = {}
-            self._refresh_tokens: dict[str, _RefreshToken] = {}
-            self._access_tokens: dict[str, AccessToken] = {}
-            self._auth_codes: dict[str, _AuthCode] = {}
-            self._channels: dict[str, _Channel] = {}
-            self._sync_tokens: dict[str, _SyncState] = {}
-            self._pages: dict[str, _PageState] = {}
-            self._reset_shared()
+    _apps: dict[str, GoogleApp]
+    _accounts: dict[str, GoogleAccount]
+    _refresh_tokens: dict[str, _RefreshToken]
+    _auth_codes: dict[str, _AuthCode]
+
+    def _reset_state(self) -> None:
+        self._channels: dict[str, _Channel] = {}
+        self._sync_tokens: dict[str, _SyncState] = {}
+        self._pages: dict[str, _PageState] = {}
 
     def add_app(
         self,
@@ -461,12 +457,9 @@ class GoogleBackend(GoogleNotifications):
         """Forget the account's sync and page tokens: their next use answers 410 fullSyncRequired."""
         with self._lock:
             acc = self._account(account)
-            doomed = [t for t, s in self._sync_tokens.items() if s.account_id == acc.id]
-            for token in doomed:
-                del self._sync_tokens[token]
             for token in [t for t, p in self._pages.items() if p.signature[0] == acc.id]:
                 del self._pages[token]
-            return len(doomed)
+            return self._forget_sync_states(acc.id)
 
     def channels(self, active_only: bool = False) -> list[dict[str, Any]]:
         with self._lock:
@@ -734,12 +727,7 @@ class GoogleBackend(GoogleNotifications):
 
     def _control_view(self, ev: GoogleEvent) -> dict[str, Any]:
         return {
-            "id": ev.id,
-            "calendar_id": ev.calendar_id,
-            "summary": ev.summary,
-            "description": ev.description,
-            "location": ev.location,
-            "status": ev.status,
+            **fields_of(ev, "id", "calendar_id", "summary", "description", "location", "status"),
             "time_zone": ev.zone,
             "all_day": ev.all_day,
             "start": ev.start.date().isoformat() if ev.all_day else ev.start.isoformat(),
@@ -753,23 +741,14 @@ class GoogleBackend(GoogleNotifications):
                 if ev.all_day
                 else ev.original_start.isoformat()
             ),
-            "hangout_link": ev.hangout_link,
-            "ical_uid": ev.ical_uid,
-            "sequence": ev.sequence,
-            "etag": ev.etag,
+            **fields_of(ev, "hangout_link", "ical_uid", "sequence", "etag"),
             "updated": iso(ev.updated),
         }
 
     def _channel_view(self, channel: _Channel, now: datetime) -> dict[str, Any]:
+        fields = ("id", "resource_id", "resource_uri", "token", "address", "account_id", "client_id")
         return {
-            "id": channel.id,
-            "resource_id": channel.resource_id,
-            "resource_uri": channel.resource_uri,
-            "token": channel.token,
-            "address": channel.address,
-            "account_id": channel.account_id,
-            "client_id": channel.client_id,
-            "calendar_id": channel.calendar_id,
+            **fields_of(channel, *fields, "calendar_id"),
             "expiration": iso(channel.expiration),
             "expired": channel.expiration <= now,
             "stopped": channel.stopped,

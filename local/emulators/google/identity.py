@@ -17,6 +17,7 @@ from local.emulators.core.backend import AccessToken, ConsentWording, consent_pa
 from local.emulators.core.helpers import b64url, with_query
 from local.emulators.core.keys import signing_key
 from local.emulators.core.requestlog import RequestContext
+from local.emulators.core.routing import route
 from local.emulators.core.service import redirect
 from local.emulators.google.backend import GoogleBackend
 from local.emulators.google.errors import _ApiError, _OAuthError
@@ -66,6 +67,7 @@ class GoogleIdentity(GoogleBackend):
             return auth.username, auth.password or ""
         return request.form.get("client_id", ""), request.form.get("client_secret", "")
 
+    @route("/token")
     def _h_token(self, request: Request, ctx: RequestContext) -> Response:
         if request.method != "POST":
             raise _ApiError(405, "httpMethodNotAllowed", "HTTP method not allowed")
@@ -188,9 +190,11 @@ class GoogleIdentity(GoogleBackend):
                 claims["family_name"] = account.family_name
         return signing_key().sign(claims)
 
+    @route("/oauth2/v3/certs", "GET")
     def _h_certs(self, request: Request, ctx: RequestContext) -> Response:
         return self._json({"keys": [signing_key().jwk]})
 
+    @route("/o/oauth2/v2/auth", "GET", "POST")
     def _h_authorize(self, request: Request, ctx: RequestContext) -> Response:
         params = request.args if request.method == "GET" else request.form
         client_id = params.get("client_id", "")

@@ -13,12 +13,12 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
-from werkzeug.routing import Rule
 from werkzeug.wrappers import Request, Response
 
 from local.emulators.core.backend import AccessToken
 from local.emulators.core.delivery import LOOPBACK_HOSTS
 from local.emulators.core.requestlog import RequestContext
+from local.emulators.core.routing import route
 from local.emulators.core.service import bearer_token
 from local.emulators.google.errors import (
     _DEFAULT_FAULT_ERROR,
@@ -121,25 +121,6 @@ class GoogleResponses(GoogleIdentity):
         response.headers.update(headers)
         return response
 
-    @staticmethod
-    def _service_rules() -> list[Rule]:
-        cal = "/calendar/v3"
-        return [
-            Rule("/token", endpoint="token"),
-            Rule("/o/oauth2/v2/auth", endpoint="authorize", methods=["GET", "POST"]),
-            Rule("/v1/userinfo", endpoint="userinfo", methods=["GET"]),
-            Rule("/oauth2/v3/userinfo", endpoint="userinfo", methods=["GET"]),
-            Rule("/oauth2/v3/certs", endpoint="certs", methods=["GET"]),
-            Rule(f"{cal}/users/me/calendarList", endpoint="calendar_list", methods=["GET"]),
-            Rule(
-                f"{cal}/users/me/calendarList/<calendar_id>", endpoint="calendar_list_entry", methods=["GET"]
-            ),
-            Rule(f"{cal}/calendars/<calendar_id>/events", endpoint="events", methods=["GET"]),
-            Rule(f"{cal}/calendars/<calendar_id>/events/watch", endpoint="watch", methods=["POST"]),
-            Rule(f"{cal}/calendars/<calendar_id>/events/<event_id>", endpoint="event", methods=["GET"]),
-            Rule(f"{cal}/channels/stop", endpoint="channel_stop", methods=["POST"]),
-        ]
-
     def _api_error(self, exc: _ApiError) -> Response:
         response = Response(json.dumps(exc.body()), status=exc.status, content_type=JSON_TYPE)
         response.headers.update(exc.headers)
@@ -156,6 +137,8 @@ class GoogleResponses(GoogleIdentity):
         ctx.account_id, ctx.client_id = account.id, at.client_id
         return at, account
 
+    @route("/v1/userinfo", "GET")
+    @route("/oauth2/v3/userinfo", "GET")
     def _h_userinfo(self, request: Request, ctx: RequestContext) -> Response:
         with self._lock:
             at, acc = self._authenticate(request, ctx)
@@ -256,6 +239,7 @@ class GoogleResponses(GoogleIdentity):
             return page, {"nextPageToken": token}
         return page, {"nextSyncToken": end_token}
 
+    @route("/calendar/v3/users/me/calendarList", "GET")
     def _h_calendar_list(self, request: Request, ctx: RequestContext) -> Response:
         with self._lock:
             at, acc = self._authenticate(request, ctx)
@@ -317,6 +301,7 @@ class GoogleResponses(GoogleIdentity):
             entry["primary"] = True
         return entry
 
+    @route("/calendar/v3/users/me/calendarList/<calendar_id>", "GET")
     def _h_calendar_list_entry(self, request: Request, ctx: RequestContext, calendar_id: str) -> Response:
         with self._lock:
             at, acc = self._authenticate(request, ctx)
@@ -361,6 +346,7 @@ class GoogleResponses(GoogleIdentity):
         updated_min = _parse_rfc3339(args["updatedMin"], "updatedMin") if "updatedMin" in args else None
         return _Query(single, time_min, time_max, show_deleted, order_by, updated_min), sync_token
 
+    @route("/calendar/v3/calendars/<calendar_id>/events", "GET")
     def _h_events(self, request: Request, ctx: RequestContext, calendar_id: str) -> Response:
         with self._lock:
             at, acc = self._authenticate(request, ctx)
@@ -412,6 +398,7 @@ class GoogleResponses(GoogleIdentity):
             }
             return self._json(body)
 
+    @route("/calendar/v3/calendars/<calendar_id>/events/<event_id>", "GET")
     def _h_event(self, request: Request, ctx: RequestContext, calendar_id: str, event_id: str) -> Response:
         with self._lock:
             at, acc = self._authenticate(request, ctx)
@@ -446,6 +433,7 @@ class GoogleResponses(GoogleIdentity):
             digits if digits.isdigit() else str(int(hashlib.sha256(client_id.encode()).hexdigest()[:10], 16))
         )
 
+    @route("/calendar/v3/calendars/<calendar_id>/events/watch", "POST")
     def _h_watch(self, request: Request, ctx: RequestContext, calendar_id: str) -> Response:
         with self._lock:
             at, acc = self._authenticate(request, ctx)
@@ -526,6 +514,7 @@ class GoogleResponses(GoogleIdentity):
             raise _invalid_param("expiration", "Channel expiration must be in the future.")
         return min(seconds, self.channel_max_ttl)
 
+    @route("/calendar/v3/channels/stop", "POST")
     def _h_channel_stop(self, request: Request, ctx: RequestContext) -> Response:
         with self._lock:
             at, _ = self._authenticate(request, ctx)

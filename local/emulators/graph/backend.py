@@ -16,10 +16,10 @@ from zoneinfo import ZoneInfo
 
 from dateutil import rrule as _rr
 
-from local.emulators.core.backend import AccessToken, AuthCode
+from local.emulators.core.backend import AuthCode
 from local.emulators.core.clock import iso
 from local.emulators.core.errors import EmulatorError
-from local.emulators.core.helpers import UNSET, control_time, localize
+from local.emulators.core.helpers import UNSET, control_time, fields_of, localize
 from local.emulators.graph.events import (
     _EVENT_ID_RE,
     _attendees,
@@ -57,11 +57,27 @@ from local.emulators.graph.models import (
 )
 from local.emulators.graph.notifications import GraphNotifications
 
+# What update_event changes (the /_control PATCH fields).
+UPDATABLE = (
+    "subject",
+    "start",
+    "end",
+    "time_zone",
+    "body_html",
+    "location",
+    "online_meeting_url",
+    "recurrence",
+)
+
 
 class GraphBackend(GraphNotifications):
     """Apps, mailboxes, calendars, events, tokens and subscriptions, under one lock."""
 
     fault_type = GraphFault
+    _apps: dict[str, App]
+    _accounts: dict[str, Account]
+    _refresh_tokens: dict[str, RefreshToken]
+    _auth_codes: dict[str, AuthCode]
     # Settings (GraphEmulator's keyword arguments).
     default_response_timezone: str | None
     page_size: int
@@ -70,19 +86,10 @@ class GraphBackend(GraphNotifications):
     subscription_max_minutes: int
     validation_timeout: float
 
-    def reset(self) -> None:
-        """Forget everything (apps, accounts, tokens, subscriptions, faults, log, clock offset)."""
-        with self._lock:
-            self._apps: dict[str, App] = {}
-            self._accounts: dict[str, Account] = {}
-            self._refresh_tokens: dict[str, RefreshToken] = {}
-            self._access_tokens: dict[str, AccessToken] = {}
-            self._auth_codes: dict[str, AuthCode] = {}
-            self._subscriptions: dict[str, Subscription] = {}
-            self._sync_tokens: dict[str, _SyncToken] = {}
-            self._resync_required: set[str] = set()
-            # Change notifications: deliveries still running from before are abandoned (generation).
-            self._reset_shared()
+    def _reset_state(self) -> None:
+        self._subscriptions: dict[str, Subscription] = {}
+        self._sync_tokens: dict[str, _SyncToken] = {}
+        self._resync_required: set[str] = set()
 
     def add_app(self, client_id: str | None = None, client_secret: str | None = None) -> dict[str, Any]:
         """Register (or re-register, un-expiring the secret) an app registration."""
@@ -234,11 +241,8 @@ class GraphBackend(GraphNotifications):
         """All subscriptions (expired ones too, flagged, unless active_only)."""
         with self._lock:
             now = self.now()
-            return [
-                self._subscription_control_dict(s, now)
-                for s in self._subscriptions.values()
-                if not active_only or s.expiration > now
-            ]
+            listed = [s for s in self._subscriptions.values() if not active_only or s.expiration > now]
+            return [self._subscription_control_dict(s, now) for s in listed]
 
     def delete_subscription(self, subscription_id: str) -> None:
         """Remove a subscription behind the client's back."""
@@ -251,9 +255,9 @@ class GraphBackend(GraphNotifications):
         account: str,
         calendar_id: str,
         *,
+        subject: str = "",
         start: str | datetime | date,
         end: str | datetime | date,
-        subject: str = "",
         time_zone: str = "UTC",
         is_all_day: bool = False,
         body_html: str = "",
@@ -318,26 +322,21 @@ class GraphBackend(GraphNotifications):
         self._on_change(acc.id, cal.id, [ev.id], "created")
         return view
 
-    def update_event(
-        self,
-        event_id: str,
-        *,
-        subject: Any = UNSET,
-        start: Any = UNSET,
-        end: Any = UNSET,
-        time_zone: Any = UNSET,
-        body_html: Any = UNSET,
-        location: Any = UNSET,
-        online_meeting_url: Any = UNSET,
-        recurrence: Any = UNSET,
-    ) -> dict[str, Any]:
+    def update_event(self, event_id: str, **changes: Any) -> dict[str, Any]:
         """Change an event; only the arguments given change (None clears location / meeting URL).
+        The arguments: subject, start, end, time_zone, body_html, location, online_meeting_url and
+        recurrence (UPDATABLE).
 
         A master edit changes the series: subject/body/location/link also reach exceptions that had
         the old value; a time, zone or recurrence change drops all the series' exceptions and
         cancellations (as Outlook does). An occurrence id creates (or updates) an exception: new
         start/end move it. `start` alone keeps the duration; `time_zone` alone keeps the wall times.
         """
+        unknown = sorted(set(changes) - set(UPDATABLE))
+        if unknown:
+            raise TypeError(f"update_event() got an unexpected keyword argument {unknown[0]!r}")
+        patch = {name: changes.get(name, UNSET) for name in UPDATABLE}
+        recurrence = patch["recurrence"]
         with self._lock:
             acc, cal, ev, occurrence = self._locate(event_id)
             backup = None
@@ -353,18 +352,7 @@ class GraphBackend(GraphNotifications):
             else:
                 backup = dataclasses.replace(ev)
             try:
-                changed = self._apply_patch(
-                    cal,
-                    ev,
-                    subject=subject,
-                    start=start,
-                    end=end,
-                    time_zone=time_zone,
-                    body_html=body_html,
-                    location=location,
-                    online_meeting_url=online_meeting_url,
-                    recurrence=recurrence,
-                )
+                changed = self._apply_patch(cal, ev, **patch)
             except (EmulatorError, TypeError, ValueError):
                 if backup is not None:  # all or nothing: a rejected patch leaves the event as it was
                     vars(ev).update(vars(backup))
@@ -463,11 +451,7 @@ class GraphBackend(GraphNotifications):
     def expire_delta_tokens(self, account: str) -> int:
         """Forget every delta/skip token of the account: their next use answers 410 syncStateNotFound."""
         with self._lock:
-            acc = self._account(account)
-            doomed = [t for t, state in self._sync_tokens.items() if state.account_id == acc.id]
-            for token in doomed:
-                del self._sync_tokens[token]
-            return len(doomed)
+            return self._forget_sync_states(self._account(account).id)
 
     def require_resync(self, account: str) -> None:
         """Make the account's next calendarView delta call answer 410 resyncRequired (once)."""
@@ -486,10 +470,7 @@ class GraphBackend(GraphNotifications):
 
     def _account_dict(self, acc: Account) -> dict[str, Any]:
         return {
-            "id": acc.id,
-            "display_name": acc.display_name,
-            "mail": acc.mail,
-            "user_principal_name": acc.user_principal_name,
+            **fields_of(acc, "id", "display_name", "mail", "user_principal_name"),
             "consents": {client: " ".join(scopes) for client, scopes in acc.consents.items()},
             "calendars": [
                 {"id": c.id, "name": c.name, "is_default": c.is_default, "can_edit": c.can_edit}
@@ -521,22 +502,23 @@ class GraphBackend(GraphNotifications):
 
     def _subscription_control_dict(self, sub: Subscription, now: datetime) -> dict[str, Any]:
         return {
-            "id": sub.id,
-            "account_id": sub.account_id,
+            **fields_of(sub, "id", "account_id"),
             "application_id": sub.client_id,
-            "resource": sub.resource,
-            "calendar_id": sub.calendar_id,
-            "change_type": sub.change_type,
-            "notification_url": sub.notification_url,
-            "lifecycle_notification_url": sub.lifecycle_notification_url,
-            "client_state": sub.client_state,
+            **fields_of(
+                sub,
+                "resource",
+                "calendar_id",
+                "change_type",
+                "notification_url",
+                "lifecycle_notification_url",
+                "client_state",
+            ),
             "expiration_date_time": _graph_dt(sub.expiration),
             "created_date_time": _graph_dt(sub.created_at),
             "expired": sub.expiration <= now,
             "reauthorization_required": sub.reauthorization_required_at is not None,
             "notifications_paused": self._paused_for_reauthorization(sub, now),
-            "consecutive_failures": sub.consecutive_failures,
-            "lost_notifications": sub.lost_notifications,
+            **fields_of(sub, "consecutive_failures", "lost_notifications"),
         }
 
     def _find_stored(self, event_id: str) -> tuple[Account, Calendar, StoredEvent] | None:

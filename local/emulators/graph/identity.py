@@ -17,6 +17,7 @@ from werkzeug.wrappers import Request, Response
 from local.emulators.core.backend import AccessToken, AuthCode, ConsentWording, consent_page
 from local.emulators.core.helpers import b64url, with_query
 from local.emulators.core.keys import signing_key
+from local.emulators.core.routing import route
 from local.emulators.core.service import redirect
 from local.emulators.graph.backend import GraphBackend
 from local.emulators.graph.models import (
@@ -158,6 +159,7 @@ class GraphIdentity(GraphBackend):
         response.headers["Cache-Control"] = "no-store, no-cache"
         return response
 
+    @route("/<tenant>/oauth2/v2.0/token")
     def _h_token(self, request: Request, ctx: GraphContext, tenant: str) -> Response:
         if request.method != "POST":
             raise _AadError(400, "invalid_request", 900561, method=request.method)
@@ -308,6 +310,7 @@ class GraphIdentity(GraphBackend):
             claims["email"] = account.mail
         return signing_key().sign(claims)
 
+    @route("/<tenant>/v2.0/.well-known/openid-configuration", "GET")
     def _h_openid_configuration(self, request: Request, ctx: GraphContext, tenant: str) -> Response:
         if not _TENANT_RE.match(tenant):
             raise _AadError(400, "invalid_tenant", 90002, tenant=tenant)
@@ -357,12 +360,14 @@ class GraphIdentity(GraphBackend):
         }
         return Response(json.dumps(document), status=200, content_type="application/json; charset=utf-8")
 
+    @route("/<tenant>/discovery/v2.0/keys", "GET")
     def _h_jwks(self, request: Request, ctx: GraphContext, tenant: str) -> Response:
         if not _TENANT_RE.match(tenant):
             raise _AadError(400, "invalid_tenant", 90002, tenant=tenant)
         body = {"keys": [signing_key().jwk]}
         return Response(json.dumps(body), status=200, content_type="application/json; charset=utf-8")
 
+    @route("/<tenant>/oauth2/v2.0/authorize", "GET", "POST")
     def _h_authorize(self, request: Request, ctx: GraphContext, tenant: str) -> Response:
         params = request.args if request.method == "GET" else request.form
         client_id = params.get("client_id", "")

@@ -15,12 +15,12 @@ from zoneinfo import ZoneInfo
 
 import requests as _http
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
-from werkzeug.routing import Rule
 from werkzeug.wrappers import Request, Response
 
 from local.emulators import windows_zones
 from local.emulators.core.backend import AccessToken
 from local.emulators.core.delivery import LOOPBACK_HOSTS, is_loopback_url
+from local.emulators.core.routing import route
 from local.emulators.core.service import bearer_token
 from local.emulators.graph.events import (
     _DELTA_CONTEXT,
@@ -230,54 +230,6 @@ class GraphResponses(GraphIdentity):
             response.headers["Preference-Applied"] = ", ".join(prefs.applied)
         return response
 
-    @staticmethod
-    def _service_rules() -> list[Rule]:
-        return [
-            # No methods: the token endpoint answers wrong methods itself (AADSTS900561).
-            Rule("/<tenant>/oauth2/v2.0/token", endpoint="token"),
-            Rule("/<tenant>/oauth2/v2.0/authorize", endpoint="authorize", methods=["GET", "POST"]),
-            Rule(
-                "/<tenant>/v2.0/.well-known/openid-configuration",
-                endpoint="openid_configuration",
-                methods=["GET"],
-            ),
-            Rule("/<tenant>/discovery/v2.0/keys", endpoint="jwks", methods=["GET"]),
-            Rule("/v1.0/me", endpoint="me", methods=["GET"]),
-            Rule("/v1.0/me/calendars", endpoint="calendars", methods=["GET"]),
-            Rule("/v1.0/me/calendars/<calendar_id>", endpoint="calendar", methods=["GET"]),
-            # Graph paths are case-insensitive; both spellings of calendarView are in use.
-            Rule("/v1.0/me/calendarView/delta", endpoint="view_delta", methods=["GET"]),
-            Rule("/v1.0/me/calendarview/delta", endpoint="view_delta", methods=["GET"]),
-            Rule(
-                "/v1.0/me/calendars/<calendar_id>/calendarView/delta",
-                endpoint="calendar_view_delta",
-                methods=["GET"],
-            ),
-            Rule(
-                "/v1.0/me/calendars/<calendar_id>/calendarview/delta",
-                endpoint="calendar_view_delta",
-                methods=["GET"],
-            ),
-            Rule("/v1.0/me/events/<event_id>", endpoint="event", methods=["GET"]),
-            Rule("/v1.0/me/events/<event_id>/instances", endpoint="event_instances", methods=["GET"]),
-            Rule(
-                "/v1.0/me/calendars/<calendar_id>/events/<event_id>",
-                endpoint="calendar_event",
-                methods=["GET"],
-            ),
-            Rule("/v1.0/subscriptions", endpoint="subscriptions", methods=["GET", "POST"]),
-            Rule(
-                "/v1.0/subscriptions/<subscription_id>",
-                endpoint="subscription",
-                methods=["GET", "PATCH", "DELETE"],
-            ),
-            Rule(
-                "/v1.0/subscriptions/<subscription_id>/reauthorize",
-                endpoint="subscription_reauthorize",
-                methods=["POST"],
-            ),
-        ]
-
     def _graph_json(self, body: dict[str, Any] | None, status: int = 200) -> Response:
         if body is None:
             return Response(status=status)
@@ -350,6 +302,7 @@ class GraphResponses(GraphIdentity):
             )
         return body
 
+    @route("/v1.0/me", "GET")
     def _h_me(self, request: Request, ctx: GraphContext) -> Response:
         with self._lock:
             at, acc = self._authenticate(request, ctx)
@@ -392,6 +345,7 @@ class GraphResponses(GraphIdentity):
             "owner": {"name": cal.owner_name, "address": cal.owner_address},
         }
 
+    @route("/v1.0/me/calendars", "GET")
     def _h_calendars(self, request: Request, ctx: GraphContext) -> Response:
         with self._lock:
             at, acc = self._authenticate(request, ctx)
@@ -410,6 +364,7 @@ class GraphResponses(GraphIdentity):
                 )
             return self._graph_json(body)
 
+    @route("/v1.0/me/calendars/<calendar_id>", "GET")
     def _h_calendar(self, request: Request, ctx: GraphContext, calendar_id: str) -> Response:
         with self._lock:
             at, acc = self._authenticate(request, ctx)
@@ -504,6 +459,7 @@ class GraphResponses(GraphIdentity):
         wanted = {s.strip() for s in raw.split(",") if s.strip()}
         return {k: v for k, v in item.items() if k in wanted or k == "id" or k.startswith("@odata.")}
 
+    @route("/v1.0/me/events/<event_id>", "GET")
     def _h_event(
         self, request: Request, ctx: GraphContext, event_id: str, calendar_id: str | None = None
     ) -> Response:
@@ -521,11 +477,13 @@ class GraphResponses(GraphIdentity):
             body = {"@odata.context": f"{GRAPH_METADATA}#{scope}/events/$entity", **self._render(item, prefs)}
             return self._prefer_response(self._select_loose(body, request), prefs)
 
+    @route("/v1.0/me/calendars/<calendar_id>/events/<event_id>", "GET")
     def _h_calendar_event(
         self, request: Request, ctx: GraphContext, calendar_id: str, event_id: str
     ) -> Response:
         return self._h_event(request, ctx, event_id, calendar_id)
 
+    @route("/v1.0/me/events/<event_id>/instances", "GET")
     def _h_event_instances(self, request: Request, ctx: GraphContext, event_id: str) -> Response:
         with self._lock:
             at, acc = self._authenticate(request, ctx)
@@ -556,6 +514,8 @@ class GraphResponses(GraphIdentity):
                 )
             return self._prefer_response(body, prefs)
 
+    @route("/v1.0/me/calendarView/delta", "GET")
+    @route("/v1.0/me/calendarview/delta", "GET")
     def _h_view_delta(self, request: Request, ctx: GraphContext, calendar_id: str | None = None) -> Response:
         with self._lock:
             at, acc = self._authenticate(request, ctx)
@@ -586,6 +546,8 @@ class GraphResponses(GraphIdentity):
                 round_, offset = _DeltaRound(acc.id, cal.id, window, list(items), snapshot), 0
             return self._serve_round(request, prefs, round_, offset)
 
+    @route("/v1.0/me/calendars/<calendar_id>/calendarView/delta", "GET")
+    @route("/v1.0/me/calendars/<calendar_id>/calendarview/delta", "GET")
     def _h_calendar_view_delta(self, request: Request, ctx: GraphContext, calendar_id: str) -> Response:
         return self._h_view_delta(request, ctx, calendar_id)
 
@@ -717,6 +679,7 @@ class GraphResponses(GraphIdentity):
             raise _GraphError(404, "ResourceNotFound", "The object was not found.")
         return sub
 
+    @route("/v1.0/subscriptions", "GET", "POST")
     def _h_subscriptions(self, request: Request, ctx: GraphContext) -> Response:
         if request.method == "POST":
             return self._create_subscription(request, ctx)
@@ -839,6 +802,7 @@ class GraphResponses(GraphIdentity):
             and answer.content.decode("utf-8", "replace") == token
         )
 
+    @route("/v1.0/subscriptions/<subscription_id>", "GET", "PATCH", "DELETE")
     def _h_subscription(self, request: Request, ctx: GraphContext, subscription_id: str) -> Response:
         with self._lock:
             at, acc = self._authenticate(request, ctx)
@@ -855,6 +819,7 @@ class GraphResponses(GraphIdentity):
             sub.reauthorization_required_at = None  # renewing also reauthorizes
             return self._graph_json(self._subscription_json(sub))
 
+    @route("/v1.0/subscriptions/<subscription_id>/reauthorize", "POST")
     def _h_subscription_reauthorize(
         self, request: Request, ctx: GraphContext, subscription_id: str
     ) -> Response:
