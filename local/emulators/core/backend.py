@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -77,7 +78,9 @@ class Backend(EmulatorClock):
     _apps: dict[str, Any]
     _accounts: dict[str, Any]
     _access_tokens: dict[str, AccessToken]
-    _sync_tokens: dict[str, Any]  # token -> a sync state with `account_id`
+    _sync_tokens: dict[str, Any]  # token -> a sync state (kind, account_id, calendar_id, issued_at)
+    # The emulator's access-token generator (they look like the provider's).
+    new_access_token: Callable[[], str]
 
     def _app(self, client_id: str) -> Any:
         app = self._apps.get(client_id)
@@ -95,6 +98,32 @@ class Backend(EmulatorClock):
         if acc is None:
             raise EmulatorError(f"no account {ref!r}", 404)
         return acc
+
+    def _mint_access_token(
+        self, account_id: str, client_id: str, scopes: list[str], seconds: int
+    ) -> AccessToken:
+        """A new access token, valid `seconds` of emulator time (lock held)."""
+        at = AccessToken(
+            self.new_access_token(),
+            client_id,
+            account_id,
+            list(scopes),
+            self.now() + timedelta(seconds=seconds),
+        )
+        self._access_tokens[at.token] = at
+        return at
+
+    def _sync_state_of(
+        self, token: str, kind: str, owner: tuple[str, str | None], max_age: timedelta | None
+    ) -> Any:
+        """The live sync state behind `token` of that kind for that (account id, calendar id), or None
+        (unknown, forgotten, or older than `max_age` of emulator time)."""
+        state = self._sync_tokens.get(token)
+        if state is None or state.kind != kind or (state.account_id, state.calendar_id) != owner:
+            return None
+        if max_age is not None and self.now() - state.issued_at > max_age:
+            return None
+        return state
 
     def _forget_sync_states(self, account_id: str) -> int:
         """Forget every sync state of the account (lock held): their tokens' next use answers 410."""

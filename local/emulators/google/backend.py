@@ -38,6 +38,7 @@ from local.emulators.google.models import (
     GoogleFault,
     _AuthCode,
     _Channel,
+    _new_access_token,
     _new_event_id,
     _new_refresh_token,
     _new_sub,
@@ -54,6 +55,7 @@ class GoogleBackend(GoogleNotifications):
     """Apps, accounts, calendars, events, tokens, channels and sync states, under one lock."""
 
     fault_type = GoogleFault
+    new_access_token = staticmethod(_new_access_token)
     # Settings (GoogleEmulator's keyword arguments).
     expansion_horizon: timedelta
     channel_max_ttl: int

@@ -58,11 +58,6 @@ class GoogleControl(GoogleResponses):
         email = fields.pop("email")
         return self.add_account(email, **fields)
 
-    @route("/_control/apps/<client_id>", "DELETE")
-    def _c_app(self, request: Request, client_id: str) -> tuple[int, Any]:
-        self.delete_app(client_id)
-        return 204, None
-
     @route("/_control/accounts/<account>/refresh-token", "POST")
     def _c_account_token(self, request: Request, account: str) -> tuple[int, Any]:
         body = control_body(request)
@@ -97,3 +92,8 @@ class GoogleControl(GoogleResponses):
     @route("/_control/channels/<channel_id>/expire", "POST")
     def _c_channel_expire(self, request: Request, channel_id: str) -> tuple[int, Any]:
         return 200, self.expire_channel(channel_id)
+
+    @route("/_control/apps/<client_id>", "DELETE")
+    def _c_app(self, request: Request, client_id: str) -> tuple[int, Any]:
+        self.delete_app(client_id)
+        return 204, None

@@ -7,13 +7,12 @@ import hashlib
 import html
 import json
 import secrets
-from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 from werkzeug.wrappers import Request, Response
 
-from local.emulators.core.backend import AccessToken, ConsentWording, consent_page
+from local.emulators.core.backend import ConsentWording, consent_page
 from local.emulators.core.helpers import b64url, with_query
 from local.emulators.core.keys import signing_key
 from local.emulators.core.requestlog import RequestContext
@@ -32,7 +31,6 @@ from local.emulators.google.models import (
     GoogleAccount,
     GoogleApp,
     _AuthCode,
-    _new_access_token,
     _new_auth_code,
     _normalize_scopes,
     _RefreshToken,
@@ -147,14 +145,7 @@ class GoogleIdentity(GoogleBackend):
         ctx: RequestContext,
     ) -> dict[str, Any]:
         ctx.account_id = account.id
-        at = AccessToken(
-            _new_access_token(),
-            client_id,
-            account.id,
-            list(scopes),
-            self.now() + timedelta(seconds=ACCESS_TOKEN_SECONDS),
-        )
-        self._access_tokens[at.token] = at
+        at = self._mint_access_token(account.id, client_id, scopes, ACCESS_TOKEN_SECONDS)
         body: dict[str, Any] = {
             "access_token": at.token,
             "expires_in": ACCESS_TOKEN_SECONDS,

@@ -198,18 +198,8 @@ class GoogleResponses(GoogleIdentity):
         return token
 
     def _sync_state(self, token: str, kind: str, acc: GoogleAccount, calendar_id: str | None) -> _SyncState:
-        state = self._sync_tokens.get(token)
-        too_old = (
-            state is not None
-            and self.sync_token_max_age is not None
-            and self.now() - state.issued_at > self.sync_token_max_age
-        )
-        if (
-            state is None
-            or too_old
-            or state.kind != kind
-            or (state.account_id, state.calendar_id) != (acc.id, calendar_id)
-        ):
+        state = self._sync_state_of(token, kind, (acc.id, calendar_id), self.sync_token_max_age)
+        if state is None:
             raise _ApiError(410, "fullSyncRequired", _MSG_410, domain="calendar", location="syncToken")
         return state
 

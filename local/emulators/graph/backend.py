@@ -51,6 +51,7 @@ from local.emulators.graph.models import (
     Subscription,
     _graph_dt,
     _graph_scope,
+    _new_access_token,
     _new_calendar_id,
     _new_change_key,
     _new_refresh_token,
@@ -74,6 +75,7 @@ class GraphBackend(GraphNotifications):
     """Apps, mailboxes, calendars, events, tokens and subscriptions, under one lock."""
 
     fault_type = GraphFault
+    new_access_token = staticmethod(_new_access_token)
     _apps: dict[str, App]
     _accounts: dict[str, Account]
     _refresh_tokens: dict[str, RefreshToken]

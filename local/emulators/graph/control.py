@@ -10,22 +10,14 @@ from werkzeug.wrappers import Request
 from local.emulators.core.control import control_body, window_args
 from local.emulators.core.errors import EmulatorError, check_fields
 from local.emulators.core.routing import route
+from local.emulators.graph.backend import UPDATABLE
 from local.emulators.graph.models import DEFAULT_SCOPES
 from local.emulators.graph.responses import GraphResponses
 
 _CALENDAR_FIELDS = {"name", "is_default", "can_edit", "color", "owner_name", "owner_address", "calendar_id"}
 
 
-_EVENT_PATCH_FIELDS = {
-    "subject",
-    "start",
-    "end",
-    "time_zone",
-    "body_html",
-    "location",
-    "online_meeting_url",
-    "recurrence",
-}
+_EVENT_PATCH_FIELDS = set(UPDATABLE)
 
 
 _EVENT_FIELDS = _EVENT_PATCH_FIELDS | {"is_all_day", "organizer", "id", "attendees"}
@@ -92,6 +84,7 @@ class GraphControl(GraphResponses):
 
     @route("/_control/subscriptions/<subscription_id>", "DELETE")
     def _c_subscription(self, request: Request, subscription_id: str) -> tuple[int, Any]:
+        """Remove a subscription behind the client's back (Graph then answers 404 for it)."""
         self.delete_subscription(subscription_id)
         return 204, None
 

@@ -8,13 +8,12 @@ import hashlib
 import html
 import json
 import secrets
-from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 from werkzeug.wrappers import Request, Response
 
-from local.emulators.core.backend import AccessToken, AuthCode, ConsentWording, consent_page
+from local.emulators.core.backend import AuthCode, ConsentWording, consent_page
 from local.emulators.core.helpers import b64url, with_query
 from local.emulators.core.keys import signing_key
 from local.emulators.core.routing import route
@@ -29,7 +28,6 @@ from local.emulators.graph.models import (
     Account,
     GraphContext,
     _graph_scope,
-    _new_access_token,
     _new_auth_code,
 )
 
@@ -258,14 +256,7 @@ class GraphIdentity(GraphBackend):
         if not consented or any(name.lower() not in consented_lower for name in asked):
             raise _AadError(400, "invalid_grant", 65001, suberror="consent_required", client_id=client_id)
         ctx.account_id = account.id
-        at = AccessToken(
-            _new_access_token(),
-            client_id,
-            account.id,
-            list(consented),
-            self.now() + timedelta(seconds=ACCESS_TOKEN_SECONDS),
-        )
-        self._access_tokens[at.token] = at
+        at = self._mint_access_token(account.id, client_id, consented, ACCESS_TOKEN_SECONDS)
         requested_lower = {s.lower() for s in requested}
         # Like AAD: `scope` lists every consented Graph permission (not an echo of the request) plus
         # the OIDC scopes asked for, and never offline_access.

@@ -552,18 +552,8 @@ class GraphResponses(GraphIdentity):
         return self._h_view_delta(request, ctx, calendar_id)
 
     def _sync_state(self, token: str | None, kind: str, acc: Account, cal: Calendar) -> _SyncToken:
-        state = self._sync_tokens.get(token or "")
-        expired = (
-            state is not None
-            and self.delta_token_max_age is not None
-            and self.now() - state.issued_at > self.delta_token_max_age
-        )
-        if (
-            state is None
-            or expired
-            or state.kind != kind
-            or (state.account_id, state.calendar_id) != (acc.id, cal.id)
-        ):
+        state = self._sync_state_of(token or "", kind, (acc.id, cal.id), self.delta_token_max_age)
+        if state is None:
             raise _GraphError(410, "syncStateNotFound", "The sync state generation is not found.")
         return state
 
