@@ -8,7 +8,7 @@ import hashlib
 import json
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -322,10 +322,7 @@ class GoogleBackend(GoogleNotifications):
             self._set_conference(ev, meet, conference_data)
             if recurrence is not None:
                 ev.recurrence = _check_recurrence(recurrence, ev)
-            self._bump(cal, ev)
-            cal.events[ev.id] = ev
-            view = self._control_view(ev)
-            starters = self._queue_state(acc.id, cal.id, "exists")
+            view, starters = self._store_changed(acc, cal, ev)
         for start_ in starters:
             start_()
         return view
@@ -401,15 +398,21 @@ class GoogleBackend(GoogleNotifications):
             if ev.status == "cancelled" and ev.id in cal.events:
                 return self._control_view(ev)
             ev.status = "cancelled"
-            self._bump(cal, ev)
-            cal.events[ev.id] = ev
-            view = self._control_view(ev)
-            starters = self._queue_state(acc.id, cal.id, "exists")
+            view, starters = self._store_changed(acc, cal, ev)
         for start_ in starters:
             start_()
         return view
 
     delete_event = cancel_event
+
+    def _store_changed(
+        self, acc: GoogleAccount, cal: GoogleCalendar, ev: GoogleEvent
+    ) -> tuple[dict[str, Any], list[Callable[[], None]]]:
+        """Store a changed event (lock held): its control view, and the starters of the `exists`
+        messages to run once the lock is released."""
+        self._bump(cal, ev)
+        cal.events[ev.id] = ev
+        return self._control_view(ev), self._queue_state(acc.id, cal.id, "exists")
 
     def event(self, event_id: str) -> dict[str, Any]:
         """Control view of a stored event or of an instance (by its instance id)."""
