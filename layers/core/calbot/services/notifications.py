@@ -3,12 +3,11 @@
 The webhook answers Graph's validation handshake itself and reads the request; this module gets whose
 notifications they claim to be (`Target`, from the webhook's path) and what they say: Graph's parsed
 JSON body, or a Google channel notification's headers (`ChannelNotice`). Notifications are checked
-item by item: the subscription must exist, belong to the user
-and account named in the path, and carry its own secret (compared as SHA-256 hashes in constant
-time). Valid work is enqueued on a FIFO queue whose message group is the account (one account's syncs
-never race on its delta token; accounts run in parallel) and the webhook answers 202 at once. The
-answer is the same whatever was dropped (the functions here return only counts, for the log and tests):
-it is never an oracle for ids or secrets.
+item by item: the subscription must exist, belong to the user and account named in the path, and
+carry its own secret (compared as SHA-256 hashes in constant time). Valid work is enqueued on a FIFO
+queue whose message group is the account (one account's syncs never race on its delta token; accounts
+run in parallel) and the webhook answers 202 at once. The answer is the same whatever was dropped (the
+functions here return only counts, for the log and tests): it is never an oracle for ids or secrets.
 """
 
 from __future__ import annotations
