@@ -5,6 +5,12 @@ median is reported. Every handler's import is paired with an `import boto3` meas
 its ratio is the median of those paired ratios, so load from other processes on a shared machine lands
 on both sides of each ratio. Target: every handler at most 1.5x `import boto3`.
 
+Each round runs its imports at another Python stack depth (0 to ~130 extra frames, the same for a pair):
+CPython 3.12 allocates its frame stack in chunks, and recursion that keeps crossing a chunk boundary
+(the regex parser compiling urllib3's and botocore's patterns at import) costs up to ~40 ms more at
+some depths than at others (python/cpython#142183, fixed in 3.13+). Lambda's runtime imports a handler
+from a depth of its own, so no single depth is "the" cold start: the median over depths is reported.
+
 The ratio is of wall time, what a cold start waits. The CPU time of the same imports is reported too:
 on a loaded machine it counts only the import's own work, not the time spent waiting for a core.
 
@@ -38,18 +44,24 @@ REFERENCES = {
     FLOOR: FLOOR_STMT,
 }
 
+DEPTH_SPAN = 130  # extra stack frames spread over the rounds: about one chunk's worth of small frames
+
 _SNIPPET = """
 import sys, time
 sys.path[:0] = [{core!r}, {fndir!r}]
-t, c = time.perf_counter(), time.process_time()
-{stmt}
-print((time.perf_counter() - t) * 1000, (time.process_time() - c) * 1000)
+def at_depth(n):
+    if n:
+        return at_depth(n - 1)
+    t, c = time.perf_counter(), time.process_time()
+    {stmt}
+    return (time.perf_counter() - t) * 1000, (time.process_time() - c) * 1000
+print(*at_depth({depth}))
 """
 
 
-def measure_once(stmt: str, fndir: Path | None = None) -> tuple[float, float]:
-    """Wall and CPU milliseconds of `stmt` in a fresh interpreter."""
-    code = _SNIPPET.format(core=str(ROOT / "layers/core"), fndir=str(fndir or ROOT), stmt=stmt)
+def measure_once(stmt: str, fndir: Path | None = None, depth: int = 0) -> tuple[float, float]:
+    """Wall and CPU milliseconds of `stmt` in a fresh interpreter, run `depth` frames down."""
+    code = _SNIPPET.format(core=str(ROOT / "layers/core"), fndir=str(fndir or ROOT), stmt=stmt, depth=depth)
     out = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
@@ -77,10 +89,11 @@ def main() -> int:
     ratios: dict[str, list[float]] = {name: [] for name, _, _ in subjects}
     cpu_ratios: dict[str, list[float]] = {name: [] for name, _, _ in subjects}
     load_before = os.getloadavg()[0]
-    for _ in range(args.repeat):
+    for round_no in range(args.repeat):
+        depth = round_no * DEPTH_SPAN // args.repeat
         for name, stmt, where in subjects:
-            base_wall, base_cpu = measure_once("import boto3")
-            ms, cpu = measure_once(stmt, where)
+            base_wall, base_cpu = measure_once("import boto3", depth=depth)
+            ms, cpu = measure_once(stmt, where, depth)
             boto3_wall.append(base_wall)
             wall[name].append(ms)
             ratios[name].append(ms / base_wall)
@@ -100,6 +113,7 @@ def main() -> int:
         "python": sys.version.split()[0],
         "repeat": args.repeat,
         "paired": True,
+        "stack_depths": [r * DEPTH_SPAN // args.repeat for r in range(args.repeat)],
         "import_boto3_ms": round(boto3_ms, 1),
         "references": [{"name": name, "statement": stmt, **row(name)} for name, stmt in REFERENCES.items()],
         "core_floor": {"statement": FLOOR_STMT, **row(FLOOR)},

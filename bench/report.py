@@ -57,6 +57,13 @@ def cold_start(r: dict[str, Any]) -> list[str]:
             "a ratio is the median of the paired ratios. The CPU-time ratio counts only the imports' own "
             "work, not time spent waiting for a core on the shared machine"
         )
+        if r.get("stack_depths"):
+            method += (
+                f". Each round imports at another Python stack depth ({r['stack_depths']} extra frames): "
+                "CPython 3.12 is up to ~40 ms slower at some depths, where the regex compiles of urllib3 and "
+                "botocore keep crossing a frame-stack chunk boundary (python/cpython#142183), and Lambda "
+                "imports a handler from a depth of its own"
+            )
     else:
         method = f"rounds interleaved with `import boto3` ({r['import_boto3_ms']} ms)"
     lines = [
