@@ -19,17 +19,23 @@ boto3 with calbot.models (pydantic, every model, the settings model); and the co
 API handler imports whatever it does (calbot.http, calbot.models, calbot.store: all of that plus
 Powertools' Logger and tenacity).
 
-    python bench/cold_start.py [--repeat 7] [--json] [--json-out FILE]
+With `--baseline REV` the handlers of that git revision (its layers/ and functions/, exported to a
+temporary directory) are measured in the same rounds, so a change's effect is read off one run.
+
+    python bench/cold_start.py [--repeat 7] [--baseline REV] [--json] [--json-out FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import statistics
 import subprocess
 import sys
+import tarfile
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -59,9 +65,11 @@ print(*at_depth({depth}))
 """
 
 
-def measure_once(stmt: str, fndir: Path | None = None, depth: int = 0) -> tuple[float, float]:
+def measure_once(
+    stmt: str, fndir: Path | None = None, depth: int = 0, root: Path = ROOT
+) -> tuple[float, float]:
     """Wall and CPU milliseconds of `stmt` in a fresh interpreter, run `depth` frames down."""
-    code = _SNIPPET.format(core=str(ROOT / "layers/core"), fndir=str(fndir or ROOT), stmt=stmt, depth=depth)
+    code = _SNIPPET.format(core=str(root / "layers/core"), fndir=str(fndir or root), stmt=stmt, depth=depth)
     out = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
@@ -78,22 +86,53 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--json-out", type=Path, help="also write the figures as JSON to this file")
+    parser.add_argument("--baseline", help="a git revision whose handlers to measure alongside")
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="cold-start-baseline-") as tmp:
+        baseline = _export(args.baseline, Path(tmp)) if args.baseline else None
+        return run(args, baseline)
+
+
+def _export(rev: str, into: Path) -> Path:
+    """`rev`'s layers/ and functions/ as files under `into` (git archive), for measuring them."""
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", rev, "layers", "functions"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+BEFORE = "before:"
+
+
+def run(args: argparse.Namespace, baseline: Path | None) -> int:
     fndirs = sorted(p for p in (ROOT / "functions").iterdir() if (p / "app.py").exists())
-    for fndir in fndirs:  # warm the bytecode caches first
-        measure_once("import app", fndir)
-    subjects: list[tuple[str, str, Path | None]] = [(name, stmt, None) for name, stmt in REFERENCES.items()]
-    subjects += [(fndir.name, "import app", fndir) for fndir in fndirs]
+    subjects: list[tuple[str, str, Path | None, Path]] = [
+        (name, stmt, None, ROOT) for name, stmt in REFERENCES.items()
+    ]
+    subjects += [(fndir.name, "import app", fndir, ROOT) for fndir in fndirs]
+    if baseline is not None:
+        subjects += [
+            (BEFORE + fndir.name, "import app", baseline / "functions" / fndir.name, baseline)
+            for fndir in fndirs
+            if (baseline / "functions" / fndir.name / "app.py").exists()
+        ]
+    for _name, stmt, where, root in subjects:  # warm the bytecode caches first
+        measure_once(stmt, where, root=root)
     boto3_wall: list[float] = []
-    wall: dict[str, list[float]] = {name: [] for name, _, _ in subjects}
-    ratios: dict[str, list[float]] = {name: [] for name, _, _ in subjects}
-    cpu_ratios: dict[str, list[float]] = {name: [] for name, _, _ in subjects}
+    wall: dict[str, list[float]] = {name: [] for name, *_ in subjects}
+    ratios: dict[str, list[float]] = {name: [] for name, *_ in subjects}
+    cpu_ratios: dict[str, list[float]] = {name: [] for name, *_ in subjects}
     load_before = os.getloadavg()[0]
     for round_no in range(args.repeat):
         depth = round_no * DEPTH_SPAN // args.repeat
-        for name, stmt, where in subjects:
+        for name, stmt, where, root in subjects:
             base_wall, base_cpu = measure_once("import boto3", depth=depth)
-            ms, cpu = measure_once(stmt, where, depth)
+            ms, cpu = measure_once(stmt, where, depth, root)
             boto3_wall.append(base_wall)
             wall[name].append(ms)
             ratios[name].append(ms / base_wall)
@@ -108,6 +147,11 @@ def main() -> int:
 
     boto3_ms = statistics.median(boto3_wall)
     rows: list[dict[str, Any]] = [{"function": fndir.name, **row(fndir.name)} for fndir in fndirs]
+    for r in rows:
+        if BEFORE + r["function"] in wall:
+            before = row(BEFORE + r["function"])
+            r["before_ratio_vs_boto3"] = before["ratio_vs_boto3"]
+            r["before_cpu_ratio_vs_boto3"] = before["cpu_ratio_vs_boto3"]
     worst = max(r["ratio_vs_boto3"] for r in rows)
     result = {
         "python": sys.version.split()[0],
@@ -119,9 +163,8 @@ def main() -> int:
         "core_floor": {"statement": FLOOR_STMT, **row(FLOOR)},
         "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "run_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "git_commit": subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip(),
+        "git_commit": _commit("HEAD"),
+        **({"baseline": {"rev": args.baseline, "commit": _commit(args.baseline)}} if baseline else {}),
         "handlers": rows,
         "worst_ratio": worst,
         "target_ratio": TARGET_RATIO,
@@ -137,14 +180,21 @@ def main() -> int:
     print(f"{'':<28}{'wall':>9}      vs boto3   (CPU time)")
     print(f"{'import boto3':<28}{boto3_ms:>9.1f} ms   1.00x")
     for r in [*({"function": name, **row(name)} for name in REFERENCES), *rows]:
+        was = f"   before: {r['before_ratio_vs_boto3']:.2f}x" if "before_ratio_vs_boto3" in r else ""
         print(
             f"{r['function']:<28}{r['import_ms']:>9.1f} ms   {r['ratio_vs_boto3']:.2f}x"
-            f"      ({r['cpu_ratio_vs_boto3']:.2f}x)"
+            f"      ({r['cpu_ratio_vs_boto3']:.2f}x){was}"
         )
     print(
         f"worst ratio {worst:.2f}x (target <= {TARGET_RATIO}x): {'OK' if result['within_target'] else 'OVER'}"
     )
     return 0
+
+
+def _commit(rev: str) -> str:
+    return subprocess.run(
+        ["git", "rev-parse", "--short=12", rev], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
 
 
 if __name__ == "__main__":

@@ -78,14 +78,26 @@ def cold_start(r: dict[str, Any]) -> list[str]:
     floor = r.get("core_floor")
     cpu = "cpu_ratio_vs_boto3" in r["handlers"][0]
 
+    base = r.get("baseline")
+
     def cells(name: str, h: dict[str, Any]) -> list[Any]:
         extra = [f"{h['cpu_ratio_vs_boto3']}x"] if cpu else []
+        if base:
+            extra.append(f"{h['before_ratio_vs_boto3']}x" if "before_ratio_vs_boto3" in h else "")
         return [name, h["import_ms"], f"{h['ratio_vs_boto3']}x", *extra]
 
     rows = [cells(h["function"], h) for h in r["handlers"]]
     references = r.get("references") or ([{"name": "(core floor)", **floor}] if floor else [])
     rows[:0] = [cells(f"_{ref['name']}_", ref) for ref in references]
-    lines += table(["handler", "import ms", "vs boto3"] + (["CPU time vs boto3"] if cpu else []), rows)
+    header = ["handler", "import ms", "vs boto3"] + (["CPU time vs boto3"] if cpu else [])
+    header += [f"before: {base['rev']} ({base['commit']}) vs boto3"] if base else []
+    lines += table(header, rows)
+    if base:
+        lines += [
+            f"The before column is {base['rev']} ({base['commit']}) measured in the same rounds "
+            "(`--baseline`): the same pairing and depths, so the two columns compare.",
+            "",
+        ]
     verdict = "within target" if r["within_target"] else "OVER target"
     lines += [f"Worst ratio: **{r['worst_ratio']}x** ({verdict}).", ""]
     over = [h for h in r["handlers"] if h["ratio_vs_boto3"] > r["target_ratio"]]
