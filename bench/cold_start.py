@@ -139,10 +139,12 @@ def run(args: argparse.Namespace, baseline: Path | None) -> int:
             cpu_ratios[name].append(cpu / base_cpu)
 
     def row(name: str) -> dict[str, float]:
+        quartiles = statistics.quantiles(ratios[name], n=4) if len(ratios[name]) > 1 else [0.0, 0.0, 0.0]
         return {
             "import_ms": round(statistics.median(wall[name]), 1),
             "ratio_vs_boto3": round(statistics.median(ratios[name]), 2),
             "cpu_ratio_vs_boto3": round(statistics.median(cpu_ratios[name]), 2),
+            "ratio_iqr": round(quartiles[2] - quartiles[0], 2),  # how far one run's samples spread
         }
 
     boto3_ms = statistics.median(boto3_wall)

@@ -108,6 +108,25 @@ def cold_start(r: dict[str, Any]) -> list[str]:
             f"more than {r['target_ratio']}x the time of `import boto3`: {names}.",
             "",
         ]
+    spreads = sorted(h["ratio_iqr"] for h in r["handlers"] if "ratio_iqr" in h)
+    if spreads:
+        lines += [
+            "A handler's paired ratios spread over the rounds of this run by a median interquartile range "
+            f"of {spreads[len(spreads) // 2]}x ({spreads[0]}x to {spreads[-1]}x across handlers). The "
+            "medians above move less than that from run to run, but they do move: a difference of one or two "
+            "tenths, between handlers or from the before column, is within that spread.",
+            "",
+        ]
+    if floor and floor["ratio_vs_boto3"] > r["target_ratio"]:
+        pydantic = next((ref for ref in r.get("references", []) if "pydantic" in ref["name"]), None)
+        alone = f"; boto3 with pydantic alone is {pydantic['ratio_vs_boto3']}x" if pydantic else ""
+        lines += [
+            f"**Why**: the core floor alone is {floor['ratio_vs_boto3']}x boto3{alone}. No handler that "
+            "needs the core can meet the target by importing less of its own; only a lighter core can "
+            "(fewer models built per handler, no pydantic or Powertools at import), or moving needed "
+            "imports into the first invocation, which shortens no real cold start.",
+            "",
+        ]
     if references:
         lines += [
             "The rows in italics are references measured the same way: "
