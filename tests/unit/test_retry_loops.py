@@ -20,24 +20,7 @@ from calbot.providers.base import ProviderUnavailable
 from calbot.providers.http import ProviderHttp
 from local.servers import serve
 
-START = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def slept() -> Iterator[list[float]]:
-    """The core's clock stands still; every sleep on it is recorded and moves it."""
-    moment = [START]
-    waits: list[float] = []
-
-    def sleep(seconds: float) -> None:
-        waits.append(seconds)
-        moment[0] += timedelta(seconds=seconds)
-
-    timeutil.set_clock(lambda: moment[0], sleep)
-    try:
-        yield waits
-    finally:
-        timeutil.set_clock()
+CREATED = datetime(2026, 11, 1, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -196,8 +179,8 @@ def _conn() -> Connection:
         account_id="a@b.c",
         webhook_url="https://x.example/hook",
         credential_path="/calbot/test/creds/usr_1/a",
-        created_at=START,
-        updated_at=START,
+        created_at=CREATED,
+        updated_at=CREATED,
     )
 
 
@@ -229,20 +212,22 @@ def test_a_busy_token_lock_is_waited_for_on_the_core_clock(
     busy_lock: list[str], slept: list[float], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Ten seconds of polling every 0.2 s, virtual: the test spends no real time waiting."""
-    stale = _creds("old", START)
+    start = timeutil.now()  # the `slept` fixture holds the clock here
+    stale = _creds("old", start)
     monkeypatch.setattr(vault, "get", lambda path: stale)
     began = time.monotonic()
     with pytest.raises(ProviderUnavailable, match="already in progress"):
         tokens.access_token(_conn())
     assert time.monotonic() - began < 2.0
     assert slept == [0.2] * 50 and len(busy_lock) == 51
-    assert timeutil.now() - START == timedelta(seconds=10)
+    assert timeutil.now() - start == timedelta(seconds=10)
 
 
 def test_the_lock_waiter_takes_the_winners_fresh_token(
     busy_lock: list[str], slept: list[float], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    reads = [_creds("old", START)] * 4 + [_creds("winner", START + timedelta(hours=1))]
+    start = timeutil.now()
+    reads = [_creds("old", start)] * 4 + [_creds("winner", start + timedelta(hours=1))]
     monkeypatch.setattr(vault, "get", lambda path: reads.pop(0) if len(reads) > 1 else reads[0])
     assert tokens.access_token(_conn()) == "winner"
     assert slept == [0.2] * 4 and len(busy_lock) == 4  # the vault is read after each wait
@@ -251,7 +236,7 @@ def test_the_lock_waiter_takes_the_winners_fresh_token(
 def test_the_lock_wait_stops_before_the_deadline(
     busy_lock: list[str], slept: list[float], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(vault, "get", lambda path: _creds("old", START))
+    monkeypatch.setattr(vault, "get", lambda path: _creds("old", timeutil.now() - timedelta(hours=1)))
     with deadline.active(Deadline.after(1.0)), pytest.raises(ProviderUnavailable):
         tokens.access_token(_conn())
     assert sum(slept) < 1.0 and len(slept) == 4
