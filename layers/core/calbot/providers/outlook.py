@@ -11,7 +11,7 @@ import requests
 
 from calbot import links
 from calbot.config import Settings, get_settings
-from calbot.models import CalendarInfo, Credentials
+from calbot.models import CalendarInfo, Credentials, Handle
 from calbot.providers.base import (
     AccountProfile,
     CalendarChanges,
@@ -314,11 +314,9 @@ class OutlookProvider(CalendarProvider):
         resp = self._call("POST", f"{self.graph}/subscriptions", access_token, json=body)
         return self._subscription(_json(resp), calendar_id)
 
-    def get_subscription(self, access_token: str, subscription_id: str) -> ProviderSubscription | None:
+    def get_subscription(self, access_token: str, known: ProviderSubscription) -> ProviderSubscription | None:
         try:
-            resp = self._call(
-                "GET", f"{self.graph}/subscriptions/{quote(subscription_id, safe='')}", access_token
-            )
+            resp = self._call("GET", f"{self.graph}/subscriptions/{quote(known.id, safe='')}", access_token)
         except ProviderRequestError as err:
             if err.status == 404:
                 return None
@@ -339,9 +337,7 @@ class OutlookProvider(CalendarProvider):
             raise
         return self._subscription(_json(resp))
 
-    def delete_subscription(
-        self, access_token: str, subscription_id: str, *, resource_id: str | None = None
-    ) -> bool:
+    def delete_subscription(self, access_token: str, subscription_id: str, *, handle: Handle) -> bool:
         try:
             self._call(
                 "DELETE", f"{self.graph}/subscriptions/{quote(subscription_id, safe='')}", access_token

@@ -1,17 +1,17 @@
 """The per-account provider webhook: POST /admin/schedule/users/{user_id}/{provider}/{account_id}.
 
 Graph validates a notification URL by POSTing `?validationToken=...` and expects the token back as
-text/plain. Notifications are checked item by item: the subscription must exist, belong to the user
-and account named in the path, and carry its own secret (compared as SHA-256 hashes in constant
-time). Valid work is enqueued on a FIFO queue whose message group is the account (one account's syncs
-never race on its delta token; accounts run in parallel) and the webhook answers 202 at once. The
+text/plain. Each provider checks its own notifications (its spec's `verify`: Graph's clientState per
+body item, Google's channel token headers): the subscription must exist, belong to the user and
+account named in the path, and carry its own secret (compared as SHA-256 hashes in constant time).
+Valid work is enqueued on a FIFO queue whose message group is the account (one account's syncs never
+race on its delta token; accounts run in parallel) and the webhook answers 202 at once. The
 answer is the same whatever was dropped: it is never an oracle for ids or secrets.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import re
 from typing import Any
@@ -26,150 +26,59 @@ from calbot import deadline as deadlines
 from calbot.config import get_settings
 from calbot.http import Request, Response
 from calbot.log import logger
-from calbot.models import PROVIDER_ALIASES, ChangeMessage, Connection, account_key, normalize_provider
+from calbot.models import ChangeMessage, Connection, Subscription, account_key
+from calbot.providers import registry
 
 MAX_VALIDATION_TOKEN = 2048
-MAX_ITEMS = 1000
 # Distinct subscriptions looked up per request: one BatchGetItem (DynamoDB's cap is 100 keys a call).
 # A genuine body names only this account's subscriptions (one per calendar), so its items fit; a forged
 # body costs one read call whatever it holds. Graph documents no maximum number of items per POST.
 MAX_SUBSCRIPTIONS = 100
-MAX_SUBSCRIPTION_ID = 256
 MESSAGE_SECONDS = 30.0  # what one account's sync may take in the worker; not started with less left
-LIFECYCLE_KINDS = {"reauthorizationRequired": "renew", "subscriptionRemoved": "recreate", "missed": "sync"}
 
 
-def _same_secret(presented: Any, stored_hash: str) -> bool:
-    if not isinstance(presented, str) or not presented:
-        return False
-    return hmac.compare_digest(hashlib.sha256(presented.encode()).hexdigest(), stored_hash)
-
-
-def _sub_id(item: Any) -> str | None:
-    if not isinstance(item, dict):
-        return None
-    value = item.get("subscriptionId")
-    if not isinstance(value, str) or not value or len(value) > MAX_SUBSCRIPTION_ID:
-        return None
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return None
-    return value
+def _lookup(sub_ids: list[str]) -> dict[str, Subscription]:
+    """The subscriptions a notification names, read once each in one batch; only the first
+    MAX_SUBSCRIPTIONS distinct ids are read at all (the others come back absent, so are dropped)."""
+    return store.get_subscriptions(list(dict.fromkeys(sub_ids))[:MAX_SUBSCRIPTIONS])
 
 
 def handle(request: Request) -> Response:
+    """Graph's validation handshake, else the provider the path names checks the notification
+    (registry: its `verify`); what it accepts is enqueued."""
     token = request.query.get("validationToken")
     if token is not None:
         if len(token) > MAX_VALIDATION_TOKEN:
             return Response(400, {"error": "invalid_request", "message": "validationToken is too long."})
         return Response(200, text=token)
     path = request.path_params
-    if "x-goog-channel-id" in request.headers:
-        return _google(request)
     try:
-        provider = normalize_provider(path.get("provider", ""))
-        body = request.json()
-    except Exception:
-        logger.info("notification dropped", extra={"dropped": 1, "why": "unreadable"})
+        spec = registry.spec(path.get("provider", ""))
+    except ValueError:
+        logger.info("notification dropped", extra={"dropped": 1, "why": "unknown provider"})
         return Response(202)
-    user_id, account = path.get("user_id", ""), account_key(unquote(path.get("account_id", "")))
-    value = body.get("value")
-    items = value[:MAX_ITEMS] if isinstance(value, list) else []
-    # Each subscription is read once per request, all in one batch, and only the first
-    # MAX_SUBSCRIPTIONS distinct ids are read at all: the items naming any other are dropped unread.
-    wanted = list(dict.fromkeys(i for i in map(_sub_id, items) if i is not None))[:MAX_SUBSCRIPTIONS]
-    subs = store.get_subscriptions(wanted)
-    messages: dict[tuple[str, str], ChangeMessage] = {}
-    accepted: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    dropped = 0
-    for item in items:
-        sub_id = _sub_id(item)
-        sub = subs.get(sub_id) if sub_id is not None else None
-        if (
-            sub is None
-            or sub.user_id != user_id
-            or sub.provider != provider
-            or account_key(sub.account_id) != account
-            or not _same_secret(item.get("clientState"), sub.client_state_hash)
-        ):
-            dropped += 1
-            continue
-        kind = (
-            LIFECYCLE_KINDS.get(str(item.get("lifecycleEvent")), "sync")
-            if "lifecycleEvent" in item
-            else "sync"
+    notice = registry.Notice(
+        provider=spec.name,
+        user_id=path.get("user_id", ""),
+        account=account_key(unquote(path.get("account_id", ""))),
+        headers=request.headers,
+        read_json=request.json,
+    )
+    verdict = spec.verifier()(notice, _lookup)
+    for change in verdict.changes:
+        message = ChangeMessage(
+            user_id=notice.user_id,
+            provider=spec.name,
+            account_id=change.account_id,
+            kind=change.kind,
+            subscription_id=change.subscription_id,
         )
-        key = (kind, sub.id if kind != "sync" else "")
-        messages[key] = ChangeMessage(
-            user_id=user_id,
-            provider=provider,
-            account_id=sub.account_id,
-            kind=kind,
-            subscription_id=sub.id if kind != "sync" else None,
-        )
-        accepted.setdefault(key, []).append(item)
-    for key, message in messages.items():
-        enqueue(message, dedup=_dedup_id(message, accepted[key]))
+        enqueue(message, dedup=change.dedup)
     logger.info(
-        "notifications",
-        extra={"accepted": len(items) - dropped, "dropped": dropped, "enqueued": len(messages)},
+        verdict.note,
+        extra={"accepted": verdict.accepted, "dropped": verdict.dropped, "enqueued": len(verdict.changes)},
     )
-    return Response(202)
-
-
-def _google(request: Request) -> Response:
-    """A Google channel notification: headers only, no body.
-
-    The channel (our subscription id) must belong to the user and account in the path, carry that
-    channel's own token, and name the resource it was created for. `sync` (sent once when a channel
-    starts) needs no work. Every outcome answers the same way per state, so the answer reveals nothing.
-    """
-    headers = request.headers
-    path = request.path_params
-    state = headers.get("x-goog-resource-state", "")
-    answer = Response(200) if state == "sync" else Response(202)
-    user_id, account = path.get("user_id", ""), account_key(unquote(path.get("account_id", "")))
-    sub = store.get_subscription(headers.get("x-goog-channel-id", "")[:256])
-    if (
-        sub is None
-        or sub.provider != "google"
-        or PROVIDER_ALIASES.get(path.get("provider", "").lower()) != "google"
-        or sub.user_id != user_id
-        or account_key(sub.account_id) != account
-        or not _same_secret(headers.get("x-goog-channel-token"), sub.client_state_hash)
-        or (sub.resource_id is not None and headers.get("x-goog-resource-id") != sub.resource_id)
-    ):
-        logger.info("notifications", extra={"accepted": 0, "dropped": 1, "enqueued": 0})
-        return answer
-    if state == "sync":
-        logger.info("channel started", extra={"accepted": 1, "dropped": 0, "enqueued": 0})
-        return answer
-    message = ChangeMessage(user_id=user_id, provider="google", account_id=sub.account_id, kind="sync")
-    number = headers.get("x-goog-message-number", "")[:32]
-    enqueue(message, dedup=hashlib.sha256(f"{sub.id}|{number}|{state}".encode()).hexdigest())
-    logger.info("notifications", extra={"accepted": 1, "dropped": 0, "enqueued": 1})
-    return answer
-
-
-def _dedup_id(message: ChangeMessage, accepted: list[dict[str, Any]]) -> str:
-    """The same notification delivered twice (Graph retries, duplicates) maps to the same id, so SQS FIFO
-    drops the copy within its 5-minute window. Only the items that were accepted for this message count:
-    junk added to a captured genuine body (unknown subscriptions, wrong secrets) cannot mint a new id,
-    and neither can repeating an accepted item."""
-
-    def field(item: dict[str, Any], name: str) -> str:
-        data = item.get("resourceData")
-        return str((data if isinstance(data, dict) else {}).get(name))
-
-    parts = sorted(
-        {
-            f"{i.get('subscriptionId')}|{i.get('changeType')}|{field(i, 'id')}|"
-            f"{field(i, '@odata.etag')}|{i.get('lifecycleEvent')}"
-            for i in accepted
-        }
-    )
-    return hashlib.sha256((message.model_dump_json() + "\n".join(parts)).encode()).hexdigest()
+    return Response(verdict.status)
 
 
 _GROUP_ID = re.compile(r"^[!-~]{1,128}$")  # SQS: 1-128 alphanumeric or punctuation characters

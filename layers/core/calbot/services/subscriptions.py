@@ -76,7 +76,7 @@ def recreate(conn: Connection, subscription_id: str) -> str:
         client_state_hash=hash_client_state(client_state),
         expires_at=made.expires_at,
         created_at=now(),
-        resource_id=made.resource_id,
+        handle=made.handle,
     )
     store.put_subscriptions([new])
     try:
@@ -85,14 +85,14 @@ def recreate(conn: Connection, subscription_id: str) -> str:
         # The account was disconnected (or is being) meanwhile: the new subscription must not outlive it.
         store.delete_subscriptions([new.id])
         try:
-            provider.delete_subscription(token, new.id, resource_id=made.resource_id)
+            provider.delete_subscription(token, new.id, handle=made.handle)
         except ProviderError:
             pass
         raise
     store.delete_subscriptions([subscription_id])
     try:
-        # if it still exists, stop it (Google channels are stopped by id and resource id)
-        provider.delete_subscription(token, subscription_id, resource_id=old.resource_id if old else None)
+        # if it still exists, stop it (with what the provider needs to address it, e.g. a resource id)
+        provider.delete_subscription(token, subscription_id, handle=old.handle if old else {})
     except ProviderError:
         pass
     return "recreated"
