@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import importlib
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -150,10 +151,14 @@ class ProviderSpec:
 
 _specs: dict[str, ProviderSpec] = {}
 _loaded = False
+_loading = threading.RLock()  # a thread must never see the built-in providers half-registered
+_in_load = False  # the built-in modules are registering themselves right now
 
 
 def register(spec: ProviderSpec) -> ProviderSpec:
     """Add a provider (a module calls this when it is imported). Its name and aliases must be new."""
+    if not _loaded and not _in_load:
+        specs()  # the built-in ones first: they keep their place (and names) whoever registers first
     taken = {n for s in _specs.values() if s.name != spec.name for n in (s.name, *s.aliases)}
     clash = taken & {spec.name, *spec.aliases}
     if clash:
@@ -166,7 +171,7 @@ def register(spec: ProviderSpec) -> ProviderSpec:
 
 
 def unregister(name: str) -> None:
-    """Remove a provider registered at run time (tests); built-in ones come back on the next load."""
+    """Remove a provider registered at run time (tests)."""
     _specs.pop(name, None)
     _forget_instances()
 
@@ -179,11 +184,17 @@ def _forget_instances() -> None:
 
 def specs() -> Iterator[ProviderSpec]:
     """Every provider, built-in ones first in BUILTIN's order, then in the order registered."""
-    global _loaded
+    global _loaded, _in_load
     if not _loaded:
-        _loaded = True
-        for module in BUILTIN:
-            importlib.import_module(module)  # each registers itself
+        with _loading:
+            if not _loaded:
+                _in_load = True
+                try:
+                    for module in BUILTIN:
+                        importlib.import_module(module)  # each registers itself
+                finally:
+                    _in_load = False
+                _loaded = True
     return iter(list(_specs.values()))
 
 
