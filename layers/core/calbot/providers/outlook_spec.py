@@ -56,10 +56,9 @@ def verify(notice: registry.Notice, lookup: registry.Lookup) -> registry.Verdict
     and carry its own clientState. One change per kind of work (one sync of the account, one renewal
     or recreation per subscription), whose dedup id is made only of the accepted items: junk added to
     a captured genuine body cannot mint a new id, and neither can repeating an accepted item."""
-    try:
-        value = notice.read_json().get("value")
-    except Exception:
+    if notice.body is None:
         return registry.Verdict(dropped=1, note="notification dropped")
+    value = notice.body.get("value")
     items = value[:MAX_ITEMS] if isinstance(value, list) else []
     # Each subscription is read once per request, all in one batch.
     subs = lookup(list(dict.fromkeys(i for i in map(_sub_id, items) if i is not None)))

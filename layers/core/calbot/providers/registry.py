@@ -72,7 +72,7 @@ class Notice:
     user_id: str
     account: str  # the path's account id in its key form (stripped, lower-case)
     headers: Mapping[str, str]  # lower-case names
-    read_json: Callable[[], dict[str, Any]]  # the body as a JSON object; raises when it is not one
+    body: dict[str, Any] | None  # the JSON object sent ({} for no body), None when it was unreadable
 
 
 @dataclass(frozen=True)

@@ -57,12 +57,16 @@ def handle(request: Request) -> Response:
     except ValueError:
         logger.info("notification dropped", extra={"dropped": 1, "why": "unknown provider"})
         return Response(202)
+    try:
+        body: dict[str, Any] | None = request.json()
+    except Exception:  # too large, not JSON, not an object: the provider drops it
+        body = None
     notice = registry.Notice(
         provider=spec.name,
         user_id=path.get("user_id", ""),
         account=account_key(unquote(path.get("account_id", ""))),
         headers=request.headers,
-        read_json=request.json,
+        body=body,
     )
     verdict = spec.verifier()(notice, _lookup)
     for change in verdict.changes:
