@@ -29,16 +29,24 @@ def test_the_builtin_providers_and_their_aliases_come_from_the_registry() -> Non
         assert getattr(importlib.import_module(module), attribute).name == name
 
 
-def test_a_provider_cannot_take_a_name_or_alias_already_registered() -> None:
+class Other(registry.CredentialFields):
+    other_token: str | None = None
+
+
+class Replacing(registry.CredentialFields):
+    replace: str | None = None
+
+
+def test_a_provider_cannot_take_a_name_alias_default_or_connect_field_already_taken() -> None:
     outlook = registry.spec("outlook")
     for clash in (
         registry.ProviderSpec(name="microsoft", credentials=outlook.credentials, factory=str, verify=str),
         registry.ProviderSpec(
             name="other", aliases=("google",), credentials=outlook.credentials, factory=str, verify=str
         ),
-        registry.ProviderSpec(
-            name="other", default=True, credentials=outlook.credentials, factory=str, verify=str
-        ),
+        registry.ProviderSpec(name="other", default=True, credentials=Other, factory=str, verify=str),
+        registry.ProviderSpec(name="other", credentials=outlook.credentials, factory=str, verify=str),
+        registry.ProviderSpec(name="other", credentials=Replacing, factory=str, verify=str),
     ):
         with pytest.raises(ValueError):
             registry.register(clash)

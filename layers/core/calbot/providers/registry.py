@@ -165,6 +165,12 @@ def register(spec: ProviderSpec) -> ProviderSpec:
         raise ValueError(f"provider name or alias already registered: {sorted(clash)}")
     if spec.default and any(s.default for s in _specs.values() if s.name != spec.name):
         raise ValueError("another provider is already the default")
+    taken_fields = {"replace"} | {
+        f for s in _specs.values() if s.name != spec.name for f in s.credentials.model_fields
+    }
+    shared = taken_fields & set(spec.credentials.model_fields)
+    if shared:  # a connect body names its provider by its fields alone
+        raise ValueError(f"connect fields already taken: {sorted(shared)}")
     _specs[spec.name] = spec
     _forget_instances()
     return spec
