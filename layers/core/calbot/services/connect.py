@@ -54,6 +54,24 @@ def hash_client_state(client_state: str) -> str:
     return hashlib.sha256(client_state.encode()).hexdigest()
 
 
+def subscription_record(
+    made: ProviderSubscription, client_state: str, user_id: str, provider: str, account_id: str
+) -> Subscription:
+    """What we keep of a subscription the provider just made: its secret only as a hash, and its handle
+    as the provider gave it."""
+    return Subscription(
+        id=made.id,
+        user_id=user_id,
+        provider=provider,
+        account_id=account_id,
+        calendar_id=made.calendar_id,
+        client_state_hash=hash_client_state(client_state),
+        expires_at=made.expires_at,
+        created_at=now(),
+        handle=made.handle,
+    )
+
+
 def limit_message(limit: int, provider: str) -> str:
     """The guide's sentence, naming the provider whose connection was refused (the limit itself counts
     Google and Outlook together)."""
@@ -278,19 +296,7 @@ def _register(
                 FailedCalendar(calendar_id=cal.id, error="subscription_failed", message=err.message)
             )
             continue
-        made.subscriptions.append(
-            Subscription(
-                id=sub.id,
-                user_id=user_id,
-                provider=provider.name,
-                account_id=account_id,
-                calendar_id=cal.id,
-                client_state_hash=hash_client_state(client_state),
-                expires_at=sub.expires_at,
-                created_at=now(),
-                handle=sub.handle,
-            )
-        )
+        made.subscriptions.append(subscription_record(sub, client_state, user_id, provider.name, account_id))
     return failed
 
 

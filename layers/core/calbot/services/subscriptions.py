@@ -19,7 +19,7 @@ from calbot.log import logger
 from calbot.models import ChangeMessage, Connection, Subscription, SubscriptionRef
 from calbot.providers import get_provider
 from calbot.providers.base import ProviderAuthError, ProviderError
-from calbot.services.connect import hash_client_state
+from calbot.services.connect import subscription_record
 from calbot.timeutil import now
 
 RENEW_WITHIN = timedelta(days=2)
@@ -67,17 +67,7 @@ def recreate(conn: Connection, subscription_id: str) -> str:
     made = provider.create_subscription(
         token, calendar_id=calendar_id, notification_url=conn.webhook_url, client_state=client_state
     )
-    new = Subscription(
-        id=made.id,
-        user_id=conn.user_id,
-        provider=conn.provider,
-        account_id=conn.account_id,
-        calendar_id=calendar_id,
-        client_state_hash=hash_client_state(client_state),
-        expires_at=made.expires_at,
-        created_at=now(),
-        handle=made.handle,
-    )
+    new = subscription_record(made, client_state, conn.user_id, conn.provider, conn.account_id)
     store.put_subscriptions([new])
     try:
         _replace_ref(conn, subscription_id, new)
