@@ -63,6 +63,11 @@ class ProviderRequestError(ProviderError):
         self.code = code
 
 
+class NotificationUrlRefused(ProviderRequestError):
+    """The provider could not validate our notification URL when asked to watch a calendar (Graph's
+    handshake failed): the service's public base URL is wrong or unreachable, not the account."""
+
+
 class SyncTokenExpired(ProviderError):
     """The stored delta link / sync token is no longer valid: drop it and do a full sync."""
 

@@ -17,6 +17,7 @@ from calbot.providers.base import (
     CalendarChanges,
     CalendarProvider,
     NormalizedEvent,
+    NotificationUrlRefused,
     ProviderAuthError,
     ProviderRequestError,
     ProviderSubscription,
@@ -311,7 +312,12 @@ class OutlookProvider(CalendarProvider):
             "expirationDateTime": self._expiry(),
             "clientState": client_state,
         }
-        resp = self._call("POST", f"{self.graph}/subscriptions", access_token, json=body)
+        try:
+            resp = self._call("POST", f"{self.graph}/subscriptions", access_token, json=body)
+        except ProviderRequestError as err:
+            if err.code == "ValidationError":  # Graph's validation request to the URL failed
+                raise NotificationUrlRefused(err.message, status=err.status, code=err.code) from None
+            raise
         return self._subscription(_json(resp), calendar_id)
 
     def get_subscription(self, access_token: str, known: ProviderSubscription) -> ProviderSubscription | None:

@@ -32,6 +32,7 @@ from calbot.providers import get_provider
 from calbot.providers.base import (
     AccountProfile,
     CalendarProvider,
+    NotificationUrlRefused,
     ProviderAuthError,
     ProviderError,
     ProviderRequestError,
@@ -286,9 +287,9 @@ def _register(
             sub = provider.create_subscription(
                 token, calendar_id=cal.id, notification_url=url, client_state=client_state
             )
+        except NotificationUrlRefused:
+            raise _WebhookUnreachable(provider) from None
         except ProviderRequestError as err:
-            if err.code == "ValidationError":
-                raise _WebhookUnreachable(provider) from None
             if cal.id == primary:
                 raise
             logger.warning("subscription refused for a secondary calendar", extra={"status": err.status})
