@@ -3,6 +3,7 @@ stored subscriptions read back whatever field their provider data was kept in.""
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import subprocess
 import sys
@@ -119,3 +120,52 @@ def test_validating_provider_names_does_not_import_the_provider_implementations(
         check=False,
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_google_reads_and_bounds_its_own_header_only_notifications() -> None:
+    """What the webhook handler used to cut (a channel id to 256, a message number to 32 characters)
+    the Google provider now cuts itself, reading its own headers."""
+    token = "channel-token"
+    sub = Subscription(
+        id="c" * 256,
+        user_id="usr_1",
+        provider="google",
+        account_id="Sam@Gmail.example",
+        calendar_id="primary",
+        client_state_hash=hashlib.sha256(token.encode()).hexdigest(),
+        expires_at=datetime(2030, 1, 1, tzinfo=UTC),
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+        handle={"resource_id": "res-1"},
+    )
+    asked: list[list[str]] = []
+
+    def lookup(ids: list[str]) -> dict[str, Subscription]:
+        asked.append(ids)
+        return {sub.id: sub} if sub.id in ids else {}
+
+    headers = {
+        "x-goog-channel-id": "c" * 300,
+        "x-goog-channel-token": token,
+        "x-goog-resource-id": "res-1",
+        "x-goog-resource-state": "exists",
+        "x-goog-message-number": "9" * 40,
+    }
+    verify = registry.spec("google").verifier()
+    notice = registry.Notice("usr_1", "google", "sam@gmail.example", headers, {})
+    verdict = verify(notice, lookup)
+    assert asked == [["c" * 256]] and (verdict.answer, verdict.accepted, verdict.dropped) == (202, 1, 0)
+    assert verdict.changes == [
+        registry.Change("Sam@Gmail.example", dedup=registry.digest(sub.id, "9" * 32, "exists"))
+    ]
+    started = verify(
+        registry.Notice(
+            "usr_1", "google", "sam@gmail.example", {**headers, "x-goog-resource-state": "sync"}, {}
+        ),
+        lookup,
+    )
+    assert (started.answer, started.accepted, started.changes) == (200, 1, [])
+    for forged in ({"x-goog-resource-id": "res-2"}, {"x-goog-channel-token": "other"}):
+        dropped = verify(
+            registry.Notice("usr_1", "google", "sam@gmail.example", {**headers, **forged}, {}), lookup
+        )
+        assert (dropped.answer, dropped.dropped, dropped.changes) == (202, 1, [])

@@ -38,7 +38,7 @@ def verify(notice: registry.Notice, lookup: registry.Lookup) -> registry.Verdict
     state = headers.get("x-goog-resource-state", "")
     channel_id = headers.get("x-goog-channel-id", "")[:MAX_CHANNEL_ID]
     sub = lookup([channel_id]).get(channel_id) if channel_id else None
-    verdict = registry.Verdict(status=200 if state == "sync" else 202)
+    verdict = registry.Verdict(answer=200 if state == "sync" else 202)
     resource_id = sub.handle.get("resource_id") if sub is not None else None
     if (
         sub is None

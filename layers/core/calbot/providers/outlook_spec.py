@@ -82,7 +82,7 @@ def verify(notice: registry.Notice, lookup: registry.Lookup) -> registry.Verdict
     verdict.accepted = len(items) - verdict.dropped
     for (kind, sub_id), (account_id, parts) in accepted.items():
         dedup = registry.digest(
-            notice.user_id, notice.provider, notice.account, kind, sub_id, *sorted(set(parts))
+            notice.user_id, notice.provider, notice.account_id.lower(), kind, sub_id, *sorted(set(parts))
         )
         verdict.changes.append(registry.Change(account_id, kind, sub_id or None, dedup))
     return verdict

@@ -66,11 +66,14 @@ def _listed(names: tuple[str, ...] | list[str]) -> str:
 
 @dataclass(frozen=True)
 class Notice:
-    """One webhook request, addressed to `provider` (already resolved from the path's name or alias)."""
+    """One webhook request, as the webhook handler read it: whose notifications it claims to carry (the
+    URL's user, provider and account, unquoted; the provider is its registered name by the time a
+    verifier sees it) and what the provider sent. Nothing here is trusted until a subscription's
+    secret is."""
 
-    provider: str
     user_id: str
-    account: str  # the path's account id in its key form (stripped, lower-case)
+    provider: str
+    account_id: str
     headers: Mapping[str, str]  # lower-case names
     body: dict[str, Any] | None  # the JSON object sent ({} for no body), None when it was unreadable
 
@@ -89,7 +92,7 @@ class Change:
 class Verdict:
     """What the webhook answers, enqueues and logs. The answer never depends on what was dropped."""
 
-    status: int = 202
+    answer: int = 202  # what the provider is answered (its protocol: Google wants 200 for `sync`)
     changes: list[Change] = field(default_factory=list)
     accepted: int = 0
     dropped: int = 0
@@ -109,7 +112,7 @@ def owns(sub: Subscription | None, notice: Notice, secret: Any) -> bool:
     return (
         sub.user_id == notice.user_id
         and sub.provider == notice.provider
-        and sub.account_id.strip().lower() == notice.account
+        and sub.account_id.strip().lower() == notice.account_id.strip().lower()
         and hmac.compare_digest(hashlib.sha256(secret.encode()).hexdigest(), sub.client_state_hash)
     )
 

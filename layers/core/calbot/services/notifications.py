@@ -1,21 +1,24 @@
-"""The per-account provider webhook: POST /admin/schedule/users/{user_id}/{provider}/{account_id}.
+"""Provider notifications, as the per-account webhook (functions/webhook) hands them over.
 
-Graph validates a notification URL by POSTing `?validationToken=...` and expects the token back as
-text/plain. Each provider checks its own notifications (its spec's `verify`: Graph's clientState per
-body item, Google's channel token headers): the subscription must exist, belong to the user and
-account named in the path, and carry its own secret (compared as SHA-256 hashes in constant time).
-Valid work is enqueued on a FIFO queue whose message group is the account (one account's syncs never
-race on its delta token; accounts run in parallel) and the webhook answers 202 at once. The
-answer is the same whatever was dropped: it is never an oracle for ids or secrets.
+The webhook answers Graph's validation handshake itself and reads the request into a `Notice`: whose
+notifications they claim to be (the URL's user, provider and account) and what the provider sent (its
+headers and its JSON body). The provider the URL names checks them (its registered `verify`: Graph's
+clientState per body item, Google's channel token headers): the subscription must exist, belong to
+the user and account named in the path, and carry its own secret (compared as SHA-256 hashes in
+constant time). Valid work is enqueued on a FIFO queue whose message group is the account (one
+account's syncs never race on its delta token; accounts run in parallel) and the webhook answers at
+once. The answer is the same whatever was dropped (what `receive` returns besides the provider's
+answer is counts, for the log and tests): it is never an oracle for ids or secrets.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote
 
 from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
@@ -24,17 +27,26 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from calbot import aws, store
 from calbot import deadline as deadlines
 from calbot.config import get_settings
-from calbot.http import Request, Response
 from calbot.log import logger
 from calbot.models import ChangeMessage, Connection, Subscription, account_key
 from calbot.providers import registry
+from calbot.providers.registry import Notice
 
-MAX_VALIDATION_TOKEN = 2048
+__all__ = ["Notice", "Received", "consume", "enqueue", "group_id", "receive"]
+
 # Distinct subscriptions looked up per request: one BatchGetItem (DynamoDB's cap is 100 keys a call).
 # A genuine body names only this account's subscriptions (one per calendar), so its items fit; a forged
 # body costs one read call whatever it holds. Graph documents no maximum number of items per POST.
 MAX_SUBSCRIPTIONS = 100
 MESSAGE_SECONDS = 30.0  # what one account's sync may take in the worker; not started with less left
+
+
+@dataclass(frozen=True)
+class Received:
+    accepted: int
+    dropped: int
+    enqueued: int
+    answer: int = 202  # what the provider is answered: its own protocol's (Google: 200 to a channel's sync)
 
 
 def _lookup(sub_ids: list[str]) -> dict[str, Subscription]:
@@ -43,31 +55,15 @@ def _lookup(sub_ids: list[str]) -> dict[str, Subscription]:
     return store.get_subscriptions(list(dict.fromkeys(sub_ids))[:MAX_SUBSCRIPTIONS])
 
 
-def handle(request: Request) -> Response:
-    """Graph's validation handshake, else the provider the path names checks the notification
-    (registry: its `verify`); what it accepts is enqueued."""
-    token = request.query.get("validationToken")
-    if token is not None:
-        if len(token) > MAX_VALIDATION_TOKEN:
-            return Response(400, {"error": "invalid_request", "message": "validationToken is too long."})
-        return Response(200, text=token)
-    path = request.path_params
+def receive(notice: Notice) -> Received:
+    """One webhook request: the provider its URL names (a name or an alias) checks it; what it accepts
+    is enqueued. An unknown provider's notifications are dropped like any other forgery."""
     try:
-        spec = registry.spec(path.get("provider", ""))
+        spec = registry.spec(notice.provider)
     except ValueError:
         logger.info("notification dropped", extra={"dropped": 1, "why": "unknown provider"})
-        return Response(202)
-    try:
-        body: dict[str, Any] | None = request.json()
-    except Exception:  # too large, not JSON, not an object: the provider drops it
-        body = None
-    notice = registry.Notice(
-        provider=spec.name,
-        user_id=path.get("user_id", ""),
-        account=account_key(unquote(path.get("account_id", ""))),
-        headers=request.headers,
-        body=body,
-    )
+        return Received(0, 1, 0)
+    notice = dataclasses.replace(notice, provider=spec.name)
     verdict = spec.verifier()(notice, _lookup)
     for change in verdict.changes:
         message = ChangeMessage(
@@ -78,11 +74,12 @@ def handle(request: Request) -> Response:
             subscription_id=change.subscription_id,
         )
         enqueue(message, dedup=change.dedup)
+    received = Received(verdict.accepted, verdict.dropped, len(verdict.changes), verdict.answer)
     logger.info(
         verdict.note,
-        extra={"accepted": verdict.accepted, "dropped": verdict.dropped, "enqueued": len(verdict.changes)},
+        extra={"accepted": received.accepted, "dropped": received.dropped, "enqueued": received.enqueued},
     )
-    return Response(verdict.status)
+    return received
 
 
 _GROUP_ID = re.compile(r"^[!-~]{1,128}$")  # SQS: 1-128 alphanumeric or punctuation characters
