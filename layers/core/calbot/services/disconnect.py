@@ -210,11 +210,11 @@ def _stop_subscriptions(conn: Connection) -> bool:
         failed = 0
         last_error = ""
         for ref in conn.subscriptions:
-            resource_id = ref.resource_id
-            if resource_id is None and (item := store.get_subscription(ref.id)) is not None:
-                resource_id = item.resource_id  # a record written before refs carried it
+            handle = ref.handle
+            if not handle and (item := store.get_subscription(ref.id)) is not None:
+                handle = item.handle  # a record written before refs carried it
             try:
-                provider.delete_subscription(token, ref.id, resource_id=resource_id)
+                provider.delete_subscription(token, ref.id, handle=handle)
                 stopped += 1  # stopped now, or already gone at the provider: either way not running
             except ProviderError as err:
                 failed += 1

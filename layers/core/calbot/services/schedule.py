@@ -34,6 +34,7 @@ from calbot.models import (
     UnscheduleRequest,
 )
 from calbot.pages import Paged
+from calbot.providers import registry
 from calbot.services.connections import is_live
 from calbot.timeutil import iso_z, now
 
@@ -413,7 +414,7 @@ def list_bots(user_id: str, query: ScheduledBotsQuery, *, raw_params: dict[str, 
 def _account(user_id: str, query: ScheduledBotsQuery) -> str | None:
     if not query.account_id:
         return None
-    conn = store.get_connection(user_id, query.provider or "outlook", query.account_id)
+    conn = store.get_connection(user_id, query.provider or registry.default_name(), query.account_id)
     return conn.account_id if conn else query.account_id
 
 
