@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from calbot.models import (
     ScheduledBot,
@@ -35,6 +35,27 @@ class BotChanged(Exception):
     """The bot was not in the state the write expected (launched, cancelled, or claimed meanwhile)."""
 
 
+class BotRecords(Protocol):
+    """The bot records calbot.services.bots writes its lifecycle with (this module is the real one)."""
+
+    def dedup_owner(self, user_id: str, dedup_key: str) -> str | None: ...
+
+    def get_bot(self, user_id: str, bot_id: str) -> ScheduledBot | None: ...
+
+    def create_bot(self, bot: ScheduledBot) -> None: ...
+
+    def save_bot(
+        self,
+        bot: ScheduledBot,
+        *,
+        expect_status: str | tuple[str, ...],
+        expect_claim: str | None = ...,
+        release_guard: bool = ...,
+    ) -> None: ...
+
+    def move_bot(self, bot: ScheduledBot, old_dedup_key: str, *, expect_status: str) -> None: ...
+
+
 def _bot_item(bot: ScheduledBot) -> dict[str, Any]:
     return {
         "PK": user_pk(bot.user_id),
@@ -58,70 +79,36 @@ def _guard_key(user_id: str, dedup_key: str) -> dict[str, Any]:
 
 def dedup_owner(user_id: str, dedup_key: str) -> str | None:
     """The bot holding the dedup guard of this occurrence of this meeting, if one does."""
+    return _guard_owner(user_id, dedup_key)
+
+
+def _guard_owner(user_id: str, dedup_key: str) -> str | None:
     guard = _get(**{k.lower(): v for k, v in _guard_key(user_id, dedup_key).items()})
     return str(guard.get("bot_id") or "") or None if guard else None
-
-
-def create_bot(bot: ScheduledBot) -> None:
-    """Write the bot and its dedup guard in one transaction: two bots for one occurrence of one meeting
-    are impossible, whatever races (double clicks, retries, the midnight job, two calendars)."""
-    guard = {
-        **_guard_key(bot.user_id, bot.dedup_key),
-        "kind": "dedup",
-        "bot_id": bot.bot_id,
-        "event_id": bot.event_id,
-    }
-    try:
-        transact_write(
-            [
-                {
-                    "Put": {
-                        "TableName": _table(),
-                        "Item": to_item(guard),
-                        "ConditionExpression": "attribute_not_exists(PK)",
-                    }
-                },
-                {
-                    "Put": {
-                        "TableName": _table(),
-                        "Item": to_item(_bot_item(bot)),
-                        "ConditionExpression": "attribute_not_exists(PK)",
-                    }
-                },
-            ],
-            on_condition=[AlreadyScheduled, AlreadyScheduled],
-        )
-    except AlreadyScheduled:
-        existing = _get(**{k.lower(): v for k, v in _guard_key(bot.user_id, bot.dedup_key).items()})
-        raise AlreadyScheduled(existing.get("bot_id") if existing else None) from None
-
-
-def delete_bot(bot: ScheduledBot) -> None:
-    """Undo create_bot (its schedule could not be made)."""
-    transact_write(
-        [
-            {
-                "Delete": {
-                    "TableName": _table(),
-                    "Key": to_item(_guard_key(bot.user_id, bot.dedup_key)),
-                    "ConditionExpression": "bot_id = :b",
-                    "ExpressionAttributeValues": to_item({":b": bot.bot_id}),
-                }
-            },
-            {
-                "Delete": {
-                    "TableName": _table(),
-                    "Key": to_item({"PK": user_pk(bot.user_id), "SK": f"BOT#{bot.bot_id}"}),
-                }
-            },
-        ],
-        on_condition=[],
-    )
 
 
 def get_bot(user_id: str, bot_id: str) -> ScheduledBot | None:
     data = _get(user_pk(user_id), f"BOT#{bot_id}")
     return _bot(data) if data else None
+
+
+# The writes. Each condition below is one of calbot.services.bots' rules, named there.
+
+
+def create_bot(bot: ScheduledBot) -> None:
+    """A new bot and its dedup guard in one transaction (ONE_LIVE_BOT_PER_OCCURRENCE). Raises
+    AlreadyScheduled, naming the bot that holds the guard."""
+    new_bot = {
+        "Put": {
+            "TableName": _table(),
+            "Item": to_item(_bot_item(bot)),
+            "ConditionExpression": "attribute_not_exists(PK)",
+        }
+    }
+    try:
+        transact_write([_take_guard(bot), new_bot], on_condition=[AlreadyScheduled, AlreadyScheduled])
+    except AlreadyScheduled:
+        raise AlreadyScheduled(_guard_owner(bot.user_id, bot.dedup_key)) from None
 
 
 def save_bot(
@@ -131,41 +118,84 @@ def save_bot(
     expect_claim: str | None = None,
     release_guard: bool = False,
 ) -> None:
-    """Write a changed bot only if it is still in `expect_status` (and held by `expect_claim`).
+    """Write a changed bot only if it is still in `expect_status` (and held by `expect_claim`), else
+    BotChanged (ONLY_SCHEDULED_CHANGES, LAUNCH_CLAIMED_ONCE).
 
-    With release_guard the dedup guard goes in the same transaction, so a cancelled or failed
-    occurrence can be scheduled again and a live one never loses its guard.
+    With release_guard the dedup guard goes in the same transaction (GUARD_RELEASED_BY_ITS_BOT), so a
+    cancelled or failed occurrence can be scheduled again and a live one never loses its guard.
     """
+    items = [_put_if_status(bot, expect_status, expect_claim)]
+    if release_guard:
+        items.append(_release_guard(bot, bot.dedup_key))
+    transact_write(items, on_condition=[BotChanged, BotChanged])
+
+
+def move_bot(bot: ScheduledBot, old_dedup_key: str, *, expect_status: str) -> None:
+    """Save a bot whose meeting moved (new start or link) if it is still in `expect_status`: its dedup
+    guard moves with it in the same transaction. Raises AlreadyScheduled when another live bot already
+    holds the new slot, and BotChanged when the bot left `expect_status` meanwhile."""
+    if bot.dedup_key == old_dedup_key:
+        save_bot(bot, expect_status=expect_status)
+        return
+    transact_write(
+        [_put_if_status(bot, expect_status, None), _take_guard(bot), _release_guard(bot, old_dedup_key)],
+        on_condition=[BotChanged, AlreadyScheduled, BotChanged],
+    )
+
+
+def _take_guard(bot: ScheduledBot) -> dict[str, Any]:
+    """ONE_LIVE_BOT_PER_OCCURRENCE: the guard of the bot's dedup key, only where none exists."""
+    guard = {
+        **_guard_key(bot.user_id, bot.dedup_key),
+        "kind": "dedup",
+        "bot_id": bot.bot_id,
+        "event_id": bot.event_id,
+    }
+    return {
+        "Put": {
+            "TableName": _table(),
+            "Item": to_item(guard),
+            "ConditionExpression": "attribute_not_exists(PK)",
+        }
+    }
+
+
+def _release_guard(bot: ScheduledBot, dedup_key: str) -> dict[str, Any]:
+    """GUARD_RELEASED_BY_ITS_BOT: the guard of `dedup_key` goes only while this bot holds it (or while
+    it is gone)."""
+    return {
+        "Delete": {
+            "TableName": _table(),
+            "Key": to_item(_guard_key(bot.user_id, dedup_key)),
+            "ConditionExpression": "attribute_not_exists(PK) OR bot_id = :b",
+            "ExpressionAttributeValues": to_item({":b": bot.bot_id}),
+        }
+    }
+
+
+def _put_if_status(
+    bot: ScheduledBot, expect_status: str | tuple[str, ...], expect_claim: str | None
+) -> dict[str, Any]:
+    """ONLY_SCHEDULED_CHANGES, LAUNCH_CLAIMED_ONCE: the bot, only while in one of these statuses (and
+    under this launch claim)."""
     statuses = (expect_status,) if isinstance(expect_status, str) else expect_status
-    names = {"#s": "status"}
     values: dict[str, Any] = {f":s{i}": st for i, st in enumerate(statuses)}
     cond = "(" + " OR ".join(f"#s = :s{i}" for i in range(len(statuses))) + ")"
     if expect_claim is not None:
         cond += " AND launch_claim = :claim"
         values[":claim"] = expect_claim
-    items = [
-        {
-            "Put": {
-                "TableName": _table(),
-                "Item": to_item(_bot_item(bot)),
-                "ConditionExpression": cond,
-                "ExpressionAttributeNames": names,
-                "ExpressionAttributeValues": to_item(values),
-            }
+    return {
+        "Put": {
+            "TableName": _table(),
+            "Item": to_item(_bot_item(bot)),
+            "ConditionExpression": cond,
+            "ExpressionAttributeNames": {"#s": "status"},
+            "ExpressionAttributeValues": to_item(values),
         }
-    ]
-    if release_guard:
-        items.append(
-            {
-                "Delete": {
-                    "TableName": _table(),
-                    "Key": to_item(_guard_key(bot.user_id, bot.dedup_key)),
-                    "ConditionExpression": "attribute_not_exists(PK) OR bot_id = :b",
-                    "ExpressionAttributeValues": to_item({":b": bot.bot_id}),
-                }
-            }
-        )
-    transact_write(items, on_condition=[BotChanged, BotChanged])
+    }
+
+
+# The reads.
 
 
 def upcoming_bots(
@@ -267,47 +297,3 @@ def bots_of_series(user_id: str, series_key: str) -> list[ScheduledBot]:
         ExpressionAttributeValues=to_item({":pk": f"SERIESBOTS#{user_id}#{series_key}"}),
     )
     return [_bot(i) for i in items]
-
-
-def move_bot(bot: ScheduledBot, old_dedup_key: str) -> None:
-    """Save a Scheduled bot whose meeting moved (new start or link): its dedup guard moves with it in the
-    same transaction. Raises AlreadyScheduled when another live bot already holds the new slot, and
-    BotChanged when the bot left Scheduled meanwhile."""
-    if bot.dedup_key == old_dedup_key:
-        save_bot(bot, expect_status="Scheduled")
-        return
-    guard = {
-        **_guard_key(bot.user_id, bot.dedup_key),
-        "kind": "dedup",
-        "bot_id": bot.bot_id,
-        "event_id": bot.event_id,
-    }
-    transact_write(
-        [
-            {
-                "Put": {
-                    "TableName": _table(),
-                    "Item": to_item(_bot_item(bot)),
-                    "ConditionExpression": "#s = :s",
-                    "ExpressionAttributeNames": {"#s": "status"},
-                    "ExpressionAttributeValues": to_item({":s": "Scheduled"}),
-                }
-            },
-            {
-                "Put": {
-                    "TableName": _table(),
-                    "Item": to_item(guard),
-                    "ConditionExpression": "attribute_not_exists(PK)",
-                }
-            },
-            {
-                "Delete": {
-                    "TableName": _table(),
-                    "Key": to_item(_guard_key(bot.user_id, old_dedup_key)),
-                    "ConditionExpression": "attribute_not_exists(PK) OR bot_id = :b",
-                    "ExpressionAttributeValues": to_item({":b": bot.bot_id}),
-                }
-            },
-        ],
-        on_condition=[BotChanged, AlreadyScheduled, BotChanged],
-    )
