@@ -35,6 +35,8 @@ Key layout (PK / SK):
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from calbot.store import (
     auto_settings,
     base,
@@ -49,6 +51,7 @@ from calbot.store import (
 )
 from calbot.store.auto_settings import (
     AUTO_SHARDS,
+    AutoSettingsRecords,
     enabled_auto_users,
     get_auto_settings,
     put_auto_settings,
@@ -70,6 +73,7 @@ from calbot.store.base import (
 from calbot.store.bots import (
     AlreadyScheduled,
     BotChanged,
+    BotQueries,
     BotRecords,
     account_bots,
     bots_between,
@@ -86,6 +90,7 @@ from calbot.store.connections import (
     ConnectionExists,
     ConnectionGone,
     ConnectionLimitReached,
+    ConnectionRecords,
     CounterAtZero,
     conn_sk,
     count_connections,
@@ -101,6 +106,7 @@ from calbot.store.connections import (
     touch_connection_synced,
 )
 from calbot.store.events import (
+    EventRecords,
     account_event_keys,
     account_partition,
     count_account_events,
@@ -118,15 +124,18 @@ from calbot.store.events import (
 )
 from calbot.store.locks import (
     LockBusy,
+    Locks,
     acquire_lock,
     release_lock,
 )
 from calbot.store.rates import (
     RateCount,
+    RequestCounter,
     count_request,
 )
 from calbot.store.subscriptions import (
     SUB_EXPIRY_SHARDS,
+    SubscriptionRecords,
     delete_subscriptions,
     get_subscription,
     get_subscriptions,
@@ -135,6 +144,7 @@ from calbot.store.subscriptions import (
 )
 from calbot.store.sync_states import (
     SyncConflict,
+    SyncStates,
     claim_sync,
     commit_sync_state,
     delete_sync_states,
@@ -142,6 +152,7 @@ from calbot.store.sync_states import (
     put_sync_state,
 )
 from calbot.store.users import (
+    UserRecords,
     delete_api_key,
     get_api_key,
     get_user,
@@ -151,7 +162,28 @@ from calbot.store.users import (
     put_user,
 )
 
+if TYPE_CHECKING:  # each record module is the real implementation of its interfaces (mypy checks it)
+    _users_UserRecords: UserRecords = users
+    _rates_RequestCounter: RequestCounter = rates
+    _connections_ConnectionRecords: ConnectionRecords = connections
+    _subscriptions_SubscriptionRecords: SubscriptionRecords = subscriptions
+    _locks_Locks: Locks = locks
+    _events_EventRecords: EventRecords = events
+    _sync_states_SyncStates: SyncStates = sync_states
+    _auto_settings_AutoSettingsRecords: AutoSettingsRecords = auto_settings
+    _bots_BotQueries: BotQueries = bots
+    _bots_BotRecords: BotRecords = bots
+
 __all__ = [
+    "BotQueries",
+    "AutoSettingsRecords",
+    "SyncStates",
+    "EventRecords",
+    "Locks",
+    "SubscriptionRecords",
+    "ConnectionRecords",
+    "RequestCounter",
+    "UserRecords",
     "_table",
     "to_item",
     "from_item",

@@ -6,24 +6,24 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
-from calbot.models import (
-    AutoScheduleSettings,
-    LastRun,
-)
-from calbot.store.base import (
-    _get,
-    _query,
-    _strip_keys,
-    _write,
-    _write_if,
-    to_item,
-    user_pk,
-)
+from calbot.models import AutoScheduleSettings, LastRun
+from calbot.store.base import _get, _query, _strip_keys, _write, _write_if, to_item, user_pk
 from calbot.timeutil import iso_z
 
 AUTO_SHARDS = 16
+
+
+class AutoSettingsRecords(Protocol):
+    """Auto-schedule settings, as the auto-schedule service reads them and records its runs (the
+    enable / disable field update is left out). This module is the real one."""
+
+    def get_auto_settings(self, user_id: str) -> AutoScheduleSettings | None: ...
+
+    def record_auto_run(self, user_id: str, at: datetime, run: LastRun) -> None: ...
+
+    def enabled_auto_users(self) -> Iterator[str]: ...
 
 
 def _auto_shard(user_id: str) -> int:

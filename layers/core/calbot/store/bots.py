@@ -10,18 +10,8 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, Protocol
 
-from calbot.models import (
-    ScheduledBot,
-)
-from calbot.store.base import (
-    _get,
-    _query,
-    _strip_keys,
-    _table,
-    to_item,
-    transact_write,
-    user_pk,
-)
+from calbot.models import ScheduledBot
+from calbot.store.base import _get, _query, _strip_keys, _table, to_item, transact_write, user_pk
 from calbot.timeutil import iso_z
 
 
@@ -54,6 +44,17 @@ class BotRecords(Protocol):
     ) -> None: ...
 
     def move_bot(self, bot: ScheduledBot, old_dedup_key: str, *, expect_status: str) -> None: ...
+
+
+class BotQueries(Protocol):
+    """Reads of a user's bots by series, account or time (the paged, filtered bots_by_join_time and
+    upcoming_bots are left out: a fake of them would be a second DynamoDB). This module is the real one."""
+
+    def bots_of_series(self, user_id: str, series_key: str) -> list[ScheduledBot]: ...
+
+    def account_bots(self, user_id: str, provider: str, account_id: str) -> Iterator[ScheduledBot]: ...
+
+    def bots_between(self, user_id: str, start: datetime, end: datetime) -> list[ScheduledBot]: ...
 
 
 def _bot_item(bot: ScheduledBot) -> dict[str, Any]:

@@ -4,15 +4,11 @@ enforced in the transaction that writes a connection). No token material."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
 
-from calbot.models import (
-    Connection,
-    DisconnectState,
-    account_key,
-)
+from calbot.models import Connection, DisconnectState, account_key
 from calbot.store.base import (
     _get,
     _is_conditional_failure,
@@ -28,6 +24,37 @@ from calbot.store.base import (
 )
 from calbot.store.users import get_user
 from calbot.timeutil import iso_z, now
+
+
+class ConnectionRecords(Protocol):
+    """Connections, as the connect, disconnect, sync and notification services use them. This module
+    is the real one."""
+
+    def get_connection(self, user_id: str, provider: str, account_id: str) -> Connection | None: ...
+
+    def list_connections(self, user_id: str, provider: str | None = ...) -> list[Connection]: ...
+
+    def create_connection(self, conn: Connection, *, limit: int) -> None: ...
+
+    def save_connection(self, conn: Connection) -> None: ...
+
+    def count_connections(self, user_id: str) -> int: ...
+
+    def set_connection_status(
+        self, user_id: str, provider: str, account_id: str, status: str, reason: str | None
+    ) -> bool: ...
+
+    def restore_connection(self, user_id: str, provider: str, account_id: str) -> bool: ...
+
+    def touch_connection_synced(
+        self, user_id: str, provider: str, account_id: str, when: datetime
+    ) -> None: ...
+
+    def mark_disconnecting(
+        self, user_id: str, provider: str, account_id: str, state: DisconnectState
+    ) -> Connection | None: ...
+
+    def delete_connection(self, conn: Connection) -> None: ...
 
 
 class ConnectionExists(Exception):
@@ -197,28 +224,28 @@ def set_connection_status(
     user_id: str, provider: str, account_id: str, status: str, reason: str | None
 ) -> bool:
     """Change a connection's status in place (never creates one). False when it no longer exists."""
-    return _write_if(
-        "update_item",
-        Key=to_item({"PK": user_pk(user_id), "SK": conn_sk(provider, account_id)}),
-        UpdateExpression="SET #s = :s, status_reason = :r, updated_at = :u",
-        ConditionExpression="attribute_exists(PK)",
-        ExpressionAttributeNames={"#s": "status"},
-        ExpressionAttributeValues=to_item({":s": status, ":r": reason, ":u": iso_z(now())}),
-    )
+    return _set_status(user_id, provider, account_id, status, reason, when="attribute_exists(PK)")
 
 
 def restore_connection(user_id: str, provider: str, account_id: str) -> bool:
     """needs_reauth -> active after a good refresh proved the credentials alive (only from that state:
     a disconnect or an `error` status is left alone). False when it was not needs_reauth."""
+    return _set_status(user_id, provider, account_id, "active", None, when="#s = :was", was="needs_reauth")
+
+
+def _set_status(
+    user_id: str, provider: str, account_id: str, status: str, reason: str | None, *, when: str, was: str = ""
+) -> bool:
+    """One UpdateItem of status, status_reason and updated_at under the condition `when` (in which #s
+    is the status and :was `was`)."""
+    values = {":s": status, ":r": reason, ":u": iso_z(now())} | ({":was": was} if was else {})
     return _write_if(
         "update_item",
         Key=to_item({"PK": user_pk(user_id), "SK": conn_sk(provider, account_id)}),
         UpdateExpression="SET #s = :s, status_reason = :r, updated_at = :u",
-        ConditionExpression="#s = :was",
+        ConditionExpression=when,
         ExpressionAttributeNames={"#s": "status"},
-        ExpressionAttributeValues=to_item(
-            {":s": "active", ":r": None, ":u": iso_z(now()), ":was": "needs_reauth"}
-        ),
+        ExpressionAttributeValues=to_item(values),
     )
 
 

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from calbot import aws
-from calbot.models import (
-    Event,
-    account_key,
-)
+from calbot.models import Event, account_key
 from calbot.store.base import (
     _batch_get,
     _get,
@@ -23,6 +20,31 @@ from calbot.store.base import (
     user_pk,
 )
 from calbot.timeutil import iso_z
+
+
+class EventRecords(Protocol):
+    """Stored events, as the sync, schedule and reconcile services use them (the paged, filtered
+    query_events is left out: a fake of it would be a second DynamoDB). This module is the real one."""
+
+    def get_event(self, user_id: str, event_id: str) -> Event | None: ...
+
+    def get_events(self, user_id: str, event_ids: Iterable[str]) -> dict[str, Event]: ...
+
+    def series_occurrences(self, user_id: str, series_id: str) -> list[Event]: ...
+
+    def events_of_series(
+        self, user_id: str, provider: str, account_id: str, series_id: str
+    ) -> list[Event]: ...
+
+    def events_of_calendar(
+        self, user_id: str, provider: str, account_id: str, calendar_id: str
+    ) -> list[Event]: ...
+
+    def write_synced_events(self, events: list[Event], *, version: int) -> list[Event]: ...
+
+    def set_recurring_enabled(
+        self, user_id: str, event_ids: Iterable[str], enabled: bool, at: datetime
+    ) -> int: ...
 
 
 def account_partition(user_id: str, provider: str, account_id: str) -> str:

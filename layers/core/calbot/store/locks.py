@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from botocore.exceptions import ClientError
 
-from calbot.store.base import (
-    _is_conditional_failure,
-    _write,
-    _write_if,
-    to_item,
-)
+from calbot.store.base import _is_conditional_failure, _write, _write_if, to_item
 from calbot.timeutil import now
+
+
+class Locks(Protocol):
+    """Named mutexes with a TTL. This module is the real one."""
+
+    def acquire_lock(self, name: str, *, ttl_seconds: int = ...) -> str: ...
+
+    def release_lock(self, name: str, token: str) -> None: ...
 
 
 class LockBusy(Exception):

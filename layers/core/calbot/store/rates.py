@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from botocore.exceptions import ClientError
 
-from calbot.store.base import (
-    _is_conditional_failure,
-    _write,
-    from_item,
-    to_item,
-)
+from calbot.store.base import _is_conditional_failure, _write, from_item, to_item
 
 
 @dataclass(frozen=True)
@@ -19,6 +15,21 @@ class RateCount:
     counted: bool  # False: a limit was already reached and nothing was added
     window_count: int  # the window's count after this request (when counted) or as it stood
     second_count: int  # the same for this second of the window
+
+
+class RequestCounter(Protocol):
+    """The per-key request counter calbot.ratelimit uses. This module is the real one."""
+
+    def count_request(
+        self,
+        key_id: str,
+        window_start: int,
+        second: int,
+        *,
+        window_limit: int,
+        second_limit: int,
+        ttl_epoch: int,
+    ) -> RateCount: ...
 
 
 def count_request(

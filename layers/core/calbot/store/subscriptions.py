@@ -5,22 +5,28 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
-from calbot.models import (
-    Subscription,
-)
-from calbot.store.base import (
-    _batch_get,
-    _get,
-    _query,
-    _strip_keys,
-    batch_write,
-    to_item,
-)
+from calbot.models import Subscription
+from calbot.store.base import _batch_get, _get, _query, _strip_keys, batch_write, to_item
 from calbot.timeutil import iso_z
 
 SUB_EXPIRY_SHARDS = 8
+
+
+class SubscriptionRecords(Protocol):
+    """Subscriptions, as the connect, renewal and notification services use them. This module is the
+    real one."""
+
+    def put_subscriptions(self, subs: Iterable[Subscription]) -> int: ...
+
+    def delete_subscriptions(self, ids: Iterable[str]) -> int: ...
+
+    def get_subscription(self, sub_id: str) -> Subscription | None: ...
+
+    def get_subscriptions(self, sub_ids: Iterable[str]) -> dict[str, Subscription]: ...
+
+    def subscriptions_expiring_before(self, when: datetime) -> Iterator[Subscription]: ...
 
 
 def _sub_item(sub: Subscription) -> dict[str, Any]:

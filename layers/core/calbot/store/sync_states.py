@@ -3,14 +3,11 @@ token, its window, and the version that orders concurrent syncs."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
 
-from calbot.models import (
-    SyncState,
-    account_key,
-)
+from calbot.models import SyncState, account_key
 from calbot.store.base import (
     _get,
     _is_conditional_failure,
@@ -22,6 +19,20 @@ from calbot.store.base import (
     user_pk,
 )
 from calbot.timeutil import iso_z
+
+
+class SyncStates(Protocol):
+    """One calendar's sync state, as the sync service uses it. This module is the real one."""
+
+    def get_sync_state(
+        self, user_id: str, provider: str, account_id: str, calendar_id: str
+    ) -> SyncState | None: ...
+
+    def claim_sync(self, state: SyncState, *, expected: int) -> int: ...
+
+    def commit_sync_state(self, state: SyncState, *, expected: int) -> None: ...
+
+    def delete_sync_states(self, user_id: str, provider: str, account_id: str) -> int: ...
 
 
 def delete_sync_states(user_id: str, provider: str, account_id: str) -> int:

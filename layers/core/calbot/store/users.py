@@ -4,20 +4,26 @@ GSI1: USER#<u>#APIKEYS / key_id)."""
 from __future__ import annotations
 
 import hashlib
+from typing import Protocol
 
-from calbot.models import (
-    ApiKeyRecord,
-    User,
-)
-from calbot.store.base import (
-    _get,
-    _query,
-    _strip_keys,
-    _write,
-    _write_if,
-    to_item,
-    user_pk,
-)
+from calbot.models import ApiKeyRecord, User
+from calbot.store.base import _get, _query, _strip_keys, _write, _write_if, to_item, user_pk
+
+
+class UserRecords(Protocol):
+    """Users and their API keys, as services and the authorizer use them. This module is the real one."""
+
+    def put_user(self, user: User) -> None: ...
+
+    def get_user(self, user_id: str) -> User | None: ...
+
+    def put_api_key(self, record: ApiKeyRecord) -> None: ...
+
+    def get_api_key(self, key_hash: str) -> ApiKeyRecord | None: ...
+
+    def list_api_keys(self, user_id: str) -> list[ApiKeyRecord]: ...
+
+    def delete_api_key(self, key_hash: str) -> bool: ...
 
 
 def put_user(user: User) -> None:
