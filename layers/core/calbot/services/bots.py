@@ -49,8 +49,6 @@ from calbot.store import bots as bot_records
 from calbot.store.bots import AlreadyScheduled, BotChanged, BotRecords
 from calbot.timeutil import iso_z, now
 
-__all__ = ["AlreadyScheduled", "BotChanged"]  # what the lifecycle raises, for its callers
-
 EXPECT_SCHEDULED = "Scheduled"  # ONLY_SCHEDULED_CHANGES
 EXPECT_LAUNCHING = "Launching"  # LAUNCH_CLAIMED_ONCE (with the claim)
 
