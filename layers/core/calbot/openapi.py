@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import Any
 
@@ -69,6 +69,27 @@ class Operation:
 def _bad(*codes: str) -> str:
     return ", ".join([INVALID, *codes])
 
+
+_LIST_EVENTS = Operation(
+    "GET",
+    "/api/v1/calendar/events",
+    "listEvents",
+    "Sync the in-scope accounts, then return their stored events (paged)",
+    "Events",
+    {200: m.EventPage},
+    {400: _bad("`invalid_cursor`")},
+    query=m.EventsQuery,
+)
+_LIST_CALENDARS = Operation(
+    "GET",
+    "/api/v1/calendar/calendars",
+    "listCalendars",
+    "Live calendar lists of every in-scope account",
+    "Calendars",
+    {200: m.CalendarList},
+    {400: INVALID},
+    query=m.ScopeQuery,
+)
 
 OPERATIONS: tuple[Operation, ...] = (
     *(
@@ -162,45 +183,19 @@ OPERATIONS: tuple[Operation, ...] = (
             ("DELETE", "disconnectLegacyDelete", " (DELETE form)"),
         )
     ),
-    Operation(
-        "GET",
-        "/api/v1/calendar/events",
-        "listEvents",
-        "Sync the in-scope accounts, then return their stored events (paged)",
-        "Events",
-        {200: m.EventPage},
-        {400: _bad("`invalid_cursor`")},
-        query=m.EventsQuery,
+    _LIST_EVENTS,
+    replace(
+        _LIST_EVENTS,
+        path="/api/v1/calendar/get_events",
+        operation_id="getEvents",
+        summary="Stored events only; never calls a provider",
     ),
-    Operation(
-        "GET",
-        "/api/v1/calendar/get_events",
-        "getEvents",
-        "Stored events only; never calls a provider",
-        "Events",
-        {200: m.EventPage},
-        {400: _bad("`invalid_cursor`")},
-        query=m.EventsQuery,
-    ),
-    Operation(
-        "GET",
-        "/api/v1/calendar/calendars",
-        "listCalendars",
-        "Live calendar lists of every in-scope account",
-        "Calendars",
-        {200: m.CalendarList},
-        {400: INVALID},
-        query=m.ScopeQuery,
-    ),
-    Operation(
-        "GET",
-        "/api/v1/calendar",
-        "listCalendarsAlias",
-        "Alias of GET /calendar/calendars",
-        "Calendars",
-        {200: m.CalendarList},
-        {400: INVALID},
-        query=m.ScopeQuery,
+    _LIST_CALENDARS,
+    replace(
+        _LIST_CALENDARS,
+        path="/api/v1/calendar",
+        operation_id="listCalendarsAlias",
+        summary="Alias of GET /calendar/calendars",
     ),
     Operation(
         "POST",
