@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-# local/clock.py's TICK_SECONDS, for reports made from JSON written before the bench recorded it.
+# local/clock/local_clock.py's TICK_SECONDS, for reports made from JSON written before the bench recorded it.
 LOCAL_CLOCK_TICK_S = 0.5
 
 

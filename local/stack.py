@@ -4,7 +4,7 @@ Starts, in one process: moto in server mode as the embedded AWS (with template.y
 from template.yaml itself), the Microsoft identity + Graph emulator, the Google OAuth + Calendar emulator,
 the Create Bot API sink, the gateway that serves template.yaml's HttpApi routes through the real Lambda
 handlers, and the clock that fires due EventBridge Scheduler schedules, runs the cron jobs and feeds the
-SQS consumers (local/clock.py), with its control API under /_local/ on the gateway's port
+SQS consumers (local/clock/), with its control API under /_local/ on the gateway's port
 (local/control.py). Then it seeds a demo user with two Outlook accounts (plus a Google account it can
 connect) and prints the demo API key and the curls to try. The handlers run
 unchanged: only endpoints and credentials differ, supplied as template parameter overrides, standard

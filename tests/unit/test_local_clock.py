@@ -180,7 +180,7 @@ class Env:
         self.sqs = session.client("sqs")
 
     def clock_log(self) -> str:
-        stream = self.clock._log_stream
+        stream = self.clock.log.stream
         return stream.getvalue() if isinstance(stream, io.StringIO) else ""
 
     def calls(self, fn: str | None = None) -> list[dict[str, Any]]:
@@ -516,10 +516,10 @@ def test_schedule_targets_of_the_real_template_resolve_to_their_functions(aws: N
         template, None, boto3.session.Session(region_name="us-east-1"), virtual=True, install=False
     )
     env_vars = template.functions["ScheduleEventFunction"].environment
-    assert clock._function_for_arn(env_vars["BOT_LAUNCHER_ARN"]) == "BotLauncherFunction"
-    assert clock._function_for_arn(env_vars["RESCHEDULE_ARN"]) == "RecurrenceRescheduleFunction"
-    assert clock._function_for_arn(env_vars["BOT_LAUNCHER_ARN"] + ":$LATEST") == "BotLauncherFunction"
-    assert clock._function_for_arn("arn:aws:lambda:us-east-1:123456789012:function:nope") is None
+    assert clock.one_time.function_for_arn(env_vars["BOT_LAUNCHER_ARN"]) == "BotLauncherFunction"
+    assert clock.one_time.function_for_arn(env_vars["RESCHEDULE_ARN"]) == "RecurrenceRescheduleFunction"
+    assert clock.one_time.function_for_arn(env_vars["BOT_LAUNCHER_ARN"] + ":$LATEST") == "BotLauncherFunction"
+    assert clock.one_time.function_for_arn("arn:aws:lambda:us-east-1:123456789012:function:nope") is None
     assert clock.groups == ["calbot-bots-local"]
 
 

@@ -1,0 +1,265 @@
+"""EventBridge Scheduler's one-time schedules, which moto stores but never fires.
+
+The schedules in the template's ``AWS::Scheduler::ScheduleGroup``s: an ``at(...)`` schedule (in its
+``ScheduleExpressionTimezone``) is due once its time has come; firing it invokes the function its
+target ARN names (resolved against the template) with its ``Input`` (JSON) as the event, or
+Scheduler's envelope when it has none. ``DISABLED`` schedules never fire; a schedule updated before it
+fires fires at its new time only; ``ActionAfterCompletion: DELETE`` is applied (moto ignores it). A
+flexible time window fires at its start. Recurring (cron/rate) schedules are not fired (a warning).
+
+Permissions (``local.grants``): the target is invoked only if the schedule's ``RoleArn`` is a role of
+the template that trusts ``scheduler.amazonaws.com`` and may ``lambda:InvokeFunction`` it; else, like
+a target that is no function of the template, it is a *delivery* failure, handed to
+``AsyncRetries.after_delivery_failure``. A handler's exception is a *function* error, Lambda's to
+retry (``after_function_error``), unless ``target_errors="scheduler"`` (then it is a delivery failure
+too: simpler, not what AWS does).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import uuid
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from local.clock.common import (
+    Due,
+    FireReport,
+    Job,
+    Outcome,
+    ScheduleInfo,
+    Shared,
+    access_denied,
+    delivery_refusal,
+    is_not_found,
+    iso_z,
+)
+from local.clock.expressions import ScheduleExpression, ScheduleExpressionError
+from local.clock.retries import AsyncRetries, Failure
+
+
+class OneTimeSchedules(Job):
+    """See the module docstring. Thread-safe. `scheduler` is a boto3 client; failures go to `retries`."""
+
+    def __init__(
+        self, shared: Shared, scheduler: Any, retries: AsyncRetries, *, target_errors: str = "lambda"
+    ) -> None:
+        if target_errors not in ("lambda", "scheduler"):
+            raise ValueError("target_errors must be 'lambda' or 'scheduler'")
+        super().__init__(shared)
+        self._scheduler = scheduler
+        self._retries = retries
+        self.target_errors = target_errors
+        template = shared.template
+        self.groups = [
+            str(template.ref(lid)) for lid in template.resources_of_type("AWS::Scheduler::ScheduleGroup")
+        ]
+        self._lock = threading.RLock()
+        self._cache: dict[tuple[str, str], ScheduleInfo] = {}
+        self._completed: dict[tuple[str, str], str] = {}  # fired and kept (no DELETE): modified stamp
+        self._arn_cache: dict[str, str | None] = {}
+        self._functions_by_name = {fn.function_name: lid for lid, fn in template.functions.items()}
+
+    # -- reading ---------------------------------------------------------------------------------------
+
+    def listing(self) -> list[ScheduleInfo]:
+        """Every schedule in the template's groups, described (from a cache, until it is modified)."""
+        out: list[ScheduleInfo] = []
+        seen: set[tuple[str, str]] = set()
+        for group in self.groups:
+            token: str | None = None
+            while True:
+                kwargs: dict[str, Any] = {"GroupName": group}
+                if token:
+                    kwargs["NextToken"] = token
+                try:
+                    page = self._scheduler.list_schedules(**kwargs)
+                except ClientError as exc:
+                    self._log.warn_once(
+                        ("group", group), f"[clock] cannot list schedule group {group}: {exc}"
+                    )
+                    break
+                for summary in page.get("Schedules", []):
+                    key = (group, summary["Name"])
+                    seen.add(key)
+                    stamp = str(summary.get("LastModificationDate") or "")
+                    with self._lock:
+                        cached = self._cache.get(key)
+                    if cached is None or not stamp or cached.modified != stamp:
+                        cached = self.describe(group, summary["Name"], stamp)
+                        if cached is None:
+                            continue
+                    out.append(cached)
+                token = page.get("NextToken")
+                if not token:
+                    break
+        with self._lock:
+            for key in list(self._cache):
+                if key not in seen:
+                    del self._cache[key]
+                    self._completed.pop(key, None)
+        return out
+
+    def describe(self, group: str, name: str, stamp: str | None = None) -> ScheduleInfo | None:
+        """The schedule as get_schedule describes it now, or None when it is gone."""
+        try:
+            detail = self._scheduler.get_schedule(GroupName=group, Name=name)
+        except ClientError as exc:
+            if is_not_found(exc):
+                with self._lock:
+                    self._cache.pop((group, name), None)
+                return None
+            raise
+        target = detail.get("Target") or {}
+        expression = str(detail.get("ScheduleExpression", ""))
+        timezone = str(detail.get("ScheduleExpressionTimezone") or "UTC")
+        at: datetime | None = None
+        try:
+            at = ScheduleExpression(expression, timezone).at
+        except ScheduleExpressionError as exc:
+            self._log.warn_once(("expr", group, name, expression), f"[clock] schedule {group}/{name}: {exc}")
+        if at is None and expression.startswith(("cron(", "rate(")):
+            self._log.warn_once(
+                ("recurring", group, name),
+                f"[clock] schedule {group}/{name}: only one-time at(...) schedules are fired locally",
+            )
+        info = ScheduleInfo(
+            group=group,
+            name=name,
+            arn=str(detail.get("Arn", "")),
+            expression=expression,
+            timezone=timezone,
+            at=at,
+            state=str(detail.get("State") or "ENABLED"),
+            target_arn=str(target.get("Arn", "")),
+            target_function=self.function_for_arn(str(target.get("Arn", ""))),
+            input_text=target.get("Input"),
+            action_after_completion=str(detail.get("ActionAfterCompletion") or "NONE"),
+            flexible_time_window=dict(detail.get("FlexibleTimeWindow") or {"Mode": "OFF"}),
+            retry_policy=dict(target.get("RetryPolicy") or {}),
+            dead_letter_arn=(target.get("DeadLetterConfig") or {}).get("Arn"),
+            modified=str(detail.get("LastModificationDate") or stamp or ""),
+            role_arn=target.get("RoleArn"),
+        )
+        with self._lock:
+            self._cache[info.key] = info
+        return info
+
+    def function_for_arn(self, arn: str) -> str | None:
+        """The template function (logical id) a target ARN names, or None."""
+        if arn in self._arn_cache:
+            return self._arn_cache[arn]
+        logical_id = self._template.resource_for_arn(arn)
+        if logical_id not in self._template.functions:
+            # A qualified ARN (…:function:name:alias) or another spelling of the same name.
+            match = re.fullmatch(r"arn:[^:]+:lambda:[^:]*:[^:]*:function:([^:]+)(?::[^:]+)?", arn)
+            logical_id = self._functions_by_name.get(match.group(1)) if match else None
+        self._arn_cache[arn] = logical_id
+        return logical_id
+
+    def is_due(self, info: ScheduleInfo, horizon: datetime) -> bool:
+        if info.at is None or info.state == "DISABLED" or info.at > horizon:
+            return False
+        if self._retries.holds(info.key):
+            return False
+        with self._lock:
+            return self._completed.get(info.key) != info.modified
+
+    def due(self, horizon: datetime) -> list[Due]:
+        """The schedules due by `horizon`, as work to run."""
+        return [
+            Due(info.at, ("schedule", *info.key), partial(self.fire, info))
+            for info in self.listing()
+            if info.at is not None and self.is_due(info, horizon)
+        ]
+
+    # -- firing ----------------------------------------------------------------------------------------
+
+    def fire(self, listed: ScheduleInfo, report: FireReport) -> None:
+        info = self.describe(listed.group, listed.name)  # fresh: it may have changed since listing
+        if info is None or not self.is_due(info, self._now()):
+            return
+        schedule_id = f"{info.group}/{info.name}"
+        event = info.input if info.input_text is not None else self._envelope(info)
+        function = info.target_function
+        undeliverable = self._undeliverable(info)
+        outcome: Outcome = (False, None, undeliverable)
+        if undeliverable is None and function is not None:
+            outcome = self._invoke(function, event, f"schedule {schedule_id}")
+        fired = report.record(self._now(), "schedule", schedule_id, function, info.at, 1, outcome)
+        ok, _, error = outcome
+        if ok:
+            self.complete(info)
+            return
+        failure = Failure("schedule", schedule_id, event, error, fired, first_at=self._now())
+        if function is None or undeliverable is not None or self.target_errors == "scheduler":
+            self._retries.after_delivery_failure(info, failure, report, on_settled=self.complete)
+        else:
+            self.complete(info)  # Scheduler handed the event to Lambda: its part is done
+            self._retries.after_function_error(function, failure, report)
+
+    def _undeliverable(self, info: ScheduleInfo) -> dict[str, Any] | None:
+        """Why Scheduler cannot deliver to the target (a missing permission, no such function), or None."""
+        schedule_id = f"{info.group}/{info.name}"
+        refusal = delivery_refusal(self._grants, info)
+        if refusal is not None:
+            self._log(f"[clock] schedule {schedule_id}: not invoked: {refusal}")
+            return access_denied(refusal)
+        if info.target_function is None:
+            self._log(
+                f"[clock] schedule {schedule_id}: target {info.target_arn} is no function of the template"
+            )
+            return {
+                "errorType": "ResourceNotFoundException",
+                "errorMessage": f"Function not found: {info.target_arn}",
+            }
+        return None
+
+    def _envelope(self, info: ScheduleInfo) -> dict[str, Any]:
+        # What Scheduler sends a templated target when the schedule has no Input.
+        return {
+            "version": "0",
+            "id": str(uuid.uuid4()),
+            "detail-type": "Scheduled Event",
+            "source": "aws.scheduler",
+            "account": self._template.account_id,
+            "time": iso_z(info.at or self._now()),
+            "region": self._template.region,
+            "resources": [info.arn],
+            "detail": "{}",
+        }
+
+    def complete(self, info: ScheduleInfo) -> None:
+        """The schedule fired (or its delivery was given up): delete it or remember it as done."""
+        if info.action_after_completion == "DELETE":
+            # Scheduler deletes a one-time schedule when it hands the event to Lambda (an async invoke),
+            # before the function runs; here the function ran first. If it re-armed its own schedule
+            # (the launcher's "retry later"), that is a new schedule the deletion must not take.
+            current = self.describe(info.group, info.name)
+            if current is not None and (current.modified, current.expression) != (
+                info.modified,
+                info.expression,
+            ):
+                with self._lock:
+                    self._completed.pop(info.key, None)
+                return
+            try:
+                self._scheduler.delete_schedule(GroupName=info.group, Name=info.name)
+            except ClientError as exc:
+                if not is_not_found(exc):
+                    raise
+            with self._lock:
+                self._cache.pop(info.key, None)
+                self._completed.pop(info.key, None)
+            return
+        with self._lock:
+            self._completed[info.key] = info.modified  # kept, but a one-time schedule fires once
+
+    def sorted(self) -> list[ScheduleInfo]:
+        """Every schedule in the template's schedule groups, soonest first."""
+        far = datetime.max.replace(tzinfo=UTC)
+        return sorted(self.listing(), key=lambda s: (s.at or far, s.group, s.name))
