@@ -1,6 +1,6 @@
 """GET /api/v1/calendar/events: sync the in-scope accounts, then return stored events, paged."""
 
-from calbot.http import Request, api_handler
+from calbot.http import Request, api_handler, with_links
 from calbot.models import EventPage, EventsQuery
 from calbot.services.events import list_events
 
@@ -9,12 +9,5 @@ from calbot.services.events import list_events
 def handler(request: Request) -> EventPage:
     user_id = request.user_id
     query = request.query_as(EventsQuery)
-    return list_events(
-        user_id,
-        query,
-        raw_params=request.query,
-        base_url=request.base_url,
-        path=request.path,
-        sync=query.sync,
-        deadline=request.deadline,
-    )
+    page = list_events(user_id, query, raw_params=request.query, sync=query.sync, deadline=request.deadline)
+    return with_links(request, page)

@@ -7,7 +7,5 @@ from calbot.services.schedule import unschedule_event
 
 @api_handler
 def handler(request: Request) -> CancelResult:
-    user_id = request.user_id
-    path = request.path_as(EventPath)
-    body = request.body_as(UnscheduleRequest)
-    return unschedule_event(user_id, path.event_id, body)
+    event_id = request.path_as(EventPath).event_id
+    return unschedule_event(request.user_id, event_id, request.body_as(UnscheduleRequest))

@@ -7,7 +7,5 @@ from calbot.services.schedule import update_bot
 
 @api_handler
 def handler(request: Request) -> BotView:
-    user_id = request.user_id
-    path = request.path_as(BotPath)
-    body = request.body_as(PatchBotRequest)
-    return update_bot(user_id, path.bot_id, body)
+    bot_id = request.path_as(BotPath).bot_id
+    return update_bot(request.user_id, bot_id, request.body_as(PatchBotRequest))

@@ -164,7 +164,7 @@ GOOGLE_EMULATOR = ROOT / "local" / "emulators" / "google.py"
 @pytest.fixture
 def google() -> Iterator[tuple[Any, RunningServer]]:
     if not GOOGLE_EMULATOR.exists():
-        pytest.skip("local/emulators/google.py is not in this checkout yet (branch google-emu)")
+        pytest.skip("local/emulators/google is not in this checkout yet (branch google-emu)")
     from local.emulators.google import GoogleEmulator
 
     emulator = GoogleEmulator()

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from calbot import aws, store, vault
-from calbot.errors import ApiError
+from calbot.errors import DomainError
+from calbot.http import status_of
 from calbot.models import CreateConnectionRequest
 from calbot.services import connect as connect_service
 from calbot.timeutil import parse_iso
@@ -131,9 +132,9 @@ def test_handshake_must_be_answered_with_plain_text_or_nothing_is_made(
     bad_hook = serve(json_echo, port=0)
     try:
         acct = account(stack)
-        with pytest.raises(ApiError) as err:
+        with pytest.raises(DomainError) as err:
             connect_service.connect_account(user_id, request(acct["refresh_token"]), base_url=bad_hook.url)
-        assert err.value.status == 503 and err.value.error == "service_unavailable"
+        assert status_of(err.value) == 503 and err.value.code == "service_unavailable"
         assert_nothing_left(stack, user_id, acct)
     finally:
         bad_hook.shutdown()
@@ -165,11 +166,11 @@ def test_subscription_503_after_credentials_stored_is_502_and_rolled_back(
     acct = account(stack)
     stack.graph.add_fault(path=r"^/v1\.0/subscriptions$", method="POST", status=503, times=-1)
     try:
-        with pytest.raises(ApiError) as err:
+        with pytest.raises(DomainError) as err:
             connect_service.connect_account(user_id, request(acct["refresh_token"]), base_url=base_url(stack))
     finally:
         stack.graph.clear_faults()
-    assert err.value.status == 502 and err.value.error == "provider_unavailable"
+    assert status_of(err.value) == 502 and err.value.code == "provider_unavailable"
     assert_nothing_left(stack, user_id, acct)
 
 
@@ -192,20 +193,20 @@ def test_auth_failures_are_invalid_credentials_and_transient_ones_are_not(
 ) -> None:
     acct = account(stack)
     stack.graph.add_fault(path=r"/oauth2/v2\.0/token$", status=400, error="invalid_grant", times=1)
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(DomainError) as err:
         connect_service.connect_account(user_id, request(acct["refresh_token"]), base_url=base_url(stack))
-    assert (err.value.status, err.value.error, err.value.extra["reason"]) == (
+    assert (status_of(err.value), err.value.code, err.value.details["reason"]) == (
         400,
         "invalid_credentials",
         "invalid_grant",
     )
     stack.graph.add_fault(path=r"/oauth2/v2\.0/token$", status=503, times=-1)
     try:
-        with pytest.raises(ApiError) as err:
+        with pytest.raises(DomainError) as err:
             connect_service.connect_account(user_id, request(acct["refresh_token"]), base_url=base_url(stack))
     finally:
         stack.graph.clear_faults()
-    assert (err.value.status, err.value.error) == (502, "provider_unavailable")
+    assert (status_of(err.value), err.value.code) == (502, "provider_unavailable")
     assert_nothing_left(stack, user_id, acct)
 
 
@@ -247,10 +248,10 @@ def test_concurrent_connects_never_exceed_the_limit(
                 return connect_service.connect_account(
                     user_id, request(acct["refresh_token"]), base_url=base_url(stack)
                 )[0]
-            except ApiError as err:
-                assert err.error == "connection_limit_reached"
+            except DomainError as err:
+                assert err.code == "connection_limit_reached"
                 assert err.message.startswith("Maximum of 3 outlook calendar connections per user reached")
-                return err.status
+                return status_of(err)
 
         with ThreadPoolExecutor(6) as pool:
             statuses = list(pool.map(attempt, accts))
@@ -426,18 +427,18 @@ def test_connect_with_an_unknown_app_is_a_400_and_a_token_outage_is_not(
     """Token errors other than invalid_grant/invalid_client never mark an account needs_reauth; at
     connect time an unknown app is still bad input (400), an outage is not (502)."""
     acct = account(stack)
-    with pytest.raises(ApiError) as unknown:
+    with pytest.raises(DomainError) as unknown:
         connect_service.connect_account(
             user_id,
             request(acct["refresh_token"]).model_copy(update={"microsoft_client_id": "no-such-app"}),
             base_url=base_url(stack),
         )
-    assert unknown.value.status == 400 and unknown.value.error == "invalid_credentials"
-    assert unknown.value.extra["reason"] == "unauthorized_client"
+    assert status_of(unknown.value) == 400 and unknown.value.code == "invalid_credentials"
+    assert unknown.value.details["reason"] == "unauthorized_client"
     stack.graph.add_fault(path="oauth2/v2.0/token", account=acct["id"], error="temporarily_unavailable")
     try:
-        with pytest.raises(ApiError) as outage:
+        with pytest.raises(DomainError) as outage:
             connect_service.connect_account(user_id, request(acct["refresh_token"]), base_url=base_url(stack))
     finally:
         stack.graph.clear_faults()
-    assert outage.value.status == 502 and outage.value.error == "provider_unavailable"
+    assert status_of(outage.value) == 502 and outage.value.code == "provider_unavailable"

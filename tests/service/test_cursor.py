@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from calbot import cursor, ids
-from calbot.errors import ApiError
+from calbot.errors import DomainError
+from calbot.http import status_of
 from local.stack import LocalStack
 
 
@@ -28,12 +29,12 @@ def test_round_trip_and_rejections() -> None:
         "a.b.c",
     ]
     for bad in forged:
-        with pytest.raises(ApiError) as err:
+        with pytest.raises(DomainError) as err:
             cursor.decode("usr_a", scope, bad)
-        assert (err.value.status, err.value.error) == (400, "invalid_cursor")
-    with pytest.raises(ApiError):
+        assert (status_of(err.value), err.value.code) == (400, "invalid_cursor")
+    with pytest.raises(DomainError):
         cursor.decode("usr_b", scope, token)  # another user's cursor
-    with pytest.raises(ApiError):
+    with pytest.raises(DomainError):
         cursor.decode("usr_a", cursor.scope_of("events", {"provider": "google"}), token)  # another query
 
 
@@ -46,9 +47,9 @@ def test_scope_ignores_paging_fields() -> None:
 def test_a_cursor_is_bound_to_the_listing_that_issued_it() -> None:
     # The same (empty) query on two listings: an events cursor must not page scheduled bots.
     token = cursor.encode("usr_a", cursor.scope_of("events", {}), {"a": "2026-12-01T09:00:00Z#evt_x"})
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(DomainError) as err:
         cursor.decode("usr_a", cursor.scope_of("scheduled_bots", {}), token)
-    assert (err.value.status, err.value.error) == (400, "invalid_cursor")
+    assert (status_of(err.value), err.value.code) == (400, "invalid_cursor")
 
 
 def test_event_ids_are_stable_and_unique_across_accounts() -> None:

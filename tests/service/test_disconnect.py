@@ -11,7 +11,8 @@ import pytest
 from pydantic import ValidationError
 
 from calbot import aws, scheduler, store, tokens, vault
-from calbot.errors import ApiError
+from calbot.errors import DomainError
+from calbot.http import error_body, status_of
 from calbot.models import (
     ChangeMessage,
     ConnectionView,
@@ -184,9 +185,9 @@ def test_disconnect_one_account_leaves_the_others_byte_for_byte(stack: LocalStac
     assert left["credentials"] is None and left["sync_states"] == []
     assert [snapshot(stack, user_id, a) for a in (kept_a, kept_b)] == before
 
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(DomainError) as err:
         disconnect.disconnect(user_id, "outlook", gone["mail"])
-    assert (err.value.status, err.value.error) == (404, "connection_not_found")
+    assert (status_of(err.value), err.value.code) == (404, "connection_not_found")
     assert [snapshot(stack, user_id, a) for a in (kept_a, kept_b)] == before
 
 
@@ -197,9 +198,9 @@ def test_purge_events_false_keeps_the_events_and_they_get_no_new_bots(stack: Loc
     result = disconnect.disconnect(user_id, "outlook", acct["mail"], purge_events=False)
     assert result.events_deleted == 0 and result.bots_cancelled == 3
     assert [e.event_id for e in account_events(user_id, acct["mail"])] == [e.event_id for e in events]
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(DomainError) as err:
         sched.schedule_event(user_id, events[0].event_id, ScheduleRequest())
-    assert (err.value.status, err.value.error) == (400, "calendar_disconnected")
+    assert (status_of(err.value), err.value.code) == (400, "calendar_disconnected")
     run = auto_schedule.run_for_user(user_id)
     assert run is not None and run.scheduled == 0
     assert all(b.status == "Cancelled" for b in bots_of(user_id, acct["mail"]))
@@ -287,8 +288,8 @@ def test_a_large_account_is_finished_over_several_calls(
         try:
             result = disconnect.disconnect(user_id, "outlook", acct["mail"])
             break
-        except ApiError as err:
-            assert (err.status, err.error) == (503, "service_unavailable")
+        except DomainError as err:
+            assert (status_of(err), err.code) == (503, "service_unavailable")
     assert calls > 3
     assert (result.bots_cancelled, result.events_deleted, result.subscriptions_stopped) == (7, 7, 1)
     assert store.get_connection(user_id, "outlook", acct["mail"]) is None
@@ -315,8 +316,8 @@ def test_a_disconnect_stops_taking_batches_when_its_invocation_runs_short(
                 user_id, "outlook", acct["mail"], deadline=Deadline.from_context(Context())
             )
             break
-        except ApiError as err:
-            assert (err.status, err.error) == (503, "service_unavailable")
+        except DomainError as err:
+            assert (status_of(err), err.code) == (503, "service_unavailable")
     assert calls > 3  # one batch per call, never one started without the time to finish it
     assert (result.bots_cancelled, result.events_deleted, result.subscriptions_stopped) == (7, 7, 1)
     assert store.get_connection(user_id, "outlook", acct["mail"]) is None
@@ -383,10 +384,10 @@ def test_reconnecting_afterwards_starts_clean(stack: LocalStack) -> None:
 def test_legacy_endpoint_refuses_to_guess(stack: LocalStack) -> None:
     user_id, first = account(stack, meetings=0)
     _, second = account(stack, user_id, meetings=0)
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(DomainError) as err:
         disconnect.legacy_disconnect(user_id, LegacyDisconnectRequest())
-    body = err.value.body()
-    assert (err.value.status, body["error"], body["connection_count"]) == (400, "ambiguous_disconnect", 2)
+    body = error_body(err.value)
+    assert (status_of(err.value), body["error"], body["connection_count"]) == (400, "ambiguous_disconnect", 2)
     assert sorted(c["account_id"] for c in body["connections"]) == sorted([first["mail"], second["mail"]])
     assert body["next_steps"]["per_account_example"].startswith(
         "DELETE /api/v1/calendar/connections/outlook/"
@@ -400,9 +401,9 @@ def test_legacy_endpoint_refuses_to_guess(stack: LocalStack) -> None:
     assert named.disconnected.account_id == second["mail"]
     only = disconnect.legacy_disconnect(user_id, LegacyDisconnectRequest(provider="outlook"))
     assert only.disconnected.account_id == first["mail"]
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(DomainError) as err:
         disconnect.legacy_disconnect(user_id, LegacyDisconnectRequest())
-    assert (err.value.status, err.value.error) == (404, "connection_not_found")
+    assert (status_of(err.value), err.value.code) == (404, "connection_not_found")
     with pytest.raises(ValidationError):
         LegacyDisconnectRequest(account_id=first["mail"])  # account_id needs provider
 
@@ -415,7 +416,7 @@ def test_a_connection_being_disconnected_cannot_be_connected_over(stack: LocalSt
     user_id, acct = account(stack, meetings=0)
     store.mark_disconnecting(user_id, "outlook", acct["mail"], DisconnectState(started_at=now()))
     token = stack.graph.issue_refresh_token(acct["id"], CLIENT_ID)
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(DomainError) as err:
         connect_account(
             user_id,
             CreateConnectionRequest(
@@ -426,7 +427,7 @@ def test_a_connection_being_disconnected_cannot_be_connected_over(stack: LocalSt
             ),
             base_url=stack.info["gateway_url"],
         )
-    assert (err.value.status, err.value.error) == (409, "disconnect_in_progress")
+    assert (status_of(err.value), err.value.code) == (409, "disconnect_in_progress")
     with pytest.raises(KeyError):  # a copy read before the mark never wipes it
         store.save_connection(
             store.get_connection(user_id, "outlook", acct["mail"]).model_copy(update={"disconnect": None})

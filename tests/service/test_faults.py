@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from calbot import botapi, scheduler, store, timeutil
-from calbot.errors import ApiError
+from calbot.errors import DomainError
 from calbot.models import AutoScheduleSettings, ChangeMessage, Event, ScheduledBot, ScheduleRequest
 from calbot.providers import get_provider
 from calbot.services import auto_schedule, launcher, reconcile, subscriptions
@@ -81,9 +81,9 @@ def test_manual_schedules_racing_the_auto_schedule_run_make_one_bot(stack: Local
     def manual(_: int) -> str | None:
         try:
             return svc.schedule_event(user_id, event.event_id, ScheduleRequest()).bot_id
-        except ApiError as err:
-            assert err.error == "already_scheduled", err
-            return err.extra.get("bot_id")
+        except DomainError as err:
+            assert err.code == "already_scheduled", err
+            return err.details.get("bot_id")
 
     def auto(_: int) -> str | None:
         run = auto_schedule.run_for_user(user_id)

@@ -13,7 +13,8 @@ import pytest
 from calbot import store, vault
 from calbot.admin import create_user
 from calbot.config import reset_settings
-from calbot.errors import ApiError
+from calbot.errors import DomainError
+from calbot.http import status_of
 from calbot.models import CreateConnectionRequest
 from calbot.services.connect import connect_account, hash_client_state
 from calbot.services.subscriptions import run_renewal
@@ -80,15 +81,15 @@ def test_one_limit_counts_outlook_and_google_together(
         user_id, _ = connect_new_account(stack, MS_ID, MS_SECRET, prefix="glimit")
         assert connect_google(stack, user_id, google_account(stack))[0] == 201
         refused = google_account(stack)
-        with pytest.raises(ApiError) as err:
+        with pytest.raises(DomainError) as err:
             connect_google(stack, user_id, refused)
-        assert err.value.error == "connection_limit_reached"
+        assert err.value.code == "connection_limit_reached"
         # The message names the provider that was refused (issue 16), and the body says it too.
         assert err.value.message.startswith("Maximum of 2 google calendar connections per user reached")
-        assert err.value.extra["provider"] == "google"
-        with pytest.raises(ApiError) as err2:
+        assert err.value.details["provider"] == "google"
+        with pytest.raises(DomainError) as err2:
             connect_new_account(stack, MS_ID, MS_SECRET, user_id=user_id, prefix="glimit")
-        assert err2.value.error == "connection_limit_reached"
+        assert err2.value.code == "connection_limit_reached"
         assert err2.value.message.startswith("Maximum of 2 outlook calendar connections per user reached")
     finally:
         monkeypatch.delenv("CONNECTION_LIMIT")
@@ -103,11 +104,11 @@ def test_a_failed_watch_on_the_primary_calendar_leaves_nothing_behind(stack: Loc
     acct = google_account(stack)
     fault = stack.google.add_fault(path="/events/watch$", status=400, reason="invalid", times=-1)
     try:
-        with pytest.raises(ApiError) as err:
+        with pytest.raises(DomainError) as err:
             connect_google(stack, user_id, acct)
     finally:
         stack.google.remove_fault(fault["id"])
-    assert err.value.status in (400, 502)
+    assert status_of(err.value) in (400, 502)
     assert store.get_connection(user_id, "google", acct["email"]) is None
     assert store.count_connections(user_id) == 0
     from calbot.vault import credential_path

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +20,20 @@ from local.stack import LocalStack
 TOKEN = "channel-token-" + "x" * 40
 USER = "usr_gwebhook"
 ACCOUNT = "sam@gmail.example"
+
+
+def _webhook_endpoint() -> Any:
+    """The webhook handler's endpoint (functions/webhook/app.py, where the webhook's HTTP side lives),
+    unwrapped: it takes a Request and returns a Response."""
+    path = Path(__file__).resolve().parents[2] / "functions/webhook/app.py"
+    spec = importlib.util.spec_from_file_location("webhook_app_service_test", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.handler.__wrapped__
+
+
+WEBHOOK = _webhook_endpoint()
 
 
 @pytest.fixture()
@@ -52,7 +68,7 @@ def _post(headers: dict[str, str], user: str = USER, provider: str = "google", a
         "pathParameters": {"user_id": user, "provider": provider, "account_id": account.replace("@", "%40")},
         "body": None,
     }
-    return notifications.handle(Request(event))
+    return WEBHOOK(Request(event))
 
 
 def _headers(state: str = "exists", token: str = TOKEN, channel_id: str = "chan-0001", **extra: str) -> dict:

@@ -13,7 +13,8 @@ import pytest
 
 from calbot import botapi, scheduler, store, timeutil
 from calbot.config import get_settings
-from calbot.errors import ApiError
+from calbot.errors import DomainError, Unavailable
+from calbot.http import status_of
 from calbot.models import Event, PatchBotRequest, ScheduleRequest, UnscheduleRequest
 from calbot.services import bots as lifecycle
 from calbot.services import launcher
@@ -93,9 +94,9 @@ def test_schedule_creates_item_and_a_one_time_schedule_a_minute_before_joining(s
     assert target["RetryPolicy"]["MaximumRetryAttempts"] > 0
     assert json.loads(target["Input"]) == {"action": "launch", "user_id": user_id, "bot_id": bot.bot_id}
 
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(DomainError) as err:
         svc.schedule_event(user_id, event.event_id, ScheduleRequest())
-    assert (err.value.status, err.value.error, err.value.extra["bot_id"]) == (
+    assert (status_of(err.value), err.value.code, err.value.details["bot_id"]) == (
         409,
         "already_scheduled",
         bot.bot_id,
@@ -117,8 +118,8 @@ def test_fifty_concurrent_schedules_make_one_bot(stack: LocalStack) -> None:
     def attempt(_: int) -> tuple[int, str | None]:
         try:
             return 201, svc.schedule_event(user_id, event.event_id, ScheduleRequest()).bot_id
-        except ApiError as err:
-            return err.status, err.extra.get("bot_id")
+        except DomainError as err:
+            return status_of(err), err.details.get("bot_id")
 
     with ThreadPoolExecutor(16) as pool:
         results = list(pool.map(attempt, range(50)))
@@ -152,9 +153,9 @@ def test_the_same_meeting_on_two_accounts_gets_one_bot(stack: LocalStack) -> Non
     event_a, event_b = synced(user_id, ev_a["id"]), synced(user_id, ev_b["id"])
     assert event_a.event_id != event_b.event_id
     first = svc.schedule_event(user_id, event_a.event_id, ScheduleRequest())
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(DomainError) as err:
         svc.schedule_event(user_id, event_b.event_id, ScheduleRequest())
-    assert err.value.status == 409 and err.value.extra["bot_id"] == first.bot_id
+    assert status_of(err.value) == 409 and err.value.details["bot_id"] == first.bot_id
 
 
 def test_rejections(stack: LocalStack) -> None:
@@ -172,16 +173,16 @@ def test_rejections(stack: LocalStack) -> None:
         location="https://acme.zoom.us/j/1",
     )
     for platform_id, code in ((no_link["id"], "no_meeting_link"), (past["id"], "event_in_past")):
-        with pytest.raises(ApiError) as err:
+        with pytest.raises(DomainError) as err:
             svc.schedule_event(user_id, synced(user_id, platform_id).event_id, ScheduleRequest())
-        assert (err.value.status, err.value.error) == (400, code)
-    with pytest.raises(ApiError) as err:
+        assert (status_of(err.value), err.value.code) == (400, code)
+    with pytest.raises(DomainError) as err:
         svc.schedule_event(user_id, "evt_nope", ScheduleRequest())
-    assert (err.value.status, err.value.error) == (404, "event_not_found")
+    assert (status_of(err.value), err.value.code) == (404, "event_not_found")
     other, _ = user_with_account(stack)  # another user's event id is simply not found
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(DomainError) as err:
         svc.schedule_event(other, synced(user_id, no_link["id"]).event_id, ScheduleRequest())
-    assert err.value.status == 404
+    assert status_of(err.value) == 404
 
 
 def weekly_series(stack: LocalStack, acct: dict[str, Any], count: int = 12) -> dict[str, Any]:
@@ -208,11 +209,11 @@ def test_a_refused_recurring_schedule_leaves_the_series_alone(stack: LocalStack)
     first = synced(user_id, weekly_series(stack, acct, count=3)["id"])
     svc.schedule_event(user_id, first.event_id, ScheduleRequest(schedule_all_occurrences=True))
     before = [e.model_dump() for e in svc._series_events(first)]
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(DomainError) as err:
         svc.schedule_event(
             user_id, first.event_id, ScheduleRequest(schedule_all_occurrences=True, recurring_event=True)
         )
-    assert err.value.status == 409
+    assert status_of(err.value) == 409
     assert [e.model_dump() for e in svc._series_events(first)] == before
     assert not any(e.recurring_enabled for e in svc._series_events(first))
 
@@ -250,11 +251,11 @@ def test_all_occurrences_at_local_time_across_dst_one_occurrence_and_from_date(s
         user_id, first.event_id, ScheduleRequest.model_validate({"occurrence_date": str(starts[9].date())})
     )
     assert [b.occurrence_start for b in by_day.bots] == [starts[9]]
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(DomainError) as err:
         svc.schedule_event(
             user_id, first.event_id, ScheduleRequest.model_validate({"occurrence_date": "2027-02-03"})
         )
-    assert err.value.error == "occurrence_not_found"
+    assert err.value.code == "occurrence_not_found"
 
 
 def test_patch_moves_the_schedule_in_place_and_delete_removes_it(stack: LocalStack) -> None:
@@ -286,20 +287,20 @@ def test_patch_moves_the_schedule_in_place_and_delete_removes_it(stack: LocalSta
         sched["ScheduleExpression"]
         == f"at({(new_time - timedelta(seconds=60)).strftime('%Y-%m-%dT%H:%M:%S')})"
     )
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(DomainError) as err:
         svc.update_bot(
             user_id,
             made.bot_id,
             PatchBotRequest.model_validate({"scheduled_join_time": "2020-01-01T00:00:00Z"}),
         )
-    assert err.value.error == "join_time_in_past"
+    assert err.value.code == "join_time_in_past"
 
     svc.delete_bot(user_id, made.bot_id)
     bot = store.get_bot(user_id, made.bot_id)
     assert bot.status == "Cancelled" and bot.reason == "user_cancelled" and schedule_of(made.bot_id) is None
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(DomainError) as err:
         svc.update_bot(user_id, made.bot_id, PatchBotRequest(bot_name="x"))
-    assert (err.value.status, err.value.error) == (409, "bot_not_scheduled")
+    assert (status_of(err.value), err.value.code) == (409, "bot_not_scheduled")
     # cancelling released the guard: the occurrence can be scheduled again
     assert svc.schedule_event(user_id, made.event_id, ScheduleRequest()).bot_id != made.bot_id
 
@@ -406,7 +407,7 @@ def _answered_503_after(monkeypatch: pytest.MonkeyPatch, name: str, after: int) 
     def cut_off(*args: Any, **kwargs: Any) -> Any:
         calls[0] += 1
         if calls[0] > after:
-            raise ApiError(503, "service_unavailable", "cut off")
+            raise Unavailable("service_unavailable", "cut off")
         return real(*args, **kwargs)
 
     monkeypatch.setattr(svc, name, cut_off)
@@ -430,13 +431,13 @@ def test_a_schedule_retried_after_a_503_ends_in_the_requested_state(
     request = ScheduleRequest.model_validate({"bot_config": {"bot_name": "Scribe"}, **body})
     with monkeypatch.context() as patch:
         _answered_503_after(patch, cut, after)
-        with pytest.raises(ApiError) as err:
+        with pytest.raises(DomainError) as err:
             svc.schedule_event(user_id, first.event_id, request)
-        assert err.value.status == 503
+        assert status_of(err.value) == 503
     try:  # the client retries the very same request
         svc.schedule_event(user_id, first.event_id, request)
-    except ApiError as again:
-        assert again.error == "already_scheduled"  # everything was made by the first try
+    except DomainError as again:
+        assert again.code == "already_scheduled"  # everything was made by the first try
     series = svc._series_events(first)
     assert all(e.recurring_enabled for e in series)  # on, for good
     live = [b for b in store.bots_of_series(user_id, first.series_id) if b.status == "Scheduled"]
@@ -445,7 +446,7 @@ def test_a_schedule_retried_after_a_503_ends_in_the_requested_state(
     assert all(b.recurring_event and b.bot_config == {"bot_name": "Scribe"} for b in live)
     # a different request that is refused still leaves the series alone (it is not a retry)
     svc.toggle_recurrence(user_id, first.event_id, False)
-    with pytest.raises(ApiError):
+    with pytest.raises(DomainError):
         svc.schedule_event(user_id, first.event_id, request.model_copy(update={"join_offset_seconds": 120}))
     assert not any(e.recurring_enabled for e in svc._series_events(first))
 
@@ -463,9 +464,9 @@ def test_an_unschedule_retried_after_a_503_cancels_nothing_more(stack: LocalStac
     target = occurrences[0]
     done = svc.unschedule_event(user_id, target.event_id, UnscheduleRequest())
     assert done.cancelled == 1
-    with pytest.raises(ApiError) as err:  # the retry: its work is already done
+    with pytest.raises(DomainError) as err:  # the retry: its work is already done
         svc.unschedule_event(user_id, target.event_id, UnscheduleRequest())
-    assert (err.value.status, err.value.error) == (404, "not_scheduled")
+    assert (status_of(err.value), err.value.code) == (404, "not_scheduled")
     live = [b for b in store.bots_of_series(user_id, first.series_id) if b.status == "Scheduled"]
     assert len(live) == len(scheduled) - 1 and done.bot_ids[0] not in {b.bot_id for b in live}
 

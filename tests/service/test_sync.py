@@ -691,11 +691,9 @@ def test_a_retry_after_past_the_deadline_ends_the_account_at_once_and_the_worker
             user_id,
             EventsQuery(),
             raw_params={},
-            base_url="http://localhost",
-            path="/api/v1/calendar/events",
             sync=True,
             deadline=Deadline.after(1),
-        )
+        ).page
     finally:
         stack.graph.clear_faults()
     error = page.partial_errors[f"outlook::{conn.account_id}"]

@@ -4,12 +4,14 @@ under test runs (the in-process stack's other threads share the client and must 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import secrets
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +27,20 @@ from local.stack import LocalStack
 USER = "usr_webhookcost"
 ACCOUNT = "cost@contoso.example"
 SECRET = "client-state-" + "s" * 40
+
+
+def _webhook_endpoint() -> Any:
+    """The webhook handler's endpoint (functions/webhook/app.py, where the webhook's HTTP side lives),
+    unwrapped: it takes a Request and returns a Response."""
+    path = Path(__file__).resolve().parents[2] / "functions/webhook/app.py"
+    spec = importlib.util.spec_from_file_location("webhook_app_service_test", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.handler.__wrapped__
+
+
+WEBHOOK = _webhook_endpoint()
 
 
 @contextmanager
@@ -68,7 +84,7 @@ def post(body: dict[str, Any]) -> Any:
         "pathParameters": {"user_id": USER, "provider": "outlook", "account_id": ACCOUNT.replace("@", "%40")},
         "body": json.dumps(body),
     }
-    return notifications.handle(Request(event))
+    return WEBHOOK(Request(event))
 
 
 def genuine(sub: Subscription, n: int = 1) -> list[dict[str, Any]]:

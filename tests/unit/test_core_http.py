@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from calbot.errors import ApiError
+from calbot.errors import NotFound, ProviderFailed
 from calbot.http import Request, Response, api_handler
 
 
@@ -93,7 +93,7 @@ def test_unexpected_exception_is_json_500_without_trace() -> None:
 def test_api_error_extra_fields_and_retry_after_header() -> None:
     @api_handler
     def throttled(request: Request) -> Response:
-        raise ApiError(502, "provider_unavailable", "later", retry_after=30, account_id="a@b.c")
+        raise ProviderFailed("provider_unavailable", "later", retry_after=30, account_id="a@b.c")
 
     resp = throttled(event("{}"), None)
     assert resp["headers"]["retry-after"] == "30"
@@ -207,7 +207,7 @@ def test_every_kind_of_answer_carries_nosniff_and_the_echo_renders_nothing() -> 
         answer(Response(201, {"ok": True}, {"cache-control": "public, max-age=300"})),
         answer(Response(202)),
         answer(Response(200, text="<script>alert(1)</script>")),
-        answer(ApiError(404, "nope", "Not here.")),
+        answer(NotFound("nope", "Not here.")),
         answer(ReadTimeoutError(endpoint_url="http://dynamodb")),
         answer(RuntimeError("bug")),
         echo(event("{}", user=None), None),  # 401

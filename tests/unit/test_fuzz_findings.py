@@ -14,8 +14,8 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from calbot import models
-from calbot.errors import ApiError
-from calbot.http import Request
+from calbot.errors import DomainError
+from calbot.http import Request, status_of
 from calbot.models import (
     BotConfig,
     EnableAutoScheduleRequest,
@@ -31,9 +31,9 @@ def _request(body: str) -> Request:
 
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
 def test_nan_and_infinity_are_not_json(literal: str) -> None:
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(DomainError) as err:
         _request(f'{{"bot_config": {{"x": {literal}}}}}').json()
-    assert (err.value.status, err.value.error) == (400, "invalid_json")
+    assert (status_of(err.value), err.value.code) == (400, "invalid_json")
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,8 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from calbot import cursor
-from calbot.errors import ApiError
+from calbot.errors import DomainError
+from calbot.http import status_of
 from calbot.links import find_in_text, from_google_event, from_graph_event, match_url
 from calbot.recurrence import Series, from_google, from_graph, occurrences
 from calbot.timezones import to_zoneinfo, utc_to_local
@@ -462,9 +463,9 @@ _payloads = st.dictionaries(st.text(max_size=20), _json, max_size=6)
 
 
 def _rejected(user_id: str, scope: str, token: str) -> None:
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(DomainError) as caught:
         cursor.decode(user_id, scope, token)
-    assert (caught.value.status, caught.value.error) == (400, "invalid_cursor")
+    assert (status_of(caught.value), caught.value.code) == (400, "invalid_cursor")
 
 
 @PROFILE

@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError
 
 from calbot import aws, params
 from calbot.config import get_settings
-from calbot.errors import bad_request
+from calbot.errors import Invalid
 
 # Tests may pin a key here; production leaves it None and reads SSM.
 _key: bytes | None = None
@@ -73,15 +73,15 @@ def decode(user_id: str, scope: str, token: str) -> dict[str, Any]:
     # non-ASCII str (and a lone surrogate cannot even be encoded for the MAC), which would be a 500.
     valid = token.isascii() and payload and mac
     if not valid or not hmac.compare_digest(mac, _mac(user_id, scope, payload)):
-        raise bad_request(
+        raise Invalid(
             "invalid_cursor", "The cursor is not valid for this request; start from the first page."
         )
     try:
         data = json.loads(_unb64(payload))
     except ValueError:
-        raise bad_request("invalid_cursor", "The cursor is not valid for this request.") from None
+        raise Invalid("invalid_cursor", "The cursor is not valid for this request.") from None
     if not isinstance(data, dict):
-        raise bad_request("invalid_cursor", "The cursor is not valid for this request.")
+        raise Invalid("invalid_cursor", "The cursor is not valid for this request.")
     return data
 
 

@@ -14,13 +14,29 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
+from urllib.parse import urlencode
 
 from pydantic import BaseModel, ValidationError
 
 from calbot import deadline as deadlines
 from calbot.config import get_settings
-from calbot.errors import ApiError, bad_request, service_unavailable, unauthorized
+from calbot.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    Invalid,
+    NotFound,
+    ProviderFailed,
+    RateLimited,
+    TooLarge,
+    Unauthenticated,
+    Unavailable,
+    UnsupportedMedia,
+    service_unavailable,
+    unauthorized,
+)
 from calbot.log import logger
+from calbot.pages import Paged
 
 M = TypeVar("M", bound=BaseModel)
 MAX_BODY_BYTES = 256 * 1024
@@ -95,30 +111,28 @@ class Request:
     def json(self) -> dict[str, Any]:
         raw = self.raw_body
         if len(raw) > MAX_BODY_BYTES:
-            raise ApiError(
-                413, "payload_too_large", f"The request body is larger than {MAX_BODY_BYTES} bytes."
-            )
+            raise TooLarge("payload_too_large", f"The request body is larger than {MAX_BODY_BYTES} bytes.")
         if not raw.strip():
             return {}
         ctype = self.headers.get("content-type", "application/json").split(";")[0].strip().lower()
         if ctype != "application/json" and not ctype.endswith("+json"):
-            raise ApiError(
-                415, "unsupported_media_type", "Send the body as JSON with 'Content-Type: application/json'."
+            raise UnsupportedMedia(
+                "unsupported_media_type", "Send the body as JSON with 'Content-Type: application/json'."
             )
         try:
             data = json.loads(raw, parse_constant=_not_json)
         except (ValueError, UnicodeDecodeError):
-            raise bad_request("invalid_json", "The request body is not valid JSON.") from None
+            raise Invalid("invalid_json", "The request body is not valid JSON.") from None
         except RecursionError:
             raise _too_deep() from None
         if not isinstance(data, dict):
-            raise bad_request("invalid_json", "The request body must be a JSON object.")
+            raise Invalid("invalid_json", "The request body must be a JSON object.")
         if json_depth(data) > MAX_JSON_DEPTH:
             raise _too_deep()
         try:  # JSON's \ud800-style escapes can spell a lone surrogate, which no store or encoder takes
             json.dumps(data, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError:
-            raise bad_request(
+            raise Invalid(
                 "invalid_json", "The request body holds a lone surrogate escape (\\ud800-\\udfff)."
             ) from None
         return data
@@ -143,8 +157,8 @@ class Request:
         return f"{proto}://{domain}"
 
 
-def _too_deep() -> ApiError:
-    return bad_request("invalid_json", f"The request body is nested more than {MAX_JSON_DEPTH} levels deep.")
+def _too_deep() -> Invalid:
+    return Invalid("invalid_json", f"The request body is nested more than {MAX_JSON_DEPTH} levels deep.")
 
 
 def json_depth(value: Any) -> int:
@@ -187,9 +201,49 @@ def _default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def error_response(err: ApiError) -> dict[str, Any]:
-    headers = {"retry-after": str(err.extra.pop("retry_after"))} if "retry_after" in err.extra else None
-    return json_response(err.status, err.body(), headers)
+# The one place a domain error becomes a status: each kind of calbot.errors answers with its row.
+STATUS: dict[type[DomainError], int] = {
+    Invalid: 400,
+    Unauthenticated: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    TooLarge: 413,
+    UnsupportedMedia: 415,
+    RateLimited: 429,
+    ProviderFailed: 502,
+    Unavailable: 503,
+}
+
+
+def status_of(err: DomainError) -> int:
+    """The status of an error's kind (its nearest class in the table); a kind with no row is a bug."""
+    for kind in type(err).__mro__:
+        if kind in STATUS:
+            return STATUS[kind]
+    raise LookupError(f"{type(err).__name__} has no status in calbot.http.STATUS")
+
+
+def error_body(err: DomainError) -> dict[str, Any]:
+    return {"error": err.code, "message": err.message, **err.details}
+
+
+def error_response(err: DomainError) -> dict[str, Any]:
+    headers = {"retry-after": str(err.retry_after)} if err.retry_after is not None else None
+    return json_response(status_of(err), error_body(err), headers)
+
+
+def with_links[P: BaseModel](request: Request, result: Paged[P]) -> P:
+    """A service's page with its cursors turned into links: this request's own URL (its other query
+    parameters as sent) with `cursor` set to the next (or previous) page's."""
+
+    def link(token: str) -> str:
+        params = {k: v for k, v in request.query.items() if k != "cursor"}
+        params["cursor"] = token
+        return f"{request.base_url}{request.path}?{urlencode(params)}"
+
+    links = {"next": result.next_cursor, "previous": result.previous_cursor}
+    return result.page.model_copy(update={k: link(v) for k, v in links.items() if v is not None})
 
 
 # Throttling and outages by name (each service names its own: SQS `RequestThrottled`); any AWS answer
@@ -221,6 +275,10 @@ def _transient_aws(err: Exception) -> bool:
             or (code == "TransactionCanceledException" and "TransactionConflict" in reasons)
         )
     return False
+
+
+def _internal_error() -> dict[str, Any]:
+    return json_response(500, {"error": "internal_error", "message": "An unexpected error occurred."})
 
 
 def _authorizer_context(event: dict[str, Any]) -> dict[str, Any]:
@@ -274,7 +332,7 @@ def _wrap(fn: Endpoint, public: bool) -> LambdaHandler:
         if not public:
             try:
                 request.user_id  # noqa: B018 - 401 (or 503 if the key store was down) when no user
-            except ApiError as err:
+            except DomainError as err:
                 return error_response(err)
         # Every route behind the API-key authorizer is limited per key; the public routes (no
         # authorizer, no key) are not.
@@ -288,8 +346,12 @@ def _wrap(fn: Endpoint, public: bool) -> LambdaHandler:
                 return error_response(ratelimit.rate_limited(verdict))
         try:
             result = fn(request)
-        except ApiError as err:
-            return error_response(err)
+        except DomainError as err:
+            try:
+                return error_response(err)
+            except LookupError:  # a bare DomainError, or a new kind with no row: a bug, so a 500
+                logger.exception("domain error with no status", extra={"route": event.get("routeKey")})
+                return _internal_error()
         except ValidationError as err:
             return json_response(
                 400,
@@ -308,7 +370,7 @@ def _wrap(fn: Endpoint, public: bool) -> LambdaHandler:
                 return error_response(service_unavailable())
             # A 500 is always a bug: log it (never the event, which carries headers and bodies).
             logger.exception("unhandled error", extra={"route": event.get("routeKey")})
-            return json_response(500, {"error": "internal_error", "message": "An unexpected error occurred."})
+            return _internal_error()
         if isinstance(result, Response):
             if result.text is not None:
                 # Plain text only (the Graph validation echo): with nosniff and the sandboxing CSP, a

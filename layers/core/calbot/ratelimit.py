@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from calbot import store
 from calbot.config import get_settings
-from calbot.errors import ApiError
+from calbot.errors import RateLimited
 from calbot.log import logger
 from calbot.timeutil import now
 
@@ -65,15 +65,14 @@ def check(key_id: str) -> Verdict:
     return Verdict(False, 1, "burst")  # the next second has a fresh burst allowance
 
 
-def rate_limited(verdict: Verdict) -> ApiError:
+def rate_limited(verdict: Verdict) -> RateLimited:
     settings = get_settings()
     if verdict.limit == "burst":
         what = f"at most {settings.rate_limit_burst} requests in one second"
     else:
         what = f"at most {settings.rate_limit_per_minute} requests a minute"
     seconds = "second" if verdict.retry_after == 1 else "seconds"
-    return ApiError(
-        429,
+    return RateLimited(
         "rate_limited",
         f"Too many requests with this API key ({what}). Retry in {verdict.retry_after} {seconds}.",
         retry_after=verdict.retry_after,

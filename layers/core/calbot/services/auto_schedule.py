@@ -16,7 +16,7 @@ from typing import Any
 
 from calbot import aws, store
 from calbot import deadline as deadlines
-from calbot.errors import ApiError
+from calbot.errors import DomainError
 from calbot.log import logger
 from calbot.models import (
     AutoScheduleMessage,
@@ -135,7 +135,7 @@ def consume(event: dict[str, Any]) -> dict[str, Any]:
         try:
             message = AutoScheduleMessage.model_validate(json.loads(record["body"]))
             run_for_user(message.user_id)
-        except (ValueError, ApiError):
+        except (ValueError, DomainError):
             logger.exception("auto-schedule message rejected")  # malformed: retrying cannot help
         except Exception:
             logger.exception("auto-schedule failed for one user")

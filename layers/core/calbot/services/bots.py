@@ -42,7 +42,7 @@ from typing import Any, Literal, Protocol
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from calbot import scheduler
-from calbot.errors import ApiError
+from calbot.errors import Unavailable
 from calbot.log import logger
 from calbot.models import BotSource, Event, ScheduledBot
 from calbot.store import bots as bot_records
@@ -144,8 +144,8 @@ def place(bot: ScheduledBot) -> ScheduledBot:
         launches.put_launch(bot)
     except Exception:
         logger.exception("schedule creation failed; nothing was written")
-        raise ApiError(
-            503, "service_unavailable", "The bot could not be scheduled right now; try again."
+        raise Unavailable(
+            "service_unavailable", "The bot could not be scheduled right now; try again."
         ) from None
     try:
         records.create_bot(bot)

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from calbot import store, vault
 from calbot.config import get_settings
-from calbot.errors import ApiError, bad_request
+from calbot.errors import Conflict, DomainError, Invalid, ProviderFailed, Unavailable
 from calbot.log import logger
 from calbot.models import (
     CalendarInfo,
@@ -64,10 +64,8 @@ def limit_message(limit: int, provider: str) -> str:
     )
 
 
-def limit_reached(limit: int, provider: str) -> ApiError:
-    return bad_request(
-        "connection_limit_reached", limit_message(limit, provider), limit=limit, provider=provider
-    )
+def limit_reached(limit: int, provider: str) -> Invalid:
+    return Invalid("connection_limit_reached", limit_message(limit, provider), limit=limit, provider=provider)
 
 
 # Token-endpoint refusals of what the user sent (an unknown app, a malformed request): transient for a
@@ -75,21 +73,19 @@ def limit_reached(limit: int, provider: str) -> ApiError:
 _REQUEST_REFUSALS = {"unauthorized_client", "invalid_request", "invalid_scope", "unsupported_grant_type"}
 
 
-def provider_api_error(err: ProviderError, provider: CalendarProvider) -> ApiError:
+def provider_api_error(err: ProviderError, provider: CalendarProvider) -> DomainError:
     """Map a provider failure during connect to the contract's answer."""
     if isinstance(err, ProviderAuthError):
-        return bad_request("invalid_credentials", err.message, reason=err.kind)
+        return Invalid("invalid_credentials", err.message, reason=err.kind)
     if isinstance(err, ProviderUnavailable) and err.error in _REQUEST_REFUSALS:
-        return bad_request("invalid_credentials", err.message, reason=err.error)
+        return Invalid("invalid_credentials", err.message, reason=err.error)
     if isinstance(err, ProviderUnavailable):
-        extra = {"retry_after": int(err.retry_after)} if err.retry_after else {}
-        return ApiError(
-            502,
+        return ProviderFailed(
             "provider_unavailable",
             f"{provider.display_name} is unavailable or throttling right now; try again shortly.",
-            **extra,
+            retry_after=int(err.retry_after) if err.retry_after else None,
         )
-    return ApiError(502, "provider_unavailable", f"{provider.display_name} refused a request: {err.message}")
+    return ProviderFailed("provider_unavailable", f"{provider.display_name} refused a request: {err.message}")
 
 
 @dataclass
@@ -123,7 +119,7 @@ def _credentials(req: CreateConnectionRequest, provider: CalendarProvider) -> Cr
 def connect_account(
     user_id: str, req: CreateConnectionRequest, *, base_url: str
 ) -> tuple[int, ConnectionCreated]:
-    """Connect (201), or replace in place (200). Raises ApiError for every refusal."""
+    """Connect (201), or replace in place (200). Raises a domain error (calbot.errors) for every refusal."""
     provider = get_provider(req.provider)
     creds = _credentials(req, provider)
     try:
@@ -145,8 +141,7 @@ def connect_account(
     try:
         lock = store.acquire_lock(lock_name, ttl_seconds=120)
     except store.LockBusy:
-        raise ApiError(
-            409,
+        raise Conflict(
             "connect_in_progress",
             "This account is being connected right now; retry in a moment.",
             account_id=profile.account_id,
@@ -155,8 +150,7 @@ def connect_account(
         existing = store.get_connection(user_id, provider.name, profile.account_id)
         if existing is not None:
             if not existing.live:
-                raise ApiError(
-                    409,
+                raise Conflict(
                     "disconnect_in_progress",
                     f"{existing.account_id} is being disconnected. Finish that with DELETE "
                     "/api/v1/calendar/connections/{provider}/{account_id}, then connect it again.",
@@ -168,8 +162,7 @@ def connect_account(
                 return 200, _created(
                     conn, f"Connection {conn.account_id} {verb}; events, bots and subscriptions were kept."
                 )
-            raise ApiError(
-                409,
+            raise Conflict(
                 "already_connected",
                 f'{existing.account_id} is already connected. Pass "replace": true to update its '
                 "credentials in place.",
@@ -229,8 +222,7 @@ def _create(
     except BaseException as err:
         _rollback(provider, tokens.access_token, made)
         if isinstance(err, store.ConnectionExists):
-            raise ApiError(
-                409,
+            raise Conflict(
                 "already_connected",
                 f"{profile.account_id} is already connected.",
                 account_id=profile.account_id,
@@ -249,10 +241,9 @@ def _primary(calendars: list[CalendarInfo]) -> str | None:
     return calendars[0].id if calendars else None
 
 
-class _WebhookUnreachable(ApiError):
+class _WebhookUnreachable(Unavailable):
     def __init__(self, provider: CalendarProvider) -> None:
         super().__init__(
-            503,
             "service_unavailable",
             f"{provider.display_name} could not validate our notification URL; the service's "
             "public base URL is misconfigured or unreachable. Nothing was connected.",
@@ -394,8 +385,7 @@ def _replace(
         if isinstance(err, ProviderError):
             raise provider_api_error(err, provider) from None
         if isinstance(err, KeyError):
-            raise ApiError(
-                409,
+            raise Conflict(
                 "connection_changed",
                 "The connection was removed while it was being updated; connect it again.",
             ) from None

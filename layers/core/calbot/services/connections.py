@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from calbot import store
 from calbot.config import get_settings
-from calbot.errors import not_found
+from calbot.errors import NotFound
 from calbot.models import ConnectionList, ConnectionPath, ConnectionView
 
 
@@ -25,7 +25,7 @@ def list_connections(user_id: str) -> ConnectionList:
 def get_connection(user_id: str, path: ConnectionPath) -> ConnectionView:
     conn = store.get_connection(user_id, path.provider, path.account_id)
     if conn is None:
-        raise not_found(
+        raise NotFound(
             "connection_not_found",
             f"No {path.provider} connection for {path.account_id}.",
             provider=path.provider,

@@ -34,7 +34,7 @@ from urllib.parse import quote
 from calbot import deadline as deadlines
 from calbot import scheduler, store, tokens, vault
 from calbot.deadline import Deadline
-from calbot.errors import ApiError, not_found
+from calbot.errors import Conflict, Invalid, NotFound, Unavailable
 from calbot.log import logger
 from calbot.models import (
     Connection,
@@ -93,8 +93,8 @@ def lock_name(user_id: str, provider: str, account_id: str) -> str:
     return f"CONNECT#{user_id}#{provider}#{account_key(account_id)}"
 
 
-def _not_found(provider: str, account_id: str) -> ApiError:
-    return not_found(
+def _not_found(provider: str, account_id: str) -> NotFound:
+    return NotFound(
         "connection_not_found",
         f"No {provider} connection for {account_id}.",
         provider=provider,
@@ -117,8 +117,7 @@ def disconnect(
     try:
         lock = store.acquire_lock(name, ttl_seconds=LOCK_TTL_SECONDS)
     except store.LockBusy:
-        raise ApiError(
-            409,
+        raise Conflict(
             "disconnect_in_progress",
             "This account is being connected or disconnected right now; retry in a moment.",
             provider=conn.provider,
@@ -131,8 +130,7 @@ def disconnect(
         return _run(current, purge_events, _budget(deadline))
     except _OutOfTime:
         logger.info("disconnect continues on the next call", extra={"provider": conn.provider})
-        raise ApiError(
-            503,
+        raise Unavailable(
             "service_unavailable",
             "This account has a lot to clean up and the disconnect is not finished yet; call the same "
             "endpoint again to continue it (nothing is redone).",
@@ -289,12 +287,11 @@ def legacy_disconnect(
         if req.account_id and req.provider:
             raise _not_found(req.provider, req.account_id)
         scope = f" {req.provider}" if req.provider else ""
-        raise not_found("connection_not_found", f"There is no{scope} calendar connection to disconnect.")
+        raise NotFound("connection_not_found", f"There is no{scope} calendar connection to disconnect.")
     if len(conns) > 1:
         conns.sort(key=lambda c: (c.provider, c.created_at, c.key))
         first = conns[0]
-        raise ApiError(
-            400,
+        raise Invalid(
             "ambiguous_disconnect",
             f"This user has {len(conns)} calendar connections; say which one to disconnect (this endpoint "
             "never disconnects several at once).",

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlencode
 
 from calbot import cursor, store
 from calbot.deadline import Deadline
 from calbot.models import BotSummary, Event, EventPage, EventsQuery, EventView
+from calbot.pages import Paged
 from calbot.services.sync import defer_unfinished, sync_user
 from calbot.timeutil import iso_z, now, parse_iso
 
@@ -47,14 +47,14 @@ def list_events(
     query: EventsQuery,
     *,
     raw_params: dict[str, str],
-    base_url: str,
-    path: str,
     sync: bool,
     deadline: Deadline | None = None,
-) -> EventPage:
+) -> Paged[EventPage]:
     """One page of stored events; the first page syncs the accounts in scope first, within `deadline`:
     an account that cannot finish in time answers under `partial_errors` and is handed to the sync
-    worker, and the page shows what is stored."""
+    worker, and the page shows what is stored. `raw_params` are the query's filters as the caller sent
+    them (the cursors are bound to them); the page's links are left to the caller, built from the
+    cursors returned beside it."""
     scope = cursor.scope_of(
         "events",
         {
@@ -98,16 +98,19 @@ def list_events(
         rows = rows[: query.limit]
         has_previous = "a" in state
 
-    def link(data: dict[str, Any]) -> str:
-        params = {k: v for k, v in raw_params.items() if k != "cursor"}
-        params["cursor"] = cursor.encode(user_id, scope, {**data, "w": window})
-        return f"{base_url}{path}?{urlencode(params)}"
+    def token(data: dict[str, Any]) -> str:
+        return cursor.encode(user_id, scope, {**data, "w": window})
 
     bots = _bots_by_event(user_id, rows)
-    return EventPage(
-        next=link({"a": _key(rows[-1])}) if has_more and rows else None,
-        previous=link({"b": _key(rows[0])}) if has_previous and rows else None,
+    page = EventPage(
+        next=None,
+        previous=None,
         has_more=bool(has_more and rows),
         results=[EventView.of(e, include_raw=query.include_raw, bots=bots.get(e.event_id, [])) for e in rows],
         partial_errors=partial_errors,
+    )
+    return Paged(
+        page,
+        next_cursor=token({"a": _key(rows[-1])}) if has_more and rows else None,
+        previous_cursor=token({"b": _key(rows[0])}) if has_previous and rows else None,
     )

@@ -1,11 +1,13 @@
-"""The per-account provider webhook: POST /admin/schedule/users/{user_id}/{provider}/{account_id}.
+"""Provider notifications, as the per-account webhook (functions/webhook) hands them over, parsed.
 
-Graph validates a notification URL by POSTing `?validationToken=...` and expects the token back as
-text/plain. Notifications are checked item by item: the subscription must exist, belong to the user
-and account named in the path, and carry its own secret (compared as SHA-256 hashes in constant
-time). Valid work is enqueued on a FIFO queue whose message group is the account (one account's syncs
-never race on its delta token; accounts run in parallel) and the webhook answers 202 at once. The
-answer is the same whatever was dropped: it is never an oracle for ids or secrets.
+The webhook answers Graph's validation handshake itself and reads the request; this module gets whose
+notifications they claim to be (`Target`, from the webhook's path) and what they say: Graph's parsed
+JSON body, or a Google channel notification's headers (`ChannelNotice`). Notifications are checked
+item by item: the subscription must exist, belong to the user and account named in the path, and
+carry its own secret (compared as SHA-256 hashes in constant time). Valid work is enqueued on a FIFO
+queue whose message group is the account (one account's syncs never race on its delta token; accounts
+run in parallel) and the webhook answers 202 at once. The answer is the same whatever was dropped (the
+functions here return only counts, for the log and tests): it is never an oracle for ids or secrets.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ import hashlib
 import hmac
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote
 
 from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
@@ -24,11 +26,9 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from calbot import aws, store
 from calbot import deadline as deadlines
 from calbot.config import get_settings
-from calbot.http import Request, Response
 from calbot.log import logger
 from calbot.models import PROVIDER_ALIASES, ChangeMessage, Connection, account_key, normalize_provider
 
-MAX_VALIDATION_TOKEN = 2048
 MAX_ITEMS = 1000
 # Distinct subscriptions looked up per request: one BatchGetItem (DynamoDB's cap is 100 keys a call).
 # A genuine body names only this account's subscriptions (one per calendar), so its items fit; a forged
@@ -37,6 +37,34 @@ MAX_SUBSCRIPTIONS = 100
 MAX_SUBSCRIPTION_ID = 256
 MESSAGE_SECONDS = 30.0  # what one account's sync may take in the worker; not started with less left
 LIFECYCLE_KINDS = {"reauthorizationRequired": "renew", "subscriptionRemoved": "recreate", "missed": "sync"}
+
+
+@dataclass(frozen=True)
+class Target:
+    """Whose notifications these claim to be: the webhook URL's user, provider (as written in the URL,
+    an alias too) and account (unquoted). Nothing here is trusted until a subscription's secret is."""
+
+    user_id: str
+    provider: str
+    account_id: str
+
+
+@dataclass(frozen=True)
+class ChannelNotice:
+    """A Google channel notification: it has no body, its X-Goog-* headers are all it says."""
+
+    channel_id: str  # our subscription id
+    token: str | None  # the channel's own secret
+    resource_state: str  # sync (the channel started), exists, not_exists
+    resource_id: str | None
+    message_number: str
+
+
+@dataclass(frozen=True)
+class Received:
+    accepted: int
+    dropped: int
+    enqueued: int
 
 
 def _same_secret(presented: Any, stored_hash: str) -> bool:
@@ -58,22 +86,16 @@ def _sub_id(item: Any) -> str | None:
     return value
 
 
-def handle(request: Request) -> Response:
-    token = request.query.get("validationToken")
-    if token is not None:
-        if len(token) > MAX_VALIDATION_TOKEN:
-            return Response(400, {"error": "invalid_request", "message": "validationToken is too long."})
-        return Response(200, text=token)
-    path = request.path_params
-    if "x-goog-channel-id" in request.headers:
-        return _google(request)
+def receive(target: Target, body: dict[str, Any] | None) -> Received:
+    """A Graph notification POST: `body` is its JSON object, None when it could not be read."""
     try:
-        provider = normalize_provider(path.get("provider", ""))
-        body = request.json()
+        provider = normalize_provider(target.provider)
     except Exception:
+        body = None
+    if body is None:
         logger.info("notification dropped", extra={"dropped": 1, "why": "unreadable"})
-        return Response(202)
-    user_id, account = path.get("user_id", ""), account_key(unquote(path.get("account_id", "")))
+        return Received(0, 1, 0)
+    user_id, account = target.user_id, account_key(target.account_id)
     value = body.get("value")
     items = value[:MAX_ITEMS] if isinstance(value, list) else []
     # Each subscription is read once per request, all in one batch, and only the first
@@ -115,41 +137,38 @@ def handle(request: Request) -> Response:
         "notifications",
         extra={"accepted": len(items) - dropped, "dropped": dropped, "enqueued": len(messages)},
     )
-    return Response(202)
+    return Received(len(items) - dropped, dropped, len(messages))
 
 
-def _google(request: Request) -> Response:
-    """A Google channel notification: headers only, no body.
+def receive_channel(target: Target, notice: ChannelNotice) -> Received:
+    """A Google channel notification.
 
     The channel (our subscription id) must belong to the user and account in the path, carry that
     channel's own token, and name the resource it was created for. `sync` (sent once when a channel
-    starts) needs no work. Every outcome answers the same way per state, so the answer reveals nothing.
+    starts) needs no work. The webhook answers the same way per state whatever happens here, so the
+    answer reveals nothing.
     """
-    headers = request.headers
-    path = request.path_params
-    state = headers.get("x-goog-resource-state", "")
-    answer = Response(200) if state == "sync" else Response(202)
-    user_id, account = path.get("user_id", ""), account_key(unquote(path.get("account_id", "")))
-    sub = store.get_subscription(headers.get("x-goog-channel-id", "")[:256])
+    state = notice.resource_state
+    user_id, account = target.user_id, account_key(target.account_id)
+    sub = store.get_subscription(notice.channel_id)
     if (
         sub is None
         or sub.provider != "google"
-        or PROVIDER_ALIASES.get(path.get("provider", "").lower()) != "google"
+        or PROVIDER_ALIASES.get(target.provider.lower()) != "google"
         or sub.user_id != user_id
         or account_key(sub.account_id) != account
-        or not _same_secret(headers.get("x-goog-channel-token"), sub.client_state_hash)
-        or (sub.resource_id is not None and headers.get("x-goog-resource-id") != sub.resource_id)
+        or not _same_secret(notice.token, sub.client_state_hash)
+        or (sub.resource_id is not None and notice.resource_id != sub.resource_id)
     ):
         logger.info("notifications", extra={"accepted": 0, "dropped": 1, "enqueued": 0})
-        return answer
+        return Received(0, 1, 0)
     if state == "sync":
         logger.info("channel started", extra={"accepted": 1, "dropped": 0, "enqueued": 0})
-        return answer
+        return Received(1, 0, 0)
     message = ChangeMessage(user_id=user_id, provider="google", account_id=sub.account_id, kind="sync")
-    number = headers.get("x-goog-message-number", "")[:32]
-    enqueue(message, dedup=hashlib.sha256(f"{sub.id}|{number}|{state}".encode()).hexdigest())
+    enqueue(message, dedup=hashlib.sha256(f"{sub.id}|{notice.message_number}|{state}".encode()).hexdigest())
     logger.info("notifications", extra={"accepted": 1, "dropped": 0, "enqueued": 1})
-    return answer
+    return Received(1, 0, 1)
 
 
 def _dedup_id(message: ChangeMessage, accepted: list[dict[str, Any]]) -> str:

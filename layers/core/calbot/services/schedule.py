@@ -10,10 +10,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
-from urllib.parse import urlencode
 
 from calbot import cursor, scheduler, store
-from calbot.errors import ApiError, bad_request, not_found
+from calbot.errors import Conflict, Invalid, NotFound
 from calbot.models import (
     LIVE_STATUSES,
     BotPage,
@@ -29,6 +28,7 @@ from calbot.models import (
     ToggleRecurrenceResult,
     UnscheduleRequest,
 )
+from calbot.pages import Paged
 from calbot.services import bots as lifecycle
 from calbot.services.bots import make_bot, place, series_key
 from calbot.services.connections import is_live
@@ -40,7 +40,7 @@ def _event(user_id: str, event_id: str) -> Event:
     occurrence that stands for the series: its next upcoming one (else its last)."""
     event = store.get_event(user_id, event_id) or _series_event(user_id, event_id)
     if event is None:
-        raise not_found("event_not_found", f"No event {event_id}.", event_id=event_id)
+        raise NotFound("event_not_found", f"No event {event_id}.", event_id=event_id)
     return event
 
 
@@ -56,7 +56,7 @@ def _series_event(user_id: str, series_id: str) -> Event | None:
 def _require_connected(event: Event) -> None:
     """Events kept after a disconnect (purge_events=false) are history: no new bot joins them."""
     if not is_live(event.user_id, event.provider, event.account_id):
-        raise bad_request(
+        raise Invalid(
             "calendar_disconnected",
             f"The {event.provider} account {event.account_id} this event came from is disconnected; "
             "connect it again to schedule bots for its meetings.",
@@ -76,11 +76,11 @@ def _occurrences(event: Event, req: ScheduleRequest, at: datetime) -> list[Event
     offset = timedelta(seconds=req.join_offset_seconds)
     if not event.is_recurring:
         if req.occurrence_date or req.schedule_all_occurrences:
-            raise bad_request(
+            raise Invalid(
                 "not_recurring", "occurrence_date and schedule_all_occurrences need a recurring event."
             )
         if event.start_time - offset <= at:
-            raise bad_request("event_in_past", "The event has started or starts too soon for a bot to join.")
+            raise Invalid("event_in_past", "The event has started or starts too soon for a bot to join.")
         return [event]
     upcoming = [e for e in _series_events(event) if not e.is_deleted and e.start_time - offset > at]
     if req.occurrence_date is not None:
@@ -89,29 +89,29 @@ def _occurrences(event: Event, req: ScheduleRequest, at: datetime) -> list[Event
         if not match and (wanted.hour, wanted.minute, wanted.second) == (0, 0, 0):  # a date: that day's one
             match = [e for e in upcoming if e.start_time.date() == wanted.date()]
         if not match:
-            raise bad_request(
+            raise Invalid(
                 "occurrence_not_found", f"The series has no upcoming occurrence at {iso_z(wanted)}."
             )
         return match[:1]
     if req.schedule_all_occurrences:
         if not upcoming:
-            raise bad_request("event_in_past", "The series has no upcoming occurrence.")
+            raise Invalid("event_in_past", "The series has no upcoming occurrence.")
         return upcoming[: req.occurrence_limit]
     # Neither flag: this occurrence if it is still ahead, else the series' next one.
     if not event.is_deleted and event.start_time - offset > at:
         return [event]
     if not upcoming:
-        raise bad_request("event_in_past", "The series has no upcoming occurrence.")
+        raise Invalid("event_in_past", "The series has no upcoming occurrence.")
     return upcoming[:1]
 
 
 def schedule_event(user_id: str, event_id: str, req: ScheduleRequest) -> ScheduleResult:
     event = _event(user_id, event_id)
     if event.is_deleted:
-        raise bad_request("event_cancelled", "The event was cancelled.")
+        raise Invalid("event_cancelled", "The event was cancelled.")
     _require_connected(event)
     if not event.meeting_url:
-        raise bad_request(
+        raise Invalid(
             "no_meeting_link",
             "No meeting link (Meet, Zoom, Teams, Webex, GoToMeeting, BlueJeans or "
             "Whereby) was found in this event.",
@@ -146,8 +146,7 @@ def schedule_event(user_id: str, event_id: str, req: ScheduleRequest) -> Schedul
             # ...unless this request already made every one of these bots: a retry of a request that
             # was answered 503 after its bots were placed. It still ends where the client asked.
             _set_recurring(event, True)
-        raise ApiError(
-            409,
+        raise Conflict(
             "already_scheduled",
             "A bot is already scheduled for this meeting; update it with "
             "PATCH /calendar/scheduled_bots/{bot_id}.",
@@ -234,7 +233,7 @@ def unschedule_event(user_id: str, event_id: str, req: UnscheduleRequest) -> Can
             bots = [b for b in mine if b.status == "Scheduled"]
     cancelled = [b.bot_id for b in bots if lifecycle.cancel(b, "user_cancelled")]
     if not cancelled:
-        raise not_found("not_scheduled", "No scheduled bot for this event.", event_id=event_id)
+        raise NotFound("not_scheduled", "No scheduled bot for this event.", event_id=event_id)
     return CancelResult(cancelled=len(cancelled), bot_ids=cancelled)
 
 
@@ -242,13 +241,12 @@ def _join_key(bot: ScheduledBot) -> str:
     return f"{iso_z(bot.scheduled_join_time)}#{bot.bot_id}"
 
 
-def list_bots(
-    user_id: str, query: ScheduledBotsQuery, *, raw_params: dict[str, str], base_url: str, path: str
-) -> BotPage:
+def list_bots(user_id: str, query: ScheduledBotsQuery, *, raw_params: dict[str, str]) -> Paged[BotPage]:
     """What API.md says: without `status`, the live bots whose join time is ahead, soonest first; with
     one status (or `all`), those bots whatever their join time: the ones ahead soonest first, then the
     past ones newest first. The moment that splits ahead from past is fixed by the first page and kept
-    in the cursor, so paging never skips or repeats a bot as time moves."""
+    in the cursor, so paging never skips or repeats a bot as time moves. The next page is returned as a
+    cursor (bound to `raw_params`, the filters as sent); the caller makes it a link."""
     scope = cursor.scope_of(
         "scheduled_bots", {k: raw_params.get(k) for k in ("provider", "account_id", "status")}
     )
@@ -263,7 +261,7 @@ def list_bots(
     try:
         pivot = str(state["t"]) if state else iso_z(now().replace(microsecond=0))
     except KeyError:
-        raise bad_request("invalid_cursor", "The cursor is not valid for this request.") from None
+        raise Invalid("invalid_cursor", "The cursor is not valid for this request.") from None
     by_join_time = partial(
         store.bots_by_join_time,
         user_id,
@@ -287,12 +285,9 @@ def list_bots(
         rows += past[:need]
         if len(past) > need:
             more = {"b": _join_key(rows[-1])} if need else {"p": 1}
-    next_url = None
-    if more is not None:
-        params = {k: v for k, v in raw_params.items() if k != "cursor"}
-        params["cursor"] = cursor.encode(user_id, scope, {"t": pivot, **more})
-        next_url = f"{base_url}{path}?{urlencode(params)}"
-    return BotPage(results=[BotView.of(b) for b in rows], next=next_url, has_more=next_url is not None)
+    token = cursor.encode(user_id, scope, {"t": pivot, **more}) if more is not None else None
+    page = BotPage(results=[BotView.of(b) for b in rows], next=None, has_more=token is not None)
+    return Paged(page, next_cursor=token)
 
 
 def _account(user_id: str, query: ScheduledBotsQuery) -> str | None:
@@ -305,15 +300,14 @@ def _account(user_id: str, query: ScheduledBotsQuery) -> str | None:
 def _bot_or_404(user_id: str, bot_id: str) -> ScheduledBot:
     bot = store.get_bot(user_id, bot_id)
     if bot is None:
-        raise not_found("bot_not_found", f"No scheduled bot {bot_id}.", bot_id=bot_id)
+        raise NotFound("bot_not_found", f"No scheduled bot {bot_id}.", bot_id=bot_id)
     return bot
 
 
 def update_bot(user_id: str, bot_id: str, req: PatchBotRequest) -> BotView:
     bot = _bot_or_404(user_id, bot_id)
     if bot.status != "Scheduled":
-        raise ApiError(
-            409,
+        raise Conflict(
             "bot_not_scheduled",
             f"The bot is {bot.status}; only a Scheduled bot can be changed.",
             bot_id=bot_id,
@@ -330,11 +324,11 @@ def update_bot(user_id: str, bot_id: str, req: PatchBotRequest) -> BotView:
     changes: dict[str, Any] = {"bot_config": config, "updated_at": now()}
     if req.scheduled_join_time is not None:
         if req.scheduled_join_time <= now():
-            raise bad_request("join_time_in_past", "scheduled_join_time must be in the future.")
+            raise Invalid("join_time_in_past", "scheduled_join_time must be in the future.")
         changes["scheduled_join_time"] = req.scheduled_join_time
     updated = bot.model_copy(update=changes)
     if not lifecycle.change(updated, join_time_changed=req.scheduled_join_time is not None):
-        raise ApiError(409, "bot_not_scheduled", "The bot left Scheduled while being updated.", bot_id=bot_id)
+        raise Conflict("bot_not_scheduled", "The bot left Scheduled while being updated.", bot_id=bot_id)
     return BotView.of(updated)
 
 
@@ -342,8 +336,7 @@ def delete_bot(user_id: str, bot_id: str) -> BotView:
     bot = _bot_or_404(user_id, bot_id)
     if bot.status != "Scheduled" or not lifecycle.cancel(bot, "user_cancelled"):
         current = store.get_bot(user_id, bot_id) or bot
-        raise ApiError(
-            409,
+        raise Conflict(
             "bot_not_scheduled",
             f"The bot is {current.status}; it cannot be cancelled.",
             bot_id=bot_id,
@@ -374,7 +367,7 @@ def next_occurrence(event: Event, after: datetime) -> Event | None:
 def toggle_recurrence(user_id: str, event_id: str, enabled: bool) -> ToggleRecurrenceResult:
     event = _event(user_id, event_id)
     if not event.is_recurring:
-        raise bad_request("not_recurring", "This event is not recurring (it has no recurrence rule).")
+        raise Invalid("not_recurring", "This event is not recurring (it has no recurrence rule).")
     _set_recurring(event, enabled)
     if not enabled:
         # Stop the chain: bots the recurrence made and that have not run yet are cancelled.
@@ -398,7 +391,7 @@ def auto_reschedule(user_id: str, event_id: str) -> ScheduleResult | None:
     """
     event = _event(user_id, event_id)
     if not event.is_recurring:
-        raise bad_request("not_recurring", "This event is not recurring (it has no recurrence rule).")
+        raise Invalid("not_recurring", "This event is not recurring (it has no recurrence rule).")
     _require_connected(event)
     previous = sorted(store.bots_of_series(user_id, series_key(event)), key=lambda b: b.created_at)
     config = previous[-1].bot_config if previous else {}
