@@ -47,7 +47,7 @@ from calbot.models import (
 )
 from calbot.providers import get_provider
 from calbot.providers.base import ProviderError
-from calbot.services.schedule import cancel_bot
+from calbot.services import bots as lifecycle
 from calbot.timeutil import iso_z, now
 
 BATCH = 25  # one BatchWriteItem; also the unit of work between two looks at the clock
@@ -255,7 +255,7 @@ def _settle_bot(bot: ScheduledBot, started_at: datetime) -> tuple[int, bool]:
     if bot.status == "Scheduled":
         # Schedules first, then the status: an attempt cut off in between leaves a Scheduled bot without
         # schedules, which the retry cancels; never a Cancelled bot whose schedule is still there.
-        if cancel_bot(bot, REASON, schedules_first=True):
+        if lifecycle.cancel(bot, REASON, schedules_first=True):
             return 1, True
         bot = store.get_bot(bot.user_id, bot.bot_id) or bot  # it left Scheduled meanwhile
     if bot.status == "Cancelled":
