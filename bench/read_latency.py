@@ -78,7 +78,7 @@ def main() -> int:
         from calbot.admin import create_user
         from calbot.models import CalendarInfo, Connection, Credentials, Event, ScheduledBot
         from calbot.providers import get_provider
-        from calbot.services.schedule import dedup_key, new_bot_id
+        from calbot.services.bots import dedup_key, new_bot_id
 
         t_setup = time.perf_counter()
         graph.add_app("bench-client", "bench-secret")

@@ -457,7 +457,7 @@ def test_a_google_account_is_disconnected_the_same_way_its_channels_stopped_by_r
     )
     assert status == 201 and created.provider == "google" and created.watch_setup.subscriptions >= 1
     conn = store.get_connection(user_id, "google", mail)
-    assert conn is not None and all(r.resource_id for r in conn.subscriptions)
+    assert conn is not None and all(r.handle["resource_id"] for r in conn.subscriptions)
     outlook_before = snapshot(stack, user_id, outlook)
 
     result = disconnect.disconnect(user_id, "google", mail)

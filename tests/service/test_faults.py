@@ -18,6 +18,7 @@ from calbot.errors import DomainError
 from calbot.models import AutoScheduleSettings, ChangeMessage, Event, ScheduledBot, ScheduleRequest
 from calbot.providers import get_provider
 from calbot.services import auto_schedule, launcher, reconcile, subscriptions
+from calbot.services import bots as lifecycle
 from calbot.services import schedule as svc
 from calbot.services.notifications import consume
 from calbot.services.sync import sync_user
@@ -170,7 +171,7 @@ def test_a_launch_retried_after_it_died_past_the_create_call_creates_no_second_b
         raise SystemExit("Lambda timed out after the remote bot was created")
 
     with monkeypatch.context() as patch:
-        patch.setattr(launcher, "_finish", killed)
+        patch.setattr(lifecycle, "finish_launch", killed)
         with pytest.raises(SystemExit):
             launcher.launch(bot.user_id, bot.bot_id)
     assert create_calls == [bot.bot_id]

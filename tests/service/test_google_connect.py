@@ -63,7 +63,10 @@ def test_google_connect_watches_every_calendar_with_its_own_token(stack: LocalSt
     live = {c["id"]: c for c in stack.google.channels(active_only=True)}
     for ref in conn.subscriptions:
         sub = store.get_subscription(ref.id)
-        assert sub is not None and sub.resource_id == live[ref.id]["resource_id"] == ref.resource_id
+        assert (
+            sub is not None
+            and sub.handle["resource_id"] == live[ref.id]["resource_id"] == ref.handle["resource_id"]
+        )
         # the channel's token is the secret whose hash we keep; the token itself is stored nowhere
         assert sub.client_state_hash == hash_client_state(live[ref.id]["token"])
     tokens = {live[r.id]["token"] for r in conn.subscriptions}
@@ -139,7 +142,7 @@ def test_renewal_recreates_channels_expiring_within_two_days_and_stops_the_old_o
     assert new_ref.id != old_ref.id and new_ref.expires_at > now() + timedelta(days=25)
     assert store.get_subscription(old_ref.id) is None
     new = store.get_subscription(new_ref.id)
-    assert new is not None and new.resource_id == new_ref.resource_id
+    assert new is not None and new.handle["resource_id"] == new_ref.handle["resource_id"]
     states = {c["id"]: c for c in stack.google.channels() if c["calendar_id"] == acct["email"]}
     assert states[old_ref.id]["stopped"] is True  # stopped at Google with its resource id
     assert states[new_ref.id]["stopped"] is False and not states[new_ref.id]["expired"]

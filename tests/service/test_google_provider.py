@@ -230,12 +230,12 @@ def test_watch_channel_carries_our_token_and_stops(google: GoogleEmulator, provi
     sub = provider.create_subscription(
         token, calendar_id=email, notification_url="http://127.0.0.1:9/hook", client_state="secret-token-1"
     )
-    assert sub.resource_id and sub.expires_at > datetime.now(UTC) + timedelta(days=6)
+    assert sub.handle["resource_id"] and sub.expires_at > datetime.now(UTC) + timedelta(days=6)
     (channel,) = [c for c in google.channels() if c["id"] == sub.id]
     assert channel["token"] == "secret-token-1"
     assert provider.renew_subscription(token, sub.id) is None  # channels cannot be extended
-    assert provider.delete_subscription(token, sub.id, resource_id=sub.resource_id) is True
-    assert provider.delete_subscription(token, sub.id, resource_id=sub.resource_id) is False
+    assert provider.delete_subscription(token, sub.id, handle=sub.handle) is True
+    assert provider.delete_subscription(token, sub.id, handle=sub.handle) is False
     assert not google.channels(active_only=True)
 
 

@@ -16,6 +16,7 @@ from calbot.config import get_settings
 from calbot.errors import DomainError, Unavailable
 from calbot.http import status_of
 from calbot.models import Event, PatchBotRequest, ScheduleRequest, UnscheduleRequest
+from calbot.services import bots as lifecycle
 from calbot.services import launcher
 from calbot.services import schedule as svc
 from calbot.services.sync import sync_user
@@ -561,7 +562,7 @@ def test_a_kill_between_the_bot_item_and_its_schedule_leaves_no_bot_nobody_launc
         real_put(bot, **kwargs)
 
     # Killed at the second of the two writes, whichever order they come in.
-    monkeypatch.setattr(store, "create_bot", create_bot)
+    monkeypatch.setattr(store.bots, "create_bot", create_bot)
     monkeypatch.setattr(scheduler, "put_launch", put_launch)
     with pytest.raises(Killed):
         svc.schedule_event(user_id, event.event_id, ScheduleRequest())
@@ -594,15 +595,15 @@ def test_a_bot_refused_as_already_scheduled_leaves_no_schedule_behind(
     )
     event = synced(user_id, ev["id"])
     first = svc.schedule_event(user_id, event.event_id, ScheduleRequest())
-    twin = svc.make_bot(event, {}, offset_seconds=60, source="auto", recurring=False)
+    twin = lifecycle.make_bot(event, {}, offset_seconds=60, source="auto", recurring=False)
     # The guard is already held: refused before a schedule is written.
     with pytest.raises(store.AlreadyScheduled):
-        svc.place(twin)
+        lifecycle.place(twin)
     assert schedule_of(twin.bot_id) is None and schedule_of(first.bot_id) is not None
     # A race the read cannot see (the guard taken between the read and the write): the schedule goes.
-    monkeypatch.setattr(store, "dedup_owner", lambda *_: None)
+    monkeypatch.setattr(store.bots, "dedup_owner", lambda *_: None)
     with pytest.raises(store.AlreadyScheduled):
-        svc.place(twin)
+        lifecycle.place(twin)
     assert schedule_of(twin.bot_id) is None
 
 
@@ -630,7 +631,7 @@ def test_a_bot_due_at_once_keeps_a_schedule_even_if_it_fired_before_the_item_was
         scheduler.delete(scheduler.launch_schedule_name(bot.bot_id))
         real_create(bot)
 
-    monkeypatch.setattr(store, "create_bot", create_bot)
+    monkeypatch.setattr(store.bots, "create_bot", create_bot)
     made = svc.schedule_event(user_id, event.event_id, ScheduleRequest())
     assert fired == [{"bot_id": made.bot_id, "skipped": "missing"}]
     assert schedule_of(made.bot_id) is not None  # written again: the bot still gets launched

@@ -34,7 +34,7 @@ from calbot.errors import (
 from calbot.http import STATUS, Request, Response, api_handler, error_response, status_of, with_links
 from calbot.models import BotPage, EventPage
 from calbot.pages import Paged
-from calbot.services.notifications import ChannelNotice, Target
+from calbot.services.notifications import Received
 
 ROOT = Path(__file__).resolve().parents[2]
 CORE = ROOT / "layers/core/calbot"
@@ -285,10 +285,13 @@ def webhook(monkeypatch: pytest.MonkeyPatch) -> Any:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     module.calls = []
-    monkeypatch.setattr(module, "receive", lambda target, body: module.calls.append((target, body)))
-    monkeypatch.setattr(
-        module, "receive_channel", lambda target, notice: module.calls.append((target, notice))
-    )
+    module.answer = 202
+
+    def receive(notice: Any) -> Received:
+        module.calls.append(notice)
+        return Received(0, 0, 0, module.answer)
+
+    monkeypatch.setattr(module, "receive", receive)
     return module
 
 
@@ -313,11 +316,15 @@ def test_a_too_long_validation_token_is_todays_400(webhook: Any) -> None:
     assert webhook.calls == []
 
 
+def _target(notice: Any) -> tuple[str, str, str]:
+    return (notice.user_id, notice.provider, notice.account_id)
+
+
 def test_a_graph_body_reaches_the_service_parsed_with_the_path_unquoted(webhook: Any) -> None:
     resp = _post(webhook, body='{"value": [{"subscriptionId": "s1"}]}')
     assert (resp["statusCode"], resp["body"]) == (202, "")
-    assert webhook.calls == [
-        (Target("usr_1", "microsoft", "a@b.example"), {"value": [{"subscriptionId": "s1"}]})
+    assert [(_target(n), n.body) for n in webhook.calls] == [
+        (("usr_1", "microsoft", "a@b.example"), {"value": [{"subscriptionId": "s1"}]})
     ]
 
 
@@ -326,10 +333,15 @@ def test_a_graph_body_reaches_the_service_parsed_with_the_path_unquoted(webhook:
 )
 def test_an_unreadable_body_is_handed_over_as_none_and_answered_202(webhook: Any, body: str) -> None:
     assert _post(webhook, body=body)["statusCode"] == 202
-    assert [b for _, b in webhook.calls] == [None]
+    assert [n.body for n in webhook.calls] == [None]
 
 
-def test_a_google_notification_is_read_from_its_headers(webhook: Any) -> None:
+def test_a_google_notification_reaches_the_service_with_its_headers_and_gets_its_answer(
+    webhook: Any,
+) -> None:
+    """Google's notifications are headers only: the handler hands them over as they came (the Google
+    provider reads and bounds them: tests/unit/test_provider_registry.py) and answers what the
+    provider's protocol wants (200 to a channel's `sync`: tests/service/test_google_webhook.py)."""
     headers = {
         "X-Goog-Channel-ID": "c" * 300,
         "X-Goog-Channel-Token": "tok",
@@ -338,10 +350,10 @@ def test_a_google_notification_is_read_from_its_headers(webhook: Any) -> None:
         "X-Goog-Message-Number": "9" * 40,
     }
     assert _post(webhook, headers=headers)["statusCode"] == 202
-    assert webhook.calls == [
-        (
-            Target("usr_1", "microsoft", "a@b.example"),
-            ChannelNotice("c" * 256, "tok", "exists", "res-1", "9" * 32),
-        )
-    ]
+    (notice,) = webhook.calls
+    assert _target(notice) == ("usr_1", "microsoft", "a@b.example") and notice.body == {}
+    assert {k: v for k, v in notice.headers.items() if k.startswith("x-goog-")} == {
+        k.lower(): v for k, v in headers.items()
+    }
+    webhook.answer = 200
     assert _post(webhook, headers={**headers, "X-Goog-Resource-State": "sync"})["statusCode"] == 200

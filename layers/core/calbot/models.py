@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -17,12 +17,16 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
     PlainSerializer,
+    PrivateAttr,
     WithJsonSchema,
+    create_model,
     field_validator,
     model_validator,
 )
 
+from calbot.providers import registry
 from calbot.timeutil import iso_z, parse_iso
 
 
@@ -93,35 +97,46 @@ AccountId = Annotated[
     ),
     _utf8(MAX_ACCOUNT_ID_BYTES),
 ]
-ProviderName = Literal["outlook", "google"]
 ConnectionStatus = Literal["active", "needs_reauth", "error"]
 
-PROVIDER_ALIASES = {"outlook": "outlook", "microsoft": "outlook", "google": "google"}
+
+class _ProviderSchema:
+    """A provider value's JSON Schema, read from the registry when the document is generated: its names
+    (a request's parameter also lists and explains the aliases)."""
+
+    def __init__(self, *, aliases: bool = False) -> None:
+        self.aliases = aliases
+
+    def __get_pydantic_json_schema__(self, core_schema: Any, handler: Any) -> dict[str, Any]:
+        names = registry.names()
+        if not self.aliases:
+            return {"enum": names, "type": "string"}
+        extra = [a for s in registry.specs() for a in s.aliases]
+        return {"type": "string", "enum": names + extra, "description": registry.alias_note()}
 
 
-def normalize_provider(value: str) -> ProviderName:
-    """`microsoft` is accepted everywhere as an alias of `outlook`."""
-    provider = PROVIDER_ALIASES.get(value.strip().lower())
-    if provider is None:
-        raise ValueError("provider must be 'outlook' (alias 'microsoft') or 'google'")
-    return provider  # type: ignore[return-value]
+def _known_provider(value: str) -> str:
+    if not registry.known(value):
+        raise ValueError(f"provider must be one of {registry.names()}")
+    return value
+
+
+def normalize_provider(value: str) -> str:
+    """A registered provider's name from its name or any alias (e.g. `microsoft` for `outlook`),
+    case-insensitive; ValueError naming the accepted ones."""
+    return registry.spec(value).name
 
 
 def _provider_param(value: Any) -> Any:
     return normalize_provider(value) if isinstance(value, str) else value
 
 
-# A provider in a request: `microsoft` is read as `outlook`; anything else unknown is a 400.
+# A stored or returned provider: exactly a registered provider's name.
+ProviderName = Annotated[str, AfterValidator(_known_provider), _ProviderSchema()]
+# A provider in a request: an alias is read as its provider (`microsoft` as `outlook`); anything else
+# unknown is a 400.
 ProviderParam = Annotated[
-    ProviderName,
-    BeforeValidator(_provider_param),
-    WithJsonSchema(
-        {
-            "type": "string",
-            "enum": ["outlook", "google", "microsoft"],
-            "description": "`microsoft` is an alias of `outlook` (case-insensitive).",
-        }
-    ),
+    str, BeforeValidator(_provider_param), AfterValidator(_known_provider), _ProviderSchema(aliases=True)
 ]
 
 
@@ -153,19 +168,35 @@ class CalendarInfo(Model):
     color: str | None = None
 
 
+def _legacy_handle(data: Any) -> Any:
+    """Records written before subscriptions had a handle kept Google's resource id in `resource_id`:
+    it is read into the handle, so nothing stored is lost."""
+    if isinstance(data, dict) and "resource_id" in data:
+        data = dict(data)
+        resource_id = data.pop("resource_id")
+        if resource_id is not None and not data.get("handle"):
+            data["handle"] = {"resource_id": resource_id}
+    return data
+
+
+# The provider's own data about one subscription (e.g. the resource id a Google channel is stopped by):
+# opaque to everything but the provider that made it.
+Handle = dict[str, str]
+
+
 class SubscriptionRef(Model):
     """What a connection remembers about one provider subscription (never its secret)."""
 
     id: str
     calendar_id: str
     expires_at: UtcDateTime
-    resource_id: str | None = None  # Google channels are stopped by (id, resource_id)
+    handle: Handle = Field(default_factory=dict)
+
+    _legacy = model_validator(mode="before")(_legacy_handle)
 
     @classmethod
     def of(cls, sub: Subscription) -> SubscriptionRef:
-        return cls(
-            id=sub.id, calendar_id=sub.calendar_id, expires_at=sub.expires_at, resource_id=sub.resource_id
-        )
+        return cls(id=sub.id, calendar_id=sub.calendar_id, expires_at=sub.expires_at, handle=sub.handle)
 
 
 class FailedCalendar(Model):
@@ -228,7 +259,9 @@ class Subscription(Model):
     client_state_hash: str  # sha256 hex of the per-subscription secret; the secret itself is never stored
     expires_at: UtcDateTime
     created_at: UtcDateTime
-    resource_id: str | None = None  # Google: the watched resource's id, needed to stop the channel
+    handle: Handle = Field(default_factory=dict)  # the provider's own data (see SubscriptionRef)
+
+    _legacy = model_validator(mode="before")(_legacy_handle)
 
 
 class User(Model):
@@ -270,41 +303,65 @@ class Credentials(Model):
 # Requests
 
 
-class CreateConnectionRequest(Strict):
-    microsoft_client_id: str | None = Field(default=None, min_length=1, max_length=256)
-    microsoft_client_secret: str | None = Field(default=None, min_length=1, max_length=1024)
-    microsoft_refresh_token: str | None = Field(default=None, min_length=1, max_length=16384)
-    microsoft_tenant: str = Field(
-        default="common", min_length=1, max_length=128, pattern=r"^[A-Za-z0-9.\-]+$"
-    )
-    google_client_id: str | None = Field(default=None, min_length=1, max_length=256)
-    google_client_secret: str | None = Field(default=None, min_length=1, max_length=1024)
-    google_refresh_token: str | None = Field(default=None, min_length=1, max_length=16384)
-    replace: bool = False
+class _ConnectionRequestBase(Strict):
+    """POST /calendar/connections: exactly one provider's fields (each provider declares its own in
+    the registry), and `replace`. The fields of every registered provider are this model's fields; a
+    provider registered after this module was imported is read through the registry all the same."""
 
-    @model_validator(mode="after")
-    def _one_provider(self) -> CreateConnectionRequest:
-        ms = [self.microsoft_client_id, self.microsoft_client_secret, self.microsoft_refresh_token]
-        gg = [self.google_client_id, self.google_client_secret, self.google_refresh_token]
-        has_ms, has_gg = any(v is not None for v in ms), any(v is not None for v in gg)
-        if has_ms and has_gg:
-            raise ValueError("send either the microsoft_* fields or the google_* fields, not both")
-        if not has_ms and not has_gg:
-            raise ValueError(
-                "send microsoft_client_id, microsoft_client_secret and microsoft_refresh_token "
-                "(or the google_* equivalents)"
-            )
-        fields = ms if has_ms else gg
-        if any(v is None for v in fields):
-            prefix = "microsoft" if has_ms else "google"
-            raise ValueError(
-                f"{prefix}_client_id, {prefix}_client_secret and {prefix}_refresh_token are all required"
-            )
-        return self
+    _provider: str = PrivateAttr(default="")
+    _fields: registry.CredentialFields | None = PrivateAttr(default=None)
+    if TYPE_CHECKING:
+        replace: bool
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _one_provider(cls, data: Any, handler: ModelWrapValidatorHandler[Any]) -> Any:
+        if not isinstance(data, dict):
+            return handler(data)
+        # Fields of a provider registered later are not model fields: they are read by its own model.
+        later = {
+            name
+            for spec in registry.specs()
+            for name in spec.credentials.model_fields
+            if name not in cls.model_fields
+        }
+        made = handler({k: v for k, v in data.items() if k not in later})
+        spec, fields = registry.credentials_of(data)
+        made._provider, made._fields = spec.name, fields
+        return made
 
     @property
-    def provider(self) -> ProviderName:
-        return "outlook" if self.microsoft_refresh_token is not None else "google"
+    def provider(self) -> str:
+        return self._provider
+
+    def credentials(self) -> dict[str, str]:
+        """The chosen provider's credentials as the vault keeps them (client id, secret, token...): its
+        fields as this request holds them now (a model_copy may have updated them)."""
+        assert self._fields is not None
+        fields = type(self._fields)
+        values = self._fields.model_dump()
+        values.update({k: getattr(self, k) for k in fields.model_fields if k in type(self).model_fields})
+        return fields.model_construct(**values).credentials()
+
+
+def _connection_request_fields() -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        name: (info.annotation, info)
+        for spec in registry.specs()
+        for name, info in spec.credentials.model_fields.items()
+    }
+    return {**fields, "replace": (bool, False)}
+
+
+if TYPE_CHECKING:
+    CreateConnectionRequest = _ConnectionRequestBase
+else:
+    CreateConnectionRequest = create_model(
+        "CreateConnectionRequest",
+        __base__=_ConnectionRequestBase,
+        __module__=__name__,
+        **_connection_request_fields(),
+    )
 
 
 class ConnectionPath(Strict):
@@ -475,7 +532,7 @@ class ScopeQuery(Strict):
     @model_validator(mode="after")
     def _account_needs_provider(self) -> ScopeQuery:
         if self.account_id and not self.provider:
-            raise ValueError("account_id needs provider (outlook or google)")
+            raise ValueError(f"account_id needs provider ({' or '.join(registry.names())})")
         return self
 
 

@@ -1,24 +1,21 @@
-"""Calendar providers behind one interface (`base.CalendarProvider`)."""
+"""Calendar providers behind one interface (`base.CalendarProvider`), found through `registry`."""
 
 from __future__ import annotations
 
 from functools import cache
+from typing import TYPE_CHECKING
 
-from calbot.providers.base import CalendarProvider
+if TYPE_CHECKING:  # base imports calbot.models, which builds its provider types on the registry
+    from calbot.providers.base import CalendarProvider
 
 
 @cache
 def get_provider(name: str) -> CalendarProvider:
-    """The provider for `outlook` or `google`; one instance per process (its HTTP session is reused)."""
-    if name == "outlook":
-        from calbot.providers.outlook import OutlookProvider
+    """The provider registered under `name` (or an alias); one instance per process (its HTTP session
+    is reused). ValueError for a name no provider has."""
+    from calbot.providers import registry
 
-        return OutlookProvider()
-    if name == "google":
-        from calbot.providers.google import GoogleProvider
-
-        return GoogleProvider()
-    raise ValueError(f"unsupported provider: {name}")
+    return registry.spec(name).create()
 
 
 def reset_providers() -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from calbot.models import CalendarInfo, Credentials, ProviderName
+from calbot.models import CalendarInfo, Credentials, Handle
 
 
 class ProviderError(Exception):
@@ -61,6 +61,11 @@ class ProviderRequestError(ProviderError):
         super().__init__(message)
         self.status = status
         self.code = code
+
+
+class NotificationUrlRefused(ProviderRequestError):
+    """The provider could not validate our notification URL when asked to watch a calendar (Graph's
+    handshake failed): the service's public base URL is wrong or unreachable, not the account."""
 
 
 class SyncTokenExpired(ProviderError):
@@ -192,15 +197,15 @@ class ProviderSubscription:
     id: str
     calendar_id: str
     expires_at: datetime
-    resource_id: str | None = None  # Google channels need it to stop
+    # The provider's own data about it, stored with the subscription and handed back to the provider
+    # (e.g. the resource id a Google channel is stopped by). Nothing else reads it.
+    handle: Handle = field(default_factory=dict)
 
 
 class CalendarProvider(ABC):
-    name: ProviderName
+    name: str  # as registered (calbot.providers.registry)
     display_name: str
     scopes: str
-    # Graph answers GET /subscriptions/{id}; Google has no way to read a channel back.
-    can_query_subscriptions: bool = True
 
     @abstractmethod
     def refresh(self, creds: Credentials) -> TokenSet:
@@ -227,15 +232,15 @@ class CalendarProvider(ABC):
     ) -> ProviderSubscription: ...
 
     @abstractmethod
-    def get_subscription(self, access_token: str, subscription_id: str) -> ProviderSubscription | None:
-        """The subscription if it still exists at the provider, else None."""
+    def get_subscription(self, access_token: str, known: ProviderSubscription) -> ProviderSubscription | None:
+        """The subscription as the provider has it now, or None when it is gone. `known` is what we
+        stored (a provider that cannot read a subscription back answers from it)."""
 
     @abstractmethod
     def renew_subscription(self, access_token: str, subscription_id: str) -> ProviderSubscription | None:
         """Extend to the maximum lifetime; None when the provider says it is gone."""
 
     @abstractmethod
-    def delete_subscription(
-        self, access_token: str, subscription_id: str, *, resource_id: str | None = None
-    ) -> bool:
-        """Stop it at the provider; False when it was already gone."""
+    def delete_subscription(self, access_token: str, subscription_id: str, *, handle: Handle) -> bool:
+        """Stop it at the provider (`handle`: what it returned when it was made, {} when unknown); False
+        when it was already gone."""

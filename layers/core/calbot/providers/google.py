@@ -22,7 +22,7 @@ import requests
 
 from calbot import links, recurrence, timezones
 from calbot.config import Settings, get_settings
-from calbot.models import CalendarInfo, Credentials
+from calbot.models import CalendarInfo, Credentials, Handle
 from calbot.providers.base import (
     AccountProfile,
     CalendarChanges,
@@ -72,7 +72,6 @@ class GoogleProvider(CalendarProvider):
     name = "google"
     display_name = "Google"
     scopes = SCOPES
-    can_query_subscriptions = False
 
     def __init__(self, settings: Settings | None = None, http: ProviderHttp | None = None) -> None:
         self.settings = settings or get_settings()
@@ -332,21 +331,20 @@ class GoogleProvider(CalendarProvider):
             id=str(resp.get("id") or channel_id),
             calendar_id=calendar_id,
             expires_at=_expiration(resp.get("expiration")),
-            resource_id=resp.get("resourceId"),
+            handle={"resource_id": str(resp["resourceId"])} if resp.get("resourceId") else {},
         )
 
-    def get_subscription(self, access_token: str, subscription_id: str) -> ProviderSubscription | None:
-        """Google has no API to read a channel back (`can_query_subscriptions` is False): callers keep
-        channels whose stored expiry is ahead and never ask."""
-        return None
+    def get_subscription(self, access_token: str, known: ProviderSubscription) -> ProviderSubscription | None:
+        """Google has no API to read a channel back: the stored channel, whose expiry the caller has
+        checked, is the truth (a channel stopped behind our back simply stops notifying)."""
+        return known
 
     def renew_subscription(self, access_token: str, subscription_id: str) -> ProviderSubscription | None:
         """Channels cannot be extended: None makes the caller create a new channel and stop this one."""
         return None
 
-    def delete_subscription(
-        self, access_token: str, subscription_id: str, *, resource_id: str | None = None
-    ) -> bool:
+    def delete_subscription(self, access_token: str, subscription_id: str, *, handle: Handle) -> bool:
+        resource_id = handle.get("resource_id")  # what watch answered: a channel is stopped by it
         if not resource_id:
             return False  # nothing to address it by; it expires on its own and the webhook drops it
         try:

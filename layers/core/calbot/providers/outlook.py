@@ -11,12 +11,13 @@ import requests
 
 from calbot import links
 from calbot.config import Settings, get_settings
-from calbot.models import CalendarInfo, Credentials
+from calbot.models import CalendarInfo, Credentials, Handle
 from calbot.providers.base import (
     AccountProfile,
     CalendarChanges,
     CalendarProvider,
     NormalizedEvent,
+    NotificationUrlRefused,
     ProviderAuthError,
     ProviderRequestError,
     ProviderSubscription,
@@ -311,14 +312,17 @@ class OutlookProvider(CalendarProvider):
             "expirationDateTime": self._expiry(),
             "clientState": client_state,
         }
-        resp = self._call("POST", f"{self.graph}/subscriptions", access_token, json=body)
+        try:
+            resp = self._call("POST", f"{self.graph}/subscriptions", access_token, json=body)
+        except ProviderRequestError as err:
+            if err.code == "ValidationError":  # Graph's validation request to the URL failed
+                raise NotificationUrlRefused(err.message, status=err.status, code=err.code) from None
+            raise
         return self._subscription(_json(resp), calendar_id)
 
-    def get_subscription(self, access_token: str, subscription_id: str) -> ProviderSubscription | None:
+    def get_subscription(self, access_token: str, known: ProviderSubscription) -> ProviderSubscription | None:
         try:
-            resp = self._call(
-                "GET", f"{self.graph}/subscriptions/{quote(subscription_id, safe='')}", access_token
-            )
+            resp = self._call("GET", f"{self.graph}/subscriptions/{quote(known.id, safe='')}", access_token)
         except ProviderRequestError as err:
             if err.status == 404:
                 return None
@@ -339,9 +343,7 @@ class OutlookProvider(CalendarProvider):
             raise
         return self._subscription(_json(resp))
 
-    def delete_subscription(
-        self, access_token: str, subscription_id: str, *, resource_id: str | None = None
-    ) -> bool:
+    def delete_subscription(self, access_token: str, subscription_id: str, *, handle: Handle) -> bool:
         try:
             self._call(
                 "DELETE", f"{self.graph}/subscriptions/{quote(subscription_id, safe='')}", access_token

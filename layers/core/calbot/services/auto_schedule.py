@@ -25,7 +25,7 @@ from calbot.models import (
     LastRun,
     account_key,
 )
-from calbot.services.schedule import make_bot, place
+from calbot.services.bots import make_bot, place
 from calbot.timeutil import now
 
 WINDOW = timedelta(hours=24)

@@ -32,6 +32,7 @@ from calbot.providers import get_provider
 from calbot.providers.base import (
     AccountProfile,
     CalendarProvider,
+    NotificationUrlRefused,
     ProviderAuthError,
     ProviderError,
     ProviderRequestError,
@@ -52,6 +53,24 @@ def webhook_url(base_url: str, user_id: str, provider: str, account_id: str) -> 
 
 def hash_client_state(client_state: str) -> str:
     return hashlib.sha256(client_state.encode()).hexdigest()
+
+
+def subscription_record(
+    made: ProviderSubscription, client_state: str, user_id: str, provider: str, account_id: str
+) -> Subscription:
+    """What we keep of a subscription the provider just made: its secret only as a hash, and its handle
+    as the provider gave it."""
+    return Subscription(
+        id=made.id,
+        user_id=user_id,
+        provider=provider,
+        account_id=account_id,
+        calendar_id=made.calendar_id,
+        client_state_hash=hash_client_state(client_state),
+        expires_at=made.expires_at,
+        created_at=now(),
+        handle=made.handle,
+    )
 
 
 def limit_message(limit: int, provider: str) -> str:
@@ -92,28 +111,14 @@ def provider_api_error(err: ProviderError, provider: CalendarProvider) -> Domain
 class _Made:
     """What a connect attempt created, so a failure can undo exactly that."""
 
-    subscriptions: list[tuple[Subscription, str | None]] = field(default_factory=list)
+    subscriptions: list[Subscription] = field(default_factory=list)
     sub_items_written: bool = False
     credential_path: str | None = None
 
 
 def _credentials(req: CreateConnectionRequest, provider: CalendarProvider) -> Credentials:
-    if req.provider == "outlook":
-        return Credentials(
-            provider="outlook",
-            client_id=req.microsoft_client_id or "",
-            client_secret=req.microsoft_client_secret or "",
-            refresh_token=req.microsoft_refresh_token or "",
-            tenant=req.microsoft_tenant,
-            scopes=provider.scopes,
-        )
-    return Credentials(
-        provider="google",
-        client_id=req.google_client_id or "",
-        client_secret=req.google_client_secret or "",
-        refresh_token=req.google_refresh_token or "",
-        scopes=provider.scopes,
-    )
+    """What the vault keeps: the fields the provider declared in the registry, and its scopes."""
+    return Credentials(provider=provider.name, scopes=provider.scopes, **req.credentials())
 
 
 def connect_account(
@@ -208,7 +213,7 @@ def _create(
             status="active",
             primary_calendar_id=_primary(calendars),
             calendars=calendars,
-            subscriptions=[SubscriptionRef.of(s) for s, _ in made.subscriptions],
+            subscriptions=[SubscriptionRef.of(s) for s in made.subscriptions],
             failed_calendars=failed,
             webhook_url=url,
             credential_path=made.credential_path,
@@ -216,7 +221,7 @@ def _create(
             updated_at=timestamp,
         )
         made.sub_items_written = True
-        store.put_subscriptions(s for s, _ in made.subscriptions)
+        store.put_subscriptions(made.subscriptions)
         store.create_connection(conn, limit=limit)
         return conn
     except BaseException as err:
@@ -273,9 +278,9 @@ def _register(
             sub = provider.create_subscription(
                 token, calendar_id=cal.id, notification_url=url, client_state=client_state
             )
+        except NotificationUrlRefused:
+            raise _WebhookUnreachable(provider) from None
         except ProviderRequestError as err:
-            if err.code == "ValidationError":
-                raise _WebhookUnreachable(provider) from None
             if cal.id == primary:
                 raise
             logger.warning("subscription refused for a secondary calendar", extra={"status": err.status})
@@ -283,35 +288,20 @@ def _register(
                 FailedCalendar(calendar_id=cal.id, error="subscription_failed", message=err.message)
             )
             continue
-        made.subscriptions.append(
-            (
-                Subscription(
-                    id=sub.id,
-                    user_id=user_id,
-                    provider=provider.name,
-                    account_id=account_id,
-                    calendar_id=cal.id,
-                    client_state_hash=hash_client_state(client_state),
-                    expires_at=sub.expires_at,
-                    created_at=now(),
-                    resource_id=sub.resource_id,
-                ),
-                sub.resource_id,
-            )
-        )
+        made.subscriptions.append(subscription_record(sub, client_state, user_id, provider.name, account_id))
     return failed
 
 
 def _rollback(provider: CalendarProvider, token: str, made: _Made) -> None:
     """Undo a failed connect. Each step is best effort and independent of the others."""
-    for sub, resource_id in made.subscriptions:
+    for sub in made.subscriptions:
         try:
-            provider.delete_subscription(token, sub.id, resource_id=resource_id)
+            provider.delete_subscription(token, sub.id, handle=sub.handle)
         except Exception as err:  # the subscription expires on its own; the webhook drops unknown ids
             logger.warning("rollback: could not delete a subscription", extra={"error": type(err).__name__})
     if made.sub_items_written:
         try:
-            store.delete_subscriptions(s.id for s, _ in made.subscriptions)
+            store.delete_subscriptions(s.id for s in made.subscriptions)
         except Exception:
             logger.exception("rollback: could not delete subscription items")
     if made.credential_path:
@@ -340,13 +330,10 @@ def _replace(
         live: list[SubscriptionRef] = []
         stale: list[SubscriptionRef] = []
         for ref in existing.subscriptions:
-            current: SubscriptionRef | ProviderSubscription | None
-            if ref.expires_at <= now() or ref.calendar_id not in calendar_ids:
-                current = None
-            elif not provider.can_query_subscriptions:
-                current = ref  # a channel cannot be read back: its stored expiry is the truth
-            else:
-                current = provider.get_subscription(tokens.access_token, ref.id)
+            current: ProviderSubscription | None = None
+            if ref.expires_at > now() and ref.calendar_id in calendar_ids:
+                known = ProviderSubscription(ref.id, ref.calendar_id, ref.expires_at, dict(ref.handle))
+                current = provider.get_subscription(tokens.access_token, known)
             if current is None:
                 stale.append(ref)
             else:
@@ -363,7 +350,7 @@ def _replace(
             made,
         )
         made.sub_items_written = True
-        store.put_subscriptions(s for s, _ in made.subscriptions)
+        store.put_subscriptions(made.subscriptions)
         vault.put(existing.credential_path, creds)
         conn = existing.model_copy(
             update={
@@ -373,7 +360,7 @@ def _replace(
                 "status_reason": None,
                 "primary_calendar_id": _primary(calendars),
                 "calendars": calendars,
-                "subscriptions": live + [SubscriptionRef.of(s) for s, _ in made.subscriptions],
+                "subscriptions": live + [SubscriptionRef.of(s) for s in made.subscriptions],
                 "failed_calendars": failed,
                 "updated_at": now(),
             }
@@ -392,7 +379,7 @@ def _replace(
         raise
     for ref in stale:  # best effort: they are gone or expiring anyway
         try:
-            provider.delete_subscription(tokens.access_token, ref.id, resource_id=ref.resource_id)
+            provider.delete_subscription(tokens.access_token, ref.id, handle=ref.handle)
         except ProviderError:
             pass
     store.delete_subscriptions(ref.id for ref in stale)

@@ -6,6 +6,7 @@ from calbot import store
 from calbot.config import get_settings
 from calbot.errors import NotFound
 from calbot.models import ConnectionList, ConnectionPath, ConnectionView
+from calbot.providers import registry
 
 
 def is_live(user_id: str, provider: str, account_id: str) -> bool:
@@ -15,7 +16,8 @@ def is_live(user_id: str, provider: str, account_id: str) -> bool:
 
 
 def list_connections(user_id: str) -> ConnectionList:
-    grouped: dict[str, list[ConnectionView]] = {"outlook": [], "google": []}
+    """Grouped by provider: every registered provider has its group, empty or not."""
+    grouped: dict[str, list[ConnectionView]] = {name: [] for name in registry.names()}
     conns = sorted(store.list_connections(user_id), key=lambda c: (c.provider, c.created_at, c.key))
     for conn in conns:
         grouped[conn.provider].append(ConnectionView.of(conn))

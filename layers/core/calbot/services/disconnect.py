@@ -47,7 +47,7 @@ from calbot.models import (
 )
 from calbot.providers import get_provider
 from calbot.providers.base import ProviderError
-from calbot.services.schedule import cancel_bot
+from calbot.services import bots as lifecycle
 from calbot.timeutil import iso_z, now
 
 BATCH = 25  # one BatchWriteItem; also the unit of work between two looks at the clock
@@ -210,11 +210,11 @@ def _stop_subscriptions(conn: Connection) -> bool:
         failed = 0
         last_error = ""
         for ref in conn.subscriptions:
-            resource_id = ref.resource_id
-            if resource_id is None and (item := store.get_subscription(ref.id)) is not None:
-                resource_id = item.resource_id  # a record written before refs carried it
+            handle = ref.handle
+            if not handle and (item := store.get_subscription(ref.id)) is not None:
+                handle = item.handle  # a record written before refs carried it
             try:
-                provider.delete_subscription(token, ref.id, resource_id=resource_id)
+                provider.delete_subscription(token, ref.id, handle=handle)
                 stopped += 1  # stopped now, or already gone at the provider: either way not running
             except ProviderError as err:
                 failed += 1
@@ -255,7 +255,7 @@ def _settle_bot(bot: ScheduledBot, started_at: datetime) -> tuple[int, bool]:
     if bot.status == "Scheduled":
         # Schedules first, then the status: an attempt cut off in between leaves a Scheduled bot without
         # schedules, which the retry cancels; never a Cancelled bot whose schedule is still there.
-        if cancel_bot(bot, REASON, schedules_first=True):
+        if lifecycle.cancel(bot, REASON, schedules_first=True):
             return 1, True
         bot = store.get_bot(bot.user_id, bot.bot_id) or bot  # it left Scheduled meanwhile
     if bot.status == "Cancelled":

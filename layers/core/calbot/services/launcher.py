@@ -1,22 +1,23 @@
 """The schedule targets: launching a bot at its join time, and scheduling a series' next occurrence
 after a recurring meeting ends.
 
-Launching is idempotent: the bot is claimed with a conditional Scheduled -> Launching write, so a
-duplicate invocation (Scheduler delivers at least once) finds it claimed and does nothing, and a
-cancel that raced the schedule wins because only a bot still Scheduled is claimed.
+Launching is idempotent: the bot is claimed with a conditional Scheduled -> Launching write
+(calbot.services.bots.claim_launch), so a duplicate invocation (Scheduler delivers at least once)
+finds it claimed and does nothing, and a cancel that raced the schedule wins because only a bot still
+Scheduled is claimed.
 """
 
 from __future__ import annotations
 
-import secrets
 from datetime import timedelta
 from typing import Any
 
 from calbot import botapi, scheduler, store
 from calbot.log import logger
 from calbot.models import RESERVED_BOT_CONFIG_FIELDS, ScheduledBot
+from calbot.services import bots as lifecycle
 from calbot.services.connections import is_live
-from calbot.services.schedule import auto_reschedule, cancel_bot
+from calbot.services.schedule import auto_reschedule
 from calbot.timeutil import now, sleep
 
 MAX_WAIT = timedelta(seconds=150)  # Scheduler fires up to ~2 minutes early (lead + precision)
@@ -44,7 +45,7 @@ def launch(user_id: str, bot_id: str) -> dict[str, Any]:
     if not is_live(user_id, bot.provider, bot.account_id):
         # Its account is disconnected or being disconnected: the disconnect cancels its bots, and one
         # whose schedule fires first (or that a race made afterwards) never joins.
-        cancel_bot(bot, "calendar_disconnected")
+        lifecycle.cancel(bot, "calendar_disconnected")
         return {"bot_id": bot_id, "skipped": "calendar_disconnected"}
     wait = bot.scheduled_join_time - now()
     if wait > MAX_WAIT:
@@ -52,58 +53,41 @@ def launch(user_id: str, bot_id: str) -> dict[str, Any]:
         scheduler.put_launch(bot)
         return {"bot_id": bot_id, "skipped": "too_early"}
     sleep(wait.total_seconds())
-    claim = secrets.token_hex(8)
     bot = store.get_bot(user_id, bot_id)  # re-read after waiting: a cancel or a move may have happened
     if bot is None or bot.status != "Scheduled":
         return {"bot_id": bot_id, "skipped": bot.status if bot else "missing"}
     if bot.scheduled_join_time - now() > MAX_WAIT:
         scheduler.put_launch(bot)
         return {"bot_id": bot_id, "skipped": "moved"}
-    launching = bot.model_copy(
-        update={
-            "status": "Launching",
-            "launch_claim": claim,
-            "launch_attempts": bot.launch_attempts + 1,
-            "updated_at": now(),
-        }
-    )
-    try:
-        store.save_bot(launching, expect_status="Scheduled")
-    except store.BotChanged:
+    launching = lifecycle.claim_launch(bot)
+    if launching is None:
         return {"bot_id": bot_id, "skipped": "claimed"}  # a duplicate invocation, or a cancel, won
 
     try:
         created = botapi.create_bot(_body(bot), idempotency_key=bot.bot_id)
     except botapi.BotApiRejected as err:
-        _finish(launching, claim, status="Failed", reason=f"create_bot_rejected_{err.status}")
+        lifecycle.finish_launch(launching, "Failed", reason=f"create_bot_rejected_{err.status}")
         return {"bot_id": bot_id, "status": "Failed"}
     except botapi.BotApiUnavailable as err:
-        return _retry_later(launching, claim, str(err))
+        return _retry_later(launching, str(err))
 
     at = now()
-    _finish(launching, claim, status="Launched", remote_bot_id=str(created["bot_id"]), launched_at=at)
+    lifecycle.finish_launch(launching, "Launched", remote_bot_id=str(created["bot_id"]), launched_at=at)
     if bot.recurring_event:
         # Every occurrence keeps getting a bot: once this meeting is over, arrange the next one.
         scheduler.put_reschedule(launching, launching.meeting_end)
     return {"bot_id": bot_id, "status": "Launched", "remote_bot_id": created["bot_id"]}
 
 
-def _finish(bot: ScheduledBot, claim: str, *, status: str, **changes: Any) -> None:
-    final = bot.model_copy(update={"status": status, "updated_at": now(), **changes})
-    store.save_bot(final, expect_status="Launching", expect_claim=claim, release_guard=status == "Failed")
-
-
-def _retry_later(bot: ScheduledBot, claim: str, why: str) -> dict[str, Any]:
+def _retry_later(bot: ScheduledBot, why: str) -> dict[str, Any]:
     """The Create Bot API is down: back to Scheduled with a launch schedule a little later, until the
     meeting has been running too long to be worth joining."""
     if now() - bot.scheduled_join_time > GIVE_UP_AFTER:
-        _finish(bot, claim, status="Failed", reason="create_bot_unavailable")
+        lifecycle.finish_launch(bot, "Failed", reason="create_bot_unavailable")
         logger.warning("bot launch failed for good", extra={"bot_id": bot.bot_id, "why": why})
         return {"bot_id": bot.bot_id, "status": "Failed"}
     delay = RETRY_BACKOFF[min(bot.launch_attempts - 1, len(RETRY_BACKOFF) - 1)]
-    retry = bot.model_copy(update={"status": "Scheduled", "launch_claim": None, "updated_at": now()})
-    store.save_bot(retry, expect_status="Launching", expect_claim=claim)
-    scheduler.put_launch(retry, when=now() + timedelta(seconds=delay))
+    lifecycle.launch_later(bot, now() + timedelta(seconds=delay))
     logger.warning(
         "create bot unavailable; retrying later",
         extra={"bot_id": bot.bot_id, "why": why, "retry_in_s": delay},

@@ -1,19 +1,20 @@
-"""Provider notifications, as the per-account webhook (functions/webhook) hands them over, parsed.
+"""Provider notifications, as the per-account webhook (functions/webhook) hands them over.
 
-The webhook answers Graph's validation handshake itself and reads the request; this module gets whose
-notifications they claim to be (`Target`, from the webhook's path) and what they say: Graph's parsed
-JSON body, or a Google channel notification's headers (`ChannelNotice`). Notifications are checked
-item by item: the subscription must exist, belong to the user and account named in the path, and
-carry its own secret (compared as SHA-256 hashes in constant time). Valid work is enqueued on a FIFO
-queue whose message group is the account (one account's syncs never race on its delta token; accounts
-run in parallel) and the webhook answers 202 at once. The answer is the same whatever was dropped (the
-functions here return only counts, for the log and tests): it is never an oracle for ids or secrets.
+The webhook answers Graph's validation handshake itself and reads the request into a `Notice`: whose
+notifications they claim to be (the URL's user, provider and account) and what the provider sent (its
+headers and its JSON body). The provider the URL names checks them (its registered `verify`: Graph's
+clientState per body item, Google's channel token headers): the subscription must exist, belong to
+the user and account named in the path, and carry its own secret (compared as SHA-256 hashes in
+constant time). Valid work is enqueued on a FIFO queue whose message group is the account (one
+account's syncs never race on its delta token; accounts run in parallel) and the webhook answers at
+once. The answer is the same whatever was dropped (what `receive` returns besides the provider's
+answer is counts, for the log and tests): it is never an oracle for ids or secrets.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import hmac
 import json
 import re
 from dataclasses import dataclass
@@ -23,42 +24,22 @@ from calbot import aws, store
 from calbot import deadline as deadlines
 from calbot.config import get_settings
 from calbot.log import logger
-from calbot.models import PROVIDER_ALIASES, ChangeMessage, Connection, account_key, normalize_provider
+from calbot.models import ChangeMessage, Connection, Subscription, account_key
+from calbot.providers import registry
+from calbot.providers.registry import Notice
+
+__all__ = ["Notice", "Received", "consume", "enqueue", "group_id", "receive"]
 
 if TYPE_CHECKING:  # the batch utilities take ~40 ms to import: only consume() (the sync worker) loads them
     from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor
     from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-MAX_ITEMS = 1000
 # Distinct subscriptions looked up per request: one BatchGetItem (DynamoDB's cap is 100 keys a call).
 # A genuine body names only this account's subscriptions (one per calendar), so its items fit; a forged
 # body costs one read call whatever it holds. Graph documents no maximum number of items per POST.
 MAX_SUBSCRIPTIONS = 100
-MAX_SUBSCRIPTION_ID = 256
 MESSAGE_SECONDS = 30.0  # what one account's sync may take in the worker; not started with less left
-LIFECYCLE_KINDS = {"reauthorizationRequired": "renew", "subscriptionRemoved": "recreate", "missed": "sync"}
-
-
-@dataclass(frozen=True)
-class Target:
-    """Whose notifications these claim to be: the webhook URL's user, provider (as written in the URL,
-    an alias too) and account (unquoted). Nothing here is trusted until a subscription's secret is."""
-
-    user_id: str
-    provider: str
-    account_id: str
-
-
-@dataclass(frozen=True)
-class ChannelNotice:
-    """A Google channel notification: it has no body, its X-Goog-* headers are all it says."""
-
-    channel_id: str  # our subscription id
-    token: str | None  # the channel's own secret
-    resource_state: str  # sync (the channel started), exists, not_exists
-    resource_id: str | None
-    message_number: str
 
 
 @dataclass(frozen=True)
@@ -66,130 +47,40 @@ class Received:
     accepted: int
     dropped: int
     enqueued: int
+    answer: int = 202  # what the provider is answered: its own protocol's (Google: 200 to a channel's sync)
 
 
-def _same_secret(presented: Any, stored_hash: str) -> bool:
-    if not isinstance(presented, str) or not presented:
-        return False
-    return hmac.compare_digest(hashlib.sha256(presented.encode()).hexdigest(), stored_hash)
+def _lookup(sub_ids: list[str]) -> dict[str, Subscription]:
+    """The subscriptions a notification names, read once each in one batch; only the first
+    MAX_SUBSCRIPTIONS distinct ids are read at all (the others come back absent, so are dropped)."""
+    return store.get_subscriptions(list(dict.fromkeys(sub_ids))[:MAX_SUBSCRIPTIONS])
 
 
-def _sub_id(item: Any) -> str | None:
-    if not isinstance(item, dict):
-        return None
-    value = item.get("subscriptionId")
-    if not isinstance(value, str) or not value or len(value) > MAX_SUBSCRIPTION_ID:
-        return None
+def receive(notice: Notice) -> Received:
+    """One webhook request: the provider its URL names (a name or an alias) checks it; what it accepts
+    is enqueued. An unknown provider's notifications are dropped like any other forgery."""
     try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return None
-    return value
-
-
-def receive(target: Target, body: dict[str, Any] | None) -> Received:
-    """A Graph notification POST: `body` is its JSON object, None when it could not be read."""
-    try:
-        provider = normalize_provider(target.provider)
-    except Exception:
-        body = None
-    if body is None:
-        logger.info("notification dropped", extra={"dropped": 1, "why": "unreadable"})
+        spec = registry.spec(notice.provider)
+    except ValueError:
+        logger.info("notification dropped", extra={"dropped": 1, "why": "unknown provider"})
         return Received(0, 1, 0)
-    user_id, account = target.user_id, account_key(target.account_id)
-    value = body.get("value")
-    items = value[:MAX_ITEMS] if isinstance(value, list) else []
-    # Each subscription is read once per request, all in one batch, and only the first
-    # MAX_SUBSCRIPTIONS distinct ids are read at all: the items naming any other are dropped unread.
-    wanted = list(dict.fromkeys(i for i in map(_sub_id, items) if i is not None))[:MAX_SUBSCRIPTIONS]
-    subs = store.get_subscriptions(wanted)
-    messages: dict[tuple[str, str], ChangeMessage] = {}
-    accepted: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    dropped = 0
-    for item in items:
-        sub_id = _sub_id(item)
-        sub = subs.get(sub_id) if sub_id is not None else None
-        if (
-            sub is None
-            or sub.user_id != user_id
-            or sub.provider != provider
-            or account_key(sub.account_id) != account
-            or not _same_secret(item.get("clientState"), sub.client_state_hash)
-        ):
-            dropped += 1
-            continue
-        kind = (
-            LIFECYCLE_KINDS.get(str(item.get("lifecycleEvent")), "sync")
-            if "lifecycleEvent" in item
-            else "sync"
+    notice = dataclasses.replace(notice, provider=spec.name)
+    verdict = spec.verifier()(notice, _lookup)
+    for change in verdict.changes:
+        message = ChangeMessage(
+            user_id=notice.user_id,
+            provider=spec.name,
+            account_id=change.account_id,
+            kind=change.kind,
+            subscription_id=change.subscription_id,
         )
-        key = (kind, sub.id if kind != "sync" else "")
-        messages[key] = ChangeMessage(
-            user_id=user_id,
-            provider=provider,
-            account_id=sub.account_id,
-            kind=kind,
-            subscription_id=sub.id if kind != "sync" else None,
-        )
-        accepted.setdefault(key, []).append(item)
-    for key, message in messages.items():
-        enqueue(message, dedup=_dedup_id(message, accepted[key]))
+        enqueue(message, dedup=change.dedup)
+    received = Received(verdict.accepted, verdict.dropped, len(verdict.changes), verdict.answer)
     logger.info(
-        "notifications",
-        extra={"accepted": len(items) - dropped, "dropped": dropped, "enqueued": len(messages)},
+        verdict.note,
+        extra={"accepted": received.accepted, "dropped": received.dropped, "enqueued": received.enqueued},
     )
-    return Received(len(items) - dropped, dropped, len(messages))
-
-
-def receive_channel(target: Target, notice: ChannelNotice) -> Received:
-    """A Google channel notification.
-
-    The channel (our subscription id) must belong to the user and account in the path, carry that
-    channel's own token, and name the resource it was created for. `sync` (sent once when a channel
-    starts) needs no work. The webhook answers the same way per state whatever happens here, so the
-    answer reveals nothing.
-    """
-    state = notice.resource_state
-    user_id, account = target.user_id, account_key(target.account_id)
-    sub = store.get_subscription(notice.channel_id)
-    if (
-        sub is None
-        or sub.provider != "google"
-        or PROVIDER_ALIASES.get(target.provider.lower()) != "google"
-        or sub.user_id != user_id
-        or account_key(sub.account_id) != account
-        or not _same_secret(notice.token, sub.client_state_hash)
-        or (sub.resource_id is not None and notice.resource_id != sub.resource_id)
-    ):
-        logger.info("notifications", extra={"accepted": 0, "dropped": 1, "enqueued": 0})
-        return Received(0, 1, 0)
-    if state == "sync":
-        logger.info("channel started", extra={"accepted": 1, "dropped": 0, "enqueued": 0})
-        return Received(1, 0, 0)
-    message = ChangeMessage(user_id=user_id, provider="google", account_id=sub.account_id, kind="sync")
-    enqueue(message, dedup=hashlib.sha256(f"{sub.id}|{notice.message_number}|{state}".encode()).hexdigest())
-    logger.info("notifications", extra={"accepted": 1, "dropped": 0, "enqueued": 1})
-    return Received(1, 0, 1)
-
-
-def _dedup_id(message: ChangeMessage, accepted: list[dict[str, Any]]) -> str:
-    """The same notification delivered twice (Graph retries, duplicates) maps to the same id, so SQS FIFO
-    drops the copy within its 5-minute window. Only the items that were accepted for this message count:
-    junk added to a captured genuine body (unknown subscriptions, wrong secrets) cannot mint a new id,
-    and neither can repeating an accepted item."""
-
-    def field(item: dict[str, Any], name: str) -> str:
-        data = item.get("resourceData")
-        return str((data if isinstance(data, dict) else {}).get(name))
-
-    parts = sorted(
-        {
-            f"{i.get('subscriptionId')}|{i.get('changeType')}|{field(i, 'id')}|"
-            f"{field(i, '@odata.etag')}|{i.get('lifecycleEvent')}"
-            for i in accepted
-        }
-    )
-    return hashlib.sha256((message.model_dump_json() + "\n".join(parts)).encode()).hexdigest()
+    return received
 
 
 _GROUP_ID = re.compile(r"^[!-~]{1,128}$")  # SQS: 1-128 alphanumeric or punctuation characters

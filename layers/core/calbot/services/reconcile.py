@@ -20,10 +20,11 @@ from collections import defaultdict
 from datetime import timedelta
 from typing import Any
 
-from calbot import scheduler, store
+from calbot import store
 from calbot.log import logger
 from calbot.models import Event, ScheduledBot
-from calbot.services.schedule import cancel_bot, dedup_key, make_bot, place, series_key
+from calbot.services import bots as lifecycle
+from calbot.services.bots import make_bot, place, series_key
 from calbot.timeutil import now
 
 
@@ -96,9 +97,9 @@ def reconcile_accounts(user_id: str, accounts: list[tuple[str, str]], changed: l
 
 def _follow(bot: ScheduledBot, event: Event) -> str:
     if event.is_deleted:
-        return "cancelled" if cancel_bot(bot, "event_cancelled") else "unchanged"
-    if not event.meeting_url:
-        return "cancelled" if cancel_bot(bot, "event_cancelled") else "unchanged"  # no link: nothing to join
+        return "cancelled" if lifecycle.cancel(bot, "event_cancelled") else "unchanged"
+    if not event.meeting_url:  # no link: nothing to join
+        return "cancelled" if lifecycle.cancel(bot, "event_cancelled") else "unchanged"
     join = event.start_time - timedelta(seconds=bot.join_offset_seconds)
     if (
         event.start_time == bot.occurrence_start
@@ -107,27 +108,14 @@ def _follow(bot: ScheduledBot, event: Event) -> str:
     ):
         return "unchanged"
     if join <= now():
-        return "moved_to_past" if cancel_bot(bot, "event_moved_to_past") else "unchanged"
-    moved = bot.model_copy(
-        update={
-            "occurrence_start": event.start_time,
-            "meeting_end": event.end_time,
-            "scheduled_join_time": join,
-            "meeting_url": event.meeting_url,
-            "meeting_platform": event.meeting_platform,
-            "title": event.title,
-            "dedup_key": dedup_key(event.meeting_url, event.start_time),
-            "updated_at": now(),
-        }
-    )
+        return "moved_to_past" if lifecycle.cancel(bot, "event_moved_to_past") else "unchanged"
     try:
-        store.move_bot(moved, bot.dedup_key)
-    except store.AlreadyScheduled:
+        lifecycle.move(bot, event)
+    except lifecycle.AlreadyScheduled:
         # The same meeting's new slot already has a bot (seen through another calendar): one is enough.
-        return "cancelled" if cancel_bot(bot, "event_cancelled") else "unchanged"
-    except store.BotChanged:
+        return "cancelled" if lifecycle.cancel(bot, "event_cancelled") else "unchanged"
+    except lifecycle.BotChanged:
         return "unchanged"  # launched or cancelled meanwhile: a running bot is never touched
-    scheduler.put_launch(moved)  # same name: updated in place
     return "moved"
 
 
@@ -164,7 +152,7 @@ def _refill(user_id: str, series: str, lost: list[ScheduledBot], changed: list[E
         try:
             place(bot)
             made += 1
-        except store.AlreadyScheduled:
+        except lifecycle.AlreadyScheduled:
             continue
         except Exception:
             logger.exception("could not recreate a bot for a changed series")

@@ -1,27 +1,22 @@
 """Scheduling bots: POST/DELETE /calendar/schedule/{event_id}, the scheduled_bots endpoints,
 toggle-recurrence and auto-reschedule.
 
-A bot is one DynamoDB item plus one one-time schedule. The item and its dedup guard are written in
-one transaction first (the truth); the schedule follows and, if it cannot be made, the item is undone.
+Which bots a request makes, changes or cancels is decided here; a bot's life itself (creation with its
+dedup guard, changes, cancel, launch) and how bots are de-duplicated are calbot.services.bots'.
 """
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from calbot import cursor, scheduler, store
-from calbot.errors import Conflict, Invalid, NotFound, Unavailable
-from calbot.log import logger
+from calbot.errors import Conflict, Invalid, NotFound
 from calbot.models import (
     LIVE_STATUSES,
     BotPage,
     BotRef,
-    BotSource,
     BotView,
     CancelResult,
     Event,
@@ -34,28 +29,11 @@ from calbot.models import (
     UnscheduleRequest,
 )
 from calbot.pages import Paged
+from calbot.providers import registry
+from calbot.services import bots as lifecycle
+from calbot.services.bots import make_bot, place, series_key
 from calbot.services.connections import is_live
 from calbot.timeutil import iso_z, now
-
-
-def new_bot_id() -> str:
-    return "sb_" + secrets.token_hex(12)
-
-
-def normalize_meeting_url(url: str) -> str:
-    """One meeting seen through two calendars may differ in case or escaping: compare a canonical form."""
-    parts = urlsplit(url.strip())
-    query = urlencode(sorted(parse_qsl(parts.query, keep_blank_values=True)))
-    return f"https://{parts.netloc.lower()}{unquote(parts.path).rstrip('/')}?{query}"
-
-
-def dedup_key(meeting_url: str, occurrence_start: datetime) -> str:
-    raw = f"{normalize_meeting_url(meeting_url)}|{iso_z(occurrence_start)}"
-    return hashlib.sha256(raw.encode()).hexdigest()[:40]
-
-
-def series_key(event: Event) -> str:
-    return event.series_id or event.event_id
 
 
 def _event(user_id: str, event_id: str) -> Event:
@@ -128,73 +106,6 @@ def _occurrences(event: Event, req: ScheduleRequest, at: datetime) -> list[Event
     return upcoming[:1]
 
 
-def make_bot(
-    event: Event, config: dict[str, Any], *, offset_seconds: int, source: BotSource, recurring: bool
-) -> ScheduledBot:
-    at = now()
-    return ScheduledBot(
-        bot_id=new_bot_id(),
-        user_id=event.user_id,
-        event_id=event.event_id,
-        series_key=series_key(event),
-        provider=event.provider,
-        account_id=event.account_id,
-        title=event.title,
-        meeting_url=event.meeting_url or "",
-        meeting_platform=event.meeting_platform,
-        occurrence_start=event.start_time,
-        meeting_end=event.end_time,
-        scheduled_join_time=event.start_time - timedelta(seconds=offset_seconds),
-        join_offset_seconds=offset_seconds,
-        bot_config=config,
-        source=source,
-        recurring_event=recurring,
-        dedup_key=dedup_key(event.meeting_url or "", event.start_time),
-        created_at=at,
-        updated_at=at,
-    )
-
-
-def place(bot: ScheduledBot) -> ScheduledBot:
-    """The launch schedule first, then the item and its guard; the schedule goes again if the item is
-    refused or fails.
-
-    Lambda kills an invocation at its Timeout with no rollback, so the order is what a kill between
-    the two writes leaves: here at most a schedule whose bot does not exist, which the launcher skips
-    (and which deletes itself once it has run); never a bot item nobody will launch. The schedule is
-    named by the bot id, so writing it again is idempotent. A meeting that already has a bot is
-    refused before anything is written (one read), so reruns of the midnight job touch no schedule."""
-    owner = store.dedup_owner(bot.user_id, bot.dedup_key)
-    if owner is not None:
-        raise store.AlreadyScheduled(owner)
-    try:
-        scheduler.put_launch(bot)
-    except Exception:
-        logger.exception("schedule creation failed; nothing was written")
-        raise Unavailable(
-            "service_unavailable", "The bot could not be scheduled right now; try again."
-        ) from None
-    try:
-        store.create_bot(bot)
-    except Exception:
-        # Refused (a racing request made the bot first) or failed: its schedule must not outlive it.
-        _drop_launch_schedule(bot)
-        raise
-    if bot.scheduled_join_time - scheduler.LEAD <= now():
-        # Due at once: it may have fired before the item existed (the launcher skipped it and the
-        # schedule deleted itself). Writing it again makes sure one is there; a launch is claimed
-        # once, so a second firing does nothing.
-        scheduler.put_launch(bot)
-    return bot
-
-
-def _drop_launch_schedule(bot: ScheduledBot) -> None:
-    try:
-        scheduler.delete(scheduler.launch_schedule_name(bot.bot_id))
-    except Exception:  # left behind, it fires once, finds no bot and deletes itself
-        logger.exception("could not delete the schedule of a bot that was not made")
-
-
 def schedule_event(user_id: str, event_id: str, req: ScheduleRequest) -> ScheduleResult:
     event = _event(user_id, event_id)
     if event.is_deleted:
@@ -223,7 +134,7 @@ def schedule_event(user_id: str, event_id: str, req: ScheduleRequest) -> Schedul
         )
         try:
             made.append(place(bot))
-        except store.AlreadyScheduled as err:
+        except lifecycle.AlreadyScheduled as err:
             current = store.get_bot(user_id, err.bot_id) if err.bot_id else None
             taken = _take_over_auto_bot(current, bot)
             if taken is not None:
@@ -275,12 +186,7 @@ def _take_over_auto_bot(current: ScheduledBot | None, wanted: ScheduledBot) -> S
             "updated_at": now(),
         }
     )
-    try:
-        store.save_bot(manual, expect_status="Scheduled")
-    except store.BotChanged:
-        return None
-    scheduler.put_launch(manual)
-    return manual
+    return manual if lifecycle.change(manual, join_time_changed=True) else None
 
 
 def _result(event_id: str, made: list[ScheduledBot], *, recurring: bool) -> ScheduleResult:
@@ -306,31 +212,6 @@ def _result(event_id: str, made: list[ScheduledBot], *, recurring: bool) -> Sche
     )
 
 
-def cancel_bot(bot: ScheduledBot, reason: str, *, schedules_first: bool = False) -> bool:
-    """Scheduled -> Cancelled with its guard released, then its schedules deleted. False if it had left
-    Scheduled meanwhile (launching or launched: a running bot is never touched).
-
-    schedules_first deletes the schedules before the status write, for work that is resumed after being
-    cut off (a disconnect): a retry finds the bot still Scheduled and completes the cancel, where the
-    other order could leave a Cancelled bot whose schedule is never deleted. (A schedule that fires for a
-    bot that just launched is gone either way: it has fired.)"""
-    if schedules_first:
-        scheduler.delete(scheduler.launch_schedule_name(bot.bot_id))
-        scheduler.delete(scheduler.reschedule_schedule_name(bot.bot_id))
-    try:
-        store.save_bot(
-            bot.model_copy(update={"status": "Cancelled", "reason": reason, "updated_at": now()}),
-            expect_status="Scheduled",
-            release_guard=True,
-        )
-    except store.BotChanged:
-        return False
-    if not schedules_first:
-        scheduler.delete(scheduler.launch_schedule_name(bot.bot_id))
-        scheduler.delete(scheduler.reschedule_schedule_name(bot.bot_id))
-    return True
-
-
 def _user_cancelled_or_live(bot: ScheduledBot) -> bool:
     return bot.status == "Scheduled" or (bot.status == "Cancelled" and bot.reason == "user_cancelled")
 
@@ -351,7 +232,7 @@ def unschedule_event(user_id: str, event_id: str, req: UnscheduleRequest) -> Can
                 at = now()
                 mine = [b for b in every if _user_cancelled_or_live(b) and b.scheduled_join_time > at][:1]
             bots = [b for b in mine if b.status == "Scheduled"]
-    cancelled = [b.bot_id for b in bots if cancel_bot(b, "user_cancelled")]
+    cancelled = [b.bot_id for b in bots if lifecycle.cancel(b, "user_cancelled")]
     if not cancelled:
         raise NotFound("not_scheduled", "No scheduled bot for this event.", event_id=event_id)
     return CancelResult(cancelled=len(cancelled), bot_ids=cancelled)
@@ -413,7 +294,7 @@ def list_bots(user_id: str, query: ScheduledBotsQuery, *, raw_params: dict[str, 
 def _account(user_id: str, query: ScheduledBotsQuery) -> str | None:
     if not query.account_id:
         return None
-    conn = store.get_connection(user_id, query.provider or "outlook", query.account_id)
+    conn = store.get_connection(user_id, query.provider or registry.default_name(), query.account_id)
     return conn.account_id if conn else query.account_id
 
 
@@ -447,20 +328,14 @@ def update_bot(user_id: str, bot_id: str, req: PatchBotRequest) -> BotView:
             raise Invalid("join_time_in_past", "scheduled_join_time must be in the future.")
         changes["scheduled_join_time"] = req.scheduled_join_time
     updated = bot.model_copy(update=changes)
-    try:
-        store.save_bot(updated, expect_status="Scheduled")
-    except store.BotChanged:
-        raise Conflict(
-            "bot_not_scheduled", "The bot left Scheduled while being updated.", bot_id=bot_id
-        ) from None
-    if req.scheduled_join_time is not None:
-        scheduler.put_launch(updated)  # same name: updated in place
+    if not lifecycle.change(updated, join_time_changed=req.scheduled_join_time is not None):
+        raise Conflict("bot_not_scheduled", "The bot left Scheduled while being updated.", bot_id=bot_id)
     return BotView.of(updated)
 
 
 def delete_bot(user_id: str, bot_id: str) -> BotView:
     bot = _bot_or_404(user_id, bot_id)
-    if bot.status != "Scheduled" or not cancel_bot(bot, "user_cancelled"):
+    if bot.status != "Scheduled" or not lifecycle.cancel(bot, "user_cancelled"):
         current = store.get_bot(user_id, bot_id) or bot
         raise Conflict(
             "bot_not_scheduled",
@@ -499,7 +374,7 @@ def toggle_recurrence(user_id: str, event_id: str, enabled: bool) -> ToggleRecur
         # Stop the chain: bots the recurrence made and that have not run yet are cancelled.
         for bot in store.bots_of_series(user_id, series_key(event)):
             if bot.status == "Scheduled" and bot.source == "recurrence":
-                cancel_bot(bot, "recurrence_disabled")
+                lifecycle.cancel(bot, "recurrence_disabled")
             if bot.status == "Scheduled":
                 scheduler.delete(scheduler.reschedule_schedule_name(bot.bot_id))
     upcoming = next_occurrence(event, now())
@@ -533,7 +408,7 @@ def auto_reschedule(user_id: str, event_id: str) -> ScheduleResult | None:
         bot = make_bot(occurrence, config, offset_seconds=offset, source="recurrence", recurring=True)
         try:
             placed = place(bot)
-        except store.AlreadyScheduled:
+        except lifecycle.AlreadyScheduled:
             return None
         return _result(occurrence.event_id, [placed], recurring=True)
     return None

@@ -19,7 +19,7 @@ from calbot.log import logger
 from calbot.models import ChangeMessage, Connection, Subscription, SubscriptionRef
 from calbot.providers import get_provider
 from calbot.providers.base import ProviderAuthError, ProviderError
-from calbot.services.connect import hash_client_state
+from calbot.services.connect import subscription_record
 from calbot.timeutil import now
 
 RENEW_WITHIN = timedelta(days=2)
@@ -67,17 +67,7 @@ def recreate(conn: Connection, subscription_id: str) -> str:
     made = provider.create_subscription(
         token, calendar_id=calendar_id, notification_url=conn.webhook_url, client_state=client_state
     )
-    new = Subscription(
-        id=made.id,
-        user_id=conn.user_id,
-        provider=conn.provider,
-        account_id=conn.account_id,
-        calendar_id=calendar_id,
-        client_state_hash=hash_client_state(client_state),
-        expires_at=made.expires_at,
-        created_at=now(),
-        resource_id=made.resource_id,
-    )
+    new = subscription_record(made, client_state, conn.user_id, conn.provider, conn.account_id)
     store.put_subscriptions([new])
     try:
         _replace_ref(conn, subscription_id, new)
@@ -85,14 +75,14 @@ def recreate(conn: Connection, subscription_id: str) -> str:
         # The account was disconnected (or is being) meanwhile: the new subscription must not outlive it.
         store.delete_subscriptions([new.id])
         try:
-            provider.delete_subscription(token, new.id, resource_id=made.resource_id)
+            provider.delete_subscription(token, new.id, handle=made.handle)
         except ProviderError:
             pass
         raise
     store.delete_subscriptions([subscription_id])
     try:
-        # if it still exists, stop it (Google channels are stopped by id and resource id)
-        provider.delete_subscription(token, subscription_id, resource_id=old.resource_id if old else None)
+        # if it still exists, stop it (with what the provider needs to address it, e.g. a resource id)
+        provider.delete_subscription(token, subscription_id, handle=old.handle if old else {})
     except ProviderError:
         pass
     return "recreated"

@@ -1,0 +1,279 @@
+"""A scheduled bot's whole life, and how bots are de-duplicated: the one module to change for either.
+
+A bot is one record (calbot.store.bots) plus the one-time schedule that launches it. Its life:
+
+    make_bot -> place -> Scheduled -> claim_launch -> Launching -> finish_launch -> Launched | Failed
+                         |  ^  ^                          |
+                         |  |  +------ launch_later -------+   (the Create Bot API was down)
+                         |  +-- change, move               (its config, join time, or its meeting moved)
+                         +-- cancel -> Cancelled
+
+De-duplication: one live bot per occurrence of one meeting of one user, whatever races (double clicks,
+client retries, the midnight job, the same meeting seen through two calendars). `dedup_key` says
+what "the same occurrence of the same meeting" is. A guard record (DEDUP#<user>#<dedup key>) names
+the bot that holds it:
+- `place` takes it in the transaction that writes the bot;
+- `move` moves it with the bot when the meeting moves, in one transaction;
+- `cancel` releases it, and so does `finish_launch` for a Failed bot: the occurrence may get a bot
+  again;
+- a Launched bot keeps it: a meeting it has joined never gets a second bot.
+
+The rules below are race guards: each is a condition on the write named, checked by DynamoDB in the
+same request (store.bots writes them), never a read followed by a write.
+- ONE_LIVE_BOT_PER_OCCURRENCE: the guard is written only where none exists (place, and move to a new
+  key); refused -> store.AlreadyScheduled.
+- ONLY_SCHEDULED_CHANGES: a bot is changed, moved, cancelled or claimed only while it is still
+  Scheduled (EXPECT_SCHEDULED); a bot launching or launched is never touched -> store.BotChanged.
+- LAUNCH_CLAIMED_ONCE: Scheduled -> Launching carries a fresh claim; only the invocation holding it
+  may end the launch (finish_launch, launch_later), so Scheduler's duplicate deliveries do nothing.
+- GUARD_RELEASED_BY_ITS_BOT: a release or a move deletes the guard only while this bot holds it (or
+  it is already gone), never another bot's.
+
+`records` and `launches` are the two seams: the store's bot records and the scheduler. A test may
+replace them with in-memory fakes (tests/service/test_bot_lifecycle.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import datetime, timedelta
+from typing import Any, Literal, Protocol
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+
+from calbot import scheduler
+from calbot.errors import Unavailable
+from calbot.log import logger
+from calbot.models import BotSource, Event, ScheduledBot
+from calbot.store import bots as bot_records
+from calbot.store.bots import AlreadyScheduled, BotChanged, BotRecords
+from calbot.timeutil import iso_z, now
+
+EXPECT_SCHEDULED = "Scheduled"  # ONLY_SCHEDULED_CHANGES
+EXPECT_LAUNCHING = "Launching"  # LAUNCH_CLAIMED_ONCE (with the claim)
+
+
+class LaunchSchedules(Protocol):
+    """What the lifecycle needs of calbot.scheduler (which is the real one)."""
+
+    LEAD: timedelta
+
+    def put_launch(self, bot: ScheduledBot, *, when: datetime | None = None) -> None: ...
+
+    def delete(self, name: str) -> bool: ...
+
+    def launch_schedule_name(self, bot_id: str) -> str: ...
+
+    def reschedule_schedule_name(self, bot_id: str) -> str: ...
+
+
+records: BotRecords = bot_records
+launches: LaunchSchedules = scheduler
+
+
+# --------------------------------------------------------------------------------------------------
+# what a bot is, and which bots are the same
+
+
+def new_bot_id() -> str:
+    return "sb_" + secrets.token_hex(12)
+
+
+def normalize_meeting_url(url: str) -> str:
+    """One meeting seen through two calendars may differ in case or escaping: compare a canonical form."""
+    parts = urlsplit(url.strip())
+    query = urlencode(sorted(parse_qsl(parts.query, keep_blank_values=True)))
+    return f"https://{parts.netloc.lower()}{unquote(parts.path).rstrip('/')}?{query}"
+
+
+def dedup_key(meeting_url: str, occurrence_start: datetime) -> str:
+    """The same meeting link at the same start is the same occurrence (of one user's; the guard is kept
+    per user)."""
+    raw = f"{normalize_meeting_url(meeting_url)}|{iso_z(occurrence_start)}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:40]
+
+
+def series_key(event: Event) -> str:
+    return event.series_id or event.event_id
+
+
+def make_bot(
+    event: Event, config: dict[str, Any], *, offset_seconds: int, source: BotSource, recurring: bool
+) -> ScheduledBot:
+    at = now()
+    return ScheduledBot(
+        bot_id=new_bot_id(),
+        user_id=event.user_id,
+        event_id=event.event_id,
+        series_key=series_key(event),
+        provider=event.provider,
+        account_id=event.account_id,
+        title=event.title,
+        meeting_url=event.meeting_url or "",
+        meeting_platform=event.meeting_platform,
+        occurrence_start=event.start_time,
+        meeting_end=event.end_time,
+        scheduled_join_time=event.start_time - timedelta(seconds=offset_seconds),
+        join_offset_seconds=offset_seconds,
+        bot_config=config,
+        source=source,
+        recurring_event=recurring,
+        dedup_key=dedup_key(event.meeting_url or "", event.start_time),
+        created_at=at,
+        updated_at=at,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# creation
+
+
+def place(bot: ScheduledBot) -> ScheduledBot:
+    """The launch schedule first, then the item and its guard; the schedule goes again if the item is
+    refused or fails. Raises AlreadyScheduled (ONE_LIVE_BOT_PER_OCCURRENCE).
+
+    Lambda kills an invocation at its Timeout with no rollback, so the order is what a kill between
+    the two writes leaves: here at most a schedule whose bot does not exist, which the launcher skips
+    (and which deletes itself once it has run); never a bot item nobody will launch. The schedule is
+    named by the bot id, so writing it again is idempotent. A meeting that already has a bot is
+    refused before anything is written (one read), so reruns of the midnight job touch no schedule."""
+    owner = records.dedup_owner(bot.user_id, bot.dedup_key)
+    if owner is not None:
+        raise AlreadyScheduled(owner)
+    try:
+        launches.put_launch(bot)
+    except Exception:
+        logger.exception("schedule creation failed; nothing was written")
+        raise Unavailable(
+            "service_unavailable", "The bot could not be scheduled right now; try again."
+        ) from None
+    try:
+        records.create_bot(bot)
+    except Exception:
+        # Refused (a racing request made the bot first) or failed: its schedule must not outlive it.
+        _drop_launch_schedule(bot)
+        raise
+    if bot.scheduled_join_time - launches.LEAD <= now():
+        # Due at once: it may have fired before the item existed (the launcher skipped it and the
+        # schedule deleted itself). Writing it again makes sure one is there; a launch is claimed
+        # once, so a second firing does nothing.
+        launches.put_launch(bot)
+    return bot
+
+
+def _drop_launch_schedule(bot: ScheduledBot) -> None:
+    try:
+        launches.delete(launches.launch_schedule_name(bot.bot_id))
+    except Exception:  # left behind, it fires once, finds no bot and deletes itself
+        logger.exception("could not delete the schedule of a bot that was not made")
+
+
+# --------------------------------------------------------------------------------------------------
+# while Scheduled
+
+
+def change(updated: ScheduledBot, *, join_time_changed: bool = False) -> bool:
+    """Save a Scheduled bot's new config, source or join time (never its meeting: see `move`), and its
+    launch schedule when the join time changed. False when it left Scheduled meanwhile."""
+    try:
+        records.save_bot(updated, expect_status=EXPECT_SCHEDULED)
+    except BotChanged:
+        return False
+    if join_time_changed:
+        launches.put_launch(updated)  # same name: updated in place
+    return True
+
+
+def move(bot: ScheduledBot, event: Event) -> ScheduledBot:
+    """The bot follows its meeting to a new start, end or link: its record, its guard (the dedup key
+    changes with them) and its launch schedule. Raises AlreadyScheduled when another live bot holds
+    the new slot (ONE_LIVE_BOT_PER_OCCURRENCE), BotChanged when this one left Scheduled."""
+    moved = bot.model_copy(
+        update={
+            "occurrence_start": event.start_time,
+            "meeting_end": event.end_time,
+            "scheduled_join_time": event.start_time - timedelta(seconds=bot.join_offset_seconds),
+            "meeting_url": event.meeting_url or "",
+            "meeting_platform": event.meeting_platform,
+            "title": event.title,
+            "dedup_key": dedup_key(event.meeting_url or "", event.start_time),
+            "updated_at": now(),
+        }
+    )
+    records.move_bot(moved, bot.dedup_key, expect_status=EXPECT_SCHEDULED)
+    launches.put_launch(moved)  # same name: updated in place
+    return moved
+
+
+def cancel(bot: ScheduledBot, reason: str, *, schedules_first: bool = False) -> bool:
+    """Scheduled -> Cancelled with its guard released, then its schedules deleted. False if it had left
+    Scheduled meanwhile (launching or launched: a running bot is never touched).
+
+    schedules_first deletes the schedules before the status write, for work that is resumed after being
+    cut off (a disconnect): a retry finds the bot still Scheduled and completes the cancel, where the
+    other order could leave a Cancelled bot whose schedule is never deleted. (A schedule that fires for a
+    bot that just launched is gone either way: it has fired.)"""
+    if schedules_first:
+        _delete_schedules(bot)
+    try:
+        records.save_bot(
+            bot.model_copy(update={"status": "Cancelled", "reason": reason, "updated_at": now()}),
+            expect_status=EXPECT_SCHEDULED,
+            release_guard=True,
+        )
+    except BotChanged:
+        return False
+    if not schedules_first:
+        _delete_schedules(bot)
+    return True
+
+
+def _delete_schedules(bot: ScheduledBot) -> None:
+    launches.delete(launches.launch_schedule_name(bot.bot_id))
+    launches.delete(launches.reschedule_schedule_name(bot.bot_id))
+
+
+# --------------------------------------------------------------------------------------------------
+# launch
+
+
+def claim_launch(bot: ScheduledBot) -> ScheduledBot | None:
+    """Scheduled -> Launching under a fresh claim (LAUNCH_CLAIMED_ONCE). None when a duplicate
+    invocation or a cancel won."""
+    launching = bot.model_copy(
+        update={
+            "status": "Launching",
+            "launch_claim": secrets.token_hex(8),
+            "launch_attempts": bot.launch_attempts + 1,
+            "updated_at": now(),
+        }
+    )
+    try:
+        records.save_bot(launching, expect_status=EXPECT_SCHEDULED)
+    except BotChanged:
+        return None
+    return launching
+
+
+def finish_launch(
+    launching: ScheduledBot, status: Literal["Launched", "Failed"], **changes: Any
+) -> ScheduledBot:
+    """The end of a claimed launch. A Failed bot gives its occurrence back (its guard is released); a
+    Launched one keeps it."""
+    final = launching.model_copy(update={"status": status, "updated_at": now(), **changes})
+    records.save_bot(
+        final,
+        expect_status=EXPECT_LAUNCHING,
+        expect_claim=launching.launch_claim,
+        release_guard=status == "Failed",
+    )
+    return final
+
+
+def launch_later(launching: ScheduledBot, when: datetime) -> ScheduledBot:
+    """A claimed launch that could not be made now: back to Scheduled (claim dropped, guard kept), with
+    its launch schedule at `when`."""
+    retry = launching.model_copy(update={"status": "Scheduled", "launch_claim": None, "updated_at": now()})
+    records.save_bot(retry, expect_status=EXPECT_LAUNCHING, expect_claim=launching.launch_claim)
+    launches.put_launch(retry, when=when)
+    return retry

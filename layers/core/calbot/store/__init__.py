@@ -1,0 +1,280 @@
+"""Single-table DynamoDB access: the only package that talks to DynamoDB.
+
+One module per record kind (users, rates, connections, subscriptions, locks, events, sync_states,
+bots, auto_settings), all on `base` (the table, item (de)serialisation, and the retried writes and
+transactions). Each record module declares the small interface (a typing.Protocol) that services depend
+on, so a service test can hand them an in-memory fake; the module itself is the real implementation.
+Everything public is re-exported here: `store.get_connection(...)` is the same function as
+`store.connections.get_connection(...)`. A test that replaces a function must replace it where its
+caller looks it up (a service calling `store.x` looks on this package; a store module calling another
+one's function, and calbot.services.bots, look on the record module).
+
+A new record kind: a module here with its key layout in its docstring and in the table below, its
+Protocol, and its public names re-exported below.
+
+Key layout (PK / SK):
+  USER#<u> / PROFILE                     user, with connection_count (the 200-limit is enforced here)
+  APIKEY#<sha256(key)> / APIKEY          api key -> user (GSI1: USER#<u>#APIKEYS / key_id)
+  USER#<u> / CONN#<provider>#<account>   connection record (no token material)
+  SUB#<subscription id> / SUB            subscription -> user/account, clientState hash, expiry
+                                         (GSI2, sparse and sharded: SUBEXP#<shard> / <expiry>#<id>)
+  USER#<u> / EVENT#<event id>            event (GSI1: USER#<u>#EVENTS / <start>#<id> for time ranges;
+                                         GSI2: ACCT#<u>#<provider>#<account> / EVENT#<calendar>#<id>;
+                                         GSI3, occurrences only: SERIES#<u>#<series id> / <start>#<id>)
+  USER#<u> / SYNC#<provider>#<account>#<calendar>   delta link / sync token and its window
+  USER#<u> / BOT#<bot id>                scheduled bot (GSI1: USER#<u>#BOTS / <join time>#<id>;
+                                         GSI2: SERIESBOTS#<u>#<series or event id> / <occurrence>#<id>)
+  DEDUP#<u>#<meeting key> / DEDUP        one live bot per (user, meeting URL, occurrence start)
+  USER#<u> / SETTINGS#AUTO               auto-schedule settings (GSI3, sparse and sharded while enabled:
+                                         AUTOSCHED#<shard> / <user id>; the midnight job never scans)
+  LOCK#<name> / LOCK                     short-lived mutex with a TTL
+  RATE#<key_id> / WINDOW#<window start epoch>   per-API-key request counters of one fixed window:
+                                         n (whole window) and s<second> (each second of it); TTL
+                                         `ttl` a few minutes after the window ends (calbot.ratelimit)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from calbot.store import (
+    auto_settings,
+    base,
+    bots,
+    connections,
+    events,
+    locks,
+    rates,
+    subscriptions,
+    sync_states,
+    users,
+)
+from calbot.store.auto_settings import (
+    AUTO_SHARDS,
+    AutoSettingsRecords,
+    enabled_auto_users,
+    get_auto_settings,
+    put_auto_settings,
+    record_auto_run,
+    update_auto_settings,
+)
+from calbot.store.base import (
+    BATCH_ATTEMPTS,
+    WRITE_ATTEMPTS,
+    Unprocessed,
+    _table,
+    batch_write,
+    delete_keys,
+    from_item,
+    to_item,
+    transact_write,
+    user_pk,
+)
+from calbot.store.bots import (
+    AlreadyScheduled,
+    BotChanged,
+    BotQueries,
+    BotRecords,
+    account_bots,
+    bots_between,
+    bots_by_join_time,
+    bots_of_series,
+    create_bot,
+    dedup_owner,
+    get_bot,
+    move_bot,
+    save_bot,
+    upcoming_bots,
+)
+from calbot.store.connections import (
+    ConnectionExists,
+    ConnectionGone,
+    ConnectionLimitReached,
+    ConnectionRecords,
+    CounterAtZero,
+    conn_sk,
+    count_connections,
+    create_connection,
+    delete_connection,
+    get_connection,
+    list_connections,
+    mark_disconnecting,
+    record_subscriptions_stopped,
+    restore_connection,
+    save_connection,
+    set_connection_status,
+    touch_connection_synced,
+)
+from calbot.store.events import (
+    EventRecords,
+    account_event_keys,
+    account_partition,
+    count_account_events,
+    event_item,
+    events_of_calendar,
+    events_of_series,
+    get_event,
+    get_events,
+    put_events,
+    query_events,
+    series_occurrences,
+    series_partition,
+    set_recurring_enabled,
+    write_synced_events,
+)
+from calbot.store.locks import (
+    LockBusy,
+    Locks,
+    acquire_lock,
+    release_lock,
+)
+from calbot.store.rates import (
+    RateCount,
+    RequestCounter,
+    count_request,
+)
+from calbot.store.subscriptions import (
+    SUB_EXPIRY_SHARDS,
+    SubscriptionRecords,
+    delete_subscriptions,
+    get_subscription,
+    get_subscriptions,
+    put_subscriptions,
+    subscriptions_expiring_before,
+)
+from calbot.store.sync_states import (
+    SyncConflict,
+    SyncStates,
+    claim_sync,
+    commit_sync_state,
+    delete_sync_states,
+    get_sync_state,
+    put_sync_state,
+)
+from calbot.store.users import (
+    UserRecords,
+    delete_api_key,
+    get_api_key,
+    get_user,
+    hash_api_key,
+    list_api_keys,
+    put_api_key,
+    put_user,
+)
+
+if TYPE_CHECKING:  # each record module is the real implementation of its interfaces (mypy checks it)
+    _users_UserRecords: UserRecords = users
+    _rates_RequestCounter: RequestCounter = rates
+    _connections_ConnectionRecords: ConnectionRecords = connections
+    _subscriptions_SubscriptionRecords: SubscriptionRecords = subscriptions
+    _locks_Locks: Locks = locks
+    _events_EventRecords: EventRecords = events
+    _sync_states_SyncStates: SyncStates = sync_states
+    _auto_settings_AutoSettingsRecords: AutoSettingsRecords = auto_settings
+    _bots_BotQueries: BotQueries = bots
+    _bots_BotRecords: BotRecords = bots
+
+__all__ = [
+    "BotQueries",
+    "AutoSettingsRecords",
+    "SyncStates",
+    "EventRecords",
+    "Locks",
+    "SubscriptionRecords",
+    "ConnectionRecords",
+    "RequestCounter",
+    "UserRecords",
+    "_table",
+    "to_item",
+    "from_item",
+    "WRITE_ATTEMPTS",
+    "BATCH_ATTEMPTS",
+    "batch_write",
+    "Unprocessed",
+    "user_pk",
+    "transact_write",
+    "delete_keys",
+    "put_user",
+    "get_user",
+    "hash_api_key",
+    "put_api_key",
+    "get_api_key",
+    "list_api_keys",
+    "delete_api_key",
+    "RateCount",
+    "count_request",
+    "ConnectionExists",
+    "ConnectionLimitReached",
+    "conn_sk",
+    "get_connection",
+    "list_connections",
+    "create_connection",
+    "save_connection",
+    "ConnectionGone",
+    "CounterAtZero",
+    "mark_disconnecting",
+    "record_subscriptions_stopped",
+    "delete_connection",
+    "count_connections",
+    "set_connection_status",
+    "restore_connection",
+    "touch_connection_synced",
+    "SUB_EXPIRY_SHARDS",
+    "put_subscriptions",
+    "delete_subscriptions",
+    "get_subscription",
+    "get_subscriptions",
+    "subscriptions_expiring_before",
+    "LockBusy",
+    "acquire_lock",
+    "release_lock",
+    "account_partition",
+    "series_partition",
+    "event_item",
+    "series_occurrences",
+    "put_events",
+    "get_event",
+    "get_events",
+    "events_of_calendar",
+    "query_events",
+    "count_account_events",
+    "account_event_keys",
+    "write_synced_events",
+    "set_recurring_enabled",
+    "events_of_series",
+    "delete_sync_states",
+    "SyncConflict",
+    "get_sync_state",
+    "put_sync_state",
+    "claim_sync",
+    "commit_sync_state",
+    "AlreadyScheduled",
+    "BotRecords",
+    "BotChanged",
+    "dedup_owner",
+    "create_bot",
+    "get_bot",
+    "save_bot",
+    "upcoming_bots",
+    "bots_by_join_time",
+    "account_bots",
+    "bots_between",
+    "bots_of_series",
+    "move_bot",
+    "AUTO_SHARDS",
+    "put_auto_settings",
+    "update_auto_settings",
+    "record_auto_run",
+    "get_auto_settings",
+    "enabled_auto_users",
+    "base",
+    "users",
+    "rates",
+    "connections",
+    "subscriptions",
+    "locks",
+    "events",
+    "sync_states",
+    "bots",
+    "auto_settings",
+]

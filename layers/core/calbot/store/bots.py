@@ -1,0 +1,300 @@
+"""Scheduled bot records (USER#<u> / BOT#<bot id>) and their dedup guards (DEDUP#<u>#<dedup key> / DEDUP).
+
+This module only stores: it writes what calbot.services.bots decides, with the conditions that make
+each decision atomic. The lifecycle, the dedup key and the rules those conditions enforce are
+explained there."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any, Protocol
+
+from calbot.models import ScheduledBot
+from calbot.store.base import _get, _query, _strip_keys, _table, to_item, transact_write, user_pk
+from calbot.timeutil import iso_z
+
+
+class AlreadyScheduled(Exception):
+    def __init__(self, bot_id: str | None = None) -> None:
+        super().__init__(bot_id)
+        self.bot_id = bot_id
+
+
+class BotChanged(Exception):
+    """The bot was not in the state the write expected (launched, cancelled, or claimed meanwhile)."""
+
+
+class BotRecords(Protocol):
+    """The bot records calbot.services.bots writes its lifecycle with (this module is the real one)."""
+
+    def dedup_owner(self, user_id: str, dedup_key: str) -> str | None: ...
+
+    def get_bot(self, user_id: str, bot_id: str) -> ScheduledBot | None: ...
+
+    def create_bot(self, bot: ScheduledBot) -> None: ...
+
+    def save_bot(
+        self,
+        bot: ScheduledBot,
+        *,
+        expect_status: str | tuple[str, ...],
+        expect_claim: str | None = ...,
+        release_guard: bool = ...,
+    ) -> None: ...
+
+    def move_bot(self, bot: ScheduledBot, old_dedup_key: str, *, expect_status: str) -> None: ...
+
+
+class BotQueries(Protocol):
+    """Reads of a user's bots by series, account or time (the paged, filtered bots_by_join_time and
+    upcoming_bots are left out: a fake of them would be a second DynamoDB). This module is the real one."""
+
+    def bots_of_series(self, user_id: str, series_key: str) -> list[ScheduledBot]: ...
+
+    def account_bots(self, user_id: str, provider: str, account_id: str) -> Iterator[ScheduledBot]: ...
+
+    def bots_between(self, user_id: str, start: datetime, end: datetime) -> list[ScheduledBot]: ...
+
+
+def _bot_item(bot: ScheduledBot) -> dict[str, Any]:
+    return {
+        "PK": user_pk(bot.user_id),
+        "SK": f"BOT#{bot.bot_id}",
+        "kind": "bot",
+        "GSI1PK": f"USER#{bot.user_id}#BOTS",
+        "GSI1SK": f"{iso_z(bot.scheduled_join_time)}#{bot.bot_id}",
+        "GSI2PK": f"SERIESBOTS#{bot.user_id}#{bot.series_key}",
+        "GSI2SK": f"{iso_z(bot.occurrence_start)}#{bot.bot_id}",
+        **bot.model_dump(mode="json"),
+    }
+
+
+def _bot(data: dict[str, Any]) -> ScheduledBot:
+    return ScheduledBot.model_validate(_strip_keys(data))
+
+
+def _guard_key(user_id: str, dedup_key: str) -> dict[str, Any]:
+    return {"PK": f"DEDUP#{user_id}#{dedup_key}", "SK": "DEDUP"}
+
+
+def dedup_owner(user_id: str, dedup_key: str) -> str | None:
+    """The bot holding the dedup guard of this occurrence of this meeting, if one does."""
+    return _guard_owner(user_id, dedup_key)
+
+
+def _guard_owner(user_id: str, dedup_key: str) -> str | None:
+    guard = _get(**{k.lower(): v for k, v in _guard_key(user_id, dedup_key).items()})
+    return str(guard.get("bot_id") or "") or None if guard else None
+
+
+def get_bot(user_id: str, bot_id: str) -> ScheduledBot | None:
+    data = _get(user_pk(user_id), f"BOT#{bot_id}")
+    return _bot(data) if data else None
+
+
+# The writes. Each condition below is one of calbot.services.bots' rules, named there.
+
+
+def create_bot(bot: ScheduledBot) -> None:
+    """A new bot and its dedup guard in one transaction (ONE_LIVE_BOT_PER_OCCURRENCE). Raises
+    AlreadyScheduled, naming the bot that holds the guard."""
+    new_bot = {
+        "Put": {
+            "TableName": _table(),
+            "Item": to_item(_bot_item(bot)),
+            "ConditionExpression": "attribute_not_exists(PK)",
+        }
+    }
+    try:
+        transact_write([_take_guard(bot), new_bot], on_condition=[AlreadyScheduled, AlreadyScheduled])
+    except AlreadyScheduled:
+        raise AlreadyScheduled(_guard_owner(bot.user_id, bot.dedup_key)) from None
+
+
+def save_bot(
+    bot: ScheduledBot,
+    *,
+    expect_status: str | tuple[str, ...],
+    expect_claim: str | None = None,
+    release_guard: bool = False,
+) -> None:
+    """Write a changed bot only if it is still in `expect_status` (and held by `expect_claim`), else
+    BotChanged (ONLY_SCHEDULED_CHANGES, LAUNCH_CLAIMED_ONCE).
+
+    With release_guard the dedup guard goes in the same transaction (GUARD_RELEASED_BY_ITS_BOT), so a
+    cancelled or failed occurrence can be scheduled again and a live one never loses its guard.
+    """
+    items = [_put_if_status(bot, expect_status, expect_claim)]
+    if release_guard:
+        items.append(_release_guard(bot, bot.dedup_key))
+    transact_write(items, on_condition=[BotChanged, BotChanged])
+
+
+def move_bot(bot: ScheduledBot, old_dedup_key: str, *, expect_status: str) -> None:
+    """Save a bot whose meeting moved (new start or link) if it is still in `expect_status`: its dedup
+    guard moves with it in the same transaction. Raises AlreadyScheduled when another live bot already
+    holds the new slot, and BotChanged when the bot left `expect_status` meanwhile."""
+    if bot.dedup_key == old_dedup_key:
+        save_bot(bot, expect_status=expect_status)
+        return
+    transact_write(
+        [_put_if_status(bot, expect_status, None), _take_guard(bot), _release_guard(bot, old_dedup_key)],
+        on_condition=[BotChanged, AlreadyScheduled, BotChanged],
+    )
+
+
+def _take_guard(bot: ScheduledBot) -> dict[str, Any]:
+    """ONE_LIVE_BOT_PER_OCCURRENCE: the guard of the bot's dedup key, only where none exists."""
+    guard = {
+        **_guard_key(bot.user_id, bot.dedup_key),
+        "kind": "dedup",
+        "bot_id": bot.bot_id,
+        "event_id": bot.event_id,
+    }
+    return {
+        "Put": {
+            "TableName": _table(),
+            "Item": to_item(guard),
+            "ConditionExpression": "attribute_not_exists(PK)",
+        }
+    }
+
+
+def _release_guard(bot: ScheduledBot, dedup_key: str) -> dict[str, Any]:
+    """GUARD_RELEASED_BY_ITS_BOT: the guard of `dedup_key` goes only while this bot holds it (or while
+    it is gone)."""
+    return {
+        "Delete": {
+            "TableName": _table(),
+            "Key": to_item(_guard_key(bot.user_id, dedup_key)),
+            "ConditionExpression": "attribute_not_exists(PK) OR bot_id = :b",
+            "ExpressionAttributeValues": to_item({":b": bot.bot_id}),
+        }
+    }
+
+
+def _put_if_status(
+    bot: ScheduledBot, expect_status: str | tuple[str, ...], expect_claim: str | None
+) -> dict[str, Any]:
+    """ONLY_SCHEDULED_CHANGES, LAUNCH_CLAIMED_ONCE: the bot, only while in one of these statuses (and
+    under this launch claim)."""
+    statuses = (expect_status,) if isinstance(expect_status, str) else expect_status
+    values: dict[str, Any] = {f":s{i}": st for i, st in enumerate(statuses)}
+    cond = "(" + " OR ".join(f"#s = :s{i}" for i in range(len(statuses))) + ")"
+    if expect_claim is not None:
+        cond += " AND launch_claim = :claim"
+        values[":claim"] = expect_claim
+    return {
+        "Put": {
+            "TableName": _table(),
+            "Item": to_item(_bot_item(bot)),
+            "ConditionExpression": cond,
+            "ExpressionAttributeNames": {"#s": "status"},
+            "ExpressionAttributeValues": to_item(values),
+        }
+    }
+
+
+# The reads.
+
+
+def upcoming_bots(
+    user_id: str,
+    *,
+    after: datetime,
+    limit: int,
+    start_key: str | None = None,
+    status: str | None = None,
+    provider: str | None = None,
+    account_id: str | None = None,
+) -> list[ScheduledBot]:
+    """Bots whose join time is after `after` (or after the bot `start_key` names), soonest first."""
+    return bots_by_join_time(
+        user_id,
+        ascending=True,
+        bound=start_key + "\x00" if start_key else iso_z(after),
+        limit=limit,
+        statuses=(status,) if status else None,
+        provider=provider,
+        account_id=account_id,
+    )
+
+
+def bots_by_join_time(
+    user_id: str,
+    *,
+    ascending: bool,
+    bound: str,
+    limit: int,
+    statuses: tuple[str, ...] | None = None,
+    provider: str | None = None,
+    account_id: str | None = None,
+) -> list[ScheduledBot]:
+    """One direction of the user's bots by join time (GSI1), filtered server side: ascending from
+    `bound` (GSI1SK >= bound), or descending from just below it (GSI1SK < bound)."""
+    values: dict[str, Any] = {":pk": f"USER#{user_id}#BOTS", ":b": bound}
+    filters, names = [], {}
+    if statuses:
+        names["#s"] = "status"
+        filters.append("#s IN (" + ", ".join(f":s{i}" for i in range(len(statuses))) + ")")
+        values.update({f":s{i}": st for i, st in enumerate(statuses)})
+    if provider:
+        filters.append("provider = :prov")
+        values[":prov"] = provider
+    if account_id:
+        filters.append("account_id = :acct")
+        values[":acct"] = account_id
+    kwargs: dict[str, Any] = {
+        "IndexName": "GSI1",
+        "KeyConditionExpression": f"GSI1PK = :pk AND GSI1SK {'>=' if ascending else '<'} :b",
+        "ScanIndexForward": ascending,
+        "ExpressionAttributeValues": to_item(values),
+        "Limit": max(limit, 25),
+    }
+    if filters:
+        kwargs["FilterExpression"] = " AND ".join(filters)
+    if names:
+        kwargs["ExpressionAttributeNames"] = names
+    out: list[ScheduledBot] = []
+    if limit <= 0:
+        return out
+    for item in _query(**kwargs):
+        out.append(_bot(item))
+        if len(out) >= limit:
+            break
+    return out
+
+
+def account_bots(user_id: str, provider: str, account_id: str) -> Iterator[ScheduledBot]:
+    """Every bot of one account (any status, any time), page by page, filtered server side."""
+    for item in _query(
+        IndexName="GSI1",
+        KeyConditionExpression="GSI1PK = :pk",
+        FilterExpression="provider = :prov AND account_id = :acct",
+        ExpressionAttributeValues=to_item(
+            {":pk": f"USER#{user_id}#BOTS", ":prov": provider, ":acct": account_id}
+        ),
+    ):
+        yield _bot(item)
+
+
+def bots_between(user_id: str, start: datetime, end: datetime) -> list[ScheduledBot]:
+    items = _query(
+        IndexName="GSI1",
+        KeyConditionExpression="GSI1PK = :pk AND GSI1SK BETWEEN :lo AND :hi",
+        ExpressionAttributeValues=to_item(
+            {":pk": f"USER#{user_id}#BOTS", ":lo": iso_z(start), ":hi": iso_z(end) + "~"}
+        ),
+    )
+    return [_bot(i) for i in items]
+
+
+def bots_of_series(user_id: str, series_key: str) -> list[ScheduledBot]:
+    """Every bot of one series (or of one single event), by occurrence start."""
+    items = _query(
+        IndexName="GSI2",
+        KeyConditionExpression="GSI2PK = :pk",
+        ExpressionAttributeValues=to_item({":pk": f"SERIESBOTS#{user_id}#{series_key}"}),
+    )
+    return [_bot(i) for i in items]

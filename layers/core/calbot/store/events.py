@@ -1,0 +1,289 @@
+"""Events (USER#<u> / EVENT#<event id>; GSI1 by start, GSI2 by account and calendar, GSI3 by series)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from typing import Any, Protocol
+
+from calbot import aws
+from calbot.models import Event, account_key
+from calbot.store.base import (
+    _batch_get,
+    _get,
+    _query,
+    _strip_keys,
+    _table,
+    _write_if,
+    batch_write,
+    to_item,
+    user_pk,
+)
+from calbot.timeutil import iso_z
+
+
+class EventRecords(Protocol):
+    """Stored events, as the sync, schedule and reconcile services use them (the paged, filtered
+    query_events is left out: a fake of it would be a second DynamoDB). This module is the real one."""
+
+    def get_event(self, user_id: str, event_id: str) -> Event | None: ...
+
+    def get_events(self, user_id: str, event_ids: Iterable[str]) -> dict[str, Event]: ...
+
+    def series_occurrences(self, user_id: str, series_id: str) -> list[Event]: ...
+
+    def events_of_series(
+        self, user_id: str, provider: str, account_id: str, series_id: str
+    ) -> list[Event]: ...
+
+    def events_of_calendar(
+        self, user_id: str, provider: str, account_id: str, calendar_id: str
+    ) -> list[Event]: ...
+
+    def write_synced_events(self, events: list[Event], *, version: int) -> list[Event]: ...
+
+    def set_recurring_enabled(
+        self, user_id: str, event_ids: Iterable[str], enabled: bool, at: datetime
+    ) -> int: ...
+
+
+def account_partition(user_id: str, provider: str, account_id: str) -> str:
+    return f"ACCT#{user_id}#{provider}#{account_key(account_id)}"
+
+
+def series_partition(user_id: str, series_id: str) -> str:
+    return f"SERIES#{user_id}#{series_id}"
+
+
+def event_item(event: Event) -> dict[str, Any]:
+    item = {
+        "PK": user_pk(event.user_id),
+        "SK": f"EVENT#{event.event_id}",
+        "kind": "event",
+        "GSI1PK": f"USER#{event.user_id}#EVENTS",
+        "GSI1SK": f"{iso_z(event.start_time)}#{event.event_id}",
+        "GSI2PK": account_partition(event.user_id, event.provider, event.account_id),
+        "GSI2SK": f"EVENT#{event.calendar_id}#{event.event_id}",
+        **event.model_dump(mode="json"),
+    }
+    if event.series_id:
+        # Sparse: an occurrence is also found by its series id alone (POST /calendar/schedule/{series_id}
+        # names no account).
+        item["GSI3PK"] = series_partition(event.user_id, event.series_id)
+        item["GSI3SK"] = f"{iso_z(event.start_time)}#{event.event_id}"
+    return item
+
+
+def series_occurrences(user_id: str, series_id: str) -> list[Event]:
+    """Every stored occurrence of one series of the user's, by start (GSI3, sparse)."""
+    items = _query(
+        IndexName="GSI3",
+        KeyConditionExpression="GSI3PK = :pk",
+        ExpressionAttributeValues=to_item({":pk": series_partition(user_id, series_id)}),
+    )
+    return [_event(i) for i in items]
+
+
+def _event(data: dict[str, Any]) -> Event:
+    return Event.model_validate(_strip_keys(data))
+
+
+def put_events(events: Iterable[Event]) -> int:
+    return batch_write(puts=[event_item(e) for e in events])
+
+
+def get_event(user_id: str, event_id: str) -> Event | None:
+    data = _get(user_pk(user_id), f"EVENT#{event_id}")
+    return _event(data) if data else None
+
+
+def get_events(user_id: str, event_ids: Iterable[str]) -> dict[str, Event]:
+    """Batch read (100 keys per call), retrying unprocessed keys."""
+    ids = list(dict.fromkeys(event_ids))
+    found: dict[str, Event] = {}
+    for item in _batch_get([{"PK": user_pk(user_id), "SK": f"EVENT#{i}"} for i in ids], max_delay=2.0):
+        event = _event(item)
+        found[event.event_id] = event
+    return found
+
+
+def events_of_calendar(user_id: str, provider: str, account_id: str, calendar_id: str) -> list[Event]:
+    items = _query(
+        IndexName="GSI2",
+        KeyConditionExpression="GSI2PK = :pk AND begins_with(GSI2SK, :sk)",
+        ExpressionAttributeValues=to_item(
+            {":pk": account_partition(user_id, provider, account_id), ":sk": f"EVENT#{calendar_id}#"}
+        ),
+    )
+    return [_event(i) for i in items]
+
+
+def query_events(
+    user_id: str,
+    *,
+    time_min: datetime,
+    time_max: datetime,
+    limit: int,
+    after: str | None = None,
+    before: str | None = None,
+    provider: str | None = None,
+    account_id: str | None = None,
+    calendar_id: str | None = None,
+) -> list[Event]:
+    """Events starting in [time_min, time_max), ordered by (start, id), after/before a GSI1SK key.
+
+    Returns up to `limit` events (ascending even when paging backwards). Filters are applied server
+    side; DynamoDB's Limit counts items before filtering, so this keeps reading until it has enough.
+    """
+    lower, upper = iso_z(time_min), iso_z(time_max)
+    if after is not None:
+        cond, values = "GSI1PK = :pk AND GSI1SK BETWEEN :lo AND :hi", {":lo": after + "\x00", ":hi": upper}
+    elif before is not None:
+        cond, values = "GSI1PK = :pk AND GSI1SK BETWEEN :lo AND :hi", {":lo": lower, ":hi": before}
+    else:
+        cond, values = "GSI1PK = :pk AND GSI1SK BETWEEN :lo AND :hi", {":lo": lower, ":hi": upper}
+    filters: list[str] = []
+    names: dict[str, str] = {}
+    if provider:
+        filters.append("provider = :prov")
+        values[":prov"] = provider
+    if account_id:
+        filters.append("GSI2PK = :acct")
+        values[":acct"] = account_partition(user_id, provider or "", account_id)
+    if calendar_id:
+        filters.append("calendar_id = :cal")
+        values[":cal"] = calendar_id
+    if after is not None or before is None:
+        filters.append("GSI1SK >= :min")
+        values[":min"] = lower
+    kwargs: dict[str, Any] = {
+        "IndexName": "GSI1",
+        "KeyConditionExpression": cond,
+        "ScanIndexForward": before is None,
+        "ExpressionAttributeValues": to_item({":pk": f"USER#{user_id}#EVENTS", **values}),
+        "Limit": max(limit, 25),
+    }
+    if filters:
+        kwargs["FilterExpression"] = " AND ".join(filters)
+    if names:
+        kwargs["ExpressionAttributeNames"] = names
+    out: list[Event] = []
+    for item in _query(**kwargs):
+        if before is not None and item["GSI1SK"] >= before:
+            continue
+        if item["GSI1SK"] >= upper:
+            continue
+        out.append(_event(item))
+        if len(out) >= limit:
+            break
+    if before is not None:
+        out.reverse()
+    return out
+
+
+def count_account_events(user_id: str, provider: str, account_id: str) -> int:
+    kwargs: dict[str, Any] = {
+        "TableName": _table(),
+        "IndexName": "GSI2",
+        "KeyConditionExpression": "GSI2PK = :pk AND begins_with(GSI2SK, :sk)",
+        "ExpressionAttributeValues": to_item(
+            {":pk": account_partition(user_id, provider, account_id), ":sk": "EVENT#"}
+        ),
+        "Select": "COUNT",
+    }
+    total = 0
+    while True:
+        resp = aws.dynamodb().query(**kwargs)
+        total += int(resp.get("Count", 0))
+        if "LastEvaluatedKey" not in resp:
+            return total
+        kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+
+def account_event_keys(user_id: str, provider: str, account_id: str) -> Iterator[tuple[str, str]]:
+    """(PK, SK) of every event of one account, page by page (keys only)."""
+    for item in _query(
+        IndexName="GSI2",
+        KeyConditionExpression="GSI2PK = :pk AND begins_with(GSI2SK, :sk)",
+        ProjectionExpression="PK, SK",
+        ExpressionAttributeValues=to_item(
+            {":pk": account_partition(user_id, provider, account_id), ":sk": "EVENT#"}
+        ),
+    ):
+        yield item["PK"], item["SK"]
+
+
+# Fields of a stored event that belong to the user, not to the provider: a sync never overwrites them.
+_USER_OWNED_EVENT_FIELDS = ("recurring_enabled",)
+
+
+_KEPT_EVENT_FIELDS = ("created_at",)  # set once, when the event is first stored
+
+
+_SYNC_WRITE_WORKERS = 4  # per calendar; accounts sync in parallel too (aws.py sizes the pool)
+
+
+def _write_synced_event(event: Event, version: int) -> bool:
+    item = event_item(event.model_copy(update={"sync_version": version}))
+    names: dict[str, str] = {}
+    values: dict[str, Any] = {":version": version}
+    sets = []
+    for i, (field, value) in enumerate(item.items()):
+        if field in ("PK", "SK"):
+            continue
+        names[f"#f{i}"] = field
+        values[f":f{i}"] = value
+        if field in _USER_OWNED_EVENT_FIELDS or field in _KEPT_EVENT_FIELDS:
+            sets.append(f"#f{i} = if_not_exists(#f{i}, :f{i})")
+        else:
+            sets.append(f"#f{i} = :f{i}")
+    names["#sv"] = "sync_version"
+    return _write_if(
+        "update_item",
+        Key=to_item({"PK": item["PK"], "SK": item["SK"]}),
+        UpdateExpression="SET " + ", ".join(sets),
+        ConditionExpression="attribute_not_exists(#sv) OR #sv <= :version",
+        ExpressionAttributeNames=names,
+        ExpressionAttributeValues=to_item(values),
+    )
+
+
+def write_synced_events(events: list[Event], *, version: int) -> list[Event]:
+    """What a sync that holds `version` found, written field by field and only over what an older sync
+    wrote (an event a later sync already wrote keeps that sync's copy). The user's own fields
+    (recurring_enabled) are never overwritten, only given on creation. Returns the events written."""
+    if len(events) <= _SYNC_WRITE_WORKERS:  # an incremental change: a few writes, one after the other
+        return [e for e in events if _write_synced_event(e, version)]
+    from concurrent.futures import ThreadPoolExecutor  # writes of many events only
+
+    with ThreadPoolExecutor(max_workers=min(_SYNC_WRITE_WORKERS, len(events))) as pool:
+        done = list(pool.map(lambda e: _write_synced_event(e, version), events))
+    return [e for e, ok in zip(events, done, strict=True) if ok]
+
+
+def set_recurring_enabled(user_id: str, event_ids: Iterable[str], enabled: bool, at: datetime) -> int:
+    """The user's recurrence flag on each of these events, and nothing else of them (a sync writing
+    their content at the same moment keeps its content, and this flag stays). Returns how many."""
+    changed = 0
+    for event_id in event_ids:
+        if _write_if(
+            "update_item",
+            Key=to_item({"PK": user_pk(user_id), "SK": f"EVENT#{event_id}"}),
+            UpdateExpression="SET recurring_enabled = :e, updated_at = :u",
+            ConditionExpression="attribute_exists(PK)",
+            ExpressionAttributeValues=to_item({":e": enabled, ":u": iso_z(at)}),
+        ):
+            changed += 1
+    return changed
+
+
+def events_of_series(user_id: str, provider: str, account_id: str, series_id: str) -> list[Event]:
+    items = _query(
+        IndexName="GSI2",
+        KeyConditionExpression="GSI2PK = :pk AND begins_with(GSI2SK, :sk)",
+        FilterExpression="series_id = :sid",
+        ExpressionAttributeValues=to_item(
+            {":pk": account_partition(user_id, provider, account_id), ":sk": "EVENT#", ":sid": series_id}
+        ),
+    )
+    return sorted((_event(i) for i in items), key=lambda e: e.start_time)
