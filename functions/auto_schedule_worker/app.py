@@ -2,6 +2,7 @@
 
 from typing import Any
 
+import calbot.services.sync  # noqa: F401  every message syncs: loaded at init, not by the first call
 from calbot.deadline import Deadline, active
 from calbot.services.auto_schedule import consume
 

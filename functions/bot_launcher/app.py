@@ -2,6 +2,8 @@
 
 from typing import Any
 
+import requests  # noqa: F401  every launch posts to the Create Bot API: loaded at init, not by the first call
+
 from calbot.deadline import Deadline, active
 from calbot.models import ScheduleInput
 from calbot.services.launcher import launch

@@ -1,5 +1,6 @@
 """GET /api/v1/calendar/events: sync the in-scope accounts, then return stored events, paged."""
 
+import calbot.services.sync  # noqa: F401  a first page syncs (by default): loaded at init, not by the first call
 from calbot.http import Request, api_handler, with_links
 from calbot.models import EventPage, EventsQuery
 from calbot.services.events import list_events

@@ -2,36 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
-
 import pytest
 from tenacity import retry_if_exception_type, wait_fixed
 
-from calbot import deadline, timeutil
+from calbot import deadline
 from calbot.deadline import Deadline
 from calbot.retry import retrying
 
 
 class Flaky(Exception):
     pass
-
-
-@pytest.fixture
-def slept() -> Iterator[list[float]]:
-    """The core's clock stands still; every sleep is recorded and moves it."""
-    moment = [datetime(2026, 12, 1, 12, 0, tzinfo=UTC)]
-    waits: list[float] = []
-
-    def sleep(seconds: float) -> None:
-        waits.append(seconds)
-        moment[0] += timedelta(seconds=seconds)
-
-    timeutil.set_clock(lambda: moment[0], sleep)
-    try:
-        yield waits
-    finally:
-        timeutil.set_clock()
 
 
 def _run(policy_attempts: int, fail_times: int, **kwargs: object) -> tuple[int, str]:

@@ -9,6 +9,7 @@ timeout and nothing after the kill runs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from tenacity import (
@@ -19,7 +20,7 @@ from tenacity import (
 )
 from tenacity.retry import retry_base
 from tenacity.stop import stop_base
-from tenacity.wait import wait_base
+from tenacity.wait import WaitBaseT
 
 from calbot import deadline, timeutil
 
@@ -39,20 +40,22 @@ def retrying(
     *,
     retry: retry_base,
     attempts: int,
-    wait: wait_base | None = None,
+    wait: WaitBaseT | None = None,
     reraise: bool = True,
+    sleep: Callable[[float], None] | None = None,
     **kwargs: Any,
 ) -> Retrying:
     """A tenacity `Retrying` that sleeps on our clock and gives up at `attempts` or the deadline.
 
     `wait` defaults to jittered exponential backoff from 50 ms up to 1 s; with `reraise` (the
-    default) the last attempt's own exception is raised, never tenacity's RetryError.
+    default) the last attempt's own exception is raised, never tenacity's RetryError. `sleep`
+    replaces our clock's sleep for a caller that was handed its own (still a virtual one in tests).
     """
     return Retrying(
         retry=retry,
         stop=stop_after_attempt(attempts) | stop_before_deadline(),
         wait=wait if wait is not None else wait_exponential_jitter(initial=0.05, max=1.0, jitter=0.05),
-        sleep=_sleep,
+        sleep=sleep if sleep is not None else _sleep,
         reraise=reraise,
         **kwargs,
     )

@@ -7,16 +7,22 @@ and uses the winner's access token.
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
+from typing import NoReturn
+
+from tenacity import RetryCallState, retry_if_exception_type, wait_fixed
 
 from calbot import store, vault
 from calbot.models import Connection, Credentials
 from calbot.providers import get_provider
 from calbot.providers.base import ProviderAuthError, ProviderUnavailable
+from calbot.retry import retrying
 from calbot.timeutil import now
 
 EARLY_REFRESH = timedelta(minutes=5)
+# How long an invocation waits for another one's refresh of the same token, and how often it looks.
+LOCK_WAIT_SECONDS = 10.0
+LOCK_POLL_SECONDS = 0.2
 
 
 def _fresh(creds: Credentials) -> bool:
@@ -41,20 +47,9 @@ def access_token(conn: Connection) -> str:
     if _fresh(creds):
         return creds.access_token or ""
     lock_name = f"TOKEN#{conn.user_id}#{conn.provider}#{conn.key}"
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            lock = store.acquire_lock(lock_name, ttl_seconds=30)
-            break
-        except store.LockBusy:
-            if time.monotonic() > deadline:
-                raise ProviderUnavailable(
-                    "A token refresh for this account is already in progress."
-                ) from None
-            time.sleep(0.2)
-            creds = vault.get(conn.credential_path) or creds
-            if _fresh(creds):
-                return creds.access_token or ""
+    lock, creds = _lock_or_refreshed(conn, creds, lock_name)
+    if lock is None:
+        return creds.access_token or ""
     try:
         creds = vault.get(conn.credential_path) or creds  # someone may have refreshed meanwhile
         if _fresh(creds):
@@ -76,6 +71,37 @@ def access_token(conn: Connection) -> str:
         return tokens.access_token
     finally:
         store.release_lock(lock_name, lock)
+
+
+def _lock_or_refreshed(
+    conn: Connection, creds: Credentials, lock_name: str
+) -> tuple[str | None, Credentials]:
+    """The refresh lock, or no lock and fresh credentials once the holder's refresh lands in the vault.
+
+    A busy lock is tried again every LOCK_POLL_SECONDS on the core's clock for LOCK_WAIT_SECONDS (never
+    past the deadline), re-reading the vault before each try; then ProviderUnavailable.
+    """
+    latest, waited = creds, False
+
+    def attempt() -> tuple[str | None, Credentials]:
+        nonlocal latest, waited
+        if waited:
+            latest = vault.get(conn.credential_path) or latest
+            if _fresh(latest):
+                return None, latest
+        waited = True
+        return store.acquire_lock(lock_name, ttl_seconds=30), latest
+
+    def busy(_: RetryCallState) -> NoReturn:
+        raise ProviderUnavailable("A token refresh for this account is already in progress.")
+
+    attempts = retrying(
+        retry=retry_if_exception_type(store.LockBusy),
+        attempts=round(LOCK_WAIT_SECONDS / LOCK_POLL_SECONDS) + 1,
+        wait=wait_fixed(LOCK_POLL_SECONDS),
+        retry_error_callback=busy,
+    )
+    return attempts(attempt)
 
 
 def forget_access_token(conn: Connection) -> None:

@@ -8,12 +8,14 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import requests
+from tenacity import RetryCallState, retry_if_exception_type, retry_if_result
 
 from calbot import deadline, timeutil
 from calbot.providers.base import ProviderUnavailable
+from calbot.retry import retrying
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
 
@@ -58,47 +60,66 @@ class ProviderHttp:
     def _backoff(self, attempt: int) -> float:
         return min(8.0, 0.25 * (2 ** (attempt - 1))) * (0.5 + random.random() / 2)
 
+    def _wait(self, state: RetryCallState) -> float:
+        """A throttled answer's own Retry-After, else jittered exponential backoff."""
+        outcome = state.outcome
+        if outcome is not None and not outcome.failed:
+            wait = parse_retry_after(outcome.result().headers.get("Retry-After"))
+            if wait is not None:
+                return wait
+        return self._backoff(state.attempt_number)
+
     def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
         """Send with retries on 429/5xx/timeouts; return the last response (the caller maps errors).
 
         Raises ProviderUnavailable when the provider cannot be reached at all, or asks us to wait
         longer than we may: more than ``max_retry_after``, or past the invocation's deadline
         (``calbot.deadline.current()``): a wait that cannot finish in time is never started, and no
-        request is sent once the deadline has passed.
+        request is sent once the deadline has passed. A throttled answer we have no time to wait out
+        (no Retry-After, the backoff past the deadline) is returned for the caller to map.
         """
         budget = deadline.current()
         timeout = kwargs.pop("timeout", self.timeout)
-        for attempt in range(1, self.max_attempts + 1):
+        tries = 0
+
+        def attempt() -> requests.Response:
+            nonlocal tries
+            tries += 1
             left = budget.remaining()
             if left <= 0:
                 raise ProviderUnavailable("Out of time for this request; the provider was not called.")
             with self._count_lock:
                 self.requests_made += 1
-            try:
-                # A request never outlives the invocation either.
-                resp = self.session.request(method, url, timeout=_bounded(timeout, left), **kwargs)
-            except (requests.ConnectionError, requests.Timeout) as err:
-                backoff = self._backoff(attempt)
-                if attempt == self.max_attempts or not budget.allows(backoff):
+            # A request never outlives the invocation either.
+            resp = self.session.request(method, url, timeout=_bounded(timeout, left), **kwargs)
+            if tries < self.max_attempts and self.retryable(resp):
+                wait = parse_retry_after(resp.headers.get("Retry-After"))
+                if wait is not None and (wait > self.max_retry_after or not budget.allows(wait)):
                     raise ProviderUnavailable(
-                        f"The provider did not answer ({type(err).__name__})."
-                    ) from None
-                self.sleep(backoff)
-                continue
-            if not self.retryable(resp) or attempt == self.max_attempts:
-                return resp
-            wait = parse_retry_after(resp.headers.get("Retry-After"))
-            if wait is not None and (wait > self.max_retry_after or not budget.allows(wait)):
-                raise ProviderUnavailable(
-                    f"The provider is throttling; retry after {math.ceil(wait)} s.",
-                    status=resp.status_code,
-                    retry_after=wait,
-                )
-            pause = wait if wait is not None else self._backoff(attempt)
-            if not budget.allows(pause):
-                return resp  # no time to wait for another try: the caller maps this answer
-            self.sleep(pause)
-        raise AssertionError("unreachable")
+                        f"The provider is throttling; retry after {math.ceil(wait)} s.",
+                        status=resp.status_code,
+                        retry_after=wait,
+                    )
+            return resp
+
+        policy = retrying(
+            retry=retry_if_exception_type((requests.ConnectionError, requests.Timeout))
+            | retry_if_result(self.retryable),
+            attempts=self.max_attempts,
+            wait=self._wait,
+            sleep=self.sleep,
+            retry_error_callback=_last_answer,
+        )
+        return policy(attempt)
+
+
+def _last_answer(state: RetryCallState) -> requests.Response:
+    """Out of attempts or of time: the last answer, or ProviderUnavailable when none came."""
+    assert state.outcome is not None
+    if state.outcome.failed:
+        err = state.outcome.exception()
+        raise ProviderUnavailable(f"The provider did not answer ({type(err).__name__}).") from None
+    return cast(requests.Response, state.outcome.result())
 
 
 def _bounded(timeout: Any, left: float) -> Any:

@@ -26,7 +26,6 @@ from calbot.models import (
     account_key,
 )
 from calbot.services.bots import make_bot, place
-from calbot.services.sync import sync_user
 from calbot.timeutil import now
 
 WINDOW = timedelta(hours=24)
@@ -60,6 +59,9 @@ def disable(user_id: str) -> AutoScheduleSettingsView:
 
 def run_for_user(user_id: str) -> LastRun | None:
     """Sync the user's accounts, then give every linked meeting of the next 24 h a bot."""
+    # Only the worker syncs: the settings endpoints and the job need no provider code (its import).
+    from calbot.services.sync import sync_user
+
     settings = store.get_auto_settings(user_id)
     if settings is None or not settings.enabled:
         return None

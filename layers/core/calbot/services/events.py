@@ -9,7 +9,6 @@ from calbot import cursor, store
 from calbot.deadline import Deadline
 from calbot.models import BotSummary, Event, EventPage, EventsQuery, EventView
 from calbot.pages import Paged
-from calbot.services.sync import defer_unfinished, sync_user
 from calbot.timeutil import iso_z, now, parse_iso
 
 DEFAULT_PAST = timedelta(days=1)
@@ -72,6 +71,8 @@ def list_events(
 
     partial_errors: dict[str, dict[str, str]] = {}
     if sync and not state:  # only the first page syncs; later pages read what it stored
+        from calbot.services.sync import defer_unfinished, sync_user  # get_events never syncs
+
         report = sync_user(user_id, provider=query.provider, account_id=query.account_id, deadline=deadline)
         defer_unfinished(user_id, report)
         partial_errors = report.partial_errors

@@ -18,11 +18,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
-
-from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
-from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from typing import TYPE_CHECKING, Any
 
 from calbot import aws, store
 from calbot import deadline as deadlines
@@ -33,6 +29,11 @@ from calbot.providers import registry
 from calbot.providers.registry import Notice
 
 __all__ = ["Notice", "Received", "consume", "enqueue", "group_id", "receive"]
+
+if TYPE_CHECKING:  # the batch utilities take ~40 ms to import: only consume() (the sync worker) loads them
+    from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor
+    from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 # Distinct subscriptions looked up per request: one BatchGetItem (DynamoDB's cap is 100 keys a call).
 # A genuine body names only this account's subscriptions (one per calendar), so its items fit; a forged
@@ -110,6 +111,8 @@ def _processor() -> SqsFifoPartialProcessor:
     """Powertools' FIFO partial-batch processor: a failed message holds back only the later messages of
     its own group (one account), which it reports as failed too; every other account's messages in the
     batch are processed and deleted. An all-failed batch is reported item by item, not raised."""
+    from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor
+
     processor = SqsFifoPartialProcessor(skip_group_on_error=True)
     processor.raise_on_entire_batch_failure = False  # the FIFO class takes no such argument in 3.37
     return processor
@@ -119,6 +122,8 @@ def consume(event: dict[str, Any]) -> PartialItemFailureResponse:
     """The sync worker: per message, sync that account (or renew / recreate a subscription, then sync),
     then make its bots follow the changed events. A failing message is reported with the later messages
     of its group (its account), which must not overtake it; the other accounts' messages go on."""
+    from aws_lambda_powertools.utilities.batch import process_partial_response
+
     if not event.get("Records"):
         return {"batchItemFailures": []}
     return process_partial_response(event=event, record_handler=_handle_record, processor=_processor())
