@@ -158,13 +158,9 @@ def test_microsoft_flow_in_chromium(
 # Google
 # ------------------------------------------------------------------------------------------------
 
-GOOGLE_EMULATOR = ROOT / "local" / "emulators" / "google.py"
-
 
 @pytest.fixture
 def google() -> Iterator[tuple[Any, RunningServer]]:
-    if not GOOGLE_EMULATOR.exists():
-        pytest.skip("local/emulators/google is not in this checkout yet (branch google-emu)")
     from local.emulators.google import GoogleEmulator
 
     emulator = GoogleEmulator()
