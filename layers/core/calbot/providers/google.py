@@ -14,6 +14,7 @@ Differences from Outlook that shape this module (PROTOCOLS.md, Google):
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -36,7 +37,7 @@ from calbot.providers.base import (
     TokenSet,
     cap_raw,
 )
-from calbot.providers.http import RETRY_STATUSES, ProviderHttp
+from calbot.providers.http import RETRY_STATUSES, ProviderHttp, for_settings, refresh_grant
 from calbot.providers.http import json_object as _json
 from calbot.timeutil import iso_z, now
 
@@ -75,36 +76,18 @@ class GoogleProvider(CalendarProvider):
 
     def __init__(self, settings: Settings | None = None, http: ProviderHttp | None = None) -> None:
         self.settings = settings or get_settings()
-        self.http = http or ProviderHttp(
-            timeout=self.settings.http_timeout_seconds,
-            max_retry_after=self.settings.max_retry_after_seconds,
-            max_attempts=5,
-            retryable=_retryable,
-        )
+        self.http = http or for_settings(self.settings, max_attempts=5, retryable=_retryable)
         self.api = self.settings.google_calendar_base_url.rstrip("/")
 
     # ---------------------------------------------------------------------------------------------
     # identity
 
     def refresh(self, creds: Credentials) -> TokenSet:
-        resp = self.http.request(
-            "POST",
-            f"{self.settings.google_oauth_base_url.rstrip('/')}/token",
-            data={
-                "client_id": creds.client_id,
-                "client_secret": creds.client_secret,
-                "refresh_token": creds.refresh_token,
-                "grant_type": "refresh_token",
-            },
-        )
-        body = _json(resp)
-        if resp.status_code == 200 and body.get("access_token"):
-            return TokenSet(
-                access_token=body["access_token"],
-                refresh_token=None,  # Google refresh tokens do not rotate
-                expires_at=now() + timedelta(seconds=int(body.get("expires_in", 3600))),
-                scope=str(body.get("scope") or creds.scopes),
-            )
+        url = f"{self.settings.google_oauth_base_url.rstrip('/')}/token"
+        resp, body, tokens = refresh_grant(self.http, url, creds)
+        if tokens is not None:
+            # Google refresh tokens do not rotate; an answer without `scope` keeps the granted ones.
+            return replace(tokens, refresh_token=None, scope=tokens.scope or str(creds.scopes))
         error = str(body.get("error") or "")[:_ERROR_TEXT_LIMIT]
         detail = str(body.get("error_description") or error)[:_ERROR_TEXT_LIMIT]
         if error == "invalid_client":

@@ -8,14 +8,19 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, cast
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, cast
 
 import requests
 from tenacity import RetryCallState, retry_if_exception_type, retry_if_result
 
 from calbot import deadline, timeutil
-from calbot.providers.base import ProviderUnavailable
+from calbot.providers.base import ProviderUnavailable, TokenSet
 from calbot.retry import retrying
+
+if TYPE_CHECKING:
+    from calbot.config import Settings
+    from calbot.models import Credentials
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
 
@@ -138,3 +143,35 @@ def json_object(resp: requests.Response) -> dict[str, Any]:
     except ValueError:
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def for_settings(settings: Settings, **kwargs: Any) -> ProviderHttp:
+    """A client with the settings' request timeout and longest Retry-After; `kwargs` add a provider's own."""
+    return ProviderHttp(
+        timeout=settings.http_timeout_seconds, max_retry_after=settings.max_retry_after_seconds, **kwargs
+    )
+
+
+def refresh_grant(
+    http: ProviderHttp, url: str, creds: Credentials, **extra: str
+) -> tuple[requests.Response, dict[str, Any], TokenSet | None]:
+    """An OAuth 2.0 refresh_token grant (RFC 6749 6): the answer, its JSON body, and the new tokens when
+    it worked (None: the caller maps the provider's error, which differs between providers)."""
+    data = {
+        "client_id": creds.client_id,
+        "client_secret": creds.client_secret,
+        "grant_type": "refresh_token",
+        "refresh_token": creds.refresh_token,
+        **extra,
+    }
+    resp = http.request("POST", url, data=data)
+    body = json_object(resp)
+    if resp.status_code != 200 or not body.get("access_token"):
+        return resp, body, None
+    tokens = TokenSet(
+        access_token=body["access_token"],
+        refresh_token=body.get("refresh_token"),
+        expires_at=timeutil.now() + timedelta(seconds=int(body.get("expires_in", 3600))),
+        scope=str(body.get("scope") or ""),
+    )
+    return resp, body, tokens

@@ -26,7 +26,7 @@ from calbot.providers.base import (
     TokenSet,
     cap_raw,
 )
-from calbot.providers.http import ProviderHttp
+from calbot.providers.http import ProviderHttp, for_settings, refresh_grant
 from calbot.providers.http import json_object as _json
 from calbot.timeutil import iso_z, now, parse_iso
 
@@ -69,9 +69,7 @@ class OutlookProvider(CalendarProvider):
 
     def __init__(self, settings: Settings | None = None, http: ProviderHttp | None = None) -> None:
         self.settings = settings or get_settings()
-        self.http = http or ProviderHttp(
-            timeout=self.settings.http_timeout_seconds, max_retry_after=self.settings.max_retry_after_seconds
-        )
+        self.http = http or for_settings(self.settings)
         self.graph = self.settings.graph_base_url.rstrip("/")
 
     # ---------------------------------------------------------------------------------------------
@@ -81,27 +79,11 @@ class OutlookProvider(CalendarProvider):
         url = (
             f"{self.settings.ms_login_base_url.rstrip('/')}/{quote(creds.tenant, safe='')}/oauth2/v2.0/token"
         )
-        resp = self.http.request(
-            "POST",
-            url,
-            data={
-                "client_id": creds.client_id,
-                "client_secret": creds.client_secret,
-                "grant_type": "refresh_token",
-                "refresh_token": creds.refresh_token,
-                # Always the scopes we requested, never the granted ones (`creds.scopes` of connections
-                # made before this fix hold a response's scope, without offline_access).
-                "scope": SCOPES,
-            },
-        )
-        body = _json(resp)
-        if resp.status_code == 200 and body.get("access_token"):
-            return TokenSet(
-                access_token=body["access_token"],
-                refresh_token=body.get("refresh_token"),
-                expires_at=now() + timedelta(seconds=int(body.get("expires_in", 3600))),
-                scope=str(body.get("scope") or ""),
-            )
+        # Always the scopes we requested, never the granted ones (`creds.scopes` of connections made
+        # before this fix hold a response's scope, without offline_access).
+        resp, body, tokens = refresh_grant(self.http, url, creds, scope=SCOPES)
+        if tokens is not None:
+            return tokens
         error = str(body.get("error") or "")
         code, detail = _safe_description(body)
         if error in AUTH_FAILURES and code not in TRANSIENT_AADSTS:
