@@ -127,26 +127,12 @@ class GoogleProvider(CalendarProvider):
     # calendar API
 
     def _call(
-        self,
-        method: str,
-        url: str,
-        token: str,
-        *,
-        json: Any = None,
-        params: dict[str, str] | None = None,
-        own_host: bool = True,
+        self, method: str, url: str, token: str, *, own_host: bool = True, **kwargs: Any
     ) -> requests.Response:
-        if own_host and not url.startswith(self.api + "/"):
-            raise ProviderRequestError(
-                "Refusing to send a token outside the Google Calendar API.", status=400
-            )
-        resp = self.http.request(
-            method,
-            url,
-            json=json,
-            params=params,
-            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
-        )
+        """A Calendar API call (`own_host=False`: the userinfo endpoint) mapped to the provider errors."""
+        host = self.api if own_host else self.settings.google_userinfo_url.rsplit("/", 1)[0]
+        refusal = "Refusing to send a token outside the Google Calendar API."
+        resp = self.http.bearer(method, url, token, host=host, refusal=refusal, **kwargs)
         if resp.status_code < 400:
             return resp
         reasons = _reasons(resp)

@@ -15,7 +15,7 @@ import requests
 from tenacity import RetryCallState, retry_if_exception_type, retry_if_result
 
 from calbot import deadline, timeutil
-from calbot.providers.base import ProviderUnavailable, TokenSet
+from calbot.providers.base import ProviderRequestError, ProviderUnavailable, TokenSet
 from calbot.retry import retrying
 
 if TYPE_CHECKING:
@@ -116,6 +116,20 @@ class ProviderHttp:
             retry_error_callback=_last_answer,
         )
         return policy(attempt)
+
+    def bearer(
+        self, method: str, url: str, token: str, *, host: str, refusal: str, **kwargs: Any
+    ) -> requests.Response:
+        """`request` with the access token, only to a URL under `host` (next links included): a token
+        never goes anywhere else; any other URL is refused with `refusal` before anything is sent."""
+        if not url.startswith(host.rstrip("/") + "/"):
+            raise ProviderRequestError(refusal, status=400)
+        headers = {
+            "Authorization": f"Bearer {token}",
+            "Accept": "application/json",
+            **(kwargs.pop("headers", None) or {}),  # Outlook adds Prefer headers
+        }
+        return self.request(method, url, headers=headers, **kwargs)
 
 
 def _last_answer(state: RetryCallState) -> requests.Response:

@@ -108,26 +108,10 @@ class OutlookProvider(CalendarProvider):
     # ---------------------------------------------------------------------------------------------
     # graph
 
-    def _call(
-        self,
-        method: str,
-        url: str,
-        token: str,
-        *,
-        json: Any = None,
-        params: dict[str, str] | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> requests.Response:
-        if not url.startswith(self.graph + "/"):
-            # nextLinks are followed only on our Graph host: a token never goes anywhere else
-            raise ProviderRequestError("Refusing to follow a link outside Microsoft Graph.", status=400)
-        resp = self.http.request(
-            method,
-            url,
-            json=json,
-            params=params,
-            headers={"Authorization": f"Bearer {token}", "Accept": "application/json", **(headers or {})},
-        )
+    def _call(self, method: str, url: str, token: str, **kwargs: Any) -> requests.Response:
+        """A Graph call mapped to the provider errors; nextLinks are followed only on our Graph host."""
+        refusal = "Refusing to follow a link outside Microsoft Graph."
+        resp = self.http.bearer(method, url, token, host=self.graph, refusal=refusal, **kwargs)
         if resp.status_code < 400:
             return resp
         err = _json(resp).get("error") or {}
