@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,24 +14,15 @@ from calbot.services import notifications
 from calbot.services.connect import hash_client_state
 from calbot.timeutil import now
 from local.stack import LocalStack
+from tests.function_apps import load_app
 
 TOKEN = "channel-token-" + "x" * 40
 USER = "usr_gwebhook"
 ACCOUNT = "sam@gmail.example"
 
 
-def _webhook_endpoint() -> Any:
-    """The webhook handler's endpoint (functions/webhook/app.py, where the webhook's HTTP side lives),
-    unwrapped: it takes a Request and returns a Response."""
-    path = Path(__file__).resolve().parents[2] / "functions/webhook/app.py"
-    spec = importlib.util.spec_from_file_location("webhook_app_service_test", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.handler.__wrapped__
-
-
-WEBHOOK = _webhook_endpoint()
+# The webhook handler's endpoint, unwrapped: it takes a Request and returns a Response.
+WEBHOOK = load_app("webhook", "webhook_app_google_webhook").handler.__wrapped__
 
 
 @pytest.fixture()

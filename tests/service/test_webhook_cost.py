@@ -4,14 +4,12 @@ under test runs (the in-process stack's other threads share the client and must 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import secrets
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,24 +21,15 @@ from calbot.services import notifications
 from calbot.services.connect import hash_client_state
 from calbot.timeutil import now
 from local.stack import LocalStack
+from tests.function_apps import load_app
 
 USER = "usr_webhookcost"
 ACCOUNT = "cost@contoso.example"
 SECRET = "client-state-" + "s" * 40
 
 
-def _webhook_endpoint() -> Any:
-    """The webhook handler's endpoint (functions/webhook/app.py, where the webhook's HTTP side lives),
-    unwrapped: it takes a Request and returns a Response."""
-    path = Path(__file__).resolve().parents[2] / "functions/webhook/app.py"
-    spec = importlib.util.spec_from_file_location("webhook_app_service_test", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.handler.__wrapped__
-
-
-WEBHOOK = _webhook_endpoint()
+# The webhook handler's endpoint, unwrapped: it takes a Request and returns a Response.
+WEBHOOK = load_app("webhook", "webhook_app_webhook_cost").handler.__wrapped__
 
 
 @contextmanager

@@ -8,7 +8,6 @@ handler) is checked without AWS: the service functions are replaced by recorders
 from __future__ import annotations
 
 import ast
-import importlib.util
 import inspect
 import json
 from collections.abc import Iterator
@@ -35,6 +34,7 @@ from calbot.http import STATUS, Request, Response, api_handler, error_response, 
 from calbot.models import BotPage, EventPage
 from calbot.pages import Paged
 from calbot.services.notifications import Received
+from tests.function_apps import load_app
 
 ROOT = Path(__file__).resolve().parents[2]
 CORE = ROOT / "layers/core/calbot"
@@ -279,11 +279,7 @@ def test_with_links_leaves_a_last_page_without_links() -> None:
 
 @pytest.fixture()
 def webhook(monkeypatch: pytest.MonkeyPatch) -> Any:
-    path = ROOT / "functions/webhook/app.py"
-    spec = importlib.util.spec_from_file_location("webhook_app_domain_errors", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_app("webhook", "webhook_app_domain_errors")
     module.calls = []
     module.answer = 202
 
