@@ -312,7 +312,14 @@ def day(r: dict[str, Any]) -> list[str]:
         f"Every AWS call of calbot's clients, every Lambda invocation, API Gateway request, Scheduler "
         f"invocation, SQS batch and provider request was counted; the figures below scale those counts "
         f"linearly to {p['users']:,} users (x{p['scale_factor']:,}). HTTP errors seen: "
-        f"{m['http_errors'] or 'none'}; overruns: {len(m['overruns'])}.",
+        f"{m['http_errors'] or 'none'}; overruns: {len(m['overruns'])}. Setup {m['setup_seconds']} s, "
+        f"the day {m['day_seconds']} s of wall time"
+        + (
+            f"; run {m['run_at']} at commit {m['git_commit']}, 1-minute load {m['load_average_1min']:.2f}"
+            if "run_at" in m
+            else ""
+        )
+        + ".",
         "",
         "Model (assumptions, not measurements): "
         + "; ".join(
