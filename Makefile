@@ -109,7 +109,7 @@ admin: install
 	  PYTHONPATH=layers/core $(PY) -m calbot.admin $(ARGS)
 
 BENCH_OUT := .bench
-## Run every bench/ script and assemble bench/REPORT.md (~10 minutes; never asserts on timings).
+## Run every bench/ script and assemble bench/REPORT.md (~15 minutes; never asserts on timings).
 ## Each script prints its figures and writes JSON to .bench/; the report adds the machine it ran on.
 bench: install
 	@rm -rf $(BENCH_OUT) && mkdir -p $(BENCH_OUT)

@@ -349,8 +349,10 @@ def day(r: dict[str, Any]) -> list[str]:
         "",
         f"**Lambda: {p['lambda_seconds_per_day']:,} Lambda-seconds, "
         f"{p['gb_seconds_per_day']:,} GB-seconds a day** "
-        "(duration: CPU time of the in-process invocation plus its virtual sleeps, see bench/day.py; "
-        "mean wall time in-process beside it)",
+        "(duration: the process's CPU time during the in-process invocation, nested invocations "
+        "subtracted, plus its virtual sleeps: our code plus moto's and the emulators' work standing in "
+        "for the AWS and provider round trips, without network latency; the shared machine's other load "
+        "does not inflate it as it does the wall time, shown beside it; see bench/day.py)",
         "",
         *table(
             ["function", "invocations", "Lambda-s", "GB-s", "MB", "measured: mean billed ms", "mean wall ms"],
