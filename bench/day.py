@@ -289,6 +289,25 @@ class Recorder:
 
         gateway.invoke_function = measured
 
+    def wrap_handlers(self, gateway: Any) -> None:
+        """The CPU time of the handler's own thread: calbot's code alone (not moto's or the emulators'
+        work, nor threads the handler starts), a floor under the billed duration."""
+        get = gateway.handler
+
+        def handler(logical_id: str) -> Any:
+            inner = get(logical_id)
+
+            def run(event: Any, context: Any) -> Any:
+                started = time.thread_time()
+                try:
+                    return inner(event, context)
+                finally:
+                    self._bump(f"lambda.own_cpu_s.{logical_id}", time.thread_time() - started)
+
+            return run
+
+        gateway.handler = handler
+
     def wrap_http(self, gateway: Any) -> None:
         handle = gateway.handle
 
@@ -563,9 +582,8 @@ def per_function(counts: Counter[str]) -> dict[str, dict[str, float]]:
     for key, value in counts.items():
         if key.startswith("lambda."):
             _, stat, fn = key.split(".", 2)
-            out.setdefault(fn, {"n": 0, "billed_s": 0.0, "cpu_s": 0.0, "slept_s": 0.0, "wall_s": 0.0})[
-                stat
-            ] += value
+            stats = {"n": 0, "billed_s": 0.0, "cpu_s": 0.0, "own_cpu_s": 0.0, "slept_s": 0.0, "wall_s": 0.0}
+            out.setdefault(fn, stats)[stat] += value
     return out
 
 
@@ -619,6 +637,8 @@ def project(measured: dict[str, Any], template: Any) -> dict[str, Any]:
             "memory_mb": memory,
             "measured_mean_billed_ms": round(one["billed_s"] / max(one["n"], 1) * 1000, 1),
             "measured_mean_wall_ms": round(one["wall_s"] / max(one["n"], 1) * 1000, 1),
+            "measured_mean_own_cpu_ms": round(one["own_cpu_s"] / max(one["n"], 1) * 1000, 1),
+            "measured_mean_slept_ms": round(one["slept_s"] / max(one["n"], 1) * 1000, 1),
             "reserved_concurrency": functions.get(fn, {}).get("ReservedConcurrentExecutions"),
         }
     requests = {k: round(v) for k, v in sorted(service_requests(daily).items())}
@@ -940,6 +960,7 @@ def run(users: int, accounts: int, meetings: int) -> dict[str, Any]:
         stack.recorder = recorder  # type: ignore[attr-defined]
         recorder.wrap_invoke(stack.gateway)
         recorder.wrap_http(stack.gateway)
+        recorder.wrap_handlers(stack.gateway)
         recorder.fifo_consumers = {c.id for c in stack.clock.consumers if c.queue_name.endswith(".fifo")}
         from werkzeug.test import Client
 

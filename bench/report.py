@@ -352,10 +352,21 @@ def day(r: dict[str, Any]) -> list[str]:
         "(duration: the process's CPU time during the in-process invocation, nested invocations "
         "subtracted, plus its virtual sleeps: our code plus moto's and the emulators' work standing in "
         "for the AWS and provider round trips, without network latency; the shared machine's other load "
-        "does not inflate it as it does the wall time, shown beside it; see bench/day.py)",
+        "does not inflate it as it does the wall time, shown beside it; the handler thread's own CPU is "
+        "calbot's code alone, without the threads it starts; see bench/day.py)",
         "",
         *table(
-            ["function", "invocations", "Lambda-s", "GB-s", "MB", "measured: mean billed ms", "mean wall ms"],
+            [
+                "function",
+                "invocations",
+                "Lambda-s",
+                "GB-s",
+                "MB",
+                "measured: mean billed ms",
+                "of which slept",
+                "handler thread CPU",
+                "wall",
+            ],
             [
                 [
                     fn,
@@ -364,6 +375,8 @@ def day(r: dict[str, Any]) -> list[str]:
                     f"{x['gb_seconds']:,}",
                     x["memory_mb"],
                     x["measured_mean_billed_ms"],
+                    x.get("measured_mean_slept_ms", ""),
+                    x.get("measured_mean_own_cpu_ms", ""),
                     x["measured_mean_wall_ms"],
                 ]
                 for fn, x in sorted(p["lambda"].items(), key=lambda i: -i[1]["lambda_seconds"])
