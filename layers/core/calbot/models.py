@@ -951,7 +951,13 @@ class CancelResult(Model):
     bot_ids: list[str]
 
 
-class ScheduleInput(Strict):
+class InternalInput(Model):
+    """What our own schedules and queues hand a function (not an HTTP request: no client sends it)."""
+
+    model_config = ConfigDict(extra="forbid", defer_build=True)
+
+
+class ScheduleInput(InternalInput):
     """The Input of our one-time schedules, as EventBridge Scheduler delivers it to the target. A
     launch schedule names the join time and generation it was armed for (absent in schedules made
     before they were carried: those stand for whatever the bot's record says)."""
@@ -963,7 +969,7 @@ class ScheduleInput(Strict):
     generation: int | None = Field(default=None, ge=0)
 
 
-class LaunchMessage(Strict):
+class LaunchMessage(InternalInput):
     """A message of the delayed launch queue: launch this bot at `launch_at` (SQS's DelaySeconds made it
     visible then), if it is still Scheduled for `join_time` under `generation`."""
 
