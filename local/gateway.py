@@ -619,6 +619,10 @@ class Gateway:
                 for fn, (n, total, most) in self._sleeps.items()
             }
 
+    def reset_virtual_sleeps(self) -> None:
+        with self._overrun_lock:
+            self._sleeps.clear()
+
     def _count_sleep(self, logical_id: str, slept: float) -> None:
         with self._overrun_lock:
             entry = self._sleeps.setdefault(logical_id, [0, 0.0, 0.0])

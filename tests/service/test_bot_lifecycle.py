@@ -223,3 +223,24 @@ def test_a_launch_is_claimed_once_and_only_a_failed_one_gives_the_occurrence_bac
     failed = lifecycle.finish_launch(claimed, "Failed", reason="rejected")
     assert records.bots[("usr_1", other.bot_id)] == failed and failed.status == "Failed"
     assert records.dedup_owner("usr_1", other.dedup_key) is None
+
+
+def test_a_claim_made_from_a_read_before_a_move_loses_to_the_move(
+    records: FakeBotRecords, launches: FakeLaunches
+) -> None:
+    bot = lifecycle.place(_bot(_event()))
+    moved = lifecycle.move(bot, _event(hours=8))  # the user moved it while a launch had read it
+    assert lifecycle.claim_launch(bot) is None  # ONE_CURRENT_ARMING: an older arming cannot claim
+    assert records.get_bot("usr_1", bot.bot_id) == moved
+    assert lifecycle.claim_launch(moved) is not None
+
+
+def test_a_bot_whose_meeting_ended_fails_unlaunched_and_gives_its_occurrence_back(
+    records: FakeBotRecords, launches: FakeLaunches
+) -> None:
+    bot = lifecycle.place(_bot(_event()))
+    assert lifecycle.expire(bot, "meeting_ended")
+    stored = records.get_bot("usr_1", bot.bot_id)
+    assert stored is not None and (stored.status, stored.reason) == ("Failed", "meeting_ended")
+    assert records.dedup_owner("usr_1", bot.dedup_key) is None and launches.schedules == {}
+    assert not lifecycle.expire(bot, "meeting_ended")  # only from Scheduled

@@ -202,15 +202,7 @@ def change(updated: ScheduledBot, *, join_time_changed: bool = False) -> bool:
         except BotChanged:
             return False
         return True
-    rearmed = _next_arming(updated)
-    launches.put_launch(rearmed)
-    try:
-        records.save_bot(rearmed, expect_status=EXPECT_SCHEDULED)
-    except BotChanged:
-        _drop_launch_schedule(rearmed)
-        return False
-    _retire(updated)
-    return True
+    return _rearmed(updated, previous=updated) is not None
 
 
 def move(bot: ScheduledBot, event: Event) -> ScheduledBot:
@@ -248,11 +240,18 @@ def cancel(bot: ScheduledBot, reason: str, *, schedules_first: bool = False) -> 
     cut off (a disconnect): a retry finds the bot still Scheduled and completes the cancel, where the
     other order could leave a Cancelled bot whose schedule is never deleted. (A schedule that fires for a
     bot that just launched is gone either way: it has fired.)"""
+    return _end_unlaunched(bot, "Cancelled", reason, schedules_first=schedules_first)
+
+
+def _end_unlaunched(
+    bot: ScheduledBot, status: Literal["Cancelled", "Failed"], reason: str, *, schedules_first: bool = False
+) -> bool:
+    """Scheduled -> `status` with its guard released, and its schedules deleted (first, or after)."""
     if schedules_first:
         _delete_schedules(bot)
     try:
         records.save_bot(
-            bot.model_copy(update={"status": "Cancelled", "reason": reason, "updated_at": now()}),
+            bot.model_copy(update={"status": status, "reason": reason, "updated_at": now()}),
             expect_status=EXPECT_SCHEDULED,
             release_guard=True,
         )
@@ -327,27 +326,24 @@ def launch_later(launching: ScheduledBot, when: datetime) -> ScheduledBot:
 def rearm(bot: ScheduledBot) -> ScheduledBot | None:
     """A Scheduled bot whose arming fired too early (far from its join time): armed again for its join
     time under the next generation (ONE_CURRENT_ARMING). None when it left Scheduled meanwhile."""
-    rearmed = _next_arming(bot.model_copy(update={"updated_at": now()}))
+    return _rearmed(bot.model_copy(update={"updated_at": now()}), previous=bot)
+
+
+def _rearmed(bot: ScheduledBot, *, previous: ScheduledBot) -> ScheduledBot | None:
+    """`bot` (still Scheduled) saved under the next generation, armed first (ONE_CURRENT_ARMING);
+    None, and its new arming dropped, when it left Scheduled meanwhile."""
+    rearmed = _next_arming(bot)
     launches.put_launch(rearmed)
     try:
         records.save_bot(rearmed, expect_status=EXPECT_SCHEDULED)
     except BotChanged:
         _drop_launch_schedule(rearmed)
         return None
-    _retire(bot)
+    _retire(previous)
     return rearmed
 
 
 def expire(bot: ScheduledBot, reason: str) -> bool:
     """Scheduled -> Failed without a launch (its meeting is over): the occurrence is given back (its
     guard released) and its schedules go. False when it left Scheduled meanwhile."""
-    try:
-        records.save_bot(
-            bot.model_copy(update={"status": "Failed", "reason": reason, "updated_at": now()}),
-            expect_status=EXPECT_SCHEDULED,
-            release_guard=True,
-        )
-    except BotChanged:
-        return False
-    _delete_schedules(bot)
-    return True
+    return _end_unlaunched(bot, "Failed", reason)
