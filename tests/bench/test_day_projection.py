@@ -114,6 +114,6 @@ def test_launch_concurrency_follows_the_stated_arrival_model(template: Any) -> N
 def test_a_crossed_quota_says_what_to_raise(template: Any) -> None:
     p = day.project(measured(), template)
     crossed = [q for q in p["quotas"] if q["crossed"]]
-    assert any("Lambda concurrent executions" in q["quota"] for q in crossed)
+    assert any("SSM Parameter Store" in q["quota"] and q["where"] == "notification_burst" for q in crossed)
     assert all(q["raise"] and q["source"].startswith("https://") for q in crossed)
     assert not any(q["raise"] for q in p["quotas"] if not q["crossed"])
