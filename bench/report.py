@@ -422,7 +422,14 @@ def day(r: dict[str, Any]) -> list[str]:
         [
             "09:00 launches",
             f"{launch['launches']:,} launches, {launch['lambda_seconds_per_launch']} Lambda-s each "
-            f"({', '.join(launch['functions'])})",
+            f"({', '.join(launch['functions'])}), {launch['invocations_per_second']:,} invocations/s; "
+            + (
+                f"reserved concurrency {launch['reserved_concurrency']} "
+                f"(wanted {launch['concurrency_wanted']:,}): "
+                f"the peak's Lambda work takes {launch['drain_s_at_reserved']} s at it"
+                if launch.get("reserved_concurrency")
+                else "no reserved concurrency"
+            ),
             launch["concurrency"],
             launch["ssm_per_second"],
             launch["kms_per_second"],
