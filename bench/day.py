@@ -51,7 +51,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 USERS_PROJECTED = 100_000
 DAYS_PER_MONTH = 30
@@ -852,6 +853,44 @@ def quota_checks(
             }
         )
 
+    launch = peaks["launches_0900"]
+    check(
+        "lambda_concurrency", "launches_0900, wanted (before any reserved cap)", launch["concurrency_wanted"]
+    )
+    reserved = launch.get("reserved_concurrency")
+    if reserved:
+        late = launch["drain_s_at_reserved"] > MODEL["launch_arrival_window_s"]
+        rows.append(
+            {
+                "quota": "the launcher's reserved concurrency (template.yaml)",
+                "limit": reserved,
+                "where": "launches_0900, concurrency wanted",
+                "projected": launch["concurrency_wanted"],
+                "crossed": late,
+                "raise": f"the peak's Lambda work takes {launch['drain_s_at_reserved']} s at it, so launches "
+                "queue behind each other: raise the launcher's reserved concurrency (within the account's "
+                "Lambda concurrency) or spread the launches"
+                if late
+                else "",
+                "source": "template.yaml",
+            }
+        )
+    for night in ("midnight", "renewal"):
+        for fn, entry in peaks[night]["functions"].items():
+            if "timeout_s" in entry:
+                rows.append(
+                    {
+                        "quota": f"{fn} Timeout (template.yaml; Lambda's maximum is 900 s)",
+                        "limit": entry["timeout_s"],
+                        "where": f"{night}: its one invocation",
+                        "projected": entry["duration_s"],
+                        "crossed": entry["over_timeout"],
+                        "raise": "fan the job out (a queue and workers) so no one invocation walks every user"
+                        if entry["over_timeout"]
+                        else "",
+                        "source": "template.yaml",
+                    }
+                )
     for name in ("launches_0900", "midnight", "renewal", "notification_burst"):
         p = peaks[name]
         check("lambda_concurrency", name, p.get("concurrency", p.get("peak_concurrency", 0)))
@@ -1092,10 +1131,30 @@ def main() -> int:
     parser.add_argument("--accounts", type=int, default=3)
     parser.add_argument("--meetings", type=int, default=20, help="per account on the day")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        help="do not run: project again the measurements of an earlier run's JSON (same counts, this "
+        "script's model, prices and quotas, and the template as it is now)",
+    )
     from bench.harness import add_json_out, write_json
 
     add_json_out(parser)
     args = parser.parse_args()
+    if args.from_json:
+        from local.template import load_template
+
+        measured = json.loads(args.from_json.read_text())["measured"]
+        figures = {
+            "measured": measured,
+            "model": MODEL,
+            "prices": PRICES,
+            "quota_sources": QUOTAS,
+            "projection": project(measured, load_template(ROOT / "template.yaml")),
+        }
+        write_json(figures, args.json_out)
+        print_summary(figures)
+        return 0
     started = {
         "run_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "load_average_1min": os.getloadavg()[0],

@@ -465,7 +465,8 @@ def day(r: dict[str, Any]) -> list[str]:
         "",
         *table(["peak", "what", "concurrency", "SSM calls/s", "KMS calls/s"], rows),
         f"_{launch['model']}. {burst['model']}. Night jobs: the cron function runs once (its duration "
-        f"grows with the users it walks); queue workers run at their MaximumConcurrency, or what finishes "
+        f"grows with the users it walks, its fixed part scaled too: an overestimate from a few users); "
+        f"queue workers run at their MaximumConcurrency, or what finishes "
         f"in {model['night_window_s']} s._",
         "",
         "**Quotas** (defaults, us-east-1) crossed at 100,000 users, and what to raise or change:",
