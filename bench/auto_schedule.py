@@ -206,7 +206,7 @@ def main() -> int:
 
         units = Units()
         events = aws.dynamodb().meta.events
-        events.register("provide-client-params.dynamodb.*", units.writes)
+        units.writes.attach(events)
         events.register("after-call.dynamodb.*", units.after)
         graph.clear_requests()
 

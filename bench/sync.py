@@ -103,7 +103,7 @@ def main() -> int:
         store.create_connection(conn, limit=200)
 
         writes = DynamoWrites()
-        aws.dynamodb().meta.events.register("provide-client-params.dynamodb.*", writes)
+        writes.attach(aws.dynamodb().meta.events)
         runs = {}
         for name in ("first_sync", "unchanged_resync"):
             graph.clear_requests()
