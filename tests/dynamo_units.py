@@ -22,7 +22,6 @@ The counter needs the item before and after each write: it reads them from moto'
 
 from __future__ import annotations
 
-import copy
 import math
 import threading
 from collections import Counter
@@ -132,7 +131,7 @@ def _moto_item(table: Any, key: dict) -> dict | None:
         return None
     if stored is None:
         return None
-    return copy.deepcopy({name: value.to_json() for name, value in stored.attrs.items()})
+    return {name: value.to_regular_json() for name, value in stored.attrs.items()}
 
 
 class EveryThread:

@@ -157,9 +157,7 @@ def test_a_failed_condition_still_costs_the_existing_item_and_writes_no_index(dd
     client.put_item(TableName=TABLE, Item=_item(1500, A="a"))
     counter.reset()
     with pytest.raises(ClientError):
-        client.put_item(
-            TableName=TABLE, Item=_item(A="z"), ConditionExpression="attribute_not_exists(PK)"
-        )
+        client.put_item(TableName=TABLE, Item=_item(A="z"), ConditionExpression="attribute_not_exists(PK)")
     assert counter.breakdown() == {"total": 2, "table": {TABLE: 2}, "indexes": {}}
 
 

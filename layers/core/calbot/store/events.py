@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import zlib
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any, Protocol
@@ -10,8 +12,10 @@ from calbot import aws
 from calbot.models import Event, account_key
 from calbot.store.base import (
     _batch_get,
+    _full_items,
     _get,
     _query,
+    _query_records,
     _strip_keys,
     _table,
     _write_if,
@@ -55,6 +59,22 @@ def series_partition(user_id: str, series_id: str) -> str:
     return f"SERIES#{user_id}#{series_id}"
 
 
+# The provider's payload (returned only with include_raw=true) is stored zlib-compressed as one binary
+# attribute: as plain JSON it was over half of an event item, and every KB of the item is a write unit
+# on each change. Items written before this keep a plain `raw` until their next sync rewrites them.
+RAW_ATTRIBUTE = "raw_z"
+
+
+def _pack_raw(raw: dict[str, Any]) -> bytes:
+    return zlib.compress(json.dumps(raw, separators=(",", ":"), default=str).encode(), 9)
+
+
+def _unpack_raw(value: Any) -> dict[str, Any]:
+    data = value.value if hasattr(value, "value") else value  # boto3's Binary, or bytes
+    loaded = json.loads(zlib.decompress(bytes(data)))
+    return loaded if isinstance(loaded, dict) else {}
+
+
 def event_item(event: Event) -> dict[str, Any]:
     item = {
         "PK": user_pk(event.user_id),
@@ -64,8 +84,10 @@ def event_item(event: Event) -> dict[str, Any]:
         "GSI1SK": f"{iso_z(event.start_time)}#{event.event_id}",
         "GSI2PK": account_partition(event.user_id, event.provider, event.account_id),
         "GSI2SK": f"EVENT#{event.calendar_id}#{event.event_id}",
-        **event.model_dump(mode="json"),
+        **event.model_dump(mode="json", exclude={"raw"}),
     }
+    if event.raw:
+        item[RAW_ATTRIBUTE] = _pack_raw(event.raw)
     if event.series_id:
         # Sparse: an occurrence is also found by its series id alone (POST /calendar/schedule/{series_id}
         # names no account).
@@ -76,7 +98,7 @@ def event_item(event: Event) -> dict[str, Any]:
 
 def series_occurrences(user_id: str, series_id: str) -> list[Event]:
     """Every stored occurrence of one series of the user's, by start (GSI3, sparse)."""
-    items = _query(
+    items = _query_records(
         IndexName="GSI3",
         KeyConditionExpression="GSI3PK = :pk",
         ExpressionAttributeValues=to_item({":pk": series_partition(user_id, series_id)}),
@@ -85,7 +107,10 @@ def series_occurrences(user_id: str, series_id: str) -> list[Event]:
 
 
 def _event(data: dict[str, Any]) -> Event:
-    return Event.model_validate(_strip_keys(data))
+    event = _strip_keys(data)
+    if RAW_ATTRIBUTE in data:
+        event["raw"] = _unpack_raw(data[RAW_ATTRIBUTE])
+    return Event.model_validate(event)
 
 
 def put_events(events: Iterable[Event]) -> int:
@@ -108,7 +133,7 @@ def get_events(user_id: str, event_ids: Iterable[str]) -> dict[str, Event]:
 
 
 def events_of_calendar(user_id: str, provider: str, account_id: str, calendar_id: str) -> list[Event]:
-    items = _query(
+    items = _query_records(
         IndexName="GSI2",
         KeyConditionExpression="GSI2PK = :pk AND begins_with(GSI2SK, :sk)",
         ExpressionAttributeValues=to_item(
@@ -167,15 +192,16 @@ def query_events(
         kwargs["FilterExpression"] = " AND ".join(filters)
     if names:
         kwargs["ExpressionAttributeNames"] = names
-    out: list[Event] = []
+    entries: list[dict[str, Any]] = []  # the index holds the keys and the filtered fields only
     for item in _query(**kwargs):
         if before is not None and item["GSI1SK"] >= before:
             continue
         if item["GSI1SK"] >= upper:
             continue
-        out.append(_event(item))
-        if len(out) >= limit:
+        entries.append(item)
+        if len(entries) >= limit:
             break
+    out = [_event(i) for i in _full_items(entries)]
     if before is not None:
         out.reverse()
     return out
@@ -238,10 +264,15 @@ def _write_synced_event(event: Event, version: int) -> bool:
         else:
             sets.append(f"#f{i} = :f{i}")
     names["#sv"] = "sync_version"
+    # A payload stored before compression goes; so does a stored one this version of the event lacks.
+    removed = ["#raw"] + ([] if RAW_ATTRIBUTE in item else ["#rawz"])
+    names["#raw"] = "raw"
+    if RAW_ATTRIBUTE not in item:
+        names["#rawz"] = RAW_ATTRIBUTE
     return _write_if(
         "update_item",
         Key=to_item({"PK": item["PK"], "SK": item["SK"]}),
-        UpdateExpression="SET " + ", ".join(sets),
+        UpdateExpression="SET " + ", ".join(sets) + " REMOVE " + ", ".join(removed),
         ConditionExpression="attribute_not_exists(#sv) OR #sv <= :version",
         ExpressionAttributeNames=names,
         ExpressionAttributeValues=to_item(values),
@@ -278,7 +309,7 @@ def set_recurring_enabled(user_id: str, event_ids: Iterable[str], enabled: bool,
 
 
 def events_of_series(user_id: str, provider: str, account_id: str, series_id: str) -> list[Event]:
-    items = _query(
+    items = _query_records(
         IndexName="GSI2",
         KeyConditionExpression="GSI2PK = :pk AND begins_with(GSI2SK, :sk)",
         FilterExpression="series_id = :sid",
