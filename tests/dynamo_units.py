@@ -27,28 +27,16 @@ import threading
 from collections import Counter
 from typing import Any
 
+from local.aws_limits import ddb_item_size
+
 KB = 1024
 INDEX_ENTRY_OVERHEAD = 100  # bytes DynamoDB adds to each index entry
 
 
-def _value_size(value: dict) -> int:
-    ((kind, inner),) = value.items()
-    if kind in ("S", "B"):
-        return len(inner.encode()) if kind == "S" else len(inner)
-    if kind == "N":
-        return len(inner.lstrip("-").replace(".", "").lstrip("0")) // 2 + 1
-    if kind in ("BOOL", "NULL"):
-        return 1
-    if kind == "M":
-        return 3 + sum(len(k.encode()) + _value_size(v) + 1 for k, v in inner.items())
-    if kind == "L":
-        return 3 + sum(_value_size(v) + 1 for v in inner)
-    return sum(len(x) for x in inner)  # sets
-
-
 def item_size(item: dict) -> int:
-    """An item's size as DynamoDB bills it: attribute names plus values (AWS's published rules)."""
-    return sum(len(name.encode()) + _value_size(value) for name, value in item.items())
+    """An item's size as DynamoDB bills it: attribute names plus values (AWS's published rules; the
+    local stack's size limits use the same function)."""
+    return ddb_item_size(item)
 
 
 def units_of(size: int) -> int:
