@@ -218,17 +218,13 @@ class DynamoWrites:
             return
         _, op, writes, _thread = pending
         error = str((parsed or {}).get("Error", {}).get("Code", "")) if isinstance(parsed, dict) else ""
-        if op == "BatchWriteItem":
-            unprocessed = {
-                (table, repr(sorted((r.get("PutRequest", {}).get("Item") or {}).items())))
-                for table, reqs in (parsed.get("UnprocessedItems") or {}).items()
+        if op == "BatchWriteItem":  # what DynamoDB left unprocessed was not written, nor billed
+            left = {
+                (table, self._key_of(table, r.get("PutRequest", {}).get("Item") or r["DeleteRequest"]["Key"]))
+                for table, reqs in ((parsed or {}).get("UnprocessedItems") or {}).items()
                 for r in reqs
             }
-            writes = [
-                w
-                for w in writes
-                if w.intended is None or (w.table, repr(sorted(w.intended.items()))) not in unprocessed
-            ]
+            writes = [w for w in writes if (w.table, self._key_of(w.table, w.key)) not in left]
         if error and error not in self.CONSUMING_ERRORS:
             return  # refused before anything was read or written (validation, throttling): not billed
         self._settle(writes, failed=bool(error))
@@ -239,6 +235,9 @@ class DynamoWrites:
         if table not in self._shapes:
             self._shapes[table] = TableShape.of_moto(_moto_table(table))
         return self._shapes[table]
+
+    def _key_of(self, table: str, item: dict) -> str:
+        return repr([item.get(k) for k in self._shape(table).keys])
 
     def _writes(self, op: str, params: dict) -> list[_Write]:
         out: list[_Write] = []

@@ -221,3 +221,17 @@ def test_the_index_shape_reads_projections() -> None:
     item = {"PK": {"S": "p"}, "SK": {"S": "s"}, "K": {"S": "k"}, "n": {"S": "v"}, "x": {"S": "y"}}
     assert index.entry(item) == {k: item[k] for k in ("PK", "SK", "K", "n")}
     assert index.entry({"PK": {"S": "p"}, "SK": {"S": "s"}}) is None
+
+
+def test_items_a_batch_left_unprocessed_are_not_billed(ddb: Any) -> None:
+    _client, counter = ddb
+
+    class Model:
+        name = "BatchWriteItem"
+
+    context: dict[str, Any] = {}
+    put = {"PutRequest": {"Item": _item(100, A="a")}}
+    delete = {"DeleteRequest": {"Key": {"PK": {"S": "p"}, "SK": {"S": "gone"}}}}
+    counter({"RequestItems": {TABLE: [put, delete]}}, Model(), context=context)
+    counter.after_call({"UnprocessedItems": {TABLE: [put]}}, context=context)  # the delete went through
+    assert counter.calls == ["BatchWriteItem"] and counter.units == 1
