@@ -171,3 +171,20 @@ def test_gsi3_queries_return_full_occurrences(user: str) -> None:
     store.put_events(series)
     assert store.series_occurrences(user, "ser_3") == [store.get_event(user, e.event_id) for e in series]
     assert all(e.raw for e in store.series_occurrences(user, "ser_3"))
+
+
+def test_an_event_stored_with_a_plain_payload_still_reads_and_a_sync_write_compresses_it(user: str) -> None:
+    from calbot import aws
+    from calbot.store.events import event_item
+
+    event = _event(user, 7, sync_version=0)  # written by an older sync
+    item = {k: v for k, v in event_item(event).items() if k != "raw_z"} | {"raw": event.raw}
+    aws.dynamodb().put_item(TableName=get_settings().table_name, Item=store.to_item(item))  # as before
+    assert store.get_event(user, event.event_id) == event
+    newer = event.model_copy(update={"title": "Moved"})
+    assert store.write_synced_events([newer], version=1) == [newer]
+    stored = aws.dynamodb().get_item(
+        TableName=get_settings().table_name, Key=store.to_item({"PK": item["PK"], "SK": item["SK"]})
+    )["Item"]
+    assert "raw" not in stored and "raw_z" in stored
+    assert store.get_event(user, event.event_id) == newer.model_copy(update={"sync_version": 1})
