@@ -188,3 +188,22 @@ def test_an_event_stored_with_a_plain_payload_still_reads_and_a_sync_write_compr
     )["Item"]
     assert "raw" not in stored and "raw_z" in stored
     assert store.get_event(user, event.event_id) == newer.model_copy(update={"sync_version": 1})
+
+
+def test_a_field_that_becomes_empty_leaves_the_stored_event_and_so_does_its_series_entry(user: str) -> None:
+    occurrence = _event(user, 8, series_id="ser_8", event_type="occurrence", occurrence_start=AT)
+    assert store.write_synced_events([occurrence], version=1) == [occurrence]
+    assert [e.event_id for e in store.series_occurrences(user, "ser_8")] == [occurrence.event_id]
+    # the next sync sees it without a location, no longer in a series, and without a payload
+    single = occurrence.model_copy(
+        update={
+            "location": None,
+            "series_id": None,
+            "event_type": "single",
+            "occurrence_start": None,
+            "raw": None,
+        }
+    )
+    assert store.write_synced_events([single], version=2) == [single]
+    assert store.get_event(user, occurrence.event_id) == single.model_copy(update={"sync_version": 2})
+    assert store.series_occurrences(user, "ser_8") == []

@@ -116,7 +116,8 @@ def event_item(event: Event) -> dict[str, Any]:
         "GSI1SK": f"{iso_z(event.start_time)}#{event.event_id}",
         "GSI2PK": account_partition(event.user_id, event.provider, event.account_id),
         "GSI2SK": f"EVENT#{event.calendar_id}#{event.event_id}",
-        **event.model_dump(mode="json", exclude={"raw"}),
+        # A field without a value is left out (its name alone would be billed on every write).
+        **event.model_dump(mode="json", exclude={"raw"}, exclude_none=True),
     }
     if event.raw:
         item[RAW_ATTRIBUTE] = _pack_raw(event.raw)
@@ -296,11 +297,15 @@ def _write_synced_event(event: Event, version: int) -> bool:
         else:
             sets.append(f"#f{i} = :f{i}")
     names["#sv"] = "sync_version"
-    # A payload stored before compression goes; so does a stored one this version of the event lacks.
-    removed = ["#raw"] + ([] if RAW_ATTRIBUTE in item else ["#rawz"])
+    # What this version of the event has no value for goes from the stored item: a field that became
+    # empty, the series index keys of an event no longer in a series, a payload (and a plain one stored
+    # before payloads were compressed).
+    gone = [
+        f for f in (*Event.model_fields, RAW_ATTRIBUTE, "GSI3PK", "GSI3SK") if f not in item and f != "raw"
+    ]
+    removed = ["#raw"] + [f"#r{i}" for i in range(len(gone))]
     names["#raw"] = "raw"
-    if RAW_ATTRIBUTE not in item:
-        names["#rawz"] = RAW_ATTRIBUTE
+    names |= {f"#r{i}": field for i, field in enumerate(gone)}
     return _write_if(
         "update_item",
         Key=to_item({"PK": item["PK"], "SK": item["SK"]}),
