@@ -183,13 +183,6 @@ QUOTAS: dict[str, dict[str, Any]] = {
 PHASES = ("connect", "midnight", "renewal", "launch", "notify", "api")
 
 
-class _Everything:
-    """A DynamoWrites scope that counts every call it is handed (this script filters before)."""
-
-    def active(self) -> bool:
-        return True
-
-
 class Recorder:
     """Counts what calbot's clients and the stack's Lambda invocations do, by phase of the day."""
 
@@ -214,13 +207,10 @@ class Recorder:
         events.register(f"provide-client-params.{service}.*", self._params)
         if service == "dynamodb":
             units = Units()
-            try:
-                units.writes = DynamoWrites(_Everything())  # type: ignore[arg-type]
-            except TypeError:
-                units.writes = DynamoWrites()
+            units.writes = DynamoWrites()  # every thread's calls: only calbot's clients get here
+            units.writes.attach(events)  # a write is billed when its answer is in (after-call)
             self._units[str(id(client))] = units
-            events.register("provide-client-params.dynamodb.*", self._ddb_writes(units))
-            events.register("after-call.dynamodb.*", self._ddb_reads(units))
+            events.register("after-call.dynamodb.*", self._ddb_units(units))
 
     def _bump(self, key: str, amount: float = 1) -> None:
         if not self.on:
@@ -242,16 +232,14 @@ class Recorder:
         if service == "sqs" and str(params.get("QueueUrl", "")).endswith(".fifo"):
             self._bump(f"sqs_fifo.{model.name}")
 
-    def _ddb_writes(self, units: Any) -> Callable[..., None]:
-        def hook(params: dict[str, Any], model: Any, **_: Any) -> None:
-            before = units.writes.units
-            units.writes(params=params, model=model)
-            self._bump("ddb.wru", units.writes.units - before)
+    def _ddb_units(self, units: Any) -> Callable[..., None]:
+        """After DynamoWrites' own after-call hook: what this call added to the write and read units."""
+        seen = [0]
 
-        return hook
-
-    def _ddb_reads(self, units: Any) -> Callable[..., None]:
         def hook(**kwargs: Any) -> None:
+            written = units.writes.units
+            self._bump("ddb.wru", written - seen[0])
+            seen[0] = written
             before = units.read_units
             units.after(**kwargs)
             self._bump("ddb.rru", units.read_units - before)
