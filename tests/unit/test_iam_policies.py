@@ -83,7 +83,9 @@ _WRITE = [
     "dynamodb:PutItem",
     "dynamodb:UpdateItem",
 ]
-_CREDS = ["ssm:GetParameter", "ssm:PutParameter"]
+# The credential store (SSM, or the dynamodb backend's items under USER#, which _WRITE covers) and the
+# KMS envelope key of the access-token cache and the dynamodb backend (calbot.envelope).
+_CREDS = ["ssm:GetParameter", "ssm:PutParameter", "kms:Decrypt", "kms:GenerateDataKey"]
 _SCHEDULES = [
     "iam:PassRole",
     "scheduler:CreateSchedule",
