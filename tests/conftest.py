@@ -181,3 +181,33 @@ def connect_new_account(
         base_url=stack.info["gateway_url"],
     )
     return user_id, {**acct, "mail": mail}
+
+
+@pytest.fixture(params=["ssm", "dynamodb"])
+def credential_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Run the test once per credential backend (template parameter CredentialBackend), each from a cold
+    container: no access token remembered in memory, no data key cached."""
+    from calbot import envelope, tokencache
+    from calbot.config import reset_settings
+
+    monkeypatch.setenv("CREDENTIAL_BACKEND", request.param)
+    reset_settings()
+    tokencache.clear_memory()
+    envelope.reset()
+    yield str(request.param)
+    monkeypatch.undo()
+    reset_settings()
+    tokencache.clear_memory()
+
+
+def secret_items(user_id: str) -> list[str]:
+    """The sort keys of a user's encrypted secret items (CRED# credentials, TOKEN# cached tokens)."""
+    from calbot import aws, store
+
+    items = aws.dynamodb().query(
+        TableName=store._table(),
+        KeyConditionExpression="PK = :pk",
+        ExpressionAttributeValues={":pk": {"S": store.user_pk(user_id)}},
+        ProjectionExpression="SK",
+    )["Items"]
+    return sorted(i["SK"]["S"] for i in items if i["SK"]["S"].startswith(("CRED#", "TOKEN#")))
