@@ -211,3 +211,39 @@ def secret_items(user_id: str) -> list[str]:
         ProjectionExpression="SK",
     )["Items"]
     return sorted(i["SK"]["S"] for i in items if i["SK"]["S"].startswith(("CRED#", "TOKEN#")))
+
+
+class AwsCalls:
+    """Counts AWS API calls ("ssm:GetParameter", "kms:Decrypt", ...) made by the code under test,
+    whatever client makes them (the Encryption SDK builds its own KMS client)."""
+
+    def __init__(self, scope: CodeUnderTest) -> None:
+        from collections import Counter
+
+        self.scope = scope
+        self.counts: Counter[str] = Counter()
+
+    def wrap(self, original: Any) -> Any:
+        calls = self
+
+        def counted(client: Any, operation_name: str, api_params: Any) -> Any:
+            if calls.scope.active():
+                calls.counts[f"{client.meta.service_model.endpoint_prefix}:{operation_name}"] += 1
+            return original(client, operation_name, api_params)
+
+        return counted
+
+    def of(self, service: str) -> dict[str, int]:
+        return {k: v for k, v in self.counts.items() if k.startswith(service + ":")}
+
+    def reset(self) -> None:
+        self.counts.clear()
+
+
+@pytest.fixture
+def aws_calls(code_under_test: CodeUnderTest, monkeypatch: pytest.MonkeyPatch) -> AwsCalls:
+    from botocore.client import BaseClient
+
+    calls = AwsCalls(code_under_test)
+    monkeypatch.setattr(BaseClient, "_make_api_call", calls.wrap(BaseClient._make_api_call))
+    return calls
