@@ -32,9 +32,9 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
-import uuid
 import json
 import re
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -158,9 +158,10 @@ def test_failure_after_credentials_stored_rolls_everything_back(
     made: list[str] = []
 
     def boom(*args: Any, **kwargs: Any) -> None:
-        # by now: credentials in SSM, two subscriptions at the emulator, SUB items written
+        # by now: credentials stored (SSM or CRED#), two subscriptions at the emulator, SUB items written
         made.extend(s["id"] for s in emulator_subs(stack, acct["id"]))
-        assert (ssm_names(user_id) or secret_items(user_id)) and len(made) == 2 and all(store.get_subscription(i) for i in made)
+        assert ssm_names(user_id) or secret_items(user_id)
+        assert len(made) == 2 and all(store.get_subscription(i) for i in made)
         raise RuntimeError("injected failure before the connection record is written")
 
     monkeypatch.setattr(store, "create_connection", boom)
