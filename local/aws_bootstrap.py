@@ -66,6 +66,17 @@ def _error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
+def _found(lookup: Any, missing: str, **params: Any) -> bool:
+    """True when `lookup(**params)` finds the resource, False when AWS answers the `missing` error code."""
+    try:
+        lookup(**params)
+    except ClientError as exc:
+        if _error_code(exc) != missing:
+            raise
+        return False
+    return True
+
+
 def create_resources(
     template: Template,
     session_or_clients: Any,
@@ -225,15 +236,11 @@ def _create_schedule_groups(
     for logical_id in resources:
         name = str(template.ref(logical_id))
         report.physical_ids[logical_id] = name
-        try:
-            # moto's CreateScheduleGroup silently replaces an existing group; look first so a
-            # re-run never touches a group that already holds schedules.
-            client.get_schedule_group(Name=name)
+        # moto's CreateScheduleGroup silently replaces an existing group; look first so a
+        # re-run never touches a group that already holds schedules.
+        if _found(client.get_schedule_group, "ResourceNotFoundException", Name=name):
             report.existing.append(logical_id)
             continue
-        except ClientError as exc:
-            if _error_code(exc) != "ResourceNotFoundException":
-                raise
         try:
             client.create_schedule_group(Name=name)
             report.created.append(logical_id)
@@ -276,13 +283,9 @@ def _create_keys(
     for logical_id, props in resources.items():
         key_id = str(template.ref(logical_id))
         report.physical_ids[logical_id] = key_id
-        try:
-            client.describe_key(KeyId=key_id)
+        if _found(client.describe_key, "NotFoundException", KeyId=key_id):
             report.existing.append(logical_id)
             continue
-        except ClientError as exc:
-            if _error_code(exc) != "NotFoundException":
-                raise
         request: dict[str, Any] = {"KeyUsage": "ENCRYPT_DECRYPT", "KeySpec": "SYMMETRIC_DEFAULT"}
         if "Description" in props:
             request["Description"] = cfn_str(props["Description"])
