@@ -16,13 +16,18 @@ from typing import NoReturn
 from tenacity import RetryCallState, retry_if_exception_type, wait_fixed
 
 from calbot import store, tokencache, vault
-from calbot.models import Connection
+from calbot.models import Connection, Credentials
 from calbot.providers import get_provider
 from calbot.providers.base import ProviderAuthError, ProviderUnavailable
 from calbot.retry import retrying
 from calbot.timeutil import now
 
 EARLY_REFRESH = timedelta(minutes=5)
+# A rotated refresh token is written back only when the stored one is at least this old. Rotation does
+# not revoke the old token (PROTOCOLS: it lives 90 days from its own issue), so the stored one stays good
+# for 90 days minus this from the last write; hourly refreshes then cost one PutParameter a day instead
+# of 24 (tests/service/test_credentials.py refreshes hourly for 120 days on the Graph emulator).
+PERSIST_ROTATED_AFTER = timedelta(days=1)
 # How long an invocation waits for another one's refresh of the same token, and how often it looks.
 LOCK_WAIT_SECONDS = 10.0
 LOCK_POLL_SECONDS = 0.2
@@ -35,6 +40,12 @@ def _fresh(token: tokencache.CachedAccessToken | None) -> bool:
         and token.expires_at
         and token.expires_at - EARLY_REFRESH > now()
     )
+
+
+def _stale(creds: Credentials) -> bool:
+    """The stored refresh token is old enough to be replaced by a rotated one (or of unknown age)."""
+    issued = creds.refresh_token_issued_at
+    return issued is None or now() - issued >= PERSIST_ROTATED_AFTER
 
 
 def _cached(path: str) -> tokencache.CachedAccessToken | None:
@@ -67,9 +78,14 @@ def access_token(conn: Connection) -> str:
                 "The stored credentials for this account are missing.", kind="credentials_missing"
             )
         tokens = get_provider(conn.provider).refresh(creds)
-        if tokens.refresh_token and tokens.refresh_token != creds.refresh_token:
-            # every rotated refresh token is kept: Microsoft's die 90 days after issue
-            vault.put_secrets(path, creds.model_copy(update={"refresh_token": tokens.refresh_token}))
+        if tokens.refresh_token and tokens.refresh_token != creds.refresh_token and _stale(creds):
+            # Microsoft's die 90 days after their own issue: a rotated one replaces an aging stored one
+            vault.put_secrets(
+                path,
+                creds.model_copy(
+                    update={"refresh_token": tokens.refresh_token, "refresh_token_issued_at": now()}
+                ),
+            )
         tokencache.put(path, tokens.access_token, tokens.expires_at)
         if conn.status == "needs_reauth":
             store.restore_connection(conn.user_id, conn.provider, conn.account_id)

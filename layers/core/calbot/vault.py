@@ -35,7 +35,15 @@ from calbot.store.secrets import CREDENTIALS
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]")
 # Fields of the stored value; anything else in an old value (an access token, its expiry, the
 # `access_token_apart` flag) is dropped on read and never written again.
-LONG_LIVED = ("provider", "client_id", "client_secret", "refresh_token", "tenant", "scopes")
+LONG_LIVED = (
+    "provider",
+    "client_id",
+    "client_secret",
+    "refresh_token",
+    "refresh_token_issued_at",
+    "tenant",
+    "scopes",
+)
 LEGACY_ACCESS_SUFFIX = ".access"  # the old second parameter; only ever deleted now
 TIER = "Intelligent-Tiering"
 _DESCRIPTION = "calbot OAuth credentials (refresh token, client secret) for one calendar account"
