@@ -135,6 +135,7 @@ def calls(backend: str, syncs: int, hours: float, graph: Any) -> dict[str, Any]:
         seed.model_copy(
             update={
                 "refresh_token": fresh.refresh_token or seed.refresh_token,
+                "refresh_token_issued_at": timeutil.now(),
                 "access_token": fresh.access_token,
                 "access_token_expires_at": fresh.expires_at,
             }
@@ -203,6 +204,13 @@ def projection(figures: dict[str, Any], accounts: int) -> dict[str, Any]:
         out[f"{backend}_kms_calls_per_account_hour"] = round(kms / hours, 3)
         out[f"{backend}_ssm_tps"] = round(accounts * ssm / hours / 3600, 1)
         out[f"{backend}_kms_tps"] = round(accounts * kms / hours / 3600, 1)
+    # What writing back the rotated refresh token at most once a day (calbot.tokens.PERSIST_ROTATED_AFTER)
+    # saves: one PutParameter per refresh (each refresh reads the store once) against the measured ones.
+    ssm = figures["backends"]["ssm"]["calls"]
+    refreshes = ssm["per_syncs"].get("ssm:GetParameter", 0)
+    puts = ssm["per_syncs"].get("ssm:PutParameter", 0)
+    out["ssm_put_tps"] = round(accounts * puts / ssm["hours"] / 3600, 1)
+    out["ssm_put_tps_if_every_rotation_were_written"] = round(accounts * refreshes / ssm["hours"] / 3600, 1)
     out["ssm_default_tps"] = SSM_DEFAULT_TPS
     return out
 

@@ -337,7 +337,9 @@ def credentials(r: dict[str, Any]) -> list[str]:
         f"At {p['accounts']:,} accounts each refreshed hourly: the ssm backend needs {p['ssm_ssm_tps']} SSM "
         f"TPS (default quota {p['ssm_default_tps']}: higher throughput needed) and "
         f"{p['ssm_parameters_ssm_backend']:,} parameters (past the 100,000 Advanced ceiling); the dynamodb "
-        f"backend needs {p['dynamodb_ssm_tps']} SSM TPS and {p['dynamodb_kms_tps']} KMS TPS.",
+        f"backend needs {p['dynamodb_ssm_tps']} SSM TPS and {p['dynamodb_kms_tps']} KMS TPS. Writing the "
+        f"rotated refresh token back once a day instead of on every refresh takes PutParameter from "
+        f"{p['ssm_put_tps_if_every_rotation_were_written']} to {p['ssm_put_tps']} TPS.",
         "",
     ]
 
