@@ -106,7 +106,7 @@ def main() -> int:
             while True:
                 bot = store.get_bot(user.user_id, bot_id)
                 sched = (
-                    scheduler.get(scheduler.launch_schedule_name(bot_id))
+                    scheduler.get(scheduler.current_launch_schedule(bot))  # each move: a new name
                     if bot and bot.scheduled_join_time == join
                     else None
                 )

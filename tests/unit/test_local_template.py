@@ -335,6 +335,8 @@ def test_bootstrap_creates_the_real_templates_resources(aws: boto3.Session) -> N
         "AutoScheduleQueue",
         "BotScheduleGroup",
         "CredentialKey",
+        "LaunchDeadLetterQueue",
+        "LaunchQueue",
         "ScheduleDeadLetterQueue",
         "SyncDeadLetterQueue",
         "SyncQueue",

@@ -47,6 +47,8 @@ class Settings(BaseModel):
     reschedule_arn: str = ""
     scheduler_role_arn: str = ""
     schedule_dlq_arn: str = ""
+    # The delayed launch queue (calbot.scheduler): every function that arms a launch sends to it.
+    launch_queue_url: str = ""
     bot_api_key_param: str = ""
     # Where long-lived OAuth secrets live (calbot.vault): SSM SecureStrings, or KMS-envelope-encrypted
     # DynamoDB items past SSM's parameter and throughput ceilings. The KMS key also encrypts the
