@@ -76,12 +76,16 @@ def test_connect_sync_refresh_disconnect_with_the_dynamodb_backend(ddb_stack: E2
     sync_sees("Cached token")
     assert secret_items(stack, user["user_id"]) == stored  # nothing refreshed, nothing rewritten
 
-    # Past the access token's hour: the sync refreshes from the CRED# item and writes back the rotated
-    # refresh token and the new access token, still encrypted, still nothing in SSM.
+    # Past the access token's hour: the sync refreshes from the CRED# item and caches the new access
+    # token; the rotated refresh token is written back only once the stored one is a day old.
     stack.advance(started + timedelta(hours=2))
     sync_sees("Refreshed token")
     refreshed = secret_items(stack, user["user_id"])
-    assert refreshed["CRED"] != stored["CRED"] and refreshed["TOKEN"] != stored["TOKEN"]
+    assert refreshed["TOKEN"] != stored["TOKEN"] and refreshed["CRED"] == stored["CRED"]
+    stack.advance(started + timedelta(days=1, hours=2))
+    sync_sees("Rotated token kept")
+    rotated = secret_items(stack, user["user_id"])
+    assert rotated["CRED"] != stored["CRED"] and rotated["TOKEN"] != refreshed["TOKEN"]
     assert user_parameters(stack) == []
     issued = stack.collect_token_material()
     items = stack.boto("dynamodb").scan(TableName=stack.env()["TABLE_NAME"])["Items"]  # test-side scan
