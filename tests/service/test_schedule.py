@@ -665,6 +665,21 @@ def test_a_bot_due_at_once_keeps_a_schedule_even_if_it_fired_before_the_item_was
     assert armed == ["none", "item"]  # armed again once the item exists: the bot still gets launched
 
 
+def _meeting_in(stack: LocalStack, hours: int, subject: str, zoom_id: int) -> tuple[str, Event]:
+    """A new user's synced one-hour Zoom meeting starting `hours` after SOON."""
+    user_id, acct = user_with_account(stack)
+    start = SOON + timedelta(hours=hours)
+    ev = stack.graph.add_event(
+        acct["id"],
+        acct["calendars"][0]["id"],
+        subject=subject,
+        start=start.isoformat(),
+        end=(start + timedelta(hours=1)).isoformat(),
+        location=f"https://acme.zoom.us/j/{zoom_id}",
+    )
+    return user_id, synced(user_id, ev["id"])
+
+
 def _killed_after_the_guard(monkeypatch: pytest.MonkeyPatch) -> None:
     """A kill between the two writes of a new bot: its guard is written, its bot item never is."""
     from calbot.store import base
@@ -682,16 +697,7 @@ def _killed_after_the_guard(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_an_orphan_guard_is_taken_over_only_after_its_grace(
     stack: LocalStack, monkeypatch: pytest.MonkeyPatch, frozen_at_join: list[datetime]
 ) -> None:
-    user_id, acct = user_with_account(stack)
-    ev = stack.graph.add_event(
-        acct["id"],
-        acct["calendars"][0]["id"],
-        subject="Orphan",
-        start=(SOON + timedelta(hours=9)).isoformat(),
-        end=(SOON + timedelta(hours=10)).isoformat(),
-        location="https://acme.zoom.us/j/780",
-    )
-    event = synced(user_id, ev["id"])
+    user_id, event = _meeting_in(stack, 9, "Orphan", 780)
     _killed_after_the_guard(monkeypatch)
     with pytest.raises(Killed):
         svc.schedule_event(user_id, event.event_id, ScheduleRequest())
@@ -721,16 +727,7 @@ def test_an_orphan_guard_is_taken_over_only_after_its_grace(
 def test_of_two_that_take_over_one_orphan_guard_one_wins(
     stack: LocalStack, monkeypatch: pytest.MonkeyPatch, frozen_at_join: list[datetime]
 ) -> None:
-    user_id, acct = user_with_account(stack)
-    ev = stack.graph.add_event(
-        acct["id"],
-        acct["calendars"][0]["id"],
-        subject="Orphan race",
-        start=(SOON + timedelta(hours=11)).isoformat(),
-        end=(SOON + timedelta(hours=12)).isoformat(),
-        location="https://acme.zoom.us/j/781",
-    )
-    event = synced(user_id, ev["id"])
+    user_id, event = _meeting_in(stack, 11, "Orphan race", 781)
     orphan, first, second = (
         lifecycle.make_bot(event, {}, offset_seconds=60, source="auto", recurring=False) for _ in range(3)
     )
@@ -762,16 +759,7 @@ def test_of_two_that_take_over_one_orphan_guard_one_wins(
 def test_a_creator_past_its_window_writes_no_bot_and_gives_its_guard_back(
     stack: LocalStack, monkeypatch: pytest.MonkeyPatch, frozen_at_join: list[datetime]
 ) -> None:
-    user_id, acct = user_with_account(stack)
-    ev = stack.graph.add_event(
-        acct["id"],
-        acct["calendars"][0]["id"],
-        subject="Paused",
-        start=(SOON + timedelta(hours=13)).isoformat(),
-        end=(SOON + timedelta(hours=14)).isoformat(),
-        location="https://acme.zoom.us/j/782",
-    )
-    event = synced(user_id, ev["id"])
+    user_id, event = _meeting_in(stack, 13, "Paused", 782)
     bot = lifecycle.make_bot(event, {}, offset_seconds=60, source="auto", recurring=False)
     from calbot.store import base
 
