@@ -22,6 +22,7 @@ RUNS = {
     "auto_schedule": ["--users", "3", "--accounts", "1", "--meetings", "2"],
     "notify_latency": ["--changes", "3"],
     "read_latency": ["--connections", "3", "--events", "60", "--bots", "5", "--requests", "3"],
+    "credentials": ["--syncs", "20", "--hours", "3"],
     "launch": ["--bots", "20"],
 }
 
@@ -57,6 +58,7 @@ def test_every_bench_script_runs_and_the_report_assembles(tmp_path: Path) -> Non
         "## Notification -> bot update latency",
         "## Auto-schedule throughput and the 100,000-user projection",
         "## Read endpoints: p50/p99 for a heavy user",
+        "## Credentials: value sizes, SSM and KMS calls per backend",
         "## Bot launches at the top of the hour",
     ):
         assert section in text
