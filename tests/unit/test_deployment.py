@@ -295,6 +295,7 @@ def test_dead_letter_queues_and_launcher_failures_alarm_to_the_topic() -> None:
         "ScheduleDeadLetterQueue",
         "SyncDeadLetterQueue",
         "AutoScheduleDeadLetterQueue",
+        "RenewalDeadLetterQueue",
     }
     assert alarm_problems(t) == []
     # Given a topic, the alarms notify it and the stack creates none of its own.

@@ -523,6 +523,19 @@ def test_schedule_targets_of_the_real_template_resolve_to_their_functions(aws: N
     assert clock.groups == ["calbot-bots-local"]
 
 
+def test_every_queue_consumer_of_the_real_template_is_fed(aws: None) -> None:
+    template = load_template(ROOT / "template.yaml", parameter_overrides={"Stage": "local"})
+    clock = LocalClock(
+        template, None, boto3.session.Session(region_name="us-east-1"), virtual=True, install=False
+    )
+    fed = {c.id: (c.queue_logical_id, c.batch_size, c.report_failures) for c in clock.consumers if c.enabled}
+    assert fed == {
+        "AutoScheduleWorkerFunction.Users": ("AutoScheduleQueue", 1, True),
+        "SyncWorkerFunction.Changes": ("SyncQueue", 10, True),
+        "RenewalWorkerFunction.Subscriptions": ("RenewalQueue", 1, True),
+    }
+
+
 # -- permissions -----------------------------------------------------------------------------------
 
 # Roles that cannot do what a schedule or a queue consumer needs, and the functions that use them.

@@ -334,6 +334,8 @@ def test_bootstrap_creates_the_real_templates_resources(aws: boto3.Session) -> N
         "AutoScheduleDeadLetterQueue",
         "AutoScheduleQueue",
         "BotScheduleGroup",
+        "RenewalDeadLetterQueue",
+        "RenewalQueue",
         "ScheduleDeadLetterQueue",
         "SyncDeadLetterQueue",
         "SyncQueue",

@@ -1013,9 +1013,31 @@ class EnableAutoScheduleRequest(Strict):
 
 
 class AutoScheduleMessage(Strict):
-    """One unit of the midnight fan-out: one user's next 24 hours."""
+    """One message of the midnight fan-out: the next 24 hours of several users (`user_ids`), or of one
+    (`user_id`: a user put back alone after a failure, and the messages sent before batching)."""
 
-    user_id: str = Field(min_length=1, max_length=64)
+    user_id: str | None = Field(default=None, min_length=1, max_length=64)
+    user_ids: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=100
+    )
+    run_id: str = Field(min_length=1, max_length=64)
+
+    @model_validator(mode="after")
+    def _some_user(self) -> AutoScheduleMessage:
+        if not self.users():
+            raise ValueError("a message names at least one user")
+        return self
+
+    def users(self) -> list[str]:
+        return [*([self.user_id] if self.user_id else []), *self.user_ids]
+
+
+class RenewalMessage(Strict):
+    """One message of the 03:00 renewal fan-out: subscriptions / channels due for renewal."""
+
+    subscription_ids: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+        min_length=1, max_length=100
+    )
     run_id: str = Field(min_length=1, max_length=64)
 
 

@@ -140,6 +140,7 @@ from calbot.store.subscriptions import (
     get_subscription,
     get_subscriptions,
     put_subscriptions,
+    subscription_ids_expiring_before,
     subscriptions_expiring_before,
 )
 from calbot.store.sync_states import (
@@ -225,6 +226,7 @@ __all__ = [
     "get_subscription",
     "get_subscriptions",
     "subscriptions_expiring_before",
+    "subscription_ids_expiring_before",
     "LockBusy",
     "acquire_lock",
     "release_lock",

@@ -28,6 +28,8 @@ class SubscriptionRecords(Protocol):
 
     def subscriptions_expiring_before(self, when: datetime) -> Iterator[Subscription]: ...
 
+    def subscription_ids_expiring_before(self, when: datetime) -> Iterator[str]: ...
+
 
 def _sub_item(sub: Subscription) -> dict[str, Any]:
     shard = int(hashlib.sha256(sub.id.encode()).hexdigest(), 16) % SUB_EXPIRY_SHARDS
@@ -68,6 +70,20 @@ def get_subscriptions(sub_ids: Iterable[str]) -> dict[str, Subscription]:
         sub = Subscription.model_validate(_strip_keys(item))
         found[sub.id] = sub
     return found
+
+
+def subscription_ids_expiring_before(when: datetime) -> Iterator[str]:
+    """The ids of every subscription expiring before `when` (the renewal fan-out): the expiry index's
+    keys only, whatever else it projects."""
+    for shard in range(SUB_EXPIRY_SHARDS):
+        items = _query(
+            IndexName="GSI2",
+            KeyConditionExpression="GSI2PK = :pk AND GSI2SK < :until",
+            ExpressionAttributeValues=to_item({":pk": f"SUBEXP#{shard}", ":until": iso_z(when)}),
+            ProjectionExpression="PK",
+        )
+        for item in items:
+            yield str(item["PK"]).removeprefix("SUB#")
 
 
 def subscriptions_expiring_before(when: datetime) -> Iterator[Subscription]:
