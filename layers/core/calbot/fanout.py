@@ -11,13 +11,16 @@ policy counts its attempts as for any message.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from calbot import aws
 from calbot import deadline as deadlines
+from calbot.config import get_settings
 from calbot.errors import DomainError
 from calbot.log import logger
+from calbot.models import BatchedMessage
 
 BATCH_ENTRIES = 10  # SQS SendMessageBatch: at most 10 entries
 BATCH_BYTES = 262_144  # ... and at most 256 KB of bodies together
@@ -72,27 +75,42 @@ def send_all(queue_url: str, bodies: Iterable[str], *, delay_seconds: int = 0) -
     return sent, failed
 
 
+def _requeue(queue_setting: str, bodies: list[str], delay_seconds: int) -> None:
+    queue_url = get_settings().require(queue_setting)
+    if send_all(queue_url, bodies, delay_seconds=delay_seconds)[1]:
+        raise RuntimeError("SQS refused to take items back")
+
+
+def pack(kind: type[BatchedMessage], items: Iterable[str], size: int, counted: list[int]) -> Iterator[str]:
+    """Message bodies of `size` items each under one new run id; `counted` gets each message's count."""
+    run_id = secrets.token_hex(8)
+    for chunk in chunks(items, size):
+        counted.append(len(chunk))
+        yield kind.carrying(chunk, run_id).model_dump_json()
+
+
 def consume_items(
     event: dict[str, Any],
-    *,
-    items_of: Callable[[str], list[str]],
+    kind: type[BatchedMessage],
     handle: Callable[[str], str],
-    requeue: Callable[[list[list[str]]], None],
+    queue_setting: str,
     seconds_each: float,
-    what: str,
+    retry_delay: int,
 ) -> tuple[list[dict[str, str]], dict[str, int]]:
     """A worker's batch: every message's items in order while the invocation has `seconds_each` left
     for one more. Returns the batch item failures and the count of each outcome `handle` returned.
 
-    `items_of` reads a message body (ValueError: malformed, dropped); `handle` does one item and says
-    what happened (a ValueError or DomainError from it: that item can never succeed, dropped; any other
-    exception: it failed, retried); `requeue` sends lists of items back as new messages."""
+    A body that is no `kind` is malformed and dropped. `handle` does one item and says what happened
+    (a ValueError or DomainError from it: that item can never succeed, dropped; any other exception:
+    it failed, retried). Items put back go to the queue the setting `queue_setting` names, after
+    `retry_delay` seconds."""
+    what = kind.__name__
     failures: list[dict[str, str]] = []
     outcomes: dict[str, int] = {}
     budget = deadlines.current()
     for record in event.get("Records", []):
         try:
-            items = items_of(record["body"])
+            items = kind.model_validate_json(record["body"]).items()
         except ValueError:
             logger.warning(f"{what} message rejected")  # malformed: retrying cannot help
             continue
@@ -118,7 +136,10 @@ def consume_items(
             failures.append({"itemIdentifier": record["messageId"]})  # SQS retries it as it is
             continue
         try:
-            requeue([[item] for item in failed] + ([left] if left else []))
+            groups = [[item] for item in failed] + ([left] if left else [])
+            run_id = secrets.token_hex(8)
+            bodies = [kind.carrying(group, run_id).model_dump_json() for group in groups]
+            _requeue(queue_setting, bodies, retry_delay)
         except Exception:
             # Not handed back: the whole message is retried (its done items again, which is harmless).
             logger.exception(f"{what}: could not requeue the failed items")

@@ -9,14 +9,10 @@ back on the queue alone, so one user's failure or throttled provider never stops
 
 from __future__ import annotations
 
-import json
-import secrets
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 from calbot import fanout, store
-from calbot.config import get_settings
 from calbot.log import logger
 from calbot.models import (
     AutoScheduleMessage,
@@ -105,41 +101,24 @@ def run_for_user(user_id: str) -> LastRun | None:
 
 def fan_out(queue_url: str) -> dict[str, Any]:
     """The midnight job: the enabled users, USERS_PER_MESSAGE a message, ten messages a call."""
-    run_id = secrets.token_hex(8)
-    users = 0
-
-    def bodies() -> Iterator[str]:
-        nonlocal users
-        for chunk in fanout.chunks(store.enabled_auto_users(), USERS_PER_MESSAGE):
-            users += len(chunk)
-            yield AutoScheduleMessage(user_ids=chunk, run_id=run_id).model_dump_json()
-
-    sent, lost = fanout.send_all(queue_url, bodies())
+    counted: list[int] = []
+    bodies = fanout.pack(AutoScheduleMessage, store.enabled_auto_users(), USERS_PER_MESSAGE, counted)
+    sent, lost = fanout.send_all(queue_url, bodies)
     failed = sum(len(AutoScheduleMessage.model_validate_json(body).users()) for body in lost)
     if failed:
         logger.error("auto-schedule fan-out could not enqueue some users", extra={"failed": failed})
-    return {"run_id": run_id, "users_enqueued": users - failed, "messages": sent, "failed": failed}
+    return {"users_enqueued": sum(counted) - failed, "messages": sent, "failed": failed}
+
+
+def _run(user_id: str) -> str:
+    return "ran" if run_for_user(user_id) is not None else "disabled"
 
 
 def consume(event: dict[str, Any]) -> dict[str, Any]:
     """The worker: each user of each message on its own; a failing user is put back on the queue
     alone (or, alone in its message, reported and retried by SQS), never holding back the others."""
-
-    def users_of(body: str) -> list[str]:
-        return AutoScheduleMessage.model_validate(json.loads(body)).users()
-
-    def run(user_id: str) -> str:
-        return "ran" if run_for_user(user_id) is not None else "disabled"
-
-    def requeue(groups: list[list[str]]) -> None:
-        queue_url = get_settings().require("auto_schedule_queue_url")
-        run_id = secrets.token_hex(8)
-        bodies = [AutoScheduleMessage(user_ids=g, run_id=run_id).model_dump_json() for g in groups]
-        if fanout.send_all(queue_url, bodies, delay_seconds=RETRY_DELAY_SECONDS)[1]:
-            raise RuntimeError("SQS refused to take users back")
-
     failures, outcomes = fanout.consume_items(
-        event, items_of=users_of, handle=run, requeue=requeue, seconds_each=USER_SECONDS, what="auto-schedule"
+        event, AutoScheduleMessage, _run, "auto_schedule_queue_url", USER_SECONDS, RETRY_DELAY_SECONDS
     )
     logger.info("auto-schedule batch", extra=outcomes)
     return {"batchItemFailures": failures}

@@ -11,14 +11,12 @@ needs_reauth.
 from __future__ import annotations
 
 import hashlib
-import json
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 from calbot import fanout, store, tokens
-from calbot.config import get_settings
 from calbot.log import logger
 from calbot.models import ChangeMessage, Connection, RenewalMessage, Subscription, SubscriptionRef
 from calbot.providers import get_provider
@@ -127,21 +125,15 @@ def run_renewal(queue_url: str) -> dict[str, Any]:
     """The 03:00 UTC job: only fans out. The subscriptions due (the sparse expiry index, ids only) go
     to the renewal queue SUBSCRIPTIONS_PER_MESSAGE a message, ten messages a SendMessageBatch call;
     the renewal worker (`consume`) renews them."""
-    run_id = secrets.token_hex(8)
-    due = 0
-
-    def bodies() -> Iterator[str]:
-        nonlocal due
-        ids = store.subscription_ids_expiring_before(now() + RENEW_WITHIN)
-        for chunk in fanout.chunks(ids, SUBSCRIPTIONS_PER_MESSAGE):
-            due += len(chunk)
-            yield RenewalMessage(subscription_ids=chunk, run_id=run_id).model_dump_json()
-
-    sent, lost = fanout.send_all(queue_url, bodies())
+    counted: list[int] = []
+    ids = store.subscription_ids_expiring_before(now() + RENEW_WITHIN)
+    sent, lost = fanout.send_all(
+        queue_url, fanout.pack(RenewalMessage, ids, SUBSCRIPTIONS_PER_MESSAGE, counted)
+    )
     failed = sum(len(RenewalMessage.model_validate_json(body).subscription_ids) for body in lost)
     if failed:  # still due tomorrow (two days of slack): the next run enqueues them again
         logger.error("renewal fan-out could not enqueue some subscriptions", extra={"failed": failed})
-    return {"run_id": run_id, "subscriptions_enqueued": due - failed, "messages": sent, "failed": failed}
+    return {"subscriptions_enqueued": sum(counted) - failed, "messages": sent, "failed": failed}
 
 
 def renew_due(subscription_id: str) -> str:
@@ -172,24 +164,8 @@ def renew_due(subscription_id: str) -> str:
 
 def renew_batch(event: dict[str, Any]) -> tuple[list[dict[str, str]], dict[str, int]]:
     """The renewal worker's batch: its failures (for SQS) and the count of each outcome."""
-
-    def ids_of(body: str) -> list[str]:
-        return RenewalMessage.model_validate(json.loads(body)).subscription_ids
-
-    def requeue(groups: list[list[str]]) -> None:
-        queue_url = get_settings().require("renewal_queue_url")
-        run_id = secrets.token_hex(8)
-        bodies = [RenewalMessage(subscription_ids=g, run_id=run_id).model_dump_json() for g in groups]
-        if fanout.send_all(queue_url, bodies, delay_seconds=RETRY_DELAY_SECONDS)[1]:
-            raise RuntimeError("SQS refused to take subscriptions back")
-
     return fanout.consume_items(
-        event,
-        items_of=ids_of,
-        handle=renew_due,
-        requeue=requeue,
-        seconds_each=SUBSCRIPTION_SECONDS,
-        what="subscription renewal",
+        event, RenewalMessage, renew_due, "renewal_queue_url", SUBSCRIPTION_SECONDS, RETRY_DELAY_SECONDS
     )
 
 
