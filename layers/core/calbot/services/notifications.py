@@ -28,7 +28,16 @@ from calbot.models import ChangeMessage, Connection, Subscription, account_key
 from calbot.providers import registry
 from calbot.providers.registry import Notice
 
-__all__ = ["Notice", "Received", "consume", "deduplication_id", "enqueue", "group_id", "receive"]
+__all__ = [
+    "Notice",
+    "Received",
+    "consume",
+    "deduplication_id",
+    "enqueue",
+    "enqueue_many",
+    "group_id",
+    "receive",
+]
 
 if TYPE_CHECKING:  # the batch utilities take ~40 ms to import: only consume() (the sync worker) loads them
     from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor
@@ -108,6 +117,27 @@ def enqueue(message: ChangeMessage, *, dedup: str) -> None:
         MessageGroupId=group_id(message),
         MessageDeduplicationId=deduplication_id(dedup),
     )
+
+
+def enqueue_many(messages: list[tuple[ChangeMessage, str]]) -> list[bool]:
+    """Several (message, dedup) at once, ten a SendMessageBatch call; whether each was queued."""
+    queue_url = get_settings().require("sync_queue_url")
+    sqs = aws.sqs()
+    queued = [False] * len(messages)
+    for start in range(0, len(messages), 10):
+        entries = [
+            {
+                "Id": str(start + i),
+                "MessageBody": message.model_dump_json(),
+                "MessageGroupId": group_id(message),
+                "MessageDeduplicationId": deduplication_id(dedup),
+            }
+            for i, (message, dedup) in enumerate(messages[start : start + 10])
+        ]
+        resp = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
+        for ok in resp.get("Successful", []):
+            queued[int(ok["Id"])] = True
+    return queued
 
 
 def _processor() -> SqsFifoPartialProcessor:
