@@ -87,21 +87,23 @@ def burst(args: argparse.Namespace) -> dict[str, Any]:
                 },
             )
             assert resp.status_code == 201, resp.text
-            stored = {
-                e.platform_id: e
-                for e in store.query_events(
-                    user_id,
-                    time_min=start - timedelta(hours=1),
-                    time_max=start + timedelta(days=1),
-                    limit=1000,
-                )
-            }
+            listed = requests.get(
+                f"{api}/calendar/events",
+                headers=headers,
+                timeout=60,
+                params={
+                    "account_id": mail,
+                    "time_max": (start + timedelta(days=2)).isoformat(),
+                    "limit": 100,
+                },
+            ).json()["results"]
+            stored = {e["platform_id"]: e["id"] for e in listed}
             for item in moving:
-                event = stored[item["platform_id"]]
+                event_id = stored[item["platform_id"]]
                 bot = requests.post(
-                    f"{api}/calendar/schedule/{event.event_id}", headers=headers, json={}, timeout=60
+                    f"{api}/calendar/schedule/{event_id}", headers=headers, json={}, timeout=60
                 ).json()["bot_id"]
-                item.update(user_id=user_id, bot_id=bot, event_id=event.event_id)
+                item.update(user_id=user_id, bot_id=bot, event_id=event_id)
             return moving
 
         keys: dict[int, tuple[str, str]] = {}
