@@ -119,6 +119,7 @@ bench: install
 	$(PY) bench/notify_latency.py --json-out $(BENCH_OUT)/notify_latency.json
 	$(PY) bench/notify_latency.py --burst --json-out $(BENCH_OUT)/notify_burst.json
 	$(PY) bench/renewal.py --json-out $(BENCH_OUT)/renewal.json
+	$(PY) bench/events_many.py --json-out $(BENCH_OUT)/events_many.json
 	$(PY) bench/read_latency.py --json-out $(BENCH_OUT)/read_latency.json
 	$(PY) bench/forged_webhook.py --json-out $(BENCH_OUT)/forged_webhook.json
 	$(PY) bench/report.py $(BENCH_OUT) -o bench/REPORT.md

@@ -341,6 +341,26 @@ def renewal(r: dict[str, Any]) -> list[str]:
     ]
 
 
+def events_many(r: dict[str, Any]) -> list[str]:
+    return [
+        f"GET /calendar/events (sync=true) for one user with {r['accounts']} accounts, "
+        f"{r['slow_accounts']} of them answering each delta page after {r['slow_delay_seconds']} s "
+        "(emulator fault rule), in-process.",
+        "",
+        *table(
+            ["figure", "value"],
+            [
+                ["response time", f"{r['response_seconds']} s (API budget {r['budget_seconds']} s)"],
+                ["accounts synced in the call", r["accounts_synced"]],
+                ["accounts deferred (partial_errors)", r["accounts_deferred"]],
+                ["messages put on the sync queue", r["messages_on_sync_queue"]],
+                ["other errors", r["other_errors"]],
+            ],
+        ),
+        "",
+    ]
+
+
 def notify_burst(r: dict[str, Any]) -> list[str]:
     return [
         f"{r['notifications']:,} meeting moves across {r['accounts']} accounts in {r['burst_seconds']} s, "
@@ -397,6 +417,7 @@ SECTIONS = [
     ),
     ("read_latency", "Read endpoints: p50/p99 for a heavy user", read_latency, "bench/read_latency.py"),
     ("renewal", "Subscription renewal fan-out and the 300,000 projection", renewal, "bench/renewal.py"),
+    ("events_many", "GET /calendar/events with 200 accounts, many slow", events_many, "bench/events_many.py"),
     (
         "notify_burst",
         "Notification burst: 1,000 notifications across 500 accounts",
