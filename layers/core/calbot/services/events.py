@@ -14,7 +14,7 @@ from calbot.timeutil import iso_z, now, parse_iso
 
 DEFAULT_PAST = timedelta(days=1)
 DEFAULT_FUTURE = timedelta(days=28)
-AFTER_SYNC_SECONDS = 3.0  # of the request's budget, kept for deferral, bots following and the read
+AFTER_SYNC_SECONDS = 5.0  # of the request's budget, kept for deferral, bots following and the read
 
 
 def _key(event: Event) -> str:
