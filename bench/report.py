@@ -243,7 +243,9 @@ def auto_schedule(r: dict[str, Any]) -> list[str]:
             [
                 [
                     "fan-out",
-                    f"~{p['fan_out_seconds']} s ({p.get('users_per_message', 1)} users a message, "
+                    f"~{p['fan_out_seconds']} s measured in moto and scaled, "
+                    f"~{p.get('fan_out_seconds_from_round_trips', '?')} s from AWS round trips "
+                    f"({p.get('users_per_message', 1)} users a message, "
                     f"{p.get('send_message_batch_calls', '?')} SendMessageBatch calls)",
                 ],
                 ["worker Lambda-seconds", f"{p['worker_lambda_seconds']:,}"],

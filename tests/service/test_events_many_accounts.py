@@ -28,7 +28,7 @@ CLIENT_SECRET = "many-accounts-secret-7"
 ACCOUNTS = 200
 SLOW = 120  # accounts whose delta answers only after SLOW_SECONDS
 SLOW_SECONDS = 2.0
-BUDGET = 8.0  # the request's deadline here (API Gateway's is 29 s; the logic is the same)
+BUDGET = 14.0  # the request's deadline here (the API's is 28.5 s; the logic is the same)
 _n = itertools.count()
 
 
