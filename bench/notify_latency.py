@@ -92,12 +92,14 @@ def burst(args: argparse.Namespace) -> dict[str, Any]:
                 headers=headers,
                 timeout=60,
                 params={
+                    "provider": "outlook",
                     "account_id": mail,
                     "time_max": (start + timedelta(days=2)).isoformat(),
                     "limit": 100,
                 },
-            ).json()["results"]
-            stored = {e["platform_id"]: e["id"] for e in listed}
+            ).json()
+            assert "results" in listed, listed
+            stored = {e["platform_id"]: e["id"] for e in listed["results"]}
             for item in moving:
                 event_id = stored[item["platform_id"]]
                 bot = requests.post(
