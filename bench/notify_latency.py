@@ -133,7 +133,7 @@ def burst(args: argparse.Namespace) -> dict[str, Any]:
             bot = store.get_bot(item["user_id"], item["bot_id"])
             if bot is None or bot.scheduled_join_time != join:
                 return False
-            sched = scheduler.get(scheduler.launch_schedule_name(item["bot_id"]))
+            sched = scheduler.get(scheduler.current_launch_schedule(bot))  # each move: a new name
             return bool(sched) and sched["ScheduleExpression"] == scheduler.at_expression(
                 join - scheduler.LEAD
             )
@@ -273,7 +273,7 @@ def main() -> int:
             while True:
                 bot = store.get_bot(user.user_id, bot_id)
                 sched = (
-                    scheduler.get(scheduler.launch_schedule_name(bot_id))
+                    scheduler.get(scheduler.current_launch_schedule(bot))  # each move: a new name
                     if bot and bot.scheduled_join_time == join
                     else None
                 )

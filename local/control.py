@@ -17,6 +17,8 @@ APIs. Routes:
 * `GET  /_local/overruns` -> `{"value": [{function, kind, limit_s, elapsed_s}]}`: every invocation that
   ran past its function's Timeout (`kind: "timeout"`) or a route past API Gateway's 30 s
   (`"integration_timeout"`); the e2e session fails when it is not empty
+* `GET  /_local/sleeps` -> `{"value": {function: {invocations, slept_s, max_slept_s}}}`: the virtual
+  seconds handlers slept (virtual time), per function, since the start or the last `DELETE` of it
 
 `with_control(app, control)` puts it in front of another WSGI app (the gateway): paths under
 `/_local/` go to the control API, everything else to `app`, untouched.
@@ -64,6 +66,7 @@ class ControlApp:
                 Rule(f"{PREFIX}/aws/faults", endpoint="aws_faults", methods=["GET", "POST", "DELETE"]),
                 Rule(f"{PREFIX}/aws/faults/<fault_id>", endpoint="aws_fault", methods=["DELETE"]),
                 Rule(f"{PREFIX}/overruns", endpoint="overruns", methods=["GET"]),
+                Rule(f"{PREFIX}/sleeps", endpoint="sleeps", methods=["GET", "DELETE"]),
             ],
             strict_slashes=False,
         )
@@ -147,6 +150,12 @@ class ControlApp:
     def _overruns(self, request: Request) -> tuple[int, Any]:
         gateway = self.clock.gateway
         return 200, {"value": gateway.overruns() if gateway is not None else []}
+
+    def _sleeps(self, request: Request) -> tuple[int, Any]:
+        gateway = self.clock.gateway
+        if gateway is not None and request.method == "DELETE":
+            gateway.reset_virtual_sleeps()
+        return 200, {"value": gateway.virtual_sleeps() if gateway is not None else {}}
 
 
 def with_control(app: WSGIApp, control: WSGIApp) -> WSGIApp:

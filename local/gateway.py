@@ -516,6 +516,8 @@ class Gateway:
         self._advanced: Callable[[], float] = lambda: 0.0  # the stack's clock replaces it
         self._overruns: list[dict[str, Any]] = []
         self._overrun_lock = threading.Lock()
+        # function logical id -> [invocations, their virtual sleeps summed, the longest one's]
+        self._sleeps: dict[str, list[float]] = {}
         self._environment = self._merged_environment()
         self._grants = grants(template)
         for route in template.routes:
@@ -609,6 +611,25 @@ class Gateway:
 
         return clock, slept
 
+    def virtual_sleeps(self) -> dict[str, dict[str, float]]:
+        """Per function: invocations run, virtual seconds slept in all, and by the one that slept most."""
+        with self._overrun_lock:
+            return {
+                fn: {"invocations": n, "slept_s": total, "max_slept_s": most}
+                for fn, (n, total, most) in self._sleeps.items()
+            }
+
+    def reset_virtual_sleeps(self) -> None:
+        with self._overrun_lock:
+            self._sleeps.clear()
+
+    def _count_sleep(self, logical_id: str, slept: float) -> None:
+        with self._overrun_lock:
+            entry = self._sleeps.setdefault(logical_id, [0, 0.0, 0.0])
+            entry[0] += 1
+            entry[1] += slept
+            entry[2] = max(entry[2], slept)
+
     def overruns(self) -> list[dict[str, Any]]:
         """Every invocation that ran past its function's Timeout or past the 30 s integration limit."""
         with self._overrun_lock:
@@ -657,6 +678,7 @@ class Gateway:
                 box["error"] = exc
             finally:
                 box["finished"] = clock()
+                self._count_sleep(logical_id, slept[0])
                 done.set()
 
         worker = threading.Thread(target=run, name=f"lambda-{logical_id}", daemon=True)

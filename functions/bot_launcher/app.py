@@ -1,4 +1,6 @@
-"""Target of a bot's one-time schedule: waits the last seconds, then launches the bot (idempotent)."""
+"""The bot launcher: target of a bot's launch schedule (sends the delayed launch message) and consumer
+of the launch queue (launches the batch's bots at their join time; idempotent). It never waits out a
+join time."""
 
 from typing import Any
 
@@ -6,10 +8,11 @@ import requests  # noqa: F401  every launch posts to the Create Bot API: loaded 
 
 from calbot.deadline import Deadline, active
 from calbot.models import ScheduleInput
-from calbot.services.launcher import launch
+from calbot.services.launcher import arm, consume
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    payload = ScheduleInput.model_validate(event)
     with active(Deadline.from_context(context)):
-        return launch(payload.user_id, payload.bot_id)
+        if "Records" in event:
+            return consume(event)
+        return arm(ScheduleInput.model_validate(event))

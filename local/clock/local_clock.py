@@ -32,7 +32,7 @@ from local.clock.common import (
 )
 from local.clock.cron import CronJob, CronJobs
 from local.clock.retries import AsyncRetries
-from local.clock.schedules import OneTimeSchedules
+from local.clock.schedules import PRECISION_SECONDS, OneTimeSchedules
 from local.clock.sqs import SqsConsumer, SqsDelivery
 from local.clock.timesource import TimeSource
 from local.grants import grants
@@ -68,6 +68,7 @@ class LocalClock:
         workers: int = 32,
         log: TextIO | None = None,
         install: bool = True,
+        schedule_precision_seconds: float = PRECISION_SECONDS,
     ) -> None:
         self.template = template
         self.gateway = gateway
@@ -81,7 +82,11 @@ class LocalClock:
         sqs = session.client("sqs")
         self.retries = AsyncRetries(shared, sqs)
         self.one_time = OneTimeSchedules(
-            shared, session.client("scheduler"), self.retries, target_errors=target_errors
+            shared,
+            session.client("scheduler"),
+            self.retries,
+            target_errors=target_errors,
+            precision_seconds=schedule_precision_seconds,
         )
         self.cron = CronJobs(shared, self.retries, start=self.timesource.now())
         self.sqs = SqsDelivery(shared, sqs)

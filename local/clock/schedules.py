@@ -7,6 +7,11 @@ Scheduler's envelope when it has none. ``DISABLED`` schedules never fire; a sche
 fires fires at its new time only; ``ActionAfterCompletion: DELETE`` is applied (moto ignores it). A
 flexible time window fires at its start. Recurring (cron/rate) schedules are not fired (a warning).
 
+As AWS: a schedule fires at a point within the minute after its time (Scheduler's 60 s precision;
+here a fixed point per schedule and version, `precision_seconds` wide), never exactly on it; and a
+completed ``DELETE`` schedule is deleted after its invocation even if that invocation re-put it under
+the same name (Scheduler may delete it after completion: re-arm under a new name).
+
 Permissions (``local.grants``): the target is invoked only if the schedule's ``RoleArn`` is a role of
 the template that trusts ``scheduler.amazonaws.com`` and may ``lambda:InvokeFunction`` it; else, like
 a target that is no function of the template, it is a *delivery* failure, handed to
@@ -17,10 +22,11 @@ too: simpler, not what AWS does).
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -41,12 +47,28 @@ from local.clock.common import (
 from local.clock.expressions import ScheduleExpression, ScheduleExpressionError
 from local.clock.retries import AsyncRetries, Failure
 
+PRECISION_SECONDS = 60.0  # Scheduler invokes between at() and at() + 59 s
+
+
+def precision_offset(info: ScheduleInfo, width: float) -> timedelta:
+    """Where in the minute after its time this version of the schedule fires (stable per version)."""
+    if width <= 0:
+        return timedelta(0)
+    digest = hashlib.sha256(f"{info.group}/{info.name}/{info.modified}".encode()).digest()
+    return timedelta(seconds=int.from_bytes(digest[:4], "big") % int(width * 1000) / 1000)
+
 
 class OneTimeSchedules(Job):
     """See the module docstring. Thread-safe. `scheduler` is a boto3 client; failures go to `retries`."""
 
     def __init__(
-        self, shared: Shared, scheduler: Any, retries: AsyncRetries, *, target_errors: str = "lambda"
+        self,
+        shared: Shared,
+        scheduler: Any,
+        retries: AsyncRetries,
+        *,
+        target_errors: str = "lambda",
+        precision_seconds: float = PRECISION_SECONDS,
     ) -> None:
         if target_errors not in ("lambda", "scheduler"):
             raise ValueError("target_errors must be 'lambda' or 'scheduler'")
@@ -54,6 +76,7 @@ class OneTimeSchedules(Job):
         self._scheduler = scheduler
         self._retries = retries
         self.target_errors = target_errors
+        self.precision_seconds = precision_seconds
         template = shared.template
         self.groups = [
             str(template.ref(lid)) for lid in template.resources_of_type("AWS::Scheduler::ScheduleGroup")
@@ -161,8 +184,15 @@ class OneTimeSchedules(Job):
         self._arn_cache[arn] = logical_id
         return logical_id
 
+    def fires_at(self, info: ScheduleInfo) -> datetime | None:
+        """When the schedule fires: within the minute after its time (None: it never does)."""
+        if info.at is None:
+            return None
+        return info.at + precision_offset(info, self.precision_seconds)
+
     def is_due(self, info: ScheduleInfo, horizon: datetime) -> bool:
-        if info.at is None or info.state == "DISABLED" or info.at > horizon:
+        fires = self.fires_at(info)
+        if fires is None or info.state == "DISABLED" or fires > horizon:
             return False
         if self._retries.holds(info.key):
             return False
@@ -171,11 +201,12 @@ class OneTimeSchedules(Job):
 
     def due(self, horizon: datetime) -> list[Due]:
         """The schedules due by `horizon`, as work to run."""
-        return [
-            Due(info.at, ("schedule", *info.key), partial(self.fire, info))
-            for info in self.listing()
-            if info.at is not None and self.is_due(info, horizon)
-        ]
+        out = []
+        for info in self.listing():
+            fires = self.fires_at(info)
+            if fires is not None and self.is_due(info, horizon):
+                out.append(Due(fires, ("schedule", *info.key), partial(self.fire, info)))
+        return out
 
     # -- firing ----------------------------------------------------------------------------------------
 
@@ -236,17 +267,9 @@ class OneTimeSchedules(Job):
     def complete(self, info: ScheduleInfo) -> None:
         """The schedule fired (or its delivery was given up): delete it or remember it as done."""
         if info.action_after_completion == "DELETE":
-            # Scheduler deletes a one-time schedule when it hands the event to Lambda (an async invoke),
-            # before the function runs; here the function ran first. If it re-armed its own schedule
-            # (the launcher's "retry later"), that is a new schedule the deletion must not take.
-            current = self.describe(info.group, info.name)
-            if current is not None and (current.modified, current.expression) != (
-                info.modified,
-                info.expression,
-            ):
-                with self._lock:
-                    self._completed.pop(info.key, None)
-                return
+            # Deleted after its invocation, whatever that invocation did to it: a schedule re-put under
+            # its own name from inside it is deleted too (AWS may do so; code must re-arm under a new
+            # name).
             try:
                 self._scheduler.delete_schedule(GroupName=info.group, Name=info.name)
             except ClientError as exc:

@@ -8,6 +8,11 @@ order. FIFO order within a message group is kept (moto never hands out a group t
 flight). A consumer whose execution role lacks ``sqs:ReceiveMessage``, ``sqs:DeleteMessage`` or
 ``sqs:GetQueueAttributes`` on its queue is never fed (Lambda refuses to create such a mapping), and
 the log says why.
+
+A message's ``DelaySeconds`` runs on the stack's clock, as everything else here: moto counts it in real
+time (``unix_time_millis``), which a virtual clock's advance would never reach, so `follow_clock_delays`
+makes moto's delay use calbot.timeutil's (the clock's) time, and `due` lists when delayed messages of
+a consumer's queue become visible, so an advance stops there and delivers them on time.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import hashlib
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -110,6 +115,31 @@ def esm_attribute(value: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _clock_millis() -> float:
+    from calbot import timeutil
+
+    return timeutil.now().timestamp() * 1000
+
+
+def follow_clock_delays() -> None:
+    """Make moto's per-message delay (DelaySeconds) count on the stack's clock (idempotent)."""
+    from moto.sqs import models
+
+    message = models.Message
+    if getattr(message, "_calbot_clock_delays", False):
+        return
+
+    def delay(self: Any, delay_seconds: int) -> None:
+        self.delayed_until = _clock_millis() + int(delay_seconds) * 1000
+
+    def delayed(self: Any) -> bool:
+        return bool(_clock_millis() < self.delayed_until)
+
+    message.delay = delay  # type: ignore[method-assign]
+    message.delayed = property(delayed)  # type: ignore[method-assign,assignment]
+    message._calbot_clock_delays = True  # type: ignore[attr-defined]
+
+
 class SqsDelivery(Job):
     """See the module docstring. Thread-safe for different consumers. `sqs` is a boto3 client."""
 
@@ -120,6 +150,7 @@ class SqsDelivery(Job):
         # consumer id -> (when, receipt handles) of failed batches waiting for their visibility timeout
         self._redeliveries: dict[str, list[tuple[datetime, list[str]]]] = {}
         self.consumers = self._read_consumers()
+        follow_clock_delays()
 
     def _read_consumers(self) -> list[SqsConsumer]:
         template = self._template
@@ -195,11 +226,29 @@ class SqsDelivery(Job):
         by_id = {c.id: c for c in self.consumers}
         with self._lock:
             waiting = [(cid, when) for cid, entries in self._redeliveries.items() for when, _ in entries]
-        return [
+        due = [
             Due(when, ("sqs", cid), partial(self.consume, by_id[cid]))
             for cid, when in waiting
             if when <= horizon
         ]
+        for consumer in self.consumers:
+            if consumer.enabled:
+                due.extend(
+                    Due(when, ("sqs", consumer.id), partial(self.consume, consumer))
+                    for when in self._delayed_until(consumer)
+                    if when <= horizon
+                )
+        return due
+
+    def _delayed_until(self, consumer: SqsConsumer) -> list[datetime]:
+        """When the delayed messages of the consumer's queue become visible (distinct moments)."""
+        try:
+            queue = self._moto_queue(consumer.queue_name)
+        except Exception:
+            return []  # no in-process moto queue (yet): nothing to wait for
+        now_ms = _clock_millis()
+        moments = {m.delayed_until for m in list(queue._messages) if m.delayed_until > now_ms}
+        return [datetime.fromtimestamp(ms / 1000, UTC) for ms in sorted(moments)]
 
     def poll(self, consumer: SqsConsumer, report: FireReport) -> int:
         """Receive one batch and hand it to the function; returns how many messages it held."""

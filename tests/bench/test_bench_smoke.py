@@ -25,6 +25,7 @@ RUNS = {
     "renewal": ["--subscriptions", "3", "--index", "50"],
     "events_many": ["--accounts", "6", "--slow", "2", "--delay", "0.5"],
     "notify_burst": ["--burst", "--accounts", "4", "--per-account", "1"],
+    "launch": ["--bots", "20"],
 }
 SCRIPTS = {"notify_burst": "notify_latency"}  # a figure set written by another script's mode
 
@@ -69,6 +70,7 @@ def test_every_bench_script_runs_and_the_report_assembles(tmp_path: Path) -> Non
         "## Subscription renewal fan-out and the 300,000 projection",
         "## GET /calendar/events with 200 accounts, many slow",
         "## Notification burst: 1,000 notifications across 500 accounts",
+        "## Bot launches at the top of the hour",
     ):
         assert section in text
     assert "_Not run in this report._" not in text  # every section came from a script's figures

@@ -100,8 +100,9 @@ def test_moved_meeting_moves_its_bot_and_only_that_account_is_touched(e2e: E2ESt
     assert bot["status"] == "Scheduled" and bot["scheduled_join_time"] == (
         new_start - timedelta(seconds=60)
     ).strftime("%Y-%m-%dT%H:%M:%SZ")
-    sched = {s["name"]: s for s in e2e.control("GET", "/schedules")["value"]}[f"launch-{bot_id}"]
-    assert sched["at"].startswith((new_start - timedelta(seconds=120)).strftime("%Y-%m-%dT%H:%M"))
+    # the move re-armed it under the next generation's name, five minutes before joining (issue 18)
+    sched = {s["name"]: s for s in e2e.control("GET", "/schedules")["value"]}[f"launch-{bot_id}-g1"]
+    assert sched["at"].startswith((new_start - timedelta(minutes=6)).strftime("%Y-%m-%dT%H:%M"))
     # the other account was neither notified nor synced, and nothing of it was written
     assert e2e.graph("GET", f"/requests?account={other['id']}").json()["value"] == []
     b_after = next(e for e in user.events() if e["platform_id"] == b_event["id"])

@@ -277,15 +277,17 @@ def check(case: Case, *, synced: bool = True) -> None:
     # 3. no bot for a cancelled meeting; every Scheduled bot follows its meeting and has its schedule
     for e in stored:
         for b in e["bots"]:
+            armed = [n for n in schedules if n.startswith(f"launch-{b['id']}")]  # any generation's name
             if b["status"] != "Scheduled":
-                assert f"launch-{b['id']}" not in schedules, b
+                assert armed == [], b
                 continue
             if synced:
                 assert not e["is_deleted"], (e["platform_id"], b)
                 join = utc(e["start_time"]) - timedelta(seconds=60)
                 assert b["scheduled_join_time"] == join.strftime("%Y-%m-%dT%H:%M:%SZ"), (e, b)
-            if utc(b["scheduled_join_time"]) > now:
-                assert f"launch-{b['id']}" in schedules, b
+            if utc(b["scheduled_join_time"]) > now + timedelta(minutes=15):
+                # (a nearer one is armed by a delayed launch-queue message instead, issue 18)
+                assert len(armed) == 1, b
 
 
 def bot_status(case: Case, name: str) -> list[str]:

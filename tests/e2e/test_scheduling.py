@@ -96,13 +96,14 @@ def test_schedule_a_teams_meeting_fire_it_and_launch_exactly_once(e2e: E2EStack)
     join = start - timedelta(seconds=60)
     assert body["scheduled_join_time"] == body["ScheduledJoinTime"] == join.strftime("%Y-%m-%dT%H:%M:%SZ")
     sched = schedules(e2e)[f"launch-{body['bot_id']}"]
-    assert sched["at"].startswith((start - timedelta(seconds=120)).strftime("%Y-%m-%dT%H:%M:%S"))
+    # five minutes before joining: it only arms the delayed launch message (issue 18)
+    assert sched["at"].startswith((join - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%S"))
     assert sched["target_function"] == "BotLauncherFunction" and sched["action_after_completion"] == "DELETE"
 
     listed = e2e.api("GET", "/calendar/scheduled_bots", key=user.key).json()["results"]
     assert [b["bot_id"] for b in listed] == [body["bot_id"]] and listed[0]["status"] == "Scheduled"
 
-    e2e.advance(start - timedelta(seconds=120))
+    e2e.advance(join + timedelta(seconds=5))  # the launcher no longer sleeps: time must reach the join time
     calls = sink_calls(e2e, body["bot_id"])
     assert len(calls) == 1
     assert calls[0]["body"]["meeting_link"] == link and calls[0]["body"]["bot_name"] == "Scribe"
@@ -169,13 +170,15 @@ def test_patch_moves_delete_removes_and_a_cancel_before_firing_wins(e2e: E2EStac
     assert patched.status_code == 200 and patched.json()["scheduled_join_time"].startswith(
         new_join.strftime("%Y-%m-%dT%H:%M")
     )
-    assert schedules(e2e)[f"launch-{bot_id}"]["at"].startswith(
-        (new_join - timedelta(seconds=60)).strftime("%Y-%m-%dT%H:%M")
+    # re-armed under the next generation's name, five minutes before the new join time (issue 18)
+    assert schedules(e2e)[f"launch-{bot_id}-g1"]["at"].startswith(
+        (new_join - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M")
     )
+    assert f"launch-{bot_id}" not in schedules(e2e)
 
     deleted = e2e.api("DELETE", f"/calendar/scheduled_bots/{bot_id}", key=user.key)
     assert deleted.status_code == 200 and deleted.json()["status"] == "Cancelled"
-    assert f"launch-{bot_id}" not in schedules(e2e)
+    assert f"launch-{bot_id}-g1" not in schedules(e2e)
     assert e2e.api("DELETE", f"/calendar/scheduled_bots/{bot_id}", key=user.key).status_code == 409
     assert e2e.api("DELETE", "/calendar/scheduled_bots/sb_nope", key=user.key).status_code == 404
     e2e.advance(new_join + timedelta(minutes=5))

@@ -49,8 +49,12 @@ class FakeBotRecords:
         expect_status: str | tuple[str, ...],
         expect_claim: str | None = None,
         release_guard: bool = False,
+        expect_generation: int | None = None,
     ) -> None:
         self._expect(bot, expect_status, expect_claim)
+        current = self.bots[(bot.user_id, bot.bot_id)]
+        if expect_generation is not None and current.launch_generation != expect_generation:
+            raise BotChanged
         if release_guard:
             self._release(bot, bot.dedup_key)
         self.bots[(bot.user_id, bot.bot_id)] = bot
@@ -82,17 +86,18 @@ class FakeBotRecords:
 
 @dataclass
 class FakeLaunches:
-    LEAD: timedelta = scheduler.LEAD
     schedules: dict[str, datetime | None] = field(default_factory=dict)
 
-    def put_launch(self, bot: ScheduledBot, *, when: datetime | None = None) -> None:
-        self.schedules[self.launch_schedule_name(bot.bot_id)] = when or bot.scheduled_join_time
+    def put_launch(self, bot: ScheduledBot, *, when: datetime | None = None) -> str | None:
+        name = self.launch_schedule_name(bot.bot_id, bot.launch_generation)
+        self.schedules[name] = when or bot.scheduled_join_time
+        return name
 
     def delete(self, name: str) -> bool:
         return self.schedules.pop(name, None) is not None
 
-    def launch_schedule_name(self, bot_id: str) -> str:
-        return scheduler.launch_schedule_name(bot_id)
+    def launch_schedule_name(self, bot_id: str, generation: int = 0) -> str:
+        return scheduler.launch_schedule_name(bot_id, generation)
 
     def reschedule_schedule_name(self, bot_id: str) -> str:
         return scheduler.reschedule_schedule_name(bot_id)
@@ -175,7 +180,8 @@ def test_a_bot_moves_with_its_meeting_and_its_guard_moves_with_it(
     assert moved.scheduled_join_time == later.start_time - timedelta(seconds=60)
     assert records.dedup_owner("usr_1", moved.dedup_key) == bot.bot_id
     assert records.dedup_owner("usr_1", bot.dedup_key) is None  # the old slot is free
-    assert launches.schedules[f"launch-{bot.bot_id}"] == moved.scheduled_join_time
+    # re-armed under the next generation's name; the old schedule is gone
+    assert launches.schedules == {f"launch-{bot.bot_id}-g1": moved.scheduled_join_time}
 
     # Onto a slot another live bot holds: refused, and this bot keeps its own guard.
     other = lifecycle.place(_bot(_event("evt_9", hours=11)))
@@ -199,7 +205,8 @@ def test_a_launch_is_claimed_once_and_only_a_failed_one_gives_the_occurrence_bac
     retry_at = now() + timedelta(minutes=1)
     again = lifecycle.launch_later(launching, retry_at)
     assert records.get_bot("usr_1", bot.bot_id) == again and again.launch_claim is None
-    assert launches.schedules[f"launch-{bot.bot_id}"] == retry_at
+    # re-armed under a new name (the running arming's own could be deleted after it completes)
+    assert again.launch_generation == 1 and launches.schedules == {f"launch-{bot.bot_id}-g1": retry_at}
     assert records.dedup_owner("usr_1", bot.dedup_key) == bot.bot_id
     with pytest.raises(BotChanged):  # the old claim ended with it
         lifecycle.finish_launch(launching, "Launched")
@@ -216,3 +223,24 @@ def test_a_launch_is_claimed_once_and_only_a_failed_one_gives_the_occurrence_bac
     failed = lifecycle.finish_launch(claimed, "Failed", reason="rejected")
     assert records.bots[("usr_1", other.bot_id)] == failed and failed.status == "Failed"
     assert records.dedup_owner("usr_1", other.dedup_key) is None
+
+
+def test_a_claim_made_from_a_read_before_a_move_loses_to_the_move(
+    records: FakeBotRecords, launches: FakeLaunches
+) -> None:
+    bot = lifecycle.place(_bot(_event()))
+    moved = lifecycle.move(bot, _event(hours=8))  # the user moved it while a launch had read it
+    assert lifecycle.claim_launch(bot) is None  # ONE_CURRENT_ARMING: an older arming cannot claim
+    assert records.get_bot("usr_1", bot.bot_id) == moved
+    assert lifecycle.claim_launch(moved) is not None
+
+
+def test_a_bot_whose_meeting_ended_fails_unlaunched_and_gives_its_occurrence_back(
+    records: FakeBotRecords, launches: FakeLaunches
+) -> None:
+    bot = lifecycle.place(_bot(_event()))
+    assert lifecycle.expire(bot, "meeting_ended")
+    stored = records.get_bot("usr_1", bot.bot_id)
+    assert stored is not None and (stored.status, stored.reason) == ("Failed", "meeting_ended")
+    assert records.dedup_owner("usr_1", bot.dedup_key) is None and launches.schedules == {}
+    assert not lifecycle.expire(bot, "meeting_ended")  # only from Scheduled

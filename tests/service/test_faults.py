@@ -145,7 +145,7 @@ def test_two_concurrent_invocations_of_one_launch_schedule_create_one_bot(
 ) -> None:
     start = (datetime.now(UTC) + timedelta(days=1)).replace(second=0, microsecond=0)
     bot = scheduled_bot(stack, start)
-    virtual_clock[0] = bot.scheduled_join_time - timedelta(seconds=50)  # the schedule fired
+    virtual_clock[0] = bot.scheduled_join_time - timedelta(seconds=0.5)  # its message arrived
     both_waiting = threading.Barrier(2, timeout=30)
 
     def wait_together(seconds: float) -> None:
@@ -165,7 +165,7 @@ def test_a_launch_retried_after_it_died_past_the_create_call_creates_no_second_b
 ) -> None:
     start = (datetime.now(UTC) + timedelta(days=2)).replace(second=0, microsecond=0)
     bot = scheduled_bot(stack, start)
-    virtual_clock[0] = bot.scheduled_join_time - timedelta(seconds=50)
+    virtual_clock[0] = bot.scheduled_join_time
 
     def killed(*_: Any, **__: Any) -> None:
         raise SystemExit("Lambda timed out after the remote bot was created")
@@ -215,8 +215,11 @@ def test_a_sync_worker_killed_between_writing_events_and_moving_bots_is_made_who
     assert consume({"Records": [record]}) == {"batchItemFailures": []}
     moved, gone = store.get_bot(user_id, bot_ids[moving]), store.get_bot(user_id, bot_ids[going])
     assert moved.status == "Scheduled" and moved.scheduled_join_time == new_start - timedelta(seconds=60)
-    launch_at = scheduler.get(scheduler.launch_schedule_name(moved.bot_id))["ScheduleExpression"]
-    assert launch_at == scheduler.at_expression(new_start - timedelta(seconds=120))
+    # re-armed under its next generation's name, LEAD before the new join time
+    current = scheduler.launch_schedule_name(moved.bot_id, moved.launch_generation)
+    launch_at = scheduler.get(current)["ScheduleExpression"]
+    assert moved.launch_generation == 1
+    assert launch_at == scheduler.at_expression(new_start - timedelta(seconds=60) - scheduler.LEAD)
     assert (gone.status, gone.reason) == ("Cancelled", "event_cancelled")
     assert scheduler.get(scheduler.launch_schedule_name(gone.bot_id)) is None
 

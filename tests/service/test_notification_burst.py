@@ -41,7 +41,7 @@ def _right(user_id: str, moved: dict[str, datetime]) -> list[str]:
         if len(found) != 1 or found[0].scheduled_join_time != join:
             wrong.append(f"{event_id}: {[b.scheduled_join_time for b in found]} != {join}")
             continue
-        sched = scheduler.get(scheduler.launch_schedule_name(found[0].bot_id))
+        sched = scheduler.get(scheduler.current_launch_schedule(found[0]))  # each move: a new name
         if not sched or sched["ScheduleExpression"] != scheduler.at_expression(join - scheduler.LEAD):
             wrong.append(f"{event_id}: schedule {sched and sched['ScheduleExpression']}")
     return wrong

@@ -54,7 +54,14 @@ def synced(user_id: str, platform_id: str) -> Event:
 
 
 def schedule_of(bot_id: str) -> dict[str, Any] | None:
-    return scheduler.get(scheduler.launch_schedule_name(bot_id))
+    """The bot's launch schedule, whatever its generation's name (`launch-<bot id>[-g<n>]`)."""
+    from calbot import aws
+
+    page = aws.scheduler().list_schedules(
+        GroupName=get_settings().schedule_group, NamePrefix=f"launch-{bot_id}"
+    )
+    names = [x["Name"] for x in page.get("Schedules", [])]
+    return scheduler.get(max(names, key=len)) if names else None
 
 
 def test_schedule_creates_item_and_a_one_time_schedule_a_minute_before_joining(stack: LocalStack) -> None:
@@ -81,7 +88,7 @@ def test_schedule_creates_item_and_a_one_time_schedule_a_minute_before_joining(s
     assert bot is not None and bot.status == "Scheduled" and bot.bot_config["bot_name"] == "Notes"
     sched = schedule_of(bot.bot_id)
     assert sched is not None
-    fire_at = SOON - timedelta(seconds=120)  # join time minus Scheduler's 60 s precision
+    fire_at = SOON - timedelta(seconds=60) - scheduler.LEAD  # LEAD before the join time
     assert sched["ScheduleExpression"] == f"at({fire_at.strftime('%Y-%m-%dT%H:%M:%S')})"
     assert sched["ScheduleExpressionTimezone"] == "UTC" and sched["FlexibleTimeWindow"] == {"Mode": "OFF"}
     assert sched["ActionAfterCompletion"] == "DELETE" and sched["GroupName"] == get_settings().schedule_group
@@ -92,7 +99,19 @@ def test_schedule_creates_item_and_a_one_time_schedule_a_minute_before_joining(s
     )
     assert target["DeadLetterConfig"]["Arn"] == get_settings().schedule_dlq_arn
     assert target["RetryPolicy"]["MaximumRetryAttempts"] > 0
-    assert json.loads(target["Input"]) == {"action": "launch", "user_id": user_id, "bot_id": bot.bot_id}
+    # no delivery after the meeting is over: the event age ends when it does (an hour after it starts)
+    fires = SOON - timedelta(seconds=60) - scheduler.LEAD
+    assert (
+        target["RetryPolicy"]["MaximumEventAgeInSeconds"]
+        == (SOON + timedelta(hours=1) - fires).total_seconds()
+    )
+    assert json.loads(target["Input"]) == {
+        "action": "launch",
+        "user_id": user_id,
+        "bot_id": bot.bot_id,
+        "join_time": (SOON - timedelta(seconds=60)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "generation": 0,
+    }
 
     with pytest.raises(DomainError) as err:
         svc.schedule_event(user_id, event.event_id, ScheduleRequest())
@@ -283,10 +302,7 @@ def test_patch_moves_the_schedule_in_place_and_delete_removes_it(stack: LocalSta
     )
     assert view.scheduled_join_time == new_time and view.bot_config["bot_name"] == "Renamed"
     sched = schedule_of(made.bot_id)
-    assert (
-        sched["ScheduleExpression"]
-        == f"at({(new_time - timedelta(seconds=60)).strftime('%Y-%m-%dT%H:%M:%S')})"
-    )
+    assert sched["ScheduleExpression"] == f"at({(new_time - scheduler.LEAD).strftime('%Y-%m-%dT%H:%M:%S')})"
     with pytest.raises(DomainError) as err:
         svc.update_bot(
             user_id,
@@ -344,7 +360,7 @@ def test_launch_is_exactly_once_and_a_cancel_that_races_wins(
         synced(user_id, ev["id"]).event_id,
         ScheduleRequest.model_validate({"bot_config": {"bot_name": "N"}}),
     )
-    frozen_at_join[0] = SOON - timedelta(seconds=110)  # the schedule fired (a minute early + precision)
+    frozen_at_join[0] = SOON - timedelta(seconds=60.5)  # its message arrived (DelaySeconds rounded up)
     first = launcher.launch(user_id, made.bot_id)
     assert first["status"] == "Launched" and frozen_at_join[0] >= SOON - timedelta(seconds=60)  # it waited
     assert launcher.launch(user_id, made.bot_id)["skipped"] == "Launched"  # a duplicate delivery
@@ -365,7 +381,7 @@ def test_launch_is_exactly_once_and_a_cancel_that_races_wins(
         location="https://acme.zoom.us/j/77",
     )
     made2 = svc.schedule_event(user_id, synced(user_id, ev2["id"]).event_id, ScheduleRequest())
-    frozen_at_join[0] = SOON + timedelta(hours=2) - timedelta(seconds=100)
+    frozen_at_join[0] = SOON + timedelta(hours=2) - timedelta(seconds=60)
     svc.delete_bot(user_id, made2.bot_id)  # just before the (already firing) schedule runs
     assert launcher.launch(user_id, made2.bot_id)["skipped"] == "Cancelled"
     assert len(bot_api) == 1
@@ -391,8 +407,9 @@ def test_create_bot_api_down_retries_later_then_fails_for_good(
     frozen_at_join[0] = SOON - timedelta(seconds=60)
     out = launcher.launch(user_id, made.bot_id)
     assert out["status"] == "Scheduled" and out["retry_in_seconds"] == 60
-    retry_at = datetime.strptime(schedule_of(made.bot_id)["ScheduleExpression"], "at(%Y-%m-%dT%H:%M:%S)")
-    assert retry_at.replace(tzinfo=UTC) == SOON  # a minute after the failed attempt at the join time
+    # re-armed a minute later under the next generation: a queued message (within the delay horizon),
+    # the first schedule deleted
+    assert store.get_bot(user_id, made.bot_id).launch_generation == 1 and schedule_of(made.bot_id) is None
     frozen_at_join[0] = SOON + timedelta(minutes=16)
     assert launcher.launch(user_id, made.bot_id)["status"] == "Failed"
     bot = store.get_bot(user_id, made.bot_id)
@@ -511,7 +528,7 @@ def test_what_is_stored_is_what_is_launched(stack: LocalStack, frozen_at_join: l
         "custom_attributes": {"scheduled_bot_id": "sb_forged", "calendar_event_id": "evt_forged", "k": 1},
     }
     store.save_bot(bot.model_copy(update={"bot_config": legacy}), expect_status="Scheduled")
-    frozen_at_join[0] = start - timedelta(seconds=100)
+    frozen_at_join[0] = start - timedelta(seconds=60)
     assert launcher.launch(user_id, made.bot_id)["status"] == "Launched"
     stored = store.get_bot(user_id, made.bot_id)
     (call,) = [
@@ -614,7 +631,7 @@ def test_a_bot_due_at_once_keeps_a_schedule_even_if_it_fired_before_the_item_was
     stack: LocalStack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     user_id, acct = user_with_account(stack)
-    start = timeutil.now().replace(microsecond=0) + timedelta(seconds=90)  # joins in 30 s
+    start = timeutil.now().replace(microsecond=0) + timedelta(seconds=65)  # joins in 5 s
     ev = stack.graph.add_event(
         acct["id"],
         acct["calendars"][0]["id"],
@@ -634,7 +651,15 @@ def test_a_bot_due_at_once_keeps_a_schedule_even_if_it_fired_before_the_item_was
         scheduler.delete(scheduler.launch_schedule_name(bot.bot_id))
         real_create(bot)
 
+    armed: list[str] = []
+    real_enqueue = scheduler.enqueue_launch
+
+    def enqueue(bot: Any, launch_at: datetime) -> None:
+        armed.append("item" if store.get_bot(bot.user_id, bot.bot_id) else "none")
+        real_enqueue(bot, launch_at)
+
     monkeypatch.setattr(store.bots, "create_bot", create_bot)
+    monkeypatch.setattr(scheduler, "enqueue_launch", enqueue)
     made = svc.schedule_event(user_id, event.event_id, ScheduleRequest())
     assert fired == [{"bot_id": made.bot_id, "skipped": "missing"}]
-    assert schedule_of(made.bot_id) is not None  # written again: the bot still gets launched
+    assert armed == ["none", "item"]  # armed again once the item exists: the bot still gets launched

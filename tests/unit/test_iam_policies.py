@@ -90,6 +90,7 @@ _SCHEDULES = [
     "scheduler:CreateSchedule",
     "scheduler:DeleteSchedule",
     "scheduler:UpdateSchedule",
+    "sqs:SendMessage",  # a launch due within the delay horizon is armed on the launch queue
 ]
 for _fn, _extra in {
     "CreateConnectionFunction": [*_CREDS, "ssm:DeleteParameter"],
@@ -103,7 +104,13 @@ for _fn, _extra in {
     "DeleteScheduledBotFunction": ["scheduler:DeleteSchedule"],
     "ToggleRecurrenceFunction": _SCHEDULES,
     "AutoRescheduleFunction": _SCHEDULES,
-    "BotLauncherFunction": [*_SCHEDULES, "ssm:GetParameter"],
+    "BotLauncherFunction": [
+        *_SCHEDULES,
+        "ssm:GetParameter",
+        "sqs:DeleteMessage",  # the launch queue's consumer
+        "sqs:GetQueueAttributes",
+        "sqs:ReceiveMessage",
+    ],
     "RecurrenceRescheduleFunction": _SCHEDULES,
     "AutoScheduleEnableFunction": [*_CREDS, *_SCHEDULES],
     "AutoScheduleDisableFunction": [],

@@ -158,6 +158,19 @@ def handler(event, context):
     entry["event"] = event
     entry["remaining_ms"] = context.get_remaining_time_in_millis()
     _write(entry)
+    if isinstance(event, dict) and event.get("reput"):
+        # re-put its own schedule under the same name, from inside its own invocation
+        import boto3
+
+        scheduler = boto3.client("scheduler", region_name="us-east-1")
+        mine = scheduler.get_schedule(Name=event["reput"], GroupName=event["group"])
+        scheduler.update_schedule(
+            Name=mine["Name"],
+            GroupName=mine["GroupName"],
+            ScheduleExpression=event["at"],
+            FlexibleTimeWindow=mine["FlexibleTimeWindow"],
+            Target=mine["Target"],
+        )
     if isinstance(event, dict) and event.get("fail") == "once":
         marker = LOG + ".failed-once"
         try:
@@ -266,6 +279,7 @@ def _make_env(
     virtual: bool = True,
     target_errors: str = "lambda",
     extra: str = "",
+    precision_seconds: float = 0.0,
     drop: str | None = None,
 ) -> tuple[Env, Any]:
     (tmp_path / "template.yaml").write_text(TEMPLATE + extra)
@@ -278,8 +292,16 @@ def _make_env(
     session = boto3.session.Session(region_name="us-east-1")
     create_resources(template, session)
     gateway = Gateway(template, log=io.StringIO())
+    # precision 0: these tests pin what happens at a schedule's time; the minute after it in which
+    # Scheduler really fires has tests of its own (precision_seconds=60, the stack's default)
     clock = LocalClock(
-        template, gateway, session, virtual=virtual, target_errors=target_errors, log=io.StringIO()
+        template,
+        gateway,
+        session,
+        virtual=virtual,
+        target_errors=target_errors,
+        log=io.StringIO(),
+        schedule_precision_seconds=precision_seconds,
     )
     return Env(tmp_path, template, clock, session), clock
 
@@ -539,6 +561,7 @@ def test_every_queue_consumer_of_the_real_template_is_fed(aws: None) -> None:
         "AutoScheduleWorkerFunction.Users": ("AutoScheduleQueue", 1, True, LOCAL_POLLERS),
         "SyncWorkerFunction.Changes": ("SyncQueue", 10, True, LOCAL_POLLERS),
         "RenewalWorkerFunction.Subscriptions": ("RenewalQueue", 1, True, LOCAL_POLLERS),
+        "BotLauncherFunction.Launches": ("LaunchQueue", 10, True, LOCAL_POLLERS),
     }
     assert LOCAL_POLLERS > 1
 
@@ -993,3 +1016,86 @@ def test_the_control_api(env: Env) -> None:
     assert client.post("/_local/queues/drain").get_json() == {"delivered": 1}
     assert client.get("/_local/queues/Work/messages").get_json()["value"] == []
     assert client.get("/_local/queues/Nope/messages").status_code == 404
+
+
+# -- issue 18: Scheduler's minute, DELETE after completion, SQS delays on the clock ------------------
+
+
+def test_a_schedule_fires_within_the_minute_after_its_time_not_on_it(tmp_path: Path, aws: None) -> None:
+    environment, clock = _make_env(tmp_path, precision_seconds=60)
+    try:
+        fired = []
+        for n in range(8):
+            at = (clock.now() + timedelta(minutes=10 + n)).replace(second=0, microsecond=0)
+            environment.schedule(f"minute-{n}", at, {"n": n})
+            clock.advance(to=at + timedelta(seconds=60))
+            (call,) = [c for c in environment.calls("test-target") if c["event"] == {"n": n}]
+            fired.append((timeutil.parse_iso(call["now"]) - at).total_seconds())
+        assert all(0 <= s < 60 for s in fired), fired
+        assert len({round(s) for s in fired}) > 1, fired  # spread over the minute, not one fixed lag
+    finally:
+        clock.close()
+
+
+REPUT = """\
+  ReputFn:
+    Type: AWS::Serverless::Function
+    Properties:
+      FunctionName: test-reput
+      CodeUri: fn/
+      Policies:
+        - Statement:
+            - Effect: Allow
+              Action: [scheduler:GetSchedule, scheduler:UpdateSchedule, iam:PassRole]
+              Resource: "*"
+"""
+
+
+def test_a_delete_schedule_re_put_under_its_name_by_its_own_invocation_is_deleted_anyway(
+    tmp_path: Path, aws: None
+) -> None:
+    env, clock = _make_env(tmp_path, extra=REPUT)
+    try:
+        at = (clock.now() + timedelta(minutes=10)).replace(microsecond=0)
+        later = f"at({(at + timedelta(hours=1)).strftime('%Y-%m-%dT%H:%M:%S')})"
+        target = "arn:aws:lambda:us-east-1:123456789012:function:test-reput"
+        env.schedule(
+            "self-reput", at, {"reput": "self-reput", "group": env.group, "at": later}, target=target
+        )
+        report = clock.advance(to=at + timedelta(seconds=5))
+        assert _attempts(report) == [(1, True)]
+        assert env.schedule_names() == []  # as AWS may: re-arming must use a new name
+        clock.advance(seconds=2 * 3600)
+        assert len(env.calls("test-reput")) == 1
+    finally:
+        clock.close()
+
+
+DELAYED = """\
+  Delayed:
+    Type: AWS::SQS::Queue
+  DelayedFn:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: fn/
+      Events:
+        Delayed: {Type: SQS, Properties: {Queue: !GetAtt Delayed.Arn, BatchSize: 10}}
+"""
+
+
+def test_sqs_delay_seconds_run_on_the_virtual_clock(tmp_path: Path, aws: None) -> None:
+    environment, clock = _make_env(tmp_path, extra=DELAYED)
+    try:
+        sent = clock.now()
+        environment.sqs.send_message(
+            QueueUrl=environment.queue_url("Delayed"), MessageBody="m", DelaySeconds=600
+        )
+        clock.drain()
+        clock.advance(seconds=590)
+        assert environment.calls("DelayedFn") == []  # still delayed on the clock (real time barely moved)
+        clock.advance(seconds=20)
+        (call,) = environment.calls("DelayedFn")
+        at = timeutil.parse_iso(call["now"])
+        assert sent + timedelta(seconds=600) <= at <= sent + timedelta(seconds=601)  # delivered when due
+    finally:
+        clock.close()

@@ -334,6 +334,8 @@ def test_bootstrap_creates_the_real_templates_resources(aws: boto3.Session) -> N
         "AutoScheduleDeadLetterQueue",
         "AutoScheduleQueue",
         "BotScheduleGroup",
+        "LaunchDeadLetterQueue",
+        "LaunchQueue",
         "RenewalDeadLetterQueue",
         "RenewalQueue",
         "ScheduleDeadLetterQueue",

@@ -46,6 +46,8 @@ class Settings(BaseModel):
     reschedule_arn: str = ""
     scheduler_role_arn: str = ""
     schedule_dlq_arn: str = ""
+    # The delayed launch queue (calbot.scheduler): every function that arms a launch sends to it.
+    launch_queue_url: str = ""
     bot_api_key_param: str = ""
     # Per API key (calbot.ratelimit): requests in one fixed minute, 0 turning limiting off, and the most
     # of them in any one second of it, so a key cannot spend its whole minute in a single burst.

@@ -780,6 +780,10 @@ class ScheduledBot(Model):
     remote_bot_id: str | None = None
     launch_attempts: int = 0
     launch_claim: str | None = None
+    # Which arming of its launch is current (calbot.scheduler): every re-arm (move, new join time,
+    # retry) takes the next one, under a new schedule name; a message or schedule of an older one is
+    # stale and dropped. 0 for records made before it existed (their schedule is `launch-<bot id>`).
+    launch_generation: int = Field(default=0, ge=0)
     created_at: UtcDateTime
     updated_at: UtcDateTime
     launched_at: UtcDateTime | None = None
@@ -947,12 +951,33 @@ class CancelResult(Model):
     bot_ids: list[str]
 
 
-class ScheduleInput(Strict):
-    """The Input of our one-time schedules, as EventBridge Scheduler delivers it to the target."""
+class InternalInput(Model):
+    """What our own schedules and queues hand a function (not an HTTP request: no client sends it)."""
+
+    model_config = ConfigDict(extra="forbid", defer_build=True)
+
+
+class ScheduleInput(InternalInput):
+    """The Input of our one-time schedules, as EventBridge Scheduler delivers it to the target. A
+    launch schedule names the join time and generation it was armed for (absent in schedules made
+    before they were carried: those stand for whatever the bot's record says)."""
 
     action: Literal["launch", "reschedule"]
     user_id: str = Field(min_length=1, max_length=64)
     bot_id: str = Field(min_length=1, max_length=64)
+    join_time: UtcDateTime | None = None
+    generation: int | None = Field(default=None, ge=0)
+
+
+class LaunchMessage(InternalInput):
+    """A message of the delayed launch queue: launch this bot at `launch_at` (SQS's DelaySeconds made it
+    visible then), if it is still Scheduled for `join_time` under `generation`."""
+
+    user_id: str = Field(min_length=1, max_length=64)
+    bot_id: str = Field(min_length=1, max_length=64)
+    join_time: UtcDateTime
+    generation: int = Field(ge=0)
+    launch_at: UtcDateTime
 
 
 # --------------------------------------------------------------------------------------------------

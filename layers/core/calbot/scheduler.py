@@ -1,14 +1,29 @@
-"""EventBridge Scheduler: one one-time schedule per bot, in the template's group.
+"""EventBridge Scheduler and the delayed launch queue: how a bot's launch is armed.
 
-The bot item is the truth; a schedule is derived from it (its name from the bot id, its time from the
-join time) and can always be rebuilt. Scheduler fires within the minute after the `at()` time
-(60 s precision), so a launch schedule is set one minute before the join time and the launcher waits
-the remaining seconds. Schedules use UTC, flexible window off, and delete themselves after running.
+The bot item is the truth; what arms its launch is derived from it and can always be rebuilt. No
+Lambda waits out the last seconds before a join time:
+
+- A join time within SQS's delay horizon (900 s, less a margin) is armed by one message to the
+  standard launch queue with DelaySeconds = the seconds left (FIFO queues take no per-message delay),
+  so it becomes visible at the join time and the launcher consumes it then. This is also how a meeting
+  booked minutes before it starts is armed: no schedule, so no `at()` in the past (what Scheduler does
+  with one its documentation does not say; we never make one).
+- A later one gets a one-time schedule at join - LEAD into the launcher, which only sends that message
+  (Scheduler fires within the minute after `at()`: LEAD leaves that minute and more for its retries).
+  Its RetryPolicy's event age ends when the meeting does: an undelivered launch is never delivered
+  after the meeting is over.
+
+Every schedule and message carries the join time and generation it was armed for; the launcher does
+nothing unless the bot is still Scheduled for exactly those (calbot.services.launcher). A re-arm takes
+the next generation, whose schedule has a new name: a schedule with ActionAfterCompletion DELETE that is
+re-put under its own name from inside its own invocation may be deleted after that invocation.
+Schedules use UTC, flexible window off, and delete themselves after running.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,15 +31,23 @@ from botocore.exceptions import ClientError
 
 from calbot import aws
 from calbot.config import get_settings
-from calbot.models import ScheduledBot
-from calbot.timeutil import now
+from calbot.models import LaunchMessage, ScheduledBot
+from calbot.timeutil import iso_z, now
 
-LEAD = timedelta(seconds=60)  # Scheduler's precision: fire a minute early, the launcher waits the rest
-RETRY_POLICY = {"MaximumRetryAttempts": 10, "MaximumEventAgeInSeconds": 3600}
+SQS_MAX_DELAY = timedelta(seconds=900)  # SendMessage DelaySeconds: 0 to 900
+HORIZON = SQS_MAX_DELAY - timedelta(seconds=60)  # within this of its launch time a bot goes to the queue
+LEAD = timedelta(seconds=300)  # a schedule fires this long before the join time (< HORIZON)
+MAX_RETRY_ATTEMPTS = 10
+EVENT_AGE_RANGE = (60, 86400)  # Scheduler's RetryPolicy.MaximumEventAgeInSeconds
 
 
-def launch_schedule_name(bot_id: str) -> str:
-    return f"launch-{bot_id}"
+def launch_schedule_name(bot_id: str, generation: int = 0) -> str:
+    """Generation 0 keeps the name schedules had before generations (`launch-<bot id>`)."""
+    return f"launch-{bot_id}" if generation == 0 else f"launch-{bot_id}-g{generation}"
+
+
+def current_launch_schedule(bot: ScheduledBot) -> str:
+    return launch_schedule_name(bot.bot_id, bot.launch_generation)
 
 
 def reschedule_schedule_name(bot_id: str) -> str:
@@ -36,17 +59,33 @@ def at_expression(when: datetime) -> str:
 
 
 def launch_time(bot: ScheduledBot) -> datetime:
-    """When the launch schedule fires: a minute before joining, never in the past."""
-    return max(bot.scheduled_join_time - LEAD, now().replace(microsecond=0))
+    """When a launch schedule fires: LEAD before joining (only made for join times beyond HORIZON)."""
+    return bot.scheduled_join_time - LEAD
 
 
-def _definition(name: str, when: datetime, target_arn: str, payload: dict[str, Any]) -> dict[str, Any]:
+def retry_policy(fires_at: datetime, meeting_end: datetime | None) -> dict[str, int]:
+    """Scheduler retries delivery until the meeting is over (within its 60 s - 24 h range), never later."""
+    low, high = EVENT_AGE_RANGE
+    if meeting_end is None:  # the end-of-meeting reschedule: an hour, as before
+        return {"MaximumRetryAttempts": MAX_RETRY_ATTEMPTS, "MaximumEventAgeInSeconds": 3600}
+    age = int((meeting_end - fires_at).total_seconds())
+    return {"MaximumRetryAttempts": MAX_RETRY_ATTEMPTS, "MaximumEventAgeInSeconds": max(low, min(high, age))}
+
+
+def _definition(
+    name: str,
+    when: datetime,
+    target_arn: str,
+    payload: dict[str, Any],
+    *,
+    expires: datetime | None = None,
+) -> dict[str, Any]:
     settings = get_settings()
     target: dict[str, Any] = {
         "Arn": target_arn,
         "RoleArn": settings.scheduler_role_arn,
         "Input": json.dumps(payload),
-        "RetryPolicy": RETRY_POLICY,
+        "RetryPolicy": retry_policy(when, expires),
     }
     if settings.schedule_dlq_arn:
         target["DeadLetterConfig"] = {"Arn": settings.schedule_dlq_arn}
@@ -63,7 +102,8 @@ def _definition(name: str, when: datetime, target_arn: str, payload: dict[str, A
 
 
 def _put(definition: dict[str, Any]) -> None:
-    """Create, or update in place when it exists (an update keeps the name: the bot id)."""
+    """Create, or update in place when it exists (only from outside the schedule's own invocation: a
+    launch re-armed from inside one takes a new name, see the module docstring)."""
     client = aws.scheduler()
     try:
         client.create_schedule(**definition)
@@ -73,14 +113,45 @@ def _put(definition: dict[str, Any]) -> None:
         client.update_schedule(**definition)
 
 
-def put_launch(bot: ScheduledBot, *, when: datetime | None = None) -> None:
-    _put(
-        _definition(
-            launch_schedule_name(bot.bot_id),
-            when or launch_time(bot),
-            get_settings().bot_launcher_arn,
-            {"action": "launch", "user_id": bot.user_id, "bot_id": bot.bot_id},
-        )
+def put_launch(bot: ScheduledBot, *, when: datetime | None = None) -> str | None:
+    """Arm the launch of `bot` (at its join time, or at `when` for a retry) under its current
+    generation: a delayed queue message when that is within HORIZON, else a schedule. Returns the
+    schedule's name, or None when it went to the queue."""
+    launch_at = when or bot.scheduled_join_time
+    if launch_at - now() <= HORIZON:
+        enqueue_launch(bot, launch_at)
+        return None
+    name = current_launch_schedule(bot)
+    payload = {
+        "action": "launch",
+        "user_id": bot.user_id,
+        "bot_id": bot.bot_id,
+        "join_time": iso_z(bot.scheduled_join_time),
+        "generation": bot.launch_generation,
+    }
+    fires = launch_at - LEAD
+    _put(_definition(name, fires, get_settings().bot_launcher_arn, payload, expires=bot.meeting_end))
+    return name
+
+
+def delay_seconds(launch_at: datetime) -> int:
+    """The whole seconds until `launch_at` (rounded up: never visible before it), within SQS's range."""
+    left = (launch_at - now()).total_seconds()
+    return max(0, min(int(SQS_MAX_DELAY.total_seconds()), math.ceil(left)))
+
+
+def enqueue_launch(bot: ScheduledBot, launch_at: datetime) -> None:
+    """One message to the launch queue, visible at `launch_at` (capped at SQS's 900 s)."""
+    queue_url = get_settings().require("launch_queue_url")
+    message = LaunchMessage(
+        user_id=bot.user_id,
+        bot_id=bot.bot_id,
+        join_time=bot.scheduled_join_time,
+        generation=bot.launch_generation,
+        launch_at=launch_at,
+    )
+    aws.sqs().send_message(
+        QueueUrl=queue_url, MessageBody=message.model_dump_json(), DelaySeconds=delay_seconds(launch_at)
     )
 
 

@@ -1,6 +1,7 @@
 """A scheduled bot's whole life, and how bots are de-duplicated: the one module to change for either.
 
-A bot is one record (calbot.store.bots) plus the one-time schedule that launches it. Its life:
+A bot is one record (calbot.store.bots) plus what arms its launch (calbot.scheduler: a one-time
+schedule, or a delayed launch-queue message when the join time is near). Its life:
 
     make_bot -> place -> Scheduled -> claim_launch -> Launching -> finish_launch -> Launched | Failed
                          |  ^  ^                          |
@@ -26,6 +27,11 @@ same request (store.bots writes them), never a read followed by a write.
   Scheduled (EXPECT_SCHEDULED); a bot launching or launched is never touched -> store.BotChanged.
 - LAUNCH_CLAIMED_ONCE: Scheduled -> Launching carries a fresh claim; only the invocation holding it
   may end the launch (finish_launch, launch_later), so Scheduler's duplicate deliveries do nothing.
+- ONE_CURRENT_ARMING: every re-arm (change of join time, move, launch_later, rearm) takes the next
+  `launch_generation`, armed BEFORE the record that names it is written (a cut-off leaves the old
+  arming current, never a record whose arming does not exist), under a new schedule name; the old
+  schedule is deleted after. A schedule or message of another generation is stale: the launcher drops
+  it.
 - GUARD_RELEASED_BY_ITS_BOT: a release or a move deletes the guard only while this bot holds it (or
   it is already gone), never another bot's.
 
@@ -56,19 +62,20 @@ EXPECT_LAUNCHING = "Launching"  # LAUNCH_CLAIMED_ONCE (with the claim)
 class LaunchSchedules(Protocol):
     """What the lifecycle needs of calbot.scheduler (which is the real one)."""
 
-    LEAD: timedelta
-
-    def put_launch(self, bot: ScheduledBot, *, when: datetime | None = None) -> None: ...
+    def put_launch(self, bot: ScheduledBot, *, when: datetime | None = None) -> str | None: ...
 
     def delete(self, name: str) -> bool: ...
 
-    def launch_schedule_name(self, bot_id: str) -> str: ...
+    def launch_schedule_name(self, bot_id: str, generation: int = 0) -> str: ...
 
     def reschedule_schedule_name(self, bot_id: str) -> str: ...
 
 
 records: BotRecords = bot_records
 launches: LaunchSchedules = scheduler
+
+# A launch message armed this close to its time may be consumed before the new bot's item exists.
+ARM_RACE = timedelta(seconds=10)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -129,14 +136,15 @@ def make_bot(
 
 
 def place(bot: ScheduledBot) -> ScheduledBot:
-    """The launch schedule first, then the item and its guard; the schedule goes again if the item is
+    """The launch arming first, then the item and its guard; a schedule goes again if the item is
     refused or fails. Raises AlreadyScheduled (ONE_LIVE_BOT_PER_OCCURRENCE).
 
     Lambda kills an invocation at its Timeout with no rollback, so the order is what a kill between
-    the two writes leaves: here at most a schedule whose bot does not exist, which the launcher skips
-    (and which deletes itself once it has run); never a bot item nobody will launch. The schedule is
-    named by the bot id, so writing it again is idempotent. A meeting that already has a bot is
-    refused before anything is written (one read), so reruns of the midnight job touch no schedule."""
+    the two writes leaves: here at most a schedule or message whose bot does not exist, which the
+    launcher skips (a schedule deletes itself once it has run); never a bot item nobody will launch.
+    The schedule is named by the bot id and generation, so writing it again is idempotent. A meeting
+    that already has a bot is refused before anything is written (one read), so reruns of the midnight
+    job touch no schedule."""
     owner = records.dedup_owner(bot.user_id, bot.dedup_key)
     if owner is not None:
         raise AlreadyScheduled(owner)
@@ -153,19 +161,31 @@ def place(bot: ScheduledBot) -> ScheduledBot:
         # Refused (a racing request made the bot first) or failed: its schedule must not outlive it.
         _drop_launch_schedule(bot)
         raise
-    if bot.scheduled_join_time - launches.LEAD <= now():
-        # Due at once: it may have fired before the item existed (the launcher skipped it and the
-        # schedule deleted itself). Writing it again makes sure one is there; a launch is claimed
-        # once, so a second firing does nothing.
+    if bot.scheduled_join_time - now() <= ARM_RACE:
+        # Due at once: its message may have been consumed before the item existed (the launcher
+        # skipped it). Arming it again makes sure one is there; a launch is claimed once, so a second
+        # delivery does nothing.
         launches.put_launch(bot)
     return bot
 
 
 def _drop_launch_schedule(bot: ScheduledBot) -> None:
     try:
-        launches.delete(launches.launch_schedule_name(bot.bot_id))
-    except Exception:  # left behind, it fires once, finds no bot and deletes itself
-        logger.exception("could not delete the schedule of a bot that was not made")
+        launches.delete(launches.launch_schedule_name(bot.bot_id, bot.launch_generation))
+    except Exception:  # left behind, it fires once, finds no bot (or a stale one) and deletes itself
+        logger.exception("could not delete the schedule of an arming that was not kept")
+
+
+def _next_arming(bot: ScheduledBot) -> ScheduledBot:
+    return bot.model_copy(update={"launch_generation": bot.launch_generation + 1})
+
+
+def _retire(old: ScheduledBot) -> None:
+    """The previous arming's schedule, once the record names the next one (ONE_CURRENT_ARMING)."""
+    try:
+        launches.delete(launches.launch_schedule_name(old.bot_id, old.launch_generation))
+    except Exception:  # left behind, it fires once and the launcher drops it as stale
+        logger.exception("could not delete a replaced launch schedule")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -174,14 +194,15 @@ def _drop_launch_schedule(bot: ScheduledBot) -> None:
 
 def change(updated: ScheduledBot, *, join_time_changed: bool = False) -> bool:
     """Save a Scheduled bot's new config, source or join time (never its meeting: see `move`), and its
-    launch schedule when the join time changed. False when it left Scheduled meanwhile."""
-    try:
-        records.save_bot(updated, expect_status=EXPECT_SCHEDULED)
-    except BotChanged:
-        return False
-    if join_time_changed:
-        launches.put_launch(updated)  # same name: updated in place
-    return True
+    launch arming when the join time changed (ONE_CURRENT_ARMING). False when it left Scheduled
+    meanwhile."""
+    if not join_time_changed:
+        try:
+            records.save_bot(updated, expect_status=EXPECT_SCHEDULED)
+        except BotChanged:
+            return False
+        return True
+    return _rearmed(updated, previous=updated) is not None
 
 
 def move(bot: ScheduledBot, event: Event) -> ScheduledBot:
@@ -197,11 +218,17 @@ def move(bot: ScheduledBot, event: Event) -> ScheduledBot:
             "meeting_platform": event.meeting_platform,
             "title": event.title,
             "dedup_key": dedup_key(event.meeting_url or "", event.start_time),
+            "launch_generation": bot.launch_generation + 1,
             "updated_at": now(),
         }
     )
-    records.move_bot(moved, bot.dedup_key, expect_status=EXPECT_SCHEDULED)
-    launches.put_launch(moved)  # same name: updated in place
+    launches.put_launch(moved)  # ONE_CURRENT_ARMING: the new arming first
+    try:
+        records.move_bot(moved, bot.dedup_key, expect_status=EXPECT_SCHEDULED)
+    except (BotChanged, AlreadyScheduled):
+        _drop_launch_schedule(moved)
+        raise
+    _retire(bot)
     return moved
 
 
@@ -213,11 +240,18 @@ def cancel(bot: ScheduledBot, reason: str, *, schedules_first: bool = False) -> 
     cut off (a disconnect): a retry finds the bot still Scheduled and completes the cancel, where the
     other order could leave a Cancelled bot whose schedule is never deleted. (A schedule that fires for a
     bot that just launched is gone either way: it has fired.)"""
+    return _end_unlaunched(bot, "Cancelled", reason, schedules_first=schedules_first)
+
+
+def _end_unlaunched(
+    bot: ScheduledBot, status: Literal["Cancelled", "Failed"], reason: str, *, schedules_first: bool = False
+) -> bool:
+    """Scheduled -> `status` with its guard released, and its schedules deleted (first, or after)."""
     if schedules_first:
         _delete_schedules(bot)
     try:
         records.save_bot(
-            bot.model_copy(update={"status": "Cancelled", "reason": reason, "updated_at": now()}),
+            bot.model_copy(update={"status": status, "reason": reason, "updated_at": now()}),
             expect_status=EXPECT_SCHEDULED,
             release_guard=True,
         )
@@ -229,7 +263,12 @@ def cancel(bot: ScheduledBot, reason: str, *, schedules_first: bool = False) -> 
 
 
 def _delete_schedules(bot: ScheduledBot) -> None:
-    launches.delete(launches.launch_schedule_name(bot.bot_id))
+    """The current launch schedule, the first one (`launch-<bot id>`: what records made before
+    generations have) when that is another, and the end-of-meeting one. A queued launch message cannot
+    be deleted: the launcher drops it, the bot being no longer Scheduled."""
+    launches.delete(launches.launch_schedule_name(bot.bot_id, bot.launch_generation))
+    if bot.launch_generation:
+        launches.delete(launches.launch_schedule_name(bot.bot_id))
     launches.delete(launches.reschedule_schedule_name(bot.bot_id))
 
 
@@ -249,7 +288,8 @@ def claim_launch(bot: ScheduledBot) -> ScheduledBot | None:
         }
     )
     try:
-        records.save_bot(launching, expect_status=EXPECT_SCHEDULED)
+        # and still armed as read: a move or re-arm meanwhile is not overwritten (ONE_CURRENT_ARMING)
+        records.save_bot(launching, expect_status=EXPECT_SCHEDULED, expect_generation=bot.launch_generation)
     except BotChanged:
         return None
     return launching
@@ -271,9 +311,39 @@ def finish_launch(
 
 
 def launch_later(launching: ScheduledBot, when: datetime) -> ScheduledBot:
-    """A claimed launch that could not be made now: back to Scheduled (claim dropped, guard kept), with
-    its launch schedule at `when`."""
-    retry = launching.model_copy(update={"status": "Scheduled", "launch_claim": None, "updated_at": now()})
-    records.save_bot(retry, expect_status=EXPECT_LAUNCHING, expect_claim=launching.launch_claim)
+    """A claimed launch that could not be made now: back to Scheduled (claim dropped, guard kept),
+    re-armed for `when` under the next generation (ONE_CURRENT_ARMING: a re-put of the schedule that is
+    running this very invocation could be deleted once it completes)."""
+    retry = _next_arming(
+        launching.model_copy(update={"status": "Scheduled", "launch_claim": None, "updated_at": now()})
+    )
     launches.put_launch(retry, when=when)
+    records.save_bot(retry, expect_status=EXPECT_LAUNCHING, expect_claim=launching.launch_claim)
+    _retire(launching)
     return retry
+
+
+def rearm(bot: ScheduledBot) -> ScheduledBot | None:
+    """A Scheduled bot whose arming fired too early (far from its join time): armed again for its join
+    time under the next generation (ONE_CURRENT_ARMING). None when it left Scheduled meanwhile."""
+    return _rearmed(bot.model_copy(update={"updated_at": now()}), previous=bot)
+
+
+def _rearmed(bot: ScheduledBot, *, previous: ScheduledBot) -> ScheduledBot | None:
+    """`bot` (still Scheduled) saved under the next generation, armed first (ONE_CURRENT_ARMING);
+    None, and its new arming dropped, when it left Scheduled meanwhile."""
+    rearmed = _next_arming(bot)
+    launches.put_launch(rearmed)
+    try:
+        records.save_bot(rearmed, expect_status=EXPECT_SCHEDULED)
+    except BotChanged:
+        _drop_launch_schedule(rearmed)
+        return None
+    _retire(previous)
+    return rearmed
+
+
+def expire(bot: ScheduledBot, reason: str) -> bool:
+    """Scheduled -> Failed without a launch (its meeting is over): the occurrence is given back (its
+    guard released) and its schedules go. False when it left Scheduled meanwhile."""
+    return _end_unlaunched(bot, "Failed", reason)

@@ -41,6 +41,7 @@ class BotRecords(Protocol):
         expect_status: str | tuple[str, ...],
         expect_claim: str | None = ...,
         release_guard: bool = ...,
+        expect_generation: int | None = ...,
     ) -> None: ...
 
     def move_bot(self, bot: ScheduledBot, old_dedup_key: str, *, expect_status: str) -> None: ...
@@ -118,14 +119,16 @@ def save_bot(
     expect_status: str | tuple[str, ...],
     expect_claim: str | None = None,
     release_guard: bool = False,
+    expect_generation: int | None = None,
 ) -> None:
-    """Write a changed bot only if it is still in `expect_status` (and held by `expect_claim`), else
-    BotChanged (ONLY_SCHEDULED_CHANGES, LAUNCH_CLAIMED_ONCE).
+    """Write a changed bot only if it is still in `expect_status` (and held by `expect_claim`, and
+    armed under `expect_generation`), else BotChanged (ONLY_SCHEDULED_CHANGES, LAUNCH_CLAIMED_ONCE,
+    ONE_CURRENT_ARMING).
 
     With release_guard the dedup guard goes in the same transaction (GUARD_RELEASED_BY_ITS_BOT), so a
     cancelled or failed occurrence can be scheduled again and a live one never loses its guard.
     """
-    items = [_put_if_status(bot, expect_status, expect_claim)]
+    items = [_put_if_status(bot, expect_status, expect_claim, expect_generation)]
     if release_guard:
         items.append(_release_guard(bot, bot.dedup_key))
     transact_write(items, on_condition=[BotChanged, BotChanged])
@@ -175,7 +178,10 @@ def _release_guard(bot: ScheduledBot, dedup_key: str) -> dict[str, Any]:
 
 
 def _put_if_status(
-    bot: ScheduledBot, expect_status: str | tuple[str, ...], expect_claim: str | None
+    bot: ScheduledBot,
+    expect_status: str | tuple[str, ...],
+    expect_claim: str | None,
+    expect_generation: int | None = None,
 ) -> dict[str, Any]:
     """ONLY_SCHEDULED_CHANGES, LAUNCH_CLAIMED_ONCE: the bot, only while in one of these statuses (and
     under this launch claim)."""
@@ -185,6 +191,13 @@ def _put_if_status(
     if expect_claim is not None:
         cond += " AND launch_claim = :claim"
         values[":claim"] = expect_claim
+    if expect_generation is not None:
+        # a record made before generations has none: it is generation 0
+        gen = "launch_generation = :gen"
+        if not expect_generation:
+            gen = f"({gen} OR attribute_not_exists(launch_generation))"
+        cond += f" AND {gen}"
+        values[":gen"] = expect_generation
     return {
         "Put": {
             "TableName": _table(),
