@@ -223,7 +223,7 @@ def main() -> int:
 
         units = Units()
         events = aws.dynamodb().meta.events
-        events.register("provide-client-params.dynamodb.*", units.writes)
+        units.writes.attach(events)
         events.register("after-call.dynamodb.*", units.after)
         graph.clear_requests()
 
@@ -280,6 +280,14 @@ def main() -> int:
         "bots_scheduled": scheduled,
         "provider_requests_per_user": round(provider_requests / args.users, 2),
         "write_units_per_bot": round(units.writes.units / max(scheduled, 1), 2),
+        # where those units go: the table's own item writes and each global secondary index's
+        "write_units_per_bot_by_target": {
+            "table": round(sum(units.writes.table_units.values()) / max(scheduled, 1), 2),
+            **{
+                f"index {name}": round(n / max(scheduled, 1), 2)
+                for name, n in sorted(units.writes.index_units.items())
+            },
+        },
         "read_units_per_bot": round((units.read_units - fan_read_units) / max(scheduled, 1), 2),
         "worker_seconds_per_user": round(per_user_s, 3),
         # CPU time of this process (our code, moto and the emulator all run in it): unlike wall time it
@@ -317,8 +325,11 @@ def main() -> int:
     print(f"  provider requests per user: {figures['provider_requests_per_user']}")
     print(
         f"  DynamoDB per scheduled bot: {figures['write_units_per_bot']} write units, "
-        f"{figures['read_units_per_bot']} read units"
+        f"{figures['read_units_per_bot']} read units (writes counted as AWS bills them: item size before "
+        "and after, every index entry)"
     )
+    split = ", ".join(f"{k} {v}" for k, v in figures["write_units_per_bot_by_target"].items())
+    print(f"    write units per bot by target: {split}")
     p = figures["projection_100k"]
     print(
         f"  100,000 users at 00:00 UTC: fan-out ~{p['fan_out_seconds']} s ({p['users_per_message']} users a "

@@ -179,7 +179,26 @@ def sync(r: dict[str, Any]) -> list[str]:
         f"(= pages + series masters: {r['requests_expected_first_sync']}). "
         f"Writes for an unchanged re-sync: **{r['unchanged_resync']['ddb_write_units']} write units**.",
         "",
+        *write_units_note(first.get("ddb_write_units_by_target"), "the first sync's write units"),
     ]
+
+
+# What the write-unit figures count (tests/dynamo_units.py); before issue 18 they left out every index
+# entry and priced updates and deletes by their key alone.
+WRITE_UNITS_RULES = (
+    "Write units are counted as DynamoDB bills them (tests/dynamo_units.py): each item by the larger of "
+    "its size before and after the write (a delete by the deleted item), 1 KB per unit rounded up per "
+    "item, transactions twice, a failed condition still consumed; and every global secondary index "
+    "entry the write adds, changes or removes, by the index's projection (entry size = projected "
+    "attributes + keys + 100 bytes)."
+)
+
+
+def write_units_note(by_target: dict[str, Any] | None, what: str) -> list[str]:
+    if not by_target:
+        return []
+    split = ", ".join(f"{target} {units}" for target, units in by_target.items())
+    return [WRITE_UNITS_RULES, "", f"Where {what} go: {split}.", ""]
 
 
 def notify(r: dict[str, Any]) -> list[str]:
@@ -263,10 +282,18 @@ def auto_schedule(r: dict[str, Any]) -> list[str]:
                 ["bots scheduled", r["bots_scheduled"]],
                 ["failed users", r["failed_users"]],
                 ["provider requests per user", r["provider_requests_per_user"]],
-                ["DynamoDB write units per bot", r["write_units_per_bot"]],
+                [
+                    "DynamoDB write units per bot (with its event; table + every index)",
+                    r["write_units_per_bot"],
+                ],
+                *[
+                    [f"- of which {target}", units]
+                    for target, units in (r.get("write_units_per_bot_by_target") or {}).items()
+                ],
                 ["DynamoDB read units per bot", r["read_units_per_bot"]],
             ],
         ),
+        *write_units_note(r.get("write_units_per_bot_by_target"), "the write units per bot"),
         f"**Projection: the 00:00 UTC job at {p['users']:,} users** (template.yaml: worker SQS BatchSize "
         f"{p['template_batch_size']}, MaximumConcurrency {p['template_max_concurrency']}, "
         f"{p['worker_memory_mb']} MB arm64):",

@@ -103,7 +103,7 @@ def main() -> int:
         store.create_connection(conn, limit=200)
 
         writes = DynamoWrites()
-        aws.dynamodb().meta.events.register("provide-client-params.dynamodb.*", writes)
+        writes.attach(aws.dynamodb().meta.events)
         runs = {}
         for name in ("first_sync", "unchanged_resync"):
             graph.clear_requests()
@@ -121,6 +121,10 @@ def main() -> int:
                 "events_written": result.written,
                 "ddb_write_calls": len(writes.calls),
                 "ddb_write_units": writes.units,
+                "ddb_write_units_by_target": {
+                    "table": sum(writes.table_units.values()),
+                    **{f"index {n}": u for n, u in sorted(writes.index_units.items())},
+                },
                 "seconds": round(elapsed, 3),
                 "events_per_s": round(args.events / elapsed, 1),
                 "error": result.error,
@@ -152,6 +156,8 @@ def main() -> int:
         f"  requests per event on a full sync: {figures['requests_per_event_first_sync']} "
         f"(= pages + masters: {figures['requests_expected_first_sync']})"
     )
+    split = ", ".join(f"{k} {v}" for k, v in first["ddb_write_units_by_target"].items())
+    print(f"  first sync's write units by target (item size before/after, every index entry): {split}")
     print(f"  write units for an unchanged re-sync: {runs['unchanged_resync']['ddb_write_units']} (target 0)")
     return 0
 

@@ -43,6 +43,10 @@ SSM_ADVANCED_MAX = 8192
 SSM_NAME_MAX = 1011  # the fully qualified name, counting the ARN before it (AWS's rule)
 SSM_MAX_DEPTH = 15
 DDB_TRANSACTION_MAX_BYTES = 4 * 1024 * 1024
+# An index's INCLUDE projection names at most 20 non-key attributes, and all of a table's indexes at
+# most 100 together (API_Projection.html); moto accepts any number.
+DDB_INDEX_NON_KEY_ATTRIBUTES = 20
+DDB_TABLE_NON_KEY_ATTRIBUTES = 100
 DDB_TOKEN_WINDOW_SECONDS = 600
 SQS_ID_MAX = 128
 SCHEDULER_NAME = re.compile(r"^[0-9a-zA-Z\-_.]{1,64}$")
@@ -234,7 +238,40 @@ def _patch_dynamodb() -> None:
         return result
 
     handler.transact_write_items = transact_write_items  # type: ignore[method-assign]
+    original_create = handler.create_table
+
+    def create_table(self: Any) -> Any:
+        check_index_projections(
+            [
+                *(self.body.get("GlobalSecondaryIndexes") or []),
+                *(self.body.get("LocalSecondaryIndexes") or []),
+            ]
+        )
+        return original_create(self)
+
+    handler.create_table = create_table  # type: ignore[method-assign]
     DynamoDBBackend._calbot_limits = True  # type: ignore[attr-defined]
+
+
+def check_index_projections(indexes: list[dict[str, Any]]) -> None:
+    """DynamoDB's limits on what INCLUDE projections name (ValidationException past them)."""
+    from moto.dynamodb import exceptions as ddb_exc
+
+    total = 0
+    for index in indexes:
+        names = index.get("Projection", {}).get("NonKeyAttributes") or []
+        if len(names) > DDB_INDEX_NON_KEY_ATTRIBUTES:
+            raise ddb_exc.MockValidationException(
+                f"1 validation error detected: Value at 'projection.nonKeyAttributes' of index "
+                f"{index.get('IndexName')} failed to satisfy constraint: Member must have length less than "
+                f"or equal to {DDB_INDEX_NON_KEY_ATTRIBUTES}"
+            )
+        total += len(names)
+    if total > DDB_TABLE_NON_KEY_ATTRIBUTES:
+        raise ddb_exc.MockValidationException(
+            f"One or more parameter values were invalid: Number of projected attributes in all indexes "
+            f"exceeds limit of {DDB_TABLE_NON_KEY_ATTRIBUTES}, number of projected attributes: {total}"
+        )
 
 
 # -- SQS -------------------------------------------------------------------------------------------

@@ -20,6 +20,9 @@ from typing import Any
 import pytest
 
 from local.stack import LocalStack
+from tests.dynamo_units import DynamoWrites, item_size
+
+__all__ = ["CodeUnderTest", "DynamoWrites", "connect_new_account", "item_size"]
 
 
 @pytest.fixture(scope="session")
@@ -73,26 +76,6 @@ def renewal_night() -> Counter[str]:
         return counts
 
 
-def _value_size(value: dict) -> int:
-    ((kind, inner),) = value.items()
-    if kind in ("S", "B"):
-        return len(inner.encode()) if kind == "S" else len(inner)
-    if kind == "N":
-        return len(inner.lstrip("-").replace(".", "").lstrip("0")) // 2 + 1
-    if kind in ("BOOL", "NULL"):
-        return 1
-    if kind == "M":
-        return 3 + sum(len(k.encode()) + _value_size(v) + 1 for k, v in inner.items())
-    if kind == "L":
-        return 3 + sum(_value_size(v) + 1 for v in inner)
-    return sum(len(x) for x in inner)  # sets
-
-
-def item_size(item: dict) -> int:
-    """An item's size as DynamoDB bills it: attribute names plus values (AWS's published rules)."""
-    return sum(len(name.encode()) + _value_size(value) for name, value in item.items())
-
-
 class CodeUnderTest:
     """Which threads are running the code under test: the test's own thread, and the pool workers while
     they run work that the code under test submitted (sync fans accounts out to a ThreadPoolExecutor).
@@ -139,59 +122,15 @@ def code_under_test(monkeypatch: pytest.MonkeyPatch) -> CodeUnderTest:
     return scope
 
 
-class DynamoWrites:
-    """Counts DynamoDB write calls and write units made through calbot's client by the code under test
-    (a botocore hook, so it sees every write whatever code path makes it; `scope` keeps out the calls
-    of the in-process stack's own threads)."""
-
-    WRITE_OPS = {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"}
-
-    def __init__(self, scope: CodeUnderTest | None = None) -> None:
-        self.scope = scope or CodeUnderTest()
-        self.calls: list[str] = []
-        self.items = 0
-        self.units = 0
-
-    def __call__(self, params: dict, model: object, **_: object) -> None:
-        import math
-
-        op = getattr(model, "name", "")
-        if op not in self.WRITE_OPS or not self.scope.active():
-            return
-        self.calls.append(op)
-        if op == "BatchWriteItem":
-            items = [
-                r.get("PutRequest", {}).get("Item") or r.get("DeleteRequest", {}).get("Key")
-                for reqs in params["RequestItems"].values()
-                for r in reqs
-            ]
-        elif op == "TransactWriteItems":
-            items = [
-                next(iter(t.values())).get("Item") or next(iter(t.values())).get("Key")
-                for t in params["TransactItems"]
-            ]
-        else:
-            items = [params.get("Item") or params.get("Key")]
-        self.items += len(items)
-        # A write unit covers 1 KB of item, sized by DynamoDB's rules (not the JSON wire form);
-        # transactional writes cost two units per KB.
-        factor = 2 if op == "TransactWriteItems" else 1
-        self.units += factor * sum(max(1, math.ceil(item_size(i) / 1024)) for i in items)
-
-    def reset(self) -> None:
-        self.calls.clear()
-        self.items = self.units = 0
-
-
 @pytest.fixture
 def ddb_writes(code_under_test: CodeUnderTest) -> Iterator[DynamoWrites]:
     from calbot import aws
 
     counter = DynamoWrites(code_under_test)
     events = aws.dynamodb().meta.events
-    events.register("provide-client-params.dynamodb.*", counter)
+    counter.attach(events)
     yield counter
-    events.unregister("provide-client-params.dynamodb.*", counter)
+    counter.detach(events)
 
 
 _accounts = itertools.count()

@@ -76,3 +76,19 @@ def test_calls_are_recognised_by_service_and_operation() -> None:
     assert _service_and_operation(sched) == ("scheduler", "CreateSchedule")
     listing = {**sched, "PATH_INFO": "/schedules", "REQUEST_METHOD": "GET"}
     assert _service_and_operation(listing) == ("scheduler", "ListSchedules")
+
+
+def test_index_projections_name_at_most_20_attributes_each_and_100_per_table() -> None:
+    from moto.dynamodb.exceptions import MockValidationException
+
+    from local.aws_limits import check_index_projections
+
+    def index(n: int, count: int) -> dict:
+        names = [f"a{n}_{i}" for i in range(count)]
+        return {"IndexName": f"I{n}", "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": names}}
+
+    check_index_projections([index(n, 20) for n in range(5)])  # 100 in all: accepted
+    with pytest.raises(MockValidationException):
+        check_index_projections([index(0, 21)])
+    with pytest.raises(MockValidationException):
+        check_index_projections([index(n, 17) for n in range(6)])  # 102 in all

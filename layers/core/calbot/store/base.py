@@ -56,12 +56,14 @@ def from_item(item: dict[str, Any]) -> dict[str, Any]:
     return {k: _plain(_deser.deserialize(v)) for k, v in item.items()}
 
 
+# Attributes of an item that are storage, not the record: keys, TTL, kind, the compressed payload.
+_STORAGE_ATTRIBUTES = {"PK", "SK", "ttl", "kind", "raw_z"} | {
+    f"GSI{n}{part}" for n in (1, 2, 3) for part in ("PK", "SK")
+}
+
+
 def _strip_keys(data: dict[str, Any]) -> dict[str, Any]:
-    return {
-        k: v
-        for k, v in data.items()
-        if k not in {"PK", "SK", "GSI1PK", "GSI1SK", "GSI2PK", "GSI2SK", "GSI3PK", "GSI3SK", "ttl", "kind"}
-    }
+    return {k: v for k, v in data.items() if k not in _STORAGE_ATTRIBUTES}
 
 
 def _get(pk: str, sk: str, *, consistent: bool = True) -> dict[str, Any] | None:
@@ -81,6 +83,31 @@ def _query(**kwargs: Any) -> Iterator[dict[str, Any]]:
         if "LastEvaluatedKey" not in resp:
             return
         kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+
+def _full_items(entries: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The table's items behind these index entries, in the entries' order.
+
+    The indexes project only keys and the attributes their queries filter on (template.yaml `Table`):
+    each entry is a write on every change of its item, billed by its size, so a full copy of every
+    record in every index would multiply the cost of each write. A query reads the keys from the index
+    and the records from the table (consistent BatchGetItem). An item deleted in between is left out.
+    """
+    wanted = [{"PK": e["PK"], "SK": e["SK"]} for e in entries]
+    found = {(i["PK"], i["SK"]): i for i in _batch_get(wanted, max_delay=2.0)}
+    return [found[(k["PK"], k["SK"])] for k in wanted if (k["PK"], k["SK"]) in found]
+
+
+def _query_records(**kwargs: Any) -> Iterator[dict[str, Any]]:
+    """`_query` on an index, yielding the full records (read from the table 100 keys at a time)."""
+    chunk: list[dict[str, Any]] = []
+    for entry in _query(**kwargs):
+        chunk.append(entry)
+        if len(chunk) == 100:
+            yield from _full_items(chunk)
+            chunk = []
+    if chunk:
+        yield from _full_items(chunk)
 
 
 WRITE_ATTEMPTS = 6

@@ -11,7 +11,8 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from calbot.models import ScheduledBot
-from calbot.store.base import _get, _query, _strip_keys, _table, to_item, transact_write, user_pk
+from calbot.store import base
+from calbot.store.base import _get, _strip_keys, _table, to_item, transact_write, user_pk
 from calbot.timeutil import iso_z
 
 
@@ -269,19 +270,19 @@ def bots_by_join_time(
         kwargs["FilterExpression"] = " AND ".join(filters)
     if names:
         kwargs["ExpressionAttributeNames"] = names
-    out: list[ScheduledBot] = []
+    entries: list[dict[str, Any]] = []  # the index holds the keys and the filtered fields only
     if limit <= 0:
-        return out
-    for item in _query(**kwargs):
-        out.append(_bot(item))
-        if len(out) >= limit:
+        return []
+    for item in base._query(**kwargs):
+        entries.append(item)
+        if len(entries) >= limit:
             break
-    return out
+    return [_bot(i) for i in base._full_items(entries)]
 
 
 def account_bots(user_id: str, provider: str, account_id: str) -> Iterator[ScheduledBot]:
     """Every bot of one account (any status, any time), page by page, filtered server side."""
-    for item in _query(
+    for item in base._query_records(
         IndexName="GSI1",
         KeyConditionExpression="GSI1PK = :pk",
         FilterExpression="provider = :prov AND account_id = :acct",
@@ -293,7 +294,7 @@ def account_bots(user_id: str, provider: str, account_id: str) -> Iterator[Sched
 
 
 def bots_between(user_id: str, start: datetime, end: datetime) -> list[ScheduledBot]:
-    items = _query(
+    items = base._query_records(
         IndexName="GSI1",
         KeyConditionExpression="GSI1PK = :pk AND GSI1SK BETWEEN :lo AND :hi",
         ExpressionAttributeValues=to_item(
@@ -305,7 +306,7 @@ def bots_between(user_id: str, start: datetime, end: datetime) -> list[Scheduled
 
 def bots_of_series(user_id: str, series_key: str) -> list[ScheduledBot]:
     """Every bot of one series (or of one single event), by occurrence start."""
-    items = _query(
+    items = base._query_records(
         IndexName="GSI2",
         KeyConditionExpression="GSI2PK = :pk",
         ExpressionAttributeValues=to_item({":pk": f"SERIESBOTS#{user_id}#{series_key}"}),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import zlib
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any, Protocol
@@ -10,8 +12,10 @@ from calbot import aws
 from calbot.models import Event, account_key
 from calbot.store.base import (
     _batch_get,
+    _full_items,
     _get,
     _query,
+    _query_records,
     _strip_keys,
     _table,
     _write_if,
@@ -55,6 +59,54 @@ def series_partition(user_id: str, series_id: str) -> str:
     return f"SERIES#{user_id}#{series_id}"
 
 
+# The provider's payload (returned only with include_raw=true) is stored zlib-compressed as one binary
+# attribute: as plain JSON it was over half of an event item, and every KB of the item is a write unit
+# on each change. Items written before this keep a plain `raw` (read as it is) until their next sync
+# rewrites them.
+RAW_ATTRIBUTE = "raw_z"
+
+
+# A preset dictionary for the deflate stream: the field names and fixed values Graph and Google put in
+# every event. A payload is small, so without one most of it is spent on spelling them out once
+# (a typical Graph event: 1,847 bytes of JSON, 968 deflated, 662 with this dictionary). Stored data
+# names its dictionary in its first byte: never change these bytes, add a _RAW_ZDICT_V2 beside them.
+_RAW_FORMAT_V1 = b"\x01"
+_RAW_ZDICT_V1 = " ".join(
+    (
+        "@odata.type #microsoft.graph.event @odata.etag id createdDateTime lastModifiedDateTime changeKey",
+        "categories transactionId originalStartTimeZone originalEndTimeZone iCalUId",
+        "040000008200E00074C5B7101A82E008 reminderMinutesBeforeStart isReminderOn hasAttachments subject",
+        "bodyPreview importance normal sensitivity isAllDay isCancelled isOrganizer responseRequested",
+        "seriesMasterId showAs busy type singleInstance occurrence seriesMaster exception webLink",
+        "https://outlook.office365.com/owa/?itemid= &exvsurl=1&path=/calendar/item onlineMeetingUrl",
+        "isOnlineMeeting onlineMeetingProvider teamsForBusiness allowNewTimeProposals isDraft hideAttendees",
+        "responseStatus response organizer time 0001-01-01T00:00:00Z body contentType html content start",
+        "end dateTime timeZone UTC location displayName locationType default uniqueIdType unknown address",
+        "coordinates locations recurrence attendees emailAddress name onlineMeeting joinUrl",
+        "https://teams.microsoft.com/l/meetup-join/ true false null kind calendar#event etag status",
+        "confirmed htmlLink https://www.google.com/calendar/event?eid= created updated summary description",
+        "creator email self iCalUID sequence reminders useDefault eventType hangoutLink",
+        "https://meet.google.com/ conferenceData entryPoints video uri",
+        "recurringEventId originalStartTime date",
+    )
+).encode()
+
+
+def _pack_raw(raw: dict[str, Any]) -> bytes:
+    packer = zlib.compressobj(9, zdict=_RAW_ZDICT_V1)
+    data = json.dumps(raw, separators=(",", ":"), default=str).encode()
+    return _RAW_FORMAT_V1 + packer.compress(data) + packer.flush()
+
+
+def _unpack_raw(value: Any) -> dict[str, Any]:
+    data = bytes(value.value if hasattr(value, "value") else value)  # boto3's Binary, or bytes
+    if data[:1] != _RAW_FORMAT_V1:
+        raise ValueError(f"unknown stored payload format {data[:1]!r}")
+    unpacker = zlib.decompressobj(zdict=_RAW_ZDICT_V1)
+    loaded = json.loads(unpacker.decompress(data[1:]) + unpacker.flush())
+    return loaded if isinstance(loaded, dict) else {}
+
+
 def event_item(event: Event) -> dict[str, Any]:
     item = {
         "PK": user_pk(event.user_id),
@@ -64,8 +116,11 @@ def event_item(event: Event) -> dict[str, Any]:
         "GSI1SK": f"{iso_z(event.start_time)}#{event.event_id}",
         "GSI2PK": account_partition(event.user_id, event.provider, event.account_id),
         "GSI2SK": f"EVENT#{event.calendar_id}#{event.event_id}",
-        **event.model_dump(mode="json"),
+        # A field without a value is left out (its name alone would be billed on every write).
+        **event.model_dump(mode="json", exclude={"raw"}, exclude_none=True),
     }
+    if event.raw:
+        item[RAW_ATTRIBUTE] = _pack_raw(event.raw)
     if event.series_id:
         # Sparse: an occurrence is also found by its series id alone (POST /calendar/schedule/{series_id}
         # names no account).
@@ -76,7 +131,7 @@ def event_item(event: Event) -> dict[str, Any]:
 
 def series_occurrences(user_id: str, series_id: str) -> list[Event]:
     """Every stored occurrence of one series of the user's, by start (GSI3, sparse)."""
-    items = _query(
+    items = _query_records(
         IndexName="GSI3",
         KeyConditionExpression="GSI3PK = :pk",
         ExpressionAttributeValues=to_item({":pk": series_partition(user_id, series_id)}),
@@ -85,7 +140,10 @@ def series_occurrences(user_id: str, series_id: str) -> list[Event]:
 
 
 def _event(data: dict[str, Any]) -> Event:
-    return Event.model_validate(_strip_keys(data))
+    event = _strip_keys(data)
+    if RAW_ATTRIBUTE in data:
+        event["raw"] = _unpack_raw(data[RAW_ATTRIBUTE])
+    return Event.model_validate(event)
 
 
 def put_events(events: Iterable[Event]) -> int:
@@ -108,7 +166,7 @@ def get_events(user_id: str, event_ids: Iterable[str]) -> dict[str, Event]:
 
 
 def events_of_calendar(user_id: str, provider: str, account_id: str, calendar_id: str) -> list[Event]:
-    items = _query(
+    items = _query_records(
         IndexName="GSI2",
         KeyConditionExpression="GSI2PK = :pk AND begins_with(GSI2SK, :sk)",
         ExpressionAttributeValues=to_item(
@@ -167,15 +225,16 @@ def query_events(
         kwargs["FilterExpression"] = " AND ".join(filters)
     if names:
         kwargs["ExpressionAttributeNames"] = names
-    out: list[Event] = []
+    entries: list[dict[str, Any]] = []  # the index holds the keys and the filtered fields only
     for item in _query(**kwargs):
         if before is not None and item["GSI1SK"] >= before:
             continue
         if item["GSI1SK"] >= upper:
             continue
-        out.append(_event(item))
-        if len(out) >= limit:
+        entries.append(item)
+        if len(entries) >= limit:
             break
+    out = [_event(i) for i in _full_items(entries)]
     if before is not None:
         out.reverse()
     return out
@@ -238,10 +297,19 @@ def _write_synced_event(event: Event, version: int) -> bool:
         else:
             sets.append(f"#f{i} = :f{i}")
     names["#sv"] = "sync_version"
+    # What this version of the event has no value for goes from the stored item: a field that became
+    # empty, the series index keys of an event no longer in a series, a payload (and a plain one stored
+    # before payloads were compressed).
+    gone = [
+        f for f in (*Event.model_fields, RAW_ATTRIBUTE, "GSI3PK", "GSI3SK") if f not in item and f != "raw"
+    ]
+    removed = ["#raw"] + [f"#r{i}" for i in range(len(gone))]
+    names["#raw"] = "raw"
+    names |= {f"#r{i}": field for i, field in enumerate(gone)}
     return _write_if(
         "update_item",
         Key=to_item({"PK": item["PK"], "SK": item["SK"]}),
-        UpdateExpression="SET " + ", ".join(sets),
+        UpdateExpression="SET " + ", ".join(sets) + " REMOVE " + ", ".join(removed),
         ConditionExpression="attribute_not_exists(#sv) OR #sv <= :version",
         ExpressionAttributeNames=names,
         ExpressionAttributeValues=to_item(values),
@@ -278,7 +346,7 @@ def set_recurring_enabled(user_id: str, event_ids: Iterable[str], enabled: bool,
 
 
 def events_of_series(user_id: str, provider: str, account_id: str, series_id: str) -> list[Event]:
-    items = _query(
+    items = _query_records(
         IndexName="GSI2",
         KeyConditionExpression="GSI2PK = :pk AND begins_with(GSI2SK, :sk)",
         FilterExpression="series_id = :sid",

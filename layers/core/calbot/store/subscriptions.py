@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from calbot.models import Subscription
-from calbot.store.base import _batch_get, _get, _query, _strip_keys, batch_write, to_item
+from calbot.store.base import _batch_get, _get, _query, _query_records, _strip_keys, batch_write, to_item
 from calbot.timeutil import iso_z
 
 SUB_EXPIRY_SHARDS = 8
@@ -89,7 +89,7 @@ def subscription_ids_expiring_before(when: datetime) -> Iterator[str]:
 def subscriptions_expiring_before(when: datetime) -> Iterator[Subscription]:
     """Every subscription expiring before `when`, via the sparse sharded expiry index (never a scan)."""
     for shard in range(SUB_EXPIRY_SHARDS):
-        items = _query(
+        items = _query_records(
             IndexName="GSI2",
             KeyConditionExpression="GSI2PK = :pk AND GSI2SK < :until",
             ExpressionAttributeValues=to_item({":pk": f"SUBEXP#{shard}", ":until": iso_z(when)}),

@@ -7,7 +7,7 @@ import hashlib
 from typing import Protocol
 
 from calbot.models import ApiKeyRecord, User
-from calbot.store.base import _get, _query, _strip_keys, _write, _write_if, to_item, user_pk
+from calbot.store.base import _get, _query_records, _strip_keys, _write, _write_if, to_item, user_pk
 
 
 class UserRecords(Protocol):
@@ -69,7 +69,7 @@ def get_api_key(key_hash: str) -> ApiKeyRecord | None:
 
 
 def list_api_keys(user_id: str) -> list[ApiKeyRecord]:
-    items = _query(
+    items = _query_records(
         IndexName="GSI1",
         KeyConditionExpression="GSI1PK = :pk",
         ExpressionAttributeValues=to_item({":pk": f"USER#{user_id}#APIKEYS"}),
