@@ -467,6 +467,52 @@ def read_latency(r: dict[str, Any]) -> list[str]:
     ]
 
 
+def credentials(r: dict[str, Any]) -> list[str]:
+    limits = r["limits"]
+    lines = [
+        f"Bytes stored per account, realistic tokens (PROTOCOLS), against SSM's "
+        f"{limits['ssm_standard_bytes']:,} B Standard / {limits['ssm_advanced_bytes']:,} B Advanced values. "
+        "`old` is the one value the vault stored before (access token included); now SSM (or the "
+        "`CRED#` item) keeps only the long-lived fields and the access token lives in an encrypted "
+        "`TOKEN#` item.",
+        "",
+    ]
+    rows = []
+    for backend, result in r["backends"].items():
+        for case, row in result["sizes"].items():
+            stored = row.get("credential_item_blob_bytes", row["long_lived_value_bytes"])
+            rows.append(
+                [
+                    backend,
+                    case,
+                    row["old_one_value_bytes"],
+                    stored,
+                    row.get("ssm_tier", "-"),
+                    row["token_cache_item_blob_bytes"],
+                ]
+            )
+    lines += table(["backend", "provider/tokens", "old B", "stored B", "SSM tier", "TOKEN# blob B"], rows)
+    rows = []
+    for backend, result in r["backends"].items():
+        c = result["calls"]
+        for what in ("sync_warm_container", "sync_cold_container", "refresh", "per_syncs"):
+            label = f"{c['syncs']:,} syncs over {c['hours']:g} h (warm)" if what == "per_syncs" else what
+            counted = {k: v for k, v in c[what].items() if not k.startswith("dynamodb:")}
+            rows.append([backend, label, ", ".join(f"{k} {v}" for k, v in counted.items()) or "none"])
+    lines += ["", *table(["backend", "token path of", "SSM and KMS calls"], rows)]
+    p = r["projection"]
+    return lines + [
+        "",
+        f"At {p['accounts']:,} accounts each refreshed hourly: the ssm backend needs {p['ssm_ssm_tps']} SSM "
+        f"TPS (default quota {p['ssm_default_tps']}: higher throughput needed) and "
+        f"{p['ssm_parameters_ssm_backend']:,} parameters (past the 100,000 Advanced ceiling); the dynamodb "
+        f"backend needs {p['dynamodb_ssm_tps']} SSM TPS and {p['dynamodb_kms_tps']} KMS TPS. Writing the "
+        f"rotated refresh token back once a day instead of on every refresh takes PutParameter from "
+        f"{p['ssm_put_tps_if_every_rotation_were_written']} to {p['ssm_put_tps']} TPS.",
+        "",
+    ]
+
+
 SECTIONS = [
     ("cold_start", "Cold import per handler vs boto3", cold_start, "bench/cold_start.py"),
     ("sync", "Sync: requests per page, writes for an unchanged re-sync", sync, "bench/sync.py"),
@@ -485,6 +531,12 @@ SECTIONS = [
         "Notification burst: 1,000 notifications across 500 accounts",
         notify_burst,
         "bench/notify_latency.py --burst",
+    ),
+    (
+        "credentials",
+        "Credentials: value sizes, SSM and KMS calls per backend",
+        credentials,
+        "bench/credentials.py",
     ),
     ("launch", "Bot launches at the top of the hour", launch, "bench/launch.py --bots 2000"),
 ]

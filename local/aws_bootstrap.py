@@ -6,7 +6,9 @@ running it against an endpoint that already has the resources changes nothing.
 
 Handled: ``AWS::DynamoDB::Table`` (keys, indexes, billing, streams, SSE, then TTL and PITR),
 ``AWS::SQS::Queue`` (FIFO and redrive attributes; dead-letter queues are created first),
-``AWS::Scheduler::ScheduleGroup`` and ``AWS::SSM::Parameter``. Every other type (functions, layers,
+``AWS::Scheduler::ScheduleGroup``, ``AWS::SSM::Parameter`` and ``AWS::KMS::Key`` (symmetric, under
+the key id the template resolves ``!Ref``/``!GetAtt ...Arn`` to, so the functions' environment names
+it). Every other type (functions, layers,
 APIs, roles) has no local AWS counterpart: the gateway and the clock stand in for them.
 """
 
@@ -21,7 +23,7 @@ from botocore.exceptions import ClientError
 
 from local.template import Template, cfn_str
 
-SERVICES = ("dynamodb", "sqs", "scheduler", "ssm")
+SERVICES = ("dynamodb", "sqs", "scheduler", "ssm", "kms")
 
 # CloudFormation's AWS::SQS::Queue properties that are SetQueueAttributes attributes of the same name.
 _SQS_ATTRIBUTES = (
@@ -64,6 +66,17 @@ def _error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
+def _found(lookup: Any, missing: str, **params: Any) -> bool:
+    """True when `lookup(**params)` finds the resource, False when AWS answers the `missing` error code."""
+    try:
+        lookup(**params)
+    except ClientError as exc:
+        if _error_code(exc) != missing:
+            raise
+        return False
+    return True
+
+
 def create_resources(
     template: Template,
     session_or_clients: Any,
@@ -83,6 +96,7 @@ def create_resources(
         ("AWS::SQS::Queue", "sqs", _create_queues),
         ("AWS::Scheduler::ScheduleGroup", "scheduler", _create_schedule_groups),
         ("AWS::SSM::Parameter", "ssm", _create_parameters),
+        ("AWS::KMS::Key", "kms", _create_keys),
     )
     for resource_type, service, step in steps:
         resources = template.resources_of_type(resource_type)
@@ -222,15 +236,11 @@ def _create_schedule_groups(
     for logical_id in resources:
         name = str(template.ref(logical_id))
         report.physical_ids[logical_id] = name
-        try:
-            # moto's CreateScheduleGroup silently replaces an existing group; look first so a
-            # re-run never touches a group that already holds schedules.
-            client.get_schedule_group(Name=name)
+        # moto's CreateScheduleGroup silently replaces an existing group; look first so a
+        # re-run never touches a group that already holds schedules.
+        if _found(client.get_schedule_group, "ResourceNotFoundException", Name=name):
             report.existing.append(logical_id)
             continue
-        except ClientError as exc:
-            if _error_code(exc) != "ResourceNotFoundException":
-                raise
         try:
             client.create_schedule_group(Name=name)
             report.created.append(logical_id)
@@ -260,3 +270,38 @@ def _create_parameters(
             if _error_code(exc) != "ParameterAlreadyExists":
                 raise
             report.existing.append(logical_id)
+
+
+# -- KMS -------------------------------------------------------------------------------------------
+
+
+def _create_keys(
+    template: Template, client: Any, resources: dict[str, dict[str, Any]], report: BootstrapReport
+) -> None:
+    """Each key under the id the template gives it. CreateKey picks its own id, so the new key is moved
+    to the template's id inside moto's (in-process) backend: the local stack runs moto in this process."""
+    for logical_id, props in resources.items():
+        key_id = str(template.ref(logical_id))
+        report.physical_ids[logical_id] = key_id
+        if _found(client.describe_key, "NotFoundException", KeyId=key_id):
+            report.existing.append(logical_id)
+            continue
+        request: dict[str, Any] = {"KeyUsage": "ENCRYPT_DECRYPT", "KeySpec": "SYMMETRIC_DEFAULT"}
+        if "Description" in props:
+            request["Description"] = cfn_str(props["Description"])
+        # The KeyPolicy is not passed: moto's partial evaluation of key policies refuses the test
+        # credentials as the account root, and its default policy is that root-only policy already.
+        made = client.create_key(**request)["KeyMetadata"]
+        _move_moto_key(made["Arn"], key_id)
+        report.created.append(logical_id)
+
+
+def _move_moto_key(arn: str, key_id: str) -> None:
+    from moto.kms.models import kms_backends
+
+    _, _, _, region, account, resource = arn.split(":", 5)
+    backend = kms_backends[account][region]
+    key = backend.keys.pop(resource.split("/", 1)[1])
+    key.id = key_id
+    key.arn = f"arn:aws:kms:{region}:{account}:key/{key_id}"
+    backend.keys[key_id] = key

@@ -16,7 +16,8 @@ moto's backends and responses (idempotent, like local.stack's other moto patches
   FIFO `MessageGroupId` / `MessageDeduplicationId` 1-128 alphanumeric or punctuation characters.
 * Scheduler: schedule and group names 1-64 characters of [0-9a-zA-Z-_.].
 
-`AwsFaults` holds fault rules (a share and/or a count of one service's calls answer an AWS error) and
+`AwsFaults` holds fault rules (a share and/or a count of one service's calls answer an AWS error, or,
+with `tps`, a throughput quota: the calls past `tps` per second answer it) and
 `AwsFaultInjector` is the WSGI middleware in front of moto that applies them; the stack's control API
 edits them under /_local/aws/faults. Calls made by the local stack's own machinery (the clock standing
 in for Scheduler and Lambda's SQS polling) carry LOCAL_USER_AGENT and are never faulted.
@@ -396,6 +397,11 @@ _DDB = "com.amazonaws.dynamodb.v20120810#"
 _DDB_SINGLE_WRITES = {"PutItem", "UpdateItem", "DeleteItem"}
 _CONFLICT = "Transaction is ongoing for the item"
 
+# SSM's one throughput quota covers these (PROTOCOLS): `{"service": "ssm", "error": "ThrottlingException",
+# "tps": 40}` is the default quota, `"tps": 10000` higher throughput (SSM_QUOTA_OPERATIONS when no
+# operations are given).
+SSM_QUOTA_OPERATIONS = ["GetParameter", "GetParameters", "PutParameter"]
+
 # service -> error -> (HTTP status, error type on the wire, message); TransactionConflict is special.
 ERRORS: dict[str, dict[str, tuple[int, str, str]]] = {
     "dynamodb": {
@@ -452,9 +458,25 @@ class FaultRule:
     times: int = -1  # at most this many failures (-1: no limit)
     after: bool = False  # apply the call, then answer the error (a response lost after the work)
     seed: int | None = None
+    tps: float | None = None  # a throughput quota: calls within it pass, those past it fail
     id: str = ""
     hits: int = 0
     rng: random.Random = field(default_factory=random.Random, repr=False)
+    tokens: float = 0.0  # the quota's token bucket (one second's worth at most), refilled on the wall clock
+    refilled: float | None = None
+
+    def within_quota(self) -> bool:
+        """Take one call from the bucket if there is one (the call passes), else False (it fails)."""
+        if self.tps is None:
+            return False
+        now = time.monotonic()
+        elapsed = 0.0 if self.refilled is None else max(0.0, now - self.refilled)
+        self.tokens = min(max(self.tps, 1.0), self.tokens + elapsed * self.tps)
+        self.refilled = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -465,6 +487,7 @@ class FaultRule:
             "share": self.share,
             "times": self.times,
             "after": self.after,
+            "tps": self.tps,
             "hits": self.hits,
         }
 
@@ -484,7 +507,7 @@ class AwsFaults:
         self._rules: list[FaultRule] = []
 
     def add(self, **spec: Any) -> FaultRule:
-        unknown = set(spec) - {"service", "error", "operations", "share", "times", "after", "seed"}
+        unknown = set(spec) - {"service", "error", "operations", "share", "times", "after", "seed", "tps"}
         if unknown:
             raise FaultError(f"unknown fault fields: {sorted(unknown)}")
         service, error = spec.get("service"), spec.get("error")
@@ -502,6 +525,12 @@ class AwsFaults:
         if not isinstance(operations, list) or not all(isinstance(o, str) for o in operations):
             raise FaultError("operations must be a list of operation names")
         seed = spec.get("seed")
+        tps = spec.get("tps")
+        if tps is not None:
+            if not isinstance(tps, int | float) or isinstance(tps, bool) or tps <= 0:
+                raise FaultError("tps must be a positive number of calls per second")
+            if service == "ssm" and not operations:
+                operations = list(SSM_QUOTA_OPERATIONS)
         rule = FaultRule(
             service=service,
             error=error,
@@ -510,6 +539,8 @@ class AwsFaults:
             times=times,
             after=bool(spec.get("after", False)),
             seed=seed,
+            tps=None if tps is None else float(tps),
+            tokens=0.0 if tps is None else max(float(tps), 1.0),
             id=f"aws-fault-{next(_ids)}",
             rng=random.Random(seed),
         )
@@ -541,6 +572,8 @@ class AwsFaults:
                 if rule.times != -1 and rule.hits >= rule.times:
                     continue
                 if rule.share < 1 and rule.rng.random() >= rule.share:
+                    continue
+                if rule.within_quota():
                     continue
                 rule.hits += 1
                 return copy.copy(rule)

@@ -12,7 +12,8 @@ APIs. Routes:
 * `POST /_local/queues/drain` -> `{"delivered": n}`
 * `GET  /_local/queues/{logical_id}/messages` -> `{"queue", "value": [...]}` (peek, no receive)
 * `GET  /_local/aws/faults` -> `{"value": [rule, ...]}`; `POST /_local/aws/faults` `{"service", "error",
-  "operations"?, "share"?, "times"?, "after"?, "seed"?}` -> the rule (201); `DELETE /_local/aws/faults`
+  "operations"?, "share"?, "times"?, "after"?, "seed"?, "tps"?}` -> the rule (201; `tps`: a throughput
+  quota, the calls past it per second fail); `DELETE /_local/aws/faults`
   clears them, `DELETE /_local/aws/faults/{id}` removes one (local/aws_limits.py has the errors)
 * `GET  /_local/overruns` -> `{"value": [{function, kind, limit_s, elapsed_s}]}`: every invocation that
   ran past its function's Timeout (`kind: "timeout"`) or a route past API Gateway's 30 s

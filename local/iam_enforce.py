@@ -295,7 +295,21 @@ def _scheduler(op: str, params: Mapping[str, Any], env: AwsEnv) -> list[Requirem
     return [Requirement(f"scheduler:{op}", "*", base)]
 
 
-_MAPPERS = {"dynamodb": _dynamodb, "ssm": _ssm, "sqs": _sqs, "scheduler": _scheduler}
+def _kms(op: str, params: Mapping[str, Any], env: AwsEnv) -> list[Requirement]:
+    """Key operations are authorized on the key's ARN (an alias is not resolved locally)."""
+    base: dict[str, Any] = {"aws:requestedregion": env.region}
+    key = str(params.get("KeyId") or "")
+    if not key:
+        return [Requirement(f"kms:{op}", "*", base)]
+    if not key.startswith("arn:"):
+        key = f"arn:{env.partition}:kms:{env.region}:{env.account_id}:key/{key}"
+    context = params.get("EncryptionContext") or {}
+    for name, value in context.items():
+        base[f"kms:encryptioncontext:{name.lower()}"] = value
+    return [Requirement(f"kms:{op}", key, base)]
+
+
+_MAPPERS = {"dynamodb": _dynamodb, "ssm": _ssm, "sqs": _sqs, "scheduler": _scheduler, "kms": _kms}
 
 
 def requirements(service: str, operation: str, params: Mapping[str, Any], env: AwsEnv) -> list[Requirement]:

@@ -34,6 +34,7 @@ import copy
 import hashlib
 import json
 import re
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -601,8 +602,9 @@ class Template:
             return self._arn("sns", self.physical_name(logical_id))
         if rtype == "AWS::IAM::ManagedPolicy":
             return self.arn(logical_id)  # CloudFormation's Ref of a managed policy is its ARN
-        if rtype == "AWS::KMS::Key":
-            return hashlib.sha256(f"{self.stack_name}/{logical_id}".encode()).hexdigest()[:32]
+        if rtype == "AWS::KMS::Key":  # a key id is a UUID (moto's ciphertexts hold exactly 36 characters)
+            digest = hashlib.sha256(f"{self.stack_name}/{logical_id}".encode()).hexdigest()[:32]
+            return str(uuid.UUID(hex=digest))
         return self.physical_name(logical_id)
 
     def queue_url(self, queue_name: str) -> str:

@@ -163,3 +163,69 @@ def connect_new_account(
         base_url=stack.info["gateway_url"],
     )
     return user_id, {**acct, "mail": mail}
+
+
+@pytest.fixture(params=["ssm", "dynamodb"])
+def credential_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Run the test once per credential backend (template parameter CredentialBackend), each from a cold
+    container: no access token remembered in memory, no data key cached."""
+    from calbot import envelope, tokencache
+    from calbot.config import reset_settings
+
+    monkeypatch.setenv("CREDENTIAL_BACKEND", request.param)
+    reset_settings()
+    tokencache.clear_memory()
+    envelope.reset()
+    yield str(request.param)
+    monkeypatch.undo()
+    reset_settings()
+    tokencache.clear_memory()
+
+
+def secret_items(user_id: str) -> list[str]:
+    """The sort keys of a user's encrypted secret items (CRED# credentials, TOKEN# cached tokens)."""
+    from calbot import aws, store
+
+    items = aws.dynamodb().query(
+        TableName=store._table(),
+        KeyConditionExpression="PK = :pk",
+        ExpressionAttributeValues={":pk": {"S": store.user_pk(user_id)}},
+        ProjectionExpression="SK",
+    )["Items"]
+    return sorted(i["SK"]["S"] for i in items if i["SK"]["S"].startswith(("CRED#", "TOKEN#")))
+
+
+class AwsCalls:
+    """Counts AWS API calls ("ssm:GetParameter", "kms:Decrypt", ...) made by the code under test,
+    whatever client makes them (the Encryption SDK builds its own KMS client)."""
+
+    def __init__(self, scope: CodeUnderTest) -> None:
+        from collections import Counter
+
+        self.scope = scope
+        self.counts: Counter[str] = Counter()
+
+    def wrap(self, original: Any) -> Any:
+        calls = self
+
+        def counted(client: Any, operation_name: str, api_params: Any) -> Any:
+            if calls.scope.active():
+                calls.counts[f"{client.meta.service_model.endpoint_prefix}:{operation_name}"] += 1
+            return original(client, operation_name, api_params)
+
+        return counted
+
+    def of(self, service: str) -> dict[str, int]:
+        return {k: v for k, v in self.counts.items() if k.startswith(service + ":")}
+
+    def reset(self) -> None:
+        self.counts.clear()
+
+
+@pytest.fixture
+def aws_calls(code_under_test: CodeUnderTest, monkeypatch: pytest.MonkeyPatch) -> AwsCalls:
+    from botocore.client import BaseClient
+
+    calls = AwsCalls(code_under_test)
+    monkeypatch.setattr(BaseClient, "_make_api_call", calls.wrap(BaseClient._make_api_call))
+    return calls

@@ -25,6 +25,7 @@ RUNS = {
     "renewal": ["--subscriptions", "3", "--index", "50"],
     "events_many": ["--accounts", "6", "--slow", "2", "--delay", "0.5"],
     "notify_burst": ["--burst", "--accounts", "4", "--per-account", "1"],
+    "credentials": ["--syncs", "20", "--hours", "3"],
     "launch": ["--bots", "20"],
 }
 SCRIPTS = {"notify_burst": "notify_latency"}  # a figure set written by another script's mode
@@ -70,6 +71,7 @@ def test_every_bench_script_runs_and_the_report_assembles(tmp_path: Path) -> Non
         "## Subscription renewal fan-out and the 300,000 projection",
         "## GET /calendar/events with 200 accounts, many slow",
         "## Notification burst: 1,000 notifications across 500 accounts",
+        "## Credentials: value sizes, SSM and KMS calls per backend",
         "## Bot launches at the top of the hour",
     ):
         assert section in text

@@ -81,3 +81,20 @@ def find_leaks(secrets: Iterable[str], haystacks: Mapping[str, str]) -> dict[str
         if found:
             leaks[name] = found
     return leaks
+
+
+def table_text(items: Iterable[Mapping[str, object]]) -> str:
+    """DynamoDB items (the wire form, `{"S": ...}`, `{"B": ...}`) as one text for `find_leaks`: strings
+    as they are, binary attributes (an encrypted secret's blob) as latin-1, so a token stored in clear in
+    a blob shows up, raw or base64, like one in a string."""
+
+    def text(value: object) -> str:
+        if isinstance(value, bytes | bytearray):
+            return bytes(value).decode("latin-1")
+        if isinstance(value, Mapping):
+            return "\n".join(f"{k}\n{text(v)}" for k, v in value.items())
+        if isinstance(value, list | tuple | set):
+            return "\n".join(text(v) for v in value)
+        return str(value)
+
+    return "\n".join(text(item) for item in items)

@@ -59,12 +59,11 @@ def stored_credentials(e2e: E2EStack, user_id: str, account: str) -> tuple[str, 
         Path=f"/calbot/{prefix}/users/{user_id}/outlook", Recursive=True, WithDecryption=True
     )["Parameters"]
     mine = [p for p in params if account.lower().replace("@", "_") in p["Name"]]
-    # Real Microsoft token sizes do not fit one 4 KB Standard value: the access token is cached beside it.
+    # Access tokens never go to SSM (they are cached, encrypted, in DynamoDB): one long-lived value.
     assert all(len(p["Value"].encode()) <= 4096 for p in mine), [(p["Name"], len(p["Value"])) for p in mine]
     matching = [p for p in mine if not p["Name"].endswith(".access")]
-    assert len(matching) == 1, [p["Name"] for p in params]
-    if len(mine) == 2:  # split: the access token lives only in the second parameter
-        assert "access_token" not in json.loads(matching[0]["Value"])
+    assert len(matching) == len(mine) == 1, [p["Name"] for p in params]
+    assert "access_token" not in json.loads(matching[0]["Value"])
     return matching[0]["Type"], json.loads(matching[0]["Value"])
 
 

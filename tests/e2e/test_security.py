@@ -17,6 +17,7 @@ import requests
 
 from local.template import load_template
 from tests.e2e.conftest import E2EStack, start_stack, stop_stack
+from tests.e2e.leaks import table_text
 
 ROOT = Path(__file__).resolve().parents[2]
 API = "/api/v1"
@@ -403,7 +404,7 @@ def scan_table(e2e: E2EStack) -> str:
         page = ddb.scan(**kwargs)
         items += page["Items"]
         if "LastEvaluatedKey" not in page:
-            return json.dumps(items)
+            return table_text(items)  # binary attributes too (the encrypted TOKEN#/CRED# blobs)
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 

@@ -7,7 +7,7 @@ import re
 
 from local.demo import DEMO_GOOGLE_CLIENT_SECRET
 from tests.e2e.conftest import STARTED_STACKS, E2EStack, aws_limit_violations
-from tests.e2e.leaks import decoded_variants, find_leaks
+from tests.e2e.leaks import decoded_variants, find_leaks, table_text
 
 # Every API key calbot issues (calbot.auth.new_api_key), whoever it belongs to: found by shape, so a key
 # some test made without telling anyone is covered too.
@@ -47,6 +47,31 @@ def test_no_token_material_in_any_response_or_log_line(e2e: E2EStack) -> None:
     assert all(text for name, text in haystacks.items() if name.endswith(" log"))
     leaks = find_leaks(secrets, haystacks)
     assert leaks == {}, f"token material in {leaks}"
+
+
+def test_no_token_material_at_rest_in_the_table_and_no_access_token_in_ssm(e2e: E2EStack) -> None:
+    """The shared stack's table (connections, the encrypted TOKEN# cache items, everything) holds no
+    issued token or client secret in any form; SSM holds refresh tokens and client secrets only, never
+    an access token (calbot.vault). The dynamodb-backend stack checks its own table
+    (test_credential_backend.py)."""
+    issued = e2e.graph("GET", "/issued-tokens").json()
+    google = e2e.google("GET", "/issued-tokens").json()
+    secrets = e2e.collect_token_material() | set(CLIENT_SECRETS)
+    table = e2e.env()["TABLE_NAME"]
+    pages = e2e.boto("dynamodb").get_paginator("scan").paginate(TableName=table)  # test-side scan
+    items = [item for page in pages for item in page["Items"]]
+    assert any(item["SK"]["S"].startswith("TOKEN#") for item in items)  # the cache is there, sealed
+    assert find_leaks(secrets, {"table": table_text(items)}) == {}
+    params = e2e.boto("ssm").get_paginator("get_parameters_by_path")
+    values = [
+        p["Value"]
+        for page in params.paginate(Path="/calbot/local/users", Recursive=True, WithDecryption=True)
+        for p in page["Parameters"]
+    ]
+    assert values  # the demo accounts' credentials
+    access_tokens = {*issued["access_tokens"], *google["access_tokens"]}
+    assert len(access_tokens) >= 3
+    assert find_leaks(access_tokens, {"ssm": "\n".join(values)}) == {}
 
 
 def test_no_api_key_or_service_credential_in_any_response_or_log_line(e2e: E2EStack) -> None:

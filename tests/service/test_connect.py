@@ -21,6 +21,10 @@ from calbot.services import connect as connect_service
 from calbot.timeutil import parse_iso
 from local.servers import serve
 from local.stack import LocalStack
+from tests.conftest import secret_items
+
+# Every test runs once with each credential backend (ssm, dynamodb).
+pytestmark = pytest.mark.usefixtures("credential_backend")
 
 CLIENT_ID = "svc-client"
 CLIENT_SECRET = "svc-client-secret-a81f"
@@ -80,12 +84,15 @@ def ssm_names(user_id: str) -> list[str]:
 
 def assert_nothing_left(stack: LocalStack, user_id: str, acct: dict[str, Any]) -> None:
     assert ssm_names(user_id) == []
+    assert secret_items(user_id) == []
     assert emulator_subs(stack, acct["id"]) == []
     assert store.list_connections(user_id) == []
     assert store.count_connections(user_id) == 0
 
 
-def test_connect_stores_secure_string_subscriptions_and_record(stack: LocalStack, user_id: str) -> None:
+def test_connect_stores_secure_string_subscriptions_and_record(
+    stack: LocalStack, user_id: str, credential_backend: str
+) -> None:
     acct = account(stack, calendars=[{"name": "Calendar", "is_default": True}, {"name": "Second"}])
     status, created = connect_service.connect_account(
         user_id, request(acct["refresh_token"]), base_url=base_url(stack)
@@ -94,8 +101,11 @@ def test_connect_stores_secure_string_subscriptions_and_record(stack: LocalStack
 
     conn = store.get_connection(user_id, "outlook", created.account_id.upper())  # case-insensitive
     assert conn is not None and conn.credential_path.startswith(f"/calbot/local/users/{user_id}/outlook/")
-    param = aws.ssm().get_parameter(Name=conn.credential_path, WithDecryption=True)["Parameter"]
-    assert param["Type"] == "SecureString"
+    if credential_backend == "ssm":
+        param = aws.ssm().get_parameter(Name=conn.credential_path, WithDecryption=True)["Parameter"]
+        assert param["Type"] == "SecureString"
+    else:
+        assert ssm_names(user_id) == [] and len(secret_items(user_id)) == 2  # CRED# and TOKEN#
     creds = vault.get(conn.credential_path)
     assert creds is not None
     assert creds.refresh_token != acct["refresh_token"]  # rotated, and the new one is what we keep
@@ -148,9 +158,10 @@ def test_failure_after_credentials_stored_rolls_everything_back(
     made: list[str] = []
 
     def boom(*args: Any, **kwargs: Any) -> None:
-        # by now: credentials in SSM, two subscriptions at the emulator, SUB items written
+        # by now: credentials stored (SSM or CRED#), two subscriptions at the emulator, SUB items written
         made.extend(s["id"] for s in emulator_subs(stack, acct["id"]))
-        assert ssm_names(user_id) and len(made) == 2 and all(store.get_subscription(i) for i in made)
+        assert ssm_names(user_id) or secret_items(user_id)
+        assert len(made) == 2 and all(store.get_subscription(i) for i in made)
         raise RuntimeError("injected failure before the connection record is written")
 
     monkeypatch.setattr(store, "create_connection", boom)
@@ -318,107 +329,35 @@ def test_every_refresh_asks_for_offline_access_whatever_scopes_are_stored(
     assert "offline_access" not in tokens.scope.split()
 
 
-# SSM Standard tier: 4 KB per value (PROTOCOLS, AWS limits).
+# SSM Standard tier: 4 KB per value (PROTOCOLS, AWS limits). Vault and token-cache tests of their own:
+# tests/service/test_credentials.py.
 SSM_STANDARD_MAX = 4096
 
 
-def test_what_the_vault_stores_per_account_fits_ssm_standard_with_real_token_sizes(
-    stack: LocalStack, user_id: str
+def test_what_the_vault_stores_per_account_is_long_lived_only_with_real_token_sizes(
+    stack: LocalStack, user_id: str, credential_backend: str
 ) -> None:
-    """A Microsoft access token (~2.3 KB here, up to 2.5 KB and more) beside a refresh token (~1.6 KB)
-    and the client secret passes 4 KB in one value: the access token is cached in its own parameter."""
+    """A Microsoft access token (~2.3 KB here, up to 2.5 KB and more) never goes to the credential
+    store: one value of the refresh token (~1.6 KB) and the client secret, far under 4 KB."""
     acct = account(stack)
     connect_service.connect_account(user_id, request(acct["refresh_token"]), base_url=base_url(stack))
     conn = store.list_connections(user_id)[0]
     creds = vault.get(conn.credential_path)
-    assert creds is not None and creds.access_token
+    assert creds is not None and creds.access_token  # from the token cache
     assert len(creds.access_token) >= 1500 and len(creds.refresh_token) >= 1000  # real sizes
-    sizes = {}
-    for name in ssm_names(user_id):
-        value = aws.ssm().get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
-        sizes[name] = len(value.encode())
-        assert sizes[name] <= SSM_STANDARD_MAX, (name, sizes[name])
-    assert sorted(sizes) == sorted([conn.credential_path, vault.access_path(conn.credential_path)])
-    credentials = aws.ssm().get_parameter(Name=conn.credential_path, WithDecryption=True)["Parameter"]
-    apart = creds.access_token not in credentials["Value"]  # a boolean: a failure must not print a token
-    assert apart
-    # All of it in one value, as before, would not fit.
-    assert len(creds.model_dump_json().encode()) > SSM_STANDARD_MAX
-
-
-def _worst(access_bytes: int = 2560, provider: str = "outlook") -> Any:
-    """Credentials at the worst real sizes (PROTOCOLS): a 2 KB refresh token, a long client secret."""
-    from datetime import UTC, datetime
-
-    from calbot.models import Credentials
-
-    return Credentials(
-        provider=provider,
-        client_id="1" * 36,
-        client_secret="s" * 64,  # Microsoft secrets are 40 characters today
-        refresh_token="r" * 2048,
-        tenant="contoso.onmicrosoft.com",
-        scopes="offline_access User.Read Calendars.Read",
-        access_token="a" * access_bytes,
-        access_token_expires_at=datetime(2030, 1, 1, tzinfo=UTC),
-    )
-
-
-def _values(path: str) -> dict[str, int]:
-    """name -> value size in bytes of the parameters stored for one account."""
-    sizes = {}
-    for name in (path, vault.access_path(path)):
-        try:
-            value = aws.ssm().get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
-        except aws.ssm().exceptions.ParameterNotFound:
-            continue
-        sizes[name] = len(value.encode())
-    return sizes
-
-
-def test_vault_budget_for_the_worst_real_case(stack: LocalStack, user_id: str) -> None:
-    """Budget for the worst case, not the emulator's: each value fits, and all of it comes back."""
-    path = vault.credential_path(user_id, "outlook", "worst@contoso.example")
-    for access_bytes in (2560, 3900):  # a common large token, and one for a user in many groups
-        worst = _worst(access_bytes)
-        assert len(worst.model_dump_json().encode()) > SSM_STANDARD_MAX  # one value would be refused
-        vault.put(path, worst)
-        sizes = _values(path)
-        assert len(sizes) == 2 and all(size <= SSM_STANDARD_MAX for size in sizes.values()), sizes
-        assert vault.get(path) == worst
-    assert vault.delete(path) and _values(path) == {}
-
-
-def test_credentials_that_fit_stay_in_one_parameter(stack: LocalStack, user_id: str) -> None:
-    """Google's tokens (~250 and ~100 characters) fit with everything else: one parameter, one read."""
-    path = vault.credential_path(user_id, "google", "small@gmail.example")
-    small = _worst().model_copy(
-        update={"refresh_token": "1//0" + "r" * 100, "access_token": "ya29." + "a" * 250}
-    )
-    vault.put(path, _worst())  # split first: too large together
-    vault.put(path, small)
-    assert vault.get(path) == small
-    assert (
-        json.loads(aws.ssm().get_parameter(Name=path, WithDecryption=True)["Parameter"]["Value"])[
-            "access_token"
-        ]
-        == small.access_token
-    )
-    # A forgotten (refused) token is gone: the next call refreshes. (Nothing is deleted on the way:
-    # only connect and disconnect may delete parameters; the stale `.access` is ignored, then removed.)
-    vault.put(path, small.model_copy(update={"access_token": None, "access_token_expires_at": None}))
-    assert vault.get(path).access_token is None
-    assert vault.delete(path) and _values(path) == {}
-
-
-def test_an_access_token_too_large_to_cache_is_not_stored(stack: LocalStack, user_id: str) -> None:
-    path = vault.credential_path(user_id, "outlook", "huge@contoso.example")
-    vault.put(path, _worst(2560))
-    vault.put(path, _worst(5000))
-    assert vault.get(path).access_token is None  # not cached, and the older one is not left looking current
-    assert vault.get(path).refresh_token == "r" * 2048
-    assert all(size <= SSM_STANDARD_MAX for size in _values(path).values())
-    vault.delete(path)
+    stored = vault.secrets(conn.credential_path)
+    assert stored is not None and stored.access_token is None
+    if credential_backend == "ssm":
+        assert ssm_names(user_id) == [conn.credential_path]  # no `<path>.access` parameter
+        value = aws.ssm().get_parameter(Name=conn.credential_path, WithDecryption=True)["Parameter"]["Value"]
+        assert len(value.encode()) <= SSM_STANDARD_MAX
+        assert set(json.loads(value)) == set(vault.LONG_LIVED)  # a failure must not print a token
+        (described,) = aws.ssm().describe_parameters(
+            ParameterFilters=[{"Key": "Name", "Values": [conn.credential_path]}]
+        )["Parameters"]
+        assert described["Tier"] == "Standard"  # Intelligent-Tiering chose Standard: it fits
+    else:
+        assert ssm_names(user_id) == []
 
 
 def test_connect_with_an_unknown_app_is_a_400_and_a_token_outage_is_not(

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from calbot import aws, scheduler, store, tokens, vault
+from calbot import aws, scheduler, store, tokencache, tokens, vault
 from calbot.errors import DomainError
 from calbot.http import error_body, status_of
 from calbot.models import (
@@ -24,7 +24,10 @@ from calbot.services import auto_schedule, disconnect, launcher, notifications
 from calbot.services import schedule as sched
 from calbot.services.sync import sync_user
 from local.stack import LocalStack
-from tests.conftest import connect_new_account
+from tests.conftest import connect_new_account, secret_items
+
+# Every test runs once with each credential backend (ssm, dynamodb).
+pytestmark = pytest.mark.usefixtures("credential_backend")
 
 CLIENT_ID = "disc-client"
 CLIENT_SECRET = "disc-client-secret-71"
@@ -143,6 +146,10 @@ def outcome(
             s["id"] for s in stack.graph.subscriptions() if s["account_id"] == acct["id"]
         ],
         "credentials": vault.get(cred_path),
+        # the dynamodb backend's CRED# item and the shared TOKEN# cache item (either backend)
+        "credential_items": [
+            sk for sk in secret_items(user_id) if sk.endswith(tokencache.owner_and_rest(cred_path)[1])
+        ],
         "sync_states": list(
             aws.dynamodb().query(
                 TableName=store._table(),
@@ -156,13 +163,18 @@ def outcome(
     }
 
 
-def test_disconnect_one_account_leaves_the_others_byte_for_byte(stack: LocalStack) -> None:
+def test_disconnect_one_account_leaves_the_others_byte_for_byte(
+    stack: LocalStack, credential_backend: str
+) -> None:
     user_id, gone = account(stack)
     _, kept_a = account(stack, user_id)
     _, kept_b = account(stack, user_id)
     ran = ran_recurring_bot(user_id, gone["mail"])
     conn = store.get_connection(user_id, "outlook", gone["mail"])
     assert conn is not None and len(conn.subscriptions) == 1
+    mine = tokencache.owner_and_rest(conn.credential_path)[1]
+    stored = [sk.split("#", 1)[0] for sk in secret_items(user_id) if sk.endswith(mine)]
+    assert stored == (["CRED", "TOKEN"] if credential_backend == "dynamodb" else ["TOKEN"])
     before = [snapshot(stack, user_id, a) for a in (kept_a, kept_b)]
     assert all(
         len(s["bots"]) == 3 and len(s["schedules"]) == 3 and s["emulator_subscriptions"] for s in before
@@ -182,7 +194,7 @@ def test_disconnect_one_account_leaves_the_others_byte_for_byte(stack: LocalStac
     assert left["schedules"] == []  # launch schedules and the ran bot's end-of-meeting schedule
     assert store.get_bot(user_id, ran).remote_bot_id == "rb_1"  # the bot that ran is untouched
     assert left["subscription_items"] == left["emulator_subscriptions"] == []
-    assert left["credentials"] is None and left["sync_states"] == []
+    assert left["credentials"] is None and left["credential_items"] == [] and left["sync_states"] == []
     assert [snapshot(stack, user_id, a) for a in (kept_a, kept_b)] == before
 
     with pytest.raises(DomainError) as err:

@@ -247,8 +247,8 @@ def test_a_credential_with_real_sized_tokens_is_stored(inproc_stack: LocalStack)
     from calbot.models import Credentials
 
     # Microsoft access tokens are JWTs of 1.5-4 KB, refresh tokens about 1-2 KB: together over the
-    # Standard tier's 4 KB, so the vault keeps the access token in a second Standard parameter (not
-    # Advanced: charged per parameter-month, for a cache).
+    # Standard tier's 4 KB. The access token never goes to SSM (it is cached, encrypted, in DynamoDB):
+    # one Intelligent-Tiering parameter that stays Standard.
     creds = Credentials(
         provider="outlook",
         client_id="c" * 36,
@@ -260,6 +260,6 @@ def test_a_credential_with_real_sized_tokens_is_stored(inproc_stack: LocalStack)
     vault.put(path, creds)
     stored = vault.get(path)
     assert stored is not None and stored.access_token == creds.access_token
-    names = [path, vault.access_path(path)]
+    names = [path, path + vault.LEGACY_ACCESS_SUFFIX]
     described = aws.ssm().describe_parameters(ParameterFilters=[{"Key": "Name", "Values": names}])
-    assert sorted(p["Tier"] for p in described["Parameters"]) == ["Standard", "Standard"]
+    assert [(p["Name"], p["Tier"]) for p in described["Parameters"]] == [(path, "Standard")]

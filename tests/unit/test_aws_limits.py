@@ -64,6 +64,24 @@ def test_fault_rules_count_and_share() -> None:
         faults.add(service="ssm", error="TransactionConflict")
 
 
+def test_ssm_throughput_quota_lets_tps_calls_a_second_through(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SSM's one quota covers GetParameter, GetParameters and PutParameter: past it, ThrottlingException."""
+    from local import aws_limits
+
+    clock = [1000.0]
+    monkeypatch.setattr(aws_limits.time, "monotonic", lambda: clock[0])
+    faults = AwsFaults()
+    rule = faults.add(service="ssm", error="ThrottlingException", tps=40)
+    assert rule.operations == ["GetParameter", "GetParameters", "PutParameter"]
+    passed = sum(faults.draw("ssm", op) is None for op in ["GetParameter", "PutParameter"] * 50)
+    assert passed == 40  # one second's worth, then every call fails
+    assert faults.draw("ssm", "DeleteParameter") is None  # not under that quota
+    clock[0] += 0.5
+    assert sum(faults.draw("ssm", "GetParameters") is None for _ in range(100)) == 20
+    with pytest.raises(FaultError):
+        faults.add(service="ssm", error="ThrottlingException", tps=0)
+
+
 def test_calls_are_recognised_by_service_and_operation() -> None:
     auth = "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/{}/aws4_request, SignedHeaders=host"
     ddb = {"HTTP_AUTHORIZATION": auth.format("dynamodb"), "HTTP_X_AMZ_TARGET": "DynamoDB_20120810.PutItem"}

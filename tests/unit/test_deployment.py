@@ -48,6 +48,7 @@ NAMELESS = {
     "AWS::Lambda::EventSourceMapping",
     "AWS::ApiGatewayV2::Api",  # API names need not be unique; the id is generated
     "AWS::ApiGatewayV2::Stage",  # StageName is per API
+    "AWS::KMS::Key",  # keys have no name (an alias would); the key id is generated
 }
 
 

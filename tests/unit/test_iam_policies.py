@@ -24,6 +24,13 @@ SCHEDULE = f"arn:aws:scheduler:us-east-1:{ACCOUNT}:schedule/calbot-bots-dev/bot-
 SCHEDULER_ROLE = f"arn:aws:iam::{ACCOUNT}:role/calbot-local-SchedulerRole"
 
 
+def _credential_key() -> str:
+    return str(load_template(ROOT / "template.yaml").get_att("CredentialKey", "Arn"))
+
+
+CREDENTIAL_KEY = _credential_key()
+
+
 @pytest.fixture(scope="module")
 def roles() -> FunctionPolicies:
     return FunctionPolicies(load_template(ROOT / "template.yaml"))
@@ -84,7 +91,9 @@ _WRITE = [
     "dynamodb:PutItem",
     "dynamodb:UpdateItem",
 ]
-_CREDS = ["ssm:GetParameter", "ssm:PutParameter"]
+# The credential store (SSM, or the dynamodb backend's items under USER#, which _WRITE covers) and the
+# KMS envelope key of the access-token cache and the dynamodb backend (calbot.envelope).
+_CREDS = ["ssm:GetParameter", "ssm:PutParameter", "kms:Decrypt", "kms:GenerateDataKey"]
 _SCHEDULES = [
     "iam:PassRole",
     "scheduler:CreateSchedule",
@@ -209,6 +218,9 @@ def test_read_only_routes_cannot_write_credentials_or_items(roles: FunctionPolic
             assert _decide(p, action, TABLE) != ALLOW, (name, action)
         user_item = {"dynamodb:LeadingKeys": ["USER#u"]}
         assert _decide(p, "dynamodb:UpdateItem", TABLE, **user_item) != ALLOW, name
+        # Nor decrypt what the credential key protects (TOKEN#/CRED# items they can read as ciphertext).
+        for action in ("kms:Decrypt", "kms:GenerateDataKey"):
+            assert _decide(p, action, CREDENTIAL_KEY) != ALLOW, (name, action)
         # The one write they make: their caller's request counter.
         assert _decide(p, "dynamodb:UpdateItem", TABLE, **{"dynamodb:LeadingKeys": ["RATE#k"]}) == ALLOW
 
@@ -297,3 +309,22 @@ def test_the_authorizer_is_refused_a_scan(aws: None, roles: FunctionPolicies) ->
         f"calbot-local-AuthorizerFunction is not authorized to perform: dynamodb:Scan on resource: {TABLE} "
         "because no identity-based policy allows the dynamodb:Scan action"
     )
+
+
+def test_the_credential_key_is_usable_only_by_credential_users_and_only_that_key(
+    roles: FunctionPolicies,
+) -> None:
+    users = {name for name, actions in ALLOWED_ACTIONS.items() if "kms:Decrypt" in actions}
+    assert users == {name for name, actions in ALLOWED_ACTIONS.items() if "ssm:GetParameter" in actions} - {
+        "BotLauncherFunction",  # reads the Create Bot API key, no account credentials
+        "GetEventsFunction",  # the cursor key only
+        "ListScheduledBotsFunction",
+    }
+    other_key = CREDENTIAL_KEY.rsplit("/", 1)[0] + "/00000000-0000-0000-0000-000000000000"
+    for p in roles:
+        for action in ("kms:Decrypt", "kms:GenerateDataKey"):
+            assert (_decide(p, action, CREDENTIAL_KEY) == ALLOW) == (p.function in users), (
+                p.function,
+                action,
+            )
+            assert _decide(p, action, other_key) != ALLOW, (p.function, action)

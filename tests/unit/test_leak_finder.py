@@ -49,3 +49,18 @@ def test_a_secret_is_found_in_every_form(secret: str, form: str) -> None:
 def test_nothing_is_reported_for_clean_text_or_other_secrets() -> None:
     clean = json.dumps({"id": "evt_123", "token": "***", "hash": base64.b64encode(b"x" * 40).decode()})
     assert find_leaks([REFRESH, ACCESS, CLIENT_SECRET], {"log": clean, "responses": clean * 3}) == {}
+
+
+def test_a_token_in_clear_in_a_table_item_is_found_and_an_encrypted_one_is_not() -> None:
+    from tests.e2e.leaks import table_text
+
+    plain = {
+        "PK": {"S": "USER#u"},
+        "SK": {"S": "TOKEN#outlook/a"},
+        "blob": {"B": b"\x01\x02" + ACCESS.encode()},
+    }
+    as_string = {"PK": {"S": "USER#u"}, "SK": {"S": "X"}, "v": {"M": {"t": {"S": REFRESH}}}}
+    sealed = {"PK": {"S": "USER#u"}, "SK": {"S": "TOKEN#outlook/a"}, "blob": {"B": bytes(range(256)) * 8}}
+    assert find_leaks([ACCESS], {"table": table_text([plain])}) == {"table": [ACCESS[:12] + "..."]}
+    assert find_leaks([REFRESH], {"table": table_text([as_string])}) == {"table": [REFRESH[:12] + "..."]}
+    assert find_leaks([ACCESS, REFRESH], {"table": table_text([sealed])}) == {}

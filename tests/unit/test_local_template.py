@@ -334,6 +334,7 @@ def test_bootstrap_creates_the_real_templates_resources(aws: boto3.Session) -> N
         "AutoScheduleDeadLetterQueue",
         "AutoScheduleQueue",
         "BotScheduleGroup",
+        "CredentialKey",
         "LaunchDeadLetterQueue",
         "LaunchQueue",
         "RenewalDeadLetterQueue",
@@ -343,6 +344,14 @@ def test_bootstrap_creates_the_real_templates_resources(aws: boto3.Session) -> N
         "SyncQueue",
         "Table",
     ]
+    # The envelope key exists under the id the functions' CREDENTIAL_KEY_ARN names, and works.
+    kms = aws.client("kms")
+    key_arn = t.get_att("CredentialKey", "Arn")
+    assert kms.describe_key(KeyId=key_arn)["KeyMetadata"]["Arn"] == key_arn
+    data_key = kms.generate_data_key(KeyId=key_arn, KeySpec="AES_256", EncryptionContext={"u": "1"})
+    plain = kms.decrypt(CiphertextBlob=data_key["CiphertextBlob"], EncryptionContext={"u": "1"})
+    assert plain["Plaintext"] == data_key["Plaintext"]
+    assert create_resources(t, aws).existing.count("CredentialKey") == 1  # idempotent
     ddb = aws.client("dynamodb")
     table = ddb.describe_table(TableName="calbot-tpltest-Table")["Table"]
     assert {i["IndexName"] for i in table["GlobalSecondaryIndexes"]} == {"GSI1", "GSI2", "GSI3"}

@@ -12,10 +12,10 @@ import pytest
 from werkzeug.wrappers import Request as WsgiRequest
 from werkzeug.wrappers import Response as WsgiResponse
 
-from calbot import botapi, deadline, store, timeutil, tokens, vault
+from calbot import botapi, deadline, store, timeutil, tokencache, tokens, vault
 from calbot.config import reset_settings
 from calbot.deadline import Deadline
-from calbot.models import Connection, Credentials
+from calbot.models import Connection
 from calbot.providers.base import ProviderUnavailable
 from calbot.providers.http import ProviderHttp
 from local.servers import serve
@@ -178,21 +178,26 @@ def _conn() -> Connection:
         provider="outlook",
         account_id="a@b.c",
         webhook_url="https://x.example/hook",
-        credential_path="/calbot/test/creds/usr_1/a",
+        credential_path="/calbot/test/users/usr_1/outlook/a-0123456789ab",
         created_at=CREATED,
         updated_at=CREATED,
     )
 
 
-def _creds(access_token: str | None, expires: datetime | None) -> Credentials:
-    return Credentials(
-        provider="outlook",
-        client_id="c",
-        client_secret="s",
-        refresh_token="r",
-        access_token=access_token,
-        access_token_expires_at=expires,
-    )
+def _cached(access_token: str, expires: datetime) -> tokencache.CachedAccessToken:
+    return tokencache.CachedAccessToken(access_token=access_token, expires_at=expires)
+
+
+def _shared_cache(monkeypatch: pytest.MonkeyPatch, read: Any) -> None:
+    """The shared token cache answers `read(path)`; the credential store must never be read (the
+    lock's loser waits for the winner's token in the cache, not in SSM)."""
+
+    def no_store(path: str) -> None:
+        raise AssertionError("the credential store was read while waiting for the lock")
+
+    monkeypatch.setattr(tokencache, "remembered", lambda path: None)
+    monkeypatch.setattr(tokencache, "shared", read)
+    monkeypatch.setattr(vault, "secrets", no_store)
 
 
 @pytest.fixture
@@ -213,8 +218,8 @@ def test_a_busy_token_lock_is_waited_for_on_the_core_clock(
 ) -> None:
     """Ten seconds of polling every 0.2 s, virtual: the test spends no real time waiting."""
     start = timeutil.now()  # the `slept` fixture holds the clock here
-    stale = _creds("old", start)
-    monkeypatch.setattr(vault, "get", lambda path: stale)
+    stale = _cached("old", start)
+    _shared_cache(monkeypatch, lambda path: stale)
     began = time.monotonic()
     with pytest.raises(ProviderUnavailable, match="already in progress"):
         tokens.access_token(_conn())
@@ -227,16 +232,16 @@ def test_the_lock_waiter_takes_the_winners_fresh_token(
     busy_lock: list[str], slept: list[float], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     start = timeutil.now()
-    reads = [_creds("old", start)] * 4 + [_creds("winner", start + timedelta(hours=1))]
-    monkeypatch.setattr(vault, "get", lambda path: reads.pop(0) if len(reads) > 1 else reads[0])
+    reads = [_cached("old", start)] * 4 + [_cached("winner", start + timedelta(hours=1))]
+    _shared_cache(monkeypatch, lambda path: reads.pop(0) if len(reads) > 1 else reads[0])
     assert tokens.access_token(_conn()) == "winner"
-    assert slept == [0.2] * 4 and len(busy_lock) == 4  # the vault is read after each wait
+    assert slept == [0.2] * 4 and len(busy_lock) == 4  # the shared cache is read after each wait
 
 
 def test_the_lock_wait_stops_before_the_deadline(
     busy_lock: list[str], slept: list[float], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(vault, "get", lambda path: _creds("old", timeutil.now() - timedelta(hours=1)))
+    _shared_cache(monkeypatch, lambda path: _cached("old", timeutil.now() - timedelta(hours=1)))
     with deadline.active(Deadline.after(1.0)), pytest.raises(ProviderUnavailable):
         tokens.access_token(_conn())
     assert sum(slept) < 1.0 and len(slept) == 4

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -49,6 +50,11 @@ class Settings(BaseModel):
     # The delayed launch queue (calbot.scheduler): every function that arms a launch sends to it.
     launch_queue_url: str = ""
     bot_api_key_param: str = ""
+    # Where long-lived OAuth secrets live (calbot.vault): SSM SecureStrings, or KMS-envelope-encrypted
+    # DynamoDB items past SSM's parameter and throughput ceilings. The KMS key also encrypts the
+    # shared access-token cache (calbot.tokencache), whichever backend holds the secrets.
+    credential_backend: Literal["ssm", "dynamodb"] = "ssm"
+    credential_key_arn: str = ""
     # Per API key (calbot.ratelimit): requests in one fixed minute, 0 turning limiting off, and the most
     # of them in any one second of it, so a key cannot spend its whole minute in a single burst.
     rate_limit_per_minute: int = Field(default=600, ge=0)

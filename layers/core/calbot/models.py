@@ -290,6 +290,8 @@ class Credentials(Model):
     refresh_token: str
     tenant: str = "common"
     scopes: str = ""
+    # When the stored refresh token was issued (stored), for calbot.tokens' rotation rule; None: unknown.
+    refresh_token_issued_at: UtcDateTime | None = None
     access_token: str | None = None
     access_token_expires_at: UtcDateTime | None = None
 

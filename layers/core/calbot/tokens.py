@@ -1,8 +1,11 @@
-"""Access tokens for a connection: cached in the vault until near expiry, refreshed at most once at a time.
+"""Access tokens for a connection: cached until near expiry, refreshed at most once at a time.
 
-Microsoft rotates refresh tokens, so every refresh writes the new one back. A per-account lock makes
-sure concurrent invocations never race two refreshes of the same token; the loser re-reads the vault
-and uses the winner's access token.
+A token comes from this container's memory, else from the shared encrypted DynamoDB cache
+(calbot.tokencache); the credential store (SSM or the `dynamodb` backend, calbot.vault) is read only when
+a refresh is needed. Microsoft rotates refresh tokens, so a refresh that returns a new one writes it back;
+a refresh that returns none (Google) writes nothing. A per-account lock makes sure concurrent
+invocations never race two refreshes of the same token; the loser reads the shared cache (never the
+credential store) and uses the winner's access token.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from typing import NoReturn
 
 from tenacity import RetryCallState, retry_if_exception_type, wait_fixed
 
-from calbot import store, vault
+from calbot import store, tokencache, vault
 from calbot.models import Connection, Credentials
 from calbot.providers import get_provider
 from calbot.providers.base import ProviderAuthError, ProviderUnavailable
@@ -20,17 +23,35 @@ from calbot.retry import retrying
 from calbot.timeutil import now
 
 EARLY_REFRESH = timedelta(minutes=5)
+# A rotated refresh token is written back only when the stored one is at least this old. Rotation does
+# not revoke the old token (PROTOCOLS: it lives 90 days from its own issue), so the stored one stays good
+# for 90 days minus this from the last write; hourly refreshes then cost one PutParameter a day instead
+# of 24 (tests/service/test_credentials.py refreshes hourly for 120 days on the Graph emulator).
+PERSIST_ROTATED_AFTER = timedelta(days=1)
 # How long an invocation waits for another one's refresh of the same token, and how often it looks.
 LOCK_WAIT_SECONDS = 10.0
 LOCK_POLL_SECONDS = 0.2
 
 
-def _fresh(creds: Credentials) -> bool:
+def _fresh(token: tokencache.CachedAccessToken | None) -> bool:
     return bool(
-        creds.access_token
-        and creds.access_token_expires_at
-        and creds.access_token_expires_at - EARLY_REFRESH > now()
+        token is not None
+        and token.access_token
+        and token.expires_at
+        and token.expires_at - EARLY_REFRESH > now()
     )
+
+
+def _stale(creds: Credentials) -> bool:
+    """The stored refresh token is old enough to be replaced by a rotated one (or of unknown age)."""
+    issued = creds.refresh_token_issued_at
+    return issued is None or now() - issued >= PERSIST_ROTATED_AFTER
+
+
+def _cached(path: str) -> tokencache.CachedAccessToken | None:
+    """This container's token if still fresh, else the shared cache's (which may be fresher)."""
+    mine = tokencache.remembered(path)
+    return mine if _fresh(mine) else tokencache.shared(path)
 
 
 def access_token(conn: Connection) -> str:
@@ -39,58 +60,58 @@ def access_token(conn: Connection) -> str:
     A good refresh also proves the credentials alive: a connection marked needs_reauth goes back to
     active (a wrong mark, e.g. from a transient failure, never strands an account).
     """
-    creds = vault.get(conn.credential_path)
-    if creds is None:
-        raise ProviderAuthError(
-            "The stored credentials for this account are missing.", kind="credentials_missing"
-        )
-    if _fresh(creds):
-        return creds.access_token or ""
+    path = conn.credential_path
+    cached = _cached(path)
+    if cached is not None and _fresh(cached):
+        return cached.access_token
     lock_name = f"TOKEN#{conn.user_id}#{conn.provider}#{conn.key}"
-    lock, creds = _lock_or_refreshed(conn, creds, lock_name)
-    if lock is None:
-        return creds.access_token or ""
+    lock, cached = _lock_or_refreshed(path, lock_name)
+    if lock is None and cached is not None:
+        return cached.access_token
     try:
-        creds = vault.get(conn.credential_path) or creds  # someone may have refreshed meanwhile
-        if _fresh(creds):
-            return creds.access_token or ""
+        cached = tokencache.shared(path)  # someone may have refreshed meanwhile
+        if cached is not None and _fresh(cached):
+            return cached.access_token
+        creds = vault.secrets(path)
+        if creds is None:
+            raise ProviderAuthError(
+                "The stored credentials for this account are missing.", kind="credentials_missing"
+            )
         tokens = get_provider(conn.provider).refresh(creds)
-        vault.put(
-            conn.credential_path,
-            creds.model_copy(
-                update={
-                    # every rotated refresh token is kept: Microsoft's die 90 days after issue
-                    "refresh_token": tokens.refresh_token or creds.refresh_token,
-                    "access_token": tokens.access_token,
-                    "access_token_expires_at": tokens.expires_at,
-                }
-            ),
-        )
+        if tokens.refresh_token and tokens.refresh_token != creds.refresh_token and _stale(creds):
+            # Microsoft's die 90 days after their own issue: a rotated one replaces an aging stored one
+            vault.put_secrets(
+                path,
+                creds.model_copy(
+                    update={"refresh_token": tokens.refresh_token, "refresh_token_issued_at": now()}
+                ),
+            )
+        tokencache.put(path, tokens.access_token, tokens.expires_at)
         if conn.status == "needs_reauth":
             store.restore_connection(conn.user_id, conn.provider, conn.account_id)
         return tokens.access_token
     finally:
-        store.release_lock(lock_name, lock)
+        if lock is not None:
+            store.release_lock(lock_name, lock)
 
 
-def _lock_or_refreshed(
-    conn: Connection, creds: Credentials, lock_name: str
-) -> tuple[str | None, Credentials]:
-    """The refresh lock, or no lock and fresh credentials once the holder's refresh lands in the vault.
+def _lock_or_refreshed(path: str, lock_name: str) -> tuple[str | None, tokencache.CachedAccessToken | None]:
+    """The refresh lock, or no lock and a fresh token once the holder's refresh lands in the cache.
 
     A busy lock is tried again every LOCK_POLL_SECONDS on the core's clock for LOCK_WAIT_SECONDS (never
-    past the deadline), re-reading the vault before each try; then ProviderUnavailable.
+    past the deadline), re-reading the shared cache (not the credential store) before each try; then
+    ProviderUnavailable.
     """
-    latest, waited = creds, False
+    waited = False
 
-    def attempt() -> tuple[str | None, Credentials]:
-        nonlocal latest, waited
+    def attempt() -> tuple[str | None, tokencache.CachedAccessToken | None]:
+        nonlocal waited
         if waited:
-            latest = vault.get(conn.credential_path) or latest
+            latest = tokencache.shared(path)
             if _fresh(latest):
                 return None, latest
         waited = True
-        return store.acquire_lock(lock_name, ttl_seconds=30), latest
+        return store.acquire_lock(lock_name, ttl_seconds=30), None
 
     def busy(_: RetryCallState) -> NoReturn:
         raise ProviderUnavailable("A token refresh for this account is already in progress.")
@@ -105,10 +126,6 @@ def _lock_or_refreshed(
 
 
 def forget_access_token(conn: Connection) -> None:
-    """Drop a cached access token the provider refused (401), so the next call refreshes."""
-    creds = vault.get(conn.credential_path)
-    if creds and creds.access_token:
-        vault.put(
-            conn.credential_path,
-            creds.model_copy(update={"access_token": None, "access_token_expires_at": None}),
-        )
+    """Drop a cached access token the provider refused (401), in memory and shared, so the next call
+    refreshes."""
+    tokencache.forget(conn.credential_path)

@@ -1,8 +1,22 @@
-"""OAuth credentials as SSM SecureStrings, one parameter per (user, provider, account).
+"""Long-lived OAuth secrets, one record per (user, provider, account), in one of two backends.
 
-The per-account path isolates accounts from each other (IAM can scope to a prefix), and nothing else in
-the system ever holds a refresh token or client secret. Values are JSON of `Credentials` (without the
-access token, which is cached in a second parameter: see MAX_VALUE_BYTES).
+What is stored is only what lives long: the refresh token and the client secret, with the non-secret
+fields a refresh needs (client id, tenant, scopes). Access tokens never come here: they live an hour
+and are cached by calbot.tokencache (in memory and an encrypted DynamoDB item), so a sync reads this
+store only when it must refresh.
+
+Backends (`CREDENTIAL_BACKEND`, template parameter `CredentialBackend`):
+- `ssm` (default): a SecureString parameter per account at `credential_path`, PutParameter with Tier
+  `Intelligent-Tiering` (Standard while the value fits 4 KB, Advanced (8 KB) only if it must; a
+  realistic Microsoft value is ~2-3 KB: bench/credentials.py). SSM's ceilings are 10,000 Standard /
+  100,000 Advanced parameters per account and region and one low throughput quota shared by
+  GetParameter and PutParameter (README, "Credentials: ceilings and when to switch backend").
+- `dynamodb`: a `CRED#` item in the user's partition (store/secrets.py), KMS-envelope-encrypted
+  (calbot.envelope) with a context naming the item and its user.
+
+A value stored before this scheme may still hold an access token (and the old `access_token_apart`
+flag of the `<path>.access` parameter): it is read with the token ignored, and the next write leaves
+it out. Disconnect still deletes a legacy `<path>.access` parameter of the `ssm` backend.
 """
 
 from __future__ import annotations
@@ -10,24 +24,37 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Any
 
 from botocore.exceptions import ClientError
-from pydantic import BaseModel
 
-from calbot import aws
+from calbot import aws, envelope, store, tokencache
 from calbot.config import get_settings
-from calbot.log import logger
-from calbot.models import Credentials, UtcDateTime, account_key
+from calbot.models import Credentials, account_key
+from calbot.store.secrets import CREDENTIALS
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]")
+# Fields of the stored value; anything else in an old value (an access token, its expiry, the
+# `access_token_apart` flag) is dropped on read and never written again.
+LONG_LIVED = (
+    "provider",
+    "client_id",
+    "client_secret",
+    "refresh_token",
+    "refresh_token_issued_at",
+    "tenant",
+    "scopes",
+)
+LEGACY_ACCESS_SUFFIX = ".access"  # the old second parameter; only ever deleted now
+TIER = "Intelligent-Tiering"
+_DESCRIPTION = "calbot OAuth credentials (refresh token, client secret) for one calendar account"
 
 
 def credential_path(user_id: str, provider: str, account_id: str) -> str:
     """`/calbot/<stage>/users/<user>/<provider>/<readable-account>-<hash>`.
 
     SSM names allow only `a-zA-Z0-9_.-/`, so the email is made readable-safe and a hash of the exact
-    (lower-cased) account id keeps two accounts that flatten alike apart.
+    (lower-cased) account id keeps two accounts that flatten alike apart. The `dynamodb` backend keys
+    its item by the same path (user, then `<provider>/<account>`).
     """
     key = account_key(account_id)
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
@@ -35,41 +62,27 @@ def credential_path(user_id: str, provider: str, account_id: str) -> str:
     return f"{get_settings().ssm_prefix}/users/{_UNSAFE.sub('_', user_id)}/{provider}/{readable}-{digest}"
 
 
-# SSM Standard tier: values up to 4 KB (4,096 bytes) each, and 10,000 parameters per account and region.
-# Real tokens (PROTOCOLS) do not always fit one value: a Microsoft access token (1.5-2.5 KB, more for
-# users in many groups) beside a refresh token (1-2 KB) and the client secret passes 4 KB. So the access
-# token stays in the credentials value when everything fits (Google, small tokens: one parameter), and
-# is cached in a second parameter `<path>.access` when it does not. A credentials value without an
-# access token means "look in the second parameter".
-MAX_VALUE_BYTES = 4096
-ACCESS_SUFFIX = ".access"  # the account's hash ends the path, so `<path>.access` never collides
-_ACCESS_FIELDS = {"access_token", "access_token_expires_at"}
-_APART = "access_token_apart"  # in the credentials value: the access token is in `<path>.access`
+def stored_value(creds: Credentials) -> str:
+    """The JSON the backend keeps for these credentials: the long-lived fields only."""
+    return creds.model_dump_json(include=set(LONG_LIVED))
 
 
-class CachedAccessToken(BaseModel):
-    access_token: str
-    expires_at: UtcDateTime | None = None
-
-    def __repr__(self) -> str:  # keep the token out of tracebacks and debug output
-        return f"CachedAccessToken(expires_at={self.expires_at!r})"
-
-    __str__ = __repr__
+def _backend() -> str:
+    return get_settings().credential_backend
 
 
-def access_path(path: str) -> str:
-    return path + ACCESS_SUFFIX
+# -- SSM -------------------------------------------------------------------------------------------
 
 
-def _put(name: str, value: str, description: str) -> None:
+def _ssm_put(path: str, value: str) -> None:
     aws.ssm().put_parameter(
-        Name=name, Value=value, Type="SecureString", Overwrite=True, Tier="Standard", Description=description
+        Name=path, Value=value, Type="SecureString", Overwrite=True, Tier=TIER, Description=_DESCRIPTION
     )
 
 
-def _get(name: str) -> str | None:
+def _ssm_get(path: str) -> str | None:
     try:
-        resp = aws.ssm().get_parameter(Name=name, WithDecryption=True)
+        resp = aws.ssm().get_parameter(Name=path, WithDecryption=True)
     except ClientError as err:
         if err.response.get("Error", {}).get("Code") == "ParameterNotFound":
             return None
@@ -77,7 +90,7 @@ def _get(name: str) -> str | None:
     return str(resp["Parameter"]["Value"])
 
 
-def _delete(name: str) -> bool:
+def _ssm_delete(name: str) -> bool:
     try:
         aws.ssm().delete_parameter(Name=name)
     except ClientError as err:
@@ -87,58 +100,78 @@ def _delete(name: str) -> bool:
     return True
 
 
-def _fits(value: str) -> bool:
-    return len(value.encode()) <= MAX_VALUE_BYTES
+# -- DynamoDB + KMS --------------------------------------------------------------------------------
 
 
-_DESCRIPTION = "calbot OAuth credentials for one connected calendar account"
-_ACCESS_DESCRIPTION = "calbot cached access token for one connected calendar account"
+def _item(path: str) -> tuple[str, str, dict[str, str]]:
+    user, rest = tokencache.owner_and_rest(path)
+    sk = CREDENTIALS + rest
+    return user, sk, tokencache.context(user, sk)
 
 
-def put(path: str, creds: Credentials) -> None:
-    """One parameter when everything fits; else the access token in `<path>.access`, flagged in the
-    credentials value (not cached at all if even alone it passes 4 KB: the next call refreshes).
-
-    Never deletes: only connect and disconnect may (IAM); a stale `<path>.access` is ignored unless the
-    credentials value points at it, and disconnect removes it.
-    """
-    whole = creds.model_dump_json()
-    if creds.access_token and _fits(whole):
-        _put(path, whole, _DESCRIPTION)
-        return
-    value: dict[str, Any] = json.loads(creds.model_dump_json(exclude=_ACCESS_FIELDS))
-    if creds.access_token:
-        cached = CachedAccessToken(
-            access_token=creds.access_token, expires_at=creds.access_token_expires_at
-        ).model_dump_json()
-        if _fits(cached):
-            _put(access_path(path), cached, _ACCESS_DESCRIPTION)
-            value[_APART] = True
-        else:
-            logger.warning("access token too large to cache", extra={"bytes": len(cached.encode())})
-    _put(path, json.dumps(value, separators=(",", ":")), _DESCRIPTION)
+def _ddb_put(path: str, value: str) -> None:
+    user, sk, ctx = _item(path)
+    store.put_secret(user, sk, envelope.encrypt(value.encode(), ctx))
 
 
-def get(path: str) -> Credentials | None:
-    """The credentials with their cached access token, if any (a second read only when it is apart)."""
-    value = _get(path)
+def _ddb_get(path: str) -> str | None:
+    user, sk, ctx = _item(path)
+    blob = store.get_secret(user, sk)
+    return None if blob is None else envelope.decrypt(blob, ctx).decode()
+
+
+def _ddb_delete(path: str) -> bool:
+    user, sk, _ = _item(path)
+    return store.delete_secret(user, sk)
+
+
+# -- the interface ---------------------------------------------------------------------------------
+
+
+def put_secrets(path: str, creds: Credentials) -> None:
+    """Store the long-lived fields (never an access token)."""
+    value = stored_value(creds)
+    if _backend() == "dynamodb":
+        _ddb_put(path, value)
+    else:
+        _ssm_put(path, value)
+
+
+def secrets(path: str) -> Credentials | None:
+    """The long-lived fields from the backend (one GetParameter, or one GetItem and a KMS Decrypt
+    unless the data key is cached); a legacy access token in the value is ignored."""
+    value = _ddb_get(path) if _backend() == "dynamodb" else _ssm_get(path)
     if value is None:
         return None
     data = json.loads(value)
-    apart = bool(data.pop(_APART, False))
-    creds = Credentials.model_validate(data)
-    if creds.access_token or not apart:
-        return creds
-    cached = _get(access_path(path))
+    return Credentials.model_validate({k: v for k, v in data.items() if k in LONG_LIVED})
+
+
+def put(path: str, creds: Credentials) -> None:
+    """The long-lived fields to the backend, the access token (if any) to the token cache."""
+    put_secrets(path, creds)
+    if creds.access_token:
+        tokencache.put(path, creds.access_token, creds.access_token_expires_at)
+
+
+def get(path: str) -> Credentials | None:
+    """The stored credentials with the cached access token, if any (tests and tools; the token path of
+    a sync is calbot.tokens, which reads the backend only to refresh)."""
+    creds = secrets(path)
+    if creds is None:
+        return None
+    cached = tokencache.remembered(path) or tokencache.shared(path)
     if cached is None:
         return creds
-    token = CachedAccessToken.model_validate_json(cached)
     return creds.model_copy(
-        update={"access_token": token.access_token, "access_token_expires_at": token.expires_at}
+        update={"access_token": cached.access_token, "access_token_expires_at": cached.expires_at}
     )
 
 
 def delete(path: str) -> bool:
-    """Both parameters; True when the credentials existed."""
-    _delete(access_path(path))
-    return _delete(path)
+    """The stored credentials and the cached access token; True when the credentials existed."""
+    tokencache.forget(path)
+    if _backend() == "dynamodb":
+        return _ddb_delete(path)
+    _ssm_delete(path + LEGACY_ACCESS_SUFFIX)  # a parameter left by the old two-parameter scheme
+    return _ssm_delete(path)

@@ -136,6 +136,7 @@ def connect_account(
     creds = creds.model_copy(
         update={
             "refresh_token": tokens.refresh_token or creds.refresh_token,
+            "refresh_token_issued_at": now() if tokens.refresh_token else None,
             # creds.scopes stays what we requested: a response's scope never lists offline_access
             "access_token": tokens.access_token,
             "access_token_expires_at": tokens.expires_at,

@@ -28,6 +28,9 @@ Key layout (PK / SK):
   USER#<u> / SETTINGS#AUTO               auto-schedule settings (GSI3, sparse and sharded while enabled:
                                          AUTOSCHED#<shard> / <user id>; the midnight job never scans)
   LOCK#<name> / LOCK                     short-lived mutex with a TTL
+  USER#<u> / CRED#<provider>/<account>   KMS-envelope-encrypted OAuth secrets (`dynamodb` credential
+                                         backend only; store/secrets.py)
+  USER#<u> / TOKEN#<provider>/<account>  the shared, encrypted access-token cache; TTL `ttl`
   RATE#<key_id> / WINDOW#<window start epoch>   per-API-key request counters of one fixed window:
                                          n (whole window) and s<second> (each second of it); TTL
                                          `ttl` a few minutes after the window ends (calbot.ratelimit)
@@ -45,6 +48,7 @@ from calbot.store import (
     events,
     locks,
     rates,
+    secrets,
     subscriptions,
     sync_states,
     users,
@@ -133,6 +137,12 @@ from calbot.store.rates import (
     RequestCounter,
     count_request,
 )
+from calbot.store.secrets import (
+    SecretItems,
+    delete_secret,
+    get_secret,
+    put_secret,
+)
 from calbot.store.subscriptions import (
     SUB_EXPIRY_SHARDS,
     SubscriptionRecords,
@@ -174,8 +184,13 @@ if TYPE_CHECKING:  # each record module is the real implementation of its interf
     _auto_settings_AutoSettingsRecords: AutoSettingsRecords = auto_settings
     _bots_BotQueries: BotQueries = bots
     _bots_BotRecords: BotRecords = bots
+    _secrets_SecretItems: SecretItems = secrets
 
 __all__ = [
+    "SecretItems",
+    "put_secret",
+    "get_secret",
+    "delete_secret",
     "BotQueries",
     "AutoSettingsRecords",
     "SyncStates",
@@ -279,4 +294,5 @@ __all__ = [
     "sync_states",
     "bots",
     "auto_settings",
+    "secrets",
 ]
