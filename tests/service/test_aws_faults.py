@@ -192,19 +192,32 @@ def test_every_attempt_of_one_transaction_carries_one_client_request_token(fault
     events = aws.dynamodb().meta.events
     events.register("before-call.dynamodb.TransactWriteItems", record)
     try:
-        faults(service="dynamodb", error="TransactionConflict", operations=["TransactWriteItems"], times=2)
         bot = _bot(f"u-{uuid.uuid4().hex[:8]}")
-        store.create_bot(bot)
+        store.create_bot(bot)  # two single-item puts: the transaction is the cancel (bot + its guard)
+        faults(service="dynamodb", error="TransactionConflict", operations=["TransactWriteItems"], times=2)
+        store.save_bot(_cancelled(bot), expect_status="Scheduled", release_guard=True)
     finally:
         events.unregister("before-call.dynamodb.TransactWriteItems", record)
     assert len(tokens) == 3 and len(set(tokens)) == 1
-    assert store.get_bot(bot.user_id, bot.bot_id) is not None
+    _assert_cancelled(bot)
+
+
+def _cancelled(bot: ScheduledBot) -> ScheduledBot:
+    return bot.model_copy(update={"status": "Cancelled", "reason": "user_cancelled"})
+
+
+def _assert_cancelled(bot: ScheduledBot) -> None:
+    stored = store.get_bot(bot.user_id, bot.bot_id)
+    assert stored is not None and stored.status == "Cancelled"
+    assert store.dedup_owner(bot.user_id, bot.dedup_key) is None
 
 
 def test_a_transaction_whose_answer_was_lost_after_the_commit_is_not_applied_twice(faults: Any) -> None:
     # DynamoDB answers 500 once the transaction is committed; botocore retries it with the same
     # ClientRequestToken, which DynamoDB (and now the local moto) answers with success, not a
-    # ConditionalCheckFailed on the guard the first attempt wrote.
+    # ConditionalCheckFailed on the status the first attempt changed (BotChanged).
+    bot = _bot(f"u-{uuid.uuid4().hex[:8]}")
+    store.create_bot(bot)
     faults(
         service="dynamodb",
         error="InternalServerError",
@@ -212,7 +225,5 @@ def test_a_transaction_whose_answer_was_lost_after_the_commit_is_not_applied_twi
         times=1,
         after=True,
     )
-    bot = _bot(f"u-{uuid.uuid4().hex[:8]}")
-    store.create_bot(bot)
-    assert store.get_bot(bot.user_id, bot.bot_id) is not None
-    assert len(store.bots_of_series(bot.user_id, bot.series_key)) == 1
+    store.save_bot(_cancelled(bot), expect_status="Scheduled", release_guard=True)
+    _assert_cancelled(bot)

@@ -663,3 +663,117 @@ def test_a_bot_due_at_once_keeps_a_schedule_even_if_it_fired_before_the_item_was
     made = svc.schedule_event(user_id, event.event_id, ScheduleRequest())
     assert fired == [{"bot_id": made.bot_id, "skipped": "missing"}]
     assert armed == ["none", "item"]  # armed again once the item exists: the bot still gets launched
+
+
+def _meeting_in(stack: LocalStack, hours: int, subject: str, zoom_id: int) -> tuple[str, Event]:
+    """A new user's synced one-hour Zoom meeting starting `hours` after SOON."""
+    user_id, acct = user_with_account(stack)
+    start = SOON + timedelta(hours=hours)
+    ev = stack.graph.add_event(
+        acct["id"],
+        acct["calendars"][0]["id"],
+        subject=subject,
+        start=start.isoformat(),
+        end=(start + timedelta(hours=1)).isoformat(),
+        location=f"https://acme.zoom.us/j/{zoom_id}",
+    )
+    return user_id, synced(user_id, ev["id"])
+
+
+def _killed_after_the_guard(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kill between the two writes of a new bot: its guard is written, its bot item never is."""
+    from calbot.store import base
+
+    real_write = base._write
+
+    def write(operation: str, **kwargs: Any) -> dict[str, Any]:
+        if operation == "put_item" and kwargs["Item"]["SK"]["S"].startswith("BOT#"):
+            raise Killed
+        return real_write(operation, **kwargs)
+
+    monkeypatch.setattr(base, "_write", write)
+
+
+def test_an_orphan_guard_is_taken_over_only_after_its_grace(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch, frozen_at_join: list[datetime]
+) -> None:
+    user_id, event = _meeting_in(stack, 9, "Orphan", 780)
+    _killed_after_the_guard(monkeypatch)
+    with pytest.raises(Killed):
+        svc.schedule_event(user_id, event.event_id, ScheduleRequest())
+    monkeypatch.undo()
+    key = lifecycle.dedup_key(event.meeting_url or "", event.start_time)
+    orphan = store.bots.dedup_owner(user_id, key)
+    assert orphan is not None and store.get_bot(user_id, orphan) is None
+
+    # Its creator may still be writing: the occurrence is refused as it would be with the bot there.
+    frozen_at_join[0] += store.bots.GUARD_GRACE - timedelta(seconds=1)
+    with pytest.raises(DomainError) as refused:
+        svc.schedule_event(user_id, event.event_id, ScheduleRequest())
+    assert (status_of(refused.value), refused.value.code, refused.value.details["bot_id"]) == (
+        409,
+        "already_scheduled",
+        orphan,
+    )
+    # Past its grace the guard is taken over, and the occurrence gets its one bot.
+    frozen_at_join[0] += timedelta(seconds=2)
+    assert store.bots.dedup_owner(user_id, key) is None
+    made = svc.schedule_event(user_id, event.event_id, ScheduleRequest())
+    assert made.bot_id != orphan and store.bots.dedup_owner(user_id, key) == made.bot_id
+    assert [b.bot_id for b in store.bots_of_series(user_id, event.event_id)] == [made.bot_id]
+    assert schedule_of(made.bot_id) is not None
+
+
+def test_of_two_that_take_over_one_orphan_guard_one_wins(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch, frozen_at_join: list[datetime]
+) -> None:
+    user_id, event = _meeting_in(stack, 11, "Orphan race", 781)
+    orphan, first, second = (
+        lifecycle.make_bot(event, {}, offset_seconds=60, source="auto", recurring=False) for _ in range(3)
+    )
+    _killed_after_the_guard(monkeypatch)
+    with pytest.raises(Killed):
+        store.create_bot(orphan)
+    monkeypatch.undo()
+    frozen_at_join[0] += store.bots.GUARD_GRACE + timedelta(seconds=1)
+
+    # Both find the orphan; the second takes it over while the first is between its read and its write.
+    real_orphaned = store.bots._orphaned
+
+    def orphaned(user: str, guard: dict[str, Any]) -> bool:
+        found = real_orphaned(user, guard)
+        if guard["bot_id"] == orphan.bot_id and not taken:
+            taken.append(second.bot_id)
+            store.create_bot(second)
+        return found
+
+    taken: list[str] = []
+    monkeypatch.setattr(store.bots, "_orphaned", orphaned)
+    with pytest.raises(store.AlreadyScheduled) as lost:
+        store.create_bot(first)
+    assert lost.value.bot_id == second.bot_id
+    assert store.bots.dedup_owner(user_id, first.dedup_key) == second.bot_id
+    assert store.get_bot(user_id, first.bot_id) is None and store.get_bot(user_id, second.bot_id) is not None
+
+
+def test_a_creator_past_its_window_writes_no_bot_and_gives_its_guard_back(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch, frozen_at_join: list[datetime]
+) -> None:
+    user_id, event = _meeting_in(stack, 13, "Paused", 782)
+    bot = lifecycle.make_bot(event, {}, offset_seconds=60, source="auto", recurring=False)
+    from calbot.store import base
+
+    real_write = base._write
+
+    def paused(operation: str, **kwargs: Any) -> dict[str, Any]:
+        done = real_write(operation, **kwargs)
+        if kwargs.get("Item", {}).get("SK", {}).get("S") == "DEDUP":
+            frozen_at_join[0] += store.bots.CREATOR_WINDOW  # paused right after taking the guard
+        return done
+
+    monkeypatch.setattr(base, "_write", paused)
+    with pytest.raises(Unavailable):
+        store.create_bot(bot)
+    monkeypatch.undo()
+    assert store.get_bot(user_id, bot.bot_id) is None
+    assert store.bots.dedup_owner(user_id, bot.dedup_key) is None  # free at once, no grace to wait

@@ -13,7 +13,10 @@ De-duplication: one live bot per occurrence of one meeting of one user, whatever
 client retries, the midnight job, the same meeting seen through two calendars). `dedup_key` says
 what "the same occurrence of the same meeting" is. A guard record (DEDUP#<user>#<dedup key>) names
 the bot that holds it:
-- `place` takes it in the transaction that writes the bot;
+- `place` takes it, then writes the bot: two plain conditional puts, not a transaction (which bills
+  each item twice). A creator cut off between them leaves a guard naming a missing bot: nobody takes
+  it while its creator may still be writing (store.bots.GUARD_GRACE after it was taken); after that
+  the next `place` takes it over, conditionally on the old bot id, so of two only one wins;
 - `move` moves it with the bot when the meeting moves, in one transaction;
 - `cancel` releases it, and so does `finish_launch` for a Failed bot: the occurrence may get a bot
   again;
@@ -22,7 +25,8 @@ the bot that holds it:
 The rules below are race guards: each is a condition on the write named, checked by DynamoDB in the
 same request (store.bots writes them), never a read followed by a write.
 - ONE_LIVE_BOT_PER_OCCURRENCE: the guard is written only where none exists (place, and move to a new
-  key); refused -> store.AlreadyScheduled.
+  key), or over an orphan past its grace while it still names the same missing bot (place); refused
+  -> store.AlreadyScheduled.
 - ONLY_SCHEDULED_CHANGES: a bot is changed, moved, cancelled or claimed only while it is still
   Scheduled (EXPECT_SCHEDULED); a bot launching or launched is never touched -> store.BotChanged.
 - LAUNCH_CLAIMED_ONCE: Scheduled -> Launching carries a fresh claim; only the invocation holding it
@@ -140,8 +144,9 @@ def place(bot: ScheduledBot) -> ScheduledBot:
     refused or fails. Raises AlreadyScheduled (ONE_LIVE_BOT_PER_OCCURRENCE).
 
     Lambda kills an invocation at its Timeout with no rollback, so the order is what a kill between
-    the two writes leaves: here at most a schedule or message whose bot does not exist, which the
-    launcher skips (a schedule deletes itself once it has run); never a bot item nobody will launch.
+    the writes leaves: here at most a schedule or message whose bot does not exist, which the
+    launcher skips (a schedule deletes itself once it has run), and a guard naming that missing bot,
+    taken over after its grace; never a bot item nobody will launch.
     The schedule is named by the bot id and generation, so writing it again is idempotent. A meeting
     that already has a bot is refused before anything is written (one read), so reruns of the midnight
     job touch no schedule."""

@@ -7,13 +7,14 @@ explained there."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from calbot.errors import Unavailable
 from calbot.models import ScheduledBot
 from calbot.store import base
-from calbot.store.base import _get, _strip_keys, _table, to_item, transact_write, user_pk
-from calbot.timeutil import iso_z
+from calbot.store.base import _get, _strip_keys, _table, _write_if, to_item, transact_write, user_pk
+from calbot.timeutil import iso_z, now, parse_iso
 
 
 class AlreadyScheduled(Exception):
@@ -80,14 +81,41 @@ def _guard_key(user_id: str, dedup_key: str) -> dict[str, Any]:
     return {"PK": f"DEDUP#{user_id}#{dedup_key}", "SK": "DEDUP"}
 
 
+# A guard is written before its bot (two plain puts, not a transaction: a transaction bills each item
+# twice). A creator cut off between the two leaves a guard naming a bot that does not exist. Its
+# creator writes the bot only within CREATOR_WINDOW of taking the guard; after GUARD_GRACE (later, so
+# that a put sent at the window's end has landed) whoever meets the orphan may take the guard over.
+CREATOR_WINDOW = timedelta(seconds=30)
+GUARD_GRACE = timedelta(seconds=60)
+
+
 def dedup_owner(user_id: str, dedup_key: str) -> str | None:
-    """The bot holding the dedup guard of this occurrence of this meeting, if one does."""
-    return _guard_owner(user_id, dedup_key)
+    """The bot holding the dedup guard of this occurrence of this meeting, if one does (an orphan
+    guard past its grace holds nothing)."""
+    guard = _guard(user_id, dedup_key)
+    return None if guard is None or _orphaned(user_id, guard) else _owner(guard)
+
+
+def _guard(user_id: str, dedup_key: str) -> dict[str, Any] | None:
+    return _get(**{k.lower(): v for k, v in _guard_key(user_id, dedup_key).items()})
+
+
+def _owner(guard: dict[str, Any] | None) -> str | None:
+    return str(guard.get("bot_id") or "") or None if guard else None
 
 
 def _guard_owner(user_id: str, dedup_key: str) -> str | None:
-    guard = _get(**{k.lower(): v for k, v in _guard_key(user_id, dedup_key).items()})
-    return str(guard.get("bot_id") or "") or None if guard else None
+    return _owner(_guard(user_id, dedup_key))
+
+
+def _orphaned(user_id: str, guard: dict[str, Any]) -> bool:
+    """Past its grace and naming a bot that does not exist: its creator was cut off between the two
+    writes. (A guard without `taken_at` predates the grace: it was written with its bot.)"""
+    taken_at = guard.get("taken_at")
+    if taken_at and parse_iso(taken_at) + GUARD_GRACE > now():
+        return False
+    owner = _owner(guard)
+    return owner is None or get_bot(user_id, owner) is None
 
 
 def get_bot(user_id: str, bot_id: str) -> ScheduledBot | None:
@@ -99,19 +127,31 @@ def get_bot(user_id: str, bot_id: str) -> ScheduledBot | None:
 
 
 def create_bot(bot: ScheduledBot) -> None:
-    """A new bot and its dedup guard in one transaction (ONE_LIVE_BOT_PER_OCCURRENCE). Raises
-    AlreadyScheduled, naming the bot that holds the guard."""
-    new_bot = {
-        "Put": {
-            "TableName": _table(),
-            "Item": to_item(_bot_item(bot)),
-            "ConditionExpression": "attribute_not_exists(PK)",
-        }
-    }
-    try:
-        transact_write([_take_guard(bot), new_bot], on_condition=[AlreadyScheduled, AlreadyScheduled])
-    except AlreadyScheduled:
-        raise AlreadyScheduled(_guard_owner(bot.user_id, bot.dedup_key)) from None
+    """A new bot: its dedup guard first (ONE_LIVE_BOT_PER_OCCURRENCE), then the bot, each a conditional
+    PutItem. Raises AlreadyScheduled, naming the bot that holds the guard.
+
+    A guard whose bot is missing is taken over only past GUARD_GRACE (see `_orphaned`), and only while
+    it still names that bot, so of two repairers one wins. A creator that lost its window (paused
+    between the two writes) gives its guard back and writes no bot: Unavailable, the client may retry."""
+    taken_at = now()
+    guard = _guard_put(bot, taken_at)
+    if not _write_if("put_item", **guard, ConditionExpression="attribute_not_exists(PK)"):
+        held = _guard(bot.user_id, bot.dedup_key)
+        if held is None or not _orphaned(bot.user_id, held):
+            raise AlreadyScheduled(_owner(held))
+        if not _write_if(
+            "put_item",
+            **guard,
+            ConditionExpression="bot_id = :old",
+            ExpressionAttributeValues=to_item({":old": held.get("bot_id")}),
+        ):
+            raise AlreadyScheduled(_guard_owner(bot.user_id, bot.dedup_key))
+    if now() - taken_at >= CREATOR_WINDOW:
+        _write_if("delete_item", **_guard_release(bot, bot.dedup_key))
+        raise Unavailable("service_unavailable", "The bot could not be scheduled right now; try again.")
+    new_bot = to_item(_bot_item(bot))
+    if not _write_if("put_item", Item=new_bot, ConditionExpression="attribute_not_exists(PK)"):
+        raise AlreadyScheduled(_guard_owner(bot.user_id, bot.dedup_key))
 
 
 def save_bot(
@@ -148,34 +188,36 @@ def move_bot(bot: ScheduledBot, old_dedup_key: str, *, expect_status: str) -> No
     )
 
 
-def _take_guard(bot: ScheduledBot) -> dict[str, Any]:
-    """ONE_LIVE_BOT_PER_OCCURRENCE: the guard of the bot's dedup key, only where none exists."""
+def _guard_put(bot: ScheduledBot, taken_at: datetime) -> dict[str, Any]:
+    """The guard of the bot's dedup key, naming the bot (PutItem's Item, without its condition)."""
     guard = {
         **_guard_key(bot.user_id, bot.dedup_key),
         "kind": "dedup",
         "bot_id": bot.bot_id,
         "event_id": bot.event_id,
+        "taken_at": iso_z(taken_at),
     }
+    return {"Item": to_item(guard)}
+
+
+def _take_guard(bot: ScheduledBot) -> dict[str, Any]:
+    """ONE_LIVE_BOT_PER_OCCURRENCE: the guard of the bot's dedup key, only where none exists."""
+    put = {"TableName": _table(), **_guard_put(bot, now()), "ConditionExpression": "attribute_not_exists(PK)"}
+    return {"Put": put}
+
+
+def _guard_release(bot: ScheduledBot, dedup_key: str) -> dict[str, Any]:
+    """GUARD_RELEASED_BY_ITS_BOT: the guard of `dedup_key` goes only while this bot holds it (or while
+    it is gone). DeleteItem's arguments, without the table."""
     return {
-        "Put": {
-            "TableName": _table(),
-            "Item": to_item(guard),
-            "ConditionExpression": "attribute_not_exists(PK)",
-        }
+        "Key": to_item(_guard_key(bot.user_id, dedup_key)),
+        "ConditionExpression": "attribute_not_exists(PK) OR bot_id = :b",
+        "ExpressionAttributeValues": to_item({":b": bot.bot_id}),
     }
 
 
 def _release_guard(bot: ScheduledBot, dedup_key: str) -> dict[str, Any]:
-    """GUARD_RELEASED_BY_ITS_BOT: the guard of `dedup_key` goes only while this bot holds it (or while
-    it is gone)."""
-    return {
-        "Delete": {
-            "TableName": _table(),
-            "Key": to_item(_guard_key(bot.user_id, dedup_key)),
-            "ConditionExpression": "attribute_not_exists(PK) OR bot_id = :b",
-            "ExpressionAttributeValues": to_item({":b": bot.bot_id}),
-        }
-    }
+    return {"Delete": {"TableName": _table(), **_guard_release(bot, dedup_key)}}
 
 
 def _put_if_status(
