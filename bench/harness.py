@@ -95,9 +95,11 @@ def _stack(functions: tuple[str, ...]) -> Iterator[tuple[Any, Any]]:
     from local.aws_bootstrap import create_resources
     from local.emulators.google import GoogleEmulator
     from local.emulators.graph import GraphEmulator
+    from local.moto_speed import install_speedups
     from local.servers import serve
     from local.template import load_template
 
+    install_speedups()  # as the local stack: SQS sends that do not slow down as the queue fills
     graph = GraphEmulator()
     server = serve(graph, name="graph")
     google_server = serve(GoogleEmulator(), name="google")

@@ -110,7 +110,10 @@ SPECIFICS: dict[str, Specifics] = {
             "join_offset_seconds": 60,
         }
     ),
-    "AutoScheduleWorkerFunction": Specifics(body={"user_id": DEMO_USER_ID, "run_id": "sample-run"}),
+    "AutoScheduleWorkerFunction": Specifics(body={"user_ids": [DEMO_USER_ID], "run_id": "sample-run"}),
+    "RenewalWorkerFunction": Specifics(
+        body={"subscription_ids": ["sample-missing-sub"], "run_id": "sample-run"}
+    ),
     "SyncWorkerFunction": Specifics(
         body={
             "user_id": DEMO_USER_ID,

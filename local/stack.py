@@ -83,6 +83,7 @@ class LocalStack:
         from local.emulators.google import GoogleEmulator
         from local.emulators.graph import GraphEmulator
         from local.gateway import Gateway
+        from local.moto_speed import install_speedups
         from local.servers import serve
         from local.template import load_template
 
@@ -91,6 +92,7 @@ class LocalStack:
             logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access log
         _copy_each_table_once_per_transaction()
         install_limits()  # what AWS refuses, the local moto refuses too (local/aws_limits.py)
+        install_speedups()  # SQS sends in O(1), not O(messages queued) (local/moto_speed.py)
         self.aws_faults = AwsFaults()  # AWS errors on demand: /_local/aws/faults
         moto_server = serve(
             AwsFaultInjector(

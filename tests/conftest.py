@@ -8,8 +8,12 @@ the Graph validation handshake, which calls back into our webhook through the ga
 from __future__ import annotations
 
 import itertools
+import os
 import threading
+import uuid
+from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +35,45 @@ def inproc_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStac
     stack.google.pause_notifications()
     yield stack
     stack.stop()
+
+
+@contextmanager
+def setting(variable: str, value: str) -> Iterator[None]:
+    """A function setting (environment variable) replaced for a block; the cached settings follow."""
+    from calbot.config import get_settings
+
+    before = os.environ.get(variable)
+    os.environ[variable] = value
+    get_settings.cache_clear()
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(variable, None)
+        else:
+            os.environ[variable] = before
+        get_settings.cache_clear()
+
+
+def renewal_night() -> Counter[str]:
+    """The 03:00 renewal job, then the renewal worker over every message it queued, in-process and on
+    a queue of the test's own (the stack's clock feeds the real one to its worker in the background):
+    the outcomes by kind. Subscriptions the worker put back after a failure wait out their delay."""
+    from calbot import aws
+    from calbot.services import subscriptions
+
+    sqs = aws.sqs()
+    queue = sqs.create_queue(QueueName=f"renewal-test-{uuid.uuid4().hex[:12]}")["QueueUrl"]
+    with setting("RENEWAL_QUEUE_URL", queue):  # where the worker puts failed subscriptions back
+        job = subscriptions.run_renewal(queue)
+        assert job["failed"] == 0
+        counts: Counter[str] = Counter()
+        while got := sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", []):
+            for m in got:
+                record = {"messageId": m["MessageId"], "body": m["Body"]}
+                counts.update(subscriptions.renew_batch({"Records": [record]})[1])
+                sqs.delete_message(QueueUrl=queue, ReceiptHandle=m["ReceiptHandle"])
+        return counts
 
 
 class CodeUnderTest:

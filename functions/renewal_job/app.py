@@ -1,11 +1,11 @@
-"""cron(0 3 * * ? *): renew subscriptions expiring within two days; recreate the ones that are gone."""
+"""cron(0 3 * * ? *): enqueue the subscriptions expiring within two days, several a message, for the
+renewal worker (the fan-out; no provider call here)."""
 
 from typing import Any
 
-from calbot.deadline import Deadline, active
+from calbot.config import get_settings
 from calbot.services.subscriptions import run_renewal
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    with active(Deadline.from_context(context)):
-        return run_renewal()
+    return run_renewal(get_settings().require("renewal_queue_url"))

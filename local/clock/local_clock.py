@@ -65,7 +65,7 @@ class LocalClock:
         virtual: bool,
         target_errors: str = "lambda",
         tick_seconds: float = TICK_SECONDS,
-        workers: int = 16,
+        workers: int = 32,
         log: TextIO | None = None,
         install: bool = True,
         schedule_precision_seconds: float = PRECISION_SECONDS,
@@ -253,8 +253,10 @@ class LocalClock:
             for item in self._collect(self.now(), settle_retries=False):
                 self._submit(item.key, partial(self._run_alone, item.work))
             for consumer in self.consumers:
-                if consumer.enabled:
-                    self._submit(("sqs", consumer.id), partial(self.sqs.consume, consumer))
+                for poller in range(consumer.pollers if consumer.enabled else 0):
+                    # several batches of a queue at once, as Lambda's pollers (a burst is not served
+                    # one batch at a time)
+                    self._submit(("sqs", consumer.id, poller), partial(self.sqs.consume, consumer))
         finally:
             self._sync.release()
 

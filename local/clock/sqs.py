@@ -31,6 +31,10 @@ from botocore.exceptions import ClientError
 from local.clock.common import Due, FireReport, Job, Shared, is_enabled, iso_z, queue_name
 
 DEFAULT_VISIBILITY_TIMEOUT = 30
+# Batches of one consumer handed to its function at once, as Lambda's pollers do (capped by the event
+# source's ScalingConfig.MaximumConcurrency). FIFO order holds: moto never hands out a group that has
+# messages in flight, so two batches never carry the same account.
+LOCAL_POLLERS = 6
 ESM_KEEP_ATTRIBUTES = (
     "ApproximateReceiveCount",
     "SentTimestamp",
@@ -59,6 +63,7 @@ class SqsConsumer:
     arn: str | None = None
     visibility_timeout: int = DEFAULT_VISIBILITY_TIMEOUT
     refused: str | None = None  # why Lambda would not create this mapping (the role lacks rights)
+    pollers: int = 1  # batches in flight at once (LOCAL_POLLERS, or MaximumConcurrency if lower)
 
     @property
     def fifo(self) -> bool:
@@ -175,6 +180,8 @@ class SqsDelivery(Job):
             )
             refused = self._grants.event_source_mapping_refusal(fn.logical_id, queue_arn)
             consumer_id = f"{fn.logical_id}.{source.name}"
+            scaling = props.get("ScalingConfig") or {}
+            pollers = max(1, min(LOCAL_POLLERS, int(scaling.get("MaximumConcurrency") or LOCAL_POLLERS)))
             if refused is not None:
                 self._log(f"[clock] {consumer_id}: queue {name} is not polled: {refused}")
             consumers.append(
@@ -187,6 +194,7 @@ class SqsDelivery(Job):
                     report_failures="ReportBatchItemFailures" in (props.get("FunctionResponseTypes") or []),
                     enabled=is_enabled(props) and refused is None,
                     refused=refused,
+                    pollers=pollers,
                 )
             )
         return consumers

@@ -108,7 +108,8 @@ def expected(name: str, result: Any) -> None:
         "AutoScheduleJobFunction": lambda r: r["failed"] == 0 and r["users_enqueued"] >= 0,
         "AutoScheduleWorkerFunction": lambda r: r == {"batchItemFailures": []},
         "SyncWorkerFunction": lambda r: r == {"batchItemFailures": []},
-        "RenewalJobFunction": lambda r: r["failed"] == 0 and r["needs_reauth"] == 0,
+        "RenewalJobFunction": lambda r: r["failed"] == 0 and r["subscriptions_enqueued"] >= 0,
+        "RenewalWorkerFunction": lambda r: r == {"batchItemFailures": []},
         "OpenApiFunction": lambda r: (
             r["statusCode"] == 200
             and json.loads(r["body"])["openapi"] == "3.1.0"

@@ -13,7 +13,7 @@ from calbot import aws, store
 from calbot.models import EnableAutoScheduleRequest
 from calbot.services import auto_schedule
 from local.stack import LocalStack
-from tests.conftest import connect_new_account
+from tests.conftest import connect_new_account, setting
 
 CLIENT_ID = "auto-svc-client"
 CLIENT_SECRET = "auto-svc-secret-5"
@@ -69,14 +69,16 @@ def test_fan_out_reads_only_enabled_users_and_the_worker_reports_only_failing_on
 
     queue = aws.sqs().create_queue(QueueName=f"fanout-test-{next(_n)}")["QueueUrl"]
     result = auto_schedule.fan_out(queue)
-    bodies = []
+    bodies: list[dict[str, Any]] = []
     while True:
         got = aws.sqs().receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", [])
         if not got:
             break
         bodies += [json.loads(m["Body"]) for m in got]
-    assert result["users_enqueued"] == len(bodies) and result["failed"] == 0
-    assert on in {b["user_id"] for b in bodies} and off not in {b["user_id"] for b in bodies}
+    users = [u for b in bodies for u in b["user_ids"]]
+    assert result["users_enqueued"] == len(users) and result["failed"] == 0
+    assert result["messages"] == len(bodies) == -(-len(users) // auto_schedule.USERS_PER_MESSAGE)  # packed
+    assert on in users and off not in users
     assert len({b["run_id"] for b in bodies}) == 1
 
     def flaky(user_id: str) -> None:
@@ -91,6 +93,19 @@ def test_fan_out_reads_only_enabled_users_and_the_worker_reports_only_failing_on
     ]
     # m2 is retried alone; m3 can never succeed, so it is dropped (logged), not retried forever.
     assert auto_schedule.consume({"Records": records}) == {"batchItemFailures": [{"itemIdentifier": "m2"}]}
+
+    # Several users in a message: the failing one goes back to the queue alone, the message is done.
+    monkeypatch.setattr(auto_schedule, "RETRY_DELAY_SECONDS", 0)
+    ran: list[str] = []
+    monkeypatch.setattr(auto_schedule, "run_for_user", lambda u: (flaky(u), ran.append(u))[0])
+    with setting("AUTO_SCHEDULE_QUEUE_URL", queue):
+        body = json.dumps({"user_ids": ["usr_a", "usr_boom", "usr_b"], "run_id": "r"})
+        assert auto_schedule.consume({"Records": [{"messageId": "m4", "body": body}]}) == {
+            "batchItemFailures": []
+        }
+        assert ran == ["usr_a", "usr_b"]
+        got = aws.sqs().receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", [])
+        assert [json.loads(m["Body"])["user_ids"] for m in got] == [["usr_boom"]]
 
 
 @pytest.mark.parametrize("change", ["disable", "new_config"])

@@ -17,13 +17,13 @@ from calbot import botapi, scheduler, store, timeutil
 from calbot.errors import DomainError
 from calbot.models import AutoScheduleSettings, ChangeMessage, Event, ScheduledBot, ScheduleRequest
 from calbot.providers import get_provider
-from calbot.services import auto_schedule, launcher, reconcile, subscriptions
+from calbot.services import auto_schedule, launcher, reconcile
 from calbot.services import bots as lifecycle
 from calbot.services import schedule as svc
 from calbot.services.notifications import consume
 from calbot.services.sync import sync_user
 from local.stack import LocalStack
-from tests.conftest import connect_new_account
+from tests.conftest import connect_new_account, renewal_night
 
 CLIENT_ID = "faults-client"
 CLIENT_SECRET = "faults-client-secret-31"
@@ -249,7 +249,7 @@ def test_a_refused_cached_token_during_renewal_is_refreshed_not_taken_for_a_revo
     sub = store.get_subscription(conn.subscriptions[0].id)
     store.put_subscriptions([sub.model_copy(update={"expires_at": timeutil.now() + timedelta(hours=20)})])
     stack.graph.expire_access_tokens(acct["id"])  # our cached token still looks valid to us: Graph says 401
-    counts = subscriptions.run_renewal()
+    counts = renewal_night()
     assert counts["needs_reauth"] == 0
     assert store.get_connection(user_id, "outlook", conn.account_id).status == "active"
     assert store.get_subscription(sub.id).expires_at > timeutil.now() + timedelta(days=6)  # renewed

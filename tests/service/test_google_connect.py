@@ -17,10 +17,9 @@ from calbot.errors import DomainError
 from calbot.http import status_of
 from calbot.models import CreateConnectionRequest
 from calbot.services.connect import connect_account, hash_client_state
-from calbot.services.subscriptions import run_renewal
 from calbot.timeutil import now
 from local.stack import LocalStack
-from tests.conftest import connect_new_account
+from tests.conftest import connect_new_account, renewal_night
 
 MS_ID, MS_SECRET = "svc-google-ms-client", "svc-google-ms-secret"
 G_ID, G_SECRET = "555-svc.apps.googleusercontent.com", "GOCSPX-svc-google-secret"
@@ -134,7 +133,7 @@ def test_renewal_recreates_channels_expiring_within_two_days_and_stops_the_old_o
     old = store.get_subscription(old_ref.id)
     assert old is not None
     store.put_subscriptions([old.model_copy(update={"expires_at": soon})])
-    counts = run_renewal()
+    counts = renewal_night()
     assert counts["recreated"] >= 1 and counts["needs_reauth"] == 0 and counts["failed"] == 0
     conn = store.get_connection(user_id, "google", acct["email"])
     assert conn is not None
@@ -146,4 +145,4 @@ def test_renewal_recreates_channels_expiring_within_two_days_and_stops_the_old_o
     states = {c["id"]: c for c in stack.google.channels() if c["calendar_id"] == acct["email"]}
     assert states[old_ref.id]["stopped"] is True  # stopped at Google with its resource id
     assert states[new_ref.id]["stopped"] is False and not states[new_ref.id]["expired"]
-    assert run_renewal()["recreated"] == 0  # nothing is due any more
+    assert renewal_night()["recreated"] == 0  # nothing is due any more

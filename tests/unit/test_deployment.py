@@ -296,6 +296,7 @@ def test_dead_letter_queues_and_launcher_failures_alarm_to_the_topic() -> None:
         "ScheduleDeadLetterQueue",
         "SyncDeadLetterQueue",
         "AutoScheduleDeadLetterQueue",
+        "RenewalDeadLetterQueue",
         "LaunchDeadLetterQueue",
     }
     assert alarm_problems(t) == []

@@ -81,6 +81,7 @@ ALLOWED_ACTIONS: dict[str, list[str]] = {
         "ssm:PutParameter",
     ],
     "AutoScheduleJobFunction": ["dynamodb:Query", "sqs:SendMessage"],
+    "RenewalJobFunction": ["dynamodb:Query", "sqs:SendMessage"],  # fans out only: the expiry index's ids
 }
 _READ = ["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:Query"]
 _WRITE = [
@@ -128,6 +129,7 @@ for _fn, _extra in {
         "sqs:DeleteMessage",
         "sqs:GetQueueAttributes",
         "sqs:ReceiveMessage",
+        "sqs:SendMessage",  # a failed user goes back to the queue alone
     ],
     "SyncWorkerFunction": [
         *_CREDS,
@@ -136,7 +138,13 @@ for _fn, _extra in {
         "sqs:GetQueueAttributes",
         "sqs:ReceiveMessage",
     ],
-    "RenewalJobFunction": [*_CREDS, "sqs:SendMessage"],
+    "RenewalWorkerFunction": [
+        *_CREDS,
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+        "sqs:ReceiveMessage",
+        "sqs:SendMessage",  # a failed subscription back to the renewal queue; a recreated one's resync
+    ],
 }.items():
     ALLOWED_ACTIONS[_fn] = sorted({*_READ, *_WRITE, *_extra})
 

@@ -21,6 +21,7 @@ from werkzeug.test import Client
 from calbot import timeutil
 from local.aws_bootstrap import create_resources
 from local.clock import Cron, LocalClock, ScheduleExpression, ScheduleExpressionError
+from local.clock.sqs import LOCAL_POLLERS
 from local.control import ControlApp, with_control
 from local.gateway import Gateway
 from local.template import Template, load_template
@@ -543,6 +544,26 @@ def test_schedule_targets_of_the_real_template_resolve_to_their_functions(aws: N
     assert clock.one_time.function_for_arn(env_vars["BOT_LAUNCHER_ARN"] + ":$LATEST") == "BotLauncherFunction"
     assert clock.one_time.function_for_arn("arn:aws:lambda:us-east-1:123456789012:function:nope") is None
     assert clock.groups == ["calbot-bots-local"]
+
+
+def test_every_queue_consumer_of_the_real_template_is_fed(aws: None) -> None:
+    template = load_template(ROOT / "template.yaml", parameter_overrides={"Stage": "local"})
+    clock = LocalClock(
+        template, None, boto3.session.Session(region_name="us-east-1"), virtual=True, install=False
+    )
+    fed = {
+        c.id: (c.queue_logical_id, c.batch_size, c.report_failures, c.pollers)
+        for c in clock.consumers
+        if c.enabled
+    }
+    # several batches of a queue at once (a burst is not served one batch at a time), as Lambda's pollers
+    assert fed == {
+        "AutoScheduleWorkerFunction.Users": ("AutoScheduleQueue", 1, True, LOCAL_POLLERS),
+        "SyncWorkerFunction.Changes": ("SyncQueue", 10, True, LOCAL_POLLERS),
+        "RenewalWorkerFunction.Subscriptions": ("RenewalQueue", 1, True, LOCAL_POLLERS),
+        "BotLauncherFunction.Launches": ("LaunchQueue", 10, True, LOCAL_POLLERS),
+    }
+    assert LOCAL_POLLERS > 1
 
 
 # -- permissions -----------------------------------------------------------------------------------

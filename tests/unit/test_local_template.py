@@ -337,6 +337,8 @@ def test_bootstrap_creates_the_real_templates_resources(aws: boto3.Session) -> N
         "CredentialKey",
         "LaunchDeadLetterQueue",
         "LaunchQueue",
+        "RenewalDeadLetterQueue",
+        "RenewalQueue",
         "ScheduleDeadLetterQueue",
         "SyncDeadLetterQueue",
         "SyncQueue",

@@ -62,6 +62,7 @@ class Settings(BaseModel):
     # Only the functions that send to these queues have them (template.yaml); see `require`.
     sync_queue_url: str = ""
     auto_schedule_queue_url: str = ""
+    renewal_queue_url: str = ""
 
     def require(self, field: str) -> str:
         """A setting only some functions have: its value, or a SettingsError naming the variable."""

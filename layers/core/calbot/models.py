@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -1039,11 +1039,58 @@ class EnableAutoScheduleRequest(Strict):
     join_offset_seconds: int = Field(default=60, ge=0, le=3600)
 
 
-class AutoScheduleMessage(Strict):
-    """One unit of the midnight fan-out: one user's next 24 hours."""
+class BatchedMessage(Strict):
+    """A fan-out message (calbot.fanout): several items of work, from one run."""
 
-    user_id: str = Field(min_length=1, max_length=64)
     run_id: str = Field(min_length=1, max_length=64)
+
+    def items(self) -> list[str]:
+        raise NotImplementedError
+
+    @classmethod
+    def carrying(cls, items: list[str], run_id: str) -> Self:
+        raise NotImplementedError
+
+
+class AutoScheduleMessage(BatchedMessage):
+    """One message of the midnight fan-out: the next 24 hours of several users (`user_ids`), or of one
+    (`user_id`: a user put back alone after a failure, and the messages sent before batching)."""
+
+    user_id: str | None = Field(default=None, min_length=1, max_length=64)
+    user_ids: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=100
+    )
+
+    @model_validator(mode="after")
+    def _some_user(self) -> AutoScheduleMessage:
+        if not self.users():
+            raise ValueError("a message names at least one user")
+        return self
+
+    def users(self) -> list[str]:
+        return [*([self.user_id] if self.user_id else []), *self.user_ids]
+
+    def items(self) -> list[str]:
+        return self.users()
+
+    @classmethod
+    def carrying(cls, items: list[str], run_id: str) -> Self:
+        return cls(user_ids=items, run_id=run_id)
+
+
+class RenewalMessage(BatchedMessage):
+    """One message of the 03:00 renewal fan-out: subscriptions / channels due for renewal."""
+
+    subscription_ids: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+        min_length=1, max_length=100
+    )
+
+    def items(self) -> list[str]:
+        return self.subscription_ids
+
+    @classmethod
+    def carrying(cls, items: list[str], run_id: str) -> Self:
+        return cls(subscription_ids=items, run_id=run_id)
 
 
 # --------------------------------------------------------------------------------------------------

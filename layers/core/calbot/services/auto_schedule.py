@@ -2,21 +2,17 @@
 config, unless it already has one (the same dedup guard as manual scheduling, so reruns, retries and a
 concurrent manual schedule never make a second bot; a manual bot is never replaced).
 
-The midnight job only fans out: it reads the enabled users from a sparse index and enqueues one
-message per user; a worker consumes them with partial-batch failures, so one user's failure or
-throttled provider never stops the others.
+The midnight job only fans out: it reads the enabled users from a sparse index and enqueues them,
+several users a message (calbot.fanout); a worker runs each user on its own and puts a failing user
+back on the queue alone, so one user's failure or throttled provider never stops the others.
 """
 
 from __future__ import annotations
 
-import json
-import secrets
 from datetime import timedelta
 from typing import Any
 
-from calbot import aws, store
-from calbot import deadline as deadlines
-from calbot.errors import DomainError
+from calbot import fanout, store
 from calbot.log import logger
 from calbot.models import (
     AutoScheduleMessage,
@@ -30,6 +26,10 @@ from calbot.timeutil import now
 
 WINDOW = timedelta(hours=24)
 USER_SECONDS = 60.0  # what one user's sync and scheduling may take; not started with less left
+# Users per fan-out message: 100,000 users are 5,000 messages, 500 SendMessageBatch calls (bench/
+# auto_schedule.py measures the fan-out); the worker's BatchSize 1 makes an invocation 20 users.
+USERS_PER_MESSAGE = 20
+RETRY_DELAY_SECONDS = 60  # a user put back after a failure waits this long (a throttled provider)
 # Each run also covers the first hours of the next day: a meeting at 00:15 UTC must not depend on the
 # midnight fan-out reaching its user within 15 minutes. Dedup makes the overlap free of duplicates.
 OVERLAP = timedelta(hours=2)
@@ -100,46 +100,25 @@ def run_for_user(user_id: str) -> LastRun | None:
 
 
 def fan_out(queue_url: str) -> dict[str, Any]:
-    """The midnight job: one message per enabled user, in batches of 10."""
-    run_id = secrets.token_hex(8)
-    batch: list[dict[str, Any]] = []
-    sent = failed = 0
-
-    def flush() -> None:
-        nonlocal sent, failed
-        if not batch:
-            return
-        resp = aws.sqs().send_message_batch(QueueUrl=queue_url, Entries=batch)
-        sent += len(resp.get("Successful", []))
-        failed += len(resp.get("Failed", []))
-        batch.clear()
-
-    for user_id in store.enabled_auto_users():
-        body = AutoScheduleMessage(user_id=user_id, run_id=run_id).model_dump_json()
-        batch.append({"Id": str(len(batch)), "MessageBody": body})
-        if len(batch) == 10:
-            flush()
-    flush()
+    """The midnight job: the enabled users, USERS_PER_MESSAGE a message, ten messages a call."""
+    counted: list[int] = []
+    bodies = fanout.pack(AutoScheduleMessage, store.enabled_auto_users(), USERS_PER_MESSAGE, counted)
+    sent, lost = fanout.send_all(queue_url, bodies)
+    failed = sum(len(AutoScheduleMessage.model_validate_json(body).users()) for body in lost)
     if failed:
         logger.error("auto-schedule fan-out could not enqueue some users", extra={"failed": failed})
-    return {"run_id": run_id, "users_enqueued": sent, "failed": failed}
+    return {"users_enqueued": sum(counted) - failed, "messages": sent, "failed": failed}
+
+
+def _run(user_id: str) -> str:
+    return "ran" if run_for_user(user_id) is not None else "disabled"
 
 
 def consume(event: dict[str, Any]) -> dict[str, Any]:
-    """The worker: one user per message; a failing user is reported alone and retried by SQS."""
-    failures = []
-    budget = deadlines.current()
-    for record in event.get("Records", []):
-        if not budget.allows(USER_SECONDS):
-            # Too little time left for one more user: back to the queue, rather than killed half-way.
-            failures.append({"itemIdentifier": record["messageId"]})
-            continue
-        try:
-            message = AutoScheduleMessage.model_validate(json.loads(record["body"]))
-            run_for_user(message.user_id)
-        except (ValueError, DomainError):
-            logger.exception("auto-schedule message rejected")  # malformed: retrying cannot help
-        except Exception:
-            logger.exception("auto-schedule failed for one user")
-            failures.append({"itemIdentifier": record["messageId"]})
+    """The worker: each user of each message on its own; a failing user is put back on the queue
+    alone (or, alone in its message, reported and retried by SQS), never holding back the others."""
+    failures, outcomes = fanout.consume_items(
+        event, AutoScheduleMessage, _run, "auto_schedule_queue_url", USER_SECONDS, RETRY_DELAY_SECONDS
+    )
+    logger.info("auto-schedule batch", extra=outcomes)
     return {"batchItemFailures": failures}

@@ -6,6 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 from calbot import cursor, store
+from calbot import deadline as deadlines
 from calbot.deadline import Deadline
 from calbot.models import BotSummary, Event, EventPage, EventsQuery, EventView
 from calbot.pages import Paged
@@ -13,6 +14,7 @@ from calbot.timeutil import iso_z, now, parse_iso
 
 DEFAULT_PAST = timedelta(days=1)
 DEFAULT_FUTURE = timedelta(days=28)
+AFTER_SYNC_SECONDS = 5.0  # of the request's budget, kept for deferral, bots following and the read
 
 
 def _key(event: Event) -> str:
@@ -73,7 +75,10 @@ def list_events(
     if sync and not state:  # only the first page syncs; later pages read what it stored
         from calbot.services.sync import defer_unfinished, sync_user  # get_events never syncs
 
-        report = sync_user(user_id, provider=query.provider, account_id=query.account_id, deadline=deadline)
+        # The sync stops early enough to leave time for what follows it: deferring the unfinished
+        # accounts, their bots following, and reading the page.
+        budget = (deadline if deadline is not None else deadlines.current()).shortened(AFTER_SYNC_SECONDS)
+        report = sync_user(user_id, provider=query.provider, account_id=query.account_id, deadline=budget)
         defer_unfinished(user_id, report)
         partial_errors = report.partial_errors
 

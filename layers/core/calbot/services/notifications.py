@@ -28,7 +28,16 @@ from calbot.models import ChangeMessage, Connection, Subscription, account_key
 from calbot.providers import registry
 from calbot.providers.registry import Notice
 
-__all__ = ["Notice", "Received", "consume", "enqueue", "group_id", "receive"]
+__all__ = [
+    "Notice",
+    "Received",
+    "consume",
+    "deduplication_id",
+    "enqueue",
+    "enqueue_many",
+    "group_id",
+    "receive",
+]
 
 if TYPE_CHECKING:  # the batch utilities take ~40 ms to import: only consume() (the sync worker) loads them
     from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor
@@ -83,18 +92,21 @@ def receive(notice: Notice) -> Received:
     return received
 
 
-_GROUP_ID = re.compile(r"^[!-~]{1,128}$")  # SQS: 1-128 alphanumeric or punctuation characters
+_SQS_ID = re.compile(r"^[!-~]{1,128}$")  # SQS: 1-128 alphanumeric or punctuation characters
 
 
 def group_id(message: ChangeMessage) -> str:
-    """The account's FIFO message group: readable when SQS takes it as it is, else the account part is
-    hashed (an address may be up to 320 characters, or not ASCII), the same for every message of the
-    account either way."""
-    readable = f"{message.user_id}#{message.provider}#{account_key(message.account_id)}"
-    if _GROUP_ID.match(readable):
-        return readable
-    digest = hashlib.sha256(account_key(message.account_id).encode()).hexdigest()[:40]
-    return f"{message.user_id}#{message.provider}#{digest}"
+    """The account's FIFO message group: a hash of who it is (user, provider, case-folded account), so
+    always 69 ASCII characters whatever the ids hold (an address may be 320 characters, or not ASCII;
+    SQS takes 1-128 printable ASCII), and exactly one group per account."""
+    who = f"{message.user_id}\n{message.provider}\n{account_key(message.account_id)}"
+    return "acct-" + hashlib.sha256(who.encode()).hexdigest()
+
+
+def deduplication_id(dedup: str) -> str:
+    """A FIFO deduplication id SQS takes: the caller's own when it already fits, else its hash (never
+    cut short: two long ids sharing their first 128 characters must not drop each other)."""
+    return dedup if _SQS_ID.match(dedup) else hashlib.sha256(dedup.encode()).hexdigest()
 
 
 def enqueue(message: ChangeMessage, *, dedup: str) -> None:
@@ -103,8 +115,29 @@ def enqueue(message: ChangeMessage, *, dedup: str) -> None:
         QueueUrl=queue_url,
         MessageBody=message.model_dump_json(),
         MessageGroupId=group_id(message),
-        MessageDeduplicationId=dedup[:128],
+        MessageDeduplicationId=deduplication_id(dedup),
     )
+
+
+def enqueue_many(messages: list[tuple[ChangeMessage, str]]) -> list[bool]:
+    """Several (message, dedup) at once, ten a SendMessageBatch call; whether each was queued."""
+    queue_url = get_settings().require("sync_queue_url")
+    sqs = aws.sqs()
+    queued = [False] * len(messages)
+    for start in range(0, len(messages), 10):
+        entries = [
+            {
+                "Id": str(start + i),
+                "MessageBody": message.model_dump_json(),
+                "MessageGroupId": group_id(message),
+                "MessageDeduplicationId": deduplication_id(dedup),
+            }
+            for i, (message, dedup) in enumerate(messages[start : start + 10])
+        ]
+        resp = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
+        for ok in resp.get("Successful", []):
+            queued[int(ok["Id"])] = True
+    return queued
 
 
 def _processor() -> SqsFifoPartialProcessor:

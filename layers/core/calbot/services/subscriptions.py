@@ -2,8 +2,10 @@
 recreation (a subscription the provider says is gone, or `subscriptionRemoved`).
 
 The job finds subscriptions expiring within two days through the sparse, sharded expiry index (never
-a scan), renews each to the longest lifetime the provider allows and stores the expiry it returns.
-Only a real authorization failure marks a connection needs_reauth.
+a scan) and fans them out to the renewal queue, several a message (calbot.fanout); the renewal worker
+renews each to the longest lifetime the provider allows and stores the expiry it returns, each on its
+own: a failed one goes back to the queue alone. Only a real authorization failure marks a connection
+needs_reauth.
 """
 
 from __future__ import annotations
@@ -14,15 +16,19 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from calbot import store, tokens
+from calbot import fanout, store, tokens
 from calbot.log import logger
-from calbot.models import ChangeMessage, Connection, Subscription, SubscriptionRef
+from calbot.models import ChangeMessage, Connection, RenewalMessage, Subscription, SubscriptionRef
 from calbot.providers import get_provider
 from calbot.providers.base import ProviderAuthError, ProviderError
 from calbot.services.connect import subscription_record
 from calbot.timeutil import now
 
 RENEW_WITHIN = timedelta(days=2)
+# Subscriptions per renewal message: 300,000 are 12,000 messages, 1,200 SendMessageBatch calls.
+SUBSCRIPTIONS_PER_MESSAGE = 25
+SUBSCRIPTION_SECONDS = 30.0  # what one renewal may take (a throttled provider's Retry-After included)
+RETRY_DELAY_SECONDS = 60  # a subscription put back after a failure waits this long
 
 
 def _replace_ref(conn: Connection, old_id: str, new: Subscription | None, expires_at: Any = None) -> None:
@@ -115,31 +121,57 @@ def with_fresh_token(conn: Connection, action: Callable[[Connection, str], str],
         return action(conn, subscription_id)
 
 
-def run_renewal() -> dict[str, int]:
-    """The 03:00 UTC job."""
-    counts = {"renewed": 0, "recreated": 0, "needs_reauth": 0, "failed": 0, "unknown": 0}
-    for sub in list(store.subscriptions_expiring_before(now() + RENEW_WITHIN)):
-        conn = store.get_connection(sub.user_id, sub.provider, sub.account_id)
-        if conn is None:
-            store.delete_subscriptions([sub.id])  # its connection is gone
-            continue
-        if conn.status == "needs_reauth" or not conn.live:
-            continue  # dead credentials, or a disconnect in progress (it deletes the subscription)
-        try:
-            outcome = with_fresh_token(conn, renew, sub.id)
-            counts[outcome] += 1
-            if outcome == "recreated":
-                _resync_later(conn, sub.id)
-        except ProviderAuthError as err:
-            if not err.revoked:  # refused even with a fresh token: not proof of revocation
-                logger.warning("subscription renewal refused; retried tomorrow")
-                counts["failed"] += 1
-                continue
-            store.set_connection_status(
-                conn.user_id, conn.provider, conn.account_id, "needs_reauth", err.message
-            )
-            counts["needs_reauth"] += 1
-        except Exception:
-            logger.exception("subscription renewal failed")  # transient: tomorrow's run (2 days of slack)
-            counts["failed"] += 1
-    return counts
+def run_renewal(queue_url: str) -> dict[str, Any]:
+    """The 03:00 UTC job: only fans out. The subscriptions due (the sparse expiry index, ids only) go
+    to the renewal queue SUBSCRIPTIONS_PER_MESSAGE a message, ten messages a SendMessageBatch call;
+    the renewal worker (`consume`) renews them."""
+    counted: list[int] = []
+    ids = store.subscription_ids_expiring_before(now() + RENEW_WITHIN)
+    sent, lost = fanout.send_all(
+        queue_url, fanout.pack(RenewalMessage, ids, SUBSCRIPTIONS_PER_MESSAGE, counted)
+    )
+    failed = sum(len(RenewalMessage.model_validate_json(body).subscription_ids) for body in lost)
+    if failed:  # still due tomorrow (two days of slack): the next run enqueues them again
+        logger.error("renewal fan-out could not enqueue some subscriptions", extra={"failed": failed})
+    return {"subscriptions_enqueued": sum(counted) - failed, "messages": sent, "failed": failed}
+
+
+def renew_due(subscription_id: str) -> str:
+    """The worker's one subscription: renewed (recreated when the provider says it is gone), unless an
+    earlier delivery did it already. Raises for a failure worth retrying (the queue retries it)."""
+    sub = store.get_subscription(subscription_id)
+    if sub is None:
+        return "unknown"  # deleted meanwhile (a disconnect, or recreated by an earlier delivery)
+    if sub.expires_at > now() + RENEW_WITHIN:
+        return "current"  # renewed by an earlier delivery of this message
+    conn = store.get_connection(sub.user_id, sub.provider, sub.account_id)
+    if conn is None:
+        store.delete_subscriptions([sub.id])  # its connection is gone
+        return "orphaned"
+    if conn.status == "needs_reauth" or not conn.live:
+        return "skipped"  # dead credentials, or a disconnect in progress (it deletes the subscription)
+    try:
+        outcome = with_fresh_token(conn, renew, sub.id)
+    except ProviderAuthError as err:
+        if not err.revoked:
+            raise  # refused even with a fresh token: not proof of revocation; retried
+        store.set_connection_status(conn.user_id, conn.provider, conn.account_id, "needs_reauth", err.message)
+        return "needs_reauth"
+    if outcome == "recreated":
+        _resync_later(conn, sub.id)
+    return outcome
+
+
+def renew_batch(event: dict[str, Any]) -> tuple[list[dict[str, str]], dict[str, int]]:
+    """The renewal worker's batch: its failures (for SQS) and the count of each outcome."""
+    return fanout.consume_items(
+        event, RenewalMessage, renew_due, "renewal_queue_url", SUBSCRIPTION_SECONDS, RETRY_DELAY_SECONDS
+    )
+
+
+def consume(event: dict[str, Any]) -> dict[str, Any]:
+    """The renewal worker (SQS, partial batch responses): a failed subscription goes back to the queue
+    alone and is retried (then the dead-letter queue, which alarms); the others are not held back."""
+    failures, outcomes = renew_batch(event)
+    logger.info("renewal batch", extra=outcomes)
+    return {"batchItemFailures": failures}

@@ -50,6 +50,8 @@ WINDOW_FUTURE = timedelta(days=400)
 WINDOW_RENEW_AFTER = timedelta(days=30)
 CURSOR_REFRESH_AFTER = timedelta(hours=12)  # rewrite an unchanged cursor at most this often
 MAX_ACCOUNT_WORKERS = 8
+# An account is not started with less than this left: a token and a first delta page take about this.
+ACCOUNT_START_SECONDS = 1.0
 # How long a needs_reauth account is only reported before a sync tries one refresh again.
 REAUTH_RETRY = timedelta(hours=1)
 
@@ -372,29 +374,31 @@ def _sync_connection(conn: Connection, *, follow: bool) -> AccountResult:
 
 def defer_unfinished(user_id: str, report: SyncReport) -> int:
     """Accounts this call could not finish (throttled past what it may wait, or out of time) go to the
-    sync worker, which has minutes rather than seconds; the answer says so. Returns how many."""
+    sync worker, which has minutes rather than seconds; the answer says so. Returns how many. They go
+    ten a SendMessageBatch call: 200 accounts are 20 calls, not 200, inside the caller's budget."""
     if not get_settings().sync_queue_url:
         return 0
-    from calbot.services.notifications import enqueue
+    from calbot.services.notifications import enqueue_many
 
     bucket = int(now().timestamp() // 60)  # one deferral per account per minute, however often asked
-    deferred = 0
-    for account in report.accounts:
-        if not account.error or account.error.get("error") != "provider_unavailable":
-            continue
+    unfinished = [a for a in report.accounts if a.error and a.error.get("error") == "provider_unavailable"]
+    messages = []
+    for account in unfinished:
         message = ChangeMessage(user_id=user_id, provider=account.provider, account_id=account.account_id)
         dedup = f"defer|{user_id}|{account.provider}|{account_key(account.account_id)}|{bucket}"
-        try:
-            enqueue(message, dedup=hashlib.sha256(dedup.encode()).hexdigest())
-        except Exception:
-            logger.exception("could not hand an unfinished account to the sync worker")
-            continue
-        account.error = {
-            **account.error,
-            "message": f"{account.error['message']} It will finish syncing in the background.",
-        }
-        deferred += 1
-    return deferred
+        messages.append((message, hashlib.sha256(dedup.encode()).hexdigest()))
+    try:
+        queued = enqueue_many(messages)
+    except Exception:
+        logger.exception("could not hand unfinished accounts to the sync worker")
+        return 0
+    for account, ok in zip(unfinished, queued, strict=True):
+        if ok and account.error:
+            account.error = {
+                **account.error,
+                "message": f"{account.error['message']} It will finish syncing in the background.",
+            }
+    return sum(queued)
 
 
 def in_scope(user_id: str, provider: str | None = None, account_id: str | None = None) -> list[Connection]:
@@ -437,10 +441,23 @@ def sync_user(
         else:
             live.append(conn)
     if live:
+
+        def one(conn: Connection) -> AccountResult:
+            if not budget.allows(ACCOUNT_START_SECONDS):
+                # Queued behind slower accounts until too little time was left: not started at all
+                # (no token, no provider call), so that the call still answers in time.
+                return AccountResult(
+                    conn.provider,
+                    conn.account_id,
+                    error={
+                        "error": "provider_unavailable",
+                        "message": "Not synced: this call ran out of time.",
+                    },
+                )
+            return sync_connection(conn, follow=False, deadline=budget)
+
         with ThreadPoolExecutor(max_workers=min(MAX_ACCOUNT_WORKERS, len(live))) as pool:
-            synced = list(
-                pool.map(deadlines.carried(lambda c: sync_connection(c, follow=False, deadline=budget)), live)
-            )
+            synced = list(pool.map(deadlines.carried(one), live))
         report.accounts += synced
         _follow_all(user_id, [r for r in synced if r.error is None])
     return report

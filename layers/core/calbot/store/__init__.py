@@ -150,6 +150,7 @@ from calbot.store.subscriptions import (
     get_subscription,
     get_subscriptions,
     put_subscriptions,
+    subscription_ids_expiring_before,
     subscriptions_expiring_before,
 )
 from calbot.store.sync_states import (
@@ -240,6 +241,7 @@ __all__ = [
     "get_subscription",
     "get_subscriptions",
     "subscriptions_expiring_before",
+    "subscription_ids_expiring_before",
     "LockBusy",
     "acquire_lock",
     "release_lock",

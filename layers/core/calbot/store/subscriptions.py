@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from calbot.models import Subscription
-from calbot.store.base import _batch_get, _get, _query_records, _strip_keys, batch_write, to_item
+from calbot.store.base import _batch_get, _get, _query, _query_records, _strip_keys, batch_write, to_item
 from calbot.timeutil import iso_z
 
 SUB_EXPIRY_SHARDS = 8
@@ -27,6 +27,8 @@ class SubscriptionRecords(Protocol):
     def get_subscriptions(self, sub_ids: Iterable[str]) -> dict[str, Subscription]: ...
 
     def subscriptions_expiring_before(self, when: datetime) -> Iterator[Subscription]: ...
+
+    def subscription_ids_expiring_before(self, when: datetime) -> Iterator[str]: ...
 
 
 def _sub_item(sub: Subscription) -> dict[str, Any]:
@@ -68,6 +70,20 @@ def get_subscriptions(sub_ids: Iterable[str]) -> dict[str, Subscription]:
         sub = Subscription.model_validate(_strip_keys(item))
         found[sub.id] = sub
     return found
+
+
+def subscription_ids_expiring_before(when: datetime) -> Iterator[str]:
+    """The ids of every subscription expiring before `when` (the renewal fan-out): the expiry index's
+    keys only, whatever else it projects."""
+    for shard in range(SUB_EXPIRY_SHARDS):
+        items = _query(
+            IndexName="GSI2",
+            KeyConditionExpression="GSI2PK = :pk AND GSI2SK < :until",
+            ExpressionAttributeValues=to_item({":pk": f"SUBEXP#{shard}", ":until": iso_z(when)}),
+            ProjectionExpression="PK",
+        )
+        for item in items:
+            yield str(item["PK"]).removeprefix("SUB#")
 
 
 def subscriptions_expiring_before(when: datetime) -> Iterator[Subscription]:
