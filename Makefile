@@ -124,7 +124,7 @@ bench: install
 	$(PY) bench/forged_webhook.py --json-out $(BENCH_OUT)/forged_webhook.json
 	$(PY) bench/credentials.py --json-out $(BENCH_OUT)/credentials.json
 	$(PY) bench/launch.py --bots 2000 --json-out $(BENCH_OUT)/launch.json
-	$(PY) bench/day.py --json-out $(BENCH_OUT)/day.json
+	$(PY) bench/day.py --meetings 7 --credential-backend dynamodb --night-jobs-from $(BENCH_OUT) --json-out $(BENCH_OUT)/day.json
 	$(PY) bench/report.py $(BENCH_OUT) -o bench/REPORT.md
 
 ## Remove the virtualenvs, the local stack's state and the caches.

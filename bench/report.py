@@ -575,6 +575,7 @@ def day(r: dict[str, Any]) -> list[str]:
         w = peaks[name]
         detail = "; ".join(
             f"{fn}: {e['role']}, {e['lambda_seconds']:,} Lambda-s, {e.get('duration_s', '?')} s"
+            + (f" [{e['duration_source']}]" if e.get("duration_source") else "")
             + (f" (Timeout {e['timeout_s']} s: **over**)" if e.get("over_timeout") else "")
             + (
                 f" at concurrency {e['concurrency']} (MaximumConcurrency {e['maximum_concurrency']})"
