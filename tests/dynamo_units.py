@@ -129,6 +129,14 @@ class EveryThread:
         return True
 
 
+def _kind(key: dict) -> str:
+    """A record's kind from its key: the sort key's first part (EVENT, BOT, TOKEN...), or the partition
+    key's when the sort key is a constant (DEDUP, LOCK, SUB)."""
+    sk = str(next(iter((key.get("SK") or {"S": ""}).values())))
+    pk = str(next(iter((key.get("PK") or {"S": ""}).values())))
+    return sk.split("#", 1)[0] if "#" in sk else pk.split("#", 1)[0]
+
+
 class _Write:
     """One item written by a call: its table, key, and the item before the call."""
 
@@ -161,6 +169,7 @@ class DynamoWrites:
         self._units = 0
         self.table_units: Counter[str] = Counter()
         self.index_units: Counter[str] = Counter()
+        self.kind_units: Counter[str] = Counter()  # table units by record kind (the key's first part)
         self._pending: dict[int, tuple[Any, str, list[_Write], threading.Thread]] = {}
         self._after_hooked = False
         self._lock = threading.RLock()
@@ -196,6 +205,7 @@ class DynamoWrites:
             self.items = self._units = 0
             self.table_units.clear()
             self.index_units.clear()
+            self.kind_units.clear()
 
     # -- hooks
 
@@ -269,6 +279,7 @@ class DynamoWrites:
             table_units = w.factor * units_of(max(item_size(w.before or {}), item_size(after or {})))
             index_units = {} if failed else {i.name: i.write_units(w.before, after) for i in shape.indexes}
             with self._lock:
+                self.kind_units[_kind(w.key)] += table_units
                 self.table_units[w.table] += table_units
                 self._units += table_units
                 for name, n in index_units.items():
