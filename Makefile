@@ -109,7 +109,7 @@ admin: install
 	  PYTHONPATH=layers/core $(PY) -m calbot.admin $(ARGS)
 
 BENCH_OUT := .bench
-## Run every bench/ script and assemble bench/REPORT.md (~10 minutes; never asserts on timings).
+## Run every bench/ script and assemble bench/REPORT.md (~15 minutes; never asserts on timings).
 ## Each script prints its figures and writes JSON to .bench/; the report adds the machine it ran on.
 bench: install
 	@rm -rf $(BENCH_OUT) && mkdir -p $(BENCH_OUT)
@@ -124,6 +124,7 @@ bench: install
 	$(PY) bench/forged_webhook.py --json-out $(BENCH_OUT)/forged_webhook.json
 	$(PY) bench/credentials.py --json-out $(BENCH_OUT)/credentials.json
 	$(PY) bench/launch.py --bots 2000 --json-out $(BENCH_OUT)/launch.json
+	$(PY) bench/day.py --meetings 7 --credential-backend dynamodb --night-jobs-from $(BENCH_OUT) --json-out $(BENCH_OUT)/day.json
 	$(PY) bench/report.py $(BENCH_OUT) -o bench/REPORT.md
 
 ## Remove the virtualenvs, the local stack's state and the caches.

@@ -489,6 +489,185 @@ def read_latency(r: dict[str, Any]) -> list[str]:
     ]
 
 
+def day(r: dict[str, Any]) -> list[str]:
+    m, p, model = r["measured"], r["projection"], r["model"]
+    lines = [
+        f"Measured on the local stack in virtual time: {m['users']} users x {m['accounts_per_user']} "
+        f"accounts ({model['google_accounts_per_user']} Google, the rest Outlook) x "
+        f"{m['meetings_per_account']} meetings "
+        f"per account on {m['day']}, driven through the whole day: the 00:00 auto-schedule job and its "
+        f"workers, the 03:00 renewal (connected 5 days before, so every subscription was due: "
+        f"{m['subscriptions_renewed']} renewed), {m['changes']} meeting changes through real change "
+        f"notifications, the client's polling and manual schedule calls over HTTP, "
+        f"{m['bots_launched']} bot launches fired by their schedules, tokens refreshed as the hours passed. "
+        f"Every AWS call of calbot's clients, every Lambda invocation, API Gateway request, Scheduler "
+        f"invocation, SQS batch and provider request was counted; the figures below scale those counts "
+        f"linearly to {p['users']:,} users (x{p['scale_factor']:,}). HTTP errors seen: "
+        f"{m['http_errors'] or 'none'}; overruns: {len(m['overruns'])}. Setup {m['setup_seconds']} s, "
+        f"the day {m['day_seconds']} s of wall time"
+        + (
+            f"; run {m['run_at']} at commit {m['git_commit']}, 1-minute load {m['load_average_1min']:.2f}"
+            if "run_at" in m
+            else ""
+        )
+        + ".",
+        "",
+        "Model (assumptions, not measurements): "
+        + "; ".join(
+            [
+                f"changes a day: {', '.join(f'{int(v * 100)}% {k}' for k, v in model['changes'].items())}",
+                "polling per user: " + ", ".join(f"{k} x{len(v)}" for k, v in model["polls"].items()),
+                model["manual"],
+                f"{model['connects_per_account_per_day']:.0%} of accounts connect a day",
+                f"a day renews 1/{model['renewal_cycle_days']} of the subscriptions",
+            ]
+        )
+        + ".",
+        "",
+        f"**Requests per day at {p['users']:,} users**",
+        "",
+        *table(["service", "requests a day"], [[k, f"{v:,}"] for k, v in p["requests_per_day"].items()]),
+        "AWS operations: " + ", ".join(f"{k} {v:,}" for k, v in p["aws_operations_per_day"].items()) + ".",
+        "",
+        "Provider requests (not AWS): "
+        + (", ".join(f"{k} {v:,}" for k, v in p["provider_requests_per_day"].items()) or "none")
+        + f"; Create Bot calls {p['bot_api_calls_per_day']:,}.",
+        "",
+        f"DynamoDB: **{p['dynamodb_units_per_day']['write']:,} write units and "
+        f"{p['dynamodb_units_per_day']['read']:,} read units a day**. SSM Get/Put: "
+        f"{p['ssm_calls_per_day']:,} a day; KMS: {p['kms_calls_per_day']['direct']:,} direct + "
+        f"{p['kms_calls_per_day']['via_ssm_securestring']:,} made by Parameter Store for SecureStrings.",
+        "",
+        f"**Lambda: {p['lambda_seconds_per_day']:,} Lambda-seconds, "
+        f"{p['gb_seconds_per_day']:,} GB-seconds a day** "
+        "(duration: the process's CPU time during the in-process invocation, nested invocations "
+        "subtracted, plus its virtual sleeps: our code plus moto's and the emulators' work standing in "
+        "for the AWS and provider round trips, without network latency; the shared machine's other load "
+        "does not inflate it as it does the wall time, shown beside it; the handler thread's own CPU is "
+        "calbot's code alone, without the threads it starts; see bench/day.py)",
+        "",
+        *table(
+            [
+                "function",
+                "invocations",
+                "Lambda-s",
+                "GB-s",
+                "MB",
+                "measured: mean billed ms",
+                "of which slept",
+                "handler thread CPU",
+                "wall",
+            ],
+            [
+                [
+                    fn,
+                    f"{x['invocations']:,}",
+                    f"{x['lambda_seconds']:,}",
+                    f"{x['gb_seconds']:,}",
+                    x["memory_mb"],
+                    x["measured_mean_billed_ms"],
+                    x.get("measured_mean_slept_ms", ""),
+                    x.get("measured_mean_own_cpu_ms", ""),
+                    x["measured_mean_wall_ms"],
+                ]
+                for fn, x in sorted(p["lambda"].items(), key=lambda i: -i[1]["lambda_seconds"])
+            ],
+        ),
+    ]
+    peaks = p["peaks"]
+    launch, burst = peaks["launches_0900"], peaks["notification_burst"]
+    rows = [
+        [
+            "09:00 launches",
+            f"{launch['launches']:,} launches, {launch['lambda_seconds_per_launch']} Lambda-s each "
+            f"({', '.join(launch['functions'])}), {launch['invocations_per_second']:,} invocations/s; "
+            + (
+                f"reserved concurrency {launch['reserved_concurrency']} "
+                f"(wanted {launch['concurrency_wanted']:,}): "
+                f"the peak's Lambda work takes {launch['drain_s_at_reserved']} s at it"
+                if launch.get("reserved_concurrency")
+                else "no reserved concurrency"
+            ),
+            launch["concurrency"],
+            launch["ssm_per_second"],
+            launch["kms_per_second"],
+        ],
+    ]
+    for name in ("midnight", "renewal"):
+        w = peaks[name]
+        detail = "; ".join(
+            f"{fn}: {e['role']}, {e['lambda_seconds']:,} Lambda-s, {e.get('duration_s', '?')} s"
+            + (f" [{e['duration_source']}]" if e.get("duration_source") else "")
+            + (f" (Timeout {e['timeout_s']} s: **over**)" if e.get("over_timeout") else "")
+            + (
+                f" at concurrency {e['concurrency']} (MaximumConcurrency {e['maximum_concurrency']})"
+                if "concurrency" in e
+                else ""
+            )
+            for fn, e in w["functions"].items()
+        )
+        rows.append([name, detail, w["peak_concurrency"], w["ssm_per_second"], w["kms_per_second"]])
+    rows.append(
+        [
+            "notification burst",
+            "; ".join(
+                f"{fn}: {e['lambda_seconds_per_notification']} Lambda-s per notification"
+                for fn, e in burst["functions"].items()
+            ),
+            burst["concurrency"],
+            burst["ssm_per_second"],
+            burst["kms_per_second"],
+        ]
+    )
+    lines += [
+        "**Concurrency peaks**",
+        "",
+        *table(["peak", "what", "concurrency", "SSM calls/s", "KMS calls/s"], rows),
+        f"_{launch['model']}. {burst['model']}. Night jobs: the cron function runs once (its duration "
+        f"grows with the users it walks, its fixed part scaled too: an overestimate from a few users); "
+        f"queue workers run at their MaximumConcurrency, or what finishes "
+        f"in {model['night_window_s']} s._",
+        "",
+        "**Quotas** (defaults, us-east-1) crossed at 100,000 users, and what to raise or change:",
+        "",
+        *table(
+            ["quota", "limit", "where", "projected", "what to raise / change", "source"],
+            [
+                [q["quota"], f"{q['limit']:,}", q["where"], f"{q['projected']:,}", q["raise"], q["source"]]
+                for q in p["quotas"]
+                if q["crossed"]
+            ],
+        ),
+        "Within quota: "
+        + "; ".join(
+            f"{q['quota']} at {q['where']}: {q['projected']:,} of {q['limit']:,}"
+            for q in p["quotas"]
+            if not q["crossed"]
+        )
+        + ".",
+        "",
+        "_In-process, a handler's module-level caches (credentials, the bot API key) persist across "
+        "invocations as in one warm container; deployed, each new container pays its first fetch, so "
+        "SSM/KMS rates at high concurrency are a lower bound._",
+        "",
+    ]
+    cost = p["monthly_cost_per_1000_users"]
+    lines += [
+        f"**Monthly cost per 1,000 users: ${cost['total_usd']}** (30 days; SSM Advanced tier: "
+        f"{'yes' if cost['ssm_advanced_tier'] else 'no'}, SSM higher throughput: "
+        f"{'yes' if cost['ssm_higher_throughput'] else 'no'}; not included: {cost['not_included']})",
+        "",
+        *table(["service", "USD / month / 1,000 users"], [[k, f"{v:.2f}"] for k, v in cost["usd"].items()]),
+        "List prices used (us-east-1, USD):",
+        "",
+        *table(
+            ["price", "USD", "source"],
+            [[k, f"{v['usd']:.10f}".rstrip("0").rstrip("."), v["source"]] for k, v in r["prices"].items()],
+        ),
+    ]
+    return lines
+
+
 def credentials(r: dict[str, Any]) -> list[str]:
     limits = r["limits"]
     lines = [
@@ -561,6 +740,7 @@ SECTIONS = [
         "bench/credentials.py",
     ),
     ("launch", "Bot launches at the top of the hour", launch, "bench/launch.py --bots 2000"),
+    ("day", "One day at 100,000 users: requests, Lambda, peaks, quotas, cost", day, "bench/day.py"),
 ]
 
 

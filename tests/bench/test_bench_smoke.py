@@ -27,6 +27,7 @@ RUNS = {
     "notify_burst": ["--burst", "--accounts", "4", "--per-account", "1"],
     "credentials": ["--syncs", "20", "--hours", "3"],
     "launch": ["--bots", "20"],
+    "day": ["--users", "1", "--accounts", "2", "--meetings", "3"],
 }
 SCRIPTS = {"notify_burst": "notify_latency"}  # a figure set written by another script's mode
 
@@ -73,6 +74,7 @@ def test_every_bench_script_runs_and_the_report_assembles(tmp_path: Path) -> Non
         "## Notification burst: 1,000 notifications across 500 accounts",
         "## Credentials: value sizes, SSM and KMS calls per backend",
         "## Bot launches at the top of the hour",
+        "## One day at 100,000 users: requests, Lambda, peaks, quotas, cost",
     ):
         assert section in text
     assert "_Not run in this report._" not in text  # every section came from a script's figures

@@ -674,20 +674,20 @@ def test_a_retry_after_past_the_deadline_ends_the_account_at_once_and_the_worker
     from calbot.deadline import Deadline
     from calbot.models import EventsQuery
     from calbot.services import notifications
-    from calbot.services.events import list_events
+    from calbot.services.events import AFTER_SYNC_SECONDS, list_events
 
     user_id, acct, conn = connected(stack)
     stack.graph.add_event(acct["id"], acct["calendars"][0]["id"], subject="Later", start=at(3), end=at(4))
     deferred: list[Any] = []
-    enqueue = notifications.enqueue
+    enqueue_many = notifications.enqueue_many
 
-    def spy(message: Any, *, dedup: str) -> None:
-        deferred.append(message)
-        enqueue(message, dedup=dedup)
+    def spy(messages: list[tuple[Any, str]]) -> list[bool]:  # deferrals go ten a SendMessageBatch
+        deferred.extend(message for message, _ in messages)
+        return enqueue_many(messages)
 
-    monkeypatch.setattr(notifications, "enqueue", spy)
+    monkeypatch.setattr(notifications, "enqueue_many", spy)
     stack.graph.clear_requests()
-    # Graph asks for 3 s; the invocation has 1 s left. Waiting would run past the deadline (Lambda
+    # Graph asks for 3 s; the sync has 2 s left. Waiting would run past the deadline (Lambda
     # would kill the function mid-sync): the account ends now, with what is stored, and is deferred.
     stack.graph.add_fault(path="calendarView/delta", account=acct["id"], status=429, retry_after=3, times=1)
     try:
@@ -696,7 +696,9 @@ def test_a_retry_after_past_the_deadline_ends_the_account_at_once_and_the_worker
             EventsQuery(),
             raw_params={},
             sync=True,
-            deadline=Deadline.after(1),
+            # the request keeps AFTER_SYNC_SECONDS for deferral and the read: the sync itself has 2 s
+            # (enough to start an account, less than the 3 s Graph asks to wait)
+            deadline=Deadline.after(AFTER_SYNC_SECONDS + 2),
         ).page
     finally:
         stack.graph.clear_faults()

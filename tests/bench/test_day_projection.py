@@ -1,0 +1,121 @@
+"""bench/day.py's projection arithmetic on hand-made counts (no stack, no timings): what is measured per
+user scales to 100,000 users, a cron job stays one invocation a day, the renewal night is spread over
+the renewal cycle, and concurrency follows the stated arrival model."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from bench import day  # noqa: E402
+
+
+def measured(**overrides: Any) -> dict[str, Any]:
+    counts = {
+        "connect": {"aws.ssm.PutParameter": 2, "lambda.n.CreateConnectionFunction": 2},
+        "midnight": {
+            "lambda.n.AutoScheduleJobFunction": 1,
+            "lambda.billed_s.AutoScheduleJobFunction": 0.5,
+            "lambda.n.AutoScheduleWorkerFunction": 2,
+            "lambda.billed_s.AutoScheduleWorkerFunction": 4.0,
+            "scheduler.cron": 1,
+            "aws.scheduler.CreateSchedule": 40,
+        },
+        "renewal": {
+            "lambda.n.RenewalJobFunction": 1,
+            "lambda.billed_s.RenewalJobFunction": 1.0,
+            "aws.ssm.GetParameter": 10,
+            "scheduler.cron": 1,
+        },
+        "launch": {
+            "lambda.n.BotLauncherFunction": 40,
+            "lambda.billed_s.BotLauncherFunction": 40.0,
+            "bots.create": 40,
+            "scheduler.schedule": 40,
+            "aws.ssm.GetParameter": 4,
+        },
+        "notify": {
+            "lambda.n.WebhookFunction": 10,
+            "lambda.billed_s.WebhookFunction": 0.1,
+            "lambda.n.SyncWorkerFunction": 10,
+            "lambda.billed_s.SyncWorkerFunction": 2.0,
+            "apigw.POST /api/v1/admin/schedule/users/{user_id}/{provider}/{account_id}": 10,
+            "aws.ssm.GetParameter": 20,
+            "ddb.wru": 30,
+        },
+        "api": {"apigw.GET /api/v1/calendar/get_events": 20, "lambda.n.GetEventsFunction": 20, "ddb.rru": 50},
+    }
+    return {
+        "users": 2,
+        "accounts_per_user": 1,
+        "meetings_per_account": 20,
+        "connects": 2,
+        "changes": 10,
+        "crons": {"midnight": ["AutoScheduleJobFunction"], "renewal": ["RenewalJobFunction"]},
+        "counts": counts,
+        "parameters_per_user": 1.0,
+        "table_bytes_per_user": 1000,
+        **overrides,
+    }
+
+
+@pytest.fixture(scope="module")
+def template() -> Any:
+    from local.template import load_template
+
+    return load_template(ROOT / "template.yaml")
+
+
+def test_per_user_counts_scale_to_100000_users(template: Any) -> None:
+    p = day.project(measured(), template)
+    scale = 100_000 / 2
+    assert p["lambda"]["BotLauncherFunction"]["invocations"] == round(40 * scale)
+    assert p["requests_per_day"]["apigateway"] == round(30 * scale)
+    assert p["dynamodb_units_per_day"] == {"write": round(30 * scale), "read": round(50 * scale)}
+
+
+def test_a_cron_job_is_one_invocation_a_day_whose_duration_grows_with_the_users(template: Any) -> None:
+    p = day.project(measured(), template)
+    assert p["lambda"]["AutoScheduleJobFunction"]["invocations"] == 1
+    job = p["peaks"]["midnight"]["functions"]["AutoScheduleJobFunction"]
+    assert job["duration_s"] == 0.5 * 100_000 / 2
+    assert job["over_timeout"] is True  # 25,000 s against the template's Timeout
+    assert p["requests_per_day"]["scheduler (target invocations)"] == 40 * 100_000 / 2 + 2
+
+
+def test_the_renewal_night_is_spread_over_the_renewal_cycle(template: Any) -> None:
+    p = day.project(measured(), template)
+    cycle = day.MODEL["renewal_cycle_days"]
+    connect_share = day.MODEL["connects_per_account_per_day"]
+    ssm_gets = (4 + 20) * 50_000 + 10 * 50_000 / cycle
+    assert p["aws_operations_per_day"]["ssm.GetParameter"] == round(ssm_gets)
+    assert p["aws_operations_per_day"]["ssm.PutParameter"] == round(2 * connect_share * 50_000)
+    # The night itself is the worst case: every subscription at once.
+    assert p["peaks"]["renewal"]["lambda_seconds"] == round(1.0 * 50_000)
+
+
+def test_launch_concurrency_follows_the_stated_arrival_model(template: Any) -> None:
+    p = day.project(measured(), template)
+    launches = 40 * 50_000 * day.MODEL["peak_0900_share"]
+    window = day.MODEL["launch_arrival_window_s"]
+    peak = p["peaks"]["launches_0900"]
+    assert peak["launches"] == round(launches)
+    assert peak["concurrency_wanted"] == math.ceil(launches * 1.0 / window)
+    assert peak["scheduler_invocations_per_second"] == round(launches / window, 1)
+
+
+def test_a_crossed_quota_says_what_to_raise(template: Any) -> None:
+    p = day.project(measured(), template)
+    crossed = [q for q in p["quotas"] if q["crossed"]]
+    assert any("SSM Parameter Store" in q["quota"] and q["where"] == "notification_burst" for q in crossed)
+    assert all(q["raise"] and q["source"].startswith(("https://", "template.yaml")) for q in crossed)
+    assert not any(q["raise"] for q in p["quotas"] if not q["crossed"])
+    # A night job whose one invocation would run past its Timeout is named with what to change.
+    assert any(q["quota"].startswith("AutoScheduleJobFunction Timeout") for q in crossed)
