@@ -436,9 +436,31 @@ def notify_burst(r: dict[str, Any]) -> list[str]:
                 ["max", f"{r['latency_max_s']} s"],
                 ["missed (not updated in time)", r["missed"]],
                 ["wrong bots at the end", r["wrong_bots"]],
+                *(
+                    [
+                        ["provider syncs (sync worker)", r["syncs"]],
+                        ["notifications a later sync already covered", r["coalesced"]],
+                        [
+                            "stack CPU per notification",
+                            f"{r['cpu_ms_per_notification']} ms ({r['stack_cpu_seconds']} s in all)",
+                        ],
+                    ]
+                    if "syncs" in r
+                    else []
+                ),
             ],
         ),
         "",
+        *(
+            [
+                "The local stack is one Python process (every Lambda, moto, the emulators): its CPU, not "
+                "the queue, sets the pace, so its latency floor is about the CPU per notification times "
+                "the notifications on one core. On AWS each batch has its own Lambda instance.",
+                "",
+            ]
+            if "syncs" in r
+            else []
+        ),
     ]
 
 

@@ -21,7 +21,7 @@ import base64
 import hashlib
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -33,7 +33,8 @@ from local.clock.common import Due, FireReport, Job, Shared, is_enabled, iso_z, 
 DEFAULT_VISIBILITY_TIMEOUT = 30
 # Batches of one consumer handed to its function at once, as Lambda's pollers do (capped by the event
 # source's ScalingConfig.MaximumConcurrency). FIFO order holds: moto never hands out a group that has
-# messages in flight, so two batches never carry the same account.
+# messages in flight, and a queue's receives run one at a time (SqsConsumer.receiving), so two batches
+# never carry the same account.
 LOCAL_POLLERS = 6
 ESM_KEEP_ATTRIBUTES = (
     "ApproximateReceiveCount",
@@ -64,6 +65,10 @@ class SqsConsumer:
     visibility_timeout: int = DEFAULT_VISIBILITY_TIMEOUT
     refused: str | None = None  # why Lambda would not create this mapping (the role lacks rights)
     pollers: int = 1  # batches in flight at once (LOCAL_POLLERS, or MaximumConcurrency if lower)
+    # One ReceiveMessage of this queue at a time: moto's FIFO check (is the group in flight?) reads its
+    # in-flight set once per call, so two pollers' overlapping receives could each take a message of
+    # one group (two batches of one account at once). SQS never hands out a group with one in flight.
+    receiving: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def fifo(self) -> bool:
@@ -256,17 +261,18 @@ class SqsDelivery(Job):
             return 0
         received_at = self._now()
         messages: list[dict[str, Any]] = []
-        while len(messages) < consumer.batch_size:
-            page = self._sqs.receive_message(
-                QueueUrl=consumer.url,
-                MaxNumberOfMessages=min(10, consumer.batch_size - len(messages)),
-                AttributeNames=["All"],
-                MessageAttributeNames=["All"],
-                WaitTimeSeconds=0,
-            ).get("Messages", [])
-            if not page:
-                break
-            messages.extend(page)
+        with consumer.receiving:
+            while len(messages) < consumer.batch_size:
+                page = self._sqs.receive_message(
+                    QueueUrl=consumer.url,
+                    MaxNumberOfMessages=min(10, consumer.batch_size - len(messages)),
+                    AttributeNames=["All"],
+                    MessageAttributeNames=["All"],
+                    WaitTimeSeconds=0,
+                ).get("Messages", [])
+                if not page:
+                    break
+                messages.extend(page)
         if not messages:
             return 0
         event = {"Records": [self._record_for(consumer, m) for m in messages]}

@@ -78,5 +78,6 @@ def test_every_bench_script_runs_and_the_report_assembles(tmp_path: Path) -> Non
     ):
         assert section in text
     assert "_Not run in this report._" not in text  # every section came from a script's figures
+    assert "provider syncs (sync worker)" in text  # the burst says how many syncs its notifications cost
     # write units are the billed ones, split by target (issue 18): the table and each index
     assert "every global secondary index" in text and "- of which index GSI1" in text

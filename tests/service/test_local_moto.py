@@ -42,6 +42,60 @@ def test_a_failed_transaction_writes_nothing(inproc_stack: LocalStack) -> None:
     )
 
 
+def test_a_transaction_copies_only_its_own_items(
+    inproc_stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No copy of the whole table per transaction (a burst's table made each one cost a second), and a
+    refused transaction still puts back exactly what it overwrote, updated or added."""
+    from moto.dynamodb.models.table import Table
+
+    table_copies: list[int] = []
+
+    def counted(self: Table, memo: dict[int, object]) -> Table:
+        table_copies.append(1)
+        raise AssertionError("the whole table was copied")
+
+    monkeypatch.setattr(Table, "__deepcopy__", counted, raising=False)
+    ddb, table = aws.dynamodb(), get_settings().table_name
+    key = {"PK": {"S": "T#undo"}}
+    ddb.put_item(TableName=table, Item={**key, "SK": {"S": "A"}, "v": {"S": "old"}})
+    ddb.put_item(TableName=table, Item={**key, "SK": {"S": "B"}, "n": {"N": "1"}})
+    overwrite = {"Put": {"TableName": table, "Item": {**key, "SK": {"S": "A"}, "v": {"S": "new"}}}}
+    update = {
+        "Update": {
+            "TableName": table,
+            "Key": {**key, "SK": {"S": "B"}},
+            "UpdateExpression": "SET n = :two",
+            "ExpressionAttributeValues": {":two": {"N": "2"}},
+        }
+    }
+    add = {"Put": {"TableName": table, "Item": {**key, "SK": {"S": "C"}}}}
+    refused = {
+        "ConditionCheck": {
+            "TableName": table,
+            "Key": {**key, "SK": {"S": "missing"}},
+            "ConditionExpression": "attribute_exists(PK)",
+        }
+    }
+    with pytest.raises(ddb.exceptions.TransactionCanceledException):
+        ddb.transact_write_items(TransactItems=[overwrite, update, add, refused])
+
+    def held() -> list[dict[str, object]]:
+        return ddb.query(
+            TableName=table,
+            KeyConditionExpression="PK = :pk",
+            ExpressionAttributeValues={":pk": {"S": "T#undo"}},
+        )["Items"]
+
+    assert held() == [
+        {**key, "SK": {"S": "A"}, "v": {"S": "old"}},
+        {**key, "SK": {"S": "B"}, "n": {"N": "1"}},
+    ]
+    ddb.transact_write_items(TransactItems=[overwrite, update, add])
+    assert [i.get("v", i.get("n")) for i in held()] == [{"S": "new"}, {"N": "2"}, None]
+    assert table_copies == []
+
+
 # -- service limits (local/aws_limits.py): what AWS refuses, the local moto refuses too ------------
 
 

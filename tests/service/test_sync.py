@@ -291,18 +291,22 @@ def test_a_refused_cached_access_token_is_refreshed_once(stack: LocalStack) -> N
     assert report.partial_errors == {} and report.written == 1
 
 
-def _change_record(message_id: str, conn: Connection) -> dict[str, Any]:
+def _change_record(
+    message_id: str, conn: Connection, *, sent_at: datetime | None = None, receive_count: int = 1
+) -> dict[str, Any]:
     """An SQS FIFO record of the sync queue as Lambda hands it over (group = the account)."""
     from calbot.models import ChangeMessage, account_key
 
-    body = ChangeMessage(user_id=conn.user_id, provider=conn.provider, account_id=conn.account_id)
+    body = ChangeMessage(
+        user_id=conn.user_id, provider=conn.provider, account_id=conn.account_id, sent_at=sent_at
+    )
     return {
         "messageId": message_id,
         "receiptHandle": f"rh-{message_id}",
         "body": body.model_dump_json(),
         "attributes": {
             "MessageGroupId": f"{conn.user_id}#{conn.provider}#{account_key(conn.account_id)}",
-            "ApproximateReceiveCount": "1",
+            "ApproximateReceiveCount": str(receive_count),
         },
         "messageAttributes": {},
         "md5OfBody": "",
@@ -710,3 +714,79 @@ def test_a_retry_after_past_the_deadline_ends_the_account_at_once_and_the_worker
             break
         threading.Event().wait(0.1)
     assert "Later" in [e.title for e in stored(user_id).values()]
+
+
+def _counting_syncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The accounts the sync worker syncs from now on (each a provider sync), in order."""
+    from calbot.services import sync
+
+    synced: list[str] = []
+    real = sync.sync_connection
+
+    def counted(conn: Connection, **kwargs: Any) -> Any:
+        synced.append(conn.account_id)
+        return real(conn, **kwargs)
+
+    monkeypatch.setattr(sync, "sync_connection", counted)
+    return synced
+
+
+def test_two_notifications_queued_together_make_one_sync(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from calbot.services.notifications import consume
+    from calbot.timeutil import now
+
+    user_id, acct, conn = connected(stack)
+    cal = acct["calendars"][0]["id"]
+    first = stack.graph.add_event(acct["id"], cal, subject="One", start=at(1), end=at(2))
+    second = stack.graph.add_event(acct["id"], cal, subject="Two", start=at(3), end=at(4))
+    synced = _counting_syncs(monkeypatch)
+    queued = now() - timedelta(seconds=5)  # both notifications waited in the queue behind a burst
+    result = consume(
+        {
+            "Records": [
+                _change_record("n-1", conn, sent_at=queued),
+                _change_record("n-2", conn, sent_at=queued + timedelta(milliseconds=300)),
+            ]
+        }
+    )
+    assert result["batchItemFailures"] == []
+    assert synced == [conn.account_id]  # the first one's sync read both changes
+    assert {first["id"], second["id"]} <= set(stored(user_id))
+
+
+def test_a_change_after_a_sync_started_still_syncs(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from calbot.services.notifications import consume
+    from calbot.timeutil import now
+
+    user_id, acct, conn = connected(stack)
+    cal = acct["calendars"][0]["id"]
+    stack.graph.add_event(acct["id"], cal, subject="Before", start=at(1), end=at(2))
+    synced = _counting_syncs(monkeypatch)
+    assert consume({"Records": [_change_record("c-1", conn, sent_at=now() - timedelta(seconds=5))]}) == {
+        "batchItemFailures": []
+    }
+    # Changed after that sync started: its notification is queued later, and must sync again.
+    later = stack.graph.add_event(acct["id"], cal, subject="After", start=at(3), end=at(4))
+    assert consume({"Records": [_change_record("c-2", conn, sent_at=now())]}) == {"batchItemFailures": []}
+    assert later["id"] in stored(user_id)
+    # Queued just before that sync started (within the clocks' margin): not counted as covered.
+    stack.graph.update_event(later["id"], subject="After, renamed")
+    state = store.get_sync_state(conn.user_id, conn.provider, conn.account_id, cal)
+    assert state is not None and state.updated_at is not None
+    just_before = state.updated_at - timedelta(milliseconds=500)
+    assert consume({"Records": [_change_record("c-3", conn, sent_at=just_before)]}) == {
+        "batchItemFailures": []
+    }
+    assert stored(user_id)[later["id"]].title == "After, renamed"
+    # A redelivered message always syncs (its own failed attempt may have written the state).
+    old = now() - timedelta(minutes=5)
+    consume({"Records": [_change_record("c-4", conn, sent_at=old, receive_count=2)]})
+    # An old message delivered for the first time is covered: no provider sync.
+    consume({"Records": [_change_record("c-5", conn, sent_at=old)]})
+    # And a message without a queue time (queued before this version) syncs as before.
+    consume({"Records": [_change_record("c-6", conn)]})
+    assert synced == [conn.account_id] * 5

@@ -413,6 +413,39 @@ def test_a_batch_deletes_what_succeeded_and_brings_the_named_failures_back_after
     assert sqs.deleted == ["m1", "m3", "m4", "m2", "m5"] and sqs.queues[template.physical_name("Work")] == []
 
 
+def test_pollers_of_one_queue_never_receive_at_the_same_time(template: Template) -> None:
+    """Several batches of a queue run at once, but their receives do not overlap: moto's FIFO check
+    reads the in-flight groups once per call, so overlapping receives could split one group."""
+    import threading
+    import time
+
+    clock, sqs = Clock(), FakeSqs(template)
+    delivery = SqsDelivery(shared(template, clock, Invoker(lambda f, e: (True, None, None))), sqs)
+    for n in range(8):
+        sqs.put("Work", f"m{n}", str(n))
+    inside, overlaps = [0], [0]
+    receive = sqs.receive_message
+
+    def slow_receive(**kwargs: Any) -> dict[str, Any]:
+        inside[0] += 1
+        overlaps[0] = max(overlaps[0], inside[0])
+        time.sleep(0.05)
+        try:
+            return receive(**kwargs)
+        finally:
+            inside[0] -= 1
+
+    sqs.receive_message = slow_receive  # type: ignore[method-assign]
+    consumer = delivery.consumers[0]
+    pollers = [threading.Thread(target=delivery.poll, args=(consumer, report(clock))) for _ in range(2)]
+    for poller in pollers:
+        poller.start()
+    for poller in pollers:
+        poller.join()
+    assert overlaps[0] == 1
+    assert sorted(sqs.deleted) == [f"m{n}" for n in range(8)]
+
+
 def test_a_malformed_batch_item_failures_answer_fails_the_whole_batch(template: Template) -> None:
     clock, sqs = Clock(), FakeSqs(template)
     invoke = Invoker(

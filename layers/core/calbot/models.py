@@ -519,6 +519,8 @@ class SyncState(Model):
     cursor: str | None = None  # None: claimed by a sync that has not committed a cursor yet
     window_start: UtcDateTime | None = None
     window_end: UtcDateTime | None = None
+    # When the sync that wrote this state started, before it asked the provider: it read every change
+    # made before then (the sync worker skips a message queued earlier: services/notifications._covered).
     updated_at: UtcDateTime | None = None
     # Bumped by every sync that writes (store.claim_sync): cursor writes are conditional on it, and
     # events carry the version that wrote them, so an older sync never overwrites a newer one's work.
@@ -1141,3 +1143,6 @@ class ChangeMessage(Strict):
     account_id: str = Field(min_length=1, max_length=320)
     kind: Literal["sync", "renew", "recreate"] = "sync"
     subscription_id: str | None = Field(default=None, max_length=256)
+    # When it was queued (calbot.timeutil's clock, as the sync's own start): a sync of every calendar
+    # of the account that started later has already read what this message reports.
+    sent_at: UtcDateTime | None = None

@@ -18,6 +18,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from calbot import aws, store
@@ -27,6 +28,7 @@ from calbot.log import logger
 from calbot.models import ChangeMessage, Connection, Subscription, account_key
 from calbot.providers import registry
 from calbot.providers.registry import Notice
+from calbot.timeutil import now
 
 __all__ = [
     "Notice",
@@ -49,6 +51,9 @@ if TYPE_CHECKING:  # the batch utilities take ~40 ms to import: only consume() (
 # body costs one read call whatever it holds. Graph documents no maximum number of items per POST.
 MAX_SUBSCRIPTIONS = 100
 MESSAGE_SECONDS = 30.0  # what one account's sync may take in the worker; not started with less left
+# A sync that started at least this long after a message was queued has read what it reports (a margin
+# for the clocks of the Lambda that queued it and the one that synced).
+COVERED_MARGIN = timedelta(seconds=1)
 
 
 @dataclass(frozen=True)
@@ -109,11 +114,16 @@ def deduplication_id(dedup: str) -> str:
     return dedup if _SQS_ID.match(dedup) else hashlib.sha256(dedup.encode()).hexdigest()
 
 
+def _stamped(message: ChangeMessage) -> ChangeMessage:
+    """The message with the time it is queued (kept when the caller set one)."""
+    return message if message.sent_at else message.model_copy(update={"sent_at": now()})
+
+
 def enqueue(message: ChangeMessage, *, dedup: str) -> None:
     queue_url = get_settings().require("sync_queue_url")  # before any client: a clear error if unset
     aws.sqs().send_message(
         QueueUrl=queue_url,
-        MessageBody=message.model_dump_json(),
+        MessageBody=_stamped(message).model_dump_json(),
         MessageGroupId=group_id(message),
         MessageDeduplicationId=deduplication_id(dedup),
     )
@@ -128,7 +138,7 @@ def enqueue_many(messages: list[tuple[ChangeMessage, str]]) -> list[bool]:
         entries = [
             {
                 "Id": str(start + i),
-                "MessageBody": message.model_dump_json(),
+                "MessageBody": _stamped(message).model_dump_json(),
                 "MessageGroupId": group_id(message),
                 "MessageDeduplicationId": deduplication_id(dedup),
             }
@@ -180,6 +190,9 @@ def _handle_record(record: SQSRecord) -> None:
         conn = store.get_connection(message.user_id, message.provider, message.account_id)
         if conn is None or not conn.live:
             return  # disconnected (or being disconnected) meanwhile: nothing to do
+        if _covered(conn, message, record):
+            logger.info("account already synced since this change", extra={"coalesced": 1})
+            return
         try:
             _keep_subscription(conn, message)
         except ProviderAuthError as err:
@@ -198,6 +211,24 @@ def _handle_record(record: SQSRecord) -> None:
     except Exception:
         logger.exception("change message failed")
         raise
+
+
+def _covered(conn: Connection, message: ChangeMessage, record: SQSRecord) -> bool:
+    """Whether a sync already read everything this plain sync message reports: every calendar's sync
+    state was last written by a sync that started (before it asked the provider) COVERED_MARGIN or more
+    after the message was queued. A burst's second notification for an account then costs one read,
+    not a provider sync. Never for a redelivered message (its own failed attempt may have written that
+    state before its bots followed) nor for a subscription's renewal or recreation."""
+    if message.kind != "sync" or message.sent_at is None or not conn.calendars:
+        return False
+    if int(record.attributes.approximate_receive_count or "1") > 1:
+        return False
+    since = message.sent_at + COVERED_MARGIN
+    for cal in conn.calendars:
+        state = store.get_sync_state(conn.user_id, conn.provider, conn.account_id, cal.id)
+        if state is None or state.cursor is None or state.updated_at is None or state.updated_at < since:
+            return False
+    return True
 
 
 def _keep_subscription(conn: Connection, message: ChangeMessage) -> None:
