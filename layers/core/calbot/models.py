@@ -1135,8 +1135,11 @@ class ChangeNotifications(Model):
     value: list[ChangeNotification] = Field(default_factory=list)
 
 
-class ChangeMessage(Strict):
-    """One unit of work for an account, on the FIFO queue whose message group is the account."""
+class ChangeMessage(InternalInput):
+    """One unit of work for an account, on the FIFO queue whose message group is the account (our own
+    queue's message, not a request: its `sent_at` is stamped by the sender)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, defer_build=True)
 
     user_id: str = Field(min_length=1, max_length=64)
     provider: ProviderName
