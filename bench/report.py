@@ -623,8 +623,9 @@ def day(r: dict[str, Any]) -> list[str]:
         "**Concurrency peaks**",
         "",
         *table(["peak", "what", "concurrency", "SSM calls/s", "KMS calls/s"], rows),
-        f"_{launch['model']}. {burst['model']}. Night jobs: the cron function runs once (its duration "
-        f"grows with the users it walks, its fixed part scaled too: an overestimate from a few users); "
+        f"_{launch['model']}. {burst['model']}. Night jobs: the cron function runs once; its duration at "
+        f"scale is its fan-out bench's figure from the same run where one is named in brackets, else "
+        f"this run's one invocation scaled linearly (its fixed part too: an overestimate); "
         f"queue workers run at their MaximumConcurrency, or what finishes "
         f"in {model['night_window_s']} s._",
         "",
