@@ -221,7 +221,8 @@ def _covered(conn: Connection, message: ChangeMessage, record: SQSRecord) -> boo
     state before its bots followed) nor for a subscription's renewal or recreation."""
     if message.kind != "sync" or message.sent_at is None or not conn.calendars:
         return False
-    if int(record.attributes.approximate_receive_count or "1") > 1:
+    # Only a first delivery we can tell is one: a record without its receive count syncs.
+    if str((record.raw_event.get("attributes") or {}).get("ApproximateReceiveCount")) != "1":
         return False
     since = message.sent_at + COVERED_MARGIN
     for cal in conn.calendars:
