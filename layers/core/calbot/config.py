@@ -63,6 +63,10 @@ class Settings(BaseModel):
     sync_queue_url: str = ""
     auto_schedule_queue_url: str = ""
     renewal_queue_url: str = ""
+    # Customer-webhook deliveries (calbot.services.webhook_delivery): every function that emits events
+    # sends to the queue; only the delivery worker has the dead-letter queue.
+    webhook_queue_url: str = ""
+    webhook_dlq_url: str = ""
 
     def require(self, field: str) -> str:
         """A setting only some functions have: its value, or a SettingsError naming the variable."""

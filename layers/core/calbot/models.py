@@ -1149,3 +1149,91 @@ class ChangeMessage(InternalInput):
     # When it was queued (calbot.timeutil's clock, as the sync's own start): a sync of every calendar
     # of the account that started later has already read what this message reports.
     sent_at: UtcDateTime | None = None
+
+
+# --------------------------------------------------------------------------------------------------
+# Customer-webhook deliveries (calbot.services.webhook_delivery; the endpoints are WebhookEndpoint)
+
+DeliveryState = Literal["pending", "delivered", "failed"]
+
+
+class DeliveryAttempt(Model):
+    """One POST of a delivery: when, the receiver's status (None: no answer) and our short reason."""
+
+    at: UtcDateTime
+    status: int | None = None
+    error: str | None = None
+
+
+class WebhookDelivery(Model):
+    """Stored: one event for one endpoint (USER#<u> / WHDLV#<webhook id>#<delivery id>)."""
+
+    delivery_id: str
+    user_id: str
+    webhook_id: str
+    event_id: str
+    type: str
+    body: str  # the exact JSON sent on every attempt (what the signature covers)
+    created_at: UtcDateTime
+    attempts: int = 0
+    last_status: int | None = None
+    last_error: str | None = None
+    last_attempt_at: UtcDateTime | None = None
+    next_attempt_at: UtcDateTime | None = None
+    state: DeliveryState = "pending"
+    # Changes whenever an attempt is (re)scheduled: a queue message carrying another one is stale.
+    token: str = ""
+    history: list[DeliveryAttempt] = Field(default_factory=list)
+
+
+class DeliveryView(Model):
+    id: str
+    event_id: str
+    type: str
+    attempts: int
+    last_status: int | None
+    last_attempt_at: UtcDateTime | None
+    next_attempt_at: UtcDateTime | None
+    state: DeliveryState
+
+    @classmethod
+    def of(cls, delivery: WebhookDelivery) -> DeliveryView:
+        return cls(
+            id=delivery.delivery_id,
+            event_id=delivery.event_id,
+            type=delivery.type,
+            attempts=delivery.attempts,
+            last_status=delivery.last_status,
+            last_attempt_at=delivery.last_attempt_at,
+            next_attempt_at=delivery.next_attempt_at,
+            state=delivery.state,
+        )
+
+
+class DeliveryPage(Model):
+    results: list[DeliveryView]
+    next: PageUrl | None = Field(description=PAGE_URL_DOC.format("next"))
+    has_more: bool
+
+
+class DeliveriesQuery(Strict):
+    limit: int = Field(default=50, ge=1, le=100)
+    cursor: str | None = Field(default=None, max_length=4096)
+
+
+class DeliveryPath(Strict):
+    webhook_id: OurId
+    delivery_id: str = Field(min_length=1, max_length=64, pattern=r"^whd_[0-9a-z]+$")
+
+
+class DeliveryMessage(InternalInput):
+    """The delivery queue's message: an event to fan out to endpoints (`event`), or one attempt of one
+    delivery (`attempt`, carrying the delivery's token at the time it was scheduled)."""
+
+    kind: Literal["event", "attempt"]
+    user_id: str = Field(min_length=1, max_length=64)
+    webhook_ids: list[str] = Field(default_factory=list, max_length=20)
+    event: dict[str, Any] | None = None
+    webhook_id: str | None = Field(default=None, max_length=64)
+    delivery_id: str | None = Field(default=None, max_length=64)
+    token: str | None = Field(default=None, max_length=64)

@@ -34,6 +34,9 @@ Key layout (PK / SK):
   RATE#<key_id> / WINDOW#<window start epoch>   per-API-key request counters of one fixed window:
                                          n (whole window) and s<second> (each second of it); TTL
                                          `ttl` a few minutes after the window ends (calbot.ratelimit)
+  USER#<u> / WHDLV#<webhook id>#<delivery id>   one customer-webhook event for one endpoint: body,
+                                         attempts, state; TTL `ttl` days after it ends
+                                         (store/webhook_deliveries.py)
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from calbot.store import (
     subscriptions,
     sync_states,
     users,
+    webhook_deliveries,
 )
 from calbot.store.auto_settings import (
     AUTO_SHARDS,
@@ -172,6 +176,13 @@ from calbot.store.users import (
     put_api_key,
     put_user,
 )
+from calbot.store.webhook_deliveries import (
+    DeliveryRecords,
+    deliveries_page,
+    get_delivery,
+    put_delivery,
+    save_delivery,
+)
 
 if TYPE_CHECKING:  # each record module is the real implementation of its interfaces (mypy checks it)
     _users_UserRecords: UserRecords = users
@@ -185,8 +196,14 @@ if TYPE_CHECKING:  # each record module is the real implementation of its interf
     _bots_BotQueries: BotQueries = bots
     _bots_BotRecords: BotRecords = bots
     _secrets_SecretItems: SecretItems = secrets
+    _webhook_deliveries_DeliveryRecords: DeliveryRecords = webhook_deliveries
 
 __all__ = [
+    "DeliveryRecords",
+    "deliveries_page",
+    "get_delivery",
+    "put_delivery",
+    "save_delivery",
     "SecretItems",
     "put_secret",
     "get_secret",
