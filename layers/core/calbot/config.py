@@ -67,6 +67,10 @@ class Settings(BaseModel):
     # sends to the queue; only the delivery worker has the dead-letter queue.
     webhook_queue_url: str = ""
     webhook_dlq_url: str = ""
+    # Customer webhooks (calbot.netguard): exact origins (`http://<host>:<port>`, comma-separated) a
+    # webhook may target although they are not public https: the local stack's receiver sink only.
+    # Empty by default and in template.yaml: a deployed stack sends only to public https URLs.
+    webhook_allowed_test_origins: str = ""
 
     def require(self, field: str) -> str:
         """A setting only some functions have: its value, or a SettingsError naming the variable."""

@@ -1,7 +1,7 @@
 """Single-table DynamoDB access: the only package that talks to DynamoDB.
 
 One module per record kind (users, rates, connections, subscriptions, locks, events, sync_states,
-bots, auto_settings), all on `base` (the table, item (de)serialisation, and the retried writes and
+bots, auto_settings, webhooks), all on `base` (the table, item (de)serialisation, and the retried writes and
 transactions). Each record module declares the small interface (a typing.Protocol) that services depend
 on, so a service test can hand them an in-memory fake; the module itself is the real implementation.
 Everything public is re-exported here: `store.get_connection(...)` is the same function as
@@ -31,6 +31,10 @@ Key layout (PK / SK):
   USER#<u> / CRED#<provider>/<account>   KMS-envelope-encrypted OAuth secrets (`dynamodb` credential
                                          backend only; store/secrets.py)
   USER#<u> / TOKEN#<provider>/<account>  the shared, encrypted access-token cache; TTL `ttl`
+  USER#<u> / WEBHOOK#<webhook id>        customer webhook endpoint (no secret); the user's PROFILE
+                                         holds webhook_count (the 10-limit is enforced there)
+  USER#<u> / WHSEC#<webhook id>          KMS-envelope-encrypted webhook signing secrets (`dynamodb`
+                                         credential backend only; calbot.webhook_secrets)
   RATE#<key_id> / WINDOW#<window start epoch>   per-API-key request counters of one fixed window:
                                          n (whole window) and s<second> (each second of it); TTL
                                          `ttl` a few minutes after the window ends (calbot.ratelimit)
@@ -56,6 +60,7 @@ from calbot.store import (
     sync_states,
     users,
     webhook_deliveries,
+    webhooks,
 )
 from calbot.store.auto_settings import (
     AUTO_SHARDS,
@@ -182,6 +187,15 @@ from calbot.store.webhook_deliveries import (
     get_delivery,
     put_delivery,
     save_delivery,
+from calbot.store.webhooks import (
+    WebhookLimitReached,
+    WebhookRecords,
+    create_webhook,
+    delete_webhook,
+    get_webhook,
+    list_webhooks,
+    mark_webhook_delivery_result,
+    update_webhook,
 )
 
 if TYPE_CHECKING:  # each record module is the real implementation of its interfaces (mypy checks it)
@@ -197,6 +211,7 @@ if TYPE_CHECKING:  # each record module is the real implementation of its interf
     _bots_BotRecords: BotRecords = bots
     _secrets_SecretItems: SecretItems = secrets
     _webhook_deliveries_DeliveryRecords: DeliveryRecords = webhook_deliveries
+    _webhooks_WebhookRecords: WebhookRecords = webhooks
 
 __all__ = [
     "DeliveryRecords",
@@ -312,4 +327,13 @@ __all__ = [
     "bots",
     "auto_settings",
     "secrets",
+    "webhooks",
+    "WebhookLimitReached",
+    "WebhookRecords",
+    "create_webhook",
+    "get_webhook",
+    "list_webhooks",
+    "update_webhook",
+    "delete_webhook",
+    "mark_webhook_delivery_result",
 ]
