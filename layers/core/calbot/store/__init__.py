@@ -187,6 +187,7 @@ from calbot.store.webhook_deliveries import (
     get_delivery,
     put_delivery,
     save_delivery,
+)
 from calbot.store.webhooks import (
     WebhookLimitReached,
     WebhookRecords,
