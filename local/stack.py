@@ -80,9 +80,9 @@ class LocalStack:
         from local.clock import LocalClock
         from local.control import ControlApp, with_control
         from local.emulators.bots import BotSink
-        from local.emulators.webhook_sink import WebhookSink
         from local.emulators.google import GoogleEmulator
         from local.emulators.graph import GraphEmulator
+        from local.emulators.webhook_sink import WebhookSink
         from local.gateway import Gateway
         from local.moto_speed import install_speedups
         from local.servers import serve
@@ -543,10 +543,12 @@ def banner(info: dict[str, Any]) -> str:
             "Try:",
             f"  curl -s -H 'Authorization: Token {demo['api_key']}' {info['api_url']}/calendar/connections",
             "",
-            "Register the webhook sink as your endpoint (the answer shows its signing secret once), send it",
-            "a test event, and see what it received:",
-            f"  curl -s -X POST -H 'Authorization: Token {demo['api_key']}' -H 'Content-Type: application/json'"
-            f" {info['api_url']}/webhooks -d '{{\"url\": \"{info['webhook_sink_url']}/hooks\", \"event_types\": [\"*\"]}}'",
+            "Register the webhook sink as your endpoint (the answer shows its signing secret once); every",
+            "bot and connection event then reaches it (POST .../webhooks/<id>/test sends a webhook.test):",
+            f"  curl -s -X POST -H 'Authorization: Token {demo['api_key']}'"
+            " -H 'Content-Type: application/json' \\",
+            f"    {info['api_url']}/webhooks"
+            f' -d \'{{"url": "{info["webhook_sink_url"]}/hooks", "event_types": ["*"]}}\'',
             f"  curl -s {info['webhook_sink_control_url']}/_control/deliveries",
         ]
         google = demo.get("google")

@@ -231,4 +231,3 @@ class WebhookSink:
             if "down_seconds" in body:
                 self.down(float(body["down_seconds"]))
         return _json(200, self.faults())
-

@@ -145,8 +145,21 @@ for _fn, _extra in {
         "sqs:ReceiveMessage",
         "sqs:SendMessage",  # a failed subscription back to the renewal queue; a recreated one's resync
     ],
+    "WebhookDeliveryFunction": [
+        "kms:Decrypt",  # signing secrets under the dynamodb credential backend
+        "kms:GenerateDataKey",
+        "ssm:GetParameter",  # signing secrets under the ssm backend (read only)
+        "sqs:DeleteMessage",  # the webhook queue's consumer
+        "sqs:GetQueueAttributes",
+        "sqs:ReceiveMessage",
+    ],
+    "RetryWebhookDeliveryFunction": [],
+    "TestWebhookFunction": [],
 }.items():
-    ALLOWED_ACTIONS[_fn] = sorted({*_READ, *_WRITE, *_extra})
+    # Every function that writes user data may emit customer-webhook events (WebhookEventsPolicy:
+    # sqs:SendMessage on the webhook queue only).
+    ALLOWED_ACTIONS[_fn] = sorted({*_READ, *_WRITE, *_extra, "sqs:SendMessage"})
+ALLOWED_ACTIONS["ListWebhookDeliveriesFunction"] = ALLOWED_ACTIONS["ListScheduledBotsFunction"]
 
 # The functions whose code creates or updates schedules (calbot.scheduler.put_launch/put_reschedule).
 SCHEDULE_CREATORS = {
@@ -168,6 +181,7 @@ READ_ONLY_ROUTES = {
     "GetEventsFunction",
     "ListScheduledBotsFunction",
     "AutoScheduleSettingsFunction",
+    "ListWebhookDeliveriesFunction",
 }
 
 
@@ -319,6 +333,7 @@ def test_the_credential_key_is_usable_only_by_credential_users_and_only_that_key
         "BotLauncherFunction",  # reads the Create Bot API key, no account credentials
         "GetEventsFunction",  # the cursor key only
         "ListScheduledBotsFunction",
+        "ListWebhookDeliveriesFunction",  # the cursor key only
     }
     other_key = CREDENTIAL_KEY.rsplit("/", 1)[0] + "/00000000-0000-0000-0000-000000000000"
     for p in roles:

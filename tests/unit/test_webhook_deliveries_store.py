@@ -74,7 +74,9 @@ def test_created_once_and_replaced_only_under_its_token(table: str) -> None:
     assert store.put_delivery(d) and not store.put_delivery(d)
     assert store.get_delivery("usr_1", "wh_1", d.delivery_id) == d
     assert store.get_delivery("usr_2", "wh_1", d.delivery_id) is None  # another user's partition
-    done = d.model_copy(update={"state": "delivered", "attempts": 1, "token": "t-next", "next_attempt_at": None})
+    done = d.model_copy(
+        update={"state": "delivered", "attempts": 1, "token": "t-next", "next_attempt_at": None}
+    )
     assert not store.save_delivery(done, expected_token="someone-else")
     assert store.save_delivery(done, expected_token="t1")
     assert store.get_delivery("usr_1", "wh_1", d.delivery_id) == done
@@ -111,7 +113,9 @@ def test_the_local_sqs_refuses_a_batch_delay_over_900_seconds(table: str) -> Non
     sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": "a", "MessageBody": "x", "DelaySeconds": 900}])
     for send in (
         lambda: sqs.send_message(QueueUrl=url, MessageBody="x", DelaySeconds=901),
-        lambda: sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": "a", "MessageBody": "x", "DelaySeconds": 901}]),
+        lambda: sqs.send_message_batch(
+            QueueUrl=url, Entries=[{"Id": "a", "MessageBody": "x", "DelaySeconds": 901}]
+        ),
     ):
         with pytest.raises(ClientError) as refused:
             send()

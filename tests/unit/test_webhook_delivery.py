@@ -63,7 +63,7 @@ class FakeSqs:
     def __init__(self, world: World) -> None:
         self.world = world
 
-    def send_message(self, QueueUrl: str, MessageBody: str, DelaySeconds: int = 0) -> dict[str, Any]:  # noqa: N803
+    def send_message(self, QueueUrl: str, MessageBody: str, DelaySeconds: int = 0) -> dict[str, Any]:
         assert 0 <= DelaySeconds <= 900, "SQS refuses a message timer over 900 s"
         body = json.loads(MessageBody)
         if QueueUrl == "dlq":
@@ -78,7 +78,9 @@ class FakeSqs:
 def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     w = World(moment=[START])
     timeutil.set_clock(w.now)
-    settings = Settings(table_name="t", ssm_prefix="/calbot/test", webhook_queue_url="q", webhook_dlq_url="dlq")
+    settings = Settings(
+        table_name="t", ssm_prefix="/calbot/test", webhook_queue_url="q", webhook_dlq_url="dlq"
+    )
     monkeypatch.setattr(wd, "get_settings", lambda: settings)
     monkeypatch.setattr(wd.aws, "sqs", lambda: FakeSqs(w))
 
@@ -135,7 +137,14 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
         timeutil.set_clock()
 
 
-def endpoint(w: World, webhook_id: str = "wh_1", *, user: str = "usr_1", types: list[str] | None = None, enabled: bool = True) -> WebhookEndpoint:
+def endpoint(
+    w: World,
+    webhook_id: str = "wh_1",
+    *,
+    user: str = "usr_1",
+    types: list[str] | None = None,
+    enabled: bool = True,
+) -> WebhookEndpoint:
     e = WebhookEndpoint(
         webhook_id=webhook_id,
         user_id=user,
@@ -205,7 +214,7 @@ def test_failures_follow_the_schedule_over_more_than_24_hours_then_fail_into_the
     world.run_queue(START + timedelta(days=3))
     (delivery,) = world.deliveries.values()
     times = [a.at for a in delivery.history]
-    gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:])]
+    gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)]
     assert gaps == list(wd.RETRY_DELAYS)
     assert times[-1] - times[0] >= timedelta(hours=24)
     assert delivery.state == "failed" and delivery.attempts == wd.MAX_ATTEMPTS == 8
@@ -286,7 +295,9 @@ def test_another_users_ids_are_404_and_a_disabled_endpoint_409(world: World) -> 
         wd.send_test("usr_1", "wh_off")
 
 
-def test_deliveries_are_listed_newest_first_a_page_at_a_time(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_deliveries_are_listed_newest_first_a_page_at_a_time(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(wd.cursor, "_key", b"k" * 32)
     endpoint(world)
     for n in range(5):

@@ -32,7 +32,7 @@ class Receiver(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:
         pass
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         RECEIVED.append({"path": self.path, "headers": dict(self.headers), "body": body})
         if self.path == "/redirect":

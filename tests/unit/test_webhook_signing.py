@@ -13,7 +13,9 @@ from calbot.webhook_signing import headers, secret_key, signature
 
 SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
 OTHER = "whsec_" + base64.b64encode(b"o" * 24).decode()
-BODY = json.dumps({"id": "evt_1", "type": "bot.updated", "timestamp": "2026-12-06T10:00:00Z", "data": {}}).encode()
+BODY = json.dumps(
+    {"id": "evt_1", "type": "bot.updated", "timestamp": "2026-12-06T10:00:00Z", "data": {}}
+).encode()
 
 
 def test_the_library_verifies_our_signature() -> None:

@@ -28,9 +28,13 @@ def sink() -> Iterator[tuple[WebhookSink, list[datetime]]]:
         sink.stop()
 
 
-def post(url: str, body: Any = None, *, method: str = "POST", headers: dict[str, str] | None = None) -> tuple[int, Any]:
+def post(
+    url: str, body: Any = None, *, method: str = "POST", headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else b"{}"
-    request = urllib.request.Request(url, data=data if method == "POST" else None, method=method, headers=headers or {})
+    request = urllib.request.Request(
+        url, data=data if method == "POST" else None, method=method, headers=headers or {}
+    )
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
             raw = response.read()
@@ -61,7 +65,9 @@ def test_answers_a_status_n_times_or_until_a_clock_time(sink: tuple[WebhookSink,
     assert [d["status"] for d in s.deliveries()] == [500, 500, 200, 503, 200]
 
 
-def test_down_refuses_connections_until_the_clock_gets_there(sink: tuple[WebhookSink, list[datetime]]) -> None:
+def test_down_refuses_connections_until_the_clock_gets_there(
+    sink: tuple[WebhookSink, list[datetime]],
+) -> None:
     s, moment = sink
     port = s.port
     status, faults = post(s.control_url + "/_control/faults", {"down_seconds": 7200})

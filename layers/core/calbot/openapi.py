@@ -393,7 +393,8 @@ OPERATIONS: tuple[Operation, ...] = (
             409: "`webhook_disabled`: enable the webhook first.",
         },
         path_model=m.WebhookPath,
-        description="Queued like every event and signed the same way; the delivery is listed with the others.",
+        description="Queued like every event and signed the same way; the delivery is listed with the "
+        "others.",
     ),
     Operation(
         "GET",

@@ -100,7 +100,8 @@ def _dead_letter(delivery: WebhookDelivery) -> None:
         token=delivery.token,
     )
     aws.sqs().send_message(
-        QueueUrl=get_settings().require("webhook_dlq_url"), MessageBody=message.model_dump_json(exclude_none=True)
+        QueueUrl=get_settings().require("webhook_dlq_url"),
+        MessageBody=message.model_dump_json(exclude_none=True),
     )
 
 
@@ -144,7 +145,11 @@ def consume(event: dict[str, Any]) -> dict[str, Any]:
         return {"batchItemFailures": []}
     with ThreadPoolExecutor(max_workers=min(POOL_SIZE, len(records))) as pool:
         results = list(pool.map(carried(_one), records))
-    return {"batchItemFailures": [{"itemIdentifier": r["messageId"]} for r, ok in zip(records, results) if not ok]}
+    return {
+        "batchItemFailures": [
+            {"itemIdentifier": r["messageId"]} for r, ok in zip(records, results, strict=True) if not ok
+        ]
+    }
 
 
 def _one(record: dict[str, Any]) -> bool:
@@ -160,7 +165,8 @@ def _one(record: dict[str, Any]) -> bool:
             attempt(message.user_id, message.webhook_id or "", message.delivery_id or "", message.token)
     except Exception:
         logger.exception(
-            "webhook delivery failed", extra={"webhook_id": message.webhook_id, "delivery_id": message.delivery_id}
+            "webhook delivery failed",
+            extra={"webhook_id": message.webhook_id, "delivery_id": message.delivery_id},
         )
         return False
     return True
@@ -215,7 +221,9 @@ def _attempt_record(delivery: WebhookDelivery) -> str:
 
 def _post(endpoint: WebhookEndpoint, delivery: WebhookDelivery) -> webhook_http.PostResult:
     body = delivery.body.encode()
-    signing = webhook_secrets.signing_secrets(endpoint.user_id, endpoint.webhook_id, version=endpoint.secret_version)
+    signing = webhook_secrets.signing_secrets(
+        endpoint.user_id, endpoint.webhook_id, version=endpoint.secret_version
+    )
     headers = webhook_signing.headers(signing, delivery.event_id, int(now().timestamp()), body)
     return webhook_http.post(endpoint.url, body, headers)
 
