@@ -32,7 +32,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import add_json_out, write_json
 
-
 MISSED_AFTER_S = 20.0
 
 
