@@ -1277,16 +1277,8 @@ class WebhookView(Model):
 
     @classmethod
     def of(cls, endpoint: WebhookEndpoint) -> Self:
-        return cls(
-            id=endpoint.webhook_id,
-            url=endpoint.url,
-            event_types=endpoint.event_types,
-            description=endpoint.description,
-            enabled=endpoint.enabled,
-            disabled_reason=endpoint.disabled_reason,
-            created_at=endpoint.created_at,
-            updated_at=endpoint.updated_at,
-        )
+        shown = set(WebhookView.model_fields) - {"id"}
+        return cls.model_validate({"id": endpoint.webhook_id, **{k: getattr(endpoint, k) for k in shown}})
 
 
 WEBHOOK_SECRET_DOC = (

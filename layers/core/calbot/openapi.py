@@ -91,6 +91,90 @@ _LIST_CALENDARS = Operation(
     query=m.ScopeQuery,
 )
 
+_WEBHOOK_PATH = "/api/v1/webhooks/{webhook_id}"
+_WEBHOOK_NOT_FOUND = "`webhook_not_found`: no such endpoint of yours (another user's id answers the same)."
+# Customer webhooks: the endpoints' own routes (deliveries and the test event are listed after them).
+_WEBHOOK_OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "POST",
+        "/api/v1/webhooks",
+        "createWebhook",
+        "Register a webhook endpoint (the answer shows its signing secret, once)",
+        "Webhooks",
+        {201: m.WebhookCreated},
+        {
+            400: _bad(
+                "`invalid_json`",
+                "`invalid_webhook_url`: not https, a user:password in it, or a host that is or resolves "
+                "to a loopback, private, link-local or metadata address",
+                "`webhook_limit_reached` (with `limit`): at most 10 endpoints per user",
+            )
+        },
+        body=m.CreateWebhookRequest,
+        body_required=True,
+        description="The events sent to it are described in this document's `webhooks` section; each "
+        "delivery is signed per Standard Webhooks (`webhook-id`, `webhook-timestamp`, "
+        "`webhook-signature`) with the `secret` returned here.",
+    ),
+    Operation(
+        "GET",
+        "/api/v1/webhooks",
+        "listWebhooks",
+        "The caller's webhook endpoints (never their secrets)",
+        "Webhooks",
+        {200: m.WebhookList},
+    ),
+    *(
+        Operation(
+            method,
+            _WEBHOOK_PATH + suffix,
+            operation_id,
+            summary,
+            "Webhooks",
+            {200: answer},
+            {
+                400: _bad("`invalid_json`", "`invalid_webhook_url`") if body else INVALID,
+                404: _WEBHOOK_NOT_FOUND,
+            },
+            body=body,
+            body_required=body is not None,
+            path_model=m.WebhookPath,
+            description=description,
+        )
+        for method, suffix, operation_id, summary, answer, body, description in (
+            ("GET", "", "getWebhook", "One webhook endpoint (never its secret)", m.WebhookView, None, ""),
+            (
+                "PATCH",
+                "",
+                "updateWebhook",
+                "Change an endpoint's url (checked again), event types, description or enabled",
+                m.WebhookView,
+                m.PatchWebhookRequest,
+                "`enabled: true` also re-enables an endpoint we disabled after 5 days of failed deliveries, "
+                "with a fresh start.",
+            ),
+            (
+                "DELETE",
+                "",
+                "deleteWebhook",
+                "Delete an endpoint and its signing secrets",
+                m.WebhookDeleted,
+                None,
+                "",
+            ),
+            (
+                "POST",
+                "/rotate-secret",
+                "rotateWebhookSecret",
+                "A new signing secret (shown once); the previous one keeps signing beside it for 24 hours",
+                m.WebhookSecretRotated,
+                None,
+                "",
+            ),
+        )
+    ),
+)
+
 OPERATIONS: tuple[Operation, ...] = (
     *(
         Operation(
@@ -351,6 +435,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "`X-Goog-Resource-State` and `X-Goog-Message-Number`: the channel must be ours for this account "
         "and carry its token; `sync` answers 200, any other state 202, valid or not.",
     ),
+    *_WEBHOOK_OPERATIONS,
     Operation(
         "GET",
         "/api/v1/openapi.json",
