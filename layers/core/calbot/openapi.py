@@ -462,6 +462,75 @@ EXTRA_QUERY: Mapping[str, list[dict[str, Any]]] = {
 
 PATH_PARAM = re.compile(r"{([^}]+)}")
 
+# -- the `webhooks` section: what we POST to a user's endpoints (API.md "Customer webhooks") ----------
+
+WEBHOOK_HEADERS: tuple[tuple[str, str], ...] = (
+    ("webhook-id", "The event's `id` (`evt_…`): the same on every retry of it; dedupe by it."),
+    ("webhook-timestamp", "When this attempt was signed, in Unix seconds."),
+    (
+        "webhook-signature",
+        '`v1,<base64 HMAC-SHA256 of "<webhook-id>.<webhook-timestamp>.<body>">`, keyed by the base64 '
+        "part of the endpoint's `whsec_` secret (Standard Webhooks); two signatures, space-separated, "
+        "while a rotated-out secret still signs.",
+    ),
+)
+WEBHOOK_ANSWER = (
+    "Any 2xx within 10 seconds delivers the event. Anything else (a redirect included: none is "
+    "followed) is retried with growing delays for at least 24 hours; an endpoint failing every delivery "
+    "for 5 days is disabled."
+)
+
+
+def _camel(event_type: str) -> str:
+    return "".join(part.capitalize() for part in re.split(r"[._]", event_type))
+
+
+@cache
+def webhook_event_models() -> dict[str, type[BaseModel]]:
+    """One envelope model per event type (`BotScheduledEvent`...): WebhookEvent with its `type` fixed
+    and its `data` the type's own model."""
+    from typing import Literal
+
+    from pydantic import create_model
+
+    made: dict[str, type[BaseModel]] = {}
+    for event_type, (data_model, summary) in m.WEBHOOK_EVENT_DATA.items():
+        fields: dict[str, Any] = {
+            "type": (Literal[event_type], ...),
+            "data": (data_model, ...),
+        }
+        made[event_type] = create_model(
+            f"{_camel(event_type)}Event",
+            __base__=m.WebhookEvent,
+            __doc__=f"`{event_type}`: {summary}",
+            **fields,
+        )
+    assert set(made) == set(m.WEBHOOK_EVENT_TYPES), "every event type needs its data model"
+    return made
+
+
+def _webhooks(refs: Mapping[Any, Any]) -> dict[str, Any]:
+    headers = [
+        {"name": name, "in": "header", "required": True, "description": why, "schema": {"type": "string"}}
+        for name, why in WEBHOOK_HEADERS
+    ]
+    section = {}
+    for event_type, model in webhook_event_models().items():
+        section[event_type] = {
+            "post": {
+                "operationId": f"{model.__name__[0].lower()}{model.__name__[1:]}",
+                "summary": m.WEBHOOK_EVENT_DATA[event_type][1],
+                "tags": ["Webhooks"],
+                "parameters": headers,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": refs[(model, "serialization")]}},
+                },
+                "responses": {"2XX": {"description": WEBHOOK_ANSWER}},
+            }
+        }
+    return section
+
 
 def _request_models() -> list[type[BaseModel]]:
     return [op.body for op in OPERATIONS if op.body is not None]
@@ -572,7 +641,7 @@ def document() -> dict[str, Any]:
         (model, "validation") for model in _request_models()
     ]
     outputs: list[tuple[type[BaseModel], JsonSchemaMode]] = [
-        (model, "serialization") for model in _response_models()
+        (model, "serialization") for model in [*_response_models(), *webhook_event_models().values()]
     ]
     refs, top = models_json_schema([*inputs, *outputs], ref_template=REF_TEMPLATE)
     defs: dict[str, Any] = dict(top.get("$defs", {}))
@@ -590,6 +659,7 @@ def document() -> dict[str, Any]:
         },
         "servers": [{"url": "/"}],
         "paths": paths,
+        "webhooks": _webhooks(refs),
         "components": {
             "schemas": dict(sorted(defs.items())),
             "securitySchemes": {
