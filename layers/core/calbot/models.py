@@ -1338,24 +1338,34 @@ class WebhookTestData(Model):
     message: str
 
 
-# What each event type's `data` is (the OpenAPI document's `webhooks` section is built from this).
-WEBHOOK_EVENT_DATA: dict[str, tuple[type[Model], str]] = {
-    "bot.scheduled": (BotView, "A bot was scheduled (by you, by auto-scheduling, or by a recurrence)."),
-    "bot.updated": (BotView, "A scheduled bot changed: its meeting moved, or you edited it."),
-    "bot.cancelled": (
+# What each event type's `data` is, and when it is sent (the OpenAPI document's `webhooks` section is
+# built from this): the bot as GET /calendar/scheduled_bots shows it, the connection record, the run.
+_WEBHOOK_EVENTS_BY_DATA: tuple[tuple[type[Model], dict[str, str]], ...] = (
+    (
         BotView,
-        "A bot was cancelled; `reason` says why: user_cancelled, event_cancelled, event_moved_to_past, "
-        "calendar_disconnected, recurrence_disabled, rule_mismatch.",
+        {
+            "bot.scheduled": "A bot was scheduled (by you, by auto-scheduling, or by a recurrence).",
+            "bot.updated": "A scheduled bot changed: its meeting moved, or you edited it.",
+            "bot.cancelled": "A bot was cancelled; `reason` says why: user_cancelled, event_cancelled, "
+            "event_moved_to_past, calendar_disconnected, recurrence_disabled, rule_mismatch.",
+            "bot.launched": "The Create Bot API accepted the bot; `remote_bot_id` is its id there.",
+            "bot.failed": "The bot could not be launched; `reason` says why.",
+        },
     ),
-    "bot.launched": (BotView, "The Create Bot API accepted the bot; `remote_bot_id` is its id there."),
-    "bot.failed": (BotView, "The bot could not be launched; `reason` says why."),
-    "connection.created": (ConnectionView, "A calendar account was connected."),
-    "connection.needs_reauth": (
+    (
         ConnectionView,
-        "A connection's authorization failed for good (revoked consent, expired client secret): connect "
-        "it again.",
+        {
+            "connection.created": "A calendar account was connected.",
+            "connection.needs_reauth": "A connection's authorization failed for good (revoked consent, "
+            "expired client secret): connect it again.",
+            "connection.disconnected": "A calendar account was disconnected.",
+        },
     ),
-    "connection.disconnected": (ConnectionView, "A calendar account was disconnected."),
-    "auto_schedule.completed": (AutoScheduleCompletedData, "An auto-schedule run finished for you."),
-    "webhook.test": (WebhookTestData, "Sent by POST /webhooks/{webhook_id}/test."),
+    (AutoScheduleCompletedData, {"auto_schedule.completed": "An auto-schedule run finished for you."}),
+    (WebhookTestData, {"webhook.test": "Sent by POST /webhooks/{webhook_id}/test."}),
+)
+WEBHOOK_EVENT_DATA: dict[str, tuple[type[Model], str]] = {
+    event_type: (model, summary)
+    for model, summaries in _WEBHOOK_EVENTS_BY_DATA
+    for event_type, summary in summaries.items()
 }
