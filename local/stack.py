@@ -130,6 +130,10 @@ class LocalStack:
 
         gateway_port = self.port or free_port(self.host)
         gateway_url = f"http://{self.host}:{gateway_port}"
+        # Customer webhooks (calbot.netguard) go only to public https URLs, except the exact origins of
+        # WebhookAllowedTestOrigins: HOOK for the stack's own receiver sink (issue 19, part B), whose
+        # server's url goes here. Empty until then; --parameter-overrides can still name one.
+        webhook_test_origins = ""
         overrides = {
             "Stage": "local",
             "PublicBaseUrl": gateway_url,
@@ -139,6 +143,8 @@ class LocalStack:
             "GoogleUserinfoUrl": f"{google_server.url}/v1/userinfo",
             "GoogleCalendarBaseUrl": f"{google_server.url}/calendar/v3",
             "BotApiUrl": f"{bots_server.url}/api/v1",
+            "WebhookAllowedTestOrigins": self.webhooks.url,  # the receiver sink, nothing else
+            "WebhookAllowedTestOrigins": webhook_test_origins,
             **self.parameter_overrides,
         }
         template = load_template(
@@ -156,7 +162,6 @@ class LocalStack:
         self.gateway = Gateway(template)
         environment = self.gateway.required_environment()
         os.environ.update(environment)
-        os.environ["WEBHOOK_ALLOWED_TEST_ORIGINS"] = self.webhooks.url
         bot_api_key_param = environment.get("BOT_API_KEY_PARAM")
         if bot_api_key_param:
             session.client("ssm").put_parameter(

@@ -161,6 +161,20 @@ for _fn, _extra in {
     ALLOWED_ACTIONS[_fn] = sorted({*_READ, *_WRITE, *_extra, "sqs:SendMessage"})
 ALLOWED_ACTIONS["ListWebhookDeliveriesFunction"] = ALLOWED_ACTIONS["ListScheduledBotsFunction"]
 
+# Customer webhook endpoints (issue 19): their signing secrets live under the SSM webhooks/ prefix, or,
+# with CredentialBackend=dynamodb, in WHSEC# items (USER#, _WRITE) encrypted with the credential key.
+_WEBHOOK_SECRETS = ["ssm:GetParameter", "ssm:PutParameter", "kms:Decrypt", "kms:GenerateDataKey"]
+_RATE_COUNTED_READS = sorted({*_READ, "dynamodb:UpdateItem"})
+ALLOWED_ACTIONS |= {
+    "CreateWebhookFunction": sorted({*_READ, *_WRITE, *_WEBHOOK_SECRETS, "ssm:DeleteParameter"}),
+    "ListWebhooksFunction": _RATE_COUNTED_READS,
+    "GetWebhookFunction": _RATE_COUNTED_READS,
+    "UpdateWebhookFunction": sorted({*_READ, *_WRITE}),
+    "DeleteWebhookFunction": sorted({*_READ, *_WRITE, "ssm:DeleteParameter"}),
+    "RotateWebhookSecretFunction": sorted({*_READ, *_WRITE, *_WEBHOOK_SECRETS, "ssm:DeleteParameter"}),
+}
+WEBHOOK_SECRET = f"arn:aws:ssm:us-east-1:{ACCOUNT}:parameter/calbot/dev/webhooks/usr_1/wh_1"
+
 # The functions whose code creates or updates schedules (calbot.scheduler.put_launch/put_reschedule).
 SCHEDULE_CREATORS = {
     "ListEventsFunction",  # its sync reconciles: bots follow moved meetings (calbot.services.reconcile)
@@ -182,6 +196,8 @@ READ_ONLY_ROUTES = {
     "ListScheduledBotsFunction",
     "AutoScheduleSettingsFunction",
     "ListWebhookDeliveriesFunction",
+    "ListWebhooksFunction",
+    "GetWebhookFunction",
 }
 
 
@@ -343,3 +359,17 @@ def test_the_credential_key_is_usable_only_by_credential_users_and_only_that_key
                 action,
             )
             assert _decide(p, action, other_key) != ALLOW, (p.function, action)
+
+
+def test_webhook_secrets_are_reachable_only_by_the_webhook_routes(roles: FunctionPolicies) -> None:
+    writers = {p.function for p in roles if _decide(p, "ssm:PutParameter", WEBHOOK_SECRET) == ALLOW}
+    assert writers == {"CreateWebhookFunction", "RotateWebhookSecretFunction"}
+    deleters = {p.function for p in roles if _decide(p, "ssm:DeleteParameter", WEBHOOK_SECRET) == ALLOW}
+    assert deleters == {"CreateWebhookFunction", "RotateWebhookSecretFunction", "DeleteWebhookFunction"}
+    for name in ("CreateWebhookFunction", "RotateWebhookSecretFunction", "DeleteWebhookFunction"):
+        p = roles.principal(name)  # the webhook prefix only: never an account's OAuth credentials
+        for action in ("ssm:GetParameter", "ssm:PutParameter", "ssm:DeleteParameter"):
+            assert _decide(p, action, CREDENTIAL) != ALLOW, (name, action)
+    for p in roles:  # and the OAuth credential users never reach the webhook secrets
+        if _decide(p, "ssm:GetParameter", CREDENTIAL) == ALLOW:
+            assert _decide(p, "ssm:GetParameter", WEBHOOK_SECRET) != ALLOW, p.function

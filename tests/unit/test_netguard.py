@@ -179,3 +179,13 @@ def test_is_public() -> None:
     assert not is_public(ipaddress.ip_address("::ffff:192.168.0.1"))
     assert not is_public(ipaddress.ip_address("::ffff:127.0.0.1"))
     assert not is_public(ipaddress.ip_address("fe80::1%eth0"))  # a scoped (link-local) address
+
+
+def test_no_deployed_stack_allows_a_test_origin() -> None:
+    from tests.unit.test_deployment import environment
+    from tests.unit.test_deployment import template as deployed
+
+    for env in ("dev", "prod"):
+        assert "WebhookAllowedTestOrigins" not in environment(env)[1]
+        variables = deployed(env=env).functions["CreateWebhookFunction"].environment
+        assert variables["WEBHOOK_ALLOWED_TEST_ORIGINS"] == ""

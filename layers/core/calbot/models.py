@@ -1277,16 +1277,8 @@ class WebhookView(Model):
 
     @classmethod
     def of(cls, endpoint: WebhookEndpoint) -> Self:
-        return cls(
-            id=endpoint.webhook_id,
-            url=endpoint.url,
-            event_types=endpoint.event_types,
-            description=endpoint.description,
-            enabled=endpoint.enabled,
-            disabled_reason=endpoint.disabled_reason,
-            created_at=endpoint.created_at,
-            updated_at=endpoint.updated_at,
-        )
+        shown = set(WebhookView.model_fields) - {"id"}
+        return cls.model_validate({"id": endpoint.webhook_id, **{k: getattr(endpoint, k) for k in shown}})
 
 
 WEBHOOK_SECRET_DOC = (
@@ -1344,6 +1336,39 @@ class WebhookTestData(Model):
 
     webhook_id: str
     message: str
+
+
+# What each event type's `data` is, and when it is sent (the OpenAPI document's `webhooks` section is
+# built from this): the bot as GET /calendar/scheduled_bots shows it, the connection record, the run.
+_WEBHOOK_EVENTS_BY_DATA: tuple[tuple[type[Model], dict[str, str]], ...] = (
+    (
+        BotView,
+        {
+            "bot.scheduled": "A bot was scheduled (by you, by auto-scheduling, or by a recurrence).",
+            "bot.updated": "A scheduled bot changed: its meeting moved, or you edited it.",
+            "bot.cancelled": "A bot was cancelled; `reason` says why: user_cancelled, event_cancelled, "
+            "event_moved_to_past, calendar_disconnected, recurrence_disabled, rule_mismatch.",
+            "bot.launched": "The Create Bot API accepted the bot; `remote_bot_id` is its id there.",
+            "bot.failed": "The bot could not be launched; `reason` says why.",
+        },
+    ),
+    (
+        ConnectionView,
+        {
+            "connection.created": "A calendar account was connected.",
+            "connection.needs_reauth": "A connection's authorization failed for good (revoked consent, "
+            "expired client secret): connect it again.",
+            "connection.disconnected": "A calendar account was disconnected.",
+        },
+    ),
+    (AutoScheduleCompletedData, {"auto_schedule.completed": "An auto-schedule run finished for you."}),
+    (WebhookTestData, {"webhook.test": "Sent by POST /webhooks/{webhook_id}/test."}),
+)
+WEBHOOK_EVENT_DATA: dict[str, tuple[type[Model], str]] = {
+    event_type: (model, summary)
+    for model, summaries in _WEBHOOK_EVENTS_BY_DATA
+    for event_type, summary in summaries.items()
+}
 
 
 # --------------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ carries a token, secret or clientState.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 from calbot.log import logger
@@ -85,21 +86,20 @@ def auto_schedule_payload(run_at: Any, run: LastRun) -> dict[str, Any]:
     )
 
 
-def emit_bot(bot: ScheduledBot, type: str) -> None:
-    """emit(`type`) for a bot whose change is stored: its data is the bot as the API shows it."""
+def _emit_built(user_id: str, type: str, build: Callable[[], dict[str, Any]]) -> None:
     try:
-        data = bot_payload(bot)
+        data = build()
     except Exception as err:
         logger.warning("webhook event not built", extra={"event_type": type, "error": type_name(err)})
         return
-    emit(bot.user_id, type, data)
+    emit(user_id, type, data)
+
+
+def emit_bot(bot: ScheduledBot, type: str) -> None:
+    """emit(`type`) for a bot whose change is stored: its data is the bot as the API shows it."""
+    _emit_built(bot.user_id, type, lambda: bot_payload(bot))
 
 
 def emit_connection(conn: Connection, type: str) -> None:
-    """emit(`type`) for a connection whose change is stored."""
-    try:
-        data = connection_payload(conn)
-    except Exception as err:
-        logger.warning("webhook event not built", extra={"event_type": type, "error": type_name(err)})
-        return
-    emit(conn.user_id, type, data)
+    """emit(`type`) for a connection whose change is stored: its data is the connection record."""
+    _emit_built(conn.user_id, type, lambda: connection_payload(conn))

@@ -10,18 +10,8 @@ from typing import Any, Protocol
 from botocore.exceptions import ClientError
 
 from calbot.models import WEBHOOK_DISABLE_AFTER_SECONDS, WEBHOOK_LIMIT, WebhookEndpoint
-from calbot.store.base import (
-    _get,
-    _is_conditional_failure,
-    _query,
-    _strip_keys,
-    _table,
-    _write,
-    from_item,
-    to_item,
-    transact_write,
-    user_pk,
-)
+from calbot.store import base
+from calbot.store.base import _is_conditional_failure, _table, _write, from_item, to_item, user_pk
 from calbot.timeutil import iso_z
 
 WEBHOOK = "WEBHOOK#"
@@ -87,7 +77,7 @@ def _key(user_id: str, webhook_id: str) -> dict[str, Any]:
 
 
 def _record(data: dict[str, Any]) -> WebhookEndpoint:
-    return WebhookEndpoint.model_validate(_strip_keys(data))
+    return WebhookEndpoint.model_validate(base._strip_keys(data))
 
 
 def create_webhook(endpoint: WebhookEndpoint, *, limit: int = WEBHOOK_LIMIT) -> None:
@@ -108,17 +98,17 @@ def create_webhook(endpoint: WebhookEndpoint, *, limit: int = WEBHOOK_LIMIT) -> 
         "ExpressionAttributeValues": to_item({":zero": 0, ":one": 1, ":limit": limit}),
     }
     put = {"TableName": _table(), "Item": to_item(item), "ConditionExpression": "attribute_not_exists(PK)"}
-    transact_write([{"Put": put}, {"Update": count}], on_condition=[_WebhookExists, WebhookLimitReached])
+    base.transact_write([{"Put": put}, {"Update": count}], on_condition=[_WebhookExists, WebhookLimitReached])
 
 
 def get_webhook(user_id: str, webhook_id: str) -> WebhookEndpoint | None:
-    data = _get(user_pk(user_id), webhook_sk(webhook_id))
+    data = base._get(user_pk(user_id), webhook_sk(webhook_id))
     return _record(data) if data else None
 
 
 def list_webhooks(user_id: str) -> list[WebhookEndpoint]:
     """Every endpoint of the user (at most WEBHOOK_LIMIT), oldest first."""
-    items = _query(
+    items = base._query(
         KeyConditionExpression="PK = :pk AND begins_with(SK, :sk)",
         ConsistentRead=True,
         ExpressionAttributeValues=to_item({":pk": user_pk(user_id), ":sk": WEBHOOK}),
@@ -130,39 +120,16 @@ def _json_value(value: Any) -> Any:
     return iso_z(value) if isinstance(value, datetime) else value
 
 
-def update_webhook(user_id: str, webhook_id: str, changes: dict[str, Any]) -> WebhookEndpoint | None:
-    """Set these fields (UPDATABLE; a None value removes the attribute) in one UpdateItem, so a
-    concurrent change of other fields (a delivery's failing_since) is never undone. The record after,
-    or None when the endpoint does not exist (never creates one)."""
-    unknown = set(changes) - UPDATABLE
-    if unknown:
-        raise ValueError(f"not updatable: {sorted(unknown)}")
-    sets, removes, names, values = [], [], {}, {}
-    for n, (field, value) in enumerate(sorted(changes.items())):
-        names[f"#f{n}"] = field
-        if value is None:
-            removes.append(f"#f{n}")
-        else:
-            sets.append(f"#f{n} = :v{n}")
-            values[f":v{n}"] = _json_value(value)
-    expression = " ".join(
-        part
-        for part in (
-            "SET " + ", ".join(sets) if sets else "",
-            "REMOVE " + ", ".join(removes) if removes else "",
-        )
-        if part
-    )
-    if not expression:
-        return get_webhook(user_id, webhook_id)
-    kwargs: dict[str, Any] = {"ExpressionAttributeValues": to_item(values)} if values else {}
+def _update(
+    user_id: str, webhook_id: str, expression: str, condition: str, **kwargs: Any
+) -> WebhookEndpoint | None:
+    """One UpdateItem of the endpoint returning the record after; None when `condition` failed."""
     try:
         resp = _write(
             "update_item",
             Key=_key(user_id, webhook_id),
             UpdateExpression=expression,
-            ConditionExpression="attribute_exists(PK)",
-            ExpressionAttributeNames=names,
+            ConditionExpression=condition,
             ReturnValues="ALL_NEW",
             **kwargs,
         )
@@ -171,6 +138,27 @@ def update_webhook(user_id: str, webhook_id: str, changes: dict[str, Any]) -> We
             return None
         raise
     return _record(from_item(resp["Attributes"]))
+
+
+def update_webhook(user_id: str, webhook_id: str, changes: dict[str, Any]) -> WebhookEndpoint | None:
+    """Set these fields (UPDATABLE; a None value removes the attribute) in one UpdateItem, so a
+    concurrent change of other fields (a delivery's failing_since) is never undone. The record after,
+    or None when the endpoint does not exist (never creates one)."""
+    unknown = set(changes) - UPDATABLE
+    if unknown:
+        raise ValueError(f"not updatable: {sorted(unknown)}")
+    if not changes:
+        return get_webhook(user_id, webhook_id)
+    names = {f"#f{n}": field for n, field in enumerate(sorted(changes))}
+    values = {f":v{name[2:]}": _json_value(changes[f]) for name, f in names.items() if changes[f] is not None}
+    sets = [f"{name} = :v{name[2:]}" for name, field in names.items() if changes[field] is not None]
+    removes = [name for name, field in names.items() if changes[field] is None]
+    clauses = [f"{verb} {', '.join(parts)}" for verb, parts in (("SET", sets), ("REMOVE", removes)) if parts]
+    expression = " ".join(clauses)
+    extra: dict[str, Any] = {"ExpressionAttributeValues": to_item(values)} if values else {}
+    return _update(
+        user_id, webhook_id, expression, "attribute_exists(PK)", ExpressionAttributeNames=names, **extra
+    )
 
 
 def delete_webhook(user_id: str, webhook_id: str) -> bool:
@@ -190,11 +178,11 @@ def delete_webhook(user_id: str, webhook_id: str) -> bool:
     }
     try:
         try:
-            transact_write(
+            base.transact_write(
                 [{"Delete": delete}, {"Update": release}], on_condition=[_WebhookGone, _NoneCounted]
             )
         except _NoneCounted:  # the counter can only undercount: the endpoint must still go
-            transact_write([{"Delete": delete}], on_condition=[_WebhookGone])
+            base.transact_write([{"Delete": delete}], on_condition=[_WebhookGone])
     except _WebhookGone:
         return False
     return True
@@ -209,56 +197,32 @@ def mark_webhook_delivery_result(
     write). A failure sets it if unset; when every delivery since has failed for 5 days
     (at - failing_since >= 5 days), the endpoint is disabled with reason "failing_5_days"."""
     if ok:
-        try:
-            resp = _write(
-                "update_item",
-                Key=_key(user_id, webhook_id),
-                UpdateExpression="REMOVE failing_since",
-                ConditionExpression="attribute_exists(PK) AND attribute_exists(failing_since)",
-                ReturnValues="ALL_NEW",
-            )
-        except ClientError as err:
-            if _is_conditional_failure(err):
-                return get_webhook(user_id, webhook_id)
-            raise
-        return _record(from_item(resp["Attributes"]))
-    try:
-        resp = _write(
-            "update_item",
-            Key=_key(user_id, webhook_id),
-            UpdateExpression="SET failing_since = if_not_exists(failing_since, :at)",
-            ConditionExpression="attribute_exists(PK)",
-            ExpressionAttributeValues=to_item({":at": iso_z(at)}),
-            ReturnValues="ALL_NEW",
+        cleared = _update(
+            user_id,
+            webhook_id,
+            "REMOVE failing_since",
+            "attribute_exists(PK) AND attribute_exists(failing_since)",
         )
-    except ClientError as err:
-        if _is_conditional_failure(err):
-            return None
-        raise
-    endpoint = _record(from_item(resp["Attributes"]))
-    since = endpoint.failing_since
-    if not endpoint.enabled or since is None or at - since < timedelta(seconds=WEBHOOK_DISABLE_AFTER_SECONDS):
+        return cleared or get_webhook(user_id, webhook_id)
+    endpoint = _update(
+        user_id,
+        webhook_id,
+        "SET failing_since = if_not_exists(failing_since, :at)",
+        "attribute_exists(PK)",
+        ExpressionAttributeValues=to_item({":at": iso_z(at)}),
+    )
+    since = endpoint.failing_since if endpoint else None
+    if endpoint is None or since is None or not endpoint.enabled:
         return endpoint
-    try:
-        resp = _write(
-            "update_item",
-            Key=_key(user_id, webhook_id),
-            UpdateExpression="SET enabled = :off, disabled_reason = :why, updated_at = :at",
-            # only the failure streak we measured: a success (or a re-enable) in between wins
-            ConditionExpression="attribute_exists(PK) AND enabled = :on AND failing_since = :since",
-            ExpressionAttributeValues=to_item(
-                {
-                    ":off": False,
-                    ":on": True,
-                    ":why": DISABLED_FAILING,
-                    ":at": iso_z(at),
-                    ":since": iso_z(since),
-                }
-            ),
-            ReturnValues="ALL_NEW",
-        )
-    except ClientError as err:
-        if _is_conditional_failure(err):
-            return get_webhook(user_id, webhook_id)
-        raise
-    return _record(from_item(resp["Attributes"]))
+    if at - since < timedelta(seconds=WEBHOOK_DISABLE_AFTER_SECONDS):
+        return endpoint
+    values = {":off": False, ":on": True, ":why": DISABLED_FAILING, ":at": iso_z(at), ":since": iso_z(since)}
+    disabled = _update(
+        user_id,
+        webhook_id,
+        "SET enabled = :off, disabled_reason = :why, updated_at = :at",
+        # only the failure streak we measured: a success (or a re-enable) in between wins
+        "attribute_exists(PK) AND enabled = :on AND failing_since = :since",
+        ExpressionAttributeValues=to_item(values),
+    )
+    return disabled or get_webhook(user_id, webhook_id)
