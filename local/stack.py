@@ -131,9 +131,9 @@ class LocalStack:
         gateway_port = self.port or free_port(self.host)
         gateway_url = f"http://{self.host}:{gateway_port}"
         # Customer webhooks (calbot.netguard) go only to public https URLs, except the exact origins of
-        # WebhookAllowedTestOrigins: HOOK for the stack's own receiver sink (issue 19, part B), whose
-        # server's url goes here. Empty until then; --parameter-overrides can still name one.
-        webhook_test_origins = ""
+        # WebhookAllowedTestOrigins: the stack's own receiver sink, and nothing else
+        # (--parameter-overrides can still name another).
+        webhook_test_origins = self.webhooks.url
         overrides = {
             "Stage": "local",
             "PublicBaseUrl": gateway_url,
@@ -143,7 +143,6 @@ class LocalStack:
             "GoogleUserinfoUrl": f"{google_server.url}/v1/userinfo",
             "GoogleCalendarBaseUrl": f"{google_server.url}/calendar/v3",
             "BotApiUrl": f"{bots_server.url}/api/v1",
-            "WebhookAllowedTestOrigins": self.webhooks.url,  # the receiver sink, nothing else
             "WebhookAllowedTestOrigins": webhook_test_origins,
             **self.parameter_overrides,
         }
