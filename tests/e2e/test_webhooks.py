@@ -263,3 +263,33 @@ def test_no_token_or_secret_in_any_payload_or_log_line(e2e: E2EStack) -> None:
     assert find_leaks(tokens | {user.secret}, bodies) == {}
     # the signing secret of every endpoint registered here never reaches a log line
     assert find_leaks({user.secret}, {"stack log": e2e.log_text()}) == {}
+
+
+def test_an_endpoint_failing_for_five_days_is_disabled(e2e: E2EStack) -> None:
+    user = Integrator(e2e, "failing")
+    sink = Sink(e2e)
+    begin = e2e.clock_now()
+    sink.faults(status=500, until=(begin + timedelta(days=7)).isoformat())
+    try:
+        day = 0
+        while True:
+            sent = e2e.api("POST", f"/webhooks/{user.webhook_id}/test", key=user.key)
+            if sent.status_code == 409:  # disabled: nothing more is sent to it
+                assert sent.json()["error"] == "webhook_disabled"
+                break
+            assert sent.status_code == 202, sent.text
+            assert day <= 6, "still enabled after six days of failures"
+            day += 1
+            e2e.advance(begin + timedelta(days=day))
+            e2e.control("POST", "/queues/drain")
+    finally:
+        sink.faults(status=200, times=0)
+        requests.delete(f"{sink.control}/faults", timeout=30)
+    shown = e2e.api("GET", f"/webhooks/{user.webhook_id}", key=user.key).json()
+    assert shown["enabled"] is False and shown["disabled_reason"] == "failing_5_days"
+    assert day in (5, 6)
+    listed = user.deliveries()
+    assert listed and all(d["last_status"] == 500 for d in listed if d["attempts"])
+    assert {d["state"] for d in listed} <= {"pending", "failed"}
+    attempts = Sink(e2e).deliveries(user.path)
+    assert attempts and {r["status"] for r in attempts} == {500}
