@@ -312,3 +312,19 @@ def test_deliveries_are_listed_newest_first_a_page_at_a_time(
     assert not second.page.has_more
     view = first.page.results[0]
     assert (view.attempts, view.last_status, view.state) == (1, 200, "delivered")
+
+
+def test_a_test_event_that_cannot_be_queued_is_not_left_pending(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    endpoint(world)
+
+    class Down:
+        def send_message(self, **_: Any) -> None:
+            raise RuntimeError("SQS unavailable")
+
+    monkeypatch.setattr(wd.aws, "sqs", lambda: Down())
+    with pytest.raises(RuntimeError):
+        wd.send_test("usr_1", "wh_1")
+    (delivery,) = world.deliveries.values()
+    assert delivery.state == "failed" and delivery.last_error == "not_queued"

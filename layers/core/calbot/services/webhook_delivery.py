@@ -340,7 +340,15 @@ def send_test(user_id: str, webhook_id: str) -> DeliveryView:
     )
     delivery = new_delivery(user_id, webhook_id, event)
     store.put_delivery(delivery)
-    _send(_attempt_message(delivery), 0)
+    try:
+        _send(_attempt_message(delivery), 0)
+    except Exception:
+        # Not queued: the record must not wait forever as pending (the caller gets the error).
+        failed = delivery.model_copy(
+            update={"state": "failed", "next_attempt_at": None, "last_error": "not_queued"}
+        )
+        store.save_delivery(failed, expected_token=delivery.token)
+        raise
     return DeliveryView.of(delivery)
 
 
