@@ -120,6 +120,20 @@ def expected(name: str, result: Any) -> None:
             and r["body"].startswith("Validation: Testing")
             and r["headers"]["content-type"].startswith("text/plain")
         ),
+        # customer webhooks: one endpoint registered (its secret shown), the others name a missing one
+        "CreateWebhookFunction": lambda r: (
+            r["statusCode"] == 201 and json.loads(r["body"])["secret"].startswith("whsec_")
+        ),
+        "ListWebhooksFunction": lambda r: r["statusCode"] == 200 and "webhooks" in json.loads(r["body"]),
+        **{
+            name: lambda r: r["statusCode"] == 404 and json.loads(r["body"])["error"] == "webhook_not_found"
+            for name in (
+                "GetWebhookFunction",
+                "UpdateWebhookFunction",
+                "DeleteWebhookFunction",
+                "RotateWebhookSecretFunction",
+            )
+        },
     }
     assert name in checks, f"events/{name}.json has no expectation in {__file__}"
     assert checks[name](result), f"{name}: unexpected result {result}"
