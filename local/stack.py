@@ -79,6 +79,7 @@ class LocalStack:
         from local.aws_limits import LOCAL_USER_AGENT, AwsFaultInjector, AwsFaults, install_limits
         from local.clock import LocalClock
         from local.control import ControlApp, with_control
+        from local.egress import keep_webhooks_local
         from local.emulators.bots import BotSink
         from local.emulators.google import GoogleEmulator
         from local.emulators.graph import GraphEmulator
@@ -127,6 +128,7 @@ class LocalStack:
         self.webhooks = WebhookSink(host=self.host)
         self.webhooks.start()
         self._servers.append(self.webhooks)
+        keep_webhooks_local()  # a registered public URL is never reached from here (local/egress.py)
 
         gateway_port = self.port or free_port(self.host)
         gateway_url = f"http://{self.host}:{gateway_port}"

@@ -14,18 +14,31 @@ PUBLIC = "https://93.184.215.14/calbot-hook"  # a public address literal: no DNS
 
 
 @pytest.fixture(scope="module")
-def users(e2e: E2EStack) -> tuple[str, str]:
-    return e2e.admin("create-user", "--with-key")["api_key"], e2e.admin("create-user", "--with-key")[
-        "api_key"
-    ]
+def made_users(e2e: E2EStack) -> list[dict[str, str]]:
+    return [e2e.admin("create-user", "--with-key"), e2e.admin("create-user", "--with-key")]
+
+
+@pytest.fixture(scope="module")
+def users(made_users: list[dict[str, str]]) -> tuple[str, str]:
+    return made_users[0]["api_key"], made_users[1]["api_key"]
+
+
+def secret_type(e2e: E2EStack, user_id: str, webhook_id: str) -> str | None:
+    """The type of the endpoint's secret parameter (calbot.webhook_secrets.secret_path), None if absent."""
+    ssm = e2e.boto("ssm")
+    try:
+        found = ssm.get_parameter(Name=f"/calbot/local/webhooks/{user_id}/{webhook_id}")
+    except ssm.exceptions.ParameterNotFound:
+        return None
+    return str(found["Parameter"]["Type"])
 
 
 def register(e2e: E2EStack, key: str, **body: Any) -> Any:
     return e2e.api("POST", "/webhooks", key=key, json={"url": PUBLIC, **body})
 
 
-def test_register_list_get_patch_rotate_delete(e2e: E2EStack, users: tuple[str, str]) -> None:
-    key, _ = users
+def test_register_list_get_patch_rotate_delete(e2e: E2EStack, made_users: list[dict[str, str]]) -> None:
+    key, user_id = made_users[0]["api_key"], made_users[0]["user_id"]
     resp = register(e2e, key, event_types=["bot.updated", "bot.cancelled"], description="prod receiver")
     assert resp.status_code == 201, resp.text
     made = resp.json()
@@ -52,12 +65,12 @@ def test_register_list_get_patch_rotate_delete(e2e: E2EStack, users: tuple[str, 
     assert rotated.json()["previous_secret_expires_at"].endswith("Z")
     assert rotated.json()["secret"] not in e2e.api("GET", path, key=key).text
 
+    assert secret_type(e2e, user_id, made["id"]) == "SecureString"
     assert e2e.api("DELETE", path, key=key).json() == {"deleted": True, "id": made["id"]}
     gone = e2e.api("GET", path, key=key)
     assert gone.status_code == 404 and gone.json()["error"] == "webhook_not_found"
     assert e2e.api("DELETE", path, key=key).status_code == 404
-    params = e2e.boto("ssm").get_parameters_by_path(Path="/calbot/local/webhooks", Recursive=True)
-    assert not [p for p in params["Parameters"] if p["Name"].endswith("/" + made["id"])]  # secrets gone
+    assert secret_type(e2e, user_id, made["id"]) is None  # its secrets went with it
 
 
 def test_another_users_ids_are_404_and_unauthenticated_is_401(e2e: E2EStack, users: tuple[str, str]) -> None:
@@ -109,3 +122,20 @@ def test_ten_endpoints_per_user(e2e: E2EStack) -> None:
     first = e2e.api("GET", "/webhooks", key=key).json()["webhooks"][0]["id"]
     assert e2e.api("DELETE", f"/webhooks/{first}", key=key).status_code == 200
     assert register(e2e, key).status_code == 201
+
+
+def test_secrets_never_reach_the_log_or_the_table_in_clear(
+    e2e: E2EStack, made_users: list[dict[str, str]]
+) -> None:
+    key = made_users[0]["api_key"]
+    made = register(e2e, key).json()
+    rotated = e2e.api("POST", f"/webhooks/{made['id']}/rotate-secret", key=key).json()
+    shown = [made["secret"], rotated["secret"]]
+    shown_raw = [s.removeprefix("whsec_") for s in shown]  # the HMAC key's base64, on its own
+    log = e2e.log_text()
+    assert not [s for s in shown + shown_raw if s in log]
+    pages = e2e.boto("dynamodb").get_paginator("scan").paginate(TableName=e2e.env()["TABLE_NAME"])
+    table = str([item for page in pages for item in page["Items"]])  # a test-side scan
+    assert made["id"] in table and not [s for s in shown_raw if s in table]
+    # where they are kept: a SecureString of the stage's webhooks/ prefix
+    assert secret_type(e2e, made_users[0]["user_id"], made["id"]) == "SecureString"

@@ -145,6 +145,25 @@ def test_a_name_that_does_not_resolve_is_refused() -> None:
         check_url("https://empty.example.com/", resolve=resolver())
 
 
+def test_a_lookup_that_hangs_is_a_refusal_not_a_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from calbot import netguard
+
+    release = threading.Event()
+
+    def hang(*args: Any, **kwargs: Any) -> Any:
+        release.wait(5)
+        return resolver(PUBLIC_V4)(*args, **kwargs)
+
+    monkeypatch.setattr(netguard, "RESOLVE_TIMEOUT_SECONDS", 0.05)
+    try:
+        with pytest.raises(UnsafeUrl, match="did not resolve within"):
+            check_url("https://slow.example.com/", resolve=hang)
+    finally:
+        release.set()
+
+
 def test_the_refusal_never_names_the_resolved_address() -> None:
     with pytest.raises(UnsafeUrl) as err:
         check_url("https://innocent.example.com/", resolve=resolver("10.9.8.7"))

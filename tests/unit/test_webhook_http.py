@@ -240,3 +240,22 @@ def test_an_unsafe_url_is_refused_before_any_connection() -> None:
     result = webhook_http.post("https://rebound.example/", b"{}", {}, check=refuse)
     assert not result.ok and result.status is None
     assert result.error == "unsafe_url: resolves to a private address"
+
+
+def test_the_local_stack_guard_refuses_every_address_but_loopback(plain: int) -> None:
+    from local import egress
+
+    egress.keep_webhooks_local()
+    try:
+        attempted: list[str] = []
+
+        def public(url: str) -> list[str]:
+            attempted.append(url)
+            return ["93.184.215.14"]
+
+        result = webhook_http.post("https://public.example/hook", b"{}", {}, check=public, timeout=2)
+        assert not result.ok and result.error and result.error.startswith("connect_failed")
+        assert _post(f"http://receiver.invalid:{plain}/hook").ok  # loopback still goes through
+    finally:
+        egress.restore()
+    assert webhook_http._open is not egress.loopback_only

@@ -19,6 +19,8 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as ResolveTimeout
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -50,6 +52,10 @@ BLOCKED_NETWORKS = tuple(
     )
 )
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# A user's host name may point at a slow or dead name server: a lookup that takes longer than this is a
+# refusal, never a request (or a delivery) held for the resolver's own retries.
+RESOLVE_TIMEOUT_SECONDS = 5.0
+_lookups = ThreadPoolExecutor(max_workers=4, thread_name_prefix="netguard-dns")
 
 
 class UnsafeUrl(ValueError):
@@ -104,7 +110,9 @@ def _origin(scheme: str, host: str, port: int | None) -> str:
 
 def _resolve(host: str, port: int, resolve: Resolver) -> list[str]:
     try:
-        infos = resolve(host, port, type=socket.SOCK_STREAM)
+        infos = _lookups.submit(resolve, host, port, type=socket.SOCK_STREAM).result(RESOLVE_TIMEOUT_SECONDS)
+    except ResolveTimeout:
+        raise UnsafeUrl(f"The host {host} did not resolve within {RESOLVE_TIMEOUT_SECONDS:g} s.") from None
     except (OSError, UnicodeError) as err:  # socket.gaierror is an OSError
         raise UnsafeUrl(f"The host {host} does not resolve.") from err
     addresses: list[str] = []

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from calbot.log import logger
@@ -79,7 +80,7 @@ def connection_payload(conn: Connection) -> dict[str, Any]:
     return ConnectionView.of(conn).model_dump(mode="json")
 
 
-def auto_schedule_payload(run_at: Any, run: LastRun) -> dict[str, Any]:
+def auto_schedule_payload(run_at: datetime, run: LastRun) -> dict[str, Any]:
     """An auto-schedule run's counts."""
     return AutoScheduleCompletedData.model_validate({"run_at": run_at, **run.model_dump()}).model_dump(
         mode="json"
@@ -103,3 +104,8 @@ def emit_bot(bot: ScheduledBot, type: str) -> None:
 def emit_connection(conn: Connection, type: str) -> None:
     """emit(`type`) for a connection whose change is stored: its data is the connection record."""
     _emit_built(conn.user_id, type, lambda: connection_payload(conn))
+
+
+def emit_auto_schedule(user_id: str, run_at: datetime, run: LastRun) -> None:
+    """emit(`auto_schedule.completed`) for a stored run: its counts."""
+    _emit_built(user_id, AUTO_SCHEDULE_COMPLETED, lambda: auto_schedule_payload(run_at, run))

@@ -39,6 +39,11 @@ class PostResult:
         return self.status is not None and 200 <= self.status < 300 and self.error is None
 
 
+def _open(address: tuple[str, int], timeout: float) -> socket.socket:
+    """The one place a receiver's socket is opened (to an address the check returned)."""
+    return socket.create_connection(address, timeout)
+
+
 def _default_check(url: str) -> list[str]:
     from calbot import netguard
 
@@ -54,7 +59,7 @@ class _Pinned(http.client.HTTPSConnection):
         self._tls = context
 
     def connect(self) -> None:
-        raw = socket.create_connection((self._address, self.port), self.timeout)
+        raw = _open((self._address, self.port), self.timeout)
         self.sock = self._tls.wrap_socket(raw, server_hostname=self.host)
 
 
@@ -67,7 +72,7 @@ class _PinnedPlain(http.client.HTTPConnection):
         self._address = address
 
     def connect(self) -> None:
-        self.sock = socket.create_connection((self._address, self.port), self.timeout)
+        self.sock = _open((self._address, self.port), self.timeout)
 
 
 def post(
