@@ -16,7 +16,7 @@ from typing import Any
 _installed: dict[str, Any] = {}
 
 
-def loopback_only(address: tuple[str, int], timeout: float) -> socket.socket:
+def loopback_only(address: tuple[str, int], timeout: float | None) -> socket.socket:
     host = address[0]
     try:
         local = ipaddress.ip_address(host).is_loopback

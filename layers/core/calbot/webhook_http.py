@@ -39,7 +39,7 @@ class PostResult:
         return self.status is not None and 200 <= self.status < 300 and self.error is None
 
 
-def _open(address: tuple[str, int], timeout: float) -> socket.socket:
+def _open(address: tuple[str, int], timeout: float | None) -> socket.socket:
     """The one place a receiver's socket is opened (to an address the check returned)."""
     return socket.create_connection(address, timeout)
 
