@@ -83,6 +83,7 @@ class Integrator:
         event = next(e for e in events if e["platform_id"] == made["id"])
         resp = self.e2e.api("POST", f"/calendar/schedule/{event['id']}", key=self.key, json={})
         assert resp.status_code == 201, resp.text
+        self.e2e.control("POST", "/queues/drain")  # the virtual clock delivers queued events when told
         return made, resp.json()["bot_id"]
 
     def received(self) -> list[dict[str, Any]]:
