@@ -259,3 +259,32 @@ def test_the_local_stack_guard_refuses_every_address_but_loopback(plain: int) ->
     finally:
         egress.restore()
     assert webhook_http._open is not egress.loopback_only
+
+
+@pytest.mark.parametrize("address", ["10.1.2.3", "127.0.0.1", "169.254.169.254", "::ffff:192.168.0.9"])
+def test_a_name_resolving_to_a_private_address_at_send_time_is_refused(address: str) -> None:
+    """The URL passed netguard when it was registered; at send time its name now resolves to a private
+    address (DNS rebinding): the real check runs again before any connection and refuses it."""
+    import socket
+
+    from calbot import netguard
+
+    def rebound(host: str, port: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        return [(family, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    opened: list[Any] = []
+    original = webhook_http._open
+    webhook_http._open = lambda *a: opened.append(a)  # type: ignore[assignment,misc,return-value]
+    try:
+        result = webhook_http.post(
+            "https://hooks.customer.example/x",
+            b"{}",
+            {},
+            check=lambda url: netguard.check_url(url, resolve=rebound),
+        )
+    finally:
+        webhook_http._open = original
+    assert not result.ok and result.status is None
+    assert result.error and result.error.startswith("unsafe_url")
+    assert opened == []  # no connection was even attempted
