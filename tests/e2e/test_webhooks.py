@@ -294,3 +294,11 @@ def test_an_endpoint_failing_for_five_days_is_disabled(e2e: E2EStack) -> None:
     assert {d["state"] for d in listed} <= {"pending", "failed"}
     attempts = Sink(e2e).deliveries(user.path)
     assert attempts and {r["status"] for r in attempts} == {500}
+    # its deliveries still pending fail without a POST at their next attempt, into the dead-letter queue
+    e2e.advance(e2e.clock_now() + timedelta(days=2))
+    e2e.control("POST", "/queues/drain")
+    assert {d["state"] for d in user.deliveries()} == {"failed"}
+    dead = e2e.control("GET", "/queues/WebhookDeadLetterQueue/messages")["value"]
+    failed_ids = {d["id"] for d in user.deliveries()}
+    assert failed_ids <= {json.loads(m["body"])["delivery_id"] for m in dead}
+    assert len(Sink(e2e).deliveries(user.path)) == len(attempts)  # no POST to a disabled endpoint
