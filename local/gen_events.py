@@ -138,6 +138,12 @@ SPECIFICS: dict[str, Specifics] = {
         path={"webhook_id": "wh_sample_missing", "delivery_id": "whd_0000000000000samplemissing"}
     ),
     "TestWebhookFunction": Specifics(path={"webhook_id": "wh_sample_missing"}),
+    # Customer webhook endpoints (a missing id answers 404; the create body is refused as not https).
+    "CreateWebhookFunction": Specifics(body={"url": "http://127.0.0.1:9/hooks", "event_types": ["*"]}),
+    "GetWebhookFunction": Specifics(path={"webhook_id": "wh_sample_missing"}),
+    "UpdateWebhookFunction": Specifics(path={"webhook_id": "wh_sample_missing"}, body={"enabled": False}),
+    "DeleteWebhookFunction": Specifics(path={"webhook_id": "wh_sample_missing"}),
+    "RotateWebhookSecretFunction": Specifics(path={"webhook_id": "wh_sample_missing"}),
     "ListEventsFunction": Specifics(query="provider=outlook&account_id=jane%40contoso.example&limit=10"),
     "GetEventsFunction": Specifics(query="limit=10"),
     "WebhookFunction": Specifics(
@@ -146,15 +152,6 @@ SPECIFICS: dict[str, Specifics] = {
         query="validationToken=Validation%3A+Testing+client+application+reachability",
         headers={"content-type": "text/plain; charset=utf-8", "content-length": "0"},
     ),
-    # Customer webhooks: registering a public https endpoint (an address literal: nothing to resolve);
-    # the others name an endpoint the demo user does not have (404).
-    "CreateWebhookFunction": Specifics(
-        body={"url": "https://93.184.215.14/calbot-sample", "event_types": ["*"], "description": "sample"}
-    ),
-    "GetWebhookFunction": Specifics(path={"webhook_id": "wh_sample_missing"}),
-    "UpdateWebhookFunction": Specifics(path={"webhook_id": "wh_sample_missing"}, body={"enabled": False}),
-    "DeleteWebhookFunction": Specifics(path={"webhook_id": "wh_sample_missing"}),
-    "RotateWebhookSecretFunction": Specifics(path={"webhook_id": "wh_sample_missing"}),
 }
 
 # Extra samples: events/<LogicalId>.<variant>.json.

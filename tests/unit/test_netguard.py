@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from calbot.config import reset_settings
 from calbot.netguard import UnsafeUrl, check_url, is_public
@@ -208,3 +210,23 @@ def test_no_deployed_stack_allows_a_test_origin() -> None:
         assert "WebhookAllowedTestOrigins" not in environment(env)[1]
         variables = deployed(env=env).functions["CreateWebhookFunction"].environment
         assert variables["WEBHOOK_ALLOWED_TEST_ORIGINS"] == ""
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.one_of(
+        st.text(),
+        st.builds(lambda host, rest: f"https://{host}{rest}", st.text(), st.text()),
+        st.builds(lambda host: f"http://{host}:8123/", st.text(min_size=1)),
+    )
+)
+def test_any_text_is_an_address_list_or_an_unsafe_url_never_an_error(url: str) -> None:
+    # Whatever a user sends (after the model's length and UTF-8 checks), the answer is a 400, never a 500.
+    try:
+        addresses = check_url(url, resolve=resolver("10.0.0.1"))
+    except UnsafeUrl as err:
+        assert err.message
+    else:  # names all resolve privately here: only a public address literal can pass
+        import ipaddress
+
+        assert addresses and all(is_public(ipaddress.ip_address(a)) for a in addresses), url

@@ -113,7 +113,7 @@ def _resolve(host: str, port: int, resolve: Resolver) -> list[str]:
         infos = _lookups.submit(resolve, host, port, type=socket.SOCK_STREAM).result(RESOLVE_TIMEOUT_SECONDS)
     except ResolveTimeout:
         raise UnsafeUrl(f"The host {host} did not resolve within {RESOLVE_TIMEOUT_SECONDS:g} s.") from None
-    except (OSError, UnicodeError) as err:  # socket.gaierror is an OSError
+    except (OSError, ValueError) as err:  # gaierror is an OSError; a NUL or a bad IDNA label a ValueError
         raise UnsafeUrl(f"The host {host} does not resolve.") from err
     addresses: list[str] = []
     for info in infos:
