@@ -384,6 +384,31 @@ class GraphBackend(GraphNotifications):
         self._on_change(acc.id, cal.id, [ev.id], "updated")
         return view
 
+    def respond_event(self, event_id: str, attendee: str, response: str) -> dict[str, Any]:
+        """An invitee answers a meeting (what Graph's `POST /me/events/{id}/accept`,
+        `tentativelyAccept` or `decline` do from their calendar client): their attendee row's status
+        becomes `response` (accepted, tentativelyAccepted, declined, none), the event changes (a new
+        changeKey, so delta reports it) and its subscriptions get an `updated` notification. The
+        answer shows in that invitee's own copy as `responseStatus`."""
+        (row,) = _attendees([{"address": attendee, "response": response}])
+        with self._lock:
+            acc, cal, ev, _ = self._locate(event_id)
+            if ev is None or ev.is_cancelled:
+                raise EmulatorError("only a stored, not cancelled event can be answered", 409)
+            row["status"]["time"] = iso(self.now())
+            mine = [str(a["emailAddress"]["address"]).lower() == attendee.lower() for a in ev.attendees]
+            if any(mine):  # the invitee's own row changes, in its place
+                ev.attendees = [
+                    {**a, "status": row["status"]} if me else a
+                    for a, me in zip(ev.attendees, mine, strict=True)
+                ]
+            else:
+                ev.attendees = [*ev.attendees, row]
+            self._bump(cal, ev)
+            view = self._event_view(acc, cal, ev)
+        self._on_change(acc.id, cal.id, [ev.id], "updated")
+        return view
+
     def delete_event(self, event_id: str) -> None:
         """Delete a single event or a whole series (with its exceptions); for an occurrence or an
         exception, delete just that occurrence (it stays gone: a cancelled override is kept)."""

@@ -70,6 +70,12 @@ class GraphControl(GraphResponses):
         check_fields(body, {"code"})
         return 200, {"revoked": self.revoke(account, int(body.get("code") or 50173))}
 
+    @route("/_control/events/<event_id>/respond", "POST")
+    def _c_event_respond(self, request: Request, event_id: str) -> tuple[int, Any]:
+        body = control_body(request)
+        check_fields(body, {"attendee", "response"}, ["attendee", "response"])
+        return 200, self.respond_event(event_id, str(body["attendee"]), str(body["response"]))
+
     @route("/_control/refresh-tokens", "GET")
     def _c_refresh_tokens(self, request: Request) -> tuple[int, Any]:
         account = request.args.get("account")
