@@ -20,6 +20,8 @@ from pydantic import (
     ModelWrapValidatorHandler,
     PlainSerializer,
     PrivateAttr,
+    StrictBool,
+    StrictInt,
     WithJsonSchema,
     create_model,
     field_validator,
@@ -471,6 +473,7 @@ class ConnectionList(Model):
 
 Platform = Literal["google_meet", "zoom", "teams", "webex", "gotomeeting", "bluejeans", "whereby"]
 EventType = Literal["single", "occurrence", "exception"]
+ResponseStatus = Literal["organizer", "accepted", "tentative", "declined", "none"]
 
 
 class Event(Model):
@@ -490,6 +493,12 @@ class Event(Model):
     is_all_day: bool = False
     timezone: str | None = None  # the event's own IANA zone
     organizer_email: str | None = None
+    # Attendance (auto-schedule rules): counts and domains, never the attendee list.
+    organizer_name: str | None = None
+    response_status: ResponseStatus = "none"  # the user's own answer on this account's copy
+    is_organizer: bool = False
+    attendees_count: int = 0
+    attendee_domains: list[str] = Field(default_factory=list)  # lower-case, distinct, capped
     location: str | None = None
     meeting_platform: Platform | None = None
     meeting_url: str | None = None
@@ -571,6 +580,11 @@ class BotSummary(Model):
     is_scheduled: bool
 
 
+class Organizer(Model):
+    email: str | None
+    name: str | None
+
+
 class EventView(Model):
     id: str
     provider: ProviderName
@@ -583,6 +597,9 @@ class EventView(Model):
     end_time: UtcDateTime
     is_all_day: bool
     organizer_email: str | None
+    organizer: Organizer
+    response_status: ResponseStatus
+    attendees_count: int
     location: str | None
     meeting_platform: Platform | None
     meeting_url: str | None
@@ -612,9 +629,18 @@ class EventView(Model):
                 "recurrence",
                 "series_platform_id",
                 "sync_version",
+                "organizer_name",
+                "is_organizer",
+                "attendee_domains",
             }
         )
-        return cls(id=event.event_id, **data, bots=bots or [], raw=event.raw if include_raw else None)
+        return cls(
+            id=event.event_id,
+            **data,
+            organizer=Organizer(email=event.organizer_email, name=event.organizer_name),
+            bots=bots or [],
+            raw=event.raw if include_raw else None,
+        )
 
 
 PAGE_URL_DOC = "The absolute URL of the {} page of the same query (it carries the cursor); null when none."
@@ -804,6 +830,7 @@ class ScheduleRequest(Strict):
     occurrence_limit: int = Field(default=52, ge=1, le=366)
     occurrence_date: InputDateTime | None = None
     join_offset_seconds: int = Field(default=60, ge=0, le=3600)
+    rules: AutoScheduleRules | None = None  # None: the stored rules stay
 
     @field_validator("occurrence_date", mode="before")
     @classmethod
@@ -997,11 +1024,48 @@ class LastRun(Model):
     partial_errors: dict[str, dict[str, str]] = Field(default_factory=dict)
 
 
+MeetingsRule = Literal["all", "organized_by_me", "external", "internal"]
+RULE_LIST_LIMIT = 50  # title substrings, platforms or accounts in one rule
+RULE_TEXT_LIMIT = 200  # one title substring
+
+
+class RuleAccount(Strict):
+    provider: ProviderParam
+    account_id: AccountId
+
+
+RuleText = Annotated[str, Field(min_length=1, max_length=RULE_TEXT_LIMIT)]
+
+
+class AutoScheduleRules(Strict):
+    """Which meetings get an automatic bot (API.md "Auto-schedule rules"); every field optional."""
+
+    meetings: MeetingsRule = "all"
+    platforms: list[Platform] | None = Field(default=None, max_length=RULE_LIST_LIMIT)
+    skip_declined: StrictBool = True
+    skip_tentative: StrictBool = False
+    skip_all_day: StrictBool = True
+    skip_without_attendees: StrictBool = False
+    title_include: list[RuleText] = Field(default_factory=list, max_length=RULE_LIST_LIMIT)
+    title_exclude: list[RuleText] = Field(default_factory=list, max_length=RULE_LIST_LIMIT)
+    min_duration_minutes: StrictInt | None = Field(default=None, ge=0, le=10_080)
+    max_duration_minutes: StrictInt | None = Field(default=None, ge=1, le=10_080)
+    accounts: list[RuleAccount] | None = Field(default=None, max_length=RULE_LIST_LIMIT)
+
+    @model_validator(mode="after")
+    def _durations(self) -> AutoScheduleRules:
+        low, high = self.min_duration_minutes, self.max_duration_minutes
+        if low is not None and high is not None and high < low:
+            raise ValueError("max_duration_minutes must not be below min_duration_minutes")
+        return self
+
+
 class AutoScheduleSettings(Model):
     user_id: str
     enabled: bool = False
     default_bot_config: dict[str, Any] = Field(default_factory=dict)
     join_offset_seconds: int = 60
+    rules: AutoScheduleRules = Field(default_factory=AutoScheduleRules)
     updated_at: UtcDateTime
     last_run_at: UtcDateTime | None = None
     last_run: LastRun | None = None
@@ -1011,6 +1075,7 @@ class AutoScheduleSettingsView(Model):
     enabled: bool
     default_bot_config: dict[str, Any]
     join_offset_seconds: int
+    rules: AutoScheduleRules
     updated_at: UtcDateTime | None
     last_run_at: UtcDateTime | None
     last_run: LastRun | None
@@ -1022,6 +1087,7 @@ class AutoScheduleSettingsView(Model):
                 enabled=False,
                 default_bot_config={},
                 join_offset_seconds=60,
+                rules=AutoScheduleRules(),
                 updated_at=None,
                 last_run_at=None,
                 last_run=None,
@@ -1030,6 +1096,7 @@ class AutoScheduleSettingsView(Model):
             enabled=settings.enabled,
             default_bot_config=settings.default_bot_config,
             join_offset_seconds=settings.join_offset_seconds,
+            rules=settings.rules,
             updated_at=settings.updated_at,
             last_run_at=settings.last_run_at,
             last_run=settings.last_run,

@@ -815,7 +815,13 @@ class GoogleBackend(GoogleNotifications):
         body["iCalUID"] = src.ical_uid
         body["sequence"] = src.sequence
         if src.attendees:
-            body["attendees"] = [dict(a) for a in src.attendees]
+            # The organizer's own row carries organizer: true (read-only, set by Google).
+            body["attendees"] = [
+                {**a, "organizer": True}
+                if str(a.get("email", "")).lower() == src.organizer_email.lower()
+                else dict(a)
+                for a in src.attendees
+            ]
         if src.hangout_link:
             body["hangoutLink"] = src.hangout_link
         if src.conference:

@@ -903,7 +903,7 @@ class GraphBackend(GraphNotifications):
             "isDraft": False,
             "hideAttendees": False,
             "responseStatus": {
-                "response": "organizer" if is_organizer else "none",
+                "response": "organizer" if is_organizer else _own_response(src.attendees, acc.address),
                 "time": "0001-01-01T00:00:00Z",
             },
             "body": {"contentType": "html", "content": _body_document(src.body_html)},
@@ -919,3 +919,14 @@ class GraphBackend(GraphNotifications):
         if original_start is not None:
             body["originalStart"] = iso(original_start)
         return body
+
+
+def _own_response(attendees: list[dict[str, Any]], address: str) -> str:
+    """An invitee's copy of a meeting: responseStatus is the mailbox owner's own answer, the status of
+    their row among the attendees; notResponded (the attendee's view of none) when they have not
+    answered (Graph's responseStatus resource)."""
+    for attendee in attendees:
+        if str((attendee.get("emailAddress") or {}).get("address", "")).lower() == address.lower():
+            response = str((attendee.get("status") or {}).get("response") or "none")
+            return "notResponded" if response == "none" else response
+    return "notResponded"

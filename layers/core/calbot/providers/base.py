@@ -86,6 +86,11 @@ class NormalizedEvent:
     is_all_day: bool = False
     timezone: str | None = None
     organizer_email: str | None = None
+    organizer_name: str | None = None
+    response_status: str = "none"  # organizer | accepted | tentative | declined | none
+    is_organizer: bool = False
+    attendees_count: int = 0
+    attendee_domains: list[str] = field(default_factory=list)
     location: str | None = None
     meeting_url: str | None = None
     meeting_platform: str | None = None
@@ -104,6 +109,7 @@ class NormalizedEvent:
             title=_cut(self.title, TEXT_FIELD_LIMIT),
             location=_cut(self.location, TEXT_FIELD_LIMIT),
             organizer_email=_cut(self.organizer_email, TEXT_FIELD_LIMIT),
+            organizer_name=_cut(self.organizer_name, TEXT_FIELD_LIMIT),
             ical_uid=_cut(self.ical_uid, TEXT_FIELD_LIMIT),
             timezone=_cut(self.timezone, TEXT_FIELD_LIMIT),
             meeting_url=url,
@@ -120,6 +126,42 @@ RAW_BODY_LIMIT = 1_000  # the HTML body / description kept in raw (the link is a
 RAW_STRING_LIMIT = 2_000  # any other string in raw
 RAW_LIST_LIMIT = 25  # attendees (and any other list) kept in raw; the full count is kept beside it
 RAW_MAX_BYTES = 16_384  # past this (as JSON), raw keeps only its small top-level fields
+
+
+DOMAIN_LIMIT = 50  # attendee domains kept per event (what the external/internal rule reads)
+DOMAIN_BYTES = 255  # a DNS name is at most 253 characters
+
+
+@dataclass(frozen=True)
+class Attendance:
+    """What the auto-schedule rules read of a meeting's people: never the attendee list itself."""
+
+    organizer_email: str | None = None
+    organizer_name: str | None = None
+    response_status: str = "none"  # organizer | accepted | tentative | declined | none
+    is_organizer: bool = False
+    attendees_count: int = 0  # the people invited besides the organizer (rooms not counted)
+    attendee_domains: list[str] = field(default_factory=list)
+
+
+def email_domain(address: Any) -> str | None:
+    """The lower-case domain of an address, None when it has none."""
+    if not isinstance(address, str) or "@" not in address:
+        return None
+    domain = address.rsplit("@", 1)[1].strip().strip(".").lower()
+    return domain if domain and len(domain) <= DOMAIN_BYTES else None
+
+
+def domains_of(addresses: list[Any]) -> list[str]:
+    """The distinct domains of `addresses`, in order of first appearance, at most DOMAIN_LIMIT."""
+    out: list[str] = []
+    for address in addresses:
+        domain = email_domain(address)
+        if domain and domain not in out:
+            out.append(domain)
+            if len(out) >= DOMAIN_LIMIT:
+                break
+    return out
 
 
 def _cut(value: Any, limit: int) -> Any:

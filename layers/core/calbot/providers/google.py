@@ -14,7 +14,7 @@ Differences from Outlook that shape this module (PROTOCOLS.md, Google):
 from __future__ import annotations
 
 import uuid
-from dataclasses import replace
+from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -26,6 +26,7 @@ from calbot.config import Settings, get_settings
 from calbot.models import CalendarInfo, Credentials, Handle
 from calbot.providers.base import (
     AccountProfile,
+    Attendance,
     CalendarChanges,
     CalendarProvider,
     NormalizedEvent,
@@ -36,6 +37,7 @@ from calbot.providers.base import (
     SyncTokenExpired,
     TokenSet,
     cap_raw,
+    domains_of,
 )
 from calbot.providers.http import RETRY_STATUSES, ProviderHttp, for_settings, refresh_grant
 from calbot.providers.http import json_object as _json
@@ -338,6 +340,38 @@ def _expiration(raw: Any) -> datetime:
         return now() + timedelta(days=7)
 
 
+# An attendee's responseStatus as we store it (needsAction: not answered yet).
+GOOGLE_RESPONSES = {"accepted": "accepted", "tentative": "tentative", "declined": "declined"}
+
+
+def google_attendance(item: dict[str, Any]) -> Attendance:
+    """Organizer, the user's own response (the `self` row), and the invitees' count and domains: rooms
+    (`resource`) and the organizer's own row are not counted. Past maxAttendees Google returns only the
+    user's row (`attendeesOmitted`): the count is then known only to exceed MAX_ATTENDEES."""
+    organizer = item.get("organizer")
+    organizer = organizer if isinstance(organizer, dict) else {}
+    rows = [a for a in item.get("attendees") or [] if isinstance(a, dict) and not a.get("resource")]
+    own = next((a for a in rows if a.get("self")), None)
+    is_organizer = organizer.get("self") is True or bool(own and own.get("organizer"))
+    if is_organizer:
+        answer = "organizer"
+    else:
+        answer = GOOGLE_RESPONSES.get(str((own or {}).get("responseStatus")), "none")
+    people = [a for a in rows if not a.get("organizer")]
+    count = len(people)
+    if item.get("attendeesOmitted"):
+        count = max(count, MAX_ATTENDEES + 1)
+    address = organizer.get("email") if isinstance(organizer.get("email"), str) else None
+    return Attendance(
+        organizer_email=address,
+        organizer_name=organizer.get("displayName") or None,
+        response_status=answer,
+        is_organizer=is_organizer,
+        attendees_count=count,
+        attendee_domains=domains_of([address, *(a.get("email") for a in rows)]),
+    )
+
+
 def normalize_google_event(
     calendar_id: str,
     item: dict[str, Any],
@@ -373,8 +407,6 @@ def normalize_google_event(
         except (ValueError, KeyError):
             rule = None
     link = links.from_google_event(item)
-    organizer = item.get("organizer")
-    organizer = organizer if isinstance(organizer, dict) else {}
     zone = item["start"].get("timeZone") or calendar_zone
     return NormalizedEvent(
         platform_id=str(item["id"]),
@@ -386,7 +418,7 @@ def normalize_google_event(
         ical_uid=item.get("iCalUID"),
         is_all_day=all_day,
         timezone=timezones.iana_name(zone) if zone else None,
-        organizer_email=organizer.get("email"),
+        **asdict(google_attendance(item)),
         location=item.get("location") or None,
         meeting_url=link.url if link else None,
         meeting_platform=link.platform if link else None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -14,6 +15,7 @@ from calbot.config import Settings, get_settings
 from calbot.models import CalendarInfo, Credentials, Handle
 from calbot.providers.base import (
     AccountProfile,
+    Attendance,
     CalendarChanges,
     CalendarProvider,
     NormalizedEvent,
@@ -25,6 +27,7 @@ from calbot.providers.base import (
     SyncTokenExpired,
     TokenSet,
     cap_raw,
+    domains_of,
 )
 from calbot.providers.http import ProviderHttp, for_settings, refresh_grant
 from calbot.providers.http import json_object as _json
@@ -43,14 +46,26 @@ AUTH_FAILURES = {"invalid_grant", "invalid_client"}
 SYNC_RESET_CODES = {"syncStateNotFound", "resyncRequired", "syncStateInvalid"}
 DELTA_PAGE_SIZE = 100
 # What we read of a master or exception (GET /me/events/{id} takes $select; calendarView/delta does
-# not: "You cannot use $select to get only a subset of those properties"): never its attendee list.
+# not: "You cannot use $select to get only a subset of those properties"). The attendees are read for
+# the auto-schedule rules (their count and domains are kept, never the list: normalize_graph_event).
 EVENT_SELECT = ",".join(
     (
         "id,iCalUId,subject,body,bodyPreview,start,end,isAllDay,isCancelled,location,locations",
         "organizer,onlineMeeting,onlineMeetingUrl,isOnlineMeeting,onlineMeetingProvider,type",
         "seriesMasterId,recurrence,originalStart,originalStartTimeZone,lastModifiedDateTime",
+        "attendees,isOrganizer,responseStatus",
     )
 )
+# responseStatus.response (the user's own answer on this copy) as we store it; notResponded is the
+# attendee's view of none (Graph's responseStatus resource).
+GRAPH_RESPONSES = {
+    "organizer": "organizer",
+    "accepted": "accepted",
+    "tentativelyAccepted": "tentative",
+    "declined": "declined",
+    "none": "none",
+    "notResponded": "none",
+}
 _AADSTS = re.compile(r"(AADSTS\d+):\s*([^\r\n.]*)")
 
 
@@ -321,6 +336,29 @@ class OutlookProvider(CalendarProvider):
         return True
 
 
+def graph_attendance(payloads: list[dict[str, Any]]) -> Attendance:
+    """Organizer, the user's own response, and the invitees' count and domains (rooms left out), each
+    read from the first of `payloads` (most specific first) that carries it."""
+
+    def first(key: str) -> Any:
+        return next((p[key] for p in payloads if p.get(key) is not None), None)
+
+    organizer = (first("organizer") or {}).get("emailAddress") or {}
+    address = organizer.get("address") if isinstance(organizer.get("address"), str) else None
+    is_organizer = first("isOrganizer") is True
+    answer = (first("responseStatus") or {}).get("response")
+    people = [a for a in first("attendees") or [] if isinstance(a, dict) and a.get("type") != "resource"]
+    emails = [(a.get("emailAddress") or {}).get("address") for a in people]
+    return Attendance(
+        organizer_email=address,
+        organizer_name=organizer.get("name") or None,
+        response_status="organizer" if is_organizer else GRAPH_RESPONSES.get(str(answer), "none"),
+        is_organizer=is_organizer,
+        attendees_count=len(people),
+        attendee_domains=domains_of([address, *emails]),
+    )
+
+
 def normalize_graph_event(
     calendar_id: str,
     item: dict[str, Any],
@@ -356,7 +394,8 @@ def normalize_graph_event(
     original = full.get("originalStart") if event_type == "exception" else None
     link = links.from_graph_event(full)
     location = (full.get("location") or {}).get("displayName") or None
-    organizer = ((full.get("organizer") or {}).get("emailAddress") or {}).get("address")
+    # An occurrence's own answer (declining one occurrence) is on the item; the series' on the master.
+    attendance = graph_attendance([p for p in (detail, item, master) if p])
     return NormalizedEvent(
         platform_id=item["id"],
         calendar_id=calendar_id,
@@ -367,7 +406,7 @@ def normalize_graph_event(
         ical_uid=full.get("iCalUId"),
         is_all_day=bool(full.get("isAllDay")),
         timezone=timezones.iana_name(full.get("originalStartTimeZone") or item["start"].get("timeZone")),
-        organizer_email=organizer,
+        **asdict(attendance),
         location=location,
         meeting_url=link.url if link else None,
         meeting_platform=link.platform if link else None,

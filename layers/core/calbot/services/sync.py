@@ -100,6 +100,12 @@ def _hash(event: NormalizedEvent) -> str:
         event.original_start.isoformat() if event.original_start else None,
         event.recurrence_rule,
         json.dumps(event.recurrence, sort_keys=True) if event.recurrence else None,
+        # attendance: a decline or a new external guest is a change the auto-schedule rules act on
+        event.organizer_name,
+        event.response_status,
+        event.is_organizer,
+        event.attendees_count,
+        event.attendee_domains,
     ]
     return hashlib.sha256(json.dumps(fields, default=str).encode()).hexdigest()[:32]
 
@@ -126,6 +132,11 @@ def _record(
         is_all_day=change.is_all_day,
         timezone=change.timezone,
         organizer_email=change.organizer_email,
+        organizer_name=change.organizer_name,
+        response_status=change.response_status,
+        is_organizer=change.is_organizer,
+        attendees_count=change.attendees_count,
+        attendee_domains=change.attendee_domains,
         location=change.location,
         meeting_platform=change.meeting_platform,
         meeting_url=change.meeting_url,
