@@ -39,7 +39,7 @@ def test_an_invitee_declining_changes_their_row_and_delta_reports_the_event(
     mine = rows[MAIL]
     assert (mine["type"], mine["status"]["response"]) == ("optional", "declined")  # in its place
     assert rows["host@customer.example"]["status"]["response"] == "none"
-    # (the invitee's own responseStatus follows their row: part A's emulator change)
+    assert full["responseStatus"]["response"] == "declined"  # the invitee's own copy shows their answer
     for body, status in (
         ({"attendee": MAIL, "response": "maybe"}, 400),
         ({"attendee": MAIL}, 400),

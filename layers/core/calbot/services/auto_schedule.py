@@ -65,7 +65,7 @@ def run_for_user(user_id: str) -> LastRun | None:
     settings = store.get_auto_settings(user_id)
     if settings is None or not settings.enabled:
         return None
-    report = sync_user(user_id)
+    report = sync_user(user_id, schedule_auto=False)  # this run places (and counts) the bots
     # Only accounts in service: events kept after a disconnect, or of one in progress, get no bot.
     live = {(c.provider, c.key) for c in store.list_connections(user_id) if c.live}
     at = now()

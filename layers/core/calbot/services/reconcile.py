@@ -11,7 +11,9 @@
 GET /calendar/events, the auto-schedule run): besides what this sync changed, it re-checks every live
 bot of the account against its stored event. A sync that wrote events and then died before its bots
 followed (a killed worker, or a read that synced them) leaves nothing for the next sync to "change",
-so bots must follow the stored truth, not only the latest diff.
+so bots must follow the stored truth, not only the latest diff. With auto-schedule on, the rules act
+on what the sync changed there too (services.auto_sync): an auto bot whose meeting stopped matching is
+cancelled (rule_mismatch), a matching meeting of the next 24 h without a bot gets its auto bot.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 from calbot import store
 from calbot.log import logger
 from calbot.models import Event, ScheduledBot
+from calbot.services import auto_sync
 from calbot.services import bots as lifecycle
 from calbot.services.bots import make_bot, place, series_key
 from calbot.timeutil import now
@@ -61,10 +64,16 @@ def _stale(bot: ScheduledBot, event: Event) -> bool:
 LOOKBACK = timedelta(days=1)  # a bot still Scheduled whose join time just passed may yet launch
 
 
-def reconcile_accounts(user_id: str, accounts: list[tuple[str, str]], changed: list[Event]) -> dict[str, int]:
+def reconcile_accounts(
+    user_id: str, accounts: list[tuple[str, str]], changed: list[Event], *, schedule_auto: bool = True
+) -> dict[str, int]:
     """Bots follow what a sync of these (provider, account_id) changed, and any stored event a live bot
     of theirs disagrees with. One query for the user's live bots bounds the work by the bots, not by the
-    events written (a first sync writes them all, and most have no bot)."""
+    events written (a first sync writes them all, and most have no bot).
+
+    With auto-schedule on, the rules act on what the sync changed (services.auto_sync): auto bots whose
+    meeting stopped matching are cancelled first, and, unless `schedule_auto` is off (the auto-schedule
+    run places and counts its bots itself), matching meetings of the next 24 h get their auto bot."""
     if not accounts:
         return {}
     wanted = set(accounts)
@@ -81,8 +90,19 @@ def reconcile_accounts(user_id: str, accounts: list[tuple[str, str]], changed: l
         )
         if (b.provider, b.account_id) in wanted
     ]
-    if not bots:
-        return {}
+    counts: dict[str, int] = {}
+    rules = auto_sync.RuleSync.load(user_id, changed, bots)
+    if rules is not None:
+        live = {b.event_id for b in bots}
+        bots, counts["rule_mismatch"] = rules.drop_mismatches(bots)
+    if bots:
+        counts.update(_follow_bots(user_id, bots, changed))
+    if rules is not None and schedule_auto:
+        counts["auto_scheduled"] = rules.place_matching(live)
+    return counts
+
+
+def _follow_bots(user_id: str, bots: list[ScheduledBot], changed: list[Event]) -> dict[str, int]:
     series = {b.series_key for b in bots}
     events = {e.event_id: e for e in changed if series_key(e) in series}
     unseen = [b for b in bots if b.event_id not in events]

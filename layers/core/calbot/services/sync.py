@@ -426,9 +426,12 @@ def sync_user(
     account_id: str | None = None,
     connections: list[Connection] | None = None,
     deadline: Deadline | None = None,
+    schedule_auto: bool = True,
 ) -> SyncReport:
     """Sync every in-scope account concurrently (bounded); never raises for one account's failure.
-    Every account's provider calls stop at `deadline` (default: the one active in this thread)."""
+    Every account's provider calls stop at `deadline` (default: the one active in this thread).
+    `schedule_auto=False`: the auto-schedule rules only cancel, the caller (the auto-schedule run)
+    gives the matching meetings their bots and counts them itself."""
     budget = deadline if deadline is not None else deadlines.current()
     conns = connections if connections is not None else in_scope(user_id, provider, account_id)
     report = SyncReport()
@@ -469,17 +472,20 @@ def sync_user(
         with ThreadPoolExecutor(max_workers=min(MAX_ACCOUNT_WORKERS, len(live))) as pool:
             synced = list(pool.map(deadlines.carried(one), live))
         report.accounts += synced
-        _follow_all(user_id, [r for r in synced if r.error is None])
+        _follow_all(user_id, [r for r in synced if r.error is None], schedule_auto=schedule_auto)
     return report
 
 
-def _follow_all(user_id: str, results: list[AccountResult]) -> None:
+def _follow_all(user_id: str, results: list[AccountResult], *, schedule_auto: bool) -> None:
     """The synced accounts' bots follow their events, with one read of the user's live bots."""
     from calbot.services.reconcile import reconcile_accounts
 
     try:
         reconcile_accounts(
-            user_id, [(r.provider, r.account_id) for r in results], [e for r in results for e in r.changed]
+            user_id,
+            [(r.provider, r.account_id) for r in results],
+            [e for r in results for e in r.changed],
+            schedule_auto=schedule_auto,
         )
     except Exception:  # the events are stored; the next sync of these accounts makes the bots follow
         logger.exception("bots could not follow the synced events")
