@@ -104,6 +104,11 @@ SPECIFICS: dict[str, Specifics] = {
     "RecurrenceRescheduleFunction": Specifics(
         event={"action": "reschedule", "user_id": DEMO_USER_ID, "bot_id": "sb_sample_missing"}
     ),
+    # Rules that leave every demo meeting in (a sample may run before enable's, which expects bots).
+    "AutoScheduleRulesFunction": Specifics(
+        body={"meetings": "all", "skip_declined": True, "title_exclude": ["do not record"]}
+    ),
+    "AutoSchedulePreviewFunction": Specifics(query="hours=24"),
     "AutoScheduleEnableFunction": Specifics(
         body={
             "default_bot_config": {"bot_name": "Auto Notetaker", "audio_required": True},

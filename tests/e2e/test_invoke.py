@@ -105,6 +105,13 @@ def expected(name: str, result: Any) -> None:
         "AutoScheduleSettingsFunction": lambda r: (
             r["statusCode"] == 200 and "last_run" in json.loads(r["body"])
         ),
+        "AutoScheduleRulesFunction": lambda r: (
+            r["statusCode"] == 200 and json.loads(r["body"])["rules"]["title_exclude"] == ["do not record"]
+        ),
+        "AutoSchedulePreviewFunction": lambda r: (
+            r["statusCode"] == 200
+            and any(x["reason"] in ("matched", "has_bot") for x in json.loads(r["body"])["results"])
+        ),
         "AutoScheduleJobFunction": lambda r: r["failed"] == 0 and r["users_enqueued"] >= 0,
         "AutoScheduleWorkerFunction": lambda r: r == {"batchItemFailures": []},
         "SyncWorkerFunction": lambda r: r == {"batchItemFailures": []},

@@ -35,6 +35,8 @@ NO_FOREIGN_IDS = {
     "POST /api/v1/calendar/auto-schedule/enable": "the caller's own settings",
     "POST /api/v1/calendar/auto-schedule/disable": "the caller's own settings",
     "GET /api/v1/calendar/auto-schedule/settings": "the caller's own settings",
+    "PUT /api/v1/calendar/auto-schedule/rules": "the caller's own settings",
+    "GET /api/v1/calendar/auto-schedule/preview": "the caller's own meetings",
 }
 # Routes whose ids come in the query: user B's provider/account_id, expected to show nothing of B.
 QUERY_SCOPED = {

@@ -64,6 +64,12 @@ ALLOWED_ACTIONS: dict[str, list[str]] = {
         "dynamodb:Query",
         "dynamodb:UpdateItem",
     ],
+    "AutoSchedulePreviewFunction": [
+        "dynamodb:BatchGetItem",
+        "dynamodb:GetItem",
+        "dynamodb:Query",
+        "dynamodb:UpdateItem",
+    ],
     "GetEventsFunction": [
         "dynamodb:BatchGetItem",
         "dynamodb:GetItem",
@@ -170,6 +176,7 @@ ALLOWED_ACTIONS |= {
     "ListWebhooksFunction": _RATE_COUNTED_READS,
     "GetWebhookFunction": _RATE_COUNTED_READS,
     "UpdateWebhookFunction": sorted({*_READ, *_WRITE}),
+    "AutoScheduleRulesFunction": sorted({*_READ, *_WRITE}),  # the rules alone; it emits nothing
     "DeleteWebhookFunction": sorted({*_READ, *_WRITE, "ssm:DeleteParameter"}),
     "RotateWebhookSecretFunction": sorted({*_READ, *_WRITE, *_WEBHOOK_SECRETS, "ssm:DeleteParameter"}),
 }
@@ -195,6 +202,7 @@ READ_ONLY_ROUTES = {
     "GetEventsFunction",
     "ListScheduledBotsFunction",
     "AutoScheduleSettingsFunction",
+    "AutoSchedulePreviewFunction",
     "ListWebhookDeliveriesFunction",
     "ListWebhooksFunction",
     "GetWebhookFunction",

@@ -830,7 +830,6 @@ class ScheduleRequest(Strict):
     occurrence_limit: int = Field(default=52, ge=1, le=366)
     occurrence_date: InputDateTime | None = None
     join_offset_seconds: int = Field(default=60, ge=0, le=3600)
-    rules: AutoScheduleRules | None = None  # None: the stored rules stay
 
     @field_validator("occurrence_date", mode="before")
     @classmethod
@@ -1021,6 +1020,7 @@ class LastRun(Model):
     skipped_no_link: int = 0
     skipped_cancelled: int = 0
     skipped_started: int = 0
+    skipped_rules: int = 0  # meetings the user's rules leave out (calbot.rules)
     partial_errors: dict[str, dict[str, str]] = Field(default_factory=dict)
 
 
@@ -1106,6 +1106,30 @@ class AutoScheduleSettingsView(Model):
 class EnableAutoScheduleRequest(Strict):
     default_bot_config: BotConfig = Field(default_factory=BotConfig)
     join_offset_seconds: int = Field(default=60, ge=0, le=3600)
+    rules: AutoScheduleRules | None = None  # None: the stored rules stay
+
+
+class PreviewQuery(Strict):
+    hours: int = Field(default=24, ge=1, le=168)
+
+
+class PreviewItem(Model):
+    event_id: str
+    title: str | None
+    start_time: UtcDateTime
+    provider: ProviderName
+    account_id: str
+    would_schedule: bool
+    reason: str = Field(
+        description="Why: `matched` (it gets a bot), `has_bot` (a live bot exists), or the first rule "
+        "that leaves it out: `no_link`, `declined`, `tentative`, `all_day`, `not_organizer`, "
+        "`internal`, `external`, `platform`, `title`, `duration`, `account`, `no_attendees`, "
+        "`cancelled`, `started`."
+    )
+
+
+class PreviewResult(Model):
+    results: list[PreviewItem]
 
 
 class BatchedMessage(Strict):
@@ -1395,6 +1419,7 @@ class AutoScheduleCompletedData(Model):
     skipped_no_link: int
     skipped_cancelled: int
     skipped_started: int
+    skipped_rules: int = 0
     partial_errors: dict[str, dict[str, str]] = Field(default_factory=dict)
 
 

@@ -1,4 +1,5 @@
-"""Auto-scheduling: every meeting with a link in the next 24 hours gets a bot with the user's default
+"""Auto-scheduling: every meeting with a link in the next 24 hours that the user's rules let through
+(calbot.rules, the one evaluator the preview and every sync use too) gets a bot with the user's default
 config, unless it already has one (the same dedup guard as manual scheduling, so reruns, retries and a
 concurrent manual schedule never make a second bot; a manual bot is never replaced).
 
@@ -9,19 +10,24 @@ back on the queue alone, so one user's failure or throttled provider never stops
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from calbot import fanout, store, webhook_events
+from calbot import fanout, rules, store, webhook_events
 from calbot.log import logger
 from calbot.models import (
     AutoScheduleMessage,
+    AutoScheduleRules,
     AutoScheduleSettingsView,
     EnableAutoScheduleRequest,
+    Event,
     LastRun,
+    PreviewItem,
+    PreviewQuery,
+    PreviewResult,
     account_key,
 )
-from calbot.services.bots import make_bot, place
+from calbot.services.bots import dedup_key, make_bot, place
 from calbot.timeutil import now
 
 WINDOW = timedelta(hours=24)
@@ -46,9 +52,65 @@ def enable(user_id: str, req: EnableAutoScheduleRequest) -> AutoScheduleSettings
         updated_at=now(),
         default_bot_config=req.default_bot_config.model_dump(mode="json", exclude_unset=True),
         join_offset_seconds=req.join_offset_seconds,
+        rules=req.rules.model_dump(mode="json") if req.rules is not None else None,
     )
     run_for_user(user_id)  # the next 24 hours are covered at once, not from the next midnight
     return get_settings_view(user_id)
+
+
+def set_rules(user_id: str, new: AutoScheduleRules) -> AutoScheduleSettingsView:
+    """PUT /calendar/auto-schedule/rules: the whole rules object (omitted fields take their defaults).
+    The next run, and every sync, applies them; `enabled` stays as it is."""
+    store.set_auto_rules(user_id, new.model_dump(mode="json"), now())
+    return get_settings_view(user_id)
+
+
+def _window(user_id: str, at: datetime, ahead: timedelta) -> list[Event]:
+    """The events not over by `at` that start before `at + ahead` (ongoing ones included)."""
+    events = store.query_events(user_id, time_min=at - WINDOW, time_max=at + ahead, limit=100_000)
+    return [e for e in events if e.end_time > at]
+
+
+def preview(user_id: str, query: PreviewQuery) -> PreviewResult:
+    """For each meeting of the next `hours`, whether the job would give it a bot and why not: the same
+    evaluator over the stored events (kept current by change notifications); `has_bot` where a live
+    bot already holds the meeting (the job's skipped_existing). Reads only, never a provider."""
+    settings = store.get_auto_settings(user_id)
+    offset = settings.join_offset_seconds if settings else 60
+    the_rules = settings.rules if settings else AutoScheduleRules()
+    at = now()
+    ctx = rules.rule_context(user_id, now=at, join_offset_seconds=offset)
+    events = _window(user_id, at, timedelta(hours=query.hours))
+    held: set[str] = set()
+    if events:
+        first = min(e.start_time for e in events)
+        last = max(e.start_time for e in events)
+        held = {
+            b.dedup_key
+            for b in store.bots_between(user_id, first - WINDOW, last)
+            if b.live  # a bot joins at most a day before its meeting
+        }
+    results = []
+    for event in events:
+        verdict = rules.evaluate(event, the_rules, ctx)
+        reason: str = verdict.reason
+        if event.meeting_url and dedup_key(event.meeting_url, event.start_time) in held:
+            reason = "has_bot"
+        results.append(
+            PreviewItem(
+                event_id=event.event_id,
+                title=event.title,
+                start_time=event.start_time,
+                provider=event.provider,
+                account_id=event.account_id,
+                would_schedule=reason == "matched",
+                reason=reason,
+            )
+        )
+    return PreviewResult(results=results)
+
+
+_COUNTED = {"cancelled": "skipped_cancelled", "no_link": "skipped_no_link", "started": "skipped_started"}
 
 
 def disable(user_id: str) -> AutoScheduleSettingsView:
@@ -69,32 +131,28 @@ def run_for_user(user_id: str) -> LastRun | None:
     # Only accounts in service: events kept after a disconnect, or of one in progress, get no bot.
     live = {(c.provider, c.key) for c in store.list_connections(user_id) if c.live}
     at = now()
-    offset = timedelta(seconds=settings.join_offset_seconds)
+    ctx = rules.rule_context(user_id, now=at, join_offset_seconds=settings.join_offset_seconds)
     run = LastRun(partial_errors=report.partial_errors)
-    for event in store.query_events(
-        user_id, time_min=at - WINDOW, time_max=at + WINDOW + OVERLAP, limit=100_000
-    ):
-        if event.end_time <= at or (event.provider, account_key(event.account_id)) not in live:
-            continue  # over, or its account is disconnected
-        if event.is_deleted:
-            run.skipped_cancelled += 1
-        elif not event.meeting_url:
-            run.skipped_no_link += 1
-        elif event.start_time - offset <= at:
-            run.skipped_started += 1
-        else:
-            bot = make_bot(
-                event,
-                settings.default_bot_config,
-                offset_seconds=settings.join_offset_seconds,
-                source="auto",
-                recurring=False,
-            )
-            try:
-                place(bot)
-                run.scheduled += 1
-            except store.AlreadyScheduled:
-                run.skipped_existing += 1
+    for event in _window(user_id, at, WINDOW + OVERLAP):
+        if (event.provider, account_key(event.account_id)) not in live:
+            continue  # its account is disconnected: not counted
+        verdict = rules.evaluate(event, settings.rules, ctx)
+        if not verdict.would_schedule:
+            counter = _COUNTED.get(verdict.reason, "skipped_rules")
+            setattr(run, counter, getattr(run, counter) + 1)
+            continue
+        bot = make_bot(
+            event,
+            settings.default_bot_config,
+            offset_seconds=settings.join_offset_seconds,
+            source="auto",
+            recurring=False,
+        )
+        try:
+            place(bot)
+            run.scheduled += 1
+        except store.AlreadyScheduled:
+            run.skipped_existing += 1
     store.record_auto_run(user_id, at, run)  # a field update: a concurrent enable/disable stays as set
     webhook_events.emit(
         user_id, webhook_events.AUTO_SCHEDULE_COMPLETED, webhook_events.auto_schedule_payload(at, run)

@@ -69,6 +69,7 @@ from calbot.store.auto_settings import (
     get_auto_settings,
     put_auto_settings,
     record_auto_run,
+    set_auto_rules,
     update_auto_settings,
 )
 from calbot.store.base import (
@@ -317,6 +318,7 @@ __all__ = [
     "put_auto_settings",
     "update_auto_settings",
     "record_auto_run",
+    "set_auto_rules",
     "get_auto_settings",
     "enabled_auto_users",
     "base",

@@ -49,6 +49,7 @@ def update_auto_settings(
     updated_at: datetime,
     default_bot_config: dict[str, Any] | None = None,
     join_offset_seconds: int | None = None,
+    rules: dict[str, Any] | None = None,
     create: bool = True,
 ) -> bool:
     """Change only the fields a user's enable / disable sets (one UpdateItem): a concurrent write of other
@@ -67,6 +68,9 @@ def update_auto_settings(
     if join_offset_seconds is not None:
         sets["#offset"] = "join_offset_seconds"
         values[":offset"] = join_offset_seconds
+    if rules is not None:
+        sets["#rules"] = "rules"
+        values[":rules"] = rules
     expression = "SET " + ", ".join(f"{name} = :{name[1:]}" for name in sets)
     names = dict(sets)
     if enabled:  # sparse: only enabled users are in the index the midnight job reads
@@ -84,6 +88,25 @@ def update_auto_settings(
         ExpressionAttributeNames=names,
         ExpressionAttributeValues=to_item(values),
         **kwargs,
+    )
+
+
+def set_auto_rules(user_id: str, rules: dict[str, Any], updated_at: datetime) -> None:
+    """The rules alone (one UpdateItem): `enabled`, its index entry and a run's last_run stay as they
+    are; a user without settings gets them, with auto-scheduling off."""
+    _write_if(
+        "update_item",
+        Key=to_item({"PK": user_pk(user_id), "SK": "SETTINGS#AUTO"}),
+        UpdateExpression="SET #kind = :kind, #user = :user, #rules = :rules, #updated = :updated",
+        ExpressionAttributeNames={
+            "#kind": "kind",
+            "#user": "user_id",
+            "#rules": "rules",
+            "#updated": "updated_at",
+        },
+        ExpressionAttributeValues=to_item(
+            {":kind": "auto_settings", ":user": user_id, ":rules": rules, ":updated": iso_z(updated_at)}
+        ),
     )
 
 
