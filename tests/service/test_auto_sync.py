@@ -284,3 +284,35 @@ def test_settings_and_context_are_read_once_a_sync_and_only_changed_events_evalu
     assert sync_user(user.user_id).partial_errors == {}
     assert calls == {"settings": 1, "context": 1, "evaluate": 2}
     assert len(store.upcoming_bots(user.user_id, after=datetime.now(UTC), limit=100, status="Scheduled")) == 5
+
+
+def test_a_rules_change_cancels_the_auto_bots_it_leaves_out_at_once_and_never_a_manual_one(
+    stack: LocalStack,
+) -> None:
+    user = User(stack, accounts=2)
+    user.meeting("Kept", 2)
+    user.meeting("Second account", 3, account=1)
+    user.meeting("Second, by hand", 4, account=1)
+    assert sync_user(user.user_id).partial_errors == {}
+    manual = schedule.schedule_event(user.user_id, user.event_id("Second, by hand"), ScheduleRequest())
+    first = {"provider": "outlook", "account_id": user.conn(0).account_id}
+    auto_schedule.set_rules(user.user_id, AutoScheduleRules.model_validate({"accounts": [first]}))  # PUT
+    bots = user.bots()
+    assert (bots["Second account"].status, bots["Second account"].reason) == ("Cancelled", "rule_mismatch")
+    assert bots["Kept"].status == "Scheduled"
+    assert (bots["Second, by hand"].bot_id, bots["Second, by hand"].status) == (manual.bot_id, "Scheduled")
+
+
+def test_rules_changed_behind_the_run_are_applied_by_the_run_and_not_while_off(stack: LocalStack) -> None:
+    user = User(stack)
+    user.meeting("Weekly sync", 2)
+    user.sync()
+    user.set_rules(enabled=False, title_exclude=["weekly"])
+    assert auto_sync.drop_unmatched(user.user_id) == 0  # off: bots already scheduled stay
+    user.set_rules(title_exclude=["weekly"])
+    run = auto_schedule.run_for_user(user.user_id)
+    assert run is not None and run.scheduled == 0
+    assert (user.bots()["Weekly sync"].status, user.bots()["Weekly sync"].reason) == (
+        "Cancelled",
+        "rule_mismatch",
+    )

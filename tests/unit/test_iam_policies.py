@@ -176,7 +176,8 @@ ALLOWED_ACTIONS |= {
     "ListWebhooksFunction": _RATE_COUNTED_READS,
     "GetWebhookFunction": _RATE_COUNTED_READS,
     "UpdateWebhookFunction": sorted({*_READ, *_WRITE}),
-    "AutoScheduleRulesFunction": sorted({*_READ, *_WRITE}),  # the rules alone; it emits nothing
+    # the rules, and the auto bots they now leave out cancelled (their schedules deleted, bot.cancelled)
+    "AutoScheduleRulesFunction": sorted({*_READ, *_WRITE, "scheduler:DeleteSchedule", "sqs:SendMessage"}),
     "DeleteWebhookFunction": sorted({*_READ, *_WRITE, "ssm:DeleteParameter"}),
     "RotateWebhookSecretFunction": sorted({*_READ, *_WRITE, *_WEBHOOK_SECRETS, "ssm:DeleteParameter"}),
 }

@@ -60,8 +60,12 @@ def enable(user_id: str, req: EnableAutoScheduleRequest) -> AutoScheduleSettings
 
 def set_rules(user_id: str, new: AutoScheduleRules) -> AutoScheduleSettingsView:
     """PUT /calendar/auto-schedule/rules: the whole rules object (omitted fields take their defaults).
-    The next run, and every sync, applies them; `enabled` stays as it is."""
+    The next run, and every sync, applies them; `enabled` stays as it is. Auto bots whose meeting the
+    new rules leave out are cancelled at once (rule_mismatch)."""
+    from calbot.services.auto_sync import drop_unmatched  # the lifecycle: only when rules change
+
     store.set_auto_rules(user_id, new.model_dump(mode="json"), now())
+    drop_unmatched(user_id)
     return get_settings_view(user_id)
 
 
@@ -122,12 +126,14 @@ def disable(user_id: str) -> AutoScheduleSettingsView:
 def run_for_user(user_id: str) -> LastRun | None:
     """Sync the user's accounts, then give every linked meeting of the next 24 h a bot."""
     # Only the worker syncs: the settings endpoints and the job need no provider code (its import).
+    from calbot.services.auto_sync import drop_unmatched
     from calbot.services.sync import sync_user
 
     settings = store.get_auto_settings(user_id)
     if settings is None or not settings.enabled:
         return None
     report = sync_user(user_id, schedule_auto=False)  # this run places (and counts) the bots
+    drop_unmatched(user_id, settings)  # auto bots the rules (changed since) now leave out
     # Only accounts in service: events kept after a disconnect, or of one in progress, get no bot.
     live = {(c.provider, c.key) for c in store.list_connections(user_id) if c.live}
     at = now()

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 
 from calbot import store
 from calbot.log import logger
-from calbot.models import AutoScheduleSettings, Event, ScheduledBot
+from calbot.models import AutoScheduleSettings, Event, ScheduledBot, account_key
 from calbot.rules import RuleContext, Verdict, evaluate, rule_context
 from calbot.services import bots as lifecycle
 from calbot.timeutil import now
@@ -42,6 +42,7 @@ class RuleSync:
 
     settings: AutoScheduleSettings
     at: datetime
+    ctx: RuleContext
     verdicts: dict[str, tuple[Event, Verdict]] = field(default_factory=dict)
 
     @classmethod
@@ -55,9 +56,16 @@ class RuleSync:
         settings = store.get_auto_settings(user_id)
         if settings is None or not settings.enabled:
             return None
-        ctx: RuleContext = rule_context(user_id, now=at, join_offset_seconds=settings.join_offset_seconds)
+        return cls.judging(user_id, settings, events, at)
+
+    @classmethod
+    def judging(
+        cls, user_id: str, settings: AutoScheduleSettings, events: list[Event], at: datetime
+    ) -> RuleSync:
+        """The verdicts on these events, with the rule context built once."""
+        ctx = rule_context(user_id, now=at, join_offset_seconds=settings.join_offset_seconds)
         verdicts = {e.event_id: (e, evaluate(e, settings.rules, ctx)) for e in events}
-        return cls(settings=settings, at=at, verdicts=verdicts)
+        return cls(settings=settings, at=at, ctx=ctx, verdicts=verdicts)
 
     def drop_mismatches(self, bots: list[ScheduledBot]) -> tuple[list[ScheduledBot], int]:
         """Cancel (rule_mismatch) the auto bots whose changed meeting no longer matches; returns the
@@ -66,7 +74,12 @@ class RuleSync:
         cancelled = 0
         for bot in bots:
             judged = self.verdicts.get(bot.event_id)
-            if bot.source != "auto" or judged is None or judged[1].reason in NOT_A_RULE:
+            if (
+                bot.source != "auto"
+                or judged is None
+                or judged[1].reason in NOT_A_RULE
+                or (bot.provider, account_key(bot.account_id)) not in self.ctx.accounts  # a disconnect's
+            ):
                 kept.append(bot)
             elif lifecycle.cancel(bot, RULE_MISMATCH):  # False: it left Scheduled meanwhile
                 cancelled += 1
@@ -95,6 +108,26 @@ class RuleSync:
                 continue
             made += 1
         return made
+
+
+def drop_unmatched(user_id: str, settings: AutoScheduleSettings | None = None) -> int:
+    """After the rules changed (PUT rules, enable with rules) and at every run: the user's upcoming auto
+    bots whose meeting the rules now leave out (say its account was taken out of `accounts`) are
+    Cancelled rule_mismatch; returns how many. One query for the user's Scheduled bots and one read of
+    their events; nothing when auto-schedule is off (then bots already scheduled stay)."""
+    settings = settings if settings is not None else store.get_auto_settings(user_id)
+    if settings is None or not settings.enabled:
+        return 0
+    at = now()
+    bots = [
+        b
+        for b in store.upcoming_bots(user_id, after=at, limit=100_000, status="Scheduled")
+        if b.source == "auto"
+    ]
+    if not bots:
+        return 0
+    events = list(store.get_events(user_id, {b.event_id for b in bots}).values())
+    return RuleSync.judging(user_id, settings, events, at).drop_mismatches(bots)[1]
 
 
 def _upcoming(event: Event, at: datetime) -> bool:
