@@ -11,6 +11,7 @@ the customer's bot.cancelled); a manual bot on an excluded meeting stays.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,9 +22,9 @@ import requests
 
 from tests.e2e.conftest import E2EStack
 
-MS_CLIENT_ID = "rules-e2e-ms-client"
+MS_CLIENT_ID = "rulesync-e2e-ms-client"
 MS_CLIENT_SECRET = "rules-e2e-ms-secret-20aa"
-G_CLIENT_ID = "620-rules-e2e.apps.googleusercontent.com"
+G_CLIENT_ID = "620-rulesync-e2e.apps.googleusercontent.com"
 G_CLIENT_SECRET = "GOCSPX-rules-e2e-secret-20bb"
 DEFAULT = {"bot_name": "Rules Notetaker"}
 ON_TIME = timedelta(seconds=2)  # the Create Bot call within 2 s of its join time
@@ -59,9 +60,10 @@ class RulesUser:
     key: str = ""
     mails: list[str] = field(default_factory=list)
     accounts: list[dict[str, Any]] = field(default_factory=list)
+    invited: dict[str, dict[str, str]] = field(default_factory=dict)  # platform id -> its attendees
 
     def __post_init__(self) -> None:
-        self.mails = [f"rules.{self.tag}.{i}@{DOMAIN}" for i in range(2)]
+        self.mails = [f"rsync.{self.tag}.{i}@{DOMAIN}" for i in range(2)]
         if self.provider == "outlook":
             made = self.e2e.connected_user(MS_CLIENT_ID, MS_CLIENT_SECRET, self.mails)
             self.key, self.accounts = made["key"], made["accounts"]
@@ -148,11 +150,9 @@ class RulesUser:
         }
         if organizer:
             gbody["organizer"] = organizer
-        return str(
-            self.e2e.google(
-                "POST", f"/accounts/{quote(mail)}/calendars/{quote(mail)}/events", json=gbody
-            ).json()["id"]
-        )
+        made = self.e2e.google("POST", f"/accounts/{quote(mail)}/calendars/{quote(mail)}/events", json=gbody)
+        self.invited[made.json()["id"]] = dict(attendees or {})
+        return str(made.json()["id"])
 
     def respond(self, platform_id: str, answer: str, account: int = 0) -> None:
         """The user answers an invitation in their calendar client."""
@@ -165,15 +165,10 @@ class RulesUser:
                 json={"attendee": mail, "response": answers.get(answer, answer)},
             )
             return
-        rows = self.e2e.google("GET", f"/events/{platform_id}").json().get("attendees") or []
-        updated = [
-            {
-                "email": r["email"],
-                "responseStatus": _google(answer) if r["email"] == mail else r["responseStatus"],
-            }
-            for r in rows
-        ]
-        self.e2e.google("PATCH", f"/events/{platform_id}", json={"attendees": updated})
+        answers = {**self.invited[platform_id], mail: answer}  # Google takes the whole list back
+        self.invited[platform_id] = answers
+        rows = [{"email": a, "responseStatus": _google(r)} for a, r in answers.items()]
+        self.e2e.google("PATCH", f"/events/{platform_id}", json={"attendees": rows})
 
     def retitle(self, platform_id: str, title: str) -> None:
         if self.provider == "outlook":
@@ -219,7 +214,7 @@ class RulesUser:
         }
 
     def account_id(self, account: int) -> str:
-        conns = self.ok("GET", "/calendar/connections")["results"]
+        conns = self.ok("GET", "/calendar/connections")["connections"][self.provider]
         return str(next(c["account_id"] for c in conns if c["account_id"].lower() == self.mails[account]))
 
 
@@ -298,6 +293,53 @@ CASES: list[tuple[str, dict[str, Any], dict[str, str]]] = [
 
 
 @pytest.mark.parametrize("provider", ["outlook", "google"])
+def test_each_rule_alone_gives_exactly_the_expected_bots_and_the_preview_said_so(
+    e2e: E2EStack, provider: str
+) -> None:
+    user = RulesUser(e2e, provider, f"alone.{provider}")
+    meetings = seven_meetings(user)
+    e2e.settle()  # synced through the notification path; auto-schedule is off: no bot
+    assert set(user.events()) >= ALL and user.bots() == []
+    enabled = user.ok(
+        "POST",
+        "/calendar/auto-schedule/enable",
+        json={"default_bot_config": DEFAULT, "join_offset_seconds": 60, "rules": BASE},
+    )
+    assert enabled["enabled"] is True and enabled["last_run"]["scheduled"] == len(ALL)
+    assert user.live_auto_titles() == ALL  # every rule off: all seven
+
+    cases = [
+        *CASES,
+        (
+            "accounts",
+            {"accounts": [{"provider": provider, "account_id": user.account_id(0)}]},
+            {OTHER: "account"},
+        ),
+    ]
+    for name, rule, left_out in cases:
+        user.cancel_every_bot()
+        user.set_rules({**BASE, **rule})
+        preview = user.preview()
+        said = {t: (row["would_schedule"], row["reason"]) for t, row in preview.items() if t in ALL}
+        expected = {t: (False, left_out[t]) if t in left_out else (True, "matched") for t in ALL}
+        assert said == expected, name
+        run_midnight_job(e2e)
+        assert user.live_auto_titles() == ALL - set(left_out), name
+    assert set(meetings) == ALL
+
+    # Every rule off again: the job gives all seven their bots; then taking the second account out of
+    # the rules cancels its meeting's auto bot at once (rule_mismatch), before any job or sync.
+    user.set_rules(BASE)
+    run_midnight_job(e2e)
+    assert user.live_auto_titles() == ALL
+    (other,) = [b for b in user.bots("Scheduled") if b["title"] == OTHER]
+    user.set_rules({**BASE, "accounts": [{"provider": provider, "account_id": user.account_id(0)}]})
+    (row,) = [b for b in user.bots() if b["bot_id"] == other["bot_id"]]
+    assert (row["status"], row.get("reason")) == ("Cancelled", "rule_mismatch")
+    assert user.live_auto_titles() == ALL - {OTHER}
+
+
+@pytest.mark.parametrize("provider", ["outlook", "google"])
 def test_a_meeting_booked_three_minutes_ahead_gets_its_auto_bot_on_time(e2e: E2EStack, provider: str) -> None:
     user = RulesUser(e2e, provider, f"late.{provider}")
     user.ok(
@@ -316,3 +358,80 @@ def test_a_meeting_booked_three_minutes_ahead_gets_its_auto_bot_on_time(e2e: E2E
     assert join <= at <= join + ON_TIME, (at, join)
     (row,) = [b for b in user.bots() if b["bot_id"] == bot["bot_id"]]
     assert row["status"] == "Launched"
+
+
+class Sink:
+    """The stack's webhook receiver, registered as this user's endpoint for bot.cancelled."""
+
+    def __init__(self, user: RulesUser) -> None:
+        self.e2e, self.path = user.e2e, f"/hooks/rules-{user.tag}"
+        made = user.api(
+            "POST",
+            "/webhooks",
+            json={"url": user.e2e.info["webhook_sink_url"] + self.path, "event_types": ["bot.cancelled"]},
+        )
+        assert made.status_code == 201, made.text
+
+    def cancelled(self, bot_id: str) -> list[str]:
+        """The reasons the bot.cancelled events delivered for this bot carry."""
+        self.e2e.control("POST", "/queues/drain")  # the virtual clock delivers queued events when told
+        control = self.e2e.info["webhook_sink_control_url"] + "/_control/deliveries"
+        got = requests.get(control, timeout=30).json()["value"]
+        bodies = [json.loads(d["body"]) for d in got if d["path"] == self.path and d["status"] < 300]
+        return [
+            b["data"]["reason"]
+            for b in bodies
+            if b["type"] == "bot.cancelled" and b["data"]["bot_id"] == bot_id
+        ]
+
+
+@pytest.mark.parametrize("provider", ["outlook", "google"])
+def test_declining_a_meeting_after_its_bot_was_scheduled_cancels_the_bot(
+    e2e: E2EStack, provider: str
+) -> None:
+    user = RulesUser(e2e, provider, f"decline.{provider}")
+    sink = Sink(user)
+    user.ok("POST", "/calendar/auto-schedule/enable", json={"default_bot_config": DEFAULT})  # skip_declined
+    me = user.mails[0]
+    invitation = user.meeting(
+        "Will decline",
+        hours_ahead(e2e, 5),
+        organizer=CUSTOMER,
+        attendees={me: "accepted", CUSTOMER: "accepted"},
+    )
+    e2e.settle()  # the sync worker gives it its auto bot at once
+    (auto,) = user.bots("Scheduled")
+    assert (auto["title"], auto["source"]) == ("Will decline", "auto")
+    user.respond(invitation, "declined")
+    e2e.settle()  # change notification -> webhook -> SYNC queue -> sync worker: no GET, no job
+    (row,) = [b for b in user.bots() if b["bot_id"] == auto["bot_id"]]
+    assert (row["status"], row.get("reason")) == ("Cancelled", "rule_mismatch")
+    assert sink.cancelled(auto["bot_id"]) == ["rule_mismatch"]  # the customer's webhook says why
+    run_midnight_job(e2e)  # the job agrees: a declined meeting gets no bot back
+    assert user.bots("Scheduled") == []
+    user.respond(invitation, "accepted")  # accepted again: it matches again, and gets a bot at that sync
+    e2e.settle()
+    assert [(b["title"], b["source"]) for b in user.bots("Scheduled")] == [("Will decline", "auto")]
+
+
+@pytest.mark.parametrize("provider", ["outlook", "google"])
+def test_a_manual_bot_on_an_excluded_meeting_stays(e2e: E2EStack, provider: str) -> None:
+    user = RulesUser(e2e, provider, f"manual.{provider}")
+    user.ok("POST", "/calendar/auto-schedule/enable", json={"default_bot_config": DEFAULT})
+    excluded = user.meeting("Hand picked", hours_ahead(e2e, 6), account=1)
+    e2e.settle()
+    assert user.live_auto_titles() == {"Hand picked"}
+    # The second account is left out of the rules; the user schedules its meeting by hand.
+    user.set_rules({"accounts": [{"provider": provider, "account_id": user.account_id(0)}]})
+    event_id = user.events()["Hand picked"]["id"]
+    manual = user.api("POST", f"/calendar/schedule/{event_id}", json={"bot_config": {"bot_name": "Mine"}})
+    assert manual.status_code == 201, manual.text
+    user.retitle(excluded, "Hand picked, renamed")  # a change of the excluded meeting reaches a sync
+    e2e.settle()
+    run_midnight_job(e2e)
+    (kept,) = user.bots("Scheduled")
+    assert (kept["bot_id"], kept["source"], kept["bot_config"]["bot_name"]) == (
+        manual.json()["bot_id"],
+        "manual",
+        "Mine",
+    )
