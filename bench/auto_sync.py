@@ -32,12 +32,11 @@ def main() -> int:
     add_json_out(parser)
     args = parser.parse_args()
 
-    from bench.harness import in_process_stack
+    from bench.harness import in_process_stack, outlook_connection
 
     with in_process_stack("SyncWorkerFunction") as graph:
-        from calbot import aws, store, vault
-        from calbot.models import AutoScheduleSettings, CalendarInfo, Connection, Credentials
-        from calbot.providers import get_provider
+        from calbot import aws, store
+        from calbot.models import AutoScheduleSettings
         from calbot.services import auto_sync
         from calbot.services.sync import sync_connection
 
@@ -57,28 +56,9 @@ def main() -> int:
             )["id"]
             for i in range(args.events)
         ]
-        creds = Credentials(
-            provider="outlook",
-            client_id="bench-client",
-            client_secret="bench-secret",
-            refresh_token=acct["refresh_token"],
-            scopes=get_provider("outlook").scopes,
-        )
         user_id = "usr_bench_auto"
-        path = vault.credential_path(user_id, "outlook", mail)
-        vault.put(path, creds)
+        conn = outlook_connection(user_id, acct, mail)
         at = datetime.now(UTC)
-        conn = Connection(
-            user_id=user_id,
-            provider="outlook",
-            account_id=mail,
-            calendars=[CalendarInfo(id=cal, name="Calendar", is_primary=True)],
-            webhook_url="-",
-            credential_path=path,
-            created_at=at,
-            updated_at=at,
-        )
-        store.create_connection(conn, limit=200)
 
         def auto(enabled: bool) -> None:
             store.put_auto_settings(AutoScheduleSettings(user_id=user_id, enabled=enabled, updated_at=at))

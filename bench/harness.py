@@ -64,6 +64,39 @@ def speed_up_moto_queries() -> None:
     DynamoType.cast_value = property(cast_value)  # type: ignore[method-assign,assignment]
 
 
+def outlook_connection(user_id: str, acct: dict[str, Any], mail: str) -> Any:
+    """A stored Outlook connection of an emulator account (app bench-client) with its credentials, as
+    connecting it would leave it, for benches that sync in-process; returns the Connection."""
+    from datetime import UTC, datetime
+
+    from calbot import store, vault
+    from calbot.models import CalendarInfo, Connection, Credentials
+    from calbot.providers import get_provider
+
+    creds = Credentials(
+        provider="outlook",
+        client_id="bench-client",
+        client_secret="bench-secret",
+        refresh_token=acct["refresh_token"],
+        scopes=get_provider("outlook").scopes,
+    )
+    path = vault.credential_path(user_id, "outlook", mail)
+    vault.put(path, creds)
+    at = datetime.now(UTC)
+    conn = Connection(
+        user_id=user_id,
+        provider="outlook",
+        account_id=mail,
+        calendars=[CalendarInfo(id=acct["calendars"][0]["id"], name="Calendar", is_primary=True)],
+        webhook_url="-",
+        credential_path=path,
+        created_at=at,
+        updated_at=at,
+    )
+    store.create_connection(conn, limit=200)
+    return conn
+
+
 @contextmanager
 def in_process_stack(*functions: str) -> Iterator[Any]:
     """Yields the Graph emulator; calbot then talks to moto and to it exactly as the functions would."""

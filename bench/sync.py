@@ -32,13 +32,11 @@ def main() -> int:
     add_json_out(parser)
     args = parser.parse_args()
 
-    from bench.harness import in_process_stack
+    from bench.harness import in_process_stack, outlook_connection
     from tests.conftest import DynamoWrites
 
     with in_process_stack("ListEventsFunction") as graph:
-        from calbot import aws, store, vault
-        from calbot.models import CalendarInfo, Connection, Credentials
-        from calbot.providers import get_provider
+        from calbot import aws
         from calbot.services.sync import sync_connection
 
         graph.add_app("bench-client", "bench-secret")
@@ -80,27 +78,7 @@ def main() -> int:
                 },
             )
 
-        creds = Credentials(
-            provider="outlook",
-            client_id="bench-client",
-            client_secret="bench-secret",
-            refresh_token=acct["refresh_token"],
-            scopes=get_provider("outlook").scopes,
-        )
-        path = vault.credential_path("usr_bench", "outlook", "bench@contoso.example")
-        vault.put(path, creds)
-        at = datetime.now(UTC)
-        conn = Connection(
-            user_id="usr_bench",
-            provider="outlook",
-            account_id="bench@contoso.example",
-            calendars=[CalendarInfo(id=cal, name="Calendar", is_primary=True)],
-            webhook_url="-",
-            credential_path=path,
-            created_at=at,
-            updated_at=at,
-        )
-        store.create_connection(conn, limit=200)
+        conn = outlook_connection("usr_bench", acct, "bench@contoso.example")
 
         writes = DynamoWrites()
         writes.attach(aws.dynamodb().meta.events)
