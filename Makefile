@@ -122,6 +122,7 @@ bench: install
 	$(PY) bench/events_many.py --json-out $(BENCH_OUT)/events_many.json
 	$(PY) bench/read_latency.py --json-out $(BENCH_OUT)/read_latency.json
 	$(PY) bench/forged_webhook.py --json-out $(BENCH_OUT)/forged_webhook.json
+	$(PY) bench/webhooks.py --json-out $(BENCH_OUT)/webhooks.json
 	$(PY) bench/credentials.py --json-out $(BENCH_OUT)/credentials.json
 	$(PY) bench/launch.py --bots 2000 --json-out $(BENCH_OUT)/launch.json
 	$(PY) bench/day.py --meetings 7 --credential-backend dynamodb --night-jobs-from $(BENCH_OUT) --json-out $(BENCH_OUT)/day.json

@@ -675,6 +675,31 @@ def _phase_functions(c: Counter[str]) -> dict[str, dict[str, float]]:
     return per_function(c)
 
 
+def _per_container_rate(
+    phase: Counter[str],
+    service: str,
+    launches: float,
+    at_peak: float,
+    window: float,
+    want: float,
+    reserved_cap: int | None,
+) -> float:
+    """Calls a second to `service` (ssm, or kms: direct plus SSM's own SecureString decrypts) in the
+    launch peak when the launcher's calls are per-container cached reads: linear in launches, as
+    measured, but never more than each container reading once per cache age within the window."""
+    from calbot.params import PARAMETER_MAX_AGE_SECONDS
+
+    measured = sum(v for k, v in phase.items() if k.startswith(f"aws.{service}."))
+    if service == "kms":
+        measured += phase["kms_via_ssm"]
+    linear = measured / max(launches, 1) * at_peak / window
+    if not measured:
+        return 0.0
+    containers = min(math.ceil(want), reserved_cap) if reserved_cap else math.ceil(want)
+    reads_per_container = math.ceil(window / PARAMETER_MAX_AGE_SECONDS)
+    return round(min(linear, containers * reads_per_container / window), 1)
+
+
 def _window(
     name: str,
     c: Counter[str],
@@ -790,18 +815,17 @@ def concurrency_peaks(
         "create_schedule_per_second": round(
             launch["aws.scheduler.CreateSchedule"] / launches * at_0900 / window, 1
         ),
-        "ssm_per_second": round(
-            sum(v for k, v in launch.items() if k.startswith("aws.ssm.")) / launches * at_0900 / window, 1
-        ),
-        "kms_per_second": round(
-            (sum(v for k, v in launch.items() if k.startswith("aws.kms.")) + launch["kms_via_ssm"])
-            / launches
-            * at_0900
-            / window,
-            1,
-        ),
+        # The launcher's SSM reads are its cached parameters (the bot API key: calbot.params keeps a
+        # value PARAMETER_MAX_AGE_SECONDS in each container), so they scale with containers, not
+        # launches: the in-process run is one warm container all day, and scaling its few reads per
+        # launch would charge every launch a share of a fetch. Per container: each cached read once
+        # per max age within the window; containers: the peak's concurrency.
+        "ssm_per_second": _per_container_rate(launch, "ssm", launches, at_0900, window, want, reserved_cap),
+        "kms_per_second": _per_container_rate(launch, "kms", launches, at_0900, window, want, reserved_cap),
         "model": f"{MODEL['peak_0900_share']:.0%} of the day's launches join at 09:00 UTC and arrive "
-        f"spread over {window} s; concurrency = launches x min(Lambda-seconds per launch, window) / window",
+        f"spread over {window} s; concurrency = launches x min(Lambda-seconds per launch, window) / window; "
+        "SSM/KMS: each launcher container reads its cached parameters once per cache age (calbot.params; "
+        "all at once if every container starts in the same second)",
     }
     night_jobs = measured.get("night_jobs_measured") or {}
     peaks["midnight"] = _window(

@@ -31,11 +31,11 @@ def main() -> int:
     add_json_out(parser)
     args = parser.parse_args()
     with in_process_stack("ListEventsFunction") as graph:
-        from calbot import aws, deadline, store, vault
+        from calbot import aws, deadline
         from calbot.admin import create_user
-        from calbot.models import CalendarInfo, Connection, Credentials, EventsQuery
-        from calbot.providers import get_provider
+        from calbot.models import EventsQuery
         from calbot.services.events import list_events
+        from tests.conftest import seed_outlook_connection
 
         graph.add_app("bench-client", "bench-secret")
         user_id = create_user("many@bench.example").user_id
@@ -46,29 +46,8 @@ def main() -> int:
             acct = graph.add_account(client_id="bench-client", mail=mail, user_principal_name=mail)
             cal = acct["calendars"][0]["id"]
             graph.add_event(acct["id"], cal, subject=f"M{i}", start=start, end=start + timedelta(minutes=30))
-            path = vault.credential_path(user_id, "outlook", mail)
-            vault.put(
-                path,
-                Credentials(
-                    provider="outlook",
-                    client_id="bench-client",
-                    client_secret="bench-secret",
-                    refresh_token=acct["refresh_token"],
-                    scopes=get_provider("outlook").scopes,
-                ),
-            )
-            store.create_connection(
-                Connection(
-                    user_id=user_id,
-                    provider="outlook",
-                    account_id=mail,
-                    credential_path=path,
-                    webhook_url="-",
-                    calendars=[CalendarInfo(id=cal, name="Calendar", is_primary=True)],
-                    created_at=at,
-                    updated_at=at,
-                ),
-                limit=args.accounts,
+            seed_outlook_connection(
+                user_id, mail, acct, "bench-client", "bench-secret", limit=args.accounts, at=at
             )
             if i < args.slow:
                 graph.add_fault(path="calendarView/delta", account=acct["id"], delay=args.delay, times=-1)

@@ -715,6 +715,32 @@ def credentials(r: dict[str, Any]) -> list[str]:
     ]
 
 
+def webhooks(r: dict[str, Any]) -> list[str]:
+    t, lat = r["throughput"], r["latency"]
+    return [
+        "Customer-webhook deliveries on the local stack, real time: one delivery worker handed the "
+        "queue's batches in a loop (fan-out, delivery record, signing secret, signed SSRF-checked POST to "
+        "the receiver sink, attempt recorded), and the time from a bot change (PATCH through the gateway) "
+        "to its signed `bot.updated` at the sink.",
+        "",
+        *table(
+            ["figure", "value"],
+            [
+                ["events per second, one worker", t["events_per_second_one_worker"]],
+                ["events (received by the sink)", f"{t['events']} ({t['delivered']})"],
+                ["enqueue cost per event (the emitting action)", f"{t['enqueue_ms_per_event']} ms"],
+                ["bot change -> delivery, p50", f"{lat['latency_p50_s']} s"],
+                ["p95", f"{lat['latency_p95_s']} s"],
+                ["max", f"{lat['latency_max_s']} s"],
+                ["missed (over 20 s)", f"{lat['missed']} of {lat['changes']}"],
+            ],
+        ),
+        f"The local clock polls its queues every {lat['clock_tick_s']} s, which bounds the latency here; "
+        "deployed, Lambda's SQS event source long-polls instead.",
+        "",
+    ]
+
+
 SECTIONS = [
     ("cold_start", "Cold import per handler vs boto3", cold_start, "bench/cold_start.py"),
     ("sync", "Sync: requests per page, writes for an unchanged re-sync", sync, "bench/sync.py"),
@@ -741,6 +767,12 @@ SECTIONS = [
         "bench/credentials.py",
     ),
     ("launch", "Bot launches at the top of the hour", launch, "bench/launch.py --bots 2000"),
+    (
+        "webhooks",
+        "Customer webhooks: one worker's throughput, bot change -> delivery latency",
+        webhooks,
+        "bench/webhooks.py",
+    ),
     ("day", "One day at 100,000 users: requests, Lambda, peaks, quotas, cost", day, "bench/day.py"),
 ]
 

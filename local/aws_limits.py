@@ -13,7 +13,9 @@ moto's backends and responses (idempotent, like local.stack's other moto patches
   (the same request again is answered with success and applied once; the same token with other
   parameters is `IdempotentParameterMismatchException`).
 * SQS: message size in bytes including message attributes (<= the queue's MaximumMessageSize);
-  FIFO `MessageGroupId` / `MessageDeduplicationId` 1-128 alphanumeric or punctuation characters.
+  FIFO `MessageGroupId` / `MessageDeduplicationId` 1-128 alphanumeric or punctuation characters;
+  a message timer (`DelaySeconds`) of 0-900 s in SendMessageBatch too (moto checks only SendMessage;
+  ChangeMessageVisibility's 43,200 s cap moto already enforces).
 * Scheduler: schedule and group names 1-64 characters of [0-9a-zA-Z-_.].
 
 `AwsFaults` holds fault rules (a share and/or a count of one service's calls answer an AWS error, or,
@@ -50,6 +52,7 @@ DDB_INDEX_NON_KEY_ATTRIBUTES = 20
 DDB_TABLE_NON_KEY_ATTRIBUTES = 100
 DDB_TOKEN_WINDOW_SECONDS = 600
 SQS_ID_MAX = 128
+SQS_MAX_DELAY_SECONDS = 900  # a message timer (DelaySeconds) is 0 to 900 s, in SendMessage and its batch
 SCHEDULER_NAME = re.compile(r"^[0-9a-zA-Z\-_.]{1,64}$")
 _SSM_NAME = re.compile(r"^[a-zA-Z0-9_.\-/]+$")
 _SQS_ID = re.compile(r"^[!-~]{1,128}$")  # alphanumeric and punctuation (printable ASCII, no space)
@@ -330,6 +333,13 @@ def _patch_sqs() -> None:
     def send_message_batch(self: Any, queue_name: str, entries: dict[str, dict[str, Any]]) -> Any:
         queue = self.get_queue(queue_name)
         for entry in entries.values():  # all checked before any is sent
+            delay = entry.get("DelaySeconds")
+            if delay is not None and not 0 <= int(delay) <= SQS_MAX_DELAY_SECONDS:
+                # SendMessage already refuses it in moto; SendMessageBatch did not (SQS refuses both)
+                raise models.InvalidParameterValue(
+                    f"Value {delay} for parameter DelaySeconds is invalid. Reason: DelaySeconds must be "
+                    f">= 0 and <= {SQS_MAX_DELAY_SECONDS}."
+                )
             check(
                 queue,
                 entry["MessageBody"],

@@ -2,7 +2,8 @@
 
 Gives the admin CLI and ad-hoc scripts the same environment the handlers get: the template's resolved
 variables plus moto's endpoint and fake credentials. With `--urls`, only the stack's endpoints, for the
-README's curls: API (…/api/v1), STACK_URL (/_local/… control), GRAPH_URL, GOOGLE_URL, BOTS_URL.
+README's curls: API (…/api/v1), STACK_URL (/_local/… control), GRAPH_URL, GOOGLE_URL, BOTS_URL,
+WEBHOOK_SINK_URL, WEBHOOK_SINK_CONTROL.
 
 The state directory is the argument, else $CALBOT_STATE_DIR, else .local (where `make dev` writes it).
 """
@@ -46,6 +47,8 @@ def stack_urls(state_dir: Path = ROOT / ".local") -> dict[str, str]:
         "GRAPH_URL": info["graph_url"],
         "GOOGLE_URL": info["google_url"],
         "BOTS_URL": info["bots_url"],
+        "WEBHOOK_SINK_URL": info["webhook_sink_url"],  # a customer's receiver (register it: POST /webhooks)
+        "WEBHOOK_SINK_CONTROL": info["webhook_sink_control_url"],  # its deliveries and faults (/_control)
     }
 
 

@@ -123,6 +123,27 @@ SPECIFICS: dict[str, Specifics] = {
         },
         message_group_id="usr_demo#outlook#jane@contoso.example",
     ),
+    # Customer-webhook delivery: one attempt of a delivery that does not exist (the worker drops it).
+    "WebhookDeliveryFunction": Specifics(
+        body={
+            "kind": "attempt",
+            "user_id": DEMO_USER_ID,
+            "webhook_id": "wh_sample_missing",
+            "delivery_id": "whd_0000000000000samplemissing",
+            "token": "sample",
+        }
+    ),
+    "ListWebhookDeliveriesFunction": Specifics(path={"webhook_id": "wh_sample_missing"}),
+    "RetryWebhookDeliveryFunction": Specifics(
+        path={"webhook_id": "wh_sample_missing", "delivery_id": "whd_0000000000000samplemissing"}
+    ),
+    "TestWebhookFunction": Specifics(path={"webhook_id": "wh_sample_missing"}),
+    # Customer webhook endpoints (a missing id answers 404; the create body is refused as not https).
+    "CreateWebhookFunction": Specifics(body={"url": "http://127.0.0.1:9/hooks", "event_types": ["*"]}),
+    "GetWebhookFunction": Specifics(path={"webhook_id": "wh_sample_missing"}),
+    "UpdateWebhookFunction": Specifics(path={"webhook_id": "wh_sample_missing"}, body={"enabled": False}),
+    "DeleteWebhookFunction": Specifics(path={"webhook_id": "wh_sample_missing"}),
+    "RotateWebhookSecretFunction": Specifics(path={"webhook_id": "wh_sample_missing"}),
     "ListEventsFunction": Specifics(query="provider=outlook&account_id=jane%40contoso.example&limit=10"),
     "GetEventsFunction": Specifics(query="limit=10"),
     "WebhookFunction": Specifics(

@@ -79,9 +79,11 @@ class LocalStack:
         from local.aws_limits import LOCAL_USER_AGENT, AwsFaultInjector, AwsFaults, install_limits
         from local.clock import LocalClock
         from local.control import ControlApp, with_control
+        from local.egress import keep_webhooks_local
         from local.emulators.bots import BotSink
         from local.emulators.google import GoogleEmulator
         from local.emulators.graph import GraphEmulator
+        from local.emulators.webhook_sink import WebhookSink
         from local.gateway import Gateway
         from local.moto_speed import install_speedups
         from local.servers import serve
@@ -121,8 +123,19 @@ class LocalStack:
         bots_server = serve(self.bots, host=self.host, port=0, name="bots")
         self._servers.append(bots_server)
 
+        # A customer's webhook receiver: the one non-https, loopback origin the stack lets webhooks
+        # target (WEBHOOK_ALLOWED_TEST_ORIGINS, below); a deployed stack allows none.
+        self.webhooks = WebhookSink(host=self.host)
+        self.webhooks.start()
+        self._servers.append(self.webhooks)
+        keep_webhooks_local()  # a registered public URL is never reached from here (local/egress.py)
+
         gateway_port = self.port or free_port(self.host)
         gateway_url = f"http://{self.host}:{gateway_port}"
+        # Customer webhooks (calbot.netguard) go only to public https URLs, except the exact origins of
+        # WebhookAllowedTestOrigins: the stack's own receiver sink, and nothing else
+        # (--parameter-overrides can still name another).
+        webhook_test_origins = self.webhooks.url
         overrides = {
             "Stage": "local",
             "PublicBaseUrl": gateway_url,
@@ -132,6 +145,7 @@ class LocalStack:
             "GoogleUserinfoUrl": f"{google_server.url}/v1/userinfo",
             "GoogleCalendarBaseUrl": f"{google_server.url}/calendar/v3",
             "BotApiUrl": f"{bots_server.url}/api/v1",
+            "WebhookAllowedTestOrigins": webhook_test_origins,
             **self.parameter_overrides,
         }
         template = load_template(
@@ -162,6 +176,7 @@ class LocalStack:
         # emulator age with it (else calbot's "7 days from now" is past the emulator's limit).
         self.clock.on_move(self.graph.advance_clock)
         self.clock.on_move(self.google.advance_clock)
+        self.clock.on_move(self.webhooks.tick)  # an outage of the receiver ends on the stack's clock
         gateway_server = serve(
             with_control(self.gateway, ControlApp(self.clock, self.aws_faults)),
             host=self.host,
@@ -176,6 +191,8 @@ class LocalStack:
             "graph_url": graph_server.url,
             "google_url": google_server.url,
             "bots_url": bots_server.url,
+            "webhook_sink_url": self.webhooks.url,
+            "webhook_sink_control_url": self.webhooks.control_url,
             "bot_api_key_param": bot_api_key_param,
             "control_url": f"{gateway_url}/_local",
             "virtual_time": self.virtual_time,
@@ -519,11 +536,13 @@ def banner(info: dict[str, Any]) -> str:
         f"  Graph emulator: {info['graph_url']}   (control API under /_control)",
         f"  Google:         {info['google_url']}   (OAuth + Calendar emulator, control API under /_control)",
         f"  Bot API sink:   {info['bots_url']}   (recorded calls: /_control/calls)",
+        f"  Webhook sink:   {info['webhook_sink_url']}   (a customer's receiver; deliveries and faults:"
+        f" {info['webhook_sink_control_url']}/_control/deliveries, /_control/faults)",
         f"  Stack control:  {info['control_url']}   (clock, crons, schedules, queues)",
         f"  Clock:          {'virtual (moves on POST /_local/clock/advance)' if virtual else 'real time'}",
         f"  AWS (moto):     {info['moto_url']}",
         '  For the README\'s curls: eval "$(.venv/bin/python -m local.env --urls)"'
-        "   (sets API, STACK_URL, GRAPH_URL, GOOGLE_URL, BOTS_URL)",
+        "   (sets API, STACK_URL, GRAPH_URL, GOOGLE_URL, BOTS_URL, WEBHOOK_SINK_URL, WEBHOOK_SINK_CONTROL)",
     ]
     if demo:
         lines += [
@@ -532,6 +551,14 @@ def banner(info: dict[str, Any]) -> str:
             "",
             "Try:",
             f"  curl -s -H 'Authorization: Token {demo['api_key']}' {info['api_url']}/calendar/connections",
+            "",
+            "Register the webhook sink as your endpoint (the answer shows its signing secret once); every",
+            "bot and connection event then reaches it (POST .../webhooks/<id>/test sends a webhook.test):",
+            f"  curl -s -X POST -H 'Authorization: Token {demo['api_key']}'"
+            " -H 'Content-Type: application/json' \\",
+            f"    {info['api_url']}/webhooks"
+            f' -d \'{{"url": "{info["webhook_sink_url"]}/hooks", "event_types": ["*"]}}\'',
+            f"  curl -s {info['webhook_sink_control_url']}/_control/deliveries",
         ]
         google = demo.get("google")
         if google:

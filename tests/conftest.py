@@ -14,6 +14,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +164,50 @@ def connect_new_account(
         base_url=stack.info["gateway_url"],
     )
     return user_id, {**acct, "mail": mail}
+
+
+def seed_outlook_connection(
+    user_id: str,
+    mail: str,
+    acct: dict[str, Any],
+    client_id: str,
+    client_secret: str,
+    *,
+    limit: int,
+    at: datetime,
+) -> None:
+    """Store one emulator account's connection as connect would (credentials in the vault, the record
+    with its one calendar), without connect's provider calls and subscriptions: the many-accounts
+    benches and tests seed hundreds of accounts this way. The emulator account is Graph's add_account
+    answer."""
+    from calbot import store, vault
+    from calbot.models import CalendarInfo, Connection, Credentials
+    from calbot.providers import get_provider
+
+    path = vault.credential_path(user_id, "outlook", mail)
+    vault.put(
+        path,
+        Credentials(
+            provider="outlook",
+            client_id=client_id,
+            client_secret=client_secret,
+            refresh_token=acct["refresh_token"],
+            scopes=get_provider("outlook").scopes,
+        ),
+    )
+    store.create_connection(
+        Connection(
+            user_id=user_id,
+            provider="outlook",
+            account_id=mail,
+            credential_path=path,
+            webhook_url="-",
+            calendars=[CalendarInfo(id=acct["calendars"][0]["id"], name="Calendar", is_primary=True)],
+            created_at=at,
+            updated_at=at,
+        ),
+        limit=limit,
+    )
 
 
 @pytest.fixture(params=["ssm", "dynamodb"])

@@ -28,6 +28,7 @@ RUNS = {
     "credentials": ["--syncs", "20", "--hours", "3"],
     "launch": ["--bots", "20"],
     "day": ["--users", "1", "--accounts", "2", "--meetings", "3"],
+    "webhooks": ["--events", "10", "--changes", "2"],
 }
 SCRIPTS = {"notify_burst": "notify_latency"}  # a figure set written by another script's mode
 
@@ -75,6 +76,7 @@ def test_every_bench_script_runs_and_the_report_assembles(tmp_path: Path) -> Non
         "## Credentials: value sizes, SSM and KMS calls per backend",
         "## Bot launches at the top of the hour",
         "## One day at 100,000 users: requests, Lambda, peaks, quotas, cost",
+        "## Customer webhooks: one worker's throughput, bot change -> delivery latency",
     ):
         assert section in text
     assert "_Not run in this report._" not in text  # every section came from a script's figures

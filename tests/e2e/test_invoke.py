@@ -115,6 +115,24 @@ def expected(name: str, result: Any) -> None:
             and json.loads(r["body"])["openapi"] == "3.1.0"
             and "/api/v1/openapi.json" in json.loads(r["body"])["paths"]
         ),
+        # Customer-webhook deliveries: the samples name an endpoint and a delivery that do not exist
+        # (404); the worker drops an attempt of a missing delivery.
+        "ListWebhookDeliveriesFunction": lambda r: (
+            r["statusCode"] == 404 and json.loads(r["body"])["error"] == "webhook_not_found"
+        ),
+        "RetryWebhookDeliveryFunction": lambda r: r["statusCode"] == 404,
+        "TestWebhookFunction": lambda r: r["statusCode"] == 404,
+        "WebhookDeliveryFunction": lambda r: r == {"batchItemFailures": []},
+        # Customer webhooks: the samples name an endpoint that does not exist (404), and register a
+        # URL that is not https (400).
+        "CreateWebhookFunction": lambda r: (
+            r["statusCode"] == 400 and json.loads(r["body"])["error"] == "invalid_webhook_url"
+        ),
+        "GetWebhookFunction": lambda r: r["statusCode"] == 404,
+        "UpdateWebhookFunction": lambda r: r["statusCode"] == 404,
+        "DeleteWebhookFunction": lambda r: r["statusCode"] == 404,
+        "RotateWebhookSecretFunction": lambda r: r["statusCode"] == 404,
+        "ListWebhooksFunction": lambda r: r["statusCode"] == 200 and "webhooks" in json.loads(r["body"]),
         "WebhookFunction": lambda r: (
             r["statusCode"] == 200
             and r["body"].startswith("Validation: Testing")

@@ -13,15 +13,14 @@ from typing import Any
 
 import pytest
 
-from calbot import aws, store, vault
+from calbot import aws, store
 from calbot.admin import create_user
 from calbot.deadline import Deadline
-from calbot.models import CalendarInfo, Connection, Credentials, EventsQuery
-from calbot.providers import get_provider
+from calbot.models import EventsQuery
 from calbot.services import notifications
 from calbot.services.events import list_events
 from local.stack import LocalStack
-from tests.conftest import setting
+from tests.conftest import seed_outlook_connection, setting
 
 CLIENT_ID = "many-accounts-client"
 CLIENT_SECRET = "many-accounts-secret-7"
@@ -56,30 +55,7 @@ def many_accounts(stack: LocalStack) -> tuple[str, list[dict[str, Any]]]:
             start=start.isoformat(),
             end=(start + timedelta(minutes=30)).isoformat(),
         )
-        path = vault.credential_path(user_id, "outlook", mail)
-        vault.put(
-            path,
-            Credentials(
-                provider="outlook",
-                client_id=CLIENT_ID,
-                client_secret=CLIENT_SECRET,
-                refresh_token=acct["refresh_token"],
-                scopes=get_provider("outlook").scopes,
-            ),
-        )
-        store.create_connection(
-            Connection(
-                user_id=user_id,
-                provider="outlook",
-                account_id=mail,
-                credential_path=path,
-                webhook_url="-",
-                calendars=[CalendarInfo(id=cal, name="Calendar", is_primary=True)],
-                created_at=at,
-                updated_at=at,
-            ),
-            limit=ACCOUNTS,
-        )
+        seed_outlook_connection(user_id, mail, acct, CLIENT_ID, CLIENT_SECRET, limit=ACCOUNTS, at=at)
         accounts.append({**acct, "mail": mail})
     return user_id, accounts
 

@@ -298,6 +298,7 @@ def test_dead_letter_queues_and_launcher_failures_alarm_to_the_topic() -> None:
         "AutoScheduleDeadLetterQueue",
         "RenewalDeadLetterQueue",
         "LaunchDeadLetterQueue",
+        "WebhookDeadLetterQueue",  # customer-webhook deliveries that failed every attempt
     }
     assert alarm_problems(t) == []
     # Given a topic, the alarms notify it and the stack creates none of its own.

@@ -145,8 +145,35 @@ for _fn, _extra in {
         "sqs:ReceiveMessage",
         "sqs:SendMessage",  # a failed subscription back to the renewal queue; a recreated one's resync
     ],
+    "WebhookDeliveryFunction": [
+        "kms:Decrypt",  # signing secrets under the dynamodb credential backend
+        "kms:GenerateDataKey",
+        "ssm:GetParameter",  # signing secrets under the ssm backend (read only)
+        "sqs:DeleteMessage",  # the webhook queue's consumer
+        "sqs:GetQueueAttributes",
+        "sqs:ReceiveMessage",
+    ],
+    "RetryWebhookDeliveryFunction": [],
+    "TestWebhookFunction": [],
 }.items():
-    ALLOWED_ACTIONS[_fn] = sorted({*_READ, *_WRITE, *_extra})
+    # Every function that writes user data may emit customer-webhook events (WebhookEventsPolicy:
+    # sqs:SendMessage on the webhook queue only).
+    ALLOWED_ACTIONS[_fn] = sorted({*_READ, *_WRITE, *_extra, "sqs:SendMessage"})
+ALLOWED_ACTIONS["ListWebhookDeliveriesFunction"] = ALLOWED_ACTIONS["ListScheduledBotsFunction"]
+
+# Customer webhook endpoints (issue 19): their signing secrets live under the SSM webhooks/ prefix, or,
+# with CredentialBackend=dynamodb, in WHSEC# items (USER#, _WRITE) encrypted with the credential key.
+_WEBHOOK_SECRETS = ["ssm:GetParameter", "ssm:PutParameter", "kms:Decrypt", "kms:GenerateDataKey"]
+_RATE_COUNTED_READS = sorted({*_READ, "dynamodb:UpdateItem"})
+ALLOWED_ACTIONS |= {
+    "CreateWebhookFunction": sorted({*_READ, *_WRITE, *_WEBHOOK_SECRETS, "ssm:DeleteParameter"}),
+    "ListWebhooksFunction": _RATE_COUNTED_READS,
+    "GetWebhookFunction": _RATE_COUNTED_READS,
+    "UpdateWebhookFunction": sorted({*_READ, *_WRITE}),
+    "DeleteWebhookFunction": sorted({*_READ, *_WRITE, "ssm:DeleteParameter"}),
+    "RotateWebhookSecretFunction": sorted({*_READ, *_WRITE, *_WEBHOOK_SECRETS, "ssm:DeleteParameter"}),
+}
+WEBHOOK_SECRET = f"arn:aws:ssm:us-east-1:{ACCOUNT}:parameter/calbot/dev/webhooks/usr_1/wh_1"
 
 # The functions whose code creates or updates schedules (calbot.scheduler.put_launch/put_reschedule).
 SCHEDULE_CREATORS = {
@@ -168,6 +195,9 @@ READ_ONLY_ROUTES = {
     "GetEventsFunction",
     "ListScheduledBotsFunction",
     "AutoScheduleSettingsFunction",
+    "ListWebhookDeliveriesFunction",
+    "ListWebhooksFunction",
+    "GetWebhookFunction",
 }
 
 
@@ -319,6 +349,7 @@ def test_the_credential_key_is_usable_only_by_credential_users_and_only_that_key
         "BotLauncherFunction",  # reads the Create Bot API key, no account credentials
         "GetEventsFunction",  # the cursor key only
         "ListScheduledBotsFunction",
+        "ListWebhookDeliveriesFunction",  # the cursor key only
     }
     other_key = CREDENTIAL_KEY.rsplit("/", 1)[0] + "/00000000-0000-0000-0000-000000000000"
     for p in roles:
@@ -328,3 +359,17 @@ def test_the_credential_key_is_usable_only_by_credential_users_and_only_that_key
                 action,
             )
             assert _decide(p, action, other_key) != ALLOW, (p.function, action)
+
+
+def test_webhook_secrets_are_reachable_only_by_the_webhook_routes(roles: FunctionPolicies) -> None:
+    writers = {p.function for p in roles if _decide(p, "ssm:PutParameter", WEBHOOK_SECRET) == ALLOW}
+    assert writers == {"CreateWebhookFunction", "RotateWebhookSecretFunction"}
+    deleters = {p.function for p in roles if _decide(p, "ssm:DeleteParameter", WEBHOOK_SECRET) == ALLOW}
+    assert deleters == {"CreateWebhookFunction", "RotateWebhookSecretFunction", "DeleteWebhookFunction"}
+    for name in ("CreateWebhookFunction", "RotateWebhookSecretFunction", "DeleteWebhookFunction"):
+        p = roles.principal(name)  # the webhook prefix only: never an account's OAuth credentials
+        for action in ("ssm:GetParameter", "ssm:PutParameter", "ssm:DeleteParameter"):
+            assert _decide(p, action, CREDENTIAL) != ALLOW, (name, action)
+    for p in roles:  # and the OAuth credential users never reach the webhook secrets
+        if _decide(p, "ssm:GetParameter", CREDENTIAL) == ALLOW:
+            assert _decide(p, "ssm:GetParameter", WEBHOOK_SECRET) != ALLOW, p.function

@@ -562,6 +562,7 @@ def test_every_queue_consumer_of_the_real_template_is_fed(aws: None) -> None:
         "SyncWorkerFunction.Changes": ("SyncQueue", 10, True, LOCAL_POLLERS),
         "RenewalWorkerFunction.Subscriptions": ("RenewalQueue", 1, True, LOCAL_POLLERS),
         "BotLauncherFunction.Launches": ("LaunchQueue", 10, True, LOCAL_POLLERS),
+        "WebhookDeliveryFunction.Deliveries": ("WebhookQueue", 10, True, LOCAL_POLLERS),
     }
     assert LOCAL_POLLERS > 1
 

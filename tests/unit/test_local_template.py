@@ -343,6 +343,8 @@ def test_bootstrap_creates_the_real_templates_resources(aws: boto3.Session) -> N
         "SyncDeadLetterQueue",
         "SyncQueue",
         "Table",
+        "WebhookDeadLetterQueue",  # customer-webhook deliveries
+        "WebhookQueue",
     ]
     # The envelope key exists under the id the functions' CREDENTIAL_KEY_ARN names, and works.
     kms = aws.client("kms")

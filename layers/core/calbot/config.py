@@ -63,6 +63,14 @@ class Settings(BaseModel):
     sync_queue_url: str = ""
     auto_schedule_queue_url: str = ""
     renewal_queue_url: str = ""
+    # Customer-webhook deliveries (calbot.services.webhook_delivery): every function that emits events
+    # sends to the queue; only the delivery worker has the dead-letter queue.
+    webhook_queue_url: str = ""
+    webhook_dlq_url: str = ""
+    # Customer webhooks (calbot.netguard): exact origins (`http://<host>:<port>`, comma-separated) a
+    # webhook may target although they are not public https: the local stack's receiver sink only.
+    # Empty by default and in template.yaml: a deployed stack sends only to public https URLs.
+    webhook_allowed_test_origins: str = ""
 
     def require(self, field: str) -> str:
         """A setting only some functions have: its value, or a SettingsError naming the variable."""

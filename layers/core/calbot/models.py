@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self, get_args
 
 from pydantic import (
     AfterValidator,
@@ -1149,3 +1149,311 @@ class ChangeMessage(InternalInput):
     # When it was queued (calbot.timeutil's clock, as the sync's own start): a sync of every calendar
     # of the account that started later has already read what this message reports.
     sent_at: UtcDateTime | None = None
+
+
+# --------------------------------------------------------------------------------------------------
+# Customer webhooks (API.md "Customer webhooks"; issue 19): the endpoints a user registers, and the
+# events we send them. The delivery records and queue messages are calbot.services.webhook_delivery's.
+
+WebhookEventType = Literal[
+    "bot.scheduled",
+    "bot.updated",
+    "bot.cancelled",
+    "bot.launched",
+    "bot.failed",
+    "connection.created",
+    "connection.needs_reauth",
+    "connection.disconnected",
+    "auto_schedule.completed",
+    "webhook.test",
+]
+WEBHOOK_EVENT_TYPES: tuple[str, ...] = get_args(WebhookEventType)
+ALL_WEBHOOK_EVENTS = "*"
+WEBHOOK_LIMIT = 10  # endpoints per user (API.md)
+WEBHOOK_SECRET_OVERLAP_SECONDS = 24 * 3600  # a rotated-out secret still signs this long
+WEBHOOK_DISABLE_AFTER_SECONDS = 5 * 24 * 3600  # failing every delivery this long disables an endpoint
+WEBHOOK_URL_MAX = 2048
+WEBHOOK_DESCRIPTION_MAX = 500
+
+
+def _event_types(value: list[str]) -> list[str]:
+    """`["*"]` (everything, also what is added later) or a list of known types, each once."""
+    if ALL_WEBHOOK_EVENTS in value and len(set(value)) > 1:
+        raise ValueError('"*" subscribes to every type: send it alone')
+    return list(dict.fromkeys(value))
+
+
+WebhookSubscription = WebhookEventType | Literal["*"]
+WebhookEventTypes = Annotated[
+    list[WebhookSubscription],
+    Field(
+        min_length=1,
+        max_length=len(WEBHOOK_EVENT_TYPES),
+        description='The event types the endpoint receives: `["*"]` for every type, or a list of them.',
+    ),
+    AfterValidator(_event_types),
+]
+WebhookUrlField = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=WEBHOOK_URL_MAX,
+        description="An https URL that resolves only to public addresses (no loopback, private, "
+        "link-local or metadata address), with no user:password part.",
+        json_schema_extra={"format": "uri"},
+    ),
+    _utf8(WEBHOOK_URL_MAX),
+]
+WebhookDescription = Annotated[
+    str, Field(max_length=WEBHOOK_DESCRIPTION_MAX), _utf8(4 * WEBHOOK_DESCRIPTION_MAX)
+]
+
+
+def _every_event() -> list[WebhookSubscription]:
+    return ["*"]
+
+
+class WebhookEndpoint(Model):
+    """A registered endpoint, as stored (USER#<u> / WEBHOOK#<id>). Its signing secrets are not here:
+    calbot.webhook_secrets keeps them in the credential backend."""
+
+    webhook_id: str
+    user_id: str
+    url: str
+    event_types: list[str]
+    description: str | None = None
+    enabled: bool = True
+    created_at: UtcDateTime
+    updated_at: UtcDateTime
+    # Since when every delivery has failed (None: the last one succeeded); 5 days of it disables it.
+    failing_since: UtcDateTime | None = None
+    disabled_reason: str | None = None  # "failing_5_days" when the failures disabled it
+    secret_version: int = Field(default=1, ge=1)  # bumped by each rotation
+    previous_secret_expires_at: UtcDateTime | None = None  # the rotated-out secret signs until then
+
+    def subscribed(self, event_type: str) -> bool:
+        return ALL_WEBHOOK_EVENTS in self.event_types or event_type in self.event_types
+
+
+class WebhookPath(Strict):
+    webhook_id: OurId
+
+
+class CreateWebhookRequest(Strict):
+    url: WebhookUrlField
+    event_types: WebhookEventTypes = Field(default_factory=_every_event)
+    description: WebhookDescription | None = None
+
+
+class PatchWebhookRequest(Strict):
+    url: WebhookUrlField | None = None
+    event_types: WebhookEventTypes | None = None
+    description: WebhookDescription | None = None
+    enabled: bool | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> PatchWebhookRequest:
+        if not self.model_fields_set:
+            raise ValueError("send at least one of url, event_types, description, enabled")
+        for name in ("url", "event_types", "enabled"):
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be null")
+        return self
+
+
+class WebhookView(Model):
+    """An endpoint as the API shows it (never its secret)."""
+
+    id: str
+    url: str
+    event_types: list[str]
+    description: str | None
+    enabled: bool
+    disabled_reason: str | None = Field(
+        description='Why it was disabled by us ("failing_5_days"); null when enabled or disabled by you.'
+    )
+    created_at: UtcDateTime
+    updated_at: UtcDateTime
+
+    @classmethod
+    def of(cls, endpoint: WebhookEndpoint) -> Self:
+        shown = set(WebhookView.model_fields) - {"id"}
+        return cls.model_validate({"id": endpoint.webhook_id, **{k: getattr(endpoint, k) for k in shown}})
+
+
+WEBHOOK_SECRET_DOC = (
+    "The signing secret (Standard Webhooks, `whsec_` + base64): shown only in this answer. Verify "
+    "each delivery's `webhook-signature` with it."
+)
+
+
+class WebhookCreated(WebhookView):
+    secret: str = Field(description=WEBHOOK_SECRET_DOC)
+
+
+class WebhookSecretRotated(Model):
+    id: str
+    secret: str = Field(description=WEBHOOK_SECRET_DOC)
+    previous_secret_expires_at: UtcDateTime | None = Field(
+        description="Until then deliveries carry a signature by the previous secret too."
+    )
+
+
+class WebhookList(Model):
+    webhooks: list[WebhookView]
+    total: int
+    limit: int
+
+
+class WebhookDeleted(Model):
+    deleted: bool
+    id: str
+
+
+class WebhookEvent(Model):
+    """One event, as POSTed to every subscribed endpoint (the `webhook-id` header is its `id`)."""
+
+    id: str = Field(description="`evt_…`: the same on every retry; receivers dedupe by it.")
+    type: WebhookEventType
+    timestamp: UtcDateTime
+    data: dict[str, Any]
+
+
+class AutoScheduleCompletedData(Model):
+    """`auto_schedule.completed`: one auto-schedule run for the user (the midnight job, or enabling)."""
+
+    run_at: UtcDateTime
+    scheduled: int
+    skipped_existing: int
+    skipped_no_link: int
+    skipped_cancelled: int
+    skipped_started: int
+    partial_errors: dict[str, dict[str, str]] = Field(default_factory=dict)
+
+
+class WebhookTestData(Model):
+    """`webhook.test`: sent by POST /webhooks/{id}/test."""
+
+    webhook_id: str
+    message: str
+
+
+# What each event type's `data` is, and when it is sent (the OpenAPI document's `webhooks` section is
+# built from this): the bot as GET /calendar/scheduled_bots shows it, the connection record, the run.
+_WEBHOOK_EVENTS_BY_DATA: tuple[tuple[type[Model], dict[str, str]], ...] = (
+    (
+        BotView,
+        {
+            "bot.scheduled": "A bot was scheduled (by you, by auto-scheduling, or by a recurrence).",
+            "bot.updated": "A scheduled bot changed: its meeting moved, or you edited it.",
+            "bot.cancelled": "A bot was cancelled; `reason` says why: user_cancelled, event_cancelled, "
+            "event_moved_to_past, calendar_disconnected, recurrence_disabled, rule_mismatch.",
+            "bot.launched": "The Create Bot API accepted the bot; `remote_bot_id` is its id there.",
+            "bot.failed": "The bot could not be launched; `reason` says why.",
+        },
+    ),
+    (
+        ConnectionView,
+        {
+            "connection.created": "A calendar account was connected.",
+            "connection.needs_reauth": "A connection's authorization failed for good (revoked consent, "
+            "expired client secret): connect it again.",
+            "connection.disconnected": "A calendar account was disconnected.",
+        },
+    ),
+    (AutoScheduleCompletedData, {"auto_schedule.completed": "An auto-schedule run finished for you."}),
+    (WebhookTestData, {"webhook.test": "Sent by POST /webhooks/{webhook_id}/test."}),
+)
+WEBHOOK_EVENT_DATA: dict[str, tuple[type[Model], str]] = {
+    event_type: (model, summary)
+    for model, summaries in _WEBHOOK_EVENTS_BY_DATA
+    for event_type, summary in summaries.items()
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# Customer-webhook deliveries (calbot.services.webhook_delivery; the endpoints are WebhookEndpoint)
+
+DeliveryState = Literal["pending", "delivered", "failed"]
+
+
+class DeliveryAttempt(Model):
+    """One POST of a delivery: when, the receiver's status (None: no answer) and our short reason."""
+
+    at: UtcDateTime
+    status: int | None = None
+    error: str | None = None
+
+
+class WebhookDelivery(Model):
+    """Stored: one event for one endpoint (USER#<u> / WHDLV#<webhook id>#<delivery id>)."""
+
+    delivery_id: str
+    user_id: str
+    webhook_id: str
+    event_id: str
+    type: str
+    body: str  # the exact JSON sent on every attempt (what the signature covers)
+    created_at: UtcDateTime
+    attempts: int = 0
+    last_status: int | None = None
+    last_error: str | None = None
+    last_attempt_at: UtcDateTime | None = None
+    next_attempt_at: UtcDateTime | None = None
+    state: DeliveryState = "pending"
+    # Changes whenever an attempt is (re)scheduled: a queue message carrying another one is stale.
+    token: str = ""
+    history: list[DeliveryAttempt] = Field(default_factory=list)
+
+
+class DeliveryView(Model):
+    id: str
+    event_id: str
+    type: str
+    attempts: int
+    last_status: int | None
+    last_attempt_at: UtcDateTime | None
+    next_attempt_at: UtcDateTime | None
+    state: DeliveryState
+
+    @classmethod
+    def of(cls, delivery: WebhookDelivery) -> DeliveryView:
+        return cls(
+            id=delivery.delivery_id,
+            event_id=delivery.event_id,
+            type=delivery.type,
+            attempts=delivery.attempts,
+            last_status=delivery.last_status,
+            last_attempt_at=delivery.last_attempt_at,
+            next_attempt_at=delivery.next_attempt_at,
+            state=delivery.state,
+        )
+
+
+class DeliveryPage(Model):
+    results: list[DeliveryView]
+    next: PageUrl | None = Field(description=PAGE_URL_DOC.format("next"))
+    has_more: bool
+
+
+class DeliveriesQuery(Strict):
+    limit: int = Field(default=50, ge=1, le=100)
+    cursor: str | None = Field(default=None, max_length=4096)
+
+
+class DeliveryPath(Strict):
+    webhook_id: OurId
+    delivery_id: str = Field(min_length=1, max_length=64, pattern=r"^whd_[0-9a-z]+$")
+
+
+class DeliveryMessage(InternalInput):
+    """The delivery queue's message: an event to fan out to endpoints (`event`), or one attempt of one
+    delivery (`attempt`, carrying the delivery's token at the time it was scheduled)."""
+
+    kind: Literal["event", "attempt"]
+    user_id: str = Field(min_length=1, max_length=64)
+    webhook_ids: list[str] = Field(default_factory=list, max_length=20)
+    event: dict[str, Any] | None = None
+    webhook_id: str | None = Field(default=None, max_length=64)
+    delivery_id: str | None = Field(default=None, max_length=64)
+    token: str | None = Field(default=None, max_length=64)

@@ -91,6 +91,90 @@ _LIST_CALENDARS = Operation(
     query=m.ScopeQuery,
 )
 
+_WEBHOOK_PATH = "/api/v1/webhooks/{webhook_id}"
+_WEBHOOK_NOT_FOUND = "`webhook_not_found`: no such endpoint of yours (another user's id answers the same)."
+# Customer webhooks: the endpoints' own routes (deliveries and the test event are listed after them).
+_WEBHOOK_OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "POST",
+        "/api/v1/webhooks",
+        "createWebhook",
+        "Register a webhook endpoint (the answer shows its signing secret, once)",
+        "Webhooks",
+        {201: m.WebhookCreated},
+        {
+            400: _bad(
+                "`invalid_json`",
+                "`invalid_webhook_url`: not https, a user:password in it, or a host that is or resolves "
+                "to a loopback, private, link-local or metadata address",
+                "`webhook_limit_reached` (with `limit`): at most 10 endpoints per user",
+            )
+        },
+        body=m.CreateWebhookRequest,
+        body_required=True,
+        description="The events sent to it are described in this document's `webhooks` section; each "
+        "delivery is signed per Standard Webhooks (`webhook-id`, `webhook-timestamp`, "
+        "`webhook-signature`) with the `secret` returned here.",
+    ),
+    Operation(
+        "GET",
+        "/api/v1/webhooks",
+        "listWebhooks",
+        "The caller's webhook endpoints (never their secrets)",
+        "Webhooks",
+        {200: m.WebhookList},
+    ),
+    *(
+        Operation(
+            method,
+            _WEBHOOK_PATH + suffix,
+            operation_id,
+            summary,
+            "Webhooks",
+            {200: answer},
+            {
+                400: _bad("`invalid_json`", "`invalid_webhook_url`") if body else INVALID,
+                404: _WEBHOOK_NOT_FOUND,
+            },
+            body=body,
+            body_required=body is not None,
+            path_model=m.WebhookPath,
+            description=description,
+        )
+        for method, suffix, operation_id, summary, answer, body, description in (
+            ("GET", "", "getWebhook", "One webhook endpoint (never its secret)", m.WebhookView, None, ""),
+            (
+                "PATCH",
+                "",
+                "updateWebhook",
+                "Change an endpoint's url (checked again), event types, description or enabled",
+                m.WebhookView,
+                m.PatchWebhookRequest,
+                "`enabled: true` also re-enables an endpoint we disabled after 5 days of failed deliveries, "
+                "with a fresh start.",
+            ),
+            (
+                "DELETE",
+                "",
+                "deleteWebhook",
+                "Delete an endpoint and its signing secrets",
+                m.WebhookDeleted,
+                None,
+                "",
+            ),
+            (
+                "POST",
+                "/rotate-secret",
+                "rotateWebhookSecret",
+                "A new signing secret (shown once); the previous one keeps signing beside it for 24 hours",
+                m.WebhookSecretRotated,
+                None,
+                "",
+            ),
+        )
+    ),
+)
+
 OPERATIONS: tuple[Operation, ...] = (
     *(
         Operation(
@@ -351,6 +435,52 @@ OPERATIONS: tuple[Operation, ...] = (
         "`X-Goog-Resource-State` and `X-Goog-Message-Number`: the channel must be ours for this account "
         "and carry its token; `sync` answers 200, any other state 202, valid or not.",
     ),
+    *_WEBHOOK_OPERATIONS,
+    Operation(
+        "GET",
+        "/api/v1/webhooks/{webhook_id}/deliveries",
+        "listWebhookDeliveries",
+        "A customer webhook's recent deliveries, newest first",
+        "Webhooks",
+        {200: m.DeliveryPage},
+        {400: _bad("`invalid_cursor`"), 404: "`webhook_not_found`: none of yours has this id."},
+        query=m.DeliveriesQuery,
+        path_model=m.WebhookPath,
+        description="One entry per event sent to this endpoint: its attempts so far, the receiver's last "
+        "status, when it was last tried and when it will be tried next, and its state (`pending` while "
+        "retries remain, `delivered` once a 2xx came back, `failed` after every retry).",
+    ),
+    Operation(
+        "POST",
+        "/api/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/retry",
+        "retryWebhookDelivery",
+        "Attempt one delivery again now",
+        "Webhooks",
+        {202: m.DeliveryView},
+        {
+            400: INVALID,
+            404: "`webhook_not_found`, `delivery_not_found`: none of yours has this id.",
+            409: "`webhook_disabled`: enable the webhook first; `delivery_busy`: it is being attempted.",
+        },
+        path_model=m.DeliveryPath,
+        description="Queued, never sent inline: the answer is the delivery, `pending`; its state follows.",
+    ),
+    Operation(
+        "POST",
+        "/api/v1/webhooks/{webhook_id}/test",
+        "testWebhook",
+        "Send a `webhook.test` event to this webhook",
+        "Webhooks",
+        {202: m.DeliveryView},
+        {
+            400: INVALID,
+            404: "`webhook_not_found`: none of yours has this id.",
+            409: "`webhook_disabled`: enable the webhook first.",
+        },
+        path_model=m.WebhookPath,
+        description="Queued like every event and signed the same way; the delivery is listed with the "
+        "others.",
+    ),
     Operation(
         "GET",
         "/api/v1/openapi.json",
@@ -376,6 +506,75 @@ EXTRA_QUERY: Mapping[str, list[dict[str, Any]]] = {
 }
 
 PATH_PARAM = re.compile(r"{([^}]+)}")
+
+# -- the `webhooks` section: what we POST to a user's endpoints (API.md "Customer webhooks") ----------
+
+WEBHOOK_HEADERS: tuple[tuple[str, str], ...] = (
+    ("webhook-id", "The event's `id` (`evt_…`): the same on every retry of it; dedupe by it."),
+    ("webhook-timestamp", "When this attempt was signed, in Unix seconds."),
+    (
+        "webhook-signature",
+        '`v1,<base64 HMAC-SHA256 of "<webhook-id>.<webhook-timestamp>.<body>">`, keyed by the base64 '
+        "part of the endpoint's `whsec_` secret (Standard Webhooks); two signatures, space-separated, "
+        "while a rotated-out secret still signs.",
+    ),
+)
+WEBHOOK_ANSWER = (
+    "Any 2xx within 10 seconds delivers the event. Anything else (a redirect included: none is "
+    "followed) is retried with growing delays for at least 24 hours; an endpoint failing every delivery "
+    "for 5 days is disabled."
+)
+
+
+def _camel(event_type: str) -> str:
+    return "".join(part.capitalize() for part in re.split(r"[._]", event_type))
+
+
+@cache
+def webhook_event_models() -> dict[str, type[BaseModel]]:
+    """One envelope model per event type (`BotScheduledEvent`...): WebhookEvent with its `type` fixed
+    and its `data` the type's own model."""
+    from typing import Literal
+
+    from pydantic import create_model
+
+    made: dict[str, type[BaseModel]] = {}
+    for event_type, (data_model, summary) in m.WEBHOOK_EVENT_DATA.items():
+        fields: dict[str, Any] = {
+            "type": (Literal[event_type], ...),
+            "data": (data_model, ...),
+        }
+        made[event_type] = create_model(
+            f"{_camel(event_type)}Event",
+            __base__=m.WebhookEvent,
+            __doc__=f"`{event_type}`: {summary}",
+            **fields,
+        )
+    assert set(made) == set(m.WEBHOOK_EVENT_TYPES), "every event type needs its data model"
+    return made
+
+
+def _webhooks(refs: Mapping[Any, Any]) -> dict[str, Any]:
+    headers = [
+        {"name": name, "in": "header", "required": True, "description": why, "schema": {"type": "string"}}
+        for name, why in WEBHOOK_HEADERS
+    ]
+    section = {}
+    for event_type, model in webhook_event_models().items():
+        section[event_type] = {
+            "post": {
+                "operationId": f"{model.__name__[0].lower()}{model.__name__[1:]}",
+                "summary": m.WEBHOOK_EVENT_DATA[event_type][1],
+                "tags": ["Webhooks"],
+                "parameters": headers,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": refs[(model, "serialization")]}},
+                },
+                "responses": {"2XX": {"description": WEBHOOK_ANSWER}},
+            }
+        }
+    return section
 
 
 def _request_models() -> list[type[BaseModel]]:
@@ -487,7 +686,7 @@ def document() -> dict[str, Any]:
         (model, "validation") for model in _request_models()
     ]
     outputs: list[tuple[type[BaseModel], JsonSchemaMode]] = [
-        (model, "serialization") for model in _response_models()
+        (model, "serialization") for model in [*_response_models(), *webhook_event_models().values()]
     ]
     refs, top = models_json_schema([*inputs, *outputs], ref_template=REF_TEMPLATE)
     defs: dict[str, Any] = dict(top.get("$defs", {}))
@@ -505,6 +704,7 @@ def document() -> dict[str, Any]:
         },
         "servers": [{"url": "/"}],
         "paths": paths,
+        "webhooks": _webhooks(refs),
         "components": {
             "schemas": dict(sorted(defs.items())),
             "securitySchemes": {

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from calbot import fanout, store
+from calbot import fanout, store, webhook_events
 from calbot.log import logger
 from calbot.models import (
     AutoScheduleMessage,
@@ -96,6 +96,9 @@ def run_for_user(user_id: str) -> LastRun | None:
             except store.AlreadyScheduled:
                 run.skipped_existing += 1
     store.record_auto_run(user_id, at, run)  # a field update: a concurrent enable/disable stays as set
+    webhook_events.emit(
+        user_id, webhook_events.AUTO_SCHEDULE_COMPLETED, webhook_events.auto_schedule_payload(at, run)
+    )
     return run
 
 

@@ -41,6 +41,12 @@ same request (store.bots writes them), never a read followed by a write.
 
 `records` and `launches` are the two seams: the store's bot records and the scheduler. A test may
 replace them with in-memory fakes (tests/service/test_bot_lifecycle.py).
+
+Customer webhook events (calbot.webhook_events) are emitted here, once for every caller, and only
+after the transition is stored and only when it happened (a refused write emits nothing):
+place -> bot.scheduled; change, move -> bot.updated; cancel -> bot.cancelled; finish_launch ->
+bot.launched or bot.failed; expire -> bot.failed. Claiming, re-arming and launch_later are internal
+(the bot stays Scheduled as the user sees it) and emit nothing. Emitting never raises.
 """
 
 from __future__ import annotations
@@ -51,7 +57,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
-from calbot import scheduler
+from calbot import scheduler, webhook_events
 from calbot.errors import Unavailable
 from calbot.log import logger
 from calbot.models import BotSource, Event, ScheduledBot
@@ -166,6 +172,7 @@ def place(bot: ScheduledBot) -> ScheduledBot:
         # Refused (a racing request made the bot first) or failed: its schedule must not outlive it.
         _drop_launch_schedule(bot)
         raise
+    webhook_events.emit_bot(bot, webhook_events.BOT_SCHEDULED)  # stored: it is scheduled
     if bot.scheduled_join_time - now() <= ARM_RACE:
         # Due at once: its message may have been consumed before the item existed (the launcher
         # skipped it). Arming it again makes sure one is there; a launch is claimed once, so a second
@@ -206,8 +213,13 @@ def change(updated: ScheduledBot, *, join_time_changed: bool = False) -> bool:
             records.save_bot(updated, expect_status=EXPECT_SCHEDULED)
         except BotChanged:
             return False
+        webhook_events.emit_bot(updated, webhook_events.BOT_UPDATED)
         return True
-    return _rearmed(updated, previous=updated) is not None
+    rearmed = _rearmed(updated, previous=updated)
+    if rearmed is None:
+        return False
+    webhook_events.emit_bot(rearmed, webhook_events.BOT_UPDATED)
+    return True
 
 
 def move(bot: ScheduledBot, event: Event) -> ScheduledBot:
@@ -234,6 +246,7 @@ def move(bot: ScheduledBot, event: Event) -> ScheduledBot:
         _drop_launch_schedule(moved)
         raise
     _retire(bot)
+    webhook_events.emit_bot(moved, webhook_events.BOT_UPDATED)
     return moved
 
 
@@ -254,14 +267,14 @@ def _end_unlaunched(
     """Scheduled -> `status` with its guard released, and its schedules deleted (first, or after)."""
     if schedules_first:
         _delete_schedules(bot)
+    ended = bot.model_copy(update={"status": status, "reason": reason, "updated_at": now()})
     try:
-        records.save_bot(
-            bot.model_copy(update={"status": status, "reason": reason, "updated_at": now()}),
-            expect_status=EXPECT_SCHEDULED,
-            release_guard=True,
-        )
+        records.save_bot(ended, expect_status=EXPECT_SCHEDULED, release_guard=True)
     except BotChanged:
         return False
+    webhook_events.emit_bot(
+        ended, webhook_events.BOT_CANCELLED if status == "Cancelled" else webhook_events.BOT_FAILED
+    )
     if not schedules_first:
         _delete_schedules(bot)
     return True
@@ -311,6 +324,9 @@ def finish_launch(
         expect_status=EXPECT_LAUNCHING,
         expect_claim=launching.launch_claim,
         release_guard=status == "Failed",
+    )
+    webhook_events.emit_bot(
+        final, webhook_events.BOT_LAUNCHED if status == "Launched" else webhook_events.BOT_FAILED
     )
     return final
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from calbot import store, tokens
+from calbot import tokens
 from calbot.deadline import carried
 from calbot.models import CalendarInfo, CalendarList, CalendarView, Connection, ConnectionSummary, ScopeQuery
 from calbot.providers import get_provider
 from calbot.providers.base import ProviderAuthError, ProviderError
+from calbot.services.connections import mark_needs_reauth
 from calbot.services.sync import MAX_ACCOUNT_WORKERS, in_scope
 
 
@@ -25,7 +26,7 @@ def _live(conn: Connection) -> tuple[Connection, list[CalendarInfo] | None, dict
     except ProviderAuthError as err:
         if not err.revoked:  # refused right after a refresh: not proof of revocation
             return conn, None, {"error": "provider_unavailable", "message": err.message}
-        store.set_connection_status(conn.user_id, conn.provider, conn.account_id, "needs_reauth", err.message)
+        mark_needs_reauth(conn, err.message)
         return conn, None, {"error": "needs_reauth", "message": err.message}
     except ProviderError as err:
         return conn, None, {"error": "provider_unavailable", "message": err.message}

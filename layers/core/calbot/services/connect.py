@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-from calbot import store, vault
+from calbot import store, vault, webhook_events
 from calbot.config import get_settings
 from calbot.errors import Conflict, DomainError, Invalid, ProviderFailed, Unavailable
 from calbot.log import logger
@@ -178,6 +178,7 @@ def connect_account(
         if store.count_connections(user_id) >= limit:
             raise limit_reached(limit, provider.name)
         conn = _create(user_id, provider, creds, tokens, profile, base_url=base_url, limit=limit)
+        webhook_events.emit_connection(conn, webhook_events.CONNECTION_CREATED)
         return 201, _created(conn, f"Connected {conn.account_id} with {len(conn.calendars)} calendar(s).")
     finally:
         store.release_lock(lock_name, lock)

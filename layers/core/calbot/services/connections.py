@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from calbot import store
+from calbot import store, webhook_events
 from calbot.config import get_settings
 from calbot.errors import NotFound
-from calbot.models import ConnectionList, ConnectionPath, ConnectionView
+from calbot.models import Connection, ConnectionList, ConnectionPath, ConnectionView
 from calbot.providers import registry
 
 
@@ -34,3 +34,12 @@ def get_connection(user_id: str, path: ConnectionPath) -> ConnectionView:
             account_id=path.account_id,
         )
     return ConnectionView.of(conn)
+
+
+def mark_needs_reauth(conn: Connection, reason: str) -> None:
+    """A real authorization failure: the connection becomes needs_reauth (its reason and time written
+    on every failure), and `connection.needs_reauth` is emitted only on the transition into it, never on
+    each later failed sync."""
+    marked = store.mark_needs_reauth(conn.user_id, conn.provider, conn.account_id, reason)
+    if marked is not None:
+        webhook_events.emit_connection(marked, webhook_events.CONNECTION_NEEDS_REAUTH)

@@ -32,7 +32,7 @@ from typing import Any
 from urllib.parse import quote
 
 from calbot import deadline as deadlines
-from calbot import scheduler, store, tokens, vault
+from calbot import scheduler, store, tokens, vault, webhook_events
 from calbot.deadline import Deadline
 from calbot.errors import Conflict, Invalid, NotFound, Unavailable
 from calbot.log import logger
@@ -161,6 +161,10 @@ def _run(conn: Connection, purge_events: bool, budget: _Budget) -> DisconnectRes
         store.delete_connection(conn)
     except store.ConnectionGone:
         pass  # a concurrent retry deleted it a moment ago: the account is disconnected all the same
+    else:  # this call deleted it: told once, with the record as it was in service
+        webhook_events.emit_connection(
+            final.model_copy(update={"disconnect": None}), webhook_events.CONNECTION_DISCONNECTED
+        )
     done = final.disconnect or state
     logger.info(
         "account disconnected",

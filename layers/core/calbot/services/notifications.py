@@ -28,6 +28,7 @@ from calbot.log import logger
 from calbot.models import ChangeMessage, Connection, Subscription, account_key
 from calbot.providers import registry
 from calbot.providers.registry import Notice
+from calbot.services.connections import mark_needs_reauth
 from calbot.timeutil import now
 
 __all__ = [
@@ -199,9 +200,7 @@ def _handle_record(record: SQSRecord) -> None:
             if not err.revoked:
                 raise  # refused even with a fresh token: try again later
             # A real auth failure: say so (the user must reconnect); retrying cannot help.
-            store.set_connection_status(
-                conn.user_id, conn.provider, conn.account_id, "needs_reauth", err.message
-            )
+            mark_needs_reauth(conn, err.message)
             return
         result = sync_connection(conn)
         if result.error and result.error.get("error") in ("provider_unavailable", "sync_failed"):

@@ -22,6 +22,7 @@ from calbot.models import ChangeMessage, Connection, RenewalMessage, Subscriptio
 from calbot.providers import get_provider
 from calbot.providers.base import ProviderAuthError, ProviderError
 from calbot.services.connect import subscription_record
+from calbot.services.connections import mark_needs_reauth
 from calbot.timeutil import now
 
 RENEW_WITHIN = timedelta(days=2)
@@ -155,7 +156,7 @@ def renew_due(subscription_id: str) -> str:
     except ProviderAuthError as err:
         if not err.revoked:
             raise  # refused even with a fresh token: not proof of revocation; retried
-        store.set_connection_status(conn.user_id, conn.provider, conn.account_id, "needs_reauth", err.message)
+        mark_needs_reauth(conn, err.message)
         return "needs_reauth"
     if outcome == "recreated":
         _resync_later(conn, sub.id)

@@ -42,6 +42,7 @@ from calbot.providers.base import (
     ProviderUnavailable,
     SyncTokenExpired,
 )
+from calbot.services.connections import mark_needs_reauth
 from calbot.timeutil import now
 
 WINDOW_PAST = timedelta(days=30)
@@ -358,9 +359,7 @@ def _sync_connection(conn: Connection, *, follow: bool) -> AccountResult:
             logger.warning("access token refused after a refresh; retried later")
             result.error = {"error": "provider_unavailable", "message": err.message}
         else:
-            store.set_connection_status(
-                conn.user_id, conn.provider, conn.account_id, "needs_reauth", err.message
-            )
+            mark_needs_reauth(conn, err.message)
             result.error = {"error": "needs_reauth", "message": err.message}
     except ProviderUnavailable as err:
         result.error = {"error": "provider_unavailable", "message": err.message}

@@ -1,7 +1,7 @@
 """Single-table DynamoDB access: the only package that talks to DynamoDB.
 
 One module per record kind (users, rates, connections, subscriptions, locks, events, sync_states,
-bots, auto_settings), all on `base` (the table, item (de)serialisation, and the retried writes and
+bots, auto_settings, webhooks), all on `base` (the table, item (de)serialisation, and the retried writes and
 transactions). Each record module declares the small interface (a typing.Protocol) that services depend
 on, so a service test can hand them an in-memory fake; the module itself is the real implementation.
 Everything public is re-exported here: `store.get_connection(...)` is the same function as
@@ -31,9 +31,16 @@ Key layout (PK / SK):
   USER#<u> / CRED#<provider>/<account>   KMS-envelope-encrypted OAuth secrets (`dynamodb` credential
                                          backend only; store/secrets.py)
   USER#<u> / TOKEN#<provider>/<account>  the shared, encrypted access-token cache; TTL `ttl`
+  USER#<u> / WEBHOOK#<webhook id>        customer webhook endpoint (no secret); the user's PROFILE
+                                         holds webhook_count (the 10-limit is enforced there)
+  USER#<u> / WHSEC#<webhook id>          KMS-envelope-encrypted webhook signing secrets (`dynamodb`
+                                         credential backend only; calbot.webhook_secrets)
   RATE#<key_id> / WINDOW#<window start epoch>   per-API-key request counters of one fixed window:
                                          n (whole window) and s<second> (each second of it); TTL
                                          `ttl` a few minutes after the window ends (calbot.ratelimit)
+  USER#<u> / WHDLV#<webhook id>#<delivery id>   one customer-webhook event for one endpoint: body,
+                                         attempts, state; TTL `ttl` days after it ends
+                                         (store/webhook_deliveries.py)
 """
 
 from __future__ import annotations
@@ -52,6 +59,8 @@ from calbot.store import (
     subscriptions,
     sync_states,
     users,
+    webhook_deliveries,
+    webhooks,
 )
 from calbot.store.auto_settings import (
     AUTO_SHARDS,
@@ -103,6 +112,7 @@ from calbot.store.connections import (
     get_connection,
     list_connections,
     mark_disconnecting,
+    mark_needs_reauth,
     record_subscriptions_stopped,
     restore_connection,
     save_connection,
@@ -172,6 +182,23 @@ from calbot.store.users import (
     put_api_key,
     put_user,
 )
+from calbot.store.webhook_deliveries import (
+    DeliveryRecords,
+    deliveries_page,
+    get_delivery,
+    put_delivery,
+    save_delivery,
+)
+from calbot.store.webhooks import (
+    WebhookLimitReached,
+    WebhookRecords,
+    create_webhook,
+    delete_webhook,
+    get_webhook,
+    list_webhooks,
+    mark_webhook_delivery_result,
+    update_webhook,
+)
 
 if TYPE_CHECKING:  # each record module is the real implementation of its interfaces (mypy checks it)
     _users_UserRecords: UserRecords = users
@@ -185,8 +212,15 @@ if TYPE_CHECKING:  # each record module is the real implementation of its interf
     _bots_BotQueries: BotQueries = bots
     _bots_BotRecords: BotRecords = bots
     _secrets_SecretItems: SecretItems = secrets
+    _webhook_deliveries_DeliveryRecords: DeliveryRecords = webhook_deliveries
+    _webhooks_WebhookRecords: WebhookRecords = webhooks
 
 __all__ = [
+    "DeliveryRecords",
+    "deliveries_page",
+    "get_delivery",
+    "put_delivery",
+    "save_delivery",
     "SecretItems",
     "put_secret",
     "get_secret",
@@ -234,6 +268,7 @@ __all__ = [
     "count_connections",
     "set_connection_status",
     "restore_connection",
+    "mark_needs_reauth",
     "touch_connection_synced",
     "SUB_EXPIRY_SHARDS",
     "put_subscriptions",
@@ -295,4 +330,13 @@ __all__ = [
     "bots",
     "auto_settings",
     "secrets",
+    "webhooks",
+    "WebhookLimitReached",
+    "WebhookRecords",
+    "create_webhook",
+    "get_webhook",
+    "list_webhooks",
+    "update_webhook",
+    "delete_webhook",
+    "mark_webhook_delivery_result",
 ]

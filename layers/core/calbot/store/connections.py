@@ -46,6 +46,10 @@ class ConnectionRecords(Protocol):
 
     def restore_connection(self, user_id: str, provider: str, account_id: str) -> bool: ...
 
+    def mark_needs_reauth(
+        self, user_id: str, provider: str, account_id: str, reason: str
+    ) -> Connection | None: ...
+
     def touch_connection_synced(
         self, user_id: str, provider: str, account_id: str, when: datetime
     ) -> None: ...
@@ -227,6 +231,27 @@ def set_connection_status(
     return _set_status(user_id, provider, account_id, status, reason, when="attribute_exists(PK)")
 
 
+def mark_needs_reauth(user_id: str, provider: str, account_id: str, reason: str) -> Connection | None:
+    """set_connection_status(..., "needs_reauth", reason), telling whether this write made the
+    transition: the connection as it now is when it was in another status before, else None (already
+    needs_reauth, or gone). Every call still writes the reason and updated_at (calbot.services.sync
+    retries a refresh REAUTH_RETRY after the last failure)."""
+    at = now()
+    update = _status_update(
+        user_id, provider, account_id, "needs_reauth", reason, when="attribute_exists(PK)", at=at
+    )
+    try:  # one write: the status before it tells whether this was the transition
+        resp = _write("update_item", ReturnValues="ALL_OLD", **update)
+    except ClientError as err:
+        if _is_conditional_failure(err):
+            return None
+        raise
+    before = Connection.model_validate(_strip_keys(from_item(resp["Attributes"])))
+    if before.status == "needs_reauth":
+        return None
+    return before.model_copy(update={"status": "needs_reauth", "status_reason": reason, "updated_at": at})
+
+
 def restore_connection(user_id: str, provider: str, account_id: str) -> bool:
     """needs_reauth -> active after a good refresh proved the credentials alive (only from that state:
     a disconnect or an `error` status is left alone). False when it was not needs_reauth."""
@@ -238,15 +263,30 @@ def _set_status(
 ) -> bool:
     """One UpdateItem of status, status_reason and updated_at under the condition `when` (in which #s
     is the status and :was `was`)."""
-    values = {":s": status, ":r": reason, ":u": iso_z(now())} | ({":was": was} if was else {})
-    return _write_if(
-        "update_item",
-        Key=to_item({"PK": user_pk(user_id), "SK": conn_sk(provider, account_id)}),
-        UpdateExpression="SET #s = :s, status_reason = :r, updated_at = :u",
-        ConditionExpression=when,
-        ExpressionAttributeNames={"#s": "status"},
-        ExpressionAttributeValues=to_item(values),
-    )
+    update = _status_update(user_id, provider, account_id, status, reason, when=when, was=was)
+    return _write_if("update_item", **update)
+
+
+def _status_update(
+    user_id: str,
+    provider: str,
+    account_id: str,
+    status: str,
+    reason: str | None,
+    *,
+    when: str,
+    was: str = "",
+    at: datetime | None = None,
+) -> dict[str, Any]:
+    """The UpdateItem arguments of a status change (see _set_status)."""
+    values = {":s": status, ":r": reason, ":u": iso_z(at or now())} | ({":was": was} if was else {})
+    return {
+        "Key": to_item({"PK": user_pk(user_id), "SK": conn_sk(provider, account_id)}),
+        "UpdateExpression": "SET #s = :s, status_reason = :r, updated_at = :u",
+        "ConditionExpression": when,
+        "ExpressionAttributeNames": {"#s": "status"},
+        "ExpressionAttributeValues": to_item(values),
+    }
 
 
 def touch_connection_synced(user_id: str, provider: str, account_id: str, when: datetime) -> None:
