@@ -262,6 +262,8 @@ def _copy_each_table_once_per_transaction() -> None:
 
     import moto.dynamodb.models as moto_ddb
 
+    from local.moto_speed import reindex_item
+
     backend = moto_ddb.DynamoDBBackend
     if getattr(backend, "_calbot_one_backup", False):
         return
@@ -309,6 +311,7 @@ def _copy_each_table_once_per_transaction() -> None:
                         table.items[hash_key][range_key] = item
                     else:
                         table.items[hash_key] = item
+                reindex_item(table, hash_key, range_key)  # local/moto_speed.py's index-query map
             raise
         finally:
             state.active = False

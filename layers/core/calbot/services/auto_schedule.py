@@ -75,6 +75,9 @@ def _window(user_id: str, at: datetime, ahead: timedelta) -> list[Event]:
     return [e for e in events if e.end_time > at]
 
 
+_PREVIEWED = {"event_id", "title", "start_time", "provider", "account_id"}
+
+
 def preview(user_id: str, query: PreviewQuery) -> PreviewResult:
     """For each meeting of the next `hours`, whether the job would give it a bot and why not: the same
     evaluator over the stored events (kept current by change notifications); `has_bot` where a live
@@ -100,17 +103,8 @@ def preview(user_id: str, query: PreviewQuery) -> PreviewResult:
         reason: str = verdict.reason
         if event.meeting_url and dedup_key(event.meeting_url, event.start_time) in held:
             reason = "has_bot"
-        results.append(
-            PreviewItem(
-                event_id=event.event_id,
-                title=event.title,
-                start_time=event.start_time,
-                provider=event.provider,
-                account_id=event.account_id,
-                would_schedule=reason == "matched",
-                reason=reason,
-            )
-        )
+        shown = event.model_dump(include=_PREVIEWED)
+        results.append(PreviewItem(**shown, would_schedule=reason == "matched", reason=reason))
     return PreviewResult(results=results)
 
 
