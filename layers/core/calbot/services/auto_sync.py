@@ -16,6 +16,9 @@ follows its meeting), not a rule's. Manual and recurrence bots are never touched
 Cost: a sync that changed nothing of the next 24 h and no auto bot's meeting reads nothing more; else
 the settings are read once and the rule context built once (one query of the user's connections) per
 sync, and only the changed events are evaluated (the whole window is the midnight job's).
+
+A rules change alters no event, so `drop_unmatched` applies it to the user's upcoming auto bots at
+once (PUT rules) and at every auto-schedule run (enable, the midnight job).
 """
 
 from __future__ import annotations
