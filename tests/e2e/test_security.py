@@ -25,6 +25,7 @@ CLIENT_ID = "security-e2e-client"
 CLIENT_SECRET = "security-e2e-secret-7d3e91"
 TEAMS = "https://teams.microsoft.com/l/meetup-join/19%3ameeting_security_b%40thread.v2/0"
 B_TITLE = "B private standup 4f2a"
+B_WEBHOOK_URL = "https://93.184.215.14/b-hook-4f2a"  # a public address literal: no DNS needed here
 WEBHOOK = "POST /api/v1/admin/schedule/users/{user_id}/{provider}/{account_id}"
 
 # Routes that take no id of anyone's data: they act on the caller's own data only. They are still
@@ -37,6 +38,8 @@ NO_FOREIGN_IDS = {
     "GET /api/v1/calendar/auto-schedule/settings": "the caller's own settings",
     "PUT /api/v1/calendar/auto-schedule/rules": "the caller's own settings",
     "GET /api/v1/calendar/auto-schedule/preview": "the caller's own meetings",
+    "POST /api/v1/webhooks": "registers an endpoint of the caller's",
+    "GET /api/v1/webhooks": "the caller's own endpoints",
 }
 # Routes whose ids come in the query: user B's provider/account_id, expected to show nothing of B.
 QUERY_SCOPED = {
@@ -71,6 +74,7 @@ PATH_ROUTE_BODIES: dict[str, dict[str, Any]] = {
     "POST /api/v1/calendar/schedule/{event_id}": {"bot_config": {"bot_name": "hijack"}},
     "DELETE /api/v1/calendar/schedule/{event_id}": {"cancel_all_occurrences": True},
     "PATCH /api/v1/calendar/scheduled_bots/{bot_id}": {"bot_name": "hijack"},
+    "PATCH /api/v1/webhooks/{webhook_id}": {"description": "hijack", "enabled": False},
 }
 PATH_ROUTE_QUERIES: dict[str, dict[str, str]] = {
     "DELETE /api/v1/calendar/connections/{provider}/{account_id}": {"purge_events": "true"},
@@ -149,6 +153,11 @@ def users(e2e: E2EStack) -> dict[str, dict[str, Any]]:
         json={"default_bot_config": {"bot_name": "B auto"}, "join_offset_seconds": 120},
     )
     assert enabled.status_code == 200, enabled.text
+    # A customer webhook with one delivery: the webhook routes take B's ids too.
+    hook = e2e.api("POST", "/webhooks", key=b["key"], json={"url": B_WEBHOOK_URL, "description": B_TITLE})
+    assert hook.status_code == 201, hook.text
+    tested = e2e.api("POST", f"/webhooks/{hook.json()['id']}/test", key=b["key"])
+    assert tested.status_code == 202, tested.text
     return {
         "a": {**a, "mail": a["accounts"][0]["mail"]},
         "b": {
@@ -157,6 +166,8 @@ def users(e2e: E2EStack) -> dict[str, dict[str, Any]]:
             "event_id": occurrences[0]["id"],
             "event_ids": [e["id"] for e in occurrences],
             "bot_id": made.json()["bot_id"],
+            "webhook_id": hook.json()["id"],
+            "delivery_id": tested.json()["id"],
         },
     }
 
@@ -178,6 +189,11 @@ def snapshot(e2e: E2EStack, b: dict[str, Any]) -> dict[str, Any]:
         ).json(),
         "bots": e2e.api("GET", "/calendar/scheduled_bots", key=key).json(),
         "settings": e2e.api("GET", "/calendar/auto-schedule/settings", key=key).json(),
+        # What B set (the test delivery's attempts go on in the background: not compared).
+        "webhooks": [
+            {k: w[k] for k in ("id", "url", "event_types", "description", "enabled")}
+            for w in e2e.api("GET", "/webhooks", key=key).json()["webhooks"]
+        ],
         "schedule": [s for s in e2e.control("GET", "/schedules")["value"] if b["bot_id"] in s["name"]],
         "subscriptions": sorted(
             (s["id"], s["expiration_date_time"], s["notification_url"])
@@ -189,7 +205,7 @@ def snapshot(e2e: E2EStack, b: dict[str, Any]) -> dict[str, Any]:
 
 def markers(b: dict[str, Any]) -> list[str]:
     """Strings that only user B's data contains: none may reach user A."""
-    return [b["mail"], B_TITLE, b["bot_id"], b["user_id"], *b["event_ids"]]
+    return [b["mail"], B_TITLE, b["bot_id"], b["user_id"], b["webhook_id"], b["delivery_id"], *b["event_ids"]]
 
 
 def test_every_route_refuses_another_users_ids_and_changes_nothing(
@@ -207,6 +223,8 @@ def test_every_route_refuses_another_users_ids_and_changes_nothing(
         "event_id": b["event_id"],
         "bot_id": b["bot_id"],
         "user_id": b["user_id"],
+        "webhook_id": b["webhook_id"],
+        "delivery_id": b["delivery_id"],
     }
     # Ids of the same shapes that belong to nobody: another user's id must get the very same answer.
     nobody_ids = {
@@ -215,6 +233,8 @@ def test_every_route_refuses_another_users_ids_and_changes_nothing(
         "event_id": "evt_" + "0" * 24,
         "bot_id": "bot_" + "0" * 24,
         "user_id": "usr_nobody0000",
+        "webhook_id": "wh_" + "0" * 24,
+        "delivery_id": "whd_" + "0" * 24,
     }
     probes = body_probes(b)
     uncovered, exercised = [], []
