@@ -51,11 +51,13 @@ PRECISION_SECONDS = 60.0  # Scheduler invokes between at() and at() + 59 s
 
 
 def precision_offset(info: ScheduleInfo, width: float) -> timedelta:
-    """Where in the minute after its time this version of the schedule fires (stable per version)."""
+    """Where in the minute after its time this version of the schedule fires (stable per version):
+    whole seconds from 0 to width - 1, as Scheduler's "between at() and at() + 59 s" (a fraction
+    past the last whole second would let a handler's own start-up carry it over the minute)."""
     if width <= 0:
         return timedelta(0)
     digest = hashlib.sha256(f"{info.group}/{info.name}/{info.modified}".encode()).digest()
-    return timedelta(seconds=int.from_bytes(digest[:4], "big") % int(width * 1000) / 1000)
+    return timedelta(seconds=int.from_bytes(digest[:4], "big") % max(1, int(width)))
 
 
 class OneTimeSchedules(Job):

@@ -263,13 +263,25 @@ class SqsDelivery(Job):
         messages: list[dict[str, Any]] = []
         with consumer.receiving:
             while len(messages) < consumer.batch_size:
-                page = self._sqs.receive_message(
-                    QueueUrl=consumer.url,
-                    MaxNumberOfMessages=min(10, consumer.batch_size - len(messages)),
-                    AttributeNames=["All"],
-                    MessageAttributeNames=["All"],
-                    WaitTimeSeconds=0,
-                ).get("Messages", [])
+                try:
+                    page = self._sqs.receive_message(
+                        QueueUrl=consumer.url,
+                        MaxNumberOfMessages=min(10, consumer.batch_size - len(messages)),
+                        AttributeNames=["All"],
+                        MessageAttributeNames=["All"],
+                        WaitTimeSeconds=0,
+                    ).get("Messages", [])
+                except ClientError as exc:
+                    if "NonExistentQueue" not in str(exc) and "QueueDoesNotExist" not in str(exc):
+                        raise
+                    # the queue went away under the poller (moto reset at a test's teardown, a
+                    # deleted stack): look it up again next time, say so once, no traceback per tick
+                    consumer.url = None
+                    self._log.warn_once(
+                        ("queue-gone", consumer.id),
+                        f"[clock] {consumer.id}: queue {consumer.queue_name} is gone",
+                    )
+                    page = []
                 if not page:
                     break
                 messages.extend(page)
