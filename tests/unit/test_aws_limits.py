@@ -135,7 +135,11 @@ def test_scheduler_lists_while_other_threads_create_and_delete() -> None:
                 "RoleArn": "arn:aws:iam::1:role/r",
             }
 
+            # one client per thread, made here: the race under test is the backend's, not botocore's
+            clients = [boto3.client("scheduler", region_name=REGION) for _ in range(6)]
+
             def churn(worker: int) -> None:
+                client = clients[worker]
                 try:
                     for n in range(150):
                         name = f"w{worker}-{n}"
@@ -150,7 +154,8 @@ def test_scheduler_lists_while_other_threads_create_and_delete() -> None:
                 except BaseException as exc:
                     errors.append(exc)
 
-            def lister() -> None:
+            def lister(worker: int) -> None:
+                client = clients[worker]
                 try:
                     for _ in range(150):
                         client.list_schedules()
@@ -158,7 +163,7 @@ def test_scheduler_lists_while_other_threads_create_and_delete() -> None:
                     errors.append(exc)
 
             threads = [threading.Thread(target=churn, args=(w,)) for w in range(3)]
-            threads += [threading.Thread(target=lister) for _ in range(3)]
+            threads += [threading.Thread(target=lister, args=(w,)) for w in range(3, 6)]
             for thread in threads:
                 thread.start()
             for thread in threads:
