@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -42,3 +43,28 @@ def sped_up_moto_env(monkeypatch: pytest.MonkeyPatch) -> None:
     }.items():
         monkeypatch.setenv(key, value)
     install_speedups()
+
+
+@pytest.fixture
+def moto_beside_the_stack() -> Iterator[Any]:
+    """In-process moto without resetting it, yielding a DynamoDB client; the tables the test creates are
+    deleted after it. moto's backends are process-wide and the session's in-process stack
+    (tests/conftest.py inproc_stack, which a unit test may have started) keeps its table there: a
+    `with mock_aws()` reset it, and every service test after it lost the table."""
+    import boto3
+    from moto import mock_aws
+
+    mock = mock_aws()
+    mock.start(reset=False)
+    try:
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        before = set(_table_names(client))
+        yield client
+        for name in set(_table_names(client)) - before:
+            client.delete_table(TableName=name)
+    finally:
+        mock.stop(remove_data=False)
+
+
+def _table_names(client: Any) -> list[str]:
+    return [n for page in client.get_paginator("list_tables").paginate() for n in page["TableNames"]]

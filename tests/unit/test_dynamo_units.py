@@ -8,10 +8,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
-from moto import mock_aws
 
 from tests.dynamo_units import DynamoWrites, IndexShape, item_size
 
@@ -19,46 +17,38 @@ TABLE = "units"
 
 
 @pytest.fixture
-def ddb(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, DynamoWrites]]:
-    for name, value in {
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        client = boto3.client("dynamodb", region_name="us-east-1")
-        attrs = ["PK", "SK", "A", "B", "C"]
-        client.create_table(
-            TableName=TABLE,
-            BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[{"AttributeName": a, "AttributeType": "S"} for a in attrs],
-            KeySchema=[
-                {"AttributeName": "PK", "KeyType": "HASH"},
-                {"AttributeName": "SK", "KeyType": "RANGE"},
-            ],
-            GlobalSecondaryIndexes=[
-                {
-                    "IndexName": "ALL_A",
-                    "KeySchema": [{"AttributeName": "A", "KeyType": "HASH"}],
-                    "Projection": {"ProjectionType": "ALL"},
-                },
-                {
-                    "IndexName": "KEYS_B",
-                    "KeySchema": [{"AttributeName": "B", "KeyType": "HASH"}],
-                    "Projection": {"ProjectionType": "KEYS_ONLY"},
-                },
-                {
-                    "IndexName": "INCL_C",
-                    "KeySchema": [{"AttributeName": "C", "KeyType": "HASH"}],
-                    "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["title"]},
-                },
-            ],
-        )
-        counter = DynamoWrites()
-        counter.attach(client.meta.events)
-        yield client, counter
+def ddb(sped_up_moto_env: None, moto_beside_the_stack: Any) -> Iterator[tuple[Any, DynamoWrites]]:
+    client = moto_beside_the_stack
+    attrs = ["PK", "SK", "A", "B", "C"]
+    client.create_table(
+        TableName=TABLE,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": a, "AttributeType": "S"} for a in attrs],
+        KeySchema=[
+            {"AttributeName": "PK", "KeyType": "HASH"},
+            {"AttributeName": "SK", "KeyType": "RANGE"},
+        ],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": "ALL_A",
+                "KeySchema": [{"AttributeName": "A", "KeyType": "HASH"}],
+                "Projection": {"ProjectionType": "ALL"},
+            },
+            {
+                "IndexName": "KEYS_B",
+                "KeySchema": [{"AttributeName": "B", "KeyType": "HASH"}],
+                "Projection": {"ProjectionType": "KEYS_ONLY"},
+            },
+            {
+                "IndexName": "INCL_C",
+                "KeySchema": [{"AttributeName": "C", "KeyType": "HASH"}],
+                "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["title"]},
+            },
+        ],
+    )
+    counter = DynamoWrites()
+    counter.attach(client.meta.events)
+    yield client, counter
 
 
 def _item(size: int = 0, **attrs: str) -> dict[str, Any]:

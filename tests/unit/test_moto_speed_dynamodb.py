@@ -5,12 +5,10 @@ filters, projections) against moto's full-table scan, over random items and writ
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
 from moto.core.responses import ActionResult
 from moto.core.serialize import JSONSerializer
 from moto.dynamodb.models.table import Table
@@ -19,9 +17,8 @@ from local.moto_speed import install_speedups
 
 
 @pytest.fixture
-def ddb(sped_up_moto_env: None) -> Iterator[Any]:
-    with mock_aws():
-        yield boto3.client("dynamodb", region_name="us-east-1")
+def ddb(sped_up_moto_env: None, moto_beside_the_stack: Any) -> Any:
+    return moto_beside_the_stack
 
 
 def _table(ddb: Any, name: str, range_key: bool = True) -> None:
