@@ -390,6 +390,32 @@ def _patch_scheduler() -> None:
         return original_group(self, name, tags)
 
     backend.create_schedule_group = create_schedule_group  # type: ignore[method-assign]
+
+    # moto's backend keeps schedules in plain dicts with no lock: a ListSchedules iterating a group
+    # while a launcher thread deletes a schedule raised "dictionary changed size during iteration"
+    # (a 500 the real service never gives). Every operation holds one lock, as the service is
+    # consistent per request.
+    lock = threading.RLock()
+    for method in (
+        "create_schedule",
+        "update_schedule",
+        "delete_schedule",
+        "get_schedule",
+        "list_schedules",
+        "create_schedule_group",
+        "delete_schedule_group",
+        "get_schedule_group",
+        "list_schedule_groups",
+    ):
+        unlocked = getattr(backend, method, None)
+        if unlocked is None:
+            continue
+
+        def locked(self: Any, *args: Any, _unlocked: Any = unlocked, **kwargs: Any) -> Any:
+            with lock:
+                return _unlocked(self, *args, **kwargs)
+
+        setattr(backend, method, locked)
     backend._calbot_limits = True  # type: ignore[attr-defined]
 
 
