@@ -387,3 +387,32 @@ def test_an_enqueue_that_raises_does_not_fail_or_change_the_action(
         "bot.cancelled",
         "connection.disconnected",
     ]
+
+
+# -- a bulk action reads the endpoints once ---------------------------------------------------------
+
+
+def test_a_bulk_action_reads_the_users_endpoints_once_for_all_its_events(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    acct = account(stack)
+    for h in range(3):
+        meeting(stack, acct, hours=-20 + h)
+    reads: list[str] = []
+    real = store.list_webhooks
+    monkeypatch.setattr(store, "list_webhooks", lambda user_id: reads.append(user_id) or real(user_id))
+    emitted: list[str] = []
+    real_enqueue = webhook_delivery.enqueue_event
+    monkeypatch.setattr(
+        webhook_delivery,
+        "enqueue_event",
+        lambda user, event: emitted.append(event.type) or real_enqueue(user, event),
+    )
+    auto_schedule.enable(acct["user_id"], EnableAutoScheduleRequest())  # places three bots, tells the run
+    assert emitted.count("bot.scheduled") == 3 and "auto_schedule.completed" in emitted
+    assert reads == [acct["user_id"]]  # one read for the four events (was one per event)
+    reads.clear()
+    emitted.clear()
+    disconnect(acct["user_id"], "outlook", acct["mail"])  # cancels the three, tells the disconnect
+    assert emitted.count("bot.cancelled") == 3 and emitted[-1] == "connection.disconnected"
+    assert reads == [acct["user_id"]]

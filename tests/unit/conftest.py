@@ -27,3 +27,18 @@ def slept() -> Iterator[list[float]]:
         yield waits
     finally:
         timeutil.set_clock()
+
+
+@pytest.fixture
+def sped_up_moto_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process moto (no endpoint override, dummy credentials) with local/moto_speed's patches in."""
+    from local.moto_speed import install_speedups
+
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "t",
+        "AWS_SECRET_ACCESS_KEY": "t",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    install_speedups()

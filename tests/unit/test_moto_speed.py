@@ -11,19 +11,9 @@ import pytest
 from moto import mock_aws
 from moto.sqs.models import Queue
 
-from local.moto_speed import install_speedups
-
 
 @pytest.fixture
-def sqs(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "t",
-        "AWS_SECRET_ACCESS_KEY": "t",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(key, value)
-    install_speedups()
+def sqs(sped_up_moto_env: None) -> Iterator[Any]:
     mock = mock_aws()
     mock.start(reset=False)
     try:

@@ -19,15 +19,7 @@ from local.moto_speed import install_speedups
 
 
 @pytest.fixture
-def ddb(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "t",
-        "AWS_SECRET_ACCESS_KEY": "t",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(key, value)
-    install_speedups()
+def ddb(sped_up_moto_env: None) -> Iterator[Any]:
     with mock_aws():
         yield boto3.client("dynamodb", region_name="us-east-1")
 

@@ -133,3 +133,25 @@ def test_the_auto_schedule_payload_carries_the_runs_counts() -> None:
     )
     assert data["run_at"] == "2026-12-01T12:00:00Z"
     assert (data["scheduled"], data["skipped_existing"], data["skipped_no_link"]) == (3, 2, 1)
+
+
+def test_endpoints_are_read_once_per_user_inside_a_block_and_every_time_outside() -> None:
+    reads: list[str] = []
+
+    def read(user_id: str) -> list[str]:
+        reads.append(user_id)
+        return [f"endpoint of {user_id}"]
+
+    webhook_events.read_endpoints("u1", read)
+    webhook_events.read_endpoints("u1", read)
+    assert reads == ["u1", "u1"]  # outside a block nothing is kept: a new endpoint counts at once
+    reads.clear()
+    with webhook_events.endpoints_read_once():
+        assert webhook_events.read_endpoints("u1", read) == ["endpoint of u1"]
+        with webhook_events.endpoints_read_once():  # nested: shares the outer block's reads
+            webhook_events.read_endpoints("u1", read)
+            webhook_events.read_endpoints("u2", read)
+        webhook_events.read_endpoints("u2", read)
+    assert reads == ["u1", "u2"]
+    webhook_events.read_endpoints("u1", read)
+    assert reads == ["u1", "u2", "u1"]  # the block's reads end with it

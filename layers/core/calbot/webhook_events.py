@@ -12,7 +12,9 @@ carries a token, secret or clientState.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
@@ -38,6 +40,38 @@ CONNECTION_NEEDS_REAUTH = "connection.needs_reauth"
 CONNECTION_DISCONNECTED = "connection.disconnected"
 AUTO_SCHEDULE_COMPLETED = "auto_schedule.completed"
 WEBHOOK_TEST = "webhook.test"
+
+
+# user id -> that user's endpoints, while a bulk action runs (see endpoints_read_once)
+_endpoints_memo: ContextVar[dict[str, Any] | None] = ContextVar("webhook_endpoints_memo", default=None)
+
+
+@contextmanager
+def endpoints_read_once() -> Iterator[None]:
+    """Within the block, each user's webhook endpoints are read once, however many events it emits:
+    a bulk action (an auto-schedule run placing 20 bots, a sync moving a series, a disconnect
+    cancelling an account's bots) emits one event per bot, and each emit read them again. An endpoint
+    created while the block runs gets the events emitted after the block (the block is one action of
+    one invocation). Nested blocks share the outer one's reads. The memo is per context: a thread
+    started inside the block reads for itself."""
+    if _endpoints_memo.get() is not None:
+        yield
+        return
+    token = _endpoints_memo.set({})
+    try:
+        yield
+    finally:
+        _endpoints_memo.reset(token)
+
+
+def read_endpoints[T](user_id: str, read: Callable[[str], T]) -> T:
+    """`read(user_id)`, or what it returned earlier in the current endpoints_read_once block."""
+    memo = _endpoints_memo.get()
+    if memo is None:
+        return read(user_id)
+    if user_id not in memo:
+        memo[user_id] = read(user_id)
+    return memo[user_id]
 
 
 def new_event_id() -> str:

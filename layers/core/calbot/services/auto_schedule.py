@@ -117,6 +117,7 @@ def disable(user_id: str) -> AutoScheduleSettingsView:
     return get_settings_view(user_id)  # bots already scheduled stay
 
 
+@webhook_events.endpoints_read_once()  # one read of the endpoints for all its events
 def run_for_user(user_id: str) -> LastRun | None:
     """Sync the user's accounts, then give every linked meeting of the next 24 h a bot."""
     # Only the worker syncs: the settings endpoints and the job need no provider code (its import).

@@ -102,6 +102,7 @@ def _not_found(provider: str, account_id: str) -> NotFound:
     )
 
 
+@webhook_events.endpoints_read_once()  # one read of the endpoints for all its events
 def disconnect(
     user_id: str,
     provider: str,

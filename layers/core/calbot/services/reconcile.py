@@ -22,7 +22,7 @@ from collections import defaultdict
 from datetime import timedelta
 from typing import Any
 
-from calbot import store
+from calbot import store, webhook_events
 from calbot.log import logger
 from calbot.models import Event, ScheduledBot
 from calbot.services import auto_sync
@@ -64,6 +64,7 @@ def _stale(bot: ScheduledBot, event: Event) -> bool:
 LOOKBACK = timedelta(days=1)  # a bot still Scheduled whose join time just passed may yet launch
 
 
+@webhook_events.endpoints_read_once()  # one read of the endpoints for all its events
 def reconcile_accounts(
     user_id: str, accounts: list[tuple[str, str]], changed: list[Event], *, schedule_auto: bool = True
 ) -> dict[str, int]:

@@ -2,8 +2,9 @@
 POSTs them (signed per Standard Webhooks) until the receiver takes them or the retries run out.
 
 * `enqueue_event` (called by calbot.webhook_events.emit, in the function whose action caused the event):
-  one Query of the user's endpoints (a user with none costs that read and nothing else) and, when some
-  want the event, one SendMessage of it to the delivery queue. The caller never waits on a receiver.
+  one Query of the user's endpoints (a user with none costs that read and nothing else; a bulk action
+  in webhook_events.endpoints_read_once reads them once for all its events) and, when some want the
+  event, one SendMessage of it to the delivery queue. The caller never waits on a receiver.
 * The worker (`consume`, the queue's Lambda) turns an `event` message into one delivery record per
   endpoint (deterministic ids: a redelivered message finds them) and makes each delivery's first
   attempt; a failed attempt schedules the next one after RETRY_DELAYS (5 s ... 10 h: 8 attempts over
@@ -32,7 +33,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from calbot import aws, cursor, store, webhook_http, webhook_secrets, webhook_signing
+from calbot import aws, cursor, store, webhook_events, webhook_http, webhook_secrets, webhook_signing
 from calbot.config import get_settings
 from calbot.deadline import carried, current
 from calbot.errors import Conflict, NotFound
@@ -73,7 +74,8 @@ def wants(endpoint: WebhookEndpoint, event_type: str) -> bool:
 
 def enqueue_event(user_id: str, event: WebhookEvent) -> None:
     """Queue `event` for every enabled endpoint of the user subscribed to its type (see the module)."""
-    targets = [w.webhook_id for w in store.list_webhooks(user_id) if wants(w, event.type)]
+    endpoints = webhook_events.read_endpoints(user_id, store.list_webhooks)
+    targets = [w.webhook_id for w in endpoints if wants(w, event.type)]
     if not targets:
         return
     message = DeliveryMessage(
