@@ -117,7 +117,7 @@ bench: install
 	$(PY) bench/sync.py --json-out $(BENCH_OUT)/sync.json
 	$(PY) bench/auto_schedule.py --users 100 --json-out $(BENCH_OUT)/auto_schedule.json
 	$(PY) bench/notify_latency.py --json-out $(BENCH_OUT)/notify_latency.json
-	$(PY) bench/notify_latency.py --burst --accounts 200 --json-out $(BENCH_OUT)/notify_burst.json
+	$(PY) bench/notify_latency.py --burst --accounts 500 --timeout 300 --json-out $(BENCH_OUT)/notify_burst.json
 	$(PY) bench/renewal.py --json-out $(BENCH_OUT)/renewal.json
 	$(PY) bench/events_many.py --json-out $(BENCH_OUT)/events_many.json
 	$(PY) bench/read_latency.py --json-out $(BENCH_OUT)/read_latency.json

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -30,6 +31,11 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+# Waits between a failed notification POST's attempts in the burst: Graph's exponential backoff
+# (it keeps retrying for up to 4 hours), cut off after about 4 minutes.
+GRAPH_RETRY_BACKOFF = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -55,6 +61,9 @@ def burst(args: argparse.Namespace) -> dict[str, Any]:
         graph = stack.graph
         api = stack.info["api_url"]
         graph.add_app("bench-client", "bench-secret")
+        # Graph retries a notification that failed (a throttled webhook's 500) with exponential backoff
+        # for up to 4 hours; the emulator's default gives up after 7 s, which a burst outlasts.
+        graph.configure_notifications(notification_retry_backoff=list(GRAPH_RETRY_BACKOFF))
         start = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(days=1)
         per_user = 5
 
@@ -133,6 +142,9 @@ def burst(args: argparse.Namespace) -> dict[str, Any]:
         logging.getLogger("calbot").addHandler(counter)
 
         # The burst: every meeting moves by 10 minutes, as fast as the emulator takes the changes.
+        stack.gateway.concurrency.reset_stats()
+        graph.clear_notifications()
+        load_before = os.getloadavg()
         t0 = time.perf_counter()
         for item in items:
             item["new_start"] = item["start"] + timedelta(minutes=10)
@@ -176,6 +188,7 @@ def burst(args: argparse.Namespace) -> dict[str, Any]:
             pending = still
             time.sleep(0.2)
         busy_cpu_s = time.process_time() - cpu0
+        load_during = os.getloadavg()
         time.sleep(2.0)  # anything still in flight lands before the final check
         wrong = sum(1 for item in items if not right(item))
         users = {item["user_id"] for item in items}
@@ -189,6 +202,8 @@ def burst(args: argparse.Namespace) -> dict[str, Any]:
         logging.getLogger("calbot").removeHandler(counter)
         syncs = outcomes.get("account synced", 0)
         coalesced = outcomes.get("account already synced since this change", 0)
+        concurrency = stack.gateway.concurrency.stats()
+        attempts = [d for d in graph.notifications(kind="change")]
     finally:
         stack.stop()
     latencies = [item["latency"] for item in items if "latency" in item]
@@ -211,6 +226,20 @@ def burst(args: argparse.Namespace) -> dict[str, Any]:
         "cpu_ms_per_notification": round(1000 * busy_cpu_s / max(1, len(items)), 1),
         "syncs": syncs,
         "coalesced": coalesced,
+        # Lambda's concurrency on the local stack (local/concurrency.py): the webhook's limit, the most
+        # at once, and the notification POSTs it throttled (API Gateway's 500; Graph retries them).
+        "webhook_concurrency_limit": concurrency.get("WebhookFunction", {}).get("limit"),
+        "webhook_peak_concurrency": concurrency.get("WebhookFunction", {}).get("peak"),
+        "webhook_throttles": concurrency.get("WebhookFunction", {}).get("throttles", 0),
+        "sync_worker_peak_concurrency": concurrency.get("SyncWorkerFunction", {}).get("peak"),
+        "notification_posts": len(attempts),
+        "notification_posts_failed": sum(1 for d in attempts if not d["ok"]),
+        "notification_posts_late": sum(1 for d in attempts if str(d.get("error", "")).startswith("late")),
+        "notification_max_attempt": max((d["attempt"] for d in attempts), default=0),
+        "notifications_given_up": sum(1 for d in attempts if not d["ok"] and not d["will_retry"]),
+        "graph_retry_backoff_s": list(GRAPH_RETRY_BACKOFF),
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after_burst": [round(x, 2) for x in load_during],
     }
 
 
@@ -246,6 +275,14 @@ def main() -> int:
             f"  sync worker: {figures['syncs']} provider syncs, {figures['coalesced']} notifications "
             f"already covered by a later sync; stack CPU {figures['stack_cpu_seconds']} s "
             f"({figures['cpu_ms_per_notification']} ms per notification, one Python process)"
+        )
+        print(
+            f"  webhook: at most {figures['webhook_peak_concurrency']} at once (limit "
+            f"{figures['webhook_concurrency_limit']}), {figures['webhook_throttles']} throttled POSTs "
+            f"(500) retried by Graph; {figures['notification_posts']} POSTs, "
+            f"{figures['notification_posts_failed']} failed ({figures['notification_posts_late']} late), "
+            f"up to attempt {figures['notification_max_attempt']}, {figures['notifications_given_up']} "
+            f"given up; load average {figures['loadavg_before']} -> {figures['loadavg_after_burst']}"
         )
         return 0
 

@@ -448,6 +448,22 @@ def notify_burst(r: dict[str, Any]) -> list[str]:
                     if "syncs" in r
                     else []
                 ),
+                *(
+                    [
+                        [
+                            "webhook invocations at once (local Lambda concurrency limit)",
+                            f"{r['webhook_peak_concurrency']} (limit {r['webhook_concurrency_limit']})",
+                        ],
+                        [
+                            "notification POSTs throttled (API Gateway 500), retried by Graph",
+                            f"{r['webhook_throttles']} of {r['notification_posts']} POSTs; up to attempt "
+                            f"{r['notification_max_attempt']}, {r['notifications_given_up']} given up",
+                        ],
+                        ["load average (1/5/15 min) after the burst", r["loadavg_after_burst"]],
+                    ]
+                    if "webhook_throttles" in r
+                    else []
+                ),
             ],
         ),
         "",

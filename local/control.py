@@ -20,6 +20,11 @@ APIs. Routes:
   (`"integration_timeout"`); the e2e session fails when it is not empty
 * `GET  /_local/sleeps` -> `{"value": {function: {invocations, slept_s, max_slept_s}}}`: the virtual
   seconds handlers slept (virtual time), per function, since the start or the last `DELETE` of it
+* `GET  /_local/concurrency` -> `{"local_limit", "value": {function: {limit, reserved, running, peak,
+  throttles, waits, held}}}` (local/concurrency.py; `DELETE` resets peaks and counts);
+  `POST /_local/concurrency/{function}/hold` `{"slots"?}` occupies that many free slots (all by
+  default) as if invocations were running, `DELETE` of it gives them back: a function kept at its
+  limit, so its next synchronous invoke is throttled
 
 `with_control(app, control)` puts it in front of another WSGI app (the gateway): paths under
 `/_local/` go to the control API, everything else to `app`, untouched.
@@ -68,6 +73,8 @@ class ControlApp:
                 Rule(f"{PREFIX}/aws/faults/<fault_id>", endpoint="aws_fault", methods=["DELETE"]),
                 Rule(f"{PREFIX}/overruns", endpoint="overruns", methods=["GET"]),
                 Rule(f"{PREFIX}/sleeps", endpoint="sleeps", methods=["GET", "DELETE"]),
+                Rule(f"{PREFIX}/concurrency", endpoint="concurrency", methods=["GET", "DELETE"]),
+                Rule(f"{PREFIX}/concurrency/<function>/hold", endpoint="hold", methods=["POST", "DELETE"]),
             ],
             strict_slashes=False,
         )
@@ -157,6 +164,28 @@ class ControlApp:
         if gateway is not None and request.method == "DELETE":
             gateway.reset_virtual_sleeps()
         return 200, {"value": gateway.virtual_sleeps() if gateway is not None else {}}
+
+    def _concurrency(self, request: Request) -> tuple[int, Any]:
+        gateway = self._gateway()
+        if request.method == "DELETE":
+            gateway.concurrency.reset_stats()
+        return 200, {"local_limit": gateway.concurrency.local_limit, "value": gateway.concurrency.stats()}
+
+    def _hold(self, request: Request, function: str) -> tuple[int, Any]:
+        gateway = self._gateway()
+        if function not in gateway.template.functions:  # not a silent no-op
+            raise ControlError(404, f"no function {function!r} in the template")
+        if request.method == "DELETE":
+            return 200, {"function": function, "released": gateway.concurrency.unhold(function)}
+        slots = self._body(request).get("slots")
+        if slots is not None and (not isinstance(slots, int) or isinstance(slots, bool) or slots < 0):
+            raise ControlError(400, '"slots" must be a non-negative integer')
+        return 200, {"function": function, "held": gateway.concurrency.hold(function, slots)}
+
+    def _gateway(self) -> Any:
+        if self.clock.gateway is None:
+            raise ControlError(409, "this clock drives no gateway")
+        return self.clock.gateway
 
 
 def with_control(app: WSGIApp, control: WSGIApp) -> WSGIApp:

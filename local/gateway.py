@@ -13,6 +13,11 @@ Lambda proxy integration with payload format 2.0:
 * the 2.0 event (lower-cased, comma-joined headers; ``cookies``; comma-joined query parameters;
   URL-decoded path parameters; base64 bodies for non-text content types);
 * response mapping: ``statusCode`` dicts as written, anything else -> 200 JSON; handler failure -> 500;
+* Lambda's per-function concurrency (local/concurrency.py): a route's or authorizer's function that
+  already runs its limit of invocations (``ReservedConcurrentExecutions``, else the local stand-in for
+  the account's pool) is throttled, and API Gateway answers 500 ``Internal Server Error`` without
+  retrying, as it does when Lambda refuses the invoke; the clock's invocations (event sources) wait
+  for a slot instead;
 * invoke permissions, as SAM's transform grants them (``local.grants``): API Gateway invokes the
   authorizer only under a resource policy allowing ``{api}/authorizers/{id}`` (or as its
   ``FunctionInvokeRole``) and a route's function only under one allowing
@@ -50,6 +55,7 @@ from urllib.parse import parse_qsl, quote, unquote
 
 from werkzeug.wrappers import Request, Response
 
+from local.concurrency import FunctionConcurrency, Throttled
 from local.grants import grants
 from local.iam_enforce import FunctionPolicies, acting_as
 from local.iam_enforce import install as install_iam_enforcement
@@ -500,9 +506,19 @@ def _kill(worker: threading.Thread) -> None:
 class Gateway:
     """WSGI app serving ``template``'s HttpApi routes through the functions' handlers in-process."""
 
-    def __init__(self, template: Template, *, log: TextIO | None = None, enforce_iam: bool = True) -> None:
+    def __init__(
+        self,
+        template: Template,
+        *,
+        log: TextIO | None = None,
+        enforce_iam: bool = True,
+        concurrency: int | None = None,
+    ) -> None:
         self.template = template
         self._log = log
+        # At most so many invocations of a function at once (its reserved concurrency, else
+        # `concurrency`, else LOCAL_LAMBDA_CONCURRENCY): see local/concurrency.py.
+        self.concurrency = FunctionConcurrency(template, concurrency)
         # Each invocation runs as its function's role: AWS calls it is not granted get AccessDenied.
         self.iam: FunctionPolicies | None = None
         if enforce_iam:
@@ -642,8 +658,14 @@ class Gateway:
         *,
         request_id: str | None = None,
         integration_timeout: float | None = None,
+        wait_for_slot: bool = True,
     ) -> Any:
         """Call a function's handler like Lambda would and return its JSON-marshalled result.
+
+        Concurrency: the invocation holds one of the function's slots (``self.concurrency``) until its
+        handler has finished, even after a caller stopped waiting. With none free, a synchronous
+        invoke (``wait_for_slot=False``: API Gateway) raises ``Throttled`` (Lambda's 429
+        TooManyRequestsException); an event source's (the default) waits for one.
 
         Exceptions from the handler propagate (the caller decides: 500, retry, DLQ...); a result
         Lambda could not serialise raises ``InvocationError`` (Runtime.MarshalError).
@@ -658,10 +680,15 @@ class Gateway:
         """
         spec = self.template.function(logical_id)
         principal = self.iam.principal(logical_id) if self.iam is not None else None
-        with acting_as(principal):  # the cold import's calls are the function's too
-            handler = self.handler(logical_id)
-            # The handler's thread runs in this context: it acts as the function's role.
-            run_context = contextvars.copy_context()
+        self.concurrency.acquire(logical_id, wait=wait_for_slot)
+        try:
+            with acting_as(principal):  # the cold import's calls are the function's too
+                handler = self.handler(logical_id)
+                # The handler's thread runs in this context: it acts as the function's role.
+                run_context = contextvars.copy_context()
+        except BaseException:
+            self.concurrency.release(logical_id)
+            raise
         clock, slept = self._invocation_clock()
         started = clock()
         context = LambdaContext(spec, request_id, started=started, clock=clock)
@@ -679,10 +706,15 @@ class Gateway:
             finally:
                 box["finished"] = clock()
                 self._count_sleep(logical_id, slept[0])
+                self.concurrency.release(logical_id)  # before done: a caller's next invoke finds it free
                 done.set()
 
         worker = threading.Thread(target=run, name=f"lambda-{logical_id}", daemon=True)
-        worker.start()
+        try:
+            worker.start()
+        except BaseException:
+            self.concurrency.release(logical_id)
+            raise
         _wait(done, clock, give_up_at)
         finished = box.get("finished")
         if finished is not None and finished <= killed_at:
@@ -782,11 +814,18 @@ class Gateway:
             return _message(500, "Internal Server Error", request_id)
         try:
             result = self.invoke_function(
-                route.function, event, request_id=request_id, integration_timeout=API_INTEGRATION_TIMEOUT
+                route.function,
+                event,
+                request_id=request_id,
+                integration_timeout=API_INTEGRATION_TIMEOUT,
+                wait_for_slot=False,  # API Gateway invokes synchronously: Lambda throttles, no queue
             )
             return convert_response(result, request_id)
         except IntegrationTimeout:
             return _message(503, "Service Unavailable", request_id)
+        except Throttled as exc:
+            self._throttled(exc)
+            return _message(500, "Internal Server Error", request_id)
         except Exception as exc:
             self._report(route.function, exc)
             return _message(500, "Internal Server Error", request_id)
@@ -832,8 +871,11 @@ class Gateway:
                 )
                 return _message(500, "Internal Server Error", request_id)
             try:
-                answer = self.invoke_function(spec.function, event)
+                answer = self.invoke_function(spec.function, event, wait_for_slot=False)
                 allowed, context = self._read_authorizer_answer(spec, answer, event)
+            except Throttled as exc:
+                self._throttled(exc)
+                return _message(500, "Internal Server Error", request_id)
             except Exception as exc:
                 self._report(spec.function, exc)
                 return _message(500, "Internal Server Error", request_id)
@@ -907,6 +949,15 @@ class Gateway:
         stream = self._log or sys.stderr
         stream.write(text)
         stream.flush()
+
+    def _throttled(self, exc: Throttled) -> None:
+        """Say so on the first throttle of a function and every 100th after (a burst is thousands)."""
+        count = self.concurrency.throttles(exc.logical_id)
+        if count == 1 or count % 100 == 0:
+            self._write(
+                f"[gateway] {exc.logical_id} throttled ({count} so far): it already runs {exc.limit} "
+                "invocation(s) at once; API Gateway answers 500\n"
+            )
 
     def _report(self, logical_id: str, exc: BaseException) -> None:
         if isinstance(exc, InvocationError):

@@ -68,6 +68,9 @@ class LocalStack:
     parameter_overrides: dict[str, str] = field(default_factory=dict)
     seed: bool = True
     virtual_time: bool = False  # the clock moves only when told to (tests); else real time (make dev)
+    # Invocations of one function at once unless template.yaml reserves concurrency for it: the local
+    # stand-in for the account's unreserved pool (None: LOCAL_LAMBDA_CONCURRENCY or its default).
+    lambda_concurrency: int | None = None
     info: dict[str, Any] = field(default_factory=dict)
     _servers: list[Any] = field(default_factory=list)
     _clocks: list[Any] = field(default_factory=list)
@@ -160,7 +163,7 @@ class LocalStack:
         # polling) are marked so AWS fault rules only ever hit the code under test.
         session._session.set_default_client_config(Config(user_agent_extra=LOCAL_USER_AGENT))
         create_resources(template, session)
-        self.gateway = Gateway(template)
+        self.gateway = Gateway(template, concurrency=self.lambda_concurrency)
         environment = self.gateway.required_environment()
         os.environ.update(environment)
         bot_api_key_param = environment.get("BOT_API_KEY_PARAM")
@@ -196,6 +199,7 @@ class LocalStack:
             "bot_api_key_param": bot_api_key_param,
             "control_url": f"{gateway_url}/_local",
             "virtual_time": self.virtual_time,
+            "lambda_concurrency": self.gateway.concurrency.local_limit,
             "moto_url": aws_env["AWS_ENDPOINT_URL"],
             "aws_env": aws_env,
             "parameter_overrides": overrides,
@@ -586,6 +590,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="time moves only via POST /_local/clock/advance (and handler sleeps return at once)",
     )
+    parser.add_argument(
+        "--lambda-concurrency",
+        type=int,
+        default=None,
+        help="invocations of one function at once where template.yaml reserves none (the local stand-in "
+        "for the account's pool; default: $LOCAL_LAMBDA_CONCURRENCY or 32); more are throttled",
+    )
     args = parser.parse_args(argv)
     overrides = dict(item.split("=", 1) for item in args.parameter_overrides)
     stack = LocalStack(
@@ -595,6 +606,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=not args.no_seed,
         parameter_overrides=overrides,
         virtual_time=args.virtual_time,
+        lambda_concurrency=args.lambda_concurrency,
     )
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())

@@ -154,6 +154,8 @@ class FunctionSpec:
     runtime: str | None
     layer_dirs: list[Path]  # local source dirs of the template's layers this function uses
     events: list[EventSource]
+    # ReservedConcurrentExecutions: at most this many invocations at once (None: the account's pool)
+    reserved_concurrency: int | None = None
 
 
 @dataclass(frozen=True)
@@ -199,6 +201,10 @@ def cfn_str(value: Any) -> str:
     if isinstance(value, (int, float, str)):
         return str(value)
     raise TemplateError(f"expected a scalar, got {type(value).__name__}: {value!r}")
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None or value == "" else int(value)
 
 
 def _is_true(value: Any) -> bool:
@@ -762,6 +768,7 @@ class Template:
             runtime=self.resolve(props.get("Runtime")),
             layer_dirs=layer_dirs,
             events=events,
+            reserved_concurrency=_optional_int(self.resolve(props.get("ReservedConcurrentExecutions"))),
         )
 
     def function(self, logical_id: str) -> FunctionSpec:

@@ -215,8 +215,10 @@ def stop_stack(stack: E2EStack) -> None:
 
 @pytest.fixture(scope="session")
 def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2EStack]:
-    # Virtual time: the clock moves only when a test advances it, so nothing ever sleeps.
-    stack = start_stack(tmp_path_factory.mktemp("e2e-stack"), "--virtual-time")
+    # Virtual time: the clock moves only when a test advances it, so nothing ever sleeps. Lambda's
+    # account pool is 1,000 at once: tests that fire 50 concurrent calls must not meet the local
+    # stand-in's smaller default (local/concurrency.py), which is sized for a burst in one process.
+    stack = start_stack(tmp_path_factory.mktemp("e2e-stack"), "--virtual-time", "--lambda-concurrency", "100")
     try:
         yield stack
     finally:

@@ -4,6 +4,7 @@ account and its bots follow: moved, moved into the past, cancelled, series rule 
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
@@ -261,6 +262,56 @@ def test_fifty_concurrent_copies_of_one_notification_have_one_effect(e2e: E2ESta
     assert bots[0]["scheduled_join_time"] == (start + timedelta(hours=1) - timedelta(seconds=60)).strftime(
         "%Y-%m-%dT%H:%M:%SZ"
     )
+
+
+def test_a_throttled_webhook_is_retried_by_graph_and_the_bot_still_follows(e2e: E2EStack) -> None:
+    """The webhook function already runs as many invocations as Lambda allows it (held at its limit):
+    API Gateway answers Graph's POST 500 without running the handler, Graph retries later, and the
+    retry, once a slot is free, moves the bot."""
+    user = User(e2e, "throttled")
+    start = (e2e.clock_now() + timedelta(days=3)).replace(second=0, microsecond=0)
+    made, bot_id = scheduled(e2e, user, start, location="https://acme.zoom.us/j/3002")
+    sub = next(
+        s
+        for s in e2e.graph("GET", "/subscriptions").json()["value"]
+        if s["account_id"] == user.accounts[0]["id"]
+    )
+
+    def attempts() -> list[dict[str, Any]]:
+        path = f"/notifications?subscription_id={sub['id']}&kind=change"
+        return e2e.graph("GET", path).json()["value"]
+
+    earlier = len(attempts())  # the creation's notification, delivered
+    e2e.control("DELETE", "/concurrency")
+    held = e2e.control("POST", "/concurrency/WebhookFunction/hold")["held"]
+    assert held == e2e.info["lambda_concurrency"]  # every slot: the webhook reserves none
+    new_start = start + timedelta(hours=2)
+    try:
+        e2e.graph(
+            "PATCH",
+            f"/events/{made['id']}",
+            json={"start": new_start.isoformat(), "end": (new_start + timedelta(hours=1)).isoformat()},
+        )
+
+        deadline = time.monotonic() + 30  # a liveness bound: Graph's first attempt has been made
+        while len(attempts()) == earlier:
+            assert time.monotonic() < deadline, "Graph never sent the change notification"
+            time.sleep(0.05)
+        first = attempts()[earlier]
+        assert (first["status"], first["ok"], first["will_retry"]) == (500, False, True)
+        assert user.bot(bot_id)["scheduled_join_time"] == (start - timedelta(seconds=60)).strftime(
+            "%Y-%m-%dT%H:%M:%SZ"
+        )
+    finally:
+        e2e.control("DELETE", "/concurrency/WebhookFunction/hold")
+    e2e.settle()  # Graph's retry (1 s later) is delivered, then the sync queue drains
+    tried = attempts()[earlier:]
+    assert tried[-1]["ok"] and tried[-1]["attempt"] > 1, tried
+    assert user.bot(bot_id)["scheduled_join_time"] == (new_start - timedelta(seconds=60)).strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )
+    webhook = e2e.control("GET", "/concurrency")["value"]["WebhookFunction"]
+    assert webhook["throttles"] >= 1 and webhook["held"] == 0
 
 
 def test_one_failing_account_in_a_sync_batch_holds_back_no_other(e2e: E2EStack) -> None:

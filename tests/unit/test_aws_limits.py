@@ -114,63 +114,63 @@ def test_index_projections_name_at_most_20_attributes_each_and_100_per_table() -
 
 def test_scheduler_lists_while_other_threads_create_and_delete() -> None:
     """moto keeps schedules in plain dicts: without the local stack's lock a ListSchedules racing a
-    DeleteSchedule failed with "dictionary changed size during iteration" (a 500 AWS never gives)."""
+    DeleteSchedule failed with "dictionary changed size during iteration" (a 500 AWS never gives).
+    The backend is called directly (a private instance, no botocore): the race under test is its own."""
     import sys
     import threading
 
-    import boto3
-    from moto import mock_aws
+    from moto.scheduler.models import EventBridgeSchedulerBackend
 
     from local.aws_limits import install_limits
 
     install_limits()
+    backend = EventBridgeSchedulerBackend(REGION, ACCOUNT)
+    target = {
+        "Arn": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:f",
+        "RoleArn": f"arn:aws:iam::{ACCOUNT}:role/r",
+    }
     errors: list[BaseException] = []
+
+    def churn(worker: int) -> None:
+        try:
+            for n in range(400):
+                name = f"w{worker}-{n}"
+                backend.create_schedule(
+                    description=None,
+                    end_date=None,
+                    flexible_time_window={"Mode": "OFF"},
+                    group_name=None,
+                    kms_key_arn=None,
+                    name=name,
+                    schedule_expression="at(2030-01-01T00:00:00)",
+                    schedule_expression_timezone=None,
+                    start_date=None,
+                    state=None,
+                    target=target,
+                    action_after_completion=None,
+                )
+                if n % 2:
+                    backend.delete_schedule(None, name)
+        except BaseException as exc:
+            errors.append(exc)
+
+    def lister() -> None:
+        try:
+            for _ in range(400):
+                backend.list_schedules(None, None)
+        except BaseException as exc:
+            errors.append(exc)
+
     switch = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)  # switch threads as often as possible: the race shows within the test
     try:
-        with mock_aws():
-            client = boto3.client("scheduler", region_name=REGION)
-            target = {
-                "Arn": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:f",
-                "RoleArn": "arn:aws:iam::1:role/r",
-            }
-
-            # one client per thread, made here: the race under test is the backend's, not botocore's
-            clients = [boto3.client("scheduler", region_name=REGION) for _ in range(6)]
-
-            def churn(worker: int) -> None:
-                client = clients[worker]
-                try:
-                    for n in range(150):
-                        name = f"w{worker}-{n}"
-                        client.create_schedule(
-                            Name=name,
-                            ScheduleExpression="at(2030-01-01T00:00:00)",
-                            FlexibleTimeWindow={"Mode": "OFF"},
-                            Target=target,
-                        )
-                        if n % 2:
-                            client.delete_schedule(Name=name)
-                except BaseException as exc:
-                    errors.append(exc)
-
-            def lister(worker: int) -> None:
-                client = clients[worker]
-                try:
-                    for _ in range(150):
-                        client.list_schedules()
-                except BaseException as exc:
-                    errors.append(exc)
-
-            threads = [threading.Thread(target=churn, args=(w,)) for w in range(3)]
-            threads += [threading.Thread(target=lister, args=(w,)) for w in range(3, 6)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            pages = client.get_paginator("list_schedules").paginate()
-            left = [s for page in pages for s in page["Schedules"]]
+        threads = [threading.Thread(target=churn, args=(w,)) for w in range(3)]
+        threads += [threading.Thread(target=lister) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
     finally:
         sys.setswitchinterval(switch)
     assert not errors, errors[:3]
-    assert len(left) == 3 * 75
+    assert len(backend.schedule_groups["default"].schedules) == 3 * 200

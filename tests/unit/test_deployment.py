@@ -180,6 +180,10 @@ def name_collisions(first: Template, second: Template) -> list[str]:
     return sorted(f"{one[key]}: {key[-1]!r} ({key[0]})" for key in set(one) & set(two))
 
 
+NOTIFICATION_PATH = "/api/v1/admin/schedule/users/{user_id}/{provider}/{account_id}"
+NOTIFICATION_BURST = 1000  # notifications in one second the route must take (issue 18)
+
+
 def throttling_problems(t: Template) -> list[str]:
     problems = []
     stages = t.translated_resources("AWS::ApiGatewayV2::Stage")
@@ -191,6 +195,13 @@ def throttling_problems(t: Template) -> list[str]:
             value = settings.get(key)
             if value is None or float(value) <= 0:
                 problems.append(f"{lid}: DefaultRouteSettings.{key} is {value!r}")
+        # The provider notification route takes the issue's burst (1,000 in one second) on its own
+        # limit: under the stage's default most of it would be answered 429.
+        route = (props.get("RouteSettings") or {}).get(f"POST {NOTIFICATION_PATH}") or {}
+        for key in ("ThrottlingBurstLimit", "ThrottlingRateLimit"):
+            value = route.get(key)
+            if value is None or float(value) < NOTIFICATION_BURST:
+                problems.append(f"{lid}: the notification route's {key} is {value!r}")
     return problems
 
 
@@ -363,6 +374,21 @@ DEFECTS: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[Template], list
         lambda: _without(["Resources", "HttpApi", "Properties", "DefaultRouteSettings"]),
         throttling_problems,
         "ThrottlingBurstLimit",
+    ),
+    "notification route throttling": (
+        lambda: _without(
+            [
+                "Resources",
+                "WebhookFunction",
+                "Properties",
+                "Events",
+                "Notification",
+                "Properties",
+                "RouteSettings",
+            ]
+        ),
+        throttling_problems,
+        "the notification route's ThrottlingBurstLimit",
     ),
     "log retention": (
         lambda: _without(["Globals", "Function", "LoggingConfig"]),

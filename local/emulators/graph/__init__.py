@@ -30,8 +30,9 @@ Change notifications: every control change to events POSTs Graph-shaped notifica
 "Users/{oid}/Events/{id}", resourceData, clientState, tenantId}]}`) to each live subscription covering
 the calendar (`/me/events` = the default calendar only), on background threads, never under the lock.
 Knobs (NOTIFICATION_DEFAULTS) add a delay, duplicates and a batching window; an answer later than
-3 s or not 2xx is a failed attempt, retried with backoff, and a subscription whose deliveries keep
-failing is removed with a `subscriptionRemoved` lifecycle notification. `/_control/notifications`
+3 s or not 2xx is a failed attempt, retried with backoff, and a subscription whose endpoint keeps
+not answering (timeouts, refused connections; an error answer in time is only retried, as Graph
+does) is removed with a `subscriptionRemoved` lifecycle notification. `/_control/notifications`
 logs every attempt; `flush` waits for deliveries instead of sleeping; `pause`/`resume` hold them.
 Lifecycle notifications (reauthorizationRequired, subscriptionRemoved, missed) are sent on demand.
 

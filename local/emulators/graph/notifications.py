@@ -40,7 +40,7 @@ NOTIFICATION_DEFAULTS: dict[str, Any] = {
     "notification_batch_window_seconds": 0.0,  # items for one URL within this window share a POST
     "notification_timeout_seconds": 3.0,  # Graph's answer deadline; later or non-2xx = failed attempt
     "notification_retry_backoff": (1.0, 2.0, 4.0),  # waits between attempts: 1 + len() attempts at most
-    "notification_max_consecutive_failures": 10,  # failed attempts in a row that remove a subscription
+    "notification_max_consecutive_failures": 10,  # unanswered attempts in a row that remove a subscription
     # Emulator-clock seconds change notifications keep flowing after a reauthorizationRequired
     # challenge before they pause (changes in the pause are lost); None: never pause.
     "notification_reauthorization_grace_seconds": 600.0,
@@ -125,8 +125,11 @@ class GraphNotifications(Emulator):
         return d.url, json.dumps({"value": d.items}).encode(), {"Content-Type": "application/json"}
 
     def _after_attempt(self, d: GraphDelivery, outcome: Outcome) -> list[Any]:
-        """Count a change delivery's outcome against its subscriptions; remove those that failed too
-        often (Graph drops endpoints that keep failing) and return their subscriptionRemoved deliveries."""
+        """Count a change delivery's outcome against its subscriptions; remove those whose endpoint
+        stopped answering too often and return their subscriptionRemoved deliveries. An answer in time,
+        even an error (a throttled webhook's 500, a 503), is not counted: Graph keeps retrying such an
+        endpoint with exponential backoff for up to 4 hours; only slow or silent endpoints lose
+        notifications (https://learn.microsoft.com/graph/change-notifications-delivery-webhooks)."""
         if d.kind != "change":
             return []  # lifecycle deliveries never count against a subscription
         limit = self._notification_config["notification_max_consecutive_failures"]
@@ -135,7 +138,10 @@ class GraphNotifications(Emulator):
             sub = self._subscriptions.get(sub_id)
             if sub is None:
                 continue
-            sub.consecutive_failures = 0 if outcome.error is None else sub.consecutive_failures + 1
+            if outcome.error is None:
+                sub.consecutive_failures = 0
+            elif outcome.status is None:  # no answer in time (a timeout, a refused connection)
+                sub.consecutive_failures += 1
             if sub.consecutive_failures >= limit:
                 del self._subscriptions[sub.id]
                 log.info("subscription %s removed after %d failed deliveries", sub.id, limit)
