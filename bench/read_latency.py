@@ -149,7 +149,7 @@ def main() -> int:
         for event in future:
             store.create_bot(
                 ScheduledBot(
-                    bot_id=new_bot_id(),
+                    bot_id=new_bot_id(user.user_id, event.event_id),
                     user_id=user.user_id,
                     event_id=event.event_id,
                     series_key=event.event_id,

@@ -58,4 +58,5 @@ def test_event_ids_are_stable_and_unique_across_accounts() -> None:
     assert a != ids.event_id("usr_1", "outlook", "john@acme.com", "AAMkAD=")
     assert a != ids.event_id("usr_2", "outlook", "jane@acme.com", "AAMkAD=")
     assert a != ids.event_id("usr_1", "google", "jane@acme.com", "AAMkAD=")
-    assert a.startswith("evt_") and len(a) == 30
+    # evt_, the account's 8-character prefix (one account's events are a range of ids), the event's 26
+    assert a.startswith(ids.account_prefix("usr_1", "outlook", "JANE@acme.com")) and len(a) == 38

@@ -57,7 +57,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
-from calbot import scheduler, webhook_events
+from calbot import ids, scheduler, webhook_events
 from calbot.errors import Unavailable
 from calbot.log import logger
 from calbot.models import BotSource, Event, ScheduledBot
@@ -92,8 +92,10 @@ ARM_RACE = timedelta(seconds=10)
 # what a bot is, and which bots are the same
 
 
-def new_bot_id() -> str:
-    return "sb_" + secrets.token_hex(12)
+def new_bot_id(user_id: str, series_key: str) -> str:
+    """`sb_` + its series' prefix + random: the store lists a series' bots as a range of ids
+    (calbot.ids), so every bot is minted here, with the series it belongs to for good."""
+    return ids.bot_id(user_id, series_key)
 
 
 def normalize_meeting_url(url: str) -> str:
@@ -119,7 +121,7 @@ def make_bot(
 ) -> ScheduledBot:
     at = now()
     return ScheduledBot(
-        bot_id=new_bot_id(),
+        bot_id=new_bot_id(event.user_id, series_key(event)),
         user_id=event.user_id,
         event_id=event.event_id,
         series_key=series_key(event),

@@ -314,10 +314,33 @@ def _changed_events(
         # a deleted series' instances as cancelled only over a limited horizon, so its stored instances
         # go with the master.
         skip = {e.platform_id for e in puts} | set(by_platform_id)
-        for e in store.events_of_calendar(conn.user_id, conn.provider, conn.account_id, calendar_id):
-            if e.series_platform_id in unmatched and not e.is_deleted and e.platform_id not in skip:
+        for e in _stored_instances(conn, calendar_id, unmatched):
+            if not e.is_deleted and e.platform_id not in skip:
                 puts.append(e.model_copy(update={"is_deleted": True, "updated_at": at}))
     return puts
+
+
+# Removed ids we never stored (a Google round reports every change outside the window as removed) are
+# looked up as series one by one, through the series index, up to this many; past it, one read of the
+# account's events (a range of the user's partition) costs less.
+SERIES_LOOKUPS = 10
+
+
+def _stored_instances(conn: Connection, calendar_id: str, masters: set[str]) -> list[Event]:
+    """The stored instances, in this calendar, of the series whose masters these platform ids are (a
+    series id is the event id its master would have)."""
+    if len(masters) > SERIES_LOOKUPS:
+        stored = store.events_of_calendar(conn.user_id, conn.provider, conn.account_id, calendar_id)
+        return [e for e in stored if e.series_platform_id in masters]
+    found: list[Event] = []
+    for master in sorted(masters):
+        series_id = ids.event_id(conn.user_id, conn.provider, conn.account_id, master)
+        found += [
+            e
+            for e in store.events_of_series(conn.user_id, conn.provider, conn.account_id, series_id)
+            if e.calendar_id == calendar_id and e.series_platform_id == master
+        ]
+    return found
 
 
 def sync_connection(

@@ -19,11 +19,14 @@ Key layout (PK / SK):
   SUB#<subscription id> / SUB            subscription -> user/account, clientState hash, expiry
                                          (GSI2, sparse and sharded: SUBEXP#<shard> / <expiry>#<id>)
   USER#<u> / EVENT#<event id>            event (GSI1: USER#<u>#EVENTS / <start>#<id> for time ranges;
-                                         GSI2: ACCT#<u>#<provider>#<account> / EVENT#<calendar>#<id>;
-                                         GSI3, occurrences only: SERIES#<u>#<series id> / <start>#<id>)
+                                         GSI3, occurrences only: SERIES#<u>#<series id> / <start>#<id>).
+                                         The id starts with its account's prefix (calbot.ids): one
+                                         account's events are the range EVENT#evt_<account prefix>
+                                         (filtered on the account: prefixes may collide), no index
   USER#<u> / SYNC#<provider>#<account>#<calendar>   delta link / sync token and its window
-  USER#<u> / BOT#<bot id>                scheduled bot (GSI1: USER#<u>#BOTS / <join time>#<id>;
-                                         GSI2: SERIESBOTS#<u>#<series or event id> / <occurrence>#<id>)
+  USER#<u> / BOT#<bot id>                scheduled bot (GSI1: USER#<u>#BOTS / <join time>#<id>). The id
+                                         starts with its series' prefix (calbot.ids): one series' bots
+                                         are the range BOT#sb_<series prefix> (filtered on series_key)
   DEDUP#<u>#<meeting key> / DEDUP        one live bot per (user, meeting URL, occurrence start)
   USER#<u> / SETTINGS#AUTO               auto-schedule settings (GSI3, sparse and sharded while enabled:
                                          AUTOSCHED#<shard> / <user id>; the midnight job never scans)
@@ -123,7 +126,6 @@ from calbot.store.connections import (
 from calbot.store.events import (
     EventRecords,
     account_event_keys,
-    account_partition,
     count_account_events,
     event_item,
     events_of_calendar,
@@ -281,7 +283,6 @@ __all__ = [
     "LockBusy",
     "acquire_lock",
     "release_lock",
-    "account_partition",
     "series_partition",
     "event_item",
     "series_occurrences",

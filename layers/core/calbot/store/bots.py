@@ -1,5 +1,8 @@
 """Scheduled bot records (USER#<u> / BOT#<bot id>) and their dedup guards (DEDUP#<u>#<dedup key> / DEDUP).
 
+A bot id starts with its series' prefix (calbot.ids): a series' bots are a range of BOT# keys, not
+an index.
+
 This module only stores: it writes what calbot.services.bots decides, with the conditions that make
 each decision atomic. The lifecycle, the dedup key and the rules those conditions enforce are
 explained there."""
@@ -10,6 +13,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from calbot import ids
 from calbot.errors import Unavailable
 from calbot.models import ScheduledBot
 from calbot.store import base
@@ -67,8 +71,6 @@ def _bot_item(bot: ScheduledBot) -> dict[str, Any]:
         "kind": "bot",
         "GSI1PK": f"USER#{bot.user_id}#BOTS",
         "GSI1SK": f"{iso_z(bot.scheduled_join_time)}#{bot.bot_id}",
-        "GSI2PK": f"SERIESBOTS#{bot.user_id}#{bot.series_key}",
-        "GSI2SK": f"{iso_z(bot.occurrence_start)}#{bot.bot_id}",
         **bot.model_dump(mode="json"),
     }
 
@@ -347,10 +349,22 @@ def bots_between(user_id: str, start: datetime, end: datetime) -> list[Scheduled
 
 
 def bots_of_series(user_id: str, series_key: str) -> list[ScheduledBot]:
-    """Every bot of one series (or of one single event), by occurrence start."""
-    items = base._query_records(
-        IndexName="GSI2",
-        KeyConditionExpression="GSI2PK = :pk",
-        ExpressionAttributeValues=to_item({":pk": f"SERIESBOTS#{user_id}#{series_key}"}),
+    """Every bot of one series (or of one single event), by occurrence start.
+
+    A bot id starts with its series' prefix (calbot.ids.bot_id), so they are one range of the user's
+    partition, read whole (a bot is a fraction of a read unit there, where an index entry would be a
+    write unit on every bot write). Another series may share the prefix: the filter keeps this one's."""
+    items = base._query(
+        KeyConditionExpression="PK = :pk AND begins_with(SK, :sk)",
+        FilterExpression="series_key = :series",
+        ExpressionAttributeValues=to_item(
+            {
+                ":pk": user_pk(user_id),
+                ":sk": f"BOT#{ids.series_prefix(user_id, series_key)}",
+                ":series": series_key,
+            }
+        ),
+        ConsistentRead=True,
     )
-    return [_bot(i) for i in items]
+    bots = [_bot(i) for i in items]
+    return sorted(bots, key=lambda b: (b.occurrence_start, b.bot_id))

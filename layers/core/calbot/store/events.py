@@ -1,4 +1,9 @@
-"""Events (USER#<u> / EVENT#<event id>; GSI1 by start, GSI2 by account and calendar, GSI3 by series)."""
+"""Events (USER#<u> / EVENT#<event id>; GSI1 by start, GSI3 by series).
+
+An event id starts with its account's prefix (calbot.ids.account_prefix), so one account's events
+are a range of the user's partition (EVENT#evt_<account prefix>...): listing them by account or
+calendar needs no index entry, which would be a write unit on every write of every event. Two accounts
+of one user may share a prefix, so every such read keeps only the items of the account asked for."""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any, Protocol
 
-from calbot import aws
+from calbot import ids
 from calbot.models import Event, account_key
 from calbot.store.base import (
     _batch_get,
@@ -17,7 +22,6 @@ from calbot.store.base import (
     _query,
     _query_records,
     _strip_keys,
-    _table,
     _write_if,
     batch_write,
     to_item,
@@ -49,10 +53,6 @@ class EventRecords(Protocol):
     def set_recurring_enabled(
         self, user_id: str, event_ids: Iterable[str], enabled: bool, at: datetime
     ) -> int: ...
-
-
-def account_partition(user_id: str, provider: str, account_id: str) -> str:
-    return f"ACCT#{user_id}#{provider}#{account_key(account_id)}"
 
 
 def series_partition(user_id: str, series_id: str) -> str:
@@ -114,8 +114,6 @@ def event_item(event: Event) -> dict[str, Any]:
         "kind": "event",
         "GSI1PK": f"USER#{event.user_id}#EVENTS",
         "GSI1SK": f"{iso_z(event.start_time)}#{event.event_id}",
-        "GSI2PK": account_partition(event.user_id, event.provider, event.account_id),
-        "GSI2SK": f"EVENT#{event.calendar_id}#{event.event_id}",
         # A field without a value is left out (its name alone would be billed on every write).
         **event.model_dump(mode="json", exclude={"raw"}, exclude_none=True),
     }
@@ -165,15 +163,47 @@ def get_events(user_id: str, event_ids: Iterable[str]) -> dict[str, Event]:
     return found
 
 
-def events_of_calendar(user_id: str, provider: str, account_id: str, calendar_id: str) -> list[Event]:
-    items = _query_records(
-        IndexName="GSI2",
-        KeyConditionExpression="GSI2PK = :pk AND begins_with(GSI2SK, :sk)",
-        ExpressionAttributeValues=to_item(
-            {":pk": account_partition(user_id, provider, account_id), ":sk": f"EVENT#{calendar_id}#"}
+def _account_items(
+    user_id: str,
+    provider: str,
+    account_id: str,
+    *,
+    calendar_id: str | None = None,
+    keys_only: bool = False,
+    consistent: bool = True,
+) -> Iterator[dict[str, Any]]:
+    """The items of one account's events (of one calendar of it): the range of the user's partition
+    their ids start with, filtered on the provider and calendar server side and on the account here
+    (account ids compare case-insensitively, which a filter cannot). `keys_only` returns PK and SK
+    (and account_id): a projection saves the transfer, not the read units, which count whole items."""
+    filters, values = ["provider = :prov"], {":prov": provider}
+    if calendar_id is not None:
+        filters.append("calendar_id = :cal")
+        values[":cal"] = calendar_id
+    kwargs: dict[str, Any] = {
+        "KeyConditionExpression": "PK = :pk AND begins_with(SK, :sk)",
+        "FilterExpression": " AND ".join(filters),
+        "ExpressionAttributeValues": to_item(
+            {
+                ":pk": user_pk(user_id),
+                ":sk": "EVENT#" + ids.account_prefix(user_id, provider, account_id),
+                **values,
+            }
         ),
-    )
-    return [_event(i) for i in items]
+        "ConsistentRead": consistent,
+    }
+    if keys_only:
+        kwargs["ProjectionExpression"] = "PK, SK, account_id"
+    wanted = account_key(account_id)
+    for item in _query(**kwargs):
+        if account_key(str(item.get("account_id", ""))) == wanted:
+            yield item
+
+
+def events_of_calendar(user_id: str, provider: str, account_id: str, calendar_id: str) -> list[Event]:
+    """Every stored event of one calendar of one account (a full sync compares them with what the
+    provider returned)."""
+    return [_event(i) for i in _account_items(user_id, provider, account_id, calendar_id=calendar_id)]
 
 
 def query_events(
@@ -205,9 +235,6 @@ def query_events(
     if provider:
         filters.append("provider = :prov")
         values[":prov"] = provider
-    if account_id:
-        filters.append("GSI2PK = :acct")
-        values[":acct"] = account_partition(user_id, provider or "", account_id)
     if calendar_id:
         filters.append("calendar_id = :cal")
         values[":cal"] = calendar_id
@@ -231,6 +258,8 @@ def query_events(
             continue
         if item["GSI1SK"] >= upper:
             continue
+        if account_id and account_key(str(item.get("account_id", ""))) != account_key(account_id):
+            continue  # the account filter, case-insensitive as account ids compare (GSI1 projects it)
         entries.append(item)
         if len(entries) >= limit:
             break
@@ -241,34 +270,12 @@ def query_events(
 
 
 def count_account_events(user_id: str, provider: str, account_id: str) -> int:
-    kwargs: dict[str, Any] = {
-        "TableName": _table(),
-        "IndexName": "GSI2",
-        "KeyConditionExpression": "GSI2PK = :pk AND begins_with(GSI2SK, :sk)",
-        "ExpressionAttributeValues": to_item(
-            {":pk": account_partition(user_id, provider, account_id), ":sk": "EVENT#"}
-        ),
-        "Select": "COUNT",
-    }
-    total = 0
-    while True:
-        resp = aws.dynamodb().query(**kwargs)
-        total += int(resp.get("Count", 0))
-        if "LastEvaluatedKey" not in resp:
-            return total
-        kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+    return sum(1 for _ in account_event_keys(user_id, provider, account_id))
 
 
 def account_event_keys(user_id: str, provider: str, account_id: str) -> Iterator[tuple[str, str]]:
-    """(PK, SK) of every event of one account, page by page (keys only)."""
-    for item in _query(
-        IndexName="GSI2",
-        KeyConditionExpression="GSI2PK = :pk AND begins_with(GSI2SK, :sk)",
-        ProjectionExpression="PK, SK",
-        ExpressionAttributeValues=to_item(
-            {":pk": account_partition(user_id, provider, account_id), ":sk": "EVENT#"}
-        ),
-    ):
+    """(PK, SK) of every event of one account, page by page (the keys are all that is transferred)."""
+    for item in _account_items(user_id, provider, account_id, keys_only=True, consistent=False):
         yield item["PK"], item["SK"]
 
 
@@ -346,12 +353,11 @@ def set_recurring_enabled(user_id: str, event_ids: Iterable[str], enabled: bool,
 
 
 def events_of_series(user_id: str, provider: str, account_id: str, series_id: str) -> list[Event]:
-    items = _query_records(
-        IndexName="GSI2",
-        KeyConditionExpression="GSI2PK = :pk AND begins_with(GSI2SK, :sk)",
-        FilterExpression="series_id = :sid",
-        ExpressionAttributeValues=to_item(
-            {":pk": account_partition(user_id, provider, account_id), ":sk": "EVENT#", ":sid": series_id}
-        ),
-    )
-    return sorted((_event(i) for i in items), key=lambda e: e.start_time)
+    """The stored occurrences of one series of one account, by start: the series index (GSI3) holds
+    them and only them (a series id names its account already; the check below makes sure)."""
+    wanted = account_key(account_id)
+    return [
+        e
+        for e in series_occurrences(user_id, series_id)
+        if e.provider == provider and account_key(e.account_id) == wanted
+    ]
