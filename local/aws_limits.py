@@ -254,7 +254,91 @@ def _patch_dynamodb() -> None:
         return original_create(self)
 
     handler.create_table = create_table  # type: ignore[method-assign]
+    original_query = handler.query
+
+    def query(self: Any) -> Any:
+        check_query_filter(self.dynamodb_backend, self.body)
+        check_between_bounds(self.body)
+        return original_query(self)
+
+    handler.query = query  # type: ignore[method-assign]
     DynamoDBBackend._calbot_limits = True  # type: ignore[attr-defined]
+
+
+_FILTER_WORDS = {
+    "and", "or", "not", "between", "in", "attribute_exists", "attribute_not_exists", "attribute_type",
+    "begins_with", "contains", "size",
+}  # fmt: skip
+_FILTER_TOKEN = re.compile(r"(?<![:#.\w])(#?[A-Za-z_][A-Za-z0-9_]*)")
+
+
+def filter_attribute_names(expression: str, names: dict[str, str]) -> set[str]:
+    """The attribute names a filter expression refers to (placeholders resolved; top-level names of
+    document paths; `:values`, functions and keywords left out)."""
+    found = set()
+    for token in _FILTER_TOKEN.findall(re.sub(r"\[\d+\]", "", expression)):
+        if token.startswith("#"):
+            found.add(names.get(token, token))
+        elif token.lower() not in _FILTER_WORDS:
+            found.add(token)
+    return found
+
+
+_BETWEEN = re.compile(r"BETWEEN\s+(:\w+)\s+AND\s+(:\w+)", re.IGNORECASE)
+
+
+def _comparable(value: dict[str, Any]) -> Any:
+    ((kind, inner),) = value.items()
+    if kind == "N":
+        return ("N", float(inner))
+    if kind == "S":
+        return ("S", inner.encode())  # strings compare by their UTF-8 bytes
+    return (kind, str(inner))
+
+
+def check_between_bounds(body: dict[str, Any]) -> None:
+    """DynamoDB refuses a key condition `BETWEEN :lo AND :hi` whose lower bound is above its upper
+    ("The BETWEEN operator requires upper bound to be greater than or equal to lower bound"); moto
+    answered it with no items."""
+    from moto.dynamodb import exceptions as ddb_exc
+
+    values = body.get("ExpressionAttributeValues") or {}
+    for lo_name, hi_name in _BETWEEN.findall(body.get("KeyConditionExpression") or ""):
+        lo, hi = values.get(lo_name), values.get(hi_name)
+        if not lo or not hi:
+            continue
+        low, high = _comparable(lo), _comparable(hi)
+        if low[0] == high[0] and low[1] > high[1]:
+            raise ddb_exc.MockValidationException(
+                "Invalid KeyConditionExpression: The BETWEEN operator requires upper bound to be greater "
+                f"than or equal to lower bound; lower bound operand: AttributeValue: {lo}, upper bound "
+                f"operand: AttributeValue: {hi}"
+            )
+
+
+def check_query_filter(backend: Any, body: dict[str, Any]) -> None:
+    """DynamoDB refuses a Query whose FilterExpression names a key attribute of what it queries (the
+    table's keys, or the index's): "Filter Expression can only contain non-primary key attributes".
+    moto accepted it, so a filter on GSI1SK passed here and would fail every call on AWS."""
+    from moto.dynamodb import exceptions as ddb_exc
+
+    expression = body.get("FilterExpression")
+    table = backend.tables.get(body.get("TableName", ""))
+    if not expression or table is None:
+        return
+    index_name = body.get("IndexName")
+    if index_name:
+        index = next((i for i in table.all_indexes() if i.name == index_name), None)
+        if index is None:
+            return  # moto answers the unknown index itself
+        keys = set(index.schema_key_attrs)
+    else:
+        keys = {k for k in (table.hash_key_attr, table.range_key_attr) if k}
+    used = filter_attribute_names(expression, body.get("ExpressionAttributeNames") or {})
+    for name in sorted(used & keys):
+        raise ddb_exc.MockValidationException(
+            f"Filter Expression can only contain non-primary key attributes: Primary key attribute: {name}"
+        )
 
 
 def check_index_projections(indexes: list[dict[str, Any]]) -> None:

@@ -112,6 +112,15 @@ def test_gsi1_queries_return_full_events_bots_and_api_keys(user: str) -> None:
         user, time_min=AT, time_max=AT + timedelta(days=1), limit=1, after=f"{AT.isoformat()}"
     )
     assert after_first and after_first[0] == stored[after_first[0].event_id]
+    # a cursor from before time_min starts at time_min; one past time_max is an empty page (the
+    # local DynamoDB, as AWS, refuses a BETWEEN whose lower bound is above its upper)
+    early = store.query_events(
+        user, time_min=AT + timedelta(hours=1), time_max=AT + timedelta(days=1), limit=10, after="2000"
+    )
+    assert early == [stored[e.event_id] for e in events[1:]]
+    assert (
+        store.query_events(user, time_min=AT, time_max=AT + timedelta(hours=2), limit=10, after="2999") == []
+    )
 
     bots = [_bot(e, 0) for e in events]
     for bot in bots:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from local.aws_limits import (
@@ -174,3 +176,98 @@ def test_scheduler_lists_while_other_threads_create_and_delete() -> None:
         sys.setswitchinterval(switch)
     assert not errors, errors[:3]
     assert len(backend.schedule_groups["default"].schedules) == 3 * 200
+
+
+def test_filter_attribute_names_resolves_placeholders_and_skips_values_and_functions() -> None:
+    from local.aws_limits import filter_attribute_names
+
+    names = filter_attribute_names(
+        "#s IN (:a, :b) AND begins_with(title, :t) AND size(tags[0]) > :n AND NOT attribute_exists(x.y)",
+        {"#s": "status"},
+    )
+    assert names == {"status", "title", "tags", "x"}
+
+
+def test_a_query_filter_naming_a_key_of_what_it_queries_is_refused(
+    sped_up_moto_env: None, moto_beside_the_stack: Any
+) -> None:
+    """As DynamoDB: "Filter Expression can only contain non-primary key attributes" (the queried
+    index's keys, or the table's on a table query); moto accepted it."""
+    from botocore.exceptions import ClientError
+
+    from local.aws_limits import install_limits
+
+    install_limits()
+    ddb = moto_beside_the_stack
+    ddb.create_table(
+        TableName="filters",
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": a, "AttributeType": "S"} for a in ("PK", "SK", "G1", "G1S")],
+        KeySchema=[{"AttributeName": "PK", "KeyType": "HASH"}, {"AttributeName": "SK", "KeyType": "RANGE"}],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": "GSI1",
+                "KeySchema": [
+                    {"AttributeName": "G1", "KeyType": "HASH"},
+                    {"AttributeName": "G1S", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
+    )
+    item = {"PK": {"S": "p"}, "SK": {"S": "s"}, "G1": {"S": "g"}, "G1S": {"S": "2026"}, "title": {"S": "t"}}
+    ddb.put_item(TableName="filters", Item=item)
+    on_index = {"TableName": "filters", "IndexName": "GSI1", "KeyConditionExpression": "G1 = :g"}
+
+    def query(**kwargs: Any) -> list[Any]:
+        return ddb.query(**kwargs)["Items"]
+
+    for expression, names in (("G1S >= :v", {}), ("#k >= :v", {"#k": "G1S"})):
+        with pytest.raises(ClientError) as refused:
+            query(
+                **on_index,
+                FilterExpression=expression,
+                ExpressionAttributeValues={":g": {"S": "g"}, ":v": {"S": "2000"}},
+                **({"ExpressionAttributeNames": names} if names else {}),
+            )
+        assert refused.value.response["Error"]["Code"] == "ValidationException"
+        assert "Primary key attribute: G1S" in refused.value.response["Error"]["Message"]
+    values = {":g": {"S": "g"}, ":v": {"S": "t"}}  # a non-key attribute is a fine filter
+    assert len(query(**on_index, FilterExpression="title = :v", ExpressionAttributeValues=values)) == 1
+    with pytest.raises(ClientError, match="Primary key attribute: SK"):
+        query(
+            TableName="filters",
+            KeyConditionExpression="PK = :p",
+            FilterExpression="SK = :s",
+            ExpressionAttributeValues={":p": {"S": "p"}, ":s": {"S": "s"}},
+        )
+
+
+def test_a_between_whose_lower_bound_is_above_its_upper_is_refused(
+    sped_up_moto_env: None, moto_beside_the_stack: Any
+) -> None:
+    """As DynamoDB (ValidationException at parse time); moto answered no items."""
+    from botocore.exceptions import ClientError
+
+    from local.aws_limits import install_limits
+
+    install_limits()
+    ddb = moto_beside_the_stack
+    ddb.create_table(
+        TableName="between",
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": a, "AttributeType": "S"} for a in ("PK", "SK")],
+        KeySchema=[{"AttributeName": "PK", "KeyType": "HASH"}, {"AttributeName": "SK", "KeyType": "RANGE"}],
+    )
+    ddb.put_item(TableName="between", Item={"PK": {"S": "p"}, "SK": {"S": "b"}})
+
+    def query(lo: str, hi: str) -> list[Any]:
+        return ddb.query(
+            TableName="between",
+            KeyConditionExpression="PK = :p AND SK between :lo AND :hi",
+            ExpressionAttributeValues={":p": {"S": "p"}, ":lo": {"S": lo}, ":hi": {"S": hi}},
+        )["Items"]
+
+    assert len(query("a", "c")) == 1 and len(query("b", "b")) == 1
+    with pytest.raises(ClientError, match="BETWEEN operator requires upper bound"):
+        query("c", "a")

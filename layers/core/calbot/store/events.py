@@ -224,12 +224,19 @@ def query_events(
     side; DynamoDB's Limit counts items before filtering, so this keeps reading until it has enough.
     """
     lower, upper = iso_z(time_min), iso_z(time_max)
+    # The bounds are all in the key condition: DynamoDB refuses a FilterExpression on the queried
+    # index's keys ("can only contain non-primary key attributes").
     if after is not None:
-        cond, values = "GSI1PK = :pk AND GSI1SK BETWEEN :lo AND :hi", {":lo": after + "\x00", ":hi": upper}
+        cond, values = (
+            "GSI1PK = :pk AND GSI1SK BETWEEN :lo AND :hi",
+            {":lo": max(after + "\x00", lower), ":hi": upper},
+        )
     elif before is not None:
         cond, values = "GSI1PK = :pk AND GSI1SK BETWEEN :lo AND :hi", {":lo": lower, ":hi": before}
     else:
         cond, values = "GSI1PK = :pk AND GSI1SK BETWEEN :lo AND :hi", {":lo": lower, ":hi": upper}
+    if values[":lo"] > values[":hi"]:
+        return []  # nothing between (DynamoDB refuses a BETWEEN whose lower bound is above its upper)
     filters: list[str] = []
     names: dict[str, str] = {}
     if provider:
@@ -238,9 +245,6 @@ def query_events(
     if calendar_id:
         filters.append("calendar_id = :cal")
         values[":cal"] = calendar_id
-    if after is not None or before is None:
-        filters.append("GSI1SK >= :min")
-        values[":min"] = lower
     kwargs: dict[str, Any] = {
         "IndexName": "GSI1",
         "KeyConditionExpression": cond,
