@@ -201,6 +201,19 @@ def write_units_note(by_target: dict[str, Any] | None, what: str) -> list[str]:
     return [WRITE_UNITS_RULES, "", f"Where {what} go: {split}.", ""]
 
 
+WRITE_UNITS_TARGET = 3  # issue 18: per scheduled bot, its event's writes included
+
+
+def write_units_target(per_bot: float) -> list[str]:
+    if per_bot <= WRITE_UNITS_TARGET:
+        return [f"Target: at most {WRITE_UNITS_TARGET} write units per scheduled bot: met ({per_bot}).", ""]
+    return [
+        f"**Target missed**: at most {WRITE_UNITS_TARGET} write units per scheduled bot; measured {per_bot} "
+        "(each unit left is one item or index entry the bot and its event need; see README).",
+        "",
+    ]
+
+
 def notify(r: dict[str, Any]) -> list[str]:
     return [
         f"{r['changes']} moves of one meeting at the emulator, real time on the local stack (webhook Lambda "
@@ -294,6 +307,7 @@ def auto_schedule(r: dict[str, Any]) -> list[str]:
             ],
         ),
         *write_units_note(r.get("write_units_per_bot_by_target"), "the write units per bot"),
+        *write_units_target(r["write_units_per_bot"]),
         f"**Projection: the 00:00 UTC job at {p['users']:,} users** (template.yaml: worker SQS BatchSize "
         f"{p['template_batch_size']}, MaximumConcurrency {p['template_max_concurrency']}, "
         f"{p['worker_memory_mb']} MB arm64):",
