@@ -169,12 +169,14 @@ def test_moved_and_cancelled_meetings_and_expired_delta_token(e2e: E2EStack) -> 
 
 def test_a_failing_account_yields_partial_errors_while_the_other_returns(e2e: E2EStack) -> None:
     key, (good, bad) = new_user(e2e, "good.one@acme.example", "flaky.one@acme.example")
-    good.add("Good meeting", at(1), at(2))
-    bad.add("Flaky meeting", at(1), at(2))
+    # The fault first: the sync worker, woken by the adds' notifications, must not store the flaky
+    # account's meeting before Graph fails for it.
     e2e.graph(
         "POST", "/faults", json={"path": "calendarView/delta", "account": bad.id, "status": 503, "times": -1}
     )
     try:
+        good.add("Good meeting", at(1), at(2))
+        bad.add("Flaky meeting", at(1), at(2))
         body = events(e2e, key)
     finally:
         e2e.graph("DELETE", "/faults")
@@ -201,26 +203,37 @@ def test_a_failing_account_yields_partial_errors_while_the_other_returns(e2e: E2
 
 def test_a_throttled_account_answers_within_the_time_limit_and_the_worker_finishes_it(e2e: E2EStack) -> None:
     key, (slow,) = new_user(e2e, "throttled.one@acme.example")
-    slow.add("Throttled meeting", at(3), at(4))
-    # Graph asks for 15 s, twice: the first wait fits the route's 29 s, the second would not.
-    e2e.graph(
-        "POST",
-        "/faults",
-        json={"path": "calendarView/delta", "account": slow.id, "status": 429, "retry_after": 15, "times": 2},
-    )
+    # Notifications held throughout: a sync by the worker would use up the two 429s meant for this
+    # request, and would store the meeting whether or not the request handed its account over.
+    e2e.graph("POST", "/notifications/pause")
     try:
-        body = events(e2e, key)
+        slow.add("Throttled meeting", at(3), at(4))
+        # Graph asks for 15 s, twice: the first wait fits the route's 29 s, the second would not.
+        rule = {
+            "path": "calendarView/delta",
+            "account": slow.id,
+            "status": 429,
+            "retry_after": 15,
+            "times": 2,
+        }
+        e2e.graph("POST", "/faults", json=rule)
+        try:
+            body = events(e2e, key)
+        finally:
+            e2e.graph("DELETE", "/faults")
+        error = body["partial_errors"]["outlook::throttled.one@acme.example"]
+        assert error["error"] == "provider_unavailable" and "in the background" in error["message"]
+        assert "Throttled meeting" not in [r["title"] for r in body["results"]]
+        overran = [
+            o for o in e2e.control("GET", "/overruns")["value"] if o["function"] == "ListEventsFunction"
+        ]
+        assert overran == []
+        # The account was handed to the sync worker, which finishes it.
+        e2e.control("POST", "/queues/drain")
+        stored = events(e2e, key, path="/calendar/get_events")
+        assert "Throttled meeting" in [r["title"] for r in stored["results"]]
     finally:
-        e2e.graph("DELETE", "/faults")
-    error = body["partial_errors"]["outlook::throttled.one@acme.example"]
-    assert error["error"] == "provider_unavailable" and "in the background" in error["message"]
-    assert "Throttled meeting" not in [r["title"] for r in body["results"]]
-    overran = [o for o in e2e.control("GET", "/overruns")["value"] if o["function"] == "ListEventsFunction"]
-    assert overran == []
-    # The account was handed to the sync worker, which finishes it.
-    e2e.control("POST", "/queues/drain")
-    stored = events(e2e, key, path="/calendar/get_events")
-    assert "Throttled meeting" in [r["title"] for r in stored["results"]]
+        e2e.graph("POST", "/notifications/resume")
 
 
 def test_get_events_never_calls_the_provider(e2e: E2EStack) -> None:
