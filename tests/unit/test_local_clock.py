@@ -438,7 +438,7 @@ def test_virtual_sleep_advances_the_clock_instead_of_sleeping(env: Env) -> None:
     before, started = env.clock.now(), time.monotonic()
     timeutil.sleep(600)  # calbot's sleep is the clock's
     env.clock.sleep(60)
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < 10  # 660 s of clock time, far fewer real ones (even loaded)
     assert env.clock.now() - before >= timedelta(seconds=660)
     assert env.clock.offset_seconds >= 660
     assert timeutil.now() - env.clock.now() < timedelta(seconds=1)  # calbot reads the same clock
