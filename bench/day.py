@@ -796,6 +796,9 @@ def concurrency_peaks(
     day_launches = launch["bots.create"] * scale
     at_0900 = day_launches * MODEL["peak_0900_share"]
     window = MODEL["launch_arrival_window_s"]
+    from calbot.scheduler import LEAD_SPREAD
+
+    fire_window = int(LEAD_SPREAD.total_seconds()) + 60
     reserved = [functions.get(fn, {}).get("ReservedConcurrentExecutions") for fn in rows]
     reserved_cap = sum(int(r) for r in reserved if r) or None
     want = at_0900 * min(per_launch_s, window) / window
@@ -809,8 +812,12 @@ def concurrency_peaks(
         "reserved_concurrency": reserved_cap,
         "concurrency": min(math.ceil(want), reserved_cap) if reserved_cap else math.ceil(want),
         "drain_s_at_reserved": round(at_0900 * per_launch_s / reserved_cap, 1) if reserved_cap else None,
+        # Each bot's schedule fires at its own lead before the join time (calbot.scheduler.lead: spread
+        # over LEAD_SPREAD) plus up to Scheduler's minute, so the 09:00 bots' schedules fire over
+        # that whole window, not the launches' minute.
+        "schedule_fire_window_s": fire_window,
         "scheduler_invocations_per_second": round(
-            (launch["scheduler.schedule"] / launches) * at_0900 / window, 1
+            (launch["scheduler.schedule"] / launches) * at_0900 / fire_window, 1
         ),
         "create_schedule_per_second": round(
             launch["aws.scheduler.CreateSchedule"] / launches * at_0900 / window, 1
@@ -823,7 +830,8 @@ def concurrency_peaks(
         "ssm_per_second": _per_container_rate(launch, "ssm", launches, at_0900, window, want, reserved_cap),
         "kms_per_second": _per_container_rate(launch, "kms", launches, at_0900, window, want, reserved_cap),
         "model": f"{MODEL['peak_0900_share']:.0%} of the day's launches join at 09:00 UTC and arrive "
-        f"spread over {window} s; concurrency = launches x min(Lambda-seconds per launch, window) / window; "
+        f"spread over {window} s (their schedules fire over {fire_window} s: each bot's own lead plus "
+        "Scheduler's minute); concurrency = launches x min(Lambda-seconds per launch, window) / window; "
         "SSM/KMS: each launcher container reads its cached parameters once per cache age (calbot.params; "
         "all at once if every container starts in the same second)",
     }

@@ -1,6 +1,6 @@
 """Bot launches at the top of the hour: N bots all joining at 09:00, in-process against moto.
 
-The real code paths: each bot is armed (calbot.scheduler.put_launch: a one-time schedule at join - LEAD),
+The real code paths: each bot is armed (calbot.scheduler.put_launch: a one-time schedule at join - its lead),
 EventBridge Scheduler's firing is modelled as a uniform point within the minute after at() (its 60 s
 precision), where the launcher's `arm` sends the delayed launch message; SQS's DelaySeconds runs on the
 bench's clock (local.clock.sqs.follow_clock_delays), and the launch queue is consumed in batches of 10
@@ -28,6 +28,7 @@ import statistics
 import sys
 import threading
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -123,8 +124,12 @@ def main() -> int:
             assert scheduler.put_launch(bot) is not None  # 21 h ahead: a schedule
             bots.append(bot)
 
-        # Scheduler fires each within the minute after its at() (join - LEAD): arm, in firing order.
-        fires = sorted((join - scheduler.LEAD + timedelta(seconds=rng.uniform(0, 60)), b) for b in bots)
+        # Scheduler fires each within the minute after its at() (join - the bot's lead): arm, in firing
+        # order. `jitter` is where in that minute it fired.
+        jitter = {b.bot_id: rng.uniform(0, 60) for b in bots}
+        fires = sorted(
+            (join - scheduler.lead(b.bot_id) + timedelta(seconds=jitter[b.bot_id]), b) for b in bots
+        )
         arm_s = []
         for fired_at, bot in fires:
             clock.jump(fired_at)
@@ -180,7 +185,10 @@ def main() -> int:
     per_instance = max(1, math.floor(TARGET_LATE_S / batch_mean)) if batch_mean else 1
     concurrency = math.ceil(math.ceil(AT_09 / 10) / per_instance)
     # The old schedule was at join - 60 s and fired u s later; its launcher slept the remaining 60 - u s.
-    old_sleep = [60 - (fired_at - (join - scheduler.LEAD)).total_seconds() for fired_at, _ in fires]
+    old_sleep = [60 - jitter[b.bot_id] for _, b in fires]
+    # Scheduler target invocations: the busiest second of these fires, and scaled to the 09:00 peak.
+    fire_seconds = Counter(int(fired_at.timestamp()) for fired_at, _ in fires)
+    fire_window_s = max(fire_seconds) - min(fire_seconds) + 1
     figures = {
         "bots": args.bots,
         "launched": launched,
@@ -198,6 +206,8 @@ def main() -> int:
         "max_virtual_sleep_s": round(max(slept, default=0.0), 3),
         "concurrency_for_10000_at_0900": concurrency,
         "old_design_sleep_s_per_launch": round(statistics.mean(old_sleep), 1),
+        "schedule_fire_window_s": fire_window_s,
+        "schedule_fires_busiest_second": max(fire_seconds.values()),
     }
     print(json.dumps(figures, indent=2))
     write_json(figures, args.json_out)

@@ -161,7 +161,7 @@ def burst(args: argparse.Namespace) -> dict[str, Any]:
                 return False
             sched = scheduler.get(scheduler.current_launch_schedule(bot))  # each move: a new name
             return bool(sched) and sched["ScheduleExpression"] == scheduler.at_expression(
-                join - scheduler.LEAD
+                join - scheduler.lead(bot.bot_id)
             )
 
         def joined(user_ids: set[str]) -> dict[str, datetime]:
@@ -347,7 +347,7 @@ def main() -> int:
         for i in range(1, args.changes + 1):
             new_start = start + timedelta(minutes=5 * i)
             join = new_start - timedelta(seconds=60)
-            expression = scheduler.at_expression(join - scheduler.LEAD)
+            expression = scheduler.at_expression(join - scheduler.lead(bot_id))
             t0 = time.perf_counter()
             graph.update_event(ev["id"], start=new_start, end=new_start + timedelta(minutes=30))
             while True:

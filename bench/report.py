@@ -244,7 +244,8 @@ def notify(r: dict[str, Any]) -> list[str]:
 def launch(r: dict[str, Any]) -> list[str]:
     return [
         f"{r['bots']} bots all joining at 09:00, in-process against moto: each armed by a schedule at "
-        "join - 5 min whose firing falls anywhere in Scheduler's minute, which only sends a delayed "
+        "join - its lead (5 to 13 min, from its id) whose firing falls anywhere in Scheduler's minute, "
+        "which only sends a delayed "
         "launch-queue message; batches of 10 consumed at the join time, launched in parallel. Create "
         f"Bot latency is assumed ({r['create_bot_latency_assumed_ms']:.0f} ms), not measured.",
         "",
@@ -262,6 +263,16 @@ def launch(r: dict[str, Any]) -> list[str]:
                 ["longest launcher sleep", f"{r['max_virtual_sleep_s']} s"],
                 ["old design: sleep per launch (mean)", f"{r['old_design_sleep_s_per_launch']} s"],
                 ["concurrency for 10,000 launches at 09:00", r["concurrency_for_10000_at_0900"]],
+                *(
+                    [
+                        [
+                            "schedules fired: window, busiest second",
+                            f"{r['schedule_fire_window_s']} s, {r['schedule_fires_busiest_second']}",
+                        ]
+                    ]
+                    if "schedule_fire_window_s" in r
+                    else []
+                ),
             ],
         ),
         f"Lateness target: {r['late_target_s']} s. Each batch is assumed to start when its messages "

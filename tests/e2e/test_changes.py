@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 import pytest
 
+from calbot.scheduler import lead
 from tests.e2e.conftest import E2EStack
 
 CLIENT_ID = "changes-e2e-client"
@@ -101,9 +102,10 @@ def test_moved_meeting_moves_its_bot_and_only_that_account_is_touched(e2e: E2ESt
     assert bot["status"] == "Scheduled" and bot["scheduled_join_time"] == (
         new_start - timedelta(seconds=60)
     ).strftime("%Y-%m-%dT%H:%M:%SZ")
-    # the move re-armed it under the next generation's name, five minutes before joining (issue 18)
+    # the move re-armed it under the next generation's name, its lead before joining (issue 18)
     sched = {s["name"]: s for s in e2e.control("GET", "/schedules")["value"]}[f"launch-{bot_id}-g1"]
-    assert sched["at"].startswith((new_start - timedelta(minutes=6)).strftime("%Y-%m-%dT%H:%M"))
+    fires = new_start - timedelta(seconds=60) - lead(bot_id)
+    assert sched["at"].startswith(fires.strftime("%Y-%m-%dT%H:%M"))
     # the other account was neither notified nor synced, and nothing of it was written
     assert e2e.graph("GET", f"/requests?account={other['id']}").json()["value"] == []
     b_after = next(e for e in user.events() if e["platform_id"] == b_event["id"])

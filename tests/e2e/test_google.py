@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 import pytest
 
+from calbot.scheduler import lead
 from tests.e2e.conftest import E2EStack, start_stack, stop_stack
 
 MS_CLIENT_ID = "google-e2e-ms-client"
@@ -182,9 +183,10 @@ def test_one_user_with_outlook_and_google_sees_both_and_a_moved_meet_moves_its_b
     bot = user.bot(bot_id)
     assert bot["status"] == "Scheduled"
     assert bot["scheduled_join_time"] == (new_start - timedelta(seconds=60)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    # the move re-armed it under the next generation's name, five minutes before joining (issue 18)
+    # the move re-armed it under the next generation's name, its lead before joining (issue 18)
     sched = {s["name"]: s for s in e2e.control("GET", "/schedules")["value"]}[f"launch-{bot_id}-g1"]
-    assert sched["at"].startswith((new_start - timedelta(minutes=6)).strftime("%Y-%m-%dT%H:%M"))
+    fires = new_start - timedelta(seconds=60) - lead(bot_id)
+    assert sched["at"].startswith(fires.strftime("%Y-%m-%dT%H:%M"))
     assert (
         e2e.graph("GET", f"/requests?account={user.outlook['id']}").json()["value"] == []
     )  # Outlook untouched

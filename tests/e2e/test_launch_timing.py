@@ -1,9 +1,9 @@
 """Issue 18: bots launch at their join time without sleeping Lambdas (the whole stack, virtual time).
 
-A launch schedule fires LEAD before the join time (within the minute after its at(), as Scheduler
-does) into the launcher, which only sends a delayed launch-queue message; the clock delivers it when
-its DelaySeconds are over, on the stack's clock, and the launcher calls the Create Bot sink. Each test
-fails on the old design, where the launcher slept out the last 60-120 s of every launch.
+A launch schedule fires its lead (5 to 13 min) before the join time (within the minute after its at(),
+as Scheduler does) into the launcher, which only sends a delayed launch-queue message; the clock
+delivers it when its DelaySeconds are over, on the stack's clock, and the launcher calls the Create
+Bot sink. Each test fails on the old design, where the launcher slept out the last 60-120 s of every launch.
 """
 
 from __future__ import annotations

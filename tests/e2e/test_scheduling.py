@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import requests
 
+from calbot.scheduler import lead
 from tests.e2e.conftest import E2EStack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,8 +97,8 @@ def test_schedule_a_teams_meeting_fire_it_and_launch_exactly_once(e2e: E2EStack)
     join = start - timedelta(seconds=60)
     assert body["scheduled_join_time"] == body["ScheduledJoinTime"] == join.strftime("%Y-%m-%dT%H:%M:%SZ")
     sched = schedules(e2e)[f"launch-{body['bot_id']}"]
-    # five minutes before joining: it only arms the delayed launch message (issue 18)
-    assert sched["at"].startswith((join - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%S"))
+    # its lead (5 to 13 minutes, from its id) before joining: it only arms the delayed launch message
+    assert sched["at"].startswith((join - lead(body["bot_id"])).strftime("%Y-%m-%dT%H:%M:%S"))
     assert sched["target_function"] == "BotLauncherFunction" and sched["action_after_completion"] == "DELETE"
 
     listed = e2e.api("GET", "/calendar/scheduled_bots", key=user.key).json()["results"]
@@ -170,9 +171,9 @@ def test_patch_moves_delete_removes_and_a_cancel_before_firing_wins(e2e: E2EStac
     assert patched.status_code == 200 and patched.json()["scheduled_join_time"].startswith(
         new_join.strftime("%Y-%m-%dT%H:%M")
     )
-    # re-armed under the next generation's name, five minutes before the new join time (issue 18)
+    # re-armed under the next generation's name, its lead before the new join time (issue 18)
     assert schedules(e2e)[f"launch-{bot_id}-g1"]["at"].startswith(
-        (new_join - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M")
+        (new_join - lead(bot_id)).strftime("%Y-%m-%dT%H:%M")
     )
     assert f"launch-{bot_id}" not in schedules(e2e)
 

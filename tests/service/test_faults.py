@@ -215,11 +215,13 @@ def test_a_sync_worker_killed_between_writing_events_and_moving_bots_is_made_who
     assert consume({"Records": [record]}) == {"batchItemFailures": []}
     moved, gone = store.get_bot(user_id, bot_ids[moving]), store.get_bot(user_id, bot_ids[going])
     assert moved.status == "Scheduled" and moved.scheduled_join_time == new_start - timedelta(seconds=60)
-    # re-armed under its next generation's name, LEAD before the new join time
+    # re-armed under its next generation's name, its lead before the new join time
     current = scheduler.launch_schedule_name(moved.bot_id, moved.launch_generation)
     launch_at = scheduler.get(current)["ScheduleExpression"]
     assert moved.launch_generation == 1
-    assert launch_at == scheduler.at_expression(new_start - timedelta(seconds=60) - scheduler.LEAD)
+    assert launch_at == scheduler.at_expression(
+        new_start - timedelta(seconds=60) - scheduler.lead(moved.bot_id)
+    )
     assert (gone.status, gone.reason) == ("Cancelled", "event_cancelled")
     assert scheduler.get(scheduler.launch_schedule_name(gone.bot_id)) is None
 

@@ -42,7 +42,9 @@ def _right(user_id: str, moved: dict[str, datetime]) -> list[str]:
             wrong.append(f"{event_id}: {[b.scheduled_join_time for b in found]} != {join}")
             continue
         sched = scheduler.get(scheduler.current_launch_schedule(found[0]))  # each move: a new name
-        if not sched or sched["ScheduleExpression"] != scheduler.at_expression(join - scheduler.LEAD):
+        if not sched or sched["ScheduleExpression"] != scheduler.at_expression(
+            join - scheduler.lead(found[0].bot_id)
+        ):
             wrong.append(f"{event_id}: schedule {sched and sched['ScheduleExpression']}")
     return wrong
 

@@ -88,7 +88,7 @@ def test_schedule_creates_item_and_a_one_time_schedule_a_minute_before_joining(s
     assert bot is not None and bot.status == "Scheduled" and bot.bot_config["bot_name"] == "Notes"
     sched = schedule_of(bot.bot_id)
     assert sched is not None
-    fire_at = SOON - timedelta(seconds=60) - scheduler.LEAD  # LEAD before the join time
+    fire_at = SOON - timedelta(seconds=60) - scheduler.lead(bot.bot_id)  # its lead before the join time
     assert sched["ScheduleExpression"] == f"at({fire_at.strftime('%Y-%m-%dT%H:%M:%S')})"
     assert sched["ScheduleExpressionTimezone"] == "UTC" and sched["FlexibleTimeWindow"] == {"Mode": "OFF"}
     assert sched["ActionAfterCompletion"] == "DELETE" and sched["GroupName"] == get_settings().schedule_group
@@ -100,7 +100,7 @@ def test_schedule_creates_item_and_a_one_time_schedule_a_minute_before_joining(s
     assert target["DeadLetterConfig"]["Arn"] == get_settings().schedule_dlq_arn
     assert target["RetryPolicy"]["MaximumRetryAttempts"] > 0
     # no delivery after the meeting is over: the event age ends when it does (an hour after it starts)
-    fires = SOON - timedelta(seconds=60) - scheduler.LEAD
+    fires = SOON - timedelta(seconds=60) - scheduler.lead(bot.bot_id)
     assert (
         target["RetryPolicy"]["MaximumEventAgeInSeconds"]
         == (SOON + timedelta(hours=1) - fires).total_seconds()
@@ -302,7 +302,7 @@ def test_patch_moves_the_schedule_in_place_and_delete_removes_it(stack: LocalSta
     )
     assert view.scheduled_join_time == new_time and view.bot_config["bot_name"] == "Renamed"
     sched = schedule_of(made.bot_id)
-    assert sched["ScheduleExpression"] == f"at({(new_time - scheduler.LEAD).strftime('%Y-%m-%dT%H:%M:%S')})"
+    assert sched["ScheduleExpression"] == scheduler.at_expression(new_time - scheduler.lead(made.bot_id))
     with pytest.raises(DomainError) as err:
         svc.update_bot(
             user_id,

@@ -8,10 +8,13 @@ Lambda waits out the last seconds before a join time:
   so it becomes visible at the join time and the launcher consumes it then. This is also how a meeting
   booked minutes before it starts is armed: no schedule, so no `at()` in the past (what Scheduler does
   with one its documentation does not say; we never make one).
-- A later one gets a one-time schedule at join - LEAD into the launcher, which only sends that message
-  (Scheduler fires within the minute after `at()`: LEAD leaves that minute and more for its retries).
-  Its RetryPolicy's event age ends when the meeting does: an undelivered launch is never delivered
-  after the meeting is over.
+- A later one gets a one-time schedule at join - lead into the launcher, which only sends that message
+  (Scheduler fires within the minute after `at()`: the least lead, LEAD, leaves that minute and more
+  for its retries). Each bot's lead is LEAD plus a spread taken from its id (`lead`): the schedules of
+  the bots joining at 09:00 fire over nine minutes, not all in the minute after 08:55, which at
+  100,000 users would be ~3,500 target invocations a second against Scheduler's default quota of
+  1,000 (bench/day.py). Its RetryPolicy's event age ends when the meeting does: an undelivered launch
+  is never delivered after the meeting is over.
 
 Every schedule and message carries the join time and generation it was armed for; the launcher does
 nothing unless the bot is still Scheduled for exactly those (calbot.services.launcher). A re-arm takes
@@ -22,6 +25,7 @@ Schedules use UTC, flexible window off, and delete themselves after running.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from datetime import UTC, datetime, timedelta
@@ -36,7 +40,10 @@ from calbot.timeutil import iso_z, now
 
 SQS_MAX_DELAY = timedelta(seconds=900)  # SendMessage DelaySeconds: 0 to 900
 HORIZON = SQS_MAX_DELAY - timedelta(seconds=60)  # within this of its launch time a bot goes to the queue
-LEAD = timedelta(seconds=300)  # a schedule fires this long before the join time (< HORIZON)
+LEAD = timedelta(seconds=300)  # the least a schedule fires before its launch time
+# Leads run from LEAD to LEAD + LEAD_SPREAD - 1 s, whole seconds: the longest plus Scheduler's minute
+# still leaves a schedule's at() a minute in the future when it is made (only beyond HORIZON).
+LEAD_SPREAD = timedelta(seconds=480)
 MAX_RETRY_ATTEMPTS = 10
 EVENT_AGE_RANGE = (60, 86400)  # Scheduler's RetryPolicy.MaximumEventAgeInSeconds
 
@@ -58,9 +65,17 @@ def at_expression(when: datetime) -> str:
     return f"at({when.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%S')})"
 
 
+def lead(bot_id: str) -> timedelta:
+    """How long before its launch time this bot's schedule fires: LEAD plus whole seconds below
+    LEAD_SPREAD from a hash of its id, so the same bot always gets the same lead (re-arming puts the
+    same `at()`) and the bots of one join time spread evenly over the window."""
+    digest = hashlib.sha256(bot_id.encode()).digest()
+    return LEAD + timedelta(seconds=int.from_bytes(digest[:4], "big") % int(LEAD_SPREAD.total_seconds()))
+
+
 def launch_time(bot: ScheduledBot) -> datetime:
-    """When a launch schedule fires: LEAD before joining (only made for join times beyond HORIZON)."""
-    return bot.scheduled_join_time - LEAD
+    """When a launch schedule fires: its lead before joining (only made for join times beyond HORIZON)."""
+    return bot.scheduled_join_time - lead(bot.bot_id)
 
 
 def retry_policy(fires_at: datetime, meeting_end: datetime | None) -> dict[str, int]:
@@ -129,7 +144,7 @@ def put_launch(bot: ScheduledBot, *, when: datetime | None = None) -> str | None
         "join_time": iso_z(bot.scheduled_join_time),
         "generation": bot.launch_generation,
     }
-    fires = launch_at - LEAD
+    fires = launch_at - lead(bot.bot_id)
     _put(_definition(name, fires, get_settings().bot_launcher_arn, payload, expires=bot.meeting_end))
     return name
 

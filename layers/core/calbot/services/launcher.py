@@ -1,7 +1,7 @@
 """The schedule targets and the launch queue's consumer: launching a bot at its join time, and
 scheduling a series' next occurrence after a recurring meeting ends.
 
-Nothing here waits out a join time (calbot.scheduler): a launch schedule fires LEAD before it and
+Nothing here waits out a join time (calbot.scheduler): a launch schedule fires its lead before it and
 `arm` only sends the delayed launch-queue message; the queue hands it to `consume` at the join time,
 which launches the batch's bots in parallel. Either step does nothing unless the bot is still Scheduled
 for the join time and generation it was armed for (a moved or re-armed bot has a newer arming; an
@@ -80,7 +80,8 @@ def _not_joinable(bot: ScheduledBot) -> str | None:
 
 
 def arm(payload: ScheduleInput) -> dict[str, Any]:
-    """A launch schedule fired (LEAD before the join time): send the delayed launch message, no more."""
+    """A launch schedule fired (its lead, 5 to 13 minutes, before the join time): send the delayed
+    launch message, no more."""
     bot, skipped = _current(payload.user_id, payload.bot_id, payload.join_time, payload.generation)
     if bot is None:
         return {"bot_id": payload.bot_id, "skipped": skipped}
