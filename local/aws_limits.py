@@ -441,6 +441,17 @@ def _patch_sqs() -> None:
 # -- Scheduler -------------------------------------------------------------------------------------
 
 
+_SCHEDULER_LOCK = threading.RLock()
+_scheduler_changes = 0
+
+
+def scheduler_changes() -> int:
+    """How many schedule and schedule-group changes this process's moto has been asked for: the local
+    clock lists the schedules again only when this moved (it listed all of them every tick)."""
+    with _SCHEDULER_LOCK:
+        return _scheduler_changes
+
+
 def _patch_scheduler() -> None:
     from moto.scheduler import models
     from moto.scheduler.exceptions import ValidationException
@@ -478,8 +489,8 @@ def _patch_scheduler() -> None:
     # moto's backend keeps schedules in plain dicts with no lock: a ListSchedules iterating a group
     # while a launcher thread deletes a schedule raised "dictionary changed size during iteration"
     # (a 500 the real service never gives). Every operation holds one lock, as the service is
-    # consistent per request.
-    lock = threading.RLock()
+    # consistent per request; every change is counted (`scheduler_changes`).
+    lock = _SCHEDULER_LOCK
     for method in (
         "create_schedule",
         "update_schedule",
@@ -495,8 +506,15 @@ def _patch_scheduler() -> None:
         if unlocked is None:
             continue
 
-        def locked(self: Any, *args: Any, _unlocked: Any = unlocked, **kwargs: Any) -> Any:
+        changes = not method.startswith(("get_", "list_"))
+
+        def locked(
+            self: Any, *args: Any, _unlocked: Any = unlocked, _changes: bool = changes, **kwargs: Any
+        ) -> Any:
+            global _scheduler_changes
             with lock:
+                if _changes:
+                    _scheduler_changes += 1  # before: a failed change may still have changed something
                 return _unlocked(self, *args, **kwargs)
 
         setattr(backend, method, locked)

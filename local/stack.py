@@ -79,7 +79,13 @@ class LocalStack:
         from moto.server import DomainDispatcherApplication, create_backend_app
 
         from local.aws_bootstrap import create_resources
-        from local.aws_limits import LOCAL_USER_AGENT, AwsFaultInjector, AwsFaults, install_limits
+        from local.aws_limits import (
+            LOCAL_USER_AGENT,
+            AwsFaultInjector,
+            AwsFaults,
+            install_limits,
+            scheduler_changes,
+        )
         from local.clock import LocalClock
         from local.control import ControlApp, with_control
         from local.egress import keep_webhooks_local
@@ -173,7 +179,10 @@ class LocalStack:
             )
         _reset_calbot_caches()
         # The clock invokes handlers through the gateway and installs itself as calbot's time source.
-        self.clock = LocalClock(template, self.gateway, session, virtual=self.virtual_time)
+        # moto runs in this process: the clock lists schedules again only when they changed.
+        self.clock = LocalClock(
+            template, self.gateway, session, virtual=self.virtual_time, scheduler_changes=scheduler_changes
+        )
         self._clocks.append(self.clock)
         # One time for the whole stack: when the clock jumps, tokens and subscriptions at the Graph
         # emulator age with it (else calbot's "7 days from now" is past the emulator's limit).

@@ -69,6 +69,7 @@ class LocalClock:
         log: TextIO | None = None,
         install: bool = True,
         schedule_precision_seconds: float = PRECISION_SECONDS,
+        scheduler_changes: Callable[[], int] | None = None,
     ) -> None:
         self.template = template
         self.gateway = gateway
@@ -87,6 +88,7 @@ class LocalClock:
             self.retries,
             target_errors=target_errors,
             precision_seconds=schedule_precision_seconds,
+            changes=scheduler_changes,
         )
         self.cron = CronJobs(shared, self.retries, start=self.timesource.now())
         self.sqs = SqsDelivery(shared, sqs)
