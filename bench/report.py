@@ -502,6 +502,15 @@ def notify_burst(r: dict[str, Any]) -> list[str]:
             if "syncs" in r
             else []
         ),
+        *(
+            [
+                f"**Target missed**: p95 within {r['goal_p95_s']} s on the local stack; measured "
+                f"{r['latency_p95_s']} s (see README).",
+                "",
+            ]
+            if r["latency_p95_s"] > r["goal_p95_s"]
+            else []
+        ),
     ]
 
 
@@ -532,6 +541,7 @@ def read_latency(r: dict[str, Any]) -> list[str]:
 
 def day(r: dict[str, Any]) -> list[str]:
     m, p, model = r["measured"], r["projection"], r["model"]
+    crossed = [q for q in p["quotas"] if q["crossed"]]
     lines = [
         f"Measured on the local stack in virtual time: {m['users']} users x {m['accounts_per_user']} "
         f"accounts ({model['google_accounts_per_user']} Google, the rest Outlook) x "
@@ -670,15 +680,27 @@ def day(r: dict[str, Any]) -> list[str]:
         f"queue workers run at their MaximumConcurrency, or what finishes "
         f"in {model['night_window_s']} s._",
         "",
-        "**Quotas** (defaults, us-east-1) crossed at 100,000 users, and what to raise or change:",
-        "",
-        *table(
-            ["quota", "limit", "where", "projected", "what to raise / change", "source"],
+        *(
             [
-                [q["quota"], f"{q['limit']:,}", q["where"], f"{q['projected']:,}", q["raise"], q["source"]]
-                for q in p["quotas"]
-                if q["crossed"]
-            ],
+                "**Quotas** (defaults, us-east-1) crossed at 100,000 users, and what to raise or change:",
+                "",
+                *table(
+                    ["quota", "limit", "where", "projected", "what to raise / change", "source"],
+                    [
+                        [
+                            q["quota"],
+                            f"{q['limit']:,}",
+                            q["where"],
+                            f"{q['projected']:,}",
+                            q["raise"],
+                            q["source"],
+                        ]
+                        for q in crossed
+                    ],
+                ),
+            ]
+            if crossed
+            else ["**Quotas** (defaults, us-east-1): none of those checked is crossed at 100,000 users.", ""]
         ),
         "Within quota: "
         + "; ".join(
