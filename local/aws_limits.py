@@ -27,8 +27,10 @@ in for Scheduler and Lambda's SQS polling) carry LOCAL_USER_AGENT and are never 
 
 from __future__ import annotations
 
+import collections
 import copy
 import hashlib
+import inspect
 import itertools
 import json
 import random
@@ -442,14 +444,42 @@ def _patch_sqs() -> None:
 
 
 _SCHEDULER_LOCK = threading.RLock()
-_scheduler_changes = 0
+_scheduler_version = 0
+# (version, (group, name)) of recent schedule changes; (version, None) for a group's, which may touch
+# any schedule. Bounded: a caller further behind than this lists everything again.
+_scheduler_log: collections.deque[tuple[int, tuple[str, str] | None]] = collections.deque(maxlen=20_000)
 
 
-def scheduler_changes() -> int:
-    """How many schedule and schedule-group changes this process's moto has been asked for: the local
-    clock lists the schedules again only when this moved (it listed all of them every tick)."""
+def scheduler_changes(since: int | None) -> tuple[int, set[tuple[str, str]] | None]:
+    """This process's moto Scheduler changes after version `since`: (the current version, the (group,
+    name) of each schedule created, updated or deleted since), or None for the set when that cannot
+    be told (no `since`, the log no longer reaches back, or a schedule group changed). The local
+    clock describes just those instead of listing every schedule on every tick."""
     with _SCHEDULER_LOCK:
-        return _scheduler_changes
+        version = _scheduler_version
+        if since is None or (since < version and (not _scheduler_log or _scheduler_log[0][0] > since + 1)):
+            return version, None
+        changed: set[tuple[str, str]] = set()
+        for at, key in reversed(_scheduler_log):
+            if at <= since:
+                break
+            if key is None:
+                return version, None
+            changed.add(key)
+        return version, changed
+
+
+def _record_scheduler_change(method: str, bound: inspect.BoundArguments) -> None:
+    """Count a change (lock held) before it is made: a failed one may still have changed something."""
+    global _scheduler_version
+    _scheduler_version += 1
+    args = bound.arguments
+    if method.endswith("_schedule_group"):
+        _scheduler_log.append((_scheduler_version, None))
+    else:
+        _scheduler_log.append(
+            (_scheduler_version, (str(args.get("group_name") or "default"), str(args["name"])))
+        )
 
 
 def _patch_scheduler() -> None:
@@ -459,6 +489,18 @@ def _patch_scheduler() -> None:
     backend = models.EventBridgeSchedulerBackend
     if getattr(backend, "_calbot_limits", False):
         return
+    # moto's own signatures (the wrappers below take *args): how a change's group and name are found.
+    signatures = {
+        method: inspect.signature(getattr(backend, method))
+        for method in (
+            "create_schedule",
+            "update_schedule",
+            "delete_schedule",
+            "create_schedule_group",
+            "delete_schedule_group",
+        )
+        if hasattr(backend, method)
+    }
 
     def check(label: str, value: str | None) -> None:
         if value is not None and not SCHEDULER_NAME.match(value):
@@ -506,15 +548,19 @@ def _patch_scheduler() -> None:
         if unlocked is None:
             continue
 
-        changes = not method.startswith(("get_", "list_"))
+        signature = signatures.get(method)
 
         def locked(
-            self: Any, *args: Any, _unlocked: Any = unlocked, _changes: bool = changes, **kwargs: Any
+            self: Any,
+            *args: Any,
+            _unlocked: Any = unlocked,
+            _method: str = method,
+            _signature: inspect.Signature | None = signature,
+            **kwargs: Any,
         ) -> Any:
-            global _scheduler_changes
             with lock:
-                if _changes:
-                    _scheduler_changes += 1  # before: a failed change may still have changed something
+                if _signature is not None:
+                    _record_scheduler_change(_method, _signature.bind(self, *args, **kwargs))
                 return _unlocked(self, *args, **kwargs)
 
         setattr(backend, method, locked)

@@ -32,7 +32,7 @@ from local.clock.common import (
 )
 from local.clock.cron import CronJob, CronJobs
 from local.clock.retries import AsyncRetries
-from local.clock.schedules import PRECISION_SECONDS, OneTimeSchedules
+from local.clock.schedules import PRECISION_SECONDS, ChangeFeed, OneTimeSchedules
 from local.clock.sqs import SqsConsumer, SqsDelivery
 from local.clock.timesource import TimeSource
 from local.grants import grants
@@ -69,7 +69,7 @@ class LocalClock:
         log: TextIO | None = None,
         install: bool = True,
         schedule_precision_seconds: float = PRECISION_SECONDS,
-        scheduler_changes: Callable[[], int] | None = None,
+        scheduler_changes: ChangeFeed | None = None,
     ) -> None:
         self.template = template
         self.gateway = gateway

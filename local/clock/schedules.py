@@ -50,8 +50,10 @@ from local.clock.expressions import ScheduleExpression, ScheduleExpressionError
 from local.clock.retries import AsyncRetries, Failure
 
 PRECISION_SECONDS = 60.0  # Scheduler invokes between at() and at() + 59 s
-# With a change counter, an unchanged listing is reused for at most this long (real seconds): a moto
-# reset that bypassed the counter is seen within it.
+# (version) -> (current version, the (group, name) changed since, or None when unknown)
+ChangeFeed = Callable[[int | None], tuple[int, set[tuple[str, str]] | None]]
+# With a change feed, a full listing is still made at least this often (real seconds): a moto reset
+# that bypassed the feed is seen within it.
 RELIST_SECONDS = 5.0
 
 
@@ -76,11 +78,12 @@ class OneTimeSchedules(Job):
         *,
         target_errors: str = "lambda",
         precision_seconds: float = PRECISION_SECONDS,
-        changes: Callable[[], int] | None = None,
+        changes: ChangeFeed | None = None,
     ) -> None:
-        """`changes`: a counter of the schedules' changes (local.aws_limits.scheduler_changes, when moto
-        runs in this process); while it stands still the last listing is reused instead of listing
-        every schedule again each tick (about a tenth of the stack's CPU in a 500-account burst)."""
+        """`changes`: which schedules changed since a version (local.aws_limits.scheduler_changes, when
+        moto runs in this process); with it a tick describes just the schedules changed since the last
+        one instead of listing every schedule (about a tenth of the stack's CPU in a 500-account
+        burst, which has a thousand schedules)."""
         if target_errors not in ("lambda", "scheduler"):
             raise ValueError("target_errors must be 'lambda' or 'scheduler'")
         super().__init__(shared)
@@ -98,23 +101,23 @@ class OneTimeSchedules(Job):
         self._arn_cache: dict[str, str | None] = {}
         self._functions_by_name = {fn.function_name: lid for lid, fn in template.functions.items()}
         self._changes = changes
-        self._listed: tuple[int, float, list[tuple[str, str]]] | None = None  # (changes, when, keys)
+        # The last full listing's version and time, and the schedules known since (kept up to date
+        # from the change feed between full listings).
+        self._listed: tuple[int, float] | None = None
+        self._known: dict[tuple[str, str], None] = {}
         self.listings = 0  # full listings made (each a ListSchedules per page and group)
 
     # -- reading ---------------------------------------------------------------------------------------
 
     def listing(self) -> list[ScheduleInfo]:
         """Every schedule in the template's groups, described (from a cache, until it is modified)."""
-        version = self._changes() if self._changes is not None else None
         with self._lock:
             listed = self._listed
-            if (
-                listed is not None
-                and version is not None
-                and listed[0] == version
-                and time.monotonic() - listed[1] < RELIST_SECONDS
-            ):
-                return [self._cache[key] for key in listed[2] if key in self._cache]
+        if self._changes is not None and listed is not None and time.monotonic() - listed[1] < RELIST_SECONDS:
+            now_at, changed = self._changes(listed[0])
+            if changed is not None:
+                return self._follow(now_at, listed[1], changed)
+        version = self._changes(None)[0] if self._changes is not None else None
         self.listings += 1
         out: list[ScheduleInfo] = []
         seen: set[tuple[str, str]] = set()
@@ -150,9 +153,28 @@ class OneTimeSchedules(Job):
                 if key not in seen:
                     del self._cache[key]
                     self._completed.pop(key, None)
-            # The counter read before listing: a change made meanwhile moves it, so the next tick lists.
-            self._listed = None if version is None else (version, time.monotonic(), [i.key for i in out])
+            # The version read before listing: a change made meanwhile is after it, so the next tick
+            # describes that schedule again.
+            self._listed = None if version is None else (version, time.monotonic())
+            self._known = dict.fromkeys(i.key for i in out)
         return out
+
+    def _follow(self, version: int, listed_at: float, changed: set[tuple[str, str]]) -> list[ScheduleInfo]:
+        """The last listing brought up to `version`: each changed schedule of our groups described
+        again (dropped when it is gone)."""
+        for group, name in sorted(changed):
+            if group not in self.groups:
+                continue
+            info = self.describe(group, name)  # None when deleted: describe drops it from the cache
+            with self._lock:
+                if info is None:
+                    self._known.pop((group, name), None)
+                    self._completed.pop((group, name), None)
+                else:
+                    self._known[info.key] = None
+        with self._lock:
+            self._listed = (version, listed_at)
+            return [self._cache[key] for key in self._known if key in self._cache]
 
     def describe(self, group: str, name: str, stamp: str | None = None) -> ScheduleInfo | None:
         """The schedule as get_schedule describes it now, or None when it is gone."""

@@ -1105,9 +1105,10 @@ def test_sqs_delay_seconds_run_on_the_virtual_clock(tmp_path: Path, aws: None) -
 
 
 def test_the_clock_lists_schedules_again_only_when_they_changed(tmp_path: Path, aws: None) -> None:
-    """With moto in the process (the local stack), a tick whose schedules did not change reuses the
-    last listing: listing every schedule each tick was about a tenth of the stack's CPU in a burst.
-    Any create, update or delete is seen by the next tick, and fired on time."""
+    """With moto in the process (the local stack), a tick describes only the schedules changed since
+    the last one (moto's change feed) instead of listing every schedule: listing each tick was about a
+    tenth of the stack's CPU in a burst. A create, an update and a delete are all seen by the next
+    tick: the new and moved schedules fire on time, the deleted one never."""
     from local.aws_limits import install_limits, scheduler_changes
 
     install_limits()
@@ -1121,13 +1122,40 @@ def test_the_clock_lists_schedules_again_only_when_they_changed(tmp_path: Path, 
             clock.fire_due()
         assert clock.one_time.listings == listed  # nothing changed: no ListSchedules
         environment.schedule("soon", now + timedelta(minutes=1), {"v": 2})
+        environment.schedule("dropped", now + timedelta(minutes=1), {"v": 4})
+        clock.fire_due()  # sees both (not due yet)
         environment.reschedule("later", now + timedelta(minutes=2), {"v": 3})
+        environment.scheduler.delete_schedule(Name="dropped", GroupName=environment.group)
         report = clock.advance(to=now + timedelta(minutes=3))
-        assert clock.one_time.listings > listed
+        assert clock.one_time.listings == listed  # every change came from the feed
         assert sorted(f.id for f in report.fired if f.kind == "schedule") == [
             f"{environment.group}/later",
             f"{environment.group}/soon",
         ]
         assert [c["event"] for c in environment.calls("test-target")] == [{"v": 2}, {"v": 3}]
+        assert environment.schedule_names() == []  # both fired and deleted themselves (DELETE)
+    finally:
+        clock.close()
+
+
+def test_the_scheduler_change_feed_names_each_change_or_says_it_cannot(tmp_path: Path, aws: None) -> None:
+    from local.aws_limits import install_limits, scheduler_changes
+
+    install_limits()
+    environment, clock = _make_env(tmp_path)
+    try:
+        start, unknown = scheduler_changes(None)
+        assert unknown is None  # no version to start from: list everything
+        now = clock.now()
+        environment.schedule("a", now + timedelta(hours=1), {"v": 1})
+        environment.reschedule("a", now + timedelta(hours=2), {"v": 2})
+        environment.schedule("b", now + timedelta(hours=1), {"v": 3})
+        environment.scheduler.delete_schedule(Name="b", GroupName=environment.group)
+        version, changed = scheduler_changes(start)
+        assert version >= start + 4 and changed is not None
+        assert {(environment.group, "a"), (environment.group, "b")} <= changed
+        # A schedule group's change may touch any schedule: the feed cannot say which.
+        environment.scheduler.create_schedule_group(Name=f"g-{uuid.uuid4().hex[:8]}")
+        assert scheduler_changes(version)[1] is None
     finally:
         clock.close()
