@@ -179,7 +179,7 @@ class LocalStack:
             )
         _reset_calbot_caches()
         # The clock invokes handlers through the gateway and installs itself as calbot's time source.
-        # moto runs in this process: the clock lists schedules again only when they changed.
+        # moto runs in this process: the clock follows its schedule changes instead of relisting each tick.
         self.clock = LocalClock(
             template, self.gateway, session, virtual=self.virtual_time, scheduler_changes=scheduler_changes
         )
