@@ -101,10 +101,9 @@ class OneTimeSchedules(Job):
         self._arn_cache: dict[str, str | None] = {}
         self._functions_by_name = {fn.function_name: lid for lid, fn in template.functions.items()}
         self._changes = changes
-        # The last full listing's version and time, and the schedules known since (kept up to date
-        # from the change feed between full listings).
+        # The last full listing's version and time (the cache is kept up to date from the change feed
+        # between full listings).
         self._listed: tuple[int, float] | None = None
-        self._known: dict[tuple[str, str], None] = {}
         self.listings = 0  # full listings made (each a ListSchedules per page and group)
 
     # -- reading ---------------------------------------------------------------------------------------
@@ -156,7 +155,6 @@ class OneTimeSchedules(Job):
             # The version read before listing: a change made meanwhile is after it, so the next tick
             # describes that schedule again.
             self._listed = None if version is None else (version, time.monotonic())
-            self._known = dict.fromkeys(i.key for i in out)
         return out
 
     def _follow(self, version: int, listed_at: float, changed: set[tuple[str, str]]) -> list[ScheduleInfo]:
@@ -165,16 +163,12 @@ class OneTimeSchedules(Job):
         for group, name in sorted(changed):
             if group not in self.groups:
                 continue
-            info = self.describe(group, name)  # None when deleted: describe drops it from the cache
-            with self._lock:
-                if info is None:
-                    self._known.pop((group, name), None)
+            if self.describe(group, name) is None:  # gone: describe dropped it from the cache
+                with self._lock:
                     self._completed.pop((group, name), None)
-                else:
-                    self._known[info.key] = None
         with self._lock:
             self._listed = (version, listed_at)
-            return [self._cache[key] for key in self._known if key in self._cache]
+            return list(self._cache.values())
 
     def describe(self, group: str, name: str, stamp: str | None = None) -> ScheduleInfo | None:
         """The schedule as get_schedule describes it now, or None when it is gone."""

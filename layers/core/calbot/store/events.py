@@ -227,18 +227,15 @@ def query_events(
     # The bounds are all in the key condition: DynamoDB refuses a FilterExpression on the queried
     # index's keys ("can only contain non-primary key attributes").
     if after is not None:
-        cond, values = (
-            "GSI1PK = :pk AND GSI1SK BETWEEN :lo AND :hi",
-            {":lo": max(after + "\x00", lower), ":hi": upper},
-        )
+        lo, hi = max(after + "\x00", lower), upper
     elif before is not None:
-        cond, values = "GSI1PK = :pk AND GSI1SK BETWEEN :lo AND :hi", {":lo": lower, ":hi": before}
+        lo, hi = lower, before
     else:
-        cond, values = "GSI1PK = :pk AND GSI1SK BETWEEN :lo AND :hi", {":lo": lower, ":hi": upper}
-    if values[":lo"] > values[":hi"]:
+        lo, hi = lower, upper
+    if lo > hi:
         return []  # nothing between (DynamoDB refuses a BETWEEN whose lower bound is above its upper)
+    values: dict[str, Any] = {":lo": lo, ":hi": hi}
     filters: list[str] = []
-    names: dict[str, str] = {}
     if provider:
         filters.append("provider = :prov")
         values[":prov"] = provider
@@ -247,15 +244,13 @@ def query_events(
         values[":cal"] = calendar_id
     kwargs: dict[str, Any] = {
         "IndexName": "GSI1",
-        "KeyConditionExpression": cond,
+        "KeyConditionExpression": "GSI1PK = :pk AND GSI1SK BETWEEN :lo AND :hi",
         "ScanIndexForward": before is None,
         "ExpressionAttributeValues": to_item({":pk": f"USER#{user_id}#EVENTS", **values}),
         "Limit": max(limit, 25),
     }
     if filters:
         kwargs["FilterExpression"] = " AND ".join(filters)
-    if names:
-        kwargs["ExpressionAttributeNames"] = names
     entries: list[dict[str, Any]] = []  # the index holds the keys and the filtered fields only
     for item in _query(**kwargs):
         if before is not None and item["GSI1SK"] >= before:
