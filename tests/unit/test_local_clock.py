@@ -901,7 +901,8 @@ def test_pollers_ask_moto_only_when_a_message_can_be_received(env: Env) -> None:
     # a second while idle (20% of a core taken from the Lambdas), so they look at the queue first.
     receives: list[str] = []
     env.clock.sqs._sqs.meta.events.register(
-        "before-parameter-build.sqs.ReceiveMessage", lambda **kwargs: receives.append(kwargs["params"]["QueueUrl"])
+        "before-parameter-build.sqs.ReceiveMessage",
+        lambda **kwargs: receives.append(kwargs["params"]["QueueUrl"]),
     )
     url = env.queue_url("Work")
     assert env.clock.drain() == 0
