@@ -13,6 +13,12 @@ invocations (``LOCAL_LAMBDA_CONCURRENCY``, default ``DEFAULT_LOCAL_CONCURRENCY``
 webhook calls neither stalls the process nor starves the sync worker. A function with reserved
 concurrency gets exactly that. ``acquire(wait=False)`` is the synchronous path (refuse at once);
 ``acquire(wait=True)`` the event-source path (queue until a slot frees).
+
+Reservations come out of the account's limit ("Concurrent executions", 1,000 per region by default;
+new accounts may start at 10 or 50), and Lambda keeps 100 of it unreserved (all of it when the limit
+is under 100): a template reserving more is refused when it is deployed, so the stack refuses it at
+start (``reservation_refusal``; ``LOCAL_ACCOUNT_CONCURRENCY`` or ``--account-concurrency`` sets the
+limit it checks against).
 """
 
 from __future__ import annotations
@@ -28,6 +34,38 @@ LOCAL_CONCURRENCY_ENV = "LOCAL_LAMBDA_CONCURRENCY"
 # Invocations of one function at once when the template reserves none: the local stand-in for the
 # account's unreserved pool (1,000 on AWS), a few dozen being what one process runs without thrashing.
 DEFAULT_LOCAL_CONCURRENCY = 32
+
+
+ACCOUNT_CONCURRENCY_ENV = "LOCAL_ACCOUNT_CONCURRENCY"
+# The account's "Concurrent executions" quota in the region (Service Quotas, Lambda, L-B99A9384).
+DEFAULT_ACCOUNT_CONCURRENCY = 1000
+# "You can reserve up to the Unreserved account concurrency value minus 100" (configuration-concurrency).
+UNRESERVED_MINIMUM = 100
+
+
+def account_limit_from_env() -> int:
+    raw = os.environ.get(ACCOUNT_CONCURRENCY_ENV, "")
+    return int(raw) if raw else DEFAULT_ACCOUNT_CONCURRENCY
+
+
+class ReservationRefused(ValueError):
+    """Lambda refused a ReservedConcurrentExecutions: the deployment fails (CloudFormation rolls back)."""
+
+
+def reservation_refusal(reserved: dict[str, int], account_limit: int) -> str | None:
+    """Lambda's refusal when these reservations (every function's in the account and region, from all
+    its stacks) leave the unreserved pool under its minimum: 100, or the whole limit below 100."""
+    minimum = min(UNRESERVED_MINIMUM, account_limit)
+    total = sum(reserved.values())
+    if account_limit - total >= minimum:
+        return None
+    return (
+        "Specified ReservedConcurrentExecutions for function decreases account's "
+        f"UnreservedConcurrentExecution below its minimum value of [{minimum}]. ({total} reserved "
+        f"({', '.join(f'{fn} {n}' for fn, n in sorted(reserved.items()))}) of an account limit of "
+        f"{account_limit}: raise the Lambda quota 'Concurrent executions' (L-B99A9384) to at least "
+        f"{total + UNRESERVED_MINIMUM}, or reserve less)"
+    )
 
 
 def local_limit_from_env() -> int:
@@ -63,7 +101,9 @@ class Throttled(InvocationError):
 class FunctionConcurrency:
     """Per-function slots: at most ``limit(fn)`` invocations of ``fn`` hold one at once. Thread-safe."""
 
-    def __init__(self, template: Template, local_limit: int | None = None) -> None:
+    def __init__(
+        self, template: Template, local_limit: int | None = None, *, account_limit: int | None = None
+    ) -> None:
         self.local_limit = local_limit if local_limit is not None else local_limit_from_env()
         if self.local_limit < 1:
             raise ValueError(f"the local concurrency limit must be at least 1, got {self.local_limit}")
@@ -72,6 +112,10 @@ class FunctionConcurrency:
             for fid, spec in template.functions.items()
             if spec.reserved_concurrency is not None
         }
+        self.account_limit = account_limit if account_limit is not None else account_limit_from_env()
+        refusal = reservation_refusal(self._reserved, self.account_limit)
+        if refusal:
+            raise ReservationRefused(refusal)
         self._changed = threading.Condition()
         self._running: dict[str, int] = {}
         self._peak: dict[str, int] = {}

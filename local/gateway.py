@@ -513,12 +513,13 @@ class Gateway:
         log: TextIO | None = None,
         enforce_iam: bool = True,
         concurrency: int | None = None,
+        account_concurrency: int | None = None,
     ) -> None:
         self.template = template
         self._log = log
         # At most so many invocations of a function at once (its reserved concurrency, else
         # `concurrency`, else LOCAL_LAMBDA_CONCURRENCY): see local/concurrency.py.
-        self.concurrency = FunctionConcurrency(template, concurrency)
+        self.concurrency = FunctionConcurrency(template, concurrency, account_limit=account_concurrency)
         # Each invocation runs as its function's role: AWS calls it is not granted get AccessDenied.
         self.iam: FunctionPolicies | None = None
         if enforce_iam:

@@ -71,6 +71,9 @@ class LocalStack:
     # Invocations of one function at once unless template.yaml reserves concurrency for it: the local
     # stand-in for the account's unreserved pool (None: LOCAL_LAMBDA_CONCURRENCY or its default).
     lambda_concurrency: int | None = None
+    # The account's Lambda concurrency limit that the template's reservations must fit (leaving 100
+    # unreserved), as on deploy (None: LOCAL_ACCOUNT_CONCURRENCY or 1,000).
+    account_concurrency: int | None = None
     info: dict[str, Any] = field(default_factory=dict)
     _servers: list[Any] = field(default_factory=list)
     _clocks: list[Any] = field(default_factory=list)
@@ -169,7 +172,9 @@ class LocalStack:
         # polling) are marked so AWS fault rules only ever hit the code under test.
         session._session.set_default_client_config(Config(user_agent_extra=LOCAL_USER_AGENT))
         create_resources(template, session)
-        self.gateway = Gateway(template, concurrency=self.lambda_concurrency)
+        self.gateway = Gateway(
+            template, concurrency=self.lambda_concurrency, account_concurrency=self.account_concurrency
+        )
         environment = self.gateway.required_environment()
         os.environ.update(environment)
         bot_api_key_param = environment.get("BOT_API_KEY_PARAM")
@@ -606,6 +611,14 @@ def main(argv: list[str] | None = None) -> int:
         help="invocations of one function at once where template.yaml reserves none (the local stand-in "
         "for the account's pool; default: $LOCAL_LAMBDA_CONCURRENCY or 32); more are throttled",
     )
+    parser.add_argument(
+        "--account-concurrency",
+        type=int,
+        default=None,
+        help="the account's Lambda concurrency limit the template's reservations must fit, leaving 100 "
+        "unreserved, or the stack refuses to start as a deploy would fail (default: "
+        "$LOCAL_ACCOUNT_CONCURRENCY or 1000; new AWS accounts may start at 10)",
+    )
     args = parser.parse_args(argv)
     overrides = dict(item.split("=", 1) for item in args.parameter_overrides)
     stack = LocalStack(
@@ -616,7 +629,10 @@ def main(argv: list[str] | None = None) -> int:
         parameter_overrides=overrides,
         virtual_time=args.virtual_time,
         lambda_concurrency=args.lambda_concurrency,
+        account_concurrency=args.account_concurrency,
     )
+    from local.concurrency import ReservationRefused  # with the stack's other imports: after parsing
+
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     try:
@@ -626,6 +642,9 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.2)
     except KeyboardInterrupt:
         pass
+    except ReservationRefused as refused:  # what `sam deploy` would fail on: said plainly, no traceback
+        print(f"the stack cannot start: {refused}", file=sys.stderr, flush=True)
+        return 2
     finally:
         stack.stop()
     return 0

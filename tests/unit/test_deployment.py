@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from local.concurrency import DEFAULT_ACCOUNT_CONCURRENCY, reservation_refusal
 from local.grants import grants
 from local.iam import allowed
 from local.template import Template, load_yaml, parse_overrides
@@ -275,6 +276,26 @@ def alarm_problems(t: Template) -> list[str]:
     return problems
 
 
+# What a new account's Lambda "Concurrent executions" quota may start at (issue threads quote Lambda's
+# "...below its minimum value of [10]" on first deploys); 1,000 is the default of an established one.
+NEW_ACCOUNT_CONCURRENCY = 10
+
+
+def reservation_problems(*templates: Template, account_limit: int) -> list[str]:
+    """What Lambda refuses when these stacks are deployed into one account and region: reservations
+    leaving under 100 unreserved (local/concurrency.py), and a function reserved at 0, which Lambda
+    takes as "never run"."""
+    reserved = {
+        f"{t.stack_name}/{fid}": spec.reserved_concurrency
+        for t in templates
+        for fid, spec in t.functions.items()
+        if spec.reserved_concurrency is not None
+    }
+    problems = [f"{fn} reserves 0: every invocation is throttled" for fn, n in reserved.items() if n == 0]
+    refusal = reservation_refusal(reserved, account_limit)
+    return problems + ([refusal] if refusal else [])
+
+
 # --------------------------------------------------------------------------------------------------
 # The real template
 
@@ -295,6 +316,17 @@ def test_a_second_stage_in_the_same_account_collides_with_no_name() -> None:
 @pytest.mark.parametrize("env", ["dev", "prod"])
 def test_the_http_api_stage_throttles(env: str) -> None:
     assert throttling_problems(template(env=env)) == []
+
+
+def test_dev_deploys_on_a_new_account_and_both_stages_fit_one_default_account() -> None:
+    dev, prod = template(env="dev"), template(env="prod")
+    assert reservation_problems(dev, account_limit=NEW_ACCOUNT_CONCURRENCY) == []
+    assert reservation_problems(dev, prod, account_limit=DEFAULT_ACCOUNT_CONCURRENCY) == []
+    # prod reserves its launcher's 250: on a new account the quota is raised first (README says so),
+    # and the check does see a reservation there.
+    (problem,) = reservation_problems(prod, account_limit=NEW_ACCOUNT_CONCURRENCY)
+    assert "below its minimum value of [10]" in problem and "to at least 350" in problem
+    assert reservation_problems(prod, account_limit=349) and not reservation_problems(prod, account_limit=350)
 
 
 def test_every_functions_logs_have_a_retention() -> None:
@@ -363,6 +395,16 @@ def _without(path: list[str]) -> dict[str, Any]:
     return data
 
 
+def _launcher_reservation_unconditional() -> dict[str, Any]:
+    """The launcher's reservation passed as given: dev's LauncherReservedConcurrency=0 would be Lambda's
+    0 (no launch ever runs) instead of no reservation."""
+    data = real_data()
+    data["Resources"]["BotLauncherFunction"]["Properties"]["ReservedConcurrentExecutions"] = {
+        "Ref": "LauncherReservedConcurrency"
+    }
+    return data
+
+
 AUTHORIZER = ["Resources", "HttpApi", "Properties", "Auth", "Authorizers", "ApiKeyAuthorizer"]
 DEFECTS: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[Template], list[str]], str]] = {
     "authorizer permission": (
@@ -389,6 +431,11 @@ DEFECTS: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[Template], list
         ),
         throttling_problems,
         "the notification route's ThrottlingBurstLimit",
+    ),
+    "launcher reserved at 0": (
+        lambda: _launcher_reservation_unconditional(),
+        lambda t: reservation_problems(t, account_limit=NEW_ACCOUNT_CONCURRENCY),
+        "calbot-dev/BotLauncherFunction reserves 0",
     ),
     "log retention": (
         lambda: _without(["Globals", "Function", "LoggingConfig"]),

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from werkzeug.test import Client
 
-from local.concurrency import DEFAULT_LOCAL_CONCURRENCY, FunctionConcurrency, Throttled
+from local.concurrency import DEFAULT_LOCAL_CONCURRENCY, FunctionConcurrency, ReservationRefused, Throttled
 from local.gateway import Gateway
 from local.template import load_template
 
@@ -240,3 +240,35 @@ def test_the_real_templates_reserved_concurrency_is_read() -> None:
     default = template.resolve({"Ref": "LauncherReservedConcurrency"})
     assert launcher.reserved_concurrency == int(default)
     assert template.function("WebhookFunction").reserved_concurrency is None
+
+
+def test_reservations_must_leave_lambdas_unreserved_minimum_or_the_stack_refuses_to_start() -> None:
+    # Lambda keeps 100 of the account's limit unreserved (the whole limit when it is under 100): a
+    # deployment reserving more fails, and so does the local stack's start.
+    template = load_template(ROOT / "template.yaml", stack_name="calbot-local")
+    reserved = template.function("BotLauncherFunction").reserved_concurrency
+    assert reserved
+    FunctionConcurrency(template, account_limit=reserved + 100)
+    with pytest.raises(ReservationRefused, match=r"below its minimum value of \[100\]"):
+        FunctionConcurrency(template, account_limit=reserved + 99)
+    with pytest.raises(ReservationRefused, match=r"below its minimum value of \[10\]"):
+        Gateway(template, account_concurrency=10, enforce_iam=False)
+    # LauncherReservedConcurrency=0 reserves nothing (not Lambda's 0, which would stop every launch):
+    # the launcher shares the pool, and a new account's limit of 10 takes the stack.
+    unreserved = load_template(
+        ROOT / "template.yaml",
+        parameter_overrides={"LauncherReservedConcurrency": "0"},
+        stack_name="calbot-local",
+    )
+    assert unreserved.function("BotLauncherFunction").reserved_concurrency is None
+    limits = FunctionConcurrency(unreserved, local_limit=7, account_limit=10)
+    assert limits.limit("BotLauncherFunction") == 7
+
+
+def test_the_account_limit_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    template = load_template(ROOT / "template.yaml", stack_name="calbot-local")
+    monkeypatch.setenv("LOCAL_ACCOUNT_CONCURRENCY", "50")
+    with pytest.raises(ReservationRefused, match=r"\[50\]"):
+        FunctionConcurrency(template)
+    monkeypatch.delenv("LOCAL_ACCOUNT_CONCURRENCY")
+    assert FunctionConcurrency(template).account_limit == 1000
