@@ -26,6 +26,7 @@ from local.template import Template, _ref_target
 
 INVOKE = "lambda:InvokeFunction"
 ESM_SQS_ACTIONS = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes")
+SQS_DEFAULT_VISIBILITY_TIMEOUT = 30  # a queue without VisibilityTimeout (CreateQueue's default)
 _FUNCTION_TYPES = ("AWS::Lambda::Function", "AWS::Serverless::Function")
 
 
@@ -252,7 +253,19 @@ class Grants:
         )
 
     def event_source_mapping_refusal(self, function: str, queue_arn: str) -> str | None:
-        """Lambda polling an SQS queue for the function with the function's execution role."""
+        """Lambda polling an SQS queue for the function with the function's execution role, which
+        Lambda also refuses to create (CreateEventSourceMapping, so the deploy fails) for a queue whose
+        visibility timeout is under the function's timeout."""
+        queue = self.template.resource_for_arn(queue_arn)
+        spec = self.template.functions.get(function)
+        if queue is not None and spec is not None:
+            props = self.template.resolve(self._resources.get(queue, {}).get("Properties") or {}) or {}
+            visibility = int(props.get("VisibilityTimeout", SQS_DEFAULT_VISIBILITY_TIMEOUT))
+            if visibility < spec.timeout:
+                return (
+                    f"Queue visibility timeout: {visibility} seconds is less than Function timeout: "
+                    f"{spec.timeout} seconds"
+                )
         role = self.function_role(function)
         if role is None:
             return f"{function} has no execution role in this stack"

@@ -6,8 +6,8 @@ the way Lambda does (Lambda's record shape). Successes are deleted; failures (th
 come back after the queue's visibility timeout in clock time, a batch's failures together and in
 order. FIFO order within a message group is kept (moto never hands out a group that has messages in
 flight). A consumer whose execution role lacks ``sqs:ReceiveMessage``, ``sqs:DeleteMessage`` or
-``sqs:GetQueueAttributes`` on its queue is never fed (Lambda refuses to create such a mapping), and
-the log says why.
+``sqs:GetQueueAttributes`` on its queue, or whose queue's visibility timeout is under the function's
+timeout, is never fed (Lambda refuses to create such a mapping), and the log says why.
 
 A message's ``DelaySeconds`` runs on the stack's clock, as everything else here: moto counts it in real
 time (``unix_time_millis``), which a virtual clock's advance would never reach, so `follow_clock_delays`

@@ -395,6 +395,13 @@ def _without(path: list[str]) -> dict[str, Any]:
     return data
 
 
+def _with_queue_visibility(queue: str, seconds: int) -> dict[str, Any]:
+    """A queue whose VisibilityTimeout is under its consumer's Timeout: Lambda refuses the mapping."""
+    data = real_data()
+    data["Resources"][queue]["Properties"]["VisibilityTimeout"] = seconds
+    return data
+
+
 def _launcher_reservation_unconditional() -> dict[str, Any]:
     """The launcher's reservation passed as given: dev's LauncherReservedConcurrency=0 would be Lambda's
     0 (no launch ever runs) instead of no reservation."""
@@ -436,6 +443,12 @@ DEFECTS: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[Template], list
         lambda: _launcher_reservation_unconditional(),
         lambda t: reservation_problems(t, account_limit=NEW_ACCOUNT_CONCURRENCY),
         "calbot-dev/BotLauncherFunction reserves 0",
+    ),
+    "queue visibility under its consumer's timeout": (
+        lambda: _with_queue_visibility("WebhookQueue", 30),
+        invoke_problems,
+        "queue consumer WebhookDeliveryFunction.Deliveries: Queue visibility timeout: 30 seconds is less "
+        "than Function timeout: 60 seconds",
     ),
     "log retention": (
         lambda: _without(["Globals", "Function", "LoggingConfig"]),

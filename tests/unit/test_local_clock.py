@@ -1110,6 +1110,40 @@ DELAYED = """\
 """
 
 
+SHORT_VISIBILITY = """\
+  Short:
+    Type: AWS::SQS::Queue
+    Properties:
+      VisibilityTimeout: 20
+  SlowFn:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: fn/
+      Timeout: 60
+      Events:
+        Short: {Type: SQS, Properties: {Queue: !GetAtt Short.Arn, BatchSize: 10}}
+"""
+
+
+def test_a_queue_whose_visibility_is_under_its_consumers_timeout_is_never_fed(
+    tmp_path: Path, aws: None
+) -> None:
+    # Lambda refuses to create that mapping (the deploy fails): the local stack never polls it.
+    environment, clock = _make_env(tmp_path, extra=SHORT_VISIBILITY)
+    try:
+        (consumer,) = [c for c in clock.consumers if c.function == "SlowFn"]
+        assert not consumer.enabled
+        assert (
+            consumer.refused
+            == "Queue visibility timeout: 20 seconds is less than Function timeout: 60 seconds"
+        )
+        assert "Queue visibility timeout: 20 seconds" in environment.clock_log()
+        environment.sqs.send_message(QueueUrl=environment.queue_url("Short"), MessageBody="m")
+        assert clock.drain() == 0 and environment.calls("SlowFn") == []
+    finally:
+        clock.close()
+
+
 def test_sqs_delay_seconds_run_on_the_virtual_clock(tmp_path: Path, aws: None) -> None:
     environment, clock = _make_env(tmp_path, extra=DELAYED)
     try:
