@@ -908,6 +908,24 @@ def quota_checks(
     )
     reserved = launch.get("reserved_concurrency")
     if reserved:
+        # Lambda refuses (the deploy fails) a reservation leaving under 100 of the account's limit
+        # unreserved; new accounts may start at a limit of 10 (local/concurrency.py, test_deployment).
+        needs = reserved + 100
+        rows.append(
+            {
+                "quota": "Lambda concurrent executions the template's reservations need at deploy "
+                "(reserved + the 100 Lambda keeps unreserved; a new account may start at 10)",
+                "limit": QUOTAS["lambda_concurrency"]["value"],
+                "where": "deploy (prod's LauncherReservedConcurrency)",
+                "projected": needs,
+                "crossed": needs > QUOTAS["lambda_concurrency"]["value"],
+                "raise": "Service Quotas: Lambda 'Concurrent executions' (L-B99A9384) to at least "
+                f"{needs} before deploying, or a smaller LauncherReservedConcurrency"
+                if needs > QUOTAS["lambda_concurrency"]["value"]
+                else "",
+                "source": "https://docs.aws.amazon.com/lambda/latest/dg/configuration-concurrency.html",
+            }
+        )
         late = launch["drain_s_at_reserved"] > MODEL["launch_arrival_window_s"]
         rows.append(
             {

@@ -125,3 +125,18 @@ def test_a_crossed_quota_says_what_to_raise(template: Any) -> None:
     assert not any(q["raise"] for q in p["quotas"] if not q["crossed"])
     # A night job whose one invocation would run past its Timeout is named with what to change.
     assert any(q["quota"].startswith("AutoScheduleJobFunction Timeout") for q in crossed)
+
+
+def test_the_launchers_reservation_is_held_against_the_account_quota_at_deploy() -> None:
+    # Lambda keeps 100 unreserved: the default 250 needs a quota of 350 (a new account's 10 is crossed,
+    # which README says to raise first); 950 reserved would cross even the default 1,000.
+    from local.template import load_template
+
+    for reserved, crossed in (("250", False), ("950", True)):
+        t = load_template(
+            ROOT / "template.yaml", parameter_overrides={"LauncherReservedConcurrency": reserved}
+        )
+        p = day.project(measured(), t)
+        (row,) = [q for q in p["quotas"] if q["where"].startswith("deploy")]
+        assert row["projected"] == int(reserved) + 100 and row["crossed"] is crossed
+        assert ("L-B99A9384" in row["raise"]) is crossed
