@@ -910,7 +910,9 @@ def quota_checks(
     if reserved:
         # Lambda refuses (the deploy fails) a reservation leaving under 100 of the account's limit
         # unreserved; new accounts may start at a limit of 10 (local/concurrency.py, test_deployment).
-        needs = reserved + 100
+        from local.concurrency import UNRESERVED_MINIMUM
+
+        needs = reserved + UNRESERVED_MINIMUM
         rows.append(
             {
                 "quota": "Lambda concurrent executions the template's reservations need at deploy "

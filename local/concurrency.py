@@ -52,6 +52,15 @@ class ReservationRefused(ValueError):
     """Lambda refused a ReservedConcurrentExecutions: the deployment fails (CloudFormation rolls back)."""
 
 
+def reservations(template: Template) -> dict[str, int]:
+    """Each function's ReservedConcurrentExecutions, for those the template reserves for."""
+    return {
+        fid: spec.reserved_concurrency
+        for fid, spec in template.functions.items()
+        if spec.reserved_concurrency is not None
+    }
+
+
 def reservation_refusal(reserved: dict[str, int], account_limit: int) -> str | None:
     """Lambda's refusal when these reservations (every function's in the account and region, from all
     its stacks) leave the unreserved pool under its minimum: 100, or the whole limit below 100."""
@@ -107,11 +116,7 @@ class FunctionConcurrency:
         self.local_limit = local_limit if local_limit is not None else local_limit_from_env()
         if self.local_limit < 1:
             raise ValueError(f"the local concurrency limit must be at least 1, got {self.local_limit}")
-        self._reserved = {
-            fid: spec.reserved_concurrency
-            for fid, spec in template.functions.items()
-            if spec.reserved_concurrency is not None
-        }
+        self._reserved = reservations(template)
         self.account_limit = account_limit if account_limit is not None else account_limit_from_env()
         refusal = reservation_refusal(self._reserved, self.account_limit)
         if refusal:

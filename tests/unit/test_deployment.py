@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from local.concurrency import DEFAULT_ACCOUNT_CONCURRENCY, reservation_refusal
+from local.concurrency import DEFAULT_ACCOUNT_CONCURRENCY, reservation_refusal, reservations
 from local.grants import grants
 from local.iam import allowed
 from local.template import Template, load_yaml, parse_overrides
@@ -285,12 +285,7 @@ def reservation_problems(*templates: Template, account_limit: int) -> list[str]:
     """What Lambda refuses when these stacks are deployed into one account and region: reservations
     leaving under 100 unreserved (local/concurrency.py), and a function reserved at 0, which Lambda
     takes as "never run"."""
-    reserved = {
-        f"{t.stack_name}/{fid}": spec.reserved_concurrency
-        for t in templates
-        for fid, spec in t.functions.items()
-        if spec.reserved_concurrency is not None
-    }
+    reserved = {f"{t.stack_name}/{fid}": n for t in templates for fid, n in reservations(t).items()}
     problems = [f"{fn} reserves 0: every invocation is throttled" for fn, n in reserved.items() if n == 0]
     refusal = reservation_refusal(reserved, account_limit)
     return problems + ([refusal] if refusal else [])
