@@ -16,7 +16,11 @@ moto's backends and responses (idempotent, like local.stack's other moto patches
   FIFO `MessageGroupId` / `MessageDeduplicationId` 1-128 alphanumeric or punctuation characters;
   a message timer (`DelaySeconds`) of 0-900 s in SendMessageBatch too (moto checks only SendMessage;
   ChangeMessageVisibility's 43,200 s cap moto already enforces).
-* Scheduler: schedule and group names 1-64 characters of [0-9a-zA-Z-_.].
+* Scheduler: schedule and group names 1-64 characters of [0-9a-zA-Z-_.]; the account's "Number of
+  schedules" quota (10,000,000 a Region by default; `LOCAL_SCHEDULER_MAX_SCHEDULES` sets it): a
+  CreateSchedule past it is `ServiceQuotaExceededException` (HTTP 402), and `scheduler_standing()` tells
+  how many schedules exist now and at most since `reset_scheduler_peak()` (bench/day.py holds that
+  against the quota).
 
 `AwsFaults` holds fault rules (a share and/or a count of one service's calls answer an AWS error, or,
 with `tps`, a throughput quota: the calls past `tps` per second answer it) and
@@ -33,6 +37,7 @@ import hashlib
 import inspect
 import itertools
 import json
+import os
 import random
 import re
 import threading
@@ -56,6 +61,10 @@ DDB_TOKEN_WINDOW_SECONDS = 600
 SQS_ID_MAX = 128
 SQS_MAX_DELAY_SECONDS = 900  # a message timer (DelaySeconds) is 0 to 900 s, in SendMessage and its batch
 SCHEDULER_NAME = re.compile(r"^[0-9a-zA-Z\-_.]{1,64}$")
+# Scheduler's "Number of schedules" quota, per account and Region (scheduler-quotas.html: default
+# 10,000,000, adjustable); the local stack's is this environment variable's, read on each create.
+SCHEDULER_MAX_SCHEDULES_DEFAULT = 10_000_000
+SCHEDULER_MAX_SCHEDULES_ENV = "LOCAL_SCHEDULER_MAX_SCHEDULES"
 _SSM_NAME = re.compile(r"^[a-zA-Z0-9_.\-/]+$")
 _SQS_ID = re.compile(r"^[!-~]{1,128}$")  # alphanumeric and punctuation (printable ASCII, no space)
 
@@ -469,6 +478,47 @@ def scheduler_changes(since: int | None) -> tuple[int, set[tuple[str, str]] | No
         return version, changed
 
 
+def scheduler_max_schedules() -> int:
+    """The local account's Number of schedules quota (LOCAL_SCHEDULER_MAX_SCHEDULES, else AWS's default)."""
+    raw = os.environ.get(SCHEDULER_MAX_SCHEDULES_ENV, "").strip()
+    return int(raw) if raw else SCHEDULER_MAX_SCHEDULES_DEFAULT
+
+
+# The most schedules that existed at once (in every moto account and Region of this process) since the
+# last reset_scheduler_peak().
+_scheduler_peak = 0
+
+
+def _standing(backend: Any) -> int:
+    return sum(len(group.schedules) for group in backend.schedule_groups.values())
+
+
+def _all_standing() -> int:
+    from moto.scheduler.models import scheduler_backends
+
+    total = 0
+    for account in list(scheduler_backends.values()):
+        for backend in list(account.values()):
+            total += _standing(backend)
+    return total
+
+
+def scheduler_standing() -> tuple[int, int]:
+    """(the schedules that exist now, the most that existed at once since `reset_scheduler_peak`), over
+    this process's moto Scheduler."""
+    with _SCHEDULER_LOCK:
+        now_standing = _all_standing()
+        return now_standing, max(_scheduler_peak, now_standing)
+
+
+def reset_scheduler_peak() -> int:
+    """Start a new high-water mark at the schedules that exist now (returned)."""
+    global _scheduler_peak
+    with _SCHEDULER_LOCK:
+        _scheduler_peak = _all_standing()
+        return _scheduler_peak
+
+
 def _record_scheduler_change(method: str, bound: inspect.BoundArguments) -> None:
     """Count a change (lock held) before it is made: a failed one may still have changed something."""
     global _scheduler_version
@@ -483,8 +533,15 @@ def _record_scheduler_change(method: str, bound: inspect.BoundArguments) -> None
 
 
 def _patch_scheduler() -> None:
+    from moto.core.exceptions import JsonRESTError
     from moto.scheduler import models
     from moto.scheduler.exceptions import ValidationException
+
+    class ServiceQuotaExceededException(JsonRESTError):
+        code = 402  # Scheduler's model: ServiceQuotaExceededException, httpStatusCode 402
+
+        def __init__(self, message: str) -> None:
+            super().__init__("ServiceQuotaExceededException", message)
 
     backend = models.EventBridgeSchedulerBackend
     if getattr(backend, "_calbot_limits", False):
@@ -527,6 +584,27 @@ def _patch_scheduler() -> None:
         return original_group(self, name, tags)
 
     backend.create_schedule_group = create_schedule_group  # type: ignore[method-assign]
+
+    # The Number of schedules quota, and the high-water mark (this wrapper runs under the lock below).
+    original_create = backend.create_schedule
+    create_signature = signatures["create_schedule"]  # moto's (the wrapper above takes *args)
+
+    def create_schedule(self: Any, *args: Any, **kwargs: Any) -> Any:
+        global _scheduler_peak
+        arguments = create_signature.bind(self, *args, **kwargs).arguments
+        group = self.schedule_groups.get(arguments.get("group_name") or "default")
+        exists = group is not None and arguments.get("name") in group.schedules
+        limit = scheduler_max_schedules()
+        if not exists and _standing(self) >= limit:
+            raise ServiceQuotaExceededException(
+                f"You have exceeded the quota of {limit} schedules for this account in this Region "
+                "(Number of schedules): delete schedules or request a quota increase."
+            )
+        created = original_create(self, *args, **kwargs)
+        _scheduler_peak = max(_scheduler_peak, _all_standing())
+        return created
+
+    backend.create_schedule = create_schedule  # type: ignore[method-assign]
 
     # moto's backend keeps schedules in plain dicts with no lock: a ListSchedules iterating a group
     # while a launcher thread deletes a schedule raised "dictionary changed size during iteration"

@@ -178,6 +178,63 @@ def test_scheduler_lists_while_other_threads_create_and_delete() -> None:
     assert len(backend.schedule_groups["default"].schedules) == 3 * 200
 
 
+def test_scheduler_refuses_a_schedule_past_the_number_of_schedules_quota(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Scheduler's "Number of schedules" quota (default 10,000,000 an account and Region): a
+    CreateSchedule past it is ServiceQuotaExceededException with HTTP 402 (botocore's model), which
+    moto never answered. An update of an existing schedule, or a create once one is deleted, passes.
+    scheduler_standing() keeps the high-water mark bench/day.py holds against the quota."""
+    import boto3
+    from botocore.exceptions import ClientError
+    from moto import mock_aws
+
+    from local.aws_limits import (
+        SCHEDULER_MAX_SCHEDULES_DEFAULT,
+        install_limits,
+        reset_scheduler_peak,
+        scheduler_max_schedules,
+        scheduler_standing,
+    )
+
+    install_limits()
+    monkeypatch.delenv("LOCAL_SCHEDULER_MAX_SCHEDULES", raising=False)
+    assert scheduler_max_schedules() == SCHEDULER_MAX_SCHEDULES_DEFAULT == 10_000_000
+    monkeypatch.setenv("LOCAL_SCHEDULER_MAX_SCHEDULES", "3")
+    with mock_aws():
+        client = boto3.client("scheduler", region_name=REGION)
+        assert reset_scheduler_peak() == 0
+
+        def put(name: str, update: bool = False) -> None:
+            (client.update_schedule if update else client.create_schedule)(
+                Name=name,
+                ScheduleExpression="at(2030-01-01T00:00:00)",
+                FlexibleTimeWindow={"Mode": "OFF"},
+                Target={
+                    "Arn": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:f",
+                    "RoleArn": f"arn:aws:iam::{ACCOUNT}:role/r",
+                },
+            )
+
+        for n in range(3):
+            put(f"s{n}")
+        with pytest.raises(ClientError) as refused:
+            put("s3")
+        assert refused.value.response["Error"]["Code"] == "ServiceQuotaExceededException"
+        assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 402
+        assert "3 schedules" in refused.value.response["Error"]["Message"]
+        with pytest.raises(ClientError) as conflict:  # an existing name is a conflict, not the quota
+            put("s0")
+        assert conflict.value.response["Error"]["Code"] == "ConflictException"
+        put("s0", update=True)  # an update creates nothing
+        assert scheduler_standing() == (3, 3)
+        client.delete_schedule(Name="s1")
+        client.delete_schedule(Name="s2")
+        put("s4")
+        assert scheduler_standing() == (2, 3)  # two now, three at most
+        assert reset_scheduler_peak() == 2
+
+
 def test_filter_attribute_names_resolves_placeholders_and_skips_values_and_functions() -> None:
     from local.aws_limits import filter_attribute_names
 

@@ -260,6 +260,22 @@ _TRANSIENT_CODES = {
 }
 
 
+# An account quota of ours that AWS says is used up (Scheduler's Number of schedules: CreateSchedule's
+# ServiceQuotaExceededException, HTTP 402). Not the caller's fault and nothing they can change: the
+# contract's 503, logged as an error an operator must act on (raise the quota), never a 500.
+_QUOTA_CODES = {"ServiceQuotaExceededException", "LimitExceededException"}
+
+
+def _aws_quota_exceeded(err: Exception) -> str | None:
+    """The AWS error code when `err` is one of our account's quotas running out, else None."""
+    from botocore.exceptions import ClientError
+
+    if isinstance(err, ClientError):
+        code = str(err.response.get("Error", {}).get("Code", ""))
+        return code if code in _QUOTA_CODES else None
+    return None
+
+
 def _transient_aws(err: Exception) -> bool:
     from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
 
@@ -362,6 +378,17 @@ def _wrap(fn: Endpoint, public: bool) -> LambdaHandler:
                 },
             )
         except Exception as err:
+            quota = _aws_quota_exceeded(err)
+            if quota:
+                logger.error(
+                    "aws quota exceeded",
+                    extra={
+                        "route": event.get("routeKey"),
+                        "error": quota,
+                        "operation": getattr(err, "operation_name", ""),
+                    },
+                )
+                return error_response(service_unavailable())
             if _transient_aws(err):
                 # AWS was slow or throttled us: the contract's 503, and the client may retry.
                 logger.warning(
