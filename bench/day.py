@@ -160,6 +160,13 @@ QUOTAS: dict[str, dict[str, Any]] = {
         "source": "https://docs.aws.amazon.com/scheduler/latest/UserGuide/scheduler-quotas.html",
         "raise": "Service Quotas: EventBridge Scheduler 'CreateSchedule request rate'",
     },
+    "scheduler_schedules": {
+        "value": 10_000_000,
+        "what": "EventBridge Scheduler schedules in existence per account and Region (Number of schedules)",
+        "source": "https://docs.aws.amazon.com/scheduler/latest/UserGuide/scheduler-quotas.html",
+        "raise": "Service Quotas: EventBridge Scheduler 'Number of schedules' (adjustable to billions); "
+        "past it CreateSchedule answers ServiceQuotaExceededException and no far bot can be armed",
+    },
     "scheduler_invocations_tps": {
         "value": 1000,
         "what": "EventBridge Scheduler target invocations per second (throttle limit), us-east-1",
@@ -180,7 +187,11 @@ QUOTAS: dict[str, dict[str, Any]] = {
     },
 }
 
-PHASES = ("connect", "midnight", "renewal", "launch", "notify", "api")
+PHASES = ("connect", "midnight", "renewal", "launch", "notify", "api", "hourly")
+# Cron jobs that run every hour whatever the number of users: their invocations (the "hourly" phase) are
+# the day's as measured, never scaled; what grows with users is their work per run (here: the deferred
+# bots the arming job hands over, none in this model).
+HOURLY_JOBS = frozenset({"ArmingJobFunction"})
 
 
 class Recorder:
@@ -252,6 +263,9 @@ class Recorder:
         invoke = gateway.invoke_function
 
         def measured(logical_id: str, event: Any, **kwargs: Any) -> Any:
+            if logical_id in HOURLY_JOBS and self.phase != "hourly":
+                with self.during("hourly"):
+                    return measured(logical_id, event, **kwargs)
             record = {"aws": Counter(), "inner_cpu": 0.0}
             wall0, cpu0, offset0 = time.perf_counter(), time.process_time(), self.clock.offset_seconds
             with self.lock:
@@ -312,7 +326,10 @@ class Recorder:
         """EventBridge Scheduler invocations (one-time schedules and cron jobs, retries included) and
         the SQS batches the event source mappings delivered (each a receive and a delete)."""
         for fired in report.fired:
-            if fired.kind in ("schedule", "cron"):
+            if fired.kind == "cron" and fired.function in HOURLY_JOBS:
+                with self.during("hourly"):
+                    self._bump("scheduler.cron")
+            elif fired.kind in ("schedule", "cron"):
                 self._bump(f"scheduler.{fired.kind}")
             elif fired.kind == "sqs":
                 self._bump(f"esm.{fired.id}")
@@ -597,8 +614,9 @@ def project(measured: dict[str, Any], template: Any) -> dict[str, Any]:
     scale = USERS_PROJECTED / users
     accounts = users * measured["accounts_per_user"]
     phases: dict[str, Counter[str]] = {p: Counter(v) for p, v in measured["counts"].items()}
-    day = total(phases, tuple(p for p in PHASES if p not in ("connect", "renewal")))
+    day = total(phases, tuple(p for p in PHASES if p not in ("connect", "renewal", "hourly")))
     daily: Counter[str] = Counter({k: v * scale for k, v in day.items()})
+    daily.update(phases.get("hourly", Counter()))  # the day's hourly runs, as measured (HOURLY_JOBS)
     # The measured night renewed every subscription (the worst night); a day renews its share.
     daily.update({k: v * scale / MODEL["renewal_cycle_days"] for k, v in phases["renewal"].items()})
     # Connects at MODEL's daily share of accounts, from the measured cost of one connect.
@@ -646,6 +664,7 @@ def project(measured: dict[str, Any], template: Any) -> dict[str, Any]:
 
     peaks = concurrency_peaks(measured, phases, scale, specs, functions)
     quotas = quota_checks(measured, daily, peaks, ssm_calls, kms_direct)
+    schedules = standing_schedules(measured)
     cost = monthly_cost(measured, daily, fn_rows, ssm_calls, kms_direct, peaks, accounts)
     return {
         "users": USERS_PROJECTED,
@@ -667,7 +686,34 @@ def project(measured: dict[str, Any], template: Any) -> dict[str, Any]:
         "gb_seconds_per_day": sum(r["gb_seconds"] for r in fn_rows.values()),
         "peaks": peaks,
         "quotas": quotas,
+        "schedules": schedules,
         "monthly_cost_per_1000_users": cost,
+    }
+
+
+def standing_schedules(measured: dict[str, Any]) -> dict[str, Any] | None:
+    """The day's most schedules standing at once, per user and at 100,000 users, against Scheduler's
+    Number of schedules quota; and the bound deferred arming keeps whatever users schedule ahead: a bot
+    joining beyond ARM_WITHIN holds no schedule (calbot.scheduler), so at most ARM_WITHIN of a user's
+    bots do (a series scheduled with all its occurrences, up to 366 bots, included). The bound is the
+    measured day's bots at that rate, an extrapolation."""
+    peak = measured.get("schedules_peak_per_user")
+    if peak is None:
+        return None
+    from calbot.scheduler import ARM_WITHIN
+
+    quota = QUOTAS["scheduler_schedules"]["value"]
+    hours = ARM_WITHIN.total_seconds() / 3600
+    bots_per_day = measured["accounts_per_user"] * measured["meetings_per_account"]
+    bound = max(peak, bots_per_day * hours / 24)
+    return {
+        "peak_per_user": peak,
+        "projected_peak": round(peak * USERS_PROJECTED),
+        "quota": quota,
+        "quota_per_user": quota / USERS_PROJECTED,
+        "arm_within_hours": hours,
+        "bound_per_user": round(bound, 1),
+        "projected_bound": round(bound * USERS_PROJECTED),
     }
 
 
@@ -980,6 +1026,12 @@ def quota_checks(
         "credential parameters at 100,000 users",
         measured["parameters_per_user"] * USERS_PROJECTED,
     )
+    if "schedules_peak_per_user" in measured:
+        check(
+            "scheduler_schedules",
+            "the day's most at once (launch and reschedule schedules standing)",
+            measured["schedules_peak_per_user"] * USERS_PROJECTED,
+        )
     check(
         "scheduler_invocations_tps",
         "launches_0900",
@@ -1106,17 +1158,32 @@ def run(users: int, accounts: int, meetings: int, credential_backend: str = "ssm
         stack.clock.advance(to=day - timedelta(minutes=1))
         progress("the day: 00:00 auto-schedule, 03:00 renewal")
         recorder._collect_services()  # (not counted: recording is off)
+        from local.aws_limits import reset_scheduler_peak, scheduler_standing
+
+        reset_scheduler_peak()  # the most schedules standing at once over the day, against the quota
         recorder.on = True
         crons: dict[str, list[str]] = {}
         t1 = time.perf_counter()
         with recorder.during("midnight"):
             report = stack.clock.advance(to=day + timedelta(minutes=30))
             recorder.record_fires(report)
-            crons["midnight"] = sorted({f.function for f in report.fired if f.kind == "cron" and f.function})
+            crons["midnight"] = sorted(
+                {
+                    f.function
+                    for f in report.fired
+                    if f.kind == "cron" and f.function and f.function not in HOURLY_JOBS
+                }
+            )
         with recorder.during("renewal"):
             report = stack.clock.advance(to=day + timedelta(hours=3, minutes=30))
             recorder.record_fires(report)
-            crons["renewal"] = sorted({f.function for f in report.fired if f.kind == "cron" and f.function})
+            crons["renewal"] = sorted(
+                {
+                    f.function
+                    for f in report.fired
+                    if f.kind == "cron" and f.function and f.function not in HOURLY_JOBS
+                }
+            )
         changes = 0
         hour = -1
         for at, phase, action in timeline(pop, day):
@@ -1133,6 +1200,7 @@ def run(users: int, accounts: int, meetings: int, credential_backend: str = "ssm
             recorder.record_fires(stack.clock.advance(to=day + timedelta(hours=23, minutes=59)))
         day_s = time.perf_counter() - t1
         recorder.on = False
+        schedules_peak = scheduler_standing()[1]
         measured = {
             "users": users,
             "accounts_per_user": accounts,
@@ -1151,6 +1219,7 @@ def run(users: int, accounts: int, meetings: int, credential_backend: str = "ssm
                 sum(v for k, v in recorder.counts["renewal"].items() if k.endswith(".subscriptions"))
             ),
             "parameters_per_user": round(parameters_per_user, 2),
+            "schedules_peak_per_user": round(schedules_peak / users, 2),
             **storage(stack, users),
         }
         measured["counts"] = {p: dict(c) for p, c in recorder.counts.items()}
@@ -1158,6 +1227,11 @@ def run(users: int, accounts: int, meetings: int, credential_backend: str = "ssm
     finally:
         stack.stop()
     return measured
+
+
+def night_jobs(report: Any) -> list[str]:
+    """The once-a-day cron functions that fired in this advance of the clock (not the HOURLY_JOBS)."""
+    return sorted({f.function for f in report.fired if f.kind == "cron" and f.function} - HOURLY_JOBS)
 
 
 def progress(text: str) -> None:

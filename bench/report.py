@@ -714,6 +714,23 @@ def day(r: dict[str, Any]) -> list[str]:
         )
         + ".",
         "",
+        *(
+            [
+                f"**Schedules standing**: at most {sched['peak_per_user']} a user at once over the day, "
+                f"{sched['projected_peak']:,} at 100,000 users, of Scheduler's {sched['quota']:,} (Number of "
+                f"schedules, {sched['quota_per_user']:,.0f} a user). A bot joining more than "
+                f"{sched['arm_within_hours']:g} hours ahead holds none (deferred arming: the hourly arming "
+                "job has the launcher arm it once within that; tests/service/test_arming.py), so however "
+                "far ahead users schedule (a series with all its occurrences: up to 366 bots) at most "
+                f"{sched['arm_within_hours']:g} hours of a user's bots hold one: "
+                f"{sched['bound_per_user']} a user at this day's rate, {sched['projected_bound']:,} at "
+                "100,000 users (an extrapolation of the measured day). Past the quota CreateSchedule "
+                "answers ServiceQuotaExceededException (the API: 503): raise 'Number of schedules' first.",
+                "",
+            ]
+            if (sched := p.get("schedules"))
+            else []
+        ),
         "_In-process, a handler's module-level caches (credentials, the bot API key) persist across "
         "invocations as in one warm container; deployed, each new container pays its first fetch, so "
         "SSM/KMS rates at high concurrency are a lower bound._",

@@ -140,3 +140,46 @@ def test_the_launchers_reservation_is_held_against_the_account_quota_at_deploy()
         (row,) = [q for q in p["quotas"] if q["where"].startswith("deploy")]
         assert row["projected"] == int(reserved) + 100 and row["crossed"] is crossed
         assert ("L-B99A9384" in row["raise"]) is crossed
+
+
+def test_the_schedules_standing_at_once_are_held_against_the_number_of_schedules(template: Any) -> None:
+    # 21 a user at most (a day's bots): 2.1 M of 10 M at 100,000 users; deferred arming bounds them at
+    # 36 hours of bots whatever is scheduled ahead (20 a day here: 30 a user). 120 a user crosses the
+    # quota and says what to raise.
+    p = day.project(measured(schedules_peak_per_user=21.0), template)
+    (row,) = [q for q in p["quotas"] if "Number of schedules" in q["quota"]]
+    assert (row["projected"], row["limit"], row["crossed"]) == (2_100_000, 10_000_000, False)
+    assert row["raise"] == ""
+    assert p["schedules"] == {
+        "peak_per_user": 21.0,
+        "projected_peak": 2_100_000,
+        "quota": 10_000_000,
+        "quota_per_user": 100.0,
+        "arm_within_hours": 36.0,
+        "bound_per_user": 30.0,
+        "projected_bound": 3_000_000,
+    }
+    p = day.project(measured(schedules_peak_per_user=120.0), template)
+    (row,) = [q for q in p["quotas"] if "Number of schedules" in q["quota"]]
+    assert row["crossed"] and "Number of schedules" in row["raise"]
+    # A run without the figure (an older day.json) checks nothing it cannot.
+    assert day.project(measured(), template)["schedules"] is None
+
+
+def test_an_hourly_job_is_its_measured_runs_a_day_never_scaled_by_users(template: Any) -> None:
+    # The arming job runs every hour whatever the number of users (bench/day.py HOURLY_JOBS): its 24
+    # runs and their calls are the day's as measured, where a per-user count is scaled x50,000 here.
+    without = day.project(measured(), template)
+    counts = measured()["counts"]
+    counts["hourly"] = {
+        "lambda.n.ArmingJobFunction": 24,
+        "lambda.billed_s.ArmingJobFunction": 2.4,
+        "aws.dynamodb.Query": 192,
+        "scheduler.cron": 24,
+    }
+    p = day.project(measured(counts=counts), template)
+    assert p["lambda"]["ArmingJobFunction"]["invocations"] == 24
+    assert p["lambda"]["ArmingJobFunction"]["lambda_seconds"] == 2
+    before = without["aws_operations_per_day"].get("dynamodb.Query", 0)
+    assert p["aws_operations_per_day"]["dynamodb.Query"] - before == 192
+    assert "ArmingJobFunction" in day.HOURLY_JOBS and "hourly" in day.PHASES

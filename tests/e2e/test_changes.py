@@ -81,7 +81,8 @@ def scheduled(e2e: E2EStack, user: User, start: datetime, **extra: Any) -> tuple
 
 def test_moved_meeting_moves_its_bot_and_only_that_account_is_touched(e2e: E2EStack) -> None:
     user = User(e2e, "move", n_accounts=2)
-    start = (e2e.clock_now() + timedelta(days=2)).replace(second=0, microsecond=0)
+    # within ARM_WITHIN (36 h) with its move: armed by a schedule, not deferred to the arming job
+    start = (e2e.clock_now() + timedelta(hours=26)).replace(second=0, microsecond=0)
     made, bot_id = scheduled(
         e2e, user, start, online_meeting_url="https://teams.microsoft.com/l/meetup-join/19%3amv%40t/0"
     )

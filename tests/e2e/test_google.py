@@ -127,7 +127,8 @@ def test_one_user_with_outlook_and_google_sees_both_and_a_moved_meet_moves_its_b
     assert [c["account_id"] for c in listed["connections"]["google"]] == [user.gmail]
     assert len(listed["connections"]["outlook"]) == 1
 
-    start = _at(e2e, 2, 15)
+    # within ARM_WITHIN (36 h) with its move: armed by a schedule, not deferred to the arming job
+    start = (e2e.clock_now() + timedelta(hours=26)).replace(minute=0, second=0, microsecond=0)
     meet = user.add_google(start, summary="Design review", meet=True)
     weekly = user.add_google(
         _at(e2e, 3, 14),

@@ -117,6 +117,7 @@ def expected(name: str, result: Any) -> None:
         "SyncWorkerFunction": lambda r: r == {"batchItemFailures": []},
         "RenewalJobFunction": lambda r: r["failed"] == 0 and r["subscriptions_enqueued"] >= 0,
         "RenewalWorkerFunction": lambda r: r == {"batchItemFailures": []},
+        "ArmingJobFunction": lambda r: r["failed"] == 0 and r["bots_enqueued"] >= 0,
         "OpenApiFunction": lambda r: (
             r["statusCode"] == 200
             and json.loads(r["body"])["openapi"] == "3.1.0"

@@ -130,7 +130,8 @@ def test_a_bot_moved_after_its_launch_was_armed_joins_at_the_new_time_only_once(
         json={"scheduled_join_time": new_join.isoformat()},
     )
     assert moved.status_code == 200, moved.text
-    assert launch_schedules(e2e, bot_id) == [f"launch-{bot_id}-g1"]  # re-armed under a new name
+    # re-armed under a new name (g1 was the arming job's: two days ahead, the bot was deferred)
+    assert launch_schedules(e2e, bot_id) == [f"launch-{bot_id}-g2"]
     e2e.advance(join + timedelta(minutes=2))
     assert calls_at(e2e, bot_id) == []  # the armed message came at the old time and was dropped
     e2e.advance(new_join + timedelta(seconds=10))
@@ -165,6 +166,9 @@ def test_a_retried_launch_rearms_under_a_new_generation_and_launches_once(e2e: E
     user = User(e2e)
     start = (e2e.clock_now() + timedelta(days=4)).replace(second=0, microsecond=0)
     bot_id, join = user.bot_for_meeting(start, n=4)
+    # Four days ahead it holds no schedule (deferred arming): the hourly arming job has it armed on the
+    # way, as generation 1, and it still launches on time.
+    assert launch_schedules(e2e, bot_id) == []
     down = e2e.http.post(
         f"{e2e.info['bots_url']}/_control/faults",
         json={"down_until": (join + timedelta(seconds=30)).isoformat()},
@@ -182,5 +186,6 @@ def test_a_retried_launch_rearms_under_a_new_generation_and_launches_once(e2e: E
         TableName=e2e.env()["TABLE_NAME"],
         Key={"PK": {"S": f"USER#{user.user_id}"}, "SK": {"S": f"BOT#{bot_id}"}},
     )["Item"]
-    assert item["status"]["S"] == "Launched" and item["launch_generation"]["N"] == "1"
+    # generation 1: armed by the arming job; 2: the retry
+    assert item["status"]["S"] == "Launched" and item["launch_generation"]["N"] == "2"
     assert launcher_slept(e2e) <= 3.0  # the Create Bot call's own backoff while it was down, nothing more

@@ -139,7 +139,8 @@ def test_schedule_a_teams_meeting_fire_it_and_launch_exactly_once(e2e: E2EStack)
 
 def test_fifty_concurrent_posts_make_one_bot_and_two_accounts_share_it(e2e: E2EStack) -> None:
     user = User(e2e, n_accounts=2)
-    start = (e2e.clock_now() + timedelta(days=2)).replace(second=0, microsecond=0)
+    # within ARM_WITHIN (36 h): armed by a schedule at once, not deferred to the arming job
+    start = (e2e.clock_now() + timedelta(hours=26)).replace(second=0, microsecond=0)
     link = TEAMS.format(n=50)
     ev = user.event_for(user.meeting(start, online_meeting_url=link)["id"])
     with ThreadPoolExecutor(50) as pool:
@@ -158,7 +159,8 @@ def test_fifty_concurrent_posts_make_one_bot_and_two_accounts_share_it(e2e: E2ES
 
 def test_patch_moves_delete_removes_and_a_cancel_before_firing_wins(e2e: E2EStack) -> None:
     user = User(e2e)
-    start = (e2e.clock_now() + timedelta(days=3)).replace(second=0, microsecond=0)
+    # within ARM_WITHIN (36 h) with its move: armed by schedules, not deferred to the arming job
+    start = (e2e.clock_now() + timedelta(hours=27)).replace(second=0, microsecond=0)
     ev = user.event_for(user.meeting(start, location="https://acme.zoom.us/j/8081")["id"])
     bot_id = user.schedule(ev["id"]).json()["bot_id"]
     new_join = start + timedelta(hours=1)

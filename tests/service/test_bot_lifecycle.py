@@ -88,6 +88,9 @@ class FakeBotRecords:
 class FakeLaunches:
     schedules: dict[str, datetime | None] = field(default_factory=dict)
 
+    def defers(self, bot: ScheduledBot, *, when: datetime | None = None) -> bool:
+        return scheduler.defers(bot, when=when)
+
     def put_launch(self, bot: ScheduledBot, *, when: datetime | None = None) -> str | None:
         name = self.launch_schedule_name(bot.bot_id, bot.launch_generation)
         self.schedules[name] = when or bot.scheduled_join_time

@@ -163,7 +163,7 @@ def test_two_concurrent_invocations_of_one_launch_schedule_create_one_bot(
 def test_a_launch_retried_after_it_died_past_the_create_call_creates_no_second_bot(
     stack: LocalStack, virtual_clock: list[datetime], create_calls: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    start = (datetime.now(UTC) + timedelta(days=2)).replace(second=0, microsecond=0)
+    start = (datetime.now(UTC) + timedelta(hours=30)).replace(second=0, microsecond=0)
     bot = scheduled_bot(stack, start)
     virtual_clock[0] = bot.scheduled_join_time
 
@@ -184,7 +184,7 @@ def test_a_sync_worker_killed_between_writing_events_and_moving_bots_is_made_who
     stack: LocalStack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     user_id, acct = account(stack)
-    start = (datetime.now(UTC) + timedelta(days=3)).replace(second=0, microsecond=0)
+    start = (datetime.now(UTC) + timedelta(hours=28)).replace(second=0, microsecond=0)
     moving, going = meeting(stack, acct, start), meeting(stack, acct, start + timedelta(hours=3))
     assert sync_user(user_id).partial_errors == {}
     bot_ids = {

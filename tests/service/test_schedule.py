@@ -251,7 +251,13 @@ def test_all_occurrences_at_local_time_across_dst_one_occurrence_and_from_date(s
     # 09:00 in New York: 14:00Z before 2027-03-14, 13:00Z after; Tuesdays only
     assert all(s.weekday() == 1 for s in starts)
     assert [s.hour for s in starts] == [14, 14, 14, 14, 14, 14, 13, 13, 13, 13]
-    assert all(schedule_of(b.bot_id) for b in made.bots)
+    # Only an occurrence within ARM_WITHIN holds a schedule; the later ones wait in the arming index.
+    for ref in made.bots:
+        bot = store.get_bot(user_id, ref.bot_id)
+        assert bot is not None
+        near = not scheduler.defers(bot)
+        assert (schedule_of(bot.bot_id) is not None, bot.arm_deferred) == (near, not near)
+    assert sum(1 for ref in made.bots if schedule_of(ref.bot_id)) <= 1  # a week apart
 
     # from_date cancels only the later ones
     cut = starts[7]
@@ -777,3 +783,70 @@ def test_a_creator_past_its_window_writes_no_bot_and_gives_its_guard_back(
     monkeypatch.undo()
     assert store.get_bot(user_id, bot.bot_id) is None
     assert store.bots.dedup_owner(user_id, bot.dedup_key) is None  # free at once, no grace to wait
+
+
+def _handler_answer(function: str, module: str, user_id: str, path: dict[str, str], body: Any) -> Any:
+    """`functions/<function>/app.py` answering its sample event (events/) as `user_id`, with these path
+    parameters and body: (status, JSON body)."""
+    from tests.function_apps import ROOT, load_app
+
+    sample = {"schedule_event": "ScheduleEventFunction", "update_scheduled_bot": "UpdateScheduledBotFunction"}
+    event = json.loads((ROOT / "events" / f"{sample[function]}.json").read_text())
+    event["requestContext"]["authorizer"]["lambda"]["user_id"] = user_id
+    event["pathParameters"] = path
+    event["body"] = json.dumps(body)
+    answer = load_app(function, module).handler(event, None)
+    return answer["statusCode"], json.loads(answer["body"])
+
+
+def test_past_the_number_of_schedules_quota_nothing_half_made_and_a_near_bot_needs_no_schedule(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Scheduler refuses CreateSchedule past the account's "Number of schedules" quota
+    (ServiceQuotaExceededException, HTTP 402; the local stack's is LOCAL_SCHEDULER_MAX_SCHEDULES, here
+    used up). The API answers the contract's 503 (it was a 500 for a PATCH of the join time), a far bot
+    leaves no bot or guard behind, a bot whose join time the PATCH would move keeps its old time and
+    schedule, and a bot due within the queue's horizon, armed by a delayed message, is still made."""
+    user_id, far = _meeting_in(stack, 10, "Past the quota", 781)
+    kept_user, kept_event = _meeting_in(stack, 11, "Scheduled before", 782)
+    kept = svc.schedule_event(kept_user, kept_event.event_id, ScheduleRequest())
+    kept_schedule = schedule_of(kept.bot_id)
+    assert kept_schedule is not None
+    kept_schedule.pop("ResponseMetadata")
+
+    monkeypatch.setenv("LOCAL_SCHEDULER_MAX_SCHEDULES", "0")
+    status, body = _handler_answer(
+        "schedule_event", "schedule_event_quota", user_id, {"event_id": far.event_id}, {}
+    )
+    assert (status, body["error"]) == (503, "service_unavailable") and body["message"]
+    assert store.upcoming_bots(user_id, after=timeutil.now(), limit=10) == []
+    assert store.dedup_owner(user_id, lifecycle.dedup_key(far.meeting_url or "", far.start_time)) is None
+
+    later = (SOON + timedelta(hours=12)).isoformat()
+    status, body = _handler_answer(
+        "update_scheduled_bot",
+        "update_scheduled_bot_quota",
+        kept_user,
+        {"bot_id": kept.bot_id},
+        {"scheduled_join_time": later},
+    )
+    assert (status, body["error"]) == (503, "service_unavailable")
+    still = store.get_bot(kept_user, kept.bot_id)
+    assert still is not None and still.status == "Scheduled"
+    assert still.scheduled_join_time == kept.scheduled_join_time
+    after = {k: v for k, v in (schedule_of(kept.bot_id) or {}).items() if k != "ResponseMetadata"}
+    assert after == kept_schedule
+
+    near_user, acct = user_with_account(stack)
+    start = timeutil.now().replace(microsecond=0) + timedelta(minutes=10)
+    ev = stack.graph.add_event(
+        acct["id"],
+        acct["calendars"][0]["id"],
+        subject="Soon",
+        start=start.isoformat(),
+        end=(start + timedelta(hours=1)).isoformat(),
+        location="https://acme.zoom.us/j/783",
+    )
+    near = svc.schedule_event(near_user, synced(near_user, ev["id"]).event_id, ScheduleRequest())
+    bot = store.get_bot(near_user, near.bot_id)
+    assert bot is not None and bot.status == "Scheduled" and schedule_of(near.bot_id) is None

@@ -88,6 +88,10 @@ ALLOWED_ACTIONS: dict[str, list[str]] = {
     ],
     "AutoScheduleJobFunction": ["dynamodb:Query", "sqs:SendMessage"],
     "RenewalJobFunction": ["dynamodb:Query", "sqs:SendMessage"],  # fans out only: the expiry index's ids
+    "ArmingJobFunction": [
+        "dynamodb:Query",
+        "sqs:SendMessage",
+    ],  # the arming index's keys, to the launch queue
 }
 _READ = ["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:Query"]
 _WRITE = [

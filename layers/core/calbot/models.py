@@ -814,6 +814,9 @@ class ScheduledBot(Model):
     # retry) takes the next one, under a new schedule name; a message or schedule of an older one is
     # stale and dropped. 0 for records made before it existed (their schedule is `launch-<bot id>`).
     launch_generation: int = Field(default=0, ge=0)
+    # Joining beyond calbot.scheduler.ARM_WITHIN: not armed yet; the arming job arms it (while Scheduled,
+    # it is in the sparse arming index).
+    arm_deferred: bool = False
     created_at: UtcDateTime
     updated_at: UtcDateTime
     launched_at: UtcDateTime | None = None

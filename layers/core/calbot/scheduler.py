@@ -21,6 +21,13 @@ nothing unless the bot is still Scheduled for exactly those (calbot.services.lau
 the next generation, whose schedule has a new name: a schedule with ActionAfterCompletion DELETE that is
 re-put under its own name from inside its own invocation may be deleted after that invocation.
 Schedules use UTC, flexible window off, and delete themselves after running.
+
+A bot joining more than ARM_WITHIN ahead is not armed yet (`defers`): Scheduler's "Number of
+schedules" quota (10,000,000 an account and Region by default) counts every schedule standing, and one
+series scheduled with all its occurrences would hold up to 366 for a year. Such a bot's record carries
+`arm_deferred` and an entry in the sparse arming index (calbot.store.bots); the hourly arming job
+(calbot.services.arming) hands it to the launcher once its join time is within ARM_WITHIN, and the
+launcher arms it like any re-arm. So at most ARM_WITHIN of bots hold a schedule at once.
 """
 
 from __future__ import annotations
@@ -44,6 +51,9 @@ LEAD = timedelta(seconds=300)  # the least a schedule fires before its launch ti
 # Leads run from LEAD to LEAD + LEAD_SPREAD - 1 s, whole seconds: the longest plus Scheduler's minute
 # still leaves a schedule's at() a minute in the future when it is made (only beyond HORIZON).
 LEAD_SPREAD = timedelta(seconds=480)
+# Bots joining further ahead wait for the arming job (see the module docstring): the day the midnight
+# job schedules is armed at once, and the hourly job has half a day of runs to spare.
+ARM_WITHIN = timedelta(hours=36)
 MAX_RETRY_ATTEMPTS = 10
 EVENT_AGE_RANGE = (60, 86400)  # Scheduler's RetryPolicy.MaximumEventAgeInSeconds
 
@@ -126,6 +136,11 @@ def _put(definition: dict[str, Any]) -> None:
         if err.response.get("Error", {}).get("Code") != "ConflictException":
             raise
         client.update_schedule(**definition)
+
+
+def defers(bot: ScheduledBot, *, when: datetime | None = None) -> bool:
+    """Whether arming `bot` (at its join time, or at `when`) waits for the arming job: beyond ARM_WITHIN."""
+    return (when or bot.scheduled_join_time) - now() > ARM_WITHIN
 
 
 def put_launch(bot: ScheduledBot, *, when: datetime | None = None) -> str | None:

@@ -1,7 +1,8 @@
 """A scheduled bot's whole life, and how bots are de-duplicated: the one module to change for either.
 
 A bot is one record (calbot.store.bots) plus what arms its launch (calbot.scheduler: a one-time
-schedule, or a delayed launch-queue message when the join time is near). Its life:
+schedule, or a delayed launch-queue message when the join time is near; beyond scheduler.ARM_WITHIN
+nothing yet, the record marked `arm_deferred` until the arming job has it armed). Its life:
 
     make_bot -> place -> Scheduled -> claim_launch -> Launching -> finish_launch -> Launched | Failed
                          |  ^  ^                          |
@@ -71,6 +72,8 @@ EXPECT_LAUNCHING = "Launching"  # LAUNCH_CLAIMED_ONCE (with the claim)
 
 class LaunchSchedules(Protocol):
     """What the lifecycle needs of calbot.scheduler (which is the real one)."""
+
+    def defers(self, bot: ScheduledBot, *, when: datetime | None = None) -> bool: ...
 
     def put_launch(self, bot: ScheduledBot, *, when: datetime | None = None) -> str | None: ...
 
@@ -162,7 +165,7 @@ def place(bot: ScheduledBot) -> ScheduledBot:
     if owner is not None:
         raise AlreadyScheduled(owner)
     try:
-        launches.put_launch(bot)
+        bot = _armed(bot)
     except Exception:
         logger.exception("schedule creation failed; nothing was written")
         raise Unavailable(
@@ -181,6 +184,16 @@ def place(bot: ScheduledBot) -> ScheduledBot:
         # delivery does nothing.
         launches.put_launch(bot)
     return bot
+
+
+def _armed(bot: ScheduledBot, *, when: datetime | None = None) -> ScheduledBot:
+    """`bot` with its launch armed (a schedule, or a delayed message when near), or marked `arm_deferred`
+    when it joins beyond scheduler.ARM_WITHIN (no schedule yet: the arming job arms it later). The
+    record written next must be the one returned."""
+    if launches.defers(bot, when=when):
+        return bot if bot.arm_deferred else bot.model_copy(update={"arm_deferred": True})
+    launches.put_launch(bot, when=when)
+    return bot.model_copy(update={"arm_deferred": False}) if bot.arm_deferred else bot
 
 
 def _drop_launch_schedule(bot: ScheduledBot) -> None:
@@ -241,7 +254,7 @@ def move(bot: ScheduledBot, event: Event) -> ScheduledBot:
             "updated_at": now(),
         }
     )
-    launches.put_launch(moved)  # ONE_CURRENT_ARMING: the new arming first
+    moved = _armed(moved)  # ONE_CURRENT_ARMING: the new arming first
     try:
         records.move_bot(moved, bot.dedup_key, expect_status=EXPECT_SCHEDULED)
     except (BotChanged, AlreadyScheduled):
@@ -340,7 +353,7 @@ def launch_later(launching: ScheduledBot, when: datetime) -> ScheduledBot:
     retry = _next_arming(
         launching.model_copy(update={"status": "Scheduled", "launch_claim": None, "updated_at": now()})
     )
-    launches.put_launch(retry, when=when)
+    retry = _armed(retry, when=when)
     records.save_bot(retry, expect_status=EXPECT_LAUNCHING, expect_claim=launching.launch_claim)
     _retire(launching)
     return retry
@@ -355,8 +368,7 @@ def rearm(bot: ScheduledBot) -> ScheduledBot | None:
 def _rearmed(bot: ScheduledBot, *, previous: ScheduledBot) -> ScheduledBot | None:
     """`bot` (still Scheduled) saved under the next generation, armed first (ONE_CURRENT_ARMING);
     None, and its new arming dropped, when it left Scheduled meanwhile."""
-    rearmed = _next_arming(bot)
-    launches.put_launch(rearmed)
+    rearmed = _armed(_next_arming(bot))
     try:
         records.save_bot(rearmed, expect_status=EXPECT_SCHEDULED)
     except BotChanged:

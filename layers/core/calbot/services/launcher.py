@@ -142,6 +142,11 @@ def launch(
     why = _not_joinable(bot)
     if why:
         return {"bot_id": bot_id, "skipped": why}
+    if bot.arm_deferred:
+        # The arming job's message (calbot.services.arming): its join time is within ARM_WITHIN now,
+        # so it is armed for it (a schedule, or a message when near) under the next generation.
+        armed = lifecycle.rearm(bot)
+        return {"bot_id": bot_id, "armed": armed is not None}
     wait = (launch_at or bot.scheduled_join_time) - now()
     if wait > EARLY_TOLERANCE:
         # Delivered early (SQS never delivers before the delay; a stray or direct call): armed again

@@ -1,4 +1,5 @@
-"""Scheduled bot records (USER#<u> / BOT#<bot id>) and their dedup guards (DEDUP#<u>#<dedup key> / DEDUP).
+"""Scheduled bot records (USER#<u> / BOT#<bot id>) and their dedup guards (DEDUP#<u>#<dedup key> / DEDUP);
+the bots whose arming is deferred are also in the sparse arming index (GSI2, ARM#<shard>).
 
 A bot id starts with its series' prefix (calbot.ids): a series' bots are a range of BOT# keys, not
 an index.
@@ -9,9 +10,10 @@ explained there."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from calbot import ids
 from calbot.errors import Unavailable
@@ -64,15 +66,60 @@ class BotQueries(Protocol):
     def bots_between(self, user_id: str, start: datetime, end: datetime) -> list[ScheduledBot]: ...
 
 
+# The sparse arming index (GSI2, keys only): a Scheduled bot whose arming is deferred (it joins beyond
+# calbot.scheduler.ARM_WITHIN) has an entry ARM#<shard> / <join time>#<generation>#<bot id>, which the
+# hourly arming job reads by join time (calbot.services.arming); arming it rewrites the item without.
+ARM_SHARDS = 8
+
+
+def _arm_shard(bot_id: str) -> int:
+    return int(hashlib.sha256(bot_id.encode()).hexdigest(), 16) % ARM_SHARDS
+
+
 def _bot_item(bot: ScheduledBot) -> dict[str, Any]:
-    return {
+    deferred = bot.arm_deferred and bot.status == "Scheduled"
+    item = {
         "PK": user_pk(bot.user_id),
         "SK": f"BOT#{bot.bot_id}",
         "kind": "bot",
         "GSI1PK": f"USER#{bot.user_id}#BOTS",
         "GSI1SK": f"{iso_z(bot.scheduled_join_time)}#{bot.bot_id}",
-        **bot.model_dump(mode="json"),
+        # arm_deferred only where true (a name on every bot would be billed on every write)
+        **bot.model_dump(mode="json", exclude=None if bot.arm_deferred else {"arm_deferred"}),
     }
+    if deferred:
+        item["GSI2PK"] = f"ARM#{_arm_shard(bot.bot_id)}"
+        item["GSI2SK"] = f"{iso_z(bot.scheduled_join_time)}#{bot.launch_generation}#{bot.bot_id}"
+    return item
+
+
+class DeferredArming(NamedTuple):
+    """One entry of the arming index: the bot, and the join time and generation it was deferred under."""
+
+    user_id: str
+    bot_id: str
+    join_time: datetime
+    generation: int
+
+
+def deferred_armings_before(when: datetime) -> Iterator[DeferredArming]:
+    """Every deferred arming whose join time is before `when`, from the sparse arming index (the index's
+    keys only, never a scan), shard by shard."""
+    for shard in range(ARM_SHARDS):
+        items = base._query(
+            IndexName="GSI2",
+            KeyConditionExpression="GSI2PK = :pk AND GSI2SK < :until",
+            ExpressionAttributeValues=to_item({":pk": f"ARM#{shard}", ":until": iso_z(when)}),
+            ProjectionExpression="PK, SK, GSI2SK",
+        )
+        for item in items:
+            join, generation, _ = str(item["GSI2SK"]).split("#", 2)
+            yield DeferredArming(
+                user_id=str(item["PK"]).removeprefix("USER#"),
+                bot_id=str(item["SK"]).removeprefix("BOT#"),
+                join_time=parse_iso(join),
+                generation=int(generation),
+            )
 
 
 def _bot(data: dict[str, Any]) -> ScheduledBot:
