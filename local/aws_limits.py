@@ -484,39 +484,48 @@ def scheduler_max_schedules() -> int:
     return int(raw) if raw else SCHEDULER_MAX_SCHEDULES_DEFAULT
 
 
-# The most schedules that existed at once (in every moto account and Region of this process) since the
-# last reset_scheduler_peak().
-_scheduler_peak = 0
+# The most schedules that existed at once in each moto Scheduler backend (account, Region) of this
+# process since the last reset_scheduler_peak().
+_scheduler_peaks: dict[tuple[str, str], int] = {}
 
 
 def _standing(backend: Any) -> int:
     return sum(len(group.schedules) for group in backend.schedule_groups.values())
 
 
-def _all_standing() -> int:
+def _backends(region: str | None) -> list[Any]:
     from moto.scheduler.models import scheduler_backends
 
-    total = 0
-    for account in list(scheduler_backends.values()):
-        for backend in list(account.values()):
-            total += _standing(backend)
-    return total
+    return [
+        backend
+        for account in list(scheduler_backends.values())
+        for name, backend in list(account.items())
+        if region is None or name == region
+    ]
 
 
-def scheduler_standing() -> tuple[int, int]:
+def _key(backend: Any) -> tuple[str, str]:
+    return (str(backend.account_id), str(backend.region_name))
+
+
+def scheduler_standing(region: str | None = None) -> tuple[int, int]:
     """(the schedules that exist now, the most that existed at once since `reset_scheduler_peak`), over
-    this process's moto Scheduler."""
+    this process's moto Scheduler (in one Region, or all), each account and Region on its own: that is
+    what the quota counts."""
     with _SCHEDULER_LOCK:
-        now_standing = _all_standing()
-        return now_standing, max(_scheduler_peak, now_standing)
+        backends = _backends(region)
+        now_standing = sum(_standing(b) for b in backends)
+        peak = sum(max(_scheduler_peaks.get(_key(b), 0), _standing(b)) for b in backends)
+        return now_standing, peak
 
 
-def reset_scheduler_peak() -> int:
+def reset_scheduler_peak(region: str | None = None) -> int:
     """Start a new high-water mark at the schedules that exist now (returned)."""
-    global _scheduler_peak
     with _SCHEDULER_LOCK:
-        _scheduler_peak = _all_standing()
-        return _scheduler_peak
+        backends = _backends(region)
+        for backend in backends:
+            _scheduler_peaks[_key(backend)] = _standing(backend)
+        return sum(_standing(b) for b in backends)
 
 
 def _record_scheduler_change(method: str, bound: inspect.BoundArguments) -> None:
@@ -590,7 +599,6 @@ def _patch_scheduler() -> None:
     create_signature = signatures["create_schedule"]  # moto's (the wrapper above takes *args)
 
     def create_schedule(self: Any, *args: Any, **kwargs: Any) -> Any:
-        global _scheduler_peak
         arguments = create_signature.bind(self, *args, **kwargs).arguments
         group = self.schedule_groups.get(arguments.get("group_name") or "default")
         exists = group is not None and arguments.get("name") in group.schedules
@@ -601,7 +609,8 @@ def _patch_scheduler() -> None:
                 "(Number of schedules): delete schedules or request a quota increase."
             )
         created = original_create(self, *args, **kwargs)
-        _scheduler_peak = max(_scheduler_peak, _all_standing())
+        key = _key(self)
+        _scheduler_peaks[key] = max(_scheduler_peaks.get(key, 0), _standing(self))
         return created
 
     backend.create_schedule = create_schedule  # type: ignore[method-assign]

@@ -200,10 +200,16 @@ def test_scheduler_refuses_a_schedule_past_the_number_of_schedules_quota(
     install_limits()
     monkeypatch.delenv("LOCAL_SCHEDULER_MAX_SCHEDULES", raising=False)
     assert scheduler_max_schedules() == SCHEDULER_MAX_SCHEDULES_DEFAULT == 10_000_000
-    monkeypatch.setenv("LOCAL_SCHEDULER_MAX_SCHEDULES", "3")
-    with mock_aws():
-        client = boto3.client("scheduler", region_name=REGION)
-        assert reset_scheduler_peak() == 0
+    # moto's backends are process-wide: no reset (the session's in-process stack keeps its data there,
+    # tests/unit/conftest.py moto_beside_the_stack), and a Region of this test's own (the quota and the
+    # mark are per account and Region).
+    region = "eu-west-3"
+    mock = mock_aws()
+    mock.start(reset=False)
+    client = boto3.client("scheduler", region_name=region)
+    try:
+        assert reset_scheduler_peak(region) == 0
+        monkeypatch.setenv("LOCAL_SCHEDULER_MAX_SCHEDULES", "3")
 
         def put(name: str, update: bool = False) -> None:
             (client.update_schedule if update else client.create_schedule)(
@@ -211,7 +217,7 @@ def test_scheduler_refuses_a_schedule_past_the_number_of_schedules_quota(
                 ScheduleExpression="at(2030-01-01T00:00:00)",
                 FlexibleTimeWindow={"Mode": "OFF"},
                 Target={
-                    "Arn": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:f",
+                    "Arn": f"arn:aws:lambda:{region}:{ACCOUNT}:function:f",
                     "RoleArn": f"arn:aws:iam::{ACCOUNT}:role/r",
                 },
             )
@@ -227,12 +233,20 @@ def test_scheduler_refuses_a_schedule_past_the_number_of_schedules_quota(
             put("s0")
         assert conflict.value.response["Error"]["Code"] == "ConflictException"
         put("s0", update=True)  # an update creates nothing
-        assert scheduler_standing() == (3, 3)
+        assert scheduler_standing(region) == (3, 3)
         client.delete_schedule(Name="s1")
         client.delete_schedule(Name="s2")
         put("s4")
-        assert scheduler_standing() == (2, 3)  # two now, three at most
-        assert reset_scheduler_peak() == 2
+        assert scheduler_standing(region) == (2, 3)  # two now, three at most
+        assert reset_scheduler_peak(region) == 2
+    finally:
+        monkeypatch.delenv("LOCAL_SCHEDULER_MAX_SCHEDULES")
+        for name in ("s0", "s3", "s4"):
+            try:
+                client.delete_schedule(Name=name)
+            except client.exceptions.ResourceNotFoundException:
+                pass
+        mock.stop(remove_data=False)
 
 
 def test_filter_attribute_names_resolves_placeholders_and_skips_values_and_functions() -> None:
