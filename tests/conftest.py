@@ -34,6 +34,10 @@ def inproc_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStac
     # (webhook -> queue -> worker) racing with what a test counts. The e2e suite covers that path.
     stack.graph.pause_notifications()
     stack.google.pause_notifications()
+    # Nor does the hourly arming job run in the background (tests/service/test_arming.py runs it): at
+    # a real :20 it would run under whatever virtual time a test has set calbot's clock to, and hand
+    # other tests' deferred bots to the launcher (one failed for its meeting having "ended" there).
+    stack.clock.cron.jobs = [job for job in stack.clock.cron.jobs if job.function != "ArmingJobFunction"]
     yield stack
     stack.stop()
 
