@@ -12,9 +12,9 @@ import os
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,14 @@ import pytest
 from local.stack import LocalStack
 from tests.dynamo_units import DynamoWrites, item_size
 
-__all__ = ["CodeUnderTest", "DynamoWrites", "connect_new_account", "item_size"]
+__all__ = [
+    "CodeUnderTest",
+    "DynamoWrites",
+    "background_paused",
+    "connect_new_account",
+    "item_size",
+    "virtual_time",
+]
 
 
 @pytest.fixture(scope="session")
@@ -34,12 +41,73 @@ def inproc_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStac
     # (webhook -> queue -> worker) racing with what a test counts. The e2e suite covers that path.
     stack.graph.pause_notifications()
     stack.google.pause_notifications()
-    # Nor does the hourly arming job run in the background (tests/service/test_arming.py runs it): at
-    # a real :20 it would run under whatever virtual time a test has set calbot's clock to, and hand
-    # other tests' deferred bots to the launcher (one failed for its meeting having "ended" there).
+    # Nor does the hourly arming job run in the background (tests/service/test_arming.py runs it): a
+    # real :20 would arm the far bots other tests count as deferred.
     stack.clock.cron.jobs = [job for job in stack.clock.cron.jobs if job.function != "ArmingJobFunction"]
+    _inproc_stacks.append(stack)
     yield stack
+    _inproc_stacks.remove(stack)
     stack.stop()
+
+
+_inproc_stacks: list[LocalStack] = []  # the session's in-process stack, once a test has started it
+
+
+@contextmanager
+def virtual_time(
+    at: datetime | None = None,
+    *,
+    sleep_advances: bool = True,
+    on_sleep: Callable[[float], object] | None = None,
+) -> Iterator[list[datetime]]:
+    """calbot's now() is moment[0] (`at`, or the real now), a list the test moves on; sleep() advances
+    it (thread-safe; unless `sleep_advances` is False) after telling `on_sleep`. The previous time
+    source comes back after.
+
+    Meanwhile the in-process stack's background loop (due schedules, cron jobs, queue consumers) is
+    paused (`background_paused`): that loop runs at real time, and what it ran would
+    run under the test's time, handing other tests' bots to the launcher as if their meetings had
+    ended (a CI failure, twice: an hourly arming job once, a delayed launch message once)."""
+    from calbot import timeutil
+
+    moment = [at or datetime.now(UTC)]
+    lock = threading.Lock()
+
+    def sleep(seconds: float) -> None:
+        if on_sleep is not None:
+            on_sleep(seconds)
+        if sleep_advances:
+            with lock:
+                moment[0] += timedelta(seconds=seconds)
+
+    saved = (timeutil._clock, timeutil._sleeper)
+    with background_paused():
+        timeutil.set_clock(lambda: moment[0], sleep)
+        try:
+            yield moment
+        finally:
+            timeutil.set_clock(*saved)
+
+
+@pytest.fixture
+def background_off() -> Iterator[None]:
+    """`background_paused` for a whole test: asked for before monkeypatch, it outlasts the patches."""
+    with background_paused():
+        yield
+
+
+@contextmanager
+def background_paused() -> Iterator[None]:
+    """The in-process stack's background loop off for a block (if a test has started the stack), the
+    work it had started finished first: for a test that sets calbot's clock its own way."""
+    paused = [stack for stack in _inproc_stacks if stack.clock.running]
+    for stack in paused:
+        stack.clock.stop()
+    try:
+        yield
+    finally:
+        for stack in paused:
+            stack.clock.start()
 
 
 @contextmanager

@@ -215,6 +215,11 @@ class LocalClock:
 
     # -- background loop -------------------------------------------------------------------------------
 
+    @property
+    def running(self) -> bool:
+        """Whether the background loop (due schedules, cron jobs, queue consumers) is on."""
+        return self._thread is not None
+
     def start(self) -> None:
         if self._thread is not None:
             return

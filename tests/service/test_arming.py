@@ -20,7 +20,7 @@ from calbot.services import arming, launcher
 from calbot.services import schedule as svc
 from calbot.services.sync import sync_user
 from local.stack import LocalStack
-from tests.conftest import connect_new_account
+from tests.conftest import connect_new_account, virtual_time
 
 CLIENT_ID = "arming-client"
 CLIENT_SECRET = "arming-client-secret-7"
@@ -35,10 +35,8 @@ def stack(inproc_stack: LocalStack) -> Iterator[LocalStack]:
 @pytest.fixture
 def clock() -> Iterator[list[datetime]]:
     """calbot's now() is whatever the test sets."""
-    at = [datetime.now(UTC)]
-    timeutil.set_clock(lambda: at[0], lambda s: at.__setitem__(0, at[0] + timedelta(seconds=s)))
-    yield at
-    timeutil.set_clock(None)
+    with virtual_time() as at:
+        yield at
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from calbot.store.secrets import ACCESS_TOKEN, CREDENTIALS
 from calbot.timeutil import now
 from local.aws_limits import SSM_QUOTA_OPERATIONS
 from local.stack import LocalStack
-from tests.conftest import AwsCalls, connect_new_account, secret_items
+from tests.conftest import AwsCalls, connect_new_account, secret_items, virtual_time
 
 CLIENT_ID = "cred-client"
 CLIENT_SECRET = "cred-client-secret-5e"
@@ -43,15 +43,8 @@ def connected(stack: LocalStack, **account: Any) -> tuple[str, dict[str, Any], C
 @contextmanager
 def moved_clock(at: datetime) -> Iterator[list[datetime]]:
     """calbot's clock at `at` (a list the test may move on), the stack's own clock restored after."""
-    from calbot import timeutil
-
-    moment = [at]
-    saved = (timeutil._clock, timeutil._sleeper)
-    timeutil.set_clock(lambda: moment[0], lambda seconds: None)
-    try:
+    with virtual_time(at, sleep_advances=False) as moment:
         yield moment
-    finally:
-        timeutil.set_clock(*saved)
 
 
 def new_container() -> None:

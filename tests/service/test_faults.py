@@ -23,7 +23,7 @@ from calbot.services import schedule as svc
 from calbot.services.notifications import consume
 from calbot.services.sync import sync_user
 from local.stack import LocalStack
-from tests.conftest import connect_new_account, renewal_night
+from tests.conftest import connect_new_account, renewal_night, virtual_time
 
 CLIENT_ID = "faults-client"
 CLIENT_SECRET = "faults-client-secret-31"
@@ -102,17 +102,8 @@ def test_manual_schedules_racing_the_auto_schedule_run_make_one_bot(stack: Local
 @pytest.fixture
 def virtual_clock() -> Iterator[list[datetime]]:
     """now() is whatever the test says; sleep() advances it (shared by every thread)."""
-    previous = (timeutil._clock, timeutil._sleeper)
-    clock = [datetime.now(UTC)]
-    lock = threading.Lock()
-
-    def sleep(seconds: float) -> None:
-        with lock:
-            clock[0] += timedelta(seconds=seconds)
-
-    timeutil.set_clock(lambda: clock[0], sleep)
-    yield clock
-    timeutil.set_clock(*previous)
+    with virtual_time() as clock:
+        yield clock
 
 
 @pytest.fixture

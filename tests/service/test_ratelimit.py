@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from botocore.exceptions import EndpointConnectionError
 
-from calbot import aws, ratelimit, store, timeutil
+from calbot import aws, ratelimit, store
 from calbot.config import Settings, get_settings, reset_settings
 from calbot.http import Request, Response, api_handler
 from local.stack import LocalStack
-from tests.conftest import DynamoWrites, item_size
+from tests.conftest import DynamoWrites, item_size, virtual_time
 
 _keys = itertools.count()
 # A window start well away from "now" so nothing else in the session shares these counters.
@@ -32,11 +32,8 @@ def new_key_id() -> str:
 @pytest.fixture
 def clock(inproc_stack: LocalStack) -> Iterator[list[datetime]]:
     """now() is whatever the test says; the previous time source is put back afterwards."""
-    saved = (timeutil._clock, timeutil._sleeper)
-    at = [T0 + timedelta(seconds=10)]
-    timeutil.set_clock(lambda: at[0])
-    yield at
-    timeutil.set_clock(*saved)
+    with virtual_time(T0 + timedelta(seconds=10)) as at:
+        yield at
 
 
 @pytest.fixture

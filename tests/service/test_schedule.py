@@ -21,7 +21,7 @@ from calbot.services import launcher
 from calbot.services import schedule as svc
 from calbot.services.sync import sync_user
 from local.stack import LocalStack
-from tests.conftest import connect_new_account
+from tests.conftest import connect_new_account, virtual_time
 
 CLIENT_ID = "sched-client"
 CLIENT_SECRET = "sched-client-secret-19"
@@ -342,10 +342,8 @@ def bot_api(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 @pytest.fixture
 def frozen_at_join() -> Iterator[list[datetime]]:
     """Virtual time: now() is whatever the test says; sleep() advances it."""
-    clock = [datetime.now(UTC)]
-    timeutil.set_clock(lambda: clock[0], lambda s: clock.__setitem__(0, clock[0] + timedelta(seconds=s)))
-    yield clock
-    timeutil.set_clock(None)
+    with virtual_time() as clock:
+        yield clock
 
 
 def test_launch_is_exactly_once_and_a_cancel_that_races_wins(

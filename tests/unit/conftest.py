@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from calbot import timeutil
+from tests.conftest import virtual_time
 
 CLOCK_START = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
@@ -16,18 +16,9 @@ CLOCK_START = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 @pytest.fixture
 def slept() -> Iterator[list[float]]:
     """The core's clock stands still at CLOCK_START; every sleep is recorded and moves it."""
-    moment = [CLOCK_START]
     waits: list[float] = []
-
-    def sleep(seconds: float) -> None:
-        waits.append(seconds)
-        moment[0] += timedelta(seconds=seconds)
-
-    timeutil.set_clock(lambda: moment[0], sleep)
-    try:
+    with virtual_time(CLOCK_START, on_sleep=waits.append):
         yield waits
-    finally:
-        timeutil.set_clock()
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -18,6 +18,7 @@ from calbot.http import Request, api_handler
 from calbot.providers.base import ProviderUnavailable
 from calbot.providers.http import ProviderHttp
 from local.servers import serve
+from tests.conftest import virtual_time
 
 
 class Context:
@@ -31,16 +32,8 @@ class Context:
 @pytest.fixture
 def frozen() -> Iterator[list[datetime]]:
     """calbot's clock, standing still until a test (or a virtual sleep) moves it."""
-    moment = [datetime(2026, 12, 1, 12, 0, tzinfo=UTC)]
-
-    def sleep(seconds: float) -> None:
-        moment[0] += timedelta(seconds=seconds)
-
-    timeutil.set_clock(lambda: moment[0], sleep)
-    try:
+    with virtual_time(datetime(2026, 12, 1, 12, 0, tzinfo=UTC)) as moment:
         yield moment
-    finally:
-        timeutil.set_clock()
 
 
 def test_from_context_keeps_a_reserve_and_caps_at_the_api_limit(frozen: list[datetime]) -> None:

@@ -775,7 +775,7 @@ class VirtualClock:
 
 
 @pytest.fixture
-def virtual_clock() -> Iterator[VirtualClock]:
+def virtual_clock(background_off: None) -> Iterator[VirtualClock]:
     from calbot import timeutil
 
     clock = VirtualClock()

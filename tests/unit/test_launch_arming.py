@@ -8,16 +8,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from calbot import scheduler, timeutil
+from calbot import scheduler
+from tests.conftest import virtual_time
 
 NOW = datetime(2026, 12, 7, 8, 0, 0, 250_000, tzinfo=UTC)
 
 
 @pytest.fixture(autouse=True)
 def frozen() -> Iterator[None]:
-    timeutil.set_clock(lambda: NOW)
-    yield
-    timeutil.set_clock(None)
+    with virtual_time(NOW):
+        yield
 
 
 def test_the_event_age_ends_when_the_meeting_does_within_schedulers_range() -> None:

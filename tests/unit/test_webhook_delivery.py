@@ -75,7 +75,7 @@ class FakeSqs:
 
 
 @pytest.fixture
-def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+def world(background_off: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     w = World(moment=[START])
     timeutil.set_clock(w.now)
     settings = Settings(
