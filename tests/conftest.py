@@ -41,9 +41,10 @@ def inproc_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStac
     # (webhook -> queue -> worker) racing with what a test counts. The e2e suite covers that path.
     stack.graph.pause_notifications()
     stack.google.pause_notifications()
-    # Nor does the hourly arming job run in the background (tests/service/test_arming.py runs it): a
-    # real :20 would arm the far bots other tests count as deferred.
-    stack.clock.cron.jobs = [job for job in stack.clock.cron.jobs if job.function != "ArmingJobFunction"]
+    # Nor do the cron jobs run in the background (the tests that need one run it themselves): a real
+    # :20 would arm the far bots other tests count as deferred, a real 00:00 or 03:00 would schedule
+    # and renew across every test's users while tests count bots and provider calls.
+    stack.clock.cron.jobs = []
     _inproc_stacks.append(stack)
     yield stack
     _inproc_stacks.remove(stack)
