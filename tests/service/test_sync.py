@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -793,3 +794,50 @@ def test_a_change_after_a_sync_started_still_syncs(
     # And a message without a queue time (queued before this version) syncs as before.
     consume({"Records": [_change_record("c-6", conn)]})
     assert synced == [conn.account_id] * 5
+
+
+def test_a_message_that_syncs_reads_each_sync_state_once(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker's coalescing check reads the account's sync states; the sync that follows uses
+    those, not a second read of each (one DynamoDB read per calendar per notification saved)."""
+    from calbot.services.notifications import consume
+    from calbot.timeutil import now
+
+    user_id, acct, conn = connected(stack)
+    cal = acct["calendars"][0]["id"]
+    consume({"Records": [_change_record("r-1", conn, sent_at=now() - timedelta(seconds=5))]})  # a state
+    made = stack.graph.add_event(acct["id"], cal, subject="Read once", start=at(1), end=at(2))
+    reads: Counter[str] = Counter()
+    real = store.get_sync_state
+
+    def counted(user: str, provider: str, account_id: str, calendar_id: str) -> Any:
+        reads[calendar_id] += 1
+        return real(user, provider, account_id, calendar_id)
+
+    monkeypatch.setattr(store, "get_sync_state", counted)
+    assert consume({"Records": [_change_record("r-2", conn, sent_at=now())]}) == {"batchItemFailures": []}
+    assert made["id"] in stored(user_id)  # it synced (not covered), and wrote the new event
+    assert conn.calendars and reads == Counter({c.id: 1 for c in conn.calendars})
+    # A covered message reads them once too, and syncs nothing.
+    reads.clear()
+    consume({"Records": [_change_record("r-3", conn, sent_at=now() - timedelta(minutes=5))]})
+    assert reads == Counter({c.id: 1 for c in conn.calendars})
+
+
+def test_a_sync_handed_a_stale_state_reads_it_again(stack: LocalStack) -> None:
+    """A state handed to sync_connection that another sync has moved on since: the claim fails on its
+    version, and the sync starts again from a fresh read, never from the stale cursor's view."""
+    from calbot.services.sync import sync_connection
+
+    user_id, acct, conn = connected(stack)
+    cal = acct["calendars"][0]["id"]
+    assert sync_connection(conn).error is None
+    stale = store.get_sync_state(conn.user_id, conn.provider, conn.account_id, cal)
+    stack.graph.add_event(acct["id"], cal, subject="Seen by the other sync", start=at(1), end=at(2))
+    assert sync_connection(conn).written == 1  # another sync: the state moves on
+    later = stack.graph.add_event(acct["id"], cal, subject="Seen by this one", start=at(3), end=at(4))
+    result = sync_connection(conn, states={cal: stale})
+    assert result.error is None and later["id"] in stored(user_id)
+    fresh = store.get_sync_state(conn.user_id, conn.provider, conn.account_id, cal)
+    assert stale is not None and fresh is not None and fresh.version > stale.version + 1

@@ -25,7 +25,7 @@ from calbot import aws, store
 from calbot import deadline as deadlines
 from calbot.config import get_settings
 from calbot.log import logger
-from calbot.models import ChangeMessage, Connection, Subscription, account_key
+from calbot.models import ChangeMessage, Connection, Subscription, SyncState, account_key
 from calbot.providers import registry
 from calbot.providers.registry import Notice
 from calbot.services.connections import mark_needs_reauth
@@ -191,7 +191,8 @@ def _handle_record(record: SQSRecord) -> None:
         conn = store.get_connection(message.user_id, message.provider, message.account_id)
         if conn is None or not conn.live:
             return  # disconnected (or being disconnected) meanwhile: nothing to do
-        if _covered(conn, message, record):
+        states: dict[str, SyncState | None] = {}  # what _covered read, for the sync not to read again
+        if _covered(conn, message, record, states):
             logger.info("account already synced since this change", extra={"coalesced": 1})
             return
         try:
@@ -202,7 +203,7 @@ def _handle_record(record: SQSRecord) -> None:
             # A real auth failure: say so (the user must reconnect); retrying cannot help.
             mark_needs_reauth(conn, err.message)
             return
-        result = sync_connection(conn)
+        result = sync_connection(conn, states=states)
         if result.error and result.error.get("error") in ("provider_unavailable", "sync_failed"):
             # transient (throttled, down, or its bots could not follow yet): retry this account later
             raise RuntimeError(f"{result.error['error']}; retry this account later")
@@ -212,12 +213,15 @@ def _handle_record(record: SQSRecord) -> None:
         raise
 
 
-def _covered(conn: Connection, message: ChangeMessage, record: SQSRecord) -> bool:
+def _covered(
+    conn: Connection, message: ChangeMessage, record: SQSRecord, states: dict[str, SyncState | None]
+) -> bool:
     """Whether a sync already read everything this plain sync message reports: every calendar's sync
     state was last written by a sync that started (before it asked the provider) COVERED_MARGIN or more
     after the message was queued. A burst's second notification for an account then costs one read,
-    not a provider sync. Never for a redelivered message (its own failed attempt may have written that
-    state before its bots followed) nor for a subscription's renewal or recreation."""
+    not a provider sync. The states it reads go into `states`, for the sync that follows. Never for a
+    redelivered message (its own failed attempt may have written that state before its bots followed)
+    nor for a subscription's renewal or recreation."""
     if message.kind != "sync" or message.sent_at is None or not conn.calendars:
         return False
     # Only a first delivery we can tell is one: a record without its receive count syncs.
@@ -225,7 +229,7 @@ def _covered(conn: Connection, message: ChangeMessage, record: SQSRecord) -> boo
         return False
     since = message.sent_at + COVERED_MARGIN
     for cal in conn.calendars:
-        state = store.get_sync_state(conn.user_id, conn.provider, conn.account_id, cal.id)
+        state = states[cal.id] = store.get_sync_state(conn.user_id, conn.provider, conn.account_id, cal.id)
         if state is None or state.cursor is None or state.updated_at is None or state.updated_at < since:
             return False
     return True

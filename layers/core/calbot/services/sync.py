@@ -162,27 +162,40 @@ def _record(
     )
 
 
-def sync_calendar(conn: Connection, calendar_id: str, access_token: str) -> tuple[list[Event], bool]:
-    """Sync one calendar; returns (the events written, whether it was a full sync).
+_UNREAD = object()  # no sync state handed in: read it
+
+
+def sync_calendar(
+    conn: Connection, calendar_id: str, access_token: str, *, state: SyncState | None | object = _UNREAD
+) -> tuple[list[Event], bool]:
+    """Sync one calendar; returns (the events written, whether it was a full sync). `state` is its sync
+    state as the caller has just read it (None: it has none), which saves reading it again; a stale one
+    only loses the claim below.
 
     Two syncs of one calendar may run at once (the user's GET /calendar/events and the queue worker):
     the one that loses the claim on the sync state starts again from what the winner left, once, then
     gives up cleanly (the winner, which saw the provider later, has the newer view)."""
     try:
-        return _sync_calendar_once(conn, calendar_id, access_token)
+        return _sync_calendar_once(conn, calendar_id, access_token, state)
     except store.SyncConflict:
         logger.info("calendar synced concurrently; syncing again from its new state")
     try:
-        return _sync_calendar_once(conn, calendar_id, access_token)
+        return _sync_calendar_once(conn, calendar_id, access_token, _UNREAD)
     except store.SyncConflict:
         logger.info("calendar synced concurrently again; leaving it to the other sync")
         return [], False
 
 
-def _sync_calendar_once(conn: Connection, calendar_id: str, access_token: str) -> tuple[list[Event], bool]:
+def _sync_calendar_once(
+    conn: Connection, calendar_id: str, access_token: str, known: SyncState | None | object
+) -> tuple[list[Event], bool]:
     provider = get_provider(conn.provider)
     at = now()
-    state = store.get_sync_state(conn.user_id, conn.provider, conn.account_id, calendar_id)
+    state = (
+        known
+        if known is None or isinstance(known, SyncState)
+        else store.get_sync_state(conn.user_id, conn.provider, conn.account_id, calendar_id)
+    )
     read_version = state.version if state else 0
     cursor = (
         state.cursor
@@ -344,24 +357,29 @@ def _stored_instances(conn: Connection, calendar_id: str, masters: set[str]) -> 
 
 
 def sync_connection(
-    conn: Connection, *, follow: bool = True, deadline: Deadline | None = None
+    conn: Connection,
+    *,
+    follow: bool = True,
+    deadline: Deadline | None = None,
+    states: dict[str, SyncState | None] | None = None,
 ) -> AccountResult:
     """Sync one account; with `follow` its bots follow too (sync_user does that once for all accounts).
 
     Provider calls stop at `deadline` (default: the one active in this thread): an account that runs
     out of time ends with a `provider_unavailable` error and keeps its stored cursor, so nothing is
-    half-synced and the next sync resumes from the same place."""
+    half-synced and the next sync resumes from the same place. `states`: sync states by calendar id
+    the caller has just read (the sync worker's coalescing check), each used once instead of a read."""
     with deadlines.active(deadline):
-        return _sync_connection(conn, follow=follow)
+        return _sync_connection(conn, follow=follow, states=dict(states or {}))
 
 
-def _sync_connection(conn: Connection, *, follow: bool) -> AccountResult:
+def _sync_connection(conn: Connection, *, follow: bool, states: dict[str, SyncState | None]) -> AccountResult:
     result = AccountResult(provider=conn.provider, account_id=conn.account_id)
     try:
         token = tokens.access_token(conn)
         for cal in conn.calendars:
             try:
-                changed, full = sync_calendar(conn, cal.id, token)
+                changed, full = sync_calendar(conn, cal.id, token, state=states.pop(cal.id, _UNREAD))
             except ProviderAuthError as err:
                 if err.revoked:
                     raise
