@@ -277,23 +277,28 @@ class LocalClock:
             self._in_flight.add(key)
             self._busy += 1
 
+        def release() -> None:
+            with self._state:
+                self._in_flight.discard(key)
+                self._busy -= 1
+                self._idle.notify_all()
+
         def run() -> None:
             try:
                 fn()
             except Exception as exc:
                 self.log(f"[clock] {key} failed: {''.join(traceback.format_exception(exc))}")
             finally:
-                with self._state:
-                    self._in_flight.discard(key)
-                    self._busy -= 1
-                    self._idle.notify_all()
+                release()
 
         try:
-            self._pool.submit(run)
+            future = self._pool.submit(run)
         except RuntimeError:  # shutting down
-            with self._state:
-                self._in_flight.discard(key)
-                self._busy -= 1
+            release()
+            return
+        # Work still queued when stop() shuts the pool down is cancelled and never runs: its key is let
+        # go too, else a stopped and restarted clock would never run that consumer or job again.
+        future.add_done_callback(lambda done: release() if done.cancelled() else None)
 
     @contextmanager
     def _exclusive(self, timeout: float = 120.0) -> Iterator[None]:

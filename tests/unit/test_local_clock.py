@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -956,6 +957,31 @@ def test_the_real_time_loop_fires_due_schedules_and_drains_queues(tmp_path: Path
         assert [c["event"] for c in environment.calls("test-target")] == [{"n": "due"}]
         assert _wait_for(lambda: environment.schedule_names() == ["later"])
         assert not clock.virtual and abs(clock.offset_seconds) < 1e-9
+    finally:
+        clock.close()
+
+
+def test_a_stopped_and_restarted_loop_still_runs_the_work_stop_cancelled(tmp_path: Path, aws: None) -> None:
+    """stop() cancels the loop's queued work (tests pause the in-process stack's loop around a
+    virtual clock): that work's key is let go, so the restarted loop runs the consumer again."""
+    environment, clock = _make_env(tmp_path, virtual=False)
+    clock.tick_seconds = 0.1
+    clock._workers = 1
+    try:
+        clock.start()
+        running, release, ran = threading.Event(), threading.Event(), []
+        clock._submit(("busy",), lambda: (running.set(), release.wait(10)))
+        assert running.wait(10)
+        clock._submit(("queued",), lambda: ran.append("queued"))  # behind the busy one: queued
+        threading.Timer(0.3, release.set).start()
+        clock.stop()
+        assert ran == [] and clock._in_flight == set() and clock._busy == 0
+        clock.start()
+        clock._submit(("queued",), lambda: ran.append("queued"))
+        environment.sqs.send_message(
+            QueueUrl=environment.queue_url("Work"), MessageBody="m", MessageGroupId="g"
+        )
+        assert _wait_for(lambda: ran == ["queued"] and environment.calls("WorkerFn"))
     finally:
         clock.close()
 
