@@ -66,7 +66,9 @@ class Captured(list[tuple[str, WebhookEvent]]):
 
 
 @pytest.fixture
-def events(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Captured]:
+def events(stack: LocalStack, background_off: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Captured]:
+    # The capture is process-wide: the stack's background loop (other tests' delayed launches) stays
+    # off while it is in place, so what a test counts is what its own calls emitted.
     captured = Captured()
     monkeypatch.setattr(webhook_delivery, "enqueue_event", lambda user, event: captured.append((user, event)))
     yield captured
