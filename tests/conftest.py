@@ -66,9 +66,9 @@ def virtual_time(
     source comes back after.
 
     Meanwhile the in-process stack's background loop (due schedules, cron jobs, queue consumers) is
-    paused (`background_paused`): that loop runs at real time, and what it ran would
-    run under the test's time, handing other tests' bots to the launcher as if their meetings had
-    ended (a CI failure, twice: an hourly arming job once, a delayed launch message once)."""
+    paused (`background_paused`): that loop runs at real time, and what it ran would run under the
+    test's time, handing other tests' bots to the launcher as if their meetings had ended (a CI
+    failure, twice: an hourly arming job once, a delayed launch message once)."""
     from calbot import timeutil
 
     moment = [at or datetime.now(UTC)]

@@ -671,8 +671,12 @@ def test_a_bot_due_at_once_keeps_a_schedule_even_if_it_fired_before_the_item_was
 
 def _meeting_in(stack: LocalStack, hours: int, subject: str, zoom_id: int) -> tuple[str, Event]:
     """A new user's synced one-hour Zoom meeting starting `hours` after SOON."""
+    return _meeting_at(stack, SOON + timedelta(hours=hours), subject, zoom_id)
+
+
+def _meeting_at(stack: LocalStack, start: datetime, subject: str, zoom_id: int) -> tuple[str, Event]:
+    """A new user's synced one-hour Zoom meeting starting at `start`."""
     user_id, acct = user_with_account(stack)
-    start = SOON + timedelta(hours=hours)
     ev = stack.graph.add_event(
         acct["id"],
         acct["calendars"][0]["id"],
@@ -835,16 +839,8 @@ def test_past_the_number_of_schedules_quota_nothing_half_made_and_a_near_bot_nee
     after = {k: v for k, v in (schedule_of(kept.bot_id) or {}).items() if k != "ResponseMetadata"}
     assert after == kept_schedule
 
-    near_user, acct = user_with_account(stack)
-    start = timeutil.now().replace(microsecond=0) + timedelta(minutes=10)
-    ev = stack.graph.add_event(
-        acct["id"],
-        acct["calendars"][0]["id"],
-        subject="Soon",
-        start=start.isoformat(),
-        end=(start + timedelta(hours=1)).isoformat(),
-        location="https://acme.zoom.us/j/783",
-    )
-    near = svc.schedule_event(near_user, synced(near_user, ev["id"]).event_id, ScheduleRequest())
+    soon = timeutil.now().replace(microsecond=0) + timedelta(minutes=10)
+    near_user, near_event = _meeting_at(stack, soon, "Soon", 783)
+    near = svc.schedule_event(near_user, near_event.event_id, ScheduleRequest())
     bot = store.get_bot(near_user, near.bot_id)
     assert bot is not None and bot.status == "Scheduled" and schedule_of(near.bot_id) is None
