@@ -6,7 +6,9 @@ handshake, where the emulator calls back into a webhook server).
 
 from __future__ import annotations
 
+import io
 import os
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +35,62 @@ class _QuietRequestHandler(WSGIRequestHandler):
             super().log_message(format, *args)
 
 
+class _KeepAliveRequestHandler(_QuietRequestHandler):
+    """HTTP/1.1 keep-alive, as AWS, Graph and Google keep botocore's and requests' connections open.
+
+    werkzeug's server closes every connection after its response ("Connection: close"): each call then
+    paid a TCP connect, a new server thread and a close, most of a quick moto call's CPU. Its reason is
+    that http.server cannot find the next request line after a body the app left unread; so a request
+    with a Content-Length body has it read here first, and the app reads that copy. A request whose end
+    is not known that way (chunked, `Expect: 100-continue`) keeps werkzeug's close. An idle connection
+    closes after `timeout` seconds, and at once when its server shuts down."""
+
+    timeout = 60
+
+    def setup(self) -> None:
+        super().setup()
+        with _connections_lock:
+            _connections.setdefault(id(self.server), set()).add(self.connection)
+
+    def log_error(self, format: str, *args: Any) -> None:
+        if format.startswith("Request timed out"):
+            return  # an idle kept-alive connection closing, not an error
+        super().log_error(format, *args)
+
+    def finish(self) -> None:
+        with _connections_lock:
+            _connections.get(id(self.server), set()).discard(self.connection)
+        super().finish()
+
+    def run_wsgi(self) -> None:
+        length = self.headers.get("Content-Length")
+        self._keep_alive = (
+            "chunked" not in self.headers.get("Transfer-Encoding", "").lower()
+            and not self.headers.get("Expect")
+            and (length is None or length.strip().isdigit())
+            and not getattr(self.server, "closing", False)
+        )
+        if not self._keep_alive:
+            super().run_wsgi()
+            return
+        body = self.rfile.read(int(length)) if length else b""
+        stream, self.rfile = self.rfile, io.BytesIO(body)  # type: ignore[assignment]
+        try:
+            super().run_wsgi()  # its drain after the response reads the copy, not the next request
+        finally:
+            self.rfile = stream
+
+    def send_header(self, keyword: str, value: str) -> None:
+        closing = keyword.lower() == "connection" and value.lower() == "close"
+        if closing and getattr(self, "_keep_alive", False):
+            return  # http.server keeps the connection as the request asked (HTTP/1.1: open)
+        super().send_header(keyword, value)
+
+
+_connections: dict[int, set[socket.socket]] = {}  # per server: its open connections
+_connections_lock = threading.Lock()
+
+
 @dataclass
 class RunningServer:
     name: str
@@ -54,6 +112,16 @@ class RunningServer:
         if self.thread.is_alive():
             self.server.shutdown()
             self.thread.join(timeout=10)
+        # Kept-alive connections wait for a next request: end them (a request being served still gets
+        # its response, without keep-alive), so server_close's join of their threads does not wait.
+        self.server.closing = True  # type: ignore[attr-defined]
+        with _connections_lock:
+            open_connections = list(_connections.pop(id(self.server), ()))
+        for conn in open_connections:
+            try:
+                conn.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass  # already closed by its client
         self.server.server_close()
 
     def __enter__(self) -> RunningServer:
@@ -65,7 +133,7 @@ class RunningServer:
 
 def serve(app: WSGIApp, host: str = "127.0.0.1", port: int = 0, name: str = "") -> RunningServer:
     """Serve `app` with a threaded werkzeug server in a daemon thread; port 0 picks a free port."""
-    server = make_server(host, port, app, threaded=True, request_handler=_QuietRequestHandler)
+    server = make_server(host, port, app, threaded=True, request_handler=_KeepAliveRequestHandler)
     label = name or getattr(app, "__class__", type(app)).__name__
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.1}, name=f"serve-{label}", daemon=True
