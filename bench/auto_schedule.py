@@ -9,6 +9,11 @@ grows with the data (real DynamoDB's does not): the 1,000-user default takes lon
 the same per-bot unit figures quickly.
 
     python bench/auto_schedule.py [--users 1000] [--accounts 3] [--meetings 20] [--workers 8] [--json]
+    python bench/auto_schedule.py --users 20 --invite-body   # meetings with a Zoom invitation as body
+
+The default meetings have an empty body, the smallest event a provider sends. `--invite-body` gives each
+the invitation text the Zoom add-in writes into an Outlook meeting: its provider payload (with the body
+cut to RAW_BODY_LIMIT, as stored) makes the event item, and so its write units, what a real one costs.
 """
 
 from __future__ import annotations
@@ -56,6 +61,42 @@ class Units:
             self.read_units += max(1, math.ceil(sum(item_size(i) for i in items) / 4096)) * 0.5
         else:
             self.read_units += sum(max(1, math.ceil(item_size(i) / 4096)) for i in items) or 1
+
+
+def invite_body(join_url: str) -> str:
+    """The HTML body of an Outlook meeting the Zoom add-in created (its usual text, one meeting's
+    numbers): what a real event carries where the default bench event has none."""
+    meeting_id = join_url.rsplit("/", 1)[-1]
+    dial = "".join(
+        f"<br>\u2022 +1 {n} US{where}"
+        for n, where in (
+            ("646 931 3860", ""),
+            ("301 715 8592", " (Washington DC)"),
+            ("305 224 1968", ""),
+            ("309 205 3325", ""),
+            ("312 626 6799", " (Chicago)"),
+            ("669 900 6833", " (San Jose)"),
+            ("689 278 1000", ""),
+            ("719 359 4580", ""),
+            ("253 205 0468", ""),
+            ("253 215 8782", " (Tacoma)"),
+        )
+    )
+    return (
+        '<html><head><meta http-equiv="Content-Type" content="text/html; charset=utf-8"></head>'
+        '<body><div style="font-family:Calibri,Arial,sans-serif;font-size:11pt">'
+        "Hi there,<br><br>Alex Morgan is inviting you to a scheduled Zoom meeting.<br><br>"
+        f'Join Zoom Meeting<br><a href="{join_url}?pwd=bXlzZWNyZXRwYXNzY29kZQ.1">'
+        f"{join_url}?pwd=bXlzZWNyZXRwYXNzY29kZQ.1</a><br><br>"
+        f"Meeting ID: {meeting_id}<br>Passcode: 482913<br><br>---<br><br>One tap mobile<br>"
+        f"+16469313860,,{meeting_id}#,,,,*482913# US<br>+13017158592,,{meeting_id}#,,,,*482913# US "
+        f"(Washington DC)<br><br>---<br><br>Dial by your location{dial}<br><br>Meeting ID: {meeting_id}"
+        "<br>Passcode: 482913<br><br>Find your local number: https://acme.zoom.us/u/kdJ3fP9sQ<br><br>"
+        f"---<br><br>Join by SIP<br>\u2022 {meeting_id}@zoomcrc.com<br><br>Join by H.323<br>"
+        "\u2022 144.195.19.161 (US West)<br>\u2022 206.247.11.121 (US East)<br>"
+        "\u2022 115.114.131.7 (India Mumbai)<br><br>Meeting ID: "
+        f"{meeting_id}<br>Passcode: 482913<br></div></body></html>"
+    )
 
 
 # us-east-1 list prices (USD) used for the projection; change them here if they move.
@@ -151,6 +192,11 @@ def main() -> int:
         default=20_000,
         help="enabled users (settings items only) the fan-out is timed over: its projection scales this",
     )
+    parser.add_argument(
+        "--invite-body",
+        action="store_true",
+        help="each meeting's body is a Zoom invitation (the default body is empty)",
+    )
     parser.add_argument("--json", action="store_true")
     from bench.harness import add_json_out, write_json
 
@@ -181,13 +227,15 @@ def main() -> int:
                 cal = acct["calendars"][0]["id"]
                 for m in range(args.meetings):
                     start = base + timedelta(minutes=(m * 60 + a * 7) % (22 * 60))
+                    join_url = f"https://acme.zoom.us/j/{u:04d}{a}{m:03d}"
                     graph.add_event(
                         acct["id"],
                         cal,
                         subject=f"M{m}",
                         start=start,
                         end=start + timedelta(minutes=30),
-                        online_meeting_url=f"https://acme.zoom.us/j/{u:04d}{a}{m:03d}",
+                        online_meeting_url=join_url,
+                        body_html=invite_body(join_url) if args.invite_body else "",
                     )
                 seed_outlook_connection(user_id, mail, acct, "bench-client", "bench-secret", limit=200, at=at)
             store.put_auto_settings(
@@ -252,6 +300,7 @@ def main() -> int:
         "users": args.users,
         "accounts_per_user": args.accounts,
         "meetings_per_account": args.meetings,
+        "invite_body_chars": len(invite_body("https://acme.zoom.us/j/0")) if args.invite_body else 0,
         "setup_seconds": round(setup_s, 1),
         "users_enqueued": fan["users_enqueued"],
         "fan_out_seconds": round(fan_out_s, 3),
@@ -294,6 +343,11 @@ def main() -> int:
     print(
         f"auto-schedule job: {args.users} users x {args.accounts} accounts x {args.meetings} meetings "
         f"(setup {setup_s:.0f} s)"
+        + (
+            f", each with a {figures['invite_body_chars']}-character invitation body"
+            if args.invite_body
+            else ""
+        )
     )
     print(
         f"  fan-out: {fan['users_enqueued']} users enqueued in {fan_out_s:.2f} s "

@@ -218,3 +218,49 @@ def test_a_field_that_becomes_empty_leaves_the_stored_event_and_so_does_its_seri
     assert store.write_synced_events([single], version=2) == [single]
     assert store.get_event(user, occurrence.event_id) == single.model_copy(update={"sync_version": 2})
     assert store.series_occurrences(user, "ser_8") == []
+
+
+def _stored_item(user: str, event_id: str) -> dict[str, Any]:
+    from calbot import aws
+
+    item = aws.dynamodb().get_item(
+        TableName=get_settings().table_name,
+        Key=store.to_item({"PK": store.user_pk(user), "SK": f"EVENT#{event_id}"}),
+    )["Item"]
+    return store.from_item(item)
+
+
+def test_an_event_item_holds_neither_its_key_fields_nor_defaults_and_older_items_lose_them(user: str) -> None:
+    """Each byte of an event item is billed on every write: user_id and event_id are its keys, and a
+    field at its default reads back as the default. An item written before (with them) still reads,
+    a sync rewrite drops them, and the user's own recurring_enabled stays whatever it was."""
+    from calbot import aws
+    from calbot.store.events import event_item
+
+    event = _event(user, 9, sync_version=0, recurring_enabled=True)
+    old_item = event_item(event) | {  # as items were written before
+        "user_id": user,
+        "event_id": event.event_id,
+        "is_deleted": False,
+        "is_all_day": False,
+        "attendees_count": 0,
+        "event_type": "single",
+    }
+    aws.dynamodb().put_item(TableName=get_settings().table_name, Item=store.to_item(old_item))
+    assert store.get_event(user, event.event_id) == event
+
+    newer = event.model_copy(update={"title": "Moved", "recurring_enabled": False})  # as a sync sees it
+    assert store.write_synced_events([newer], version=1) == [newer]
+    stored = _stored_item(user, event.event_id)
+    assert not {"user_id", "event_id", "is_deleted", "is_all_day", "attendees_count", "event_type"} & set(
+        stored
+    )
+    assert stored["recurring_enabled"] is True  # the user's, not the sync's default
+    assert store.get_event(user, event.event_id) == newer.model_copy(
+        update={"sync_version": 1, "recurring_enabled": True}
+    )
+
+    fresh = _event(user, 10)
+    assert store.write_synced_events([fresh], version=1) == [fresh]
+    assert "recurring_enabled" not in _stored_item(user, fresh.event_id)  # its default: not stored
+    assert store.get_event(user, fresh.event_id) == fresh.model_copy(update={"sync_version": 1})
