@@ -115,7 +115,7 @@ bench: install
 	@rm -rf $(BENCH_OUT) && mkdir -p $(BENCH_OUT)
 	$(PY) bench/cold_start.py --repeat 5 --json-out $(BENCH_OUT)/cold_start.json
 	$(PY) bench/sync.py --json-out $(BENCH_OUT)/sync.json
-	$(PY) bench/auto_schedule.py --users 100 --json-out $(BENCH_OUT)/auto_schedule.json
+	$(PY) bench/auto_schedule.py --users 100 --invite-body --json-out $(BENCH_OUT)/auto_schedule.json
 	$(PY) bench/notify_latency.py --json-out $(BENCH_OUT)/notify_latency.json
 	$(PY) bench/notify_latency.py --burst --accounts 500 --timeout 300 --json-out $(BENCH_OUT)/notify_burst.json
 	$(PY) bench/renewal.py --json-out $(BENCH_OUT)/renewal.json
