@@ -105,7 +105,9 @@ def test_shutdown_ends_idle_kept_connections_and_finishes_a_request_in_flight(ap
         target=lambda: answers.append(requests.get(running.url + "/slow", timeout=10))
     )
     in_flight.start()
-    while "/slow" not in app.paths:
+    for _ in range(1000):  # until the slow request is being served (at most ~10 s)
+        if "/slow" in app.paths:
+            break
         time.sleep(0.01)
     stopping = threading.Thread(target=running.shutdown)
     stopping.start()
