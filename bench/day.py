@@ -246,11 +246,17 @@ class Recorder:
     def _ddb_units(self, units: Any) -> Callable[..., None]:
         """After DynamoWrites' own after-call hook: what this call added to the write and read units."""
         seen = [0]
+        seen_kinds: Counter[str] = Counter()
 
         def hook(**kwargs: Any) -> None:
             written = units.writes.units
             self._bump("ddb.wru", written - seen[0])
             seen[0] = written
+            kinds = Counter(units.writes.kind_units) + Counter(units.writes.kind_index_units)
+            for kind, n in (kinds - seen_kinds).items():
+                self._bump(f"ddb.wru_kind.{kind}", n)
+            seen_kinds.clear()
+            seen_kinds.update(kinds)
             before = units.read_units
             units.after(**kwargs)
             self._bump("ddb.rru", units.read_units - before)
@@ -676,6 +682,17 @@ def project(measured: dict[str, Any], template: Any) -> dict[str, Any]:
         "provider_requests_per_day": provider,
         "bot_api_calls_per_day": round(daily["bots.create"]),
         "dynamodb_units_per_day": {"write": round(daily["ddb.wru"]), "read": round(daily["ddb.rru"])},
+        # where the write units go: by record kind (the key's first part), table item or index entry
+        "dynamodb_write_units_by_record": dict(
+            sorted(
+                (
+                    (k.removeprefix("ddb.wru_kind."), round(v))
+                    for k, v in daily.items()
+                    if k.startswith("ddb.wru_kind.")
+                ),
+                key=lambda kv: -kv[1],
+            )
+        ),
         "ssm_calls_per_day": round(ssm_calls),
         "kms_calls_per_day": {
             "direct": round(kms_direct),
@@ -1361,6 +1378,10 @@ def print_summary(f: dict[str, Any]) -> None:
     print(
         f"  DynamoDB units: {p['dynamodb_units_per_day']['write']:,} write, "
         f"{p['dynamodb_units_per_day']['read']:,} read"
+    )
+    print(
+        "  DynamoDB write units by record: "
+        + ", ".join(f"{k} {v:,}" for k, v in p.get("dynamodb_write_units_by_record", {}).items())
     )
     for name, peak in p["peaks"].items():
         conc = peak.get("concurrency", peak.get("peak_concurrency"))

@@ -599,6 +599,17 @@ def day(r: dict[str, Any]) -> list[str]:
         f"{p['ssm_calls_per_day']:,} a day; KMS: {p['kms_calls_per_day']['direct']:,} direct + "
         f"{p['kms_calls_per_day']['via_ssm_securestring']:,} made by Parameter Store for SecureStrings.",
         "",
+        *(
+            [
+                "Write units a day by record (the key's first part: the table item, or its entry in an "
+                "index): "
+                + ", ".join(f"{k} {v:,}" for k, v in p["dynamodb_write_units_by_record"].items())
+                + ".",
+                "",
+            ]
+            if p.get("dynamodb_write_units_by_record")
+            else []
+        ),
         f"**Lambda: {p['lambda_seconds_per_day']:,} Lambda-seconds, "
         f"{p['gb_seconds_per_day']:,} GB-seconds a day** "
         "(duration: the process's CPU time during the in-process invocation, nested invocations "

@@ -170,6 +170,7 @@ class DynamoWrites:
         self.table_units: Counter[str] = Counter()
         self.index_units: Counter[str] = Counter()
         self.kind_units: Counter[str] = Counter()  # table units by record kind (the key's first part)
+        self.kind_index_units: Counter[str] = Counter()  # index units by "<kind> <index>"
         self._pending: dict[int, tuple[Any, str, list[_Write], threading.Thread]] = {}
         self._after_hooked = False
         self._lock = threading.RLock()
@@ -206,6 +207,7 @@ class DynamoWrites:
             self.table_units.clear()
             self.index_units.clear()
             self.kind_units.clear()
+            self.kind_index_units.clear()
 
     # -- hooks
 
@@ -285,6 +287,7 @@ class DynamoWrites:
                 for name, n in index_units.items():
                     if n:
                         self.index_units[name] += n
+                        self.kind_index_units[f"{_kind(w.key)} {name}"] += n
                         self._units += n
 
     def _settle_unanswered(self, thread: threading.Thread | None = None) -> None:
