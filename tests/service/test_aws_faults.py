@@ -227,3 +227,71 @@ def test_a_transaction_whose_answer_was_lost_after_the_commit_is_not_applied_twi
     )
     store.save_bot(_cancelled(bot), expect_status="Scheduled", release_guard=True)
     _assert_cancelled(bot)
+
+
+@pytest.mark.parametrize("lost", [1, 2], ids=["the guard's put", "the bot's put"])
+def test_a_created_bot_whose_put_answer_was_lost_is_created_once(faults: Any, lost: int) -> None:
+    # The guard and the bot are two conditional PutItems (no ClientRequestToken). botocore retries the
+    # 500 DynamoDB answers after applying one; the retry fails its own attribute_not_exists, and the
+    # refusal's stored item (ReturnValuesOnConditionCheckFailure) is this very write: created, not
+    # AlreadyScheduled naming itself with a guard and no bot.
+    bot = _bot(f"u-{uuid.uuid4().hex[:8]}")
+    puts = {"calls": 0, "sent": 0}
+
+    def lose_answer(**_: Any) -> None:
+        puts["calls"] += 1
+        if puts["calls"] == lost:  # this PutItem is applied, then answered with a 500
+            faults(
+                service="dynamodb", error="InternalServerError", operations=["PutItem"], times=1, after=True
+            )
+
+    def sent(**_: Any) -> None:
+        puts["sent"] += 1
+
+    events = aws.dynamodb().meta.events
+    events.register("before-call.dynamodb.PutItem", lose_answer)
+    events.register("before-send.dynamodb.PutItem", sent)
+    try:
+        store.create_bot(bot)
+    finally:
+        events.unregister("before-call.dynamodb.PutItem", lose_answer)
+        events.unregister("before-send.dynamodb.PutItem", sent)
+    assert puts == {"calls": 2, "sent": 3}  # the guard, the bot, and botocore's retry of the lost one
+    assert store.get_bot(bot.user_id, bot.bot_id) == bot
+    assert store.dedup_owner(bot.user_id, bot.dedup_key) == bot.bot_id
+
+
+def test_a_launch_claim_whose_answer_was_lost_is_still_the_claimers(faults: Any) -> None:
+    # Scheduled -> Launching is one conditional PutItem. Its answer lost after the write, botocore's retry
+    # meets status Launching: without the stored-item check the claimer would take it for a rival's
+    # claim (BotChanged) and drop a launch nobody else holds.
+    bot = _bot(f"u-{uuid.uuid4().hex[:8]}")
+    store.create_bot(bot)
+    claimed = bot.model_copy(update={"status": "Launching", "launch_claim": "c1", "launch_attempts": 1})
+    faults(service="dynamodb", error="InternalServerError", operations=["PutItem"], times=1, after=True)
+    store.save_bot(claimed, expect_status="Scheduled")
+    assert store.get_bot(bot.user_id, bot.bot_id) == claimed
+    # a rival's claim on the same bot is still refused: the stored item is not its own
+    rival = claimed.model_copy(update={"launch_claim": "c2"})
+    with pytest.raises(store.BotChanged):
+        store.save_bot(rival, expect_status="Scheduled")
+    assert store.get_bot(bot.user_id, bot.bot_id) == claimed
+
+
+def test_a_single_bot_save_is_one_put_not_a_transaction(faults: Any) -> None:
+    # A one-item transaction bills its item twice: a bot saved alone is a conditional PutItem.
+    ops: list[str] = []
+
+    def record(model: Any, **_: Any) -> None:
+        ops.append(model.name)
+
+    bot = _bot(f"u-{uuid.uuid4().hex[:8]}")
+    store.create_bot(bot)
+    events = aws.dynamodb().meta.events
+    events.register("before-parameter-build.dynamodb", record)
+    try:
+        store.save_bot(bot.model_copy(update={"title": "Renamed"}), expect_status="Scheduled")
+        store.save_bot(_cancelled(bot), expect_status="Scheduled", release_guard=True)
+    finally:
+        events.unregister("before-parameter-build.dynamodb", record)
+    assert ops == ["PutItem", "TransactWriteItems"]

@@ -155,6 +155,26 @@ def _write_if(operation: str, **kwargs: Any) -> bool:
     return True
 
 
+def _put_if(**kwargs: Any) -> bool:
+    """A conditional PutItem (`_write`'s arguments: Item in wire form, its ConditionExpression...) that is
+    safe to retry: False when the condition failed, True when the item was written.
+
+    botocore retries a call whose answer was lost (a 500 or a timeout after DynamoDB applied it), and
+    the retry then fails the very condition the first attempt made untrue. A transaction is protected
+    by its ClientRequestToken (transact_write); a single write is not, so the refusal asks for the
+    stored item (ReturnValuesOnConditionCheckFailure ALL_OLD: no read units) and a stored item equal to
+    this one is this write, already applied. One item is written this way, not as a one-item
+    transaction, which DynamoDB bills twice."""
+    try:
+        _write("put_item", ReturnValuesOnConditionCheckFailure="ALL_OLD", **kwargs)
+    except ClientError as err:
+        if not _is_conditional_failure(err):
+            raise
+        stored = err.response.get("Item")
+        return bool(stored) and from_item(stored) == from_item(kwargs["Item"])
+    return True
+
+
 def batch_write(puts: Iterable[dict[str, Any]] = (), deletes: Iterable[tuple[str, str]] = ()) -> int:
     """Write items in batches of 25, retrying unprocessed items with backoff. Returns items written."""
     requests = [{"PutRequest": {"Item": to_item(p)}} for p in puts]

@@ -19,7 +19,16 @@ from calbot import ids
 from calbot.errors import Unavailable
 from calbot.models import ScheduledBot
 from calbot.store import base
-from calbot.store.base import _get, _strip_keys, _table, _write_if, to_item, transact_write, user_pk
+from calbot.store.base import (
+    _get,
+    _put_if,
+    _strip_keys,
+    _table,
+    _write_if,
+    to_item,
+    transact_write,
+    user_pk,
+)
 from calbot.timeutil import iso_z, now, parse_iso
 
 
@@ -184,12 +193,12 @@ def create_bot(bot: ScheduledBot) -> None:
     between the two writes) gives its guard back and writes no bot: Unavailable, the client may retry."""
     taken_at = now()
     guard = _guard_put(bot, taken_at)
-    if not _write_if("put_item", **guard, ConditionExpression="attribute_not_exists(PK)"):
+    # each put is _put_if: a retry of one whose answer was lost finds its own item, not a rival's
+    if not _put_if(**guard, ConditionExpression="attribute_not_exists(PK)"):
         held = _guard(bot.user_id, bot.dedup_key)
         if held is None or not _orphaned(bot.user_id, held):
             raise AlreadyScheduled(_owner(held))
-        if not _write_if(
-            "put_item",
+        if not _put_if(
             **guard,
             ConditionExpression="bot_id = :old",
             ExpressionAttributeValues=to_item({":old": held.get("bot_id")}),
@@ -199,7 +208,7 @@ def create_bot(bot: ScheduledBot) -> None:
         _write_if("delete_item", **_guard_release(bot, bot.dedup_key))
         raise Unavailable("service_unavailable", "The bot could not be scheduled right now; try again.")
     new_bot = to_item(_bot_item(bot))
-    if not _write_if("put_item", Item=new_bot, ConditionExpression="attribute_not_exists(PK)"):
+    if not _put_if(Item=new_bot, ConditionExpression="attribute_not_exists(PK)"):
         raise AlreadyScheduled(_guard_owner(bot.user_id, bot.dedup_key))
 
 
@@ -218,10 +227,13 @@ def save_bot(
     With release_guard the dedup guard goes in the same transaction (GUARD_RELEASED_BY_ITS_BOT), so a
     cancelled or failed occurrence can be scheduled again and a live one never loses its guard.
     """
-    items = [_put_if_status(bot, expect_status, expect_claim, expect_generation)]
-    if release_guard:
-        items.append(_release_guard(bot, bot.dedup_key))
-    transact_write(items, on_condition=[BotChanged, BotChanged])
+    put = _put_if_status(bot, expect_status, expect_claim, expect_generation)
+    if not release_guard:
+        # the bot alone: one conditional PutItem (a one-item transaction would bill it twice)
+        if not _put_if(**{k: v for k, v in put["Put"].items() if k != "TableName"}):
+            raise BotChanged
+        return
+    transact_write([put, _release_guard(bot, bot.dedup_key)], on_condition=[BotChanged, BotChanged])
 
 
 def move_bot(bot: ScheduledBot, old_dedup_key: str, *, expect_status: str) -> None:
