@@ -85,6 +85,13 @@ def user(inproc_stack: LocalStack) -> str:
 def test_the_indexes_are_narrowed(inproc_stack: LocalStack) -> None:
     projections = _table_projections()
     assert projections["GSI1"]["ProjectionType"] == "INCLUDE"
+    # a bot's phase, not its status: a launch's claim would rewrite the entry (see the test below)
+    assert sorted(projections["GSI1"]["NonKeyAttributes"]) == [
+        "account_id",
+        "calendar_id",
+        "phase",
+        "provider",
+    ]
     assert projections["GSI2"]["ProjectionType"] == "KEYS_ONLY"
     assert projections["GSI3"]["ProjectionType"] == "KEYS_ONLY"
 
@@ -264,3 +271,67 @@ def test_an_event_item_holds_neither_its_key_fields_nor_defaults_and_older_items
     assert store.write_synced_events([fresh], version=1) == [fresh]
     assert "recurring_enabled" not in _stored_item(user, fresh.event_id)  # its default: not stored
     assert store.get_event(user, fresh.event_id) == fresh.model_copy(update={"sync_version": 1})
+
+
+def test_bots_listed_by_each_status_from_the_phase_gsi1_projects(user: str) -> None:
+    """GSI1 projects a bot's phase (Scheduled and Launching are both "live"): each status still lists
+    exactly its bots, the live ones both, and `all` every one, soonest first."""
+    events = [_event(user, n) for n in range(5)]
+    store.put_events(events)
+    bots = [_bot(e, 0) for e in events]
+    for bot in bots:
+        store.create_bot(bot)
+    statuses = ["Scheduled", "Launching", "Launched", "Failed", "Cancelled"]
+    for bot, status in zip(bots[1:], statuses[1:], strict=True):
+        store.save_bot(bot.model_copy(update={"status": status}), expect_status="Scheduled")
+    stored = [store.get_bot(user, b.bot_id) for b in bots]
+
+    def listed(*wanted: str) -> list[str]:
+        found = store.bots_by_join_time(
+            user, ascending=True, bound="2000", limit=100, statuses=wanted or None
+        )
+        return [b.status for b in found]
+
+    for status in statuses:
+        assert listed(status) == [status]
+    assert listed("Scheduled", "Launching") == ["Scheduled", "Launching"]
+    assert listed() == statuses
+    assert store.bots_by_join_time(user, ascending=True, bound="2000", limit=100) == stored
+    # a page of one live bot where a non-live one comes first: the filter, not the page, decides
+    assert listed("Launching") == ["Launching"]
+    one = store.bots_by_join_time(user, ascending=True, bound="2000", limit=1, statuses=("Failed",))
+    assert [b.bot_id for b in one] == [bots[3].bot_id]
+
+
+def test_a_launch_claim_writes_no_index_entry_and_its_end_one(user: str, ddb_writes: Any) -> None:
+    """Scheduled -> Launching leaves the bot's GSI1 entry as it is (same phase): one write unit, the
+    bot's item. Launching -> Launched changes the phase: the item and its entry."""
+    event = _event(user, 0)
+    store.put_events([event])
+    bot = _bot(event, 0)
+    store.create_bot(bot)
+    ddb_writes.reset()
+    claimed = bot.model_copy(update={"status": "Launching", "launch_claim": "c1"})
+    store.save_bot(claimed, expect_status="Scheduled")
+    assert ddb_writes.breakdown()["indexes"] == {} and ddb_writes.units == 1
+    ddb_writes.reset()
+    store.save_bot(
+        claimed.model_copy(update={"status": "Launched"}), expect_status="Launching", expect_claim="c1"
+    )
+    assert ddb_writes.breakdown()["indexes"] == {"GSI1": 1} and ddb_writes.units == 2
+
+
+def test_a_bot_written_before_phases_is_still_listed_by_its_status(user: str) -> None:
+    from calbot import aws
+    from calbot.store.bots import _bot_item
+
+    event = _event(user, 0)
+    store.put_events([event])
+    bot = _bot(event, 0).model_copy(update={"status": "Launched"})
+    old_item = {k: v for k, v in _bot_item(bot).items() if k != "phase"}  # as bots were written before
+    aws.dynamodb().put_item(TableName=get_settings().table_name, Item=store.to_item(old_item))
+    for status, listed in (("Launched", [bot]), ("Scheduled", []), ("Failed", [])):
+        assert (
+            store.bots_by_join_time(user, ascending=True, bound="2000", limit=10, statuses=(status,))
+            == listed
+        )

@@ -56,8 +56,9 @@ def from_item(item: dict[str, Any]) -> dict[str, Any]:
     return {k: _plain(_deser.deserialize(v)) for k, v in item.items()}
 
 
-# Attributes of an item that are storage, not the record: keys, TTL, kind, the compressed payload.
-_STORAGE_ATTRIBUTES = {"PK", "SK", "ttl", "kind", "raw_z"} | {
+# Attributes of an item that are storage, not the record: keys, TTL, kind, the compressed payload, a
+# bot's index phase (store/bots.py).
+_STORAGE_ATTRIBUTES = {"PK", "SK", "ttl", "kind", "raw_z", "phase"} | {
     f"GSI{n}{part}" for n in (1, 2, 3) for part in ("PK", "SK")
 }
 

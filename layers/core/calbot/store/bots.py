@@ -11,13 +11,14 @@ explained there."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, Protocol
 
 from calbot import ids
 from calbot.errors import Unavailable
-from calbot.models import ScheduledBot
+from calbot.models import LIVE_STATUSES, ScheduledBot
 from calbot.store import base
 from calbot.store.base import (
     _get,
@@ -93,6 +94,7 @@ def _bot_item(bot: ScheduledBot) -> dict[str, Any]:
         "kind": "bot",
         "GSI1PK": f"USER#{bot.user_id}#BOTS",
         "GSI1SK": f"{iso_z(bot.scheduled_join_time)}#{bot.bot_id}",
+        "phase": _phase(bot.status),
         # arm_deferred only where true (a name on every bot would be billed on every write)
         **bot.model_dump(mode="json", exclude=None if bot.arm_deferred else {"arm_deferred"}),
     }
@@ -100,6 +102,13 @@ def _bot_item(bot: ScheduledBot) -> dict[str, Any]:
         item["GSI2PK"] = f"ARM#{_arm_shard(bot.bot_id)}"
         item["GSI2SK"] = f"{iso_z(bot.scheduled_join_time)}#{bot.launch_generation}#{bot.bot_id}"
     return item
+
+
+def _phase(status: str) -> str:
+    """What GSI1 holds of a bot's status (listings filter on it): "live" for Scheduled and Launching,
+    else the status. A launch's claim (Scheduled -> Launching) leaves it, so it does not rewrite the
+    index entry; only the launch's end (-> Launched) does."""
+    return "live" if status in LIVE_STATUSES else status
 
 
 class DeferredArming(NamedTuple):
@@ -348,14 +357,20 @@ def bots_by_join_time(
     provider: str | None = None,
     account_id: str | None = None,
 ) -> list[ScheduledBot]:
-    """One direction of the user's bots by join time (GSI1), filtered server side: ascending from
-    `bound` (GSI1SK >= bound), or descending from just below it (GSI1SK < bound)."""
+    """One direction of the user's bots by join time (GSI1): ascending from `bound` (GSI1SK >= bound),
+    or descending from just below it (GSI1SK < bound), filtered server side on what the index projects
+    (provider, account, and the status's `_phase`), then on the status itself in the record read from
+    the table (which tells Scheduled from Launching, and is current where an index entry may lag)."""
+    if limit <= 0:
+        return []
     values: dict[str, Any] = {":pk": f"USER#{user_id}#BOTS", ":b": bound}
-    filters, names = [], {}
+    filters = []
     if statuses:
-        names["#s"] = "status"
-        filters.append("#s IN (" + ", ".join(f":s{i}" for i in range(len(statuses))) + ")")
-        values.update({f":s{i}": st for i, st in enumerate(statuses)})
+        phases = sorted({_phase(st) for st in statuses})
+        # a bot written before phases (or an index that does not project it) passes to the status check
+        in_phases = ", ".join(f":p{i}" for i in range(len(phases)))
+        filters.append(f"(phase IN ({in_phases}) OR attribute_not_exists(phase))")
+        values.update({f":p{i}": p for i, p in enumerate(phases)})
     if provider:
         filters.append("provider = :prov")
         values[":prov"] = provider
@@ -371,16 +386,15 @@ def bots_by_join_time(
     }
     if filters:
         kwargs["FilterExpression"] = " AND ".join(filters)
-    if names:
-        kwargs["ExpressionAttributeNames"] = names
-    entries: list[dict[str, Any]] = []  # the index holds the keys and the filtered fields only
-    if limit <= 0:
-        return []
-    for item in base._query(**kwargs):
-        entries.append(item)
-        if len(entries) >= limit:
+    entries = base._query(**kwargs)  # the index holds the keys and the filtered fields only
+    bots: list[ScheduledBot] = []
+    while len(bots) < limit:
+        wanted = limit - len(bots)
+        chunk = list(itertools.islice(entries, max(wanted, 25) if statuses else wanted))
+        if not chunk:
             break
-    return [_bot(i) for i in base._full_items(entries)]
+        bots += [b for b in map(_bot, base._full_items(chunk)) if not statuses or b.status in statuses]
+    return bots[:limit]
 
 
 def account_bots(user_id: str, provider: str, account_id: str) -> Iterator[ScheduledBot]:
