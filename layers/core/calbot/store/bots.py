@@ -239,10 +239,13 @@ def save_bot(
     put = _put_if_status(bot, expect_status, expect_claim, expect_generation)
     if not release_guard:
         # the bot alone: one conditional PutItem (a one-item transaction would bill it twice)
-        if not _put_if(**{k: v for k, v in put["Put"].items() if k != "TableName"}):
+        if not _put_if(**put):
             raise BotChanged
         return
-    transact_write([put, _release_guard(bot, bot.dedup_key)], on_condition=[BotChanged, BotChanged])
+    transact_write(
+        [{"Put": {"TableName": _table(), **put}}, _release_guard(bot, bot.dedup_key)],
+        on_condition=[BotChanged, BotChanged],
+    )
 
 
 def move_bot(bot: ScheduledBot, old_dedup_key: str, *, expect_status: str) -> None:
@@ -253,7 +256,11 @@ def move_bot(bot: ScheduledBot, old_dedup_key: str, *, expect_status: str) -> No
         save_bot(bot, expect_status=expect_status)
         return
     transact_write(
-        [_put_if_status(bot, expect_status, None), _take_guard(bot), _release_guard(bot, old_dedup_key)],
+        [
+            {"Put": {"TableName": _table(), **_put_if_status(bot, expect_status, None)}},
+            _take_guard(bot),
+            _release_guard(bot, old_dedup_key),
+        ],
         on_condition=[BotChanged, AlreadyScheduled, BotChanged],
     )
 
@@ -297,7 +304,7 @@ def _put_if_status(
     expect_generation: int | None = None,
 ) -> dict[str, Any]:
     """ONLY_SCHEDULED_CHANGES, LAUNCH_CLAIMED_ONCE: the bot, only while in one of these statuses (and
-    under this launch claim)."""
+    under this launch claim). PutItem's arguments, without the table (as `_guard_release`)."""
     statuses = (expect_status,) if isinstance(expect_status, str) else expect_status
     values: dict[str, Any] = {f":s{i}": st for i, st in enumerate(statuses)}
     cond = "(" + " OR ".join(f"#s = :s{i}" for i in range(len(statuses))) + ")"
@@ -312,13 +319,10 @@ def _put_if_status(
         cond += f" AND {gen}"
         values[":gen"] = expect_generation
     return {
-        "Put": {
-            "TableName": _table(),
-            "Item": to_item(_bot_item(bot)),
-            "ConditionExpression": cond,
-            "ExpressionAttributeNames": {"#s": "status"},
-            "ExpressionAttributeValues": to_item(values),
-        }
+        "Item": to_item(_bot_item(bot)),
+        "ConditionExpression": cond,
+        "ExpressionAttributeNames": {"#s": "status"},
+        "ExpressionAttributeValues": to_item(values),
     }
 
 
