@@ -192,14 +192,45 @@ def test_every_attempt_of_one_transaction_carries_one_client_request_token(fault
     events = aws.dynamodb().meta.events
     events.register("before-call.dynamodb.TransactWriteItems", record)
     try:
-        bot = _bot(f"u-{uuid.uuid4().hex[:8]}")
-        store.create_bot(bot)  # two single-item puts: the transaction is the cancel (bot + its guard)
+        pair = _pair()
         faults(service="dynamodb", error="TransactionConflict", operations=["TransactWriteItems"], times=2)
-        store.save_bot(_cancelled(bot), expect_status="Scheduled", release_guard=True)
+        _write_pair(pair)
     finally:
         events.unregister("before-call.dynamodb.TransactWriteItems", record)
     assert len(tokens) == 3 and len(set(tokens)) == 1
-    _assert_cancelled(bot)
+    _assert_written(pair)
+
+
+def _pair() -> list[str]:
+    """The keys of two new items one transaction writes, each only where none exists (as a webhook and
+    its user's counter are)."""
+    return [f"TXN#{uuid.uuid4().hex}" for _ in range(2)]
+
+
+def _write_pair(pair: list[str]) -> None:
+    from calbot.store import base
+
+    class Refused(Exception):
+        pass
+
+    base.transact_write(
+        [
+            {
+                "Put": {
+                    "TableName": get_settings().table_name,
+                    "Item": _key(pk),
+                    "ConditionExpression": "attribute_not_exists(PK)",
+                }
+            }
+            for pk in pair
+        ],
+        on_condition=[Refused, Refused],
+    )
+
+
+def _assert_written(pair: list[str]) -> None:
+    for pk in pair:
+        assert aws.dynamodb().get_item(TableName=get_settings().table_name, Key=_key(pk)).get("Item")
 
 
 def _cancelled(bot: ScheduledBot) -> ScheduledBot:
@@ -215,9 +246,8 @@ def _assert_cancelled(bot: ScheduledBot) -> None:
 def test_a_transaction_whose_answer_was_lost_after_the_commit_is_not_applied_twice(faults: Any) -> None:
     # DynamoDB answers 500 once the transaction is committed; botocore retries it with the same
     # ClientRequestToken, which DynamoDB (and now the local moto) answers with success, not a
-    # ConditionalCheckFailed on the status the first attempt changed (BotChanged).
-    bot = _bot(f"u-{uuid.uuid4().hex[:8]}")
-    store.create_bot(bot)
+    # ConditionalCheckFailed on the items the first attempt wrote.
+    pair = _pair()
     faults(
         service="dynamodb",
         error="InternalServerError",
@@ -225,8 +255,8 @@ def test_a_transaction_whose_answer_was_lost_after_the_commit_is_not_applied_twi
         times=1,
         after=True,
     )
-    store.save_bot(_cancelled(bot), expect_status="Scheduled", release_guard=True)
-    _assert_cancelled(bot)
+    _write_pair(pair)  # its conditions, checked again, would refuse it
+    _assert_written(pair)
 
 
 @pytest.mark.parametrize("lost", [1, 2], ids=["the guard's put", "the bot's put"])
@@ -294,4 +324,7 @@ def test_a_single_bot_save_is_one_put_not_a_transaction(faults: Any) -> None:
         store.save_bot(_cancelled(bot), expect_status="Scheduled", release_guard=True)
     finally:
         events.unregister("before-parameter-build.dynamodb", record)
-    assert ops == ["PutItem", "TransactWriteItems"]
+    # a cancel too: the bot's save, then its guard's release (store.bots: cut off between them, the
+    # guard names a Cancelled bot and holds nothing)
+    assert ops == ["PutItem", "PutItem", "DeleteItem"]
+    _assert_cancelled(bot)

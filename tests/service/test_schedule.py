@@ -787,6 +787,205 @@ def test_a_creator_past_its_window_writes_no_bot_and_gives_its_guard_back(
     assert store.bots.dedup_owner(user_id, bot.dedup_key) is None  # free at once, no grace to wait
 
 
+# Moves, cancels and failed launches write the bot and its guards as plain conditional writes, not a
+# transaction (which bills each item twice). A writer cut off between them leaves a guard that holds
+# nothing, which the next writer takes over once past its grace.
+
+
+def _killed_at(monkeypatch: pytest.MonkeyPatch, operation: str, sk_prefix: str, *, nth: int = 1) -> None:
+    """A kill at the `nth` `operation` (put_item, delete_item) on an item whose SK starts with
+    `sk_prefix`: it and everything after it never run."""
+    from calbot.store import base
+
+    real_write = base._write
+    seen = [0]
+
+    def write(op: str, **kwargs: Any) -> dict[str, Any]:
+        key = kwargs.get("Item") or kwargs.get("Key") or {}
+        if op == operation and key.get("SK", {}).get("S", "").startswith(sk_prefix):
+            seen[0] += 1
+            if seen[0] == nth:
+                raise Killed
+        return real_write(op, **kwargs)
+
+    monkeypatch.setattr(base, "_write", write)
+
+
+def _created(stack: LocalStack, hours: int, subject: str, zoom_id: int) -> tuple[str, Any]:
+    """A new user's meeting (`_meeting_in`) and the bot created for it (its guard, then its item)."""
+    user_id, event = _meeting_in(stack, hours, subject, zoom_id)
+    bot = lifecycle.make_bot(event, {}, offset_seconds=60, source="auto", recurring=False)
+    store.create_bot(bot)
+    return user_id, bot
+
+
+def _moved(bot: Any, hours: int) -> Any:
+    start = bot.occurrence_start + timedelta(hours=hours)
+    return bot.model_copy(
+        update={
+            "occurrence_start": start,
+            "meeting_end": start + timedelta(hours=1),
+            "scheduled_join_time": start - timedelta(seconds=bot.join_offset_seconds),
+            "dedup_key": lifecycle.dedup_key(bot.meeting_url, start),
+            "launch_generation": bot.launch_generation + 1,
+        }
+    )
+
+
+def _twin(bot: Any) -> Any:
+    """Another bot for the same occurrence (another calendar's copy of the meeting, the midnight job)."""
+    return bot.model_copy(update={"bot_id": f"sb_twin{next(_n)}"})
+
+
+def test_a_move_is_three_plain_writes_and_frees_its_old_slot(
+    stack: LocalStack, frozen_at_join: list[datetime], ddb_writes: Any
+) -> None:
+    user_id, bot = _created(stack, 15, "Moved", 783)
+    frozen_at_join[0] += timedelta(seconds=1)
+    moved = _moved(bot, 2)
+    ddb_writes.reset()
+    store.move_bot(moved, bot.dedup_key, expect_status="Scheduled")
+    # the new guard, the bot, the old guard's delete: each billed once, where one transaction billed the
+    # three items twice (6 units). The bot's GSI1 entry moves with its join time: 2 units either way.
+    assert ddb_writes.calls == ["PutItem", "PutItem", "DeleteItem"]
+    assert (sum(ddb_writes.table_units.values()), ddb_writes.units) == (3, 5)
+    assert store.bots.dedup_owner(user_id, moved.dedup_key) == bot.bot_id
+    assert store.bots.dedup_owner(user_id, bot.dedup_key) is None
+    store.create_bot(_twin(bot))  # the old slot takes a new bot at once
+
+
+def test_a_move_into_a_held_slot_writes_nothing(stack: LocalStack, frozen_at_join: list[datetime]) -> None:
+    user_id, bot = _created(stack, 17, "Taken", 784)
+    holder = _moved(_twin(bot), 2)
+    store.create_bot(holder)
+    with pytest.raises(store.AlreadyScheduled) as refused:
+        store.move_bot(_moved(bot, 2), bot.dedup_key, expect_status="Scheduled")
+    assert refused.value.bot_id == holder.bot_id
+    assert store.get_bot(user_id, bot.bot_id) == bot
+    assert store.bots.dedup_owner(user_id, bot.dedup_key) == bot.bot_id
+
+
+def test_a_move_of_a_bot_that_left_scheduled_gives_the_new_guard_back(
+    stack: LocalStack, frozen_at_join: list[datetime]
+) -> None:
+    user_id, bot = _created(stack, 19, "Launching", 785)
+    launching = bot.model_copy(update={"status": "Launching", "launch_claim": "c1"})
+    store.save_bot(launching, expect_status="Scheduled")
+    moved = _moved(bot, 2)
+    with pytest.raises(store.BotChanged):
+        store.move_bot(moved, bot.dedup_key, expect_status="Scheduled")
+    assert store.get_bot(user_id, bot.bot_id) == launching
+    assert store.bots._guard(user_id, moved.dedup_key) is None  # given back, no grace to wait
+    assert store.bots.dedup_owner(user_id, bot.dedup_key) == bot.bot_id
+
+
+def test_a_move_cut_off_after_the_new_guard_keeps_the_bot_where_it_was(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch, frozen_at_join: list[datetime]
+) -> None:
+    user_id, bot = _created(stack, 21, "Cut after guard", 786)
+    moved = _moved(bot, 2)
+    _killed_at(monkeypatch, "put_item", "BOT#")
+    with pytest.raises(Killed):
+        store.move_bot(moved, bot.dedup_key, expect_status="Scheduled")
+    monkeypatch.undo()
+    assert store.get_bot(user_id, bot.bot_id) == bot  # never saved: it still holds its slot
+    assert store.bots.dedup_owner(user_id, bot.dedup_key) == bot.bot_id
+    with pytest.raises(store.AlreadyScheduled):
+        store.create_bot(_twin(bot))
+    # The new guard names a bot of another occurrence: its mover may still be writing until its grace
+    # has passed; then the slot takes another bot.
+    rival = _twin(moved)
+    with pytest.raises(store.AlreadyScheduled):
+        store.create_bot(rival)
+    frozen_at_join[0] += store.bots.GUARD_GRACE + timedelta(seconds=1)
+    assert store.bots.dedup_owner(user_id, moved.dedup_key) is None
+    store.create_bot(rival)
+    assert store.bots.dedup_owner(user_id, moved.dedup_key) == rival.bot_id
+
+
+def test_a_move_cut_off_before_releasing_the_old_guard_frees_the_old_slot(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch, frozen_at_join: list[datetime]
+) -> None:
+    user_id, bot = _created(stack, 23, "Cut before release", 787)
+    frozen_at_join[0] += store.bots.GUARD_GRACE + timedelta(seconds=1)  # the guard was taken long ago
+    moved = _moved(bot, 2)
+    _killed_at(monkeypatch, "delete_item", "DEDUP")
+    with pytest.raises(Killed):
+        store.move_bot(moved, bot.dedup_key, expect_status="Scheduled")
+    monkeypatch.undo()
+    assert store.get_bot(user_id, bot.bot_id) == moved
+    assert store.bots._owner(store.bots._guard(user_id, bot.dedup_key)) == bot.bot_id  # left behind
+    assert store.bots.dedup_owner(user_id, bot.dedup_key) is None  # ... and holding nothing
+    assert store.bots.dedup_owner(user_id, moved.dedup_key) == bot.bot_id
+    old_slot = _twin(bot)
+    store.create_bot(old_slot)
+    assert store.bots.dedup_owner(user_id, bot.dedup_key) == old_slot.bot_id
+
+
+def test_a_bot_moved_back_keeps_its_slot_against_a_late_release(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch, frozen_at_join: list[datetime]
+) -> None:
+    user_id, bot = _created(stack, 25, "Back and forth", 788)
+    frozen_at_join[0] += timedelta(seconds=1)
+    away = _moved(bot, 2)
+    first_move_began = timeutil.now()
+    # The first move stalls before releasing the old guard ...
+    _killed_at(monkeypatch, "delete_item", "DEDUP")
+    with pytest.raises(Killed):
+        store.move_bot(away, bot.dedup_key, expect_status="Scheduled")
+    monkeypatch.undo()
+    # ... while the meeting moves back: the bot retakes the guard it still names.
+    frozen_at_join[0] += timedelta(seconds=1)
+    back = _moved(away, -2)
+    assert back.dedup_key == bot.dedup_key
+    store.move_bot(back, away.dedup_key, expect_status="Scheduled")
+    assert store.bots.dedup_owner(user_id, bot.dedup_key) == bot.bot_id
+    assert store.bots._guard(user_id, away.dedup_key) is None
+    # The stalled move resumes with its release: the guard was taken again after it began, so it stays.
+    store.bots._write_if(
+        "delete_item", **store.bots._guard_release(away, bot.dedup_key, taken_before=first_move_began)
+    )
+    assert store.bots.dedup_owner(user_id, bot.dedup_key) == bot.bot_id
+    with pytest.raises(store.AlreadyScheduled):
+        store.create_bot(_twin(bot))
+
+
+@pytest.mark.parametrize("status", ["Cancelled", "Failed"])
+def test_an_ended_bot_cut_off_before_its_guard_release_holds_nothing_past_the_grace(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch, frozen_at_join: list[datetime], status: str
+) -> None:
+    user_id, bot = _created(stack, 27, f"Ended {status}", 789 if status == "Cancelled" else 790)
+    before = "Scheduled"
+    if status == "Failed":
+        bot = bot.model_copy(update={"status": "Launching", "launch_claim": "c1"})
+        store.save_bot(bot, expect_status="Scheduled")
+        before = "Launching"
+    ended = bot.model_copy(update={"status": status, "reason": "test"})
+    _killed_at(monkeypatch, "delete_item", "DEDUP")
+    with pytest.raises(Killed):
+        store.save_bot(ended, expect_status=before, expect_claim=bot.launch_claim, release_guard=True)
+    monkeypatch.undo()
+    assert store.get_bot(user_id, bot.bot_id) == ended
+    frozen_at_join[0] += store.bots.GUARD_GRACE + timedelta(seconds=1)
+    assert store.bots.dedup_owner(user_id, bot.dedup_key) is None
+    again = _twin(bot).model_copy(update={"status": "Scheduled", "launch_claim": None})
+    store.create_bot(again)
+    assert store.bots.dedup_owner(user_id, bot.dedup_key) == again.bot_id
+
+
+def test_a_launched_bot_keeps_its_guard(stack: LocalStack, frozen_at_join: list[datetime]) -> None:
+    user_id, bot = _created(stack, 29, "Launched", 791)
+    launching = bot.model_copy(update={"status": "Launching", "launch_claim": "c1"})
+    store.save_bot(launching, expect_status="Scheduled")
+    store.save_bot(
+        launching.model_copy(update={"status": "Launched"}), expect_status="Launching", expect_claim="c1"
+    )
+    frozen_at_join[0] += store.bots.GUARD_GRACE + timedelta(days=1)
+    assert store.bots.dedup_owner(user_id, bot.dedup_key) == bot.bot_id
+    with pytest.raises(store.AlreadyScheduled):
+        store.create_bot(_twin(bot))
+
+
 def _handler_answer(function: str, module: str, user_id: str, path: dict[str, str], body: Any) -> Any:
     """`functions/<function>/app.py` answering its sample event (events/) as `user_id`, with these path
     parameters and body: (status, JSON body)."""

@@ -18,15 +18,19 @@ the bot that holds it:
   each item twice). A creator cut off between them leaves a guard naming a missing bot: nobody takes
   it while its creator may still be writing (store.bots.GUARD_GRACE after it was taken); after that
   the next `place` takes it over, conditionally on the old bot id, so of two only one wins;
-- `move` moves it with the bot when the meeting moves, in one transaction;
-- `cancel` releases it, and so does `finish_launch` for a Failed bot: the occurrence may get a bot
-  again;
+- `move` moves it with the bot when the meeting moves: takes the new guard, saves the bot, releases
+  the old guard (three plain conditional writes, not a transaction);
+- `cancel` releases it after saving the bot, and so does `finish_launch` for a Failed bot: the
+  occurrence may get a bot again;
 - a Launched bot keeps it: a meeting it has joined never gets a second bot.
+A guard left behind by a writer cut off between its writes holds nothing once past its grace: it names
+a bot that does not exist, that was Cancelled or Failed, or that has moved to another occurrence
+(store.bots._orphaned), and the next writer takes it over.
 
 The rules below are race guards: each is a condition on the write named, checked by DynamoDB in the
 same request (store.bots writes them), never a read followed by a write.
 - ONE_LIVE_BOT_PER_OCCURRENCE: the guard is written only where none exists (place, and move to a new
-  key), or over an orphan past its grace while it still names the same missing bot (place); refused
+  key), or over one past its grace that holds nothing, while it still names the same bot; refused
   -> store.AlreadyScheduled.
 - ONLY_SCHEDULED_CHANGES: a bot is changed, moved, cancelled or claimed only while it is still
   Scheduled (EXPECT_SCHEDULED); a bot launching or launched is never touched -> store.BotChanged.

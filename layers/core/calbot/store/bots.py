@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, Protocol
 
 from calbot import ids
@@ -24,10 +24,8 @@ from calbot.store.base import (
     _get,
     _put_if,
     _strip_keys,
-    _table,
     _write_if,
     to_item,
-    transact_write,
     user_pk,
 )
 from calbot.timeutil import iso_z, now, parse_iso
@@ -148,17 +146,27 @@ def _guard_key(user_id: str, dedup_key: str) -> dict[str, Any]:
     return {"PK": f"DEDUP#{user_id}#{dedup_key}", "SK": "DEDUP"}
 
 
-# A guard is written before its bot (two plain puts, not a transaction: a transaction bills each item
-# twice). A creator cut off between the two leaves a guard naming a bot that does not exist. Its
-# creator writes the bot only within CREATOR_WINDOW of taking the guard; after GUARD_GRACE (later, so
-# that a put sent at the window's end has landed) whoever meets the orphan may take the guard over.
+# A guard is written before its bot, and every change of a bot and its guard is a sequence of plain
+# conditional writes, never a transaction (which bills each item twice):
+# - place: take the guard, then write the bot;
+# - move: take the new guard, save the bot, release the old guard;
+# - cancel, or a failed launch: save the bot, release its guard.
+# A writer cut off between two of them leaves a guard that holds nothing: one naming a bot that does not
+# exist, that gave its occurrence back, or that has moved to another occurrence (`_orphaned`). Such a
+# guard is taken over by the next writer, conditionally on the bot it names, but only GUARD_GRACE after
+# it was taken: its taker may still be writing the bot (a creator writes it only within CREATOR_WINDOW
+# of taking the guard; the grace is longer, so that a put sent at the window's end has landed).
 CREATOR_WINDOW = timedelta(seconds=30)
 GUARD_GRACE = timedelta(seconds=60)
 
+# A bot in one of these has given its occurrence back (GUARD_RELEASED_BY_ITS_BOT): a guard still naming
+# it holds nothing. A Launched bot keeps its guard.
+RELEASED_STATUSES = ("Cancelled", "Failed")
+
 
 def dedup_owner(user_id: str, dedup_key: str) -> str | None:
-    """The bot holding the dedup guard of this occurrence of this meeting, if one does (an orphan
-    guard past its grace holds nothing)."""
+    """The bot holding the dedup guard of this occurrence of this meeting, if one does (a guard past its
+    grace that holds nothing holds no bot)."""
     guard = _guard(user_id, dedup_key)
     return None if guard is None or _orphaned(user_id, guard) else _owner(guard)
 
@@ -176,13 +184,18 @@ def _guard_owner(user_id: str, dedup_key: str) -> str | None:
 
 
 def _orphaned(user_id: str, guard: dict[str, Any]) -> bool:
-    """Past its grace and naming a bot that does not exist: its creator was cut off between the two
-    writes. (A guard without `taken_at` predates the grace: it was written with its bot.)"""
+    """Past its grace and holding nothing: the bot it names does not exist (its creator was cut off
+    between the guard and the bot), gave its occurrence back (Cancelled or Failed: the release after
+    the bot's save was cut off), or is now another occurrence's (a move cut off before releasing the
+    old guard, or after taking the new one). A guard without `taken_at` predates the grace."""
     taken_at = guard.get("taken_at")
     if taken_at and parse_iso(taken_at) + GUARD_GRACE > now():
         return False
     owner = _owner(guard)
-    return owner is None or get_bot(user_id, owner) is None
+    bot = get_bot(user_id, owner) if owner else None
+    if bot is None or bot.status in RELEASED_STATUSES:
+        return True
+    return _guard_key(user_id, bot.dedup_key)["PK"] != guard.get("PK")
 
 
 def get_bot(user_id: str, bot_id: str) -> ScheduledBot | None:
@@ -194,29 +207,18 @@ def get_bot(user_id: str, bot_id: str) -> ScheduledBot | None:
 
 
 def create_bot(bot: ScheduledBot) -> None:
-    """A new bot: its dedup guard first (ONE_LIVE_BOT_PER_OCCURRENCE), then the bot, each a conditional
-    PutItem. Raises AlreadyScheduled, naming the bot that holds the guard.
+    """A new bot: its dedup guard first (ONE_LIVE_BOT_PER_OCCURRENCE, `_take_guard`), then the bot, each
+    a conditional PutItem. Raises AlreadyScheduled, naming the bot that holds the guard.
 
-    A guard whose bot is missing is taken over only past GUARD_GRACE (see `_orphaned`), and only while
-    it still names that bot, so of two repairers one wins. A creator that lost its window (paused
-    between the two writes) gives its guard back and writes no bot: Unavailable, the client may retry."""
+    A creator that lost its window (paused between the two writes) gives its guard back and writes no
+    bot: Unavailable, the client may retry."""
     taken_at = now()
-    guard = _guard_put(bot, taken_at)
-    # each put is _put_if: a retry of one whose answer was lost finds its own item, not a rival's
-    if not _put_if(**guard, ConditionExpression="attribute_not_exists(PK)"):
-        held = _guard(bot.user_id, bot.dedup_key)
-        if held is None or not _orphaned(bot.user_id, held):
-            raise AlreadyScheduled(_owner(held))
-        if not _put_if(
-            **guard,
-            ConditionExpression="bot_id = :old",
-            ExpressionAttributeValues=to_item({":old": held.get("bot_id")}),
-        ):
-            raise AlreadyScheduled(_guard_owner(bot.user_id, bot.dedup_key))
+    _take_guard(bot, taken_at)
     if now() - taken_at >= CREATOR_WINDOW:
-        _write_if("delete_item", **_guard_release(bot, bot.dedup_key))
+        _write_if("delete_item", **_guard_release(bot, bot.dedup_key, taken_at=taken_at))
         raise Unavailable("service_unavailable", "The bot could not be scheduled right now; try again.")
     new_bot = to_item(_bot_item(bot))
+    # _put_if: a retry of a put whose answer was lost finds its own item, not a rival's
     if not _put_if(Item=new_bot, ConditionExpression="attribute_not_exists(PK)"):
         raise AlreadyScheduled(_guard_owner(bot.user_id, bot.dedup_key))
 
@@ -231,38 +233,43 @@ def save_bot(
 ) -> None:
     """Write a changed bot only if it is still in `expect_status` (and held by `expect_claim`, and
     armed under `expect_generation`), else BotChanged (ONLY_SCHEDULED_CHANGES, LAUNCH_CLAIMED_ONCE,
-    ONE_CURRENT_ARMING).
+    ONE_CURRENT_ARMING): one conditional PutItem.
 
-    With release_guard the dedup guard goes in the same transaction (GUARD_RELEASED_BY_ITS_BOT), so a
-    cancelled or failed occurrence can be scheduled again and a live one never loses its guard.
-    """
-    put = _put_if_status(bot, expect_status, expect_claim, expect_generation)
-    if not release_guard:
-        # the bot alone: one conditional PutItem (a one-item transaction would bill it twice)
-        if not _put_if(**put):
-            raise BotChanged
-        return
-    transact_write(
-        [{"Put": {"TableName": _table(), **put}}, _release_guard(bot, bot.dedup_key)],
-        on_condition=[BotChanged, BotChanged],
-    )
+    With release_guard (the bot is Cancelled or Failed) its dedup guard is deleted after it
+    (GUARD_RELEASED_BY_ITS_BOT), so the occurrence can be scheduled again. Cut off between the two, the
+    guard names a bot that gave its occurrence back: it holds nothing (`_orphaned`); a live bot never
+    loses its guard (the release follows the save that ended it)."""
+    if not _put_if(**_put_if_status(bot, expect_status, expect_claim, expect_generation)):
+        raise BotChanged
+    if release_guard:
+        _write_if("delete_item", **_guard_release(bot, bot.dedup_key))
 
 
 def move_bot(bot: ScheduledBot, old_dedup_key: str, *, expect_status: str) -> None:
-    """Save a bot whose meeting moved (new start or link) if it is still in `expect_status`: its dedup
-    guard moves with it in the same transaction. Raises AlreadyScheduled when another live bot already
-    holds the new slot, and BotChanged when the bot left `expect_status` meanwhile."""
+    """Save a bot whose meeting moved (new start or link) if it is still in `expect_status`, and move its
+    dedup guard with it: take the new guard, save the bot, release the old guard. Raises
+    AlreadyScheduled when another bot holds the new slot (nothing written), and BotChanged when the bot
+    left `expect_status` meanwhile (the new guard given back).
+
+    Three plain writes, not a transaction (which bills each item twice): cut off after the first, the
+    new guard names a bot of another occurrence; after the second, the old one does. Either holds
+    nothing (`_orphaned`). The old guard is released only if taken before this move began: a later
+    move of the bot back to that slot retakes it, and this release, late, must not delete it."""
     if bot.dedup_key == old_dedup_key:
         save_bot(bot, expect_status=expect_status)
         return
-    transact_write(
-        [
-            {"Put": {"TableName": _table(), **_put_if_status(bot, expect_status, None)}},
-            _take_guard(bot),
-            _release_guard(bot, old_dedup_key),
-        ],
-        on_condition=[BotChanged, AlreadyScheduled, BotChanged],
-    )
+    began = now()
+    _take_guard(bot, began)
+    if not _put_if(**_put_if_status(bot, expect_status, None)):
+        _write_if("delete_item", **_guard_release(bot, bot.dedup_key, taken_at=began))
+        raise BotChanged
+    _write_if("delete_item", **_guard_release(bot, old_dedup_key, taken_before=began))
+
+
+def _stamp(at: datetime) -> str:
+    """A guard's `taken_at`, fixed width (microseconds always), so that its text compares as its time in
+    a condition."""
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _guard_put(bot: ScheduledBot, taken_at: datetime) -> dict[str, Any]:
@@ -272,29 +279,56 @@ def _guard_put(bot: ScheduledBot, taken_at: datetime) -> dict[str, Any]:
         "kind": "dedup",
         "bot_id": bot.bot_id,
         "event_id": bot.event_id,
-        "taken_at": iso_z(taken_at),
+        "taken_at": _stamp(taken_at),
     }
     return {"Item": to_item(guard)}
 
 
-def _take_guard(bot: ScheduledBot) -> dict[str, Any]:
-    """ONE_LIVE_BOT_PER_OCCURRENCE: the guard of the bot's dedup key, only where none exists."""
-    put = {"TableName": _table(), **_guard_put(bot, now()), "ConditionExpression": "attribute_not_exists(PK)"}
-    return {"Put": put}
+def _take_guard(bot: ScheduledBot, taken_at: datetime) -> None:
+    """ONE_LIVE_BOT_PER_OCCURRENCE: the guard of the bot's dedup key, written only where none exists, or
+    over one that holds nothing (`_orphaned`) while it still names the same bot, so that of two takers
+    one wins. A guard already naming this bot (it moves back to a slot whose release was cut off) is
+    retaken. Raises AlreadyScheduled, naming the bot that holds it."""
+    guard = _guard_put(bot, taken_at)
+    # each put is _put_if: a retry of one whose answer was lost finds its own item, not a rival's
+    if _put_if(**guard, ConditionExpression="attribute_not_exists(PK)"):
+        return
+    held = _guard(bot.user_id, bot.dedup_key)
+    if held is None:
+        condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(PK)"}
+    elif _owner(held) == bot.bot_id or _orphaned(bot.user_id, held):
+        condition = {
+            "ConditionExpression": "bot_id = :old",
+            "ExpressionAttributeValues": to_item({":old": held.get("bot_id")}),
+        }
+    else:
+        raise AlreadyScheduled(_owner(held))
+    if not _put_if(**guard, **condition):
+        raise AlreadyScheduled(_guard_owner(bot.user_id, bot.dedup_key))
 
 
-def _guard_release(bot: ScheduledBot, dedup_key: str) -> dict[str, Any]:
+def _guard_release(
+    bot: ScheduledBot,
+    dedup_key: str,
+    *,
+    taken_at: datetime | None = None,
+    taken_before: datetime | None = None,
+) -> dict[str, Any]:
     """GUARD_RELEASED_BY_ITS_BOT: the guard of `dedup_key` goes only while this bot holds it (or while
-    it is gone). DeleteItem's arguments, without the table."""
+    it is gone); only the one taken at `taken_at`, or one taken by `taken_before`, when given.
+    DeleteItem's arguments, without the table."""
+    condition, values = "bot_id = :b", {":b": bot.bot_id}
+    if taken_at is not None:
+        condition += " AND taken_at = :t"
+        values[":t"] = _stamp(taken_at)
+    if taken_before is not None:
+        condition += " AND (attribute_not_exists(taken_at) OR taken_at <= :t)"
+        values[":t"] = _stamp(taken_before)
     return {
         "Key": to_item(_guard_key(bot.user_id, dedup_key)),
-        "ConditionExpression": "attribute_not_exists(PK) OR bot_id = :b",
-        "ExpressionAttributeValues": to_item({":b": bot.bot_id}),
+        "ConditionExpression": f"attribute_not_exists(PK) OR ({condition})",
+        "ExpressionAttributeValues": to_item(values),
     }
-
-
-def _release_guard(bot: ScheduledBot, dedup_key: str) -> dict[str, Any]:
-    return {"Delete": {"TableName": _table(), **_guard_release(bot, dedup_key)}}
 
 
 def _put_if_status(
