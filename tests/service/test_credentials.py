@@ -13,13 +13,15 @@ from typing import Any
 import pytest
 
 from calbot import aws, envelope, store, tokencache, tokens, vault
+from calbot.config import get_settings
 from calbot.models import Connection
+from calbot.providers.base import ProviderUnavailable
 from calbot.services.sync import sync_user
 from calbot.store.secrets import ACCESS_TOKEN, CREDENTIALS
 from calbot.timeutil import now
 from local.aws_limits import SSM_QUOTA_OPERATIONS
 from local.stack import LocalStack
-from tests.conftest import AwsCalls, connect_new_account, secret_items, virtual_time
+from tests.conftest import AwsCalls, DynamoWrites, connect_new_account, secret_items, virtual_time
 
 CLIENT_ID = "cred-client"
 CLIENT_SECRET = "cred-client-secret-5e"
@@ -253,3 +255,58 @@ def test_an_account_refreshed_hourly_for_120_days_stays_alive_with_one_write_a_d
         monkeypatch.undo()
         reset_settings()
         reset_providers()
+
+
+def _refresh_lock(conn: Connection) -> dict[str, Any] | None:
+    key = {"PK": {"S": f"LOCK#{tokens.refresh_lock_name(conn)}"}, "SK": {"S": "LOCK"}}
+    return aws.dynamodb().get_item(TableName=get_settings().table_name, Key=key).get("Item")
+
+
+def _expiring(conn: Connection) -> None:
+    new_container()
+    tokencache.put(conn.credential_path, "about-to-expire", now() + timedelta(minutes=1))
+
+
+def test_a_good_refresh_leaves_its_lock_to_expire_and_a_refused_token_breaks_it(
+    stack: LocalStack, credential_backend: str, ddb_writes: DynamoWrites
+) -> None:
+    _, _, conn = connected(stack)
+    with moved_clock(now()) as clock:
+        _expiring(conn)
+        ddb_writes.reset()
+        first = tokens.access_token(conn)
+        # the lock and the shared token: no release (one write unit less on every refresh)
+        assert ddb_writes.calls == ["PutItem", "PutItem"]
+        assert _refresh_lock(conn) is not None
+        # Whoever meets the standing lock finds the new token in the shared cache.
+        new_container()
+        assert tokens.access_token(conn) == first
+        # A token the provider refused (401) is forgotten with the lock: the refresh it calls for does not
+        # wait for a lock nobody holds (it would wait LOCK_WAIT_SECONDS, then give up).
+        tokens.forget_access_token(conn)
+        assert _refresh_lock(conn) is None
+        second = tokens.access_token(conn)
+        assert second != first
+        # Past its TTL a standing lock is taken over by the next refresh.
+        clock[0] += timedelta(seconds=tokens.LOCK_TTL_SECONDS + 1)
+        _expiring(conn)
+        assert tokens.access_token(conn) not in (second, "about-to-expire")
+
+
+def test_a_failed_refresh_releases_its_lock(
+    stack: LocalStack, credential_backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, _, conn = connected(stack)
+
+    class Down:
+        def refresh(self, creds: Any) -> Any:
+            raise ProviderUnavailable("the token endpoint is down")
+
+    with moved_clock(now()):
+        _expiring(conn)
+        monkeypatch.setattr(tokens, "get_provider", lambda name: Down())
+        with pytest.raises(ProviderUnavailable):
+            tokens.access_token(conn)
+        assert _refresh_lock(conn) is None  # released: the next attempt need not wait
+        monkeypatch.undo()
+        assert tokens.access_token(conn) != "about-to-expire"

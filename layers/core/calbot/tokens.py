@@ -30,6 +30,8 @@ EARLY_REFRESH = timedelta(minutes=5)
 PERSIST_ROTATED_AFTER = timedelta(days=1)
 # How long an invocation waits for another one's refresh of the same token, and how often it looks.
 LOCK_WAIT_SECONDS = 10.0
+# How long a refresh lock stands unless released (a refresh takes a few seconds at most).
+LOCK_TTL_SECONDS = 30
 LOCK_POLL_SECONDS = 0.2
 
 
@@ -64,10 +66,14 @@ def access_token(conn: Connection) -> str:
     cached = _cached(path)
     if cached is not None and _fresh(cached):
         return cached.access_token
-    lock_name = f"TOKEN#{conn.user_id}#{conn.provider}#{conn.key}"
+    lock_name = refresh_lock_name(conn)
     lock, cached = _lock_or_refreshed(path, lock_name)
     if lock is None and cached is not None:
         return cached.access_token
+    # A good refresh leaves its lock to expire (LOCK_TTL_SECONDS): whoever waits for it finds the new
+    # token in the shared cache before trying it again, and the next refresh is due an hour later. A
+    # release would be one more write unit on every refresh (~1.2 million a day at 100,000 users). A
+    # failed refresh releases it, so that a waiter may try at once; so does forget_access_token.
     try:
         cached = tokencache.shared(path)  # someone may have refreshed meanwhile
         if cached is not None and _fresh(cached):
@@ -90,9 +96,14 @@ def access_token(conn: Connection) -> str:
         if conn.status == "needs_reauth":
             store.restore_connection(conn.user_id, conn.provider, conn.account_id)
         return tokens.access_token
-    finally:
+    except BaseException:
         if lock is not None:
             store.release_lock(lock_name, lock)
+        raise
+
+
+def refresh_lock_name(conn: Connection) -> str:
+    return f"TOKEN#{conn.user_id}#{conn.provider}#{conn.key}"
 
 
 def _lock_or_refreshed(path: str, lock_name: str) -> tuple[str | None, tokencache.CachedAccessToken | None]:
@@ -111,7 +122,7 @@ def _lock_or_refreshed(path: str, lock_name: str) -> tuple[str | None, tokencach
             if _fresh(latest):
                 return None, latest
         waited = True
-        return store.acquire_lock(lock_name, ttl_seconds=30), None
+        return store.acquire_lock(lock_name, ttl_seconds=LOCK_TTL_SECONDS), None
 
     def busy(_: RetryCallState) -> NoReturn:
         raise ProviderUnavailable("A token refresh for this account is already in progress.")
@@ -127,5 +138,8 @@ def _lock_or_refreshed(path: str, lock_name: str) -> tuple[str | None, tokencach
 
 def forget_access_token(conn: Connection) -> None:
     """Drop a cached access token the provider refused (401), in memory and shared, so the next call
-    refreshes."""
+    refreshes, and the lock of the refresh that made it (left to expire), so that call does not wait for
+    it. (Should another refresh hold it at that moment, one more may run beside it: both get valid
+    tokens.)"""
     tokencache.forget(conn.credential_path)
+    store.break_lock(refresh_lock_name(conn))

@@ -144,6 +144,7 @@ from calbot.store.locks import (
     LockBusy,
     Locks,
     acquire_lock,
+    break_lock,
     release_lock,
 )
 from calbot.store.rates import (
@@ -283,6 +284,7 @@ __all__ = [
     "subscription_ids_expiring_before",
     "LockBusy",
     "acquire_lock",
+    "break_lock",
     "release_lock",
     "series_partition",
     "event_item",

@@ -17,6 +17,8 @@ class Locks(Protocol):
 
     def release_lock(self, name: str, token: str) -> None: ...
 
+    def break_lock(self, name: str) -> None: ...
+
 
 class LockBusy(Exception):
     pass
@@ -60,3 +62,8 @@ def release_lock(name: str, token: str) -> None:
         ExpressionAttributeNames={"#o": "owner"},
         ExpressionAttributeValues=to_item({":token": token}),
     )
+
+
+def break_lock(name: str) -> None:
+    """Remove a lock whoever holds it (its holder is done with it, or its work is void)."""
+    _write("delete_item", Key=to_item({"PK": f"LOCK#{name}", "SK": "LOCK"}))
