@@ -24,6 +24,7 @@ import math
 import os
 import sys
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -198,7 +199,7 @@ def main() -> int:
         help="each meeting's body is a Zoom invitation (the default body is empty)",
     )
     parser.add_argument("--json", action="store_true")
-    from bench.harness import add_json_out, write_json
+    from bench.harness import add_json_out, write_json, write_units_by_share
 
     add_json_out(parser)
     args = parser.parse_args()
@@ -280,6 +281,7 @@ def main() -> int:
         run_write_units = units.writes.units
         run_table_units = sum(units.writes.table_units.values())
         run_index_units = dict(units.writes.index_units)
+        run_record_units = Counter(units.writes.kind_units) + Counter(units.writes.kind_index_units)
         run_read_units = units.read_units
         units.writes.detach(events)
 
@@ -323,6 +325,14 @@ def main() -> int:
                 for name, n in sorted(run_index_units.items())
             },
         },
+        # ... and by record (the key's first part: the table item, or its entry in an index): the bot's
+        # own (its DEDUP guard, its BOT item and that item's GSI1 entry), its event's (written in this
+        # run because it is these accounts' first sync: a midnight after the events were synced writes
+        # none, bench/day.py), and each account's (token, lock, credentials, sync state, settings).
+        "write_units_per_bot_by_record": {
+            kind: round(n / max(scheduled, 1), 2) for kind, n in run_record_units.most_common()
+        },
+        "write_units_per_bot_by_share": write_units_by_share(run_record_units, scheduled),
         "read_units_per_bot": round((run_read_units - fan_read_units) / max(scheduled, 1), 2),
         "worker_seconds_per_user": round(per_user_s, 3),
         # CPU time of this process (our code, moto and the emulator all run in it): unlike wall time it
@@ -370,6 +380,13 @@ def main() -> int:
     )
     split = ", ".join(f"{k} {v}" for k, v in figures["write_units_per_bot_by_target"].items())
     print(f"    write units per bot by target: {split}")
+    split = ", ".join(f"{k} {v}" for k, v in figures["write_units_per_bot_by_record"].items())
+    print(f"    by record: {split}")
+    shares = figures["write_units_per_bot_by_share"]
+    print(
+        f"    the bot's own records {shares['bot']}, its event {shares['event']} (this run is the accounts' "
+        f"first sync), the accounts' token, lock, sync and settings writes {shares['account']}"
+    )
     p = figures["projection_100k"]
     print(
         f"  100,000 users at 00:00 UTC: fan-out ~{p['fan_out_seconds']} s ({p['users_per_message']} users a "

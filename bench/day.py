@@ -693,6 +693,7 @@ def project(measured: dict[str, Any], template: Any) -> dict[str, Any]:
                 key=lambda kv: -kv[1],
             )
         ),
+        "midnight_write_units_per_bot": midnight_write_units(phases["midnight"]),
         "ssm_calls_per_day": round(ssm_calls),
         "kms_calls_per_day": {
             "direct": round(kms_direct),
@@ -761,6 +762,22 @@ def _per_container_rate(
     containers = min(math.ceil(want), reserved_cap) if reserved_cap else math.ceil(want)
     reads_per_container = math.ceil(window / PARAMETER_MAX_AGE_SECONDS)
     return round(min(linear, containers * reads_per_container / window), 1)
+
+
+def midnight_write_units(counts: dict[str, float]) -> dict[str, Any]:
+    """The midnight job's write units per bot it scheduled, in steady state: the day's events were synced
+    before (at connect here, by change notifications in production), so the job writes none of them,
+    only the bots and each account's token refresh, locks, sync state and settings. Each bot it
+    scheduled created one launch schedule (every bot of the day joins within the 36-hour arming window)."""
+    from bench.harness import write_units_by_share
+
+    bots = counts.get("aws.scheduler.CreateSchedule", 0)
+    records = {k.removeprefix("ddb.wru_kind."): v for k, v in counts.items() if k.startswith("ddb.wru_kind.")}
+    return {
+        "bots": round(bots),
+        "total": round(counts.get("ddb.wru", 0) / max(bots, 1), 2),
+        "by_share": write_units_by_share(records, bots),
+    }
 
 
 def _window(
@@ -1383,6 +1400,14 @@ def print_summary(f: dict[str, Any]) -> None:
         "  DynamoDB write units by record: "
         + ", ".join(f"{k} {v:,}" for k, v in p.get("dynamodb_write_units_by_record", {}).items())
     )
+    mid = p.get("midnight_write_units_per_bot")
+    if mid:
+        shares = mid["by_share"]
+        print(
+            f"  midnight job: {mid['total']} write units per scheduled bot ({mid['bots']} bots; events "
+            f"synced before, none written): the bot's own records {shares['bot']}, its event "
+            f"{shares['event']}, per-account token, lock, sync and settings writes {shares['account']}"
+        )
     for name, peak in p["peaks"].items():
         conc = peak.get("concurrency", peak.get("peak_concurrency"))
         print(

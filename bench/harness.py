@@ -9,7 +9,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,21 @@ ROOT = Path(__file__).resolve().parent.parent
 for _path in (str(ROOT), str(ROOT / "layers/core")):
     if _path not in sys.path:
         sys.path.insert(0, _path)
+
+
+# Which records a scheduled bot's write units go to (bench/day.py's kinds: the key's first part, and
+# "<kind> <index>" for an index entry).
+BOT_RECORDS = ("DEDUP", "BOT", "BOT GSI1")
+EVENT_RECORDS = ("EVENT", "EVENT GSI1", "EVENT GSI3")
+
+
+def write_units_by_share(record_units: Mapping[str, float], bots: float) -> dict[str, float]:
+    """Write units per bot: the bot's own records, its event's, and the rest (per-account work)."""
+    bot = sum(record_units.get(k, 0) for k in BOT_RECORDS)
+    event = sum(record_units.get(k, 0) for k in EVENT_RECORDS)
+    rest = sum(record_units.values()) - bot - event
+    shares = {"bot": bot, "event": event, "account": rest}
+    return {name: round(n / max(bots, 1), 2) for name, n in shares.items()}
 
 
 def add_json_out(parser: argparse.ArgumentParser) -> None:

@@ -324,6 +324,16 @@ def auto_schedule(r: dict[str, Any]) -> list[str]:
                     [f"- of which {target}", units]
                     for target, units in (r.get("write_units_per_bot_by_target") or {}).items()
                 ],
+                *[
+                    [f"- of which {label}", shares[key]]
+                    for shares in [r.get("write_units_per_bot_by_share") or {}]
+                    for key, label in (
+                        ("bot", "the bot's own records (its dedup guard, its item, its GSI1 entry)"),
+                        ("event", "its event (item and index entries: these accounts' first sync)"),
+                        ("account", "per-account writes (token cache, locks, sync state, settings)"),
+                    )
+                    if key in shares
+                ],
                 ["DynamoDB read units per bot", r["read_units_per_bot"]],
             ],
         ),
@@ -609,6 +619,19 @@ def day(r: dict[str, Any]) -> list[str]:
             ]
             if p.get("dynamodb_write_units_by_record")
             else []
+        ),
+        *(
+            line
+            for mid in [p.get("midnight_write_units_per_bot")]
+            if mid
+            for line in (
+                f"The midnight job, its events synced before (none written): "
+                f"**{mid['total']} write units per scheduled bot** ({mid['bots']} bots): the bot's own "
+                f"records {mid['by_share']['bot']} (its dedup guard, its item, its GSI1 entry), per-account "
+                f"writes {mid['by_share']['account']} (token refresh, locks, sync state, settings); "
+                f"bench/auto_schedule.py above is the accounts' first sync, which writes the events too.",
+                "",
+            )
         ),
         f"**Lambda: {p['lambda_seconds_per_day']:,} Lambda-seconds, "
         f"{p['gb_seconds_per_day']:,} GB-seconds a day** "
