@@ -30,9 +30,9 @@ EARLY_REFRESH = timedelta(minutes=5)
 PERSIST_ROTATED_AFTER = timedelta(days=1)
 # How long an invocation waits for another one's refresh of the same token, and how often it looks.
 LOCK_WAIT_SECONDS = 10.0
+LOCK_POLL_SECONDS = 0.2
 # How long a refresh lock stands unless released (a refresh takes a few seconds at most).
 LOCK_TTL_SECONDS = 30
-LOCK_POLL_SECONDS = 0.2
 
 
 def _fresh(token: tokencache.CachedAccessToken | None) -> bool:
