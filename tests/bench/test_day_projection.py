@@ -128,7 +128,7 @@ def test_a_crossed_quota_says_what_to_raise(template: Any) -> None:
 
 
 def test_the_launchers_reservation_is_held_against_the_account_quota_at_deploy() -> None:
-    # Lambda keeps 100 unreserved: the default 250 needs a quota of 350 (a new account's 10 is crossed,
+    # Lambda keeps 100 unreserved: 250 needs a quota of 350 (a new account's 10 is crossed,
     # which README says to raise first); 950 reserved would cross even the default 1,000.
     from local.template import load_template
 

@@ -317,11 +317,11 @@ def test_dev_deploys_on_a_new_account_and_both_stages_fit_one_default_account() 
     dev, prod = template(env="dev"), template(env="prod")
     assert reservation_problems(dev, account_limit=NEW_ACCOUNT_CONCURRENCY) == []
     assert reservation_problems(dev, prod, account_limit=DEFAULT_ACCOUNT_CONCURRENCY) == []
-    # prod reserves its launcher's 250: on a new account the quota is raised first (README says so),
+    # prod reserves its launcher's 400: on a new account the quota is raised first (README says so),
     # and the check does see a reservation there.
     (problem,) = reservation_problems(prod, account_limit=NEW_ACCOUNT_CONCURRENCY)
-    assert "below its minimum value of [10]" in problem and "to at least 350" in problem
-    assert reservation_problems(prod, account_limit=349) and not reservation_problems(prod, account_limit=350)
+    assert "below its minimum value of [10]" in problem and "to at least 500" in problem
+    assert reservation_problems(prod, account_limit=499) and not reservation_problems(prod, account_limit=500)
 
 
 def test_every_functions_logs_have_a_retention() -> None:
