@@ -65,21 +65,64 @@ class Calls:
         return out
 
 
+def _random_text(n: int) -> str:
+    """`n` characters of base64url, as random as a token's (a repeated letter would pack to nothing)."""
+    import secrets
+
+    return secrets.token_urlsafe(n)[:n]
+
+
+def _access_token(provider: str, n: int) -> str:
+    """An access token of about `n` characters made as the provider makes them: Microsoft's a JWT (the
+    emulator's work-account token, its claims grown by a `groups` list as a user in many groups has),
+    Google's opaque."""
+    if provider != "outlook":
+        return "ya29.a0" + _random_text(n - 7)
+    import base64
+    import json
+    import uuid
+
+    from local.emulators.graph import _new_access_token
+
+    header, claims, signature = _new_access_token().split(".")
+    body = json.loads(base64.urlsafe_b64decode(claims + "=" * (-len(claims) % 4)))
+    while len(header) + len(signature) + 2 + len(claims) < n - 50:
+        body.setdefault("groups", []).append(str(uuid.uuid4()))
+        packed = json.dumps(body, separators=(",", ":")).encode()
+        claims = base64.urlsafe_b64encode(packed).rstrip(b"=").decode()
+    return ".".join((header, claims, signature))
+
+
 def _creds(provider: str, access: int, refresh: int, secret: int) -> Any:
     from calbot.models import Credentials
 
     return Credentials(
         provider=provider,
         client_id="1" * 36,
-        client_secret="s" * secret,
-        refresh_token="r" * refresh,
+        client_secret=_random_text(secret),
+        refresh_token=_random_text(refresh),
         tenant="common",
         scopes="offline_access User.Read Calendars.Read"
         if provider == "outlook"
         else "https://www.googleapis.com/auth/calendar.readonly",
-        access_token="a" * access,
+        access_token=_access_token(provider, access),
         access_token_expires_at=datetime(2030, 1, 1, tzinfo=UTC),
     )
+
+
+def _item_units(user: str, sk: str, plaintext: bytes | None = None) -> int:
+    """Write units of the stored item (as DynamoDB bills a put of it), or of the item this plaintext
+    would make, encrypted under the same context."""
+    import math
+
+    from calbot import aws, envelope, store, tokencache
+    from local.aws_limits import ddb_item_size
+
+    key = {"PK": {"S": store.user_pk(user)}, "SK": {"S": sk}}
+    item = aws.dynamodb().get_item(TableName=store._table(), Key=key)["Item"]
+    if plaintext is not None:
+        item["blob"] = {"B": envelope.encrypt(plaintext, tokencache.context(user, sk))}
+    return max(1, math.ceil(ddb_item_size(item) / 1024))
 
 
 def sizes(backend: str) -> dict[str, Any]:
@@ -96,9 +139,22 @@ def sizes(backend: str) -> dict[str, Any]:
             user, rest = tokencache.owner_and_rest(path)
             token_blob = store.get_secret(user, ACCESS_TOKEN + rest) or b""
             row = {
+                "access_token_chars": len(creds.access_token or ""),
                 "old_one_value_bytes": len(creds.model_dump_json().encode()),
                 "long_lived_value_bytes": len(vault.stored_value(creds).encode()),
                 "token_cache_item_blob_bytes": len(token_blob),
+                # what one refresh's write of the item costs (1 KB a unit), and what the token's JSON
+                # cost there before it was packed (calbot.tokencache.pack)
+                "token_cache_item_write_units": _item_units(user, ACCESS_TOKEN + rest),
+                "token_cache_item_write_units_as_json": _item_units(
+                    user,
+                    ACCESS_TOKEN + rest,
+                    tokencache.CachedAccessToken(
+                        access_token=creds.access_token or "", expires_at=creds.access_token_expires_at
+                    )
+                    .model_dump_json()
+                    .encode(),
+                ),
             }
             if backend == "dynamodb":
                 row["credential_item_blob_bytes"] = len(store.get_secret(user, CREDENTIALS + rest) or b"")

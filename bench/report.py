@@ -815,9 +815,22 @@ def credentials(r: dict[str, Any]) -> list[str]:
                     stored,
                     row.get("ssm_tier", "-"),
                     row["token_cache_item_blob_bytes"],
+                    f"{row.get('token_cache_item_write_units', '-')} "
+                    f"({row.get('token_cache_item_write_units_as_json', '-')})",
                 ]
             )
-    lines += table(["backend", "provider/tokens", "old B", "stored B", "SSM tier", "TOKEN# blob B"], rows)
+    lines += table(
+        ["backend", "provider/tokens", "old B", "stored B", "SSM tier", "TOKEN# blob B", "TOKEN# units"],
+        rows,
+    )
+    lines += [
+        "",
+        "`TOKEN# units`: the write units of each refresh's write of the cached token, the token packed "
+        "(a JWT's parts decoded and deflated, any other token deflated: calbot/tokencache.py); in "
+        "brackets, what the same token cost as the JSON stored before. Microsoft's tokens are the "
+        "emulator's work-account JWT (grown by a `groups` claim for the worst case), its claim values "
+        "random: they pack no better than a real token's.",
+    ]
     rows = []
     for backend, result in r["backends"].items():
         c = result["calls"]

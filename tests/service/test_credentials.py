@@ -310,3 +310,26 @@ def test_a_failed_refresh_releases_its_lock(
         assert _refresh_lock(conn) is None  # released: the next attempt need not wait
         monkeypatch.undo()
         assert tokens.access_token(conn) != "about-to-expire"
+
+
+def test_a_work_accounts_token_is_cached_in_two_write_units_where_its_json_took_three(
+    stack: LocalStack, credential_backend: str, ddb_writes: DynamoWrites
+) -> None:
+    # The emulator issues a work account's token as Graph does: a JWT of ~2,300 characters (PROTOCOLS).
+    user_id, _, conn = connected(stack)
+    tokens.forget_access_token(conn)
+    ddb_writes.reset()
+    token = tokens.access_token(conn)  # a refresh writes the shared cache
+    assert token.count(".") == 2 and len(token) > 2_000
+    assert ddb_writes.kind_units["TOKEN"] == 2
+
+    # The same token as the model's JSON (what items held before packing) is a unit more; it still reads.
+    sk = ACCESS_TOKEN + tokencache.owner_and_rest(conn.credential_path)[1]
+    cached = tokencache.CachedAccessToken(access_token=token, expires_at=now() + timedelta(hours=1))
+    old = envelope.encrypt(cached.model_dump_json().encode(), tokencache.context(user_id, sk))
+    store.delete_secret(user_id, sk)
+    ddb_writes.reset()
+    store.put_secret(user_id, sk, old)
+    assert ddb_writes.kind_units["TOKEN"] == 3
+    new_container()
+    assert tokens.access_token(conn) == token  # read from the older item, not refreshed

@@ -95,6 +95,17 @@ def test_redaction() -> None:
     assert "EwAabcdefghijklmnop" not in out["text"] and "abc&" not in out["list"][0]
 
 
+def test_a_jwt_is_redacted_wherever_it_stands() -> None:
+    # A work account's Graph access token is a JWT: found bare, quoted or after any word.
+    from local.emulators.graph import _new_access_token
+
+    jwt = _new_access_token()
+    for text in (jwt, f"provider refused {jwt}", f'{{"t": "{jwt}"}}', f"token={jwt}&x=1"):
+        out = redact(text)
+        assert jwt[:30] not in out and jwt[-20:] not in out and "***" in out
+    assert redact("eyJ alone, and evt_eyJabc.def") == "eyJ alone, and evt_eyJabc.def"
+
+
 def test_logger_redacts_extra_fields(caplog: pytest.LogCaptureFixture) -> None:
     from calbot.log import logger
 

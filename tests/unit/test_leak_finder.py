@@ -9,11 +9,12 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-from local.emulators.graph import _new_access_token, _new_refresh_token
+from local.emulators.graph import _new_access_token, _new_msa_access_token, _new_refresh_token
 from tests.e2e.leaks import find_leaks
 
 REFRESH = _new_refresh_token()  # '!', '*', '$$', '.', '_' and '-' inside
-ACCESS = _new_access_token()  # standard base64: '+', '/' and '='
+ACCESS = _new_access_token()  # a JWT: base64url parts joined by '.'
+MSA_ACCESS = _new_msa_access_token()  # standard base64: '+', '/' and '='
 CLIENT_SECRET = "e2e-client-secret-5f1c9b7e0d"
 
 FORMS: dict[str, Callable[[str], str]] = {
@@ -36,7 +37,9 @@ FORMS: dict[str, Callable[[str], str]] = {
 
 
 @pytest.mark.parametrize(
-    "secret", [REFRESH, ACCESS, CLIENT_SECRET], ids=["refresh", "access", "client secret"]
+    "secret",
+    [REFRESH, ACCESS, MSA_ACCESS, CLIENT_SECRET],
+    ids=["refresh", "access", "personal access", "client secret"],
 )
 @pytest.mark.parametrize("form", list(FORMS))
 def test_a_secret_is_found_in_every_form(secret: str, form: str) -> None:

@@ -16,9 +16,12 @@ _SECRET_KEYS = re.compile(
     r"(?i)(refresh_token|access_token|client_secret|clientstate|client_state|"
     r"authorization|api_key|secret|password|token)"
 )
+# A JWT (a work account's Graph access token, an ID token) anywhere in a text, whatever precedes it:
+# its header and claims are base64url JSON objects, so both parts start with "eyJ".
+_JWT = r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"
 _SECRET_VALUES = re.compile(
     r"(?i)(bearer\s+[A-Za-z0-9._~+/=-]{8,}|token\s+[A-Za-z0-9._~+/=-]{16,}|"
-    r"(refresh_token|access_token|client_secret|clientState)=[^&\s\"']+)"
+    r"(refresh_token|access_token|client_secret|clientState)=[^&\s\"']+|" + _JWT + ")"
 )
 
 

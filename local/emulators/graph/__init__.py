@@ -59,6 +59,7 @@ from local.emulators.graph.models import (
     GRAPH_JSON,
     TENANT_ID,
     _new_access_token,
+    _new_msa_access_token,
     _new_refresh_token,
 )
 from local.emulators.graph.notifications import NOTIFICATION_DEFAULTS
@@ -131,5 +132,6 @@ __all__ = [
     "EmulatorError",
     "GraphEmulator",
     "_new_access_token",
+    "_new_msa_access_token",
     "_new_refresh_token",
 ]

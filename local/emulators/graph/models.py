@@ -5,9 +5,11 @@ and the token and id generators that make them look like Microsoft's."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import secrets
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -45,7 +47,7 @@ REFRESH_TOKEN_LIFETIME = timedelta(days=90)
 
 
 # Real sizes (PROTOCOLS): access tokens commonly 1.5-2.5 KB, refresh tokens 1-2 KB.
-ACCESS_TOKEN_BYTES = 1740  # -> 3 + 2320 characters of standard base64
+ACCESS_TOKEN_BYTES = 1740  # a personal account's (MSA) token: 3 + 2320 characters of standard base64
 
 
 REFRESH_TOKEN_PART_BYTES = 400  # three parts -> ~1,620 characters
@@ -232,8 +234,71 @@ def _odata_function_path(path: str) -> str:
 
 
 def _new_access_token() -> str:
-    # Like MSA access tokens: "EwA" + standard base64, so '+', '/' and '=' appear.
+    """A work or school account's access token, as Graph issues them (PROTOCOLS: a JWT, commonly 1.5-2.5
+    KB): an RS256 JWT with the v1 claims Graph puts in, their values random (about 2,300 characters).
+    Nothing verifies it: the emulator looks tokens up as it issued them. Its size and make-up matter to
+    what stores it (calbot.tokencache packs a JWT's parts)."""
+    header = {"typ": "JWT", "nonce": _b64u(32), "alg": "RS256", "x5t": _b64u(20), "kid": _b64u(20)}
+    issued = 1_765_000_000 + secrets.randbelow(10**8)
+    claims: dict[str, Any] = {
+        "aud": "00000003-0000-0000-c000-000000000000",
+        "iss": f"https://sts.windows.net/{TENANT_ID}/",
+        "iat": issued,
+        "nbf": issued,
+        "exp": issued + 4_500 + secrets.randbelow(600),
+        "acct": 0,
+        "acr": "1",
+        "acrs": ["p1"],
+        "aio": _b64u(72),
+        "amr": ["pwd", "mfa"],
+        "app_displayname": "Meeting bots",
+        "appid": _guid(),
+        "appidacr": "1",
+        "family_name": "Doe",
+        "given_name": "Jane",
+        "idtyp": "user",
+        "ipaddr": f"203.0.113.{secrets.randbelow(255)}",
+        "name": "Jane Doe",
+        "oid": _guid(),
+        "platf": "3",
+        "puid": "10032001" + secrets.token_hex(4).upper(),
+        "rh": "1.A" + _b64u(60) + ".",
+        "scp": "Calendars.Read email openid profile User.Read",
+        "sid": _guid(),
+        "signin_state": ["kmsi"],
+        "sub": _b64u(32),
+        "tenant_region_scope": "NA",
+        "tid": TENANT_ID,
+        "unique_name": "jane.doe@contoso.onmicrosoft.com",
+        "upn": "jane.doe@contoso.onmicrosoft.com",
+        "uti": _b64u(16),
+        "ver": "1.0",
+        "wids": [_guid(), "b79fbf4d-3ef9-4689-8143-76b194e85509"],
+        "xms_ftd": _b64u(40),
+        "xms_idrel": "1 22",
+        "xms_st": {"sub": _b64u(32)},
+        "xms_tcdt": 1_600_000_000,
+        "xms_tdbr": "EU",
+    }
+    parts = (json.dumps(header, separators=(",", ":")), json.dumps(claims, separators=(",", ":")))
+    return ".".join([*(_b64u_text(p) for p in parts), _b64u(256)])
+
+
+def _new_msa_access_token() -> str:
+    # A personal (MSA) account's: opaque, "EwA" + standard base64, so '+', '/' and '=' appear.
     return "EwA" + base64.b64encode(os.urandom(ACCESS_TOKEN_BYTES)).decode()
+
+
+def _b64u(n: int) -> str:
+    return base64.urlsafe_b64encode(os.urandom(n)).rstrip(b"=").decode()
+
+
+def _b64u_text(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode()
+
+
+def _guid() -> str:
+    return str(uuid.uuid4())
 
 
 def _new_refresh_token() -> str:
