@@ -16,7 +16,7 @@ from calbot import store
 from calbot.models import Connection, CreateConnectionRequest
 from calbot.services.sync import sync_user
 from local.stack import LocalStack
-from tests.conftest import DynamoWrites, connect_new_account
+from tests.conftest import DynamoWrites, connect_new_account, virtual_time
 
 CLIENT_ID = "sync-client"
 CLIENT_SECRET = "sync-client-secret-77"
@@ -93,8 +93,34 @@ def test_full_then_incremental_and_unchanged_resync_writes_nothing(
     ddb_writes.reset()
     assert sync_user(user_id).written == 1
     assert stored(user_id)[teams["id"]].start_time == SOON + timedelta(hours=5)
-    # the claim of the next sync-state version, the moved event, the new cursor, last_synced_at
-    assert ddb_writes.items == 4
+    # the claim of the next sync-state version, the moved event, the new cursor; not the connection
+    # (`last_synced_at` is read from the sync states, not stamped on the connection's item)
+    assert ddb_writes.items == 3 and ddb_writes.kind_units["CONN"] == 0
+
+
+def test_a_connection_shows_when_its_last_sync_wrote_something(stack: LocalStack) -> None:
+    from calbot.services.connections import connection_view, list_connections
+
+    user_id, acct, conn = connected(stack)
+    assert connection_view(conn).last_synced_at is None  # nothing synced yet
+    first = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=1)
+    with virtual_time(first, sleep_advances=False):
+        sync_user(user_id)
+    assert connection_view(conn).last_synced_at == first
+    # An unchanged re-sync writes nothing and leaves it; a change moves it.
+    with virtual_time(first + timedelta(hours=1), sleep_advances=False):
+        sync_user(user_id)
+    assert connection_view(conn).last_synced_at == first
+    stack.graph.add_event(acct["id"], acct["calendars"][0]["id"], subject="New", start=at(1), end=at(2))
+    later = first + timedelta(hours=2)
+    with virtual_time(later, sleep_advances=False):
+        sync_user(user_id)
+    (listed,) = list_connections(user_id).connections["outlook"]
+    assert listed.last_synced_at == later == connection_view(conn).last_synced_at
+    # A connection item written before (it carries its own stamp) shows the later of the two.
+    store.save_connection(conn.model_copy(update={"last_synced_at": later + timedelta(minutes=5)}))
+    (listed,) = list_connections(user_id).connections["outlook"]
+    assert listed.last_synced_at == later + timedelta(minutes=5)
 
 
 def test_series_masters_are_fetched_once_per_sync(stack: LocalStack) -> None:

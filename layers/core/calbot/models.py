@@ -415,8 +415,11 @@ class ConnectionView(Model):
     last_synced_at: UtcDateTime | None
 
     @classmethod
-    def of(cls, conn: Connection) -> ConnectionView:
+    def of(cls, conn: Connection, synced_at: datetime | None = None) -> ConnectionView:
+        """`synced_at`: when its sync states say it last synced (store.last_synced); a connection item
+        written before that carries its own `last_synced_at`, and the later of the two is shown."""
         expiries = [s.expires_at for s in conn.subscriptions]
+        synced = [t for t in (conn.last_synced_at, synced_at) if t is not None]
         # A disconnect that was cut off shows as an error the user can resolve (the contract's statuses
         # have no "disconnecting"): calling the disconnect again finishes it.
         disconnecting = conn.disconnect is not None
@@ -437,7 +440,7 @@ class ConnectionView(Model):
             webhook_url=conn.webhook_url,
             created_at=conn.created_at,
             updated_at=conn.updated_at,
-            last_synced_at=conn.last_synced_at,
+            last_synced_at=max(synced) if synced else None,
         )
 
 

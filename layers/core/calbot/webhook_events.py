@@ -23,7 +23,6 @@ from calbot.models import (
     AutoScheduleCompletedData,
     BotView,
     Connection,
-    ConnectionView,
     LastRun,
     ScheduledBot,
     WebhookEvent,
@@ -111,7 +110,9 @@ def bot_payload(bot: ScheduledBot) -> dict[str, Any]:
 
 def connection_payload(conn: Connection) -> dict[str, Any]:
     """The connection record as the API shows it (no credential path, no subscription secrets)."""
-    return ConnectionView.of(conn).model_dump(mode="json")
+    from calbot.services.connections import connection_view
+
+    return connection_view(conn).model_dump(mode="json")
 
 
 def auto_schedule_payload(run_at: datetime, run: LastRun) -> dict[str, Any]:

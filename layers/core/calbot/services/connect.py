@@ -21,7 +21,6 @@ from calbot.models import (
     CalendarInfo,
     Connection,
     ConnectionCreated,
-    ConnectionView,
     CreateConnectionRequest,
     Credentials,
     FailedCalendar,
@@ -40,6 +39,7 @@ from calbot.providers.base import (
     ProviderUnavailable,
     TokenSet,
 )
+from calbot.services.connections import connection_view
 from calbot.timeutil import now
 
 
@@ -185,7 +185,7 @@ def connect_account(
 
 
 def _created(conn: Connection, message: str) -> ConnectionCreated:
-    return ConnectionCreated(**ConnectionView.of(conn).model_dump(), message=message)
+    return ConnectionCreated(**connection_view(conn).model_dump(), message=message)
 
 
 def _create(

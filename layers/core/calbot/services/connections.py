@@ -19,8 +19,9 @@ def list_connections(user_id: str) -> ConnectionList:
     """Grouped by provider: every registered provider has its group, empty or not."""
     grouped: dict[str, list[ConnectionView]] = {name: [] for name in registry.names()}
     conns = sorted(store.list_connections(user_id), key=lambda c: (c.provider, c.created_at, c.key))
+    synced = store.last_synced(user_id) if conns else {}
     for conn in conns:
-        grouped[conn.provider].append(ConnectionView.of(conn))
+        grouped[conn.provider].append(ConnectionView.of(conn, synced.get((conn.provider, conn.key))))
     return ConnectionList(connections=grouped, total=len(conns), limit=get_settings().connection_limit)
 
 
@@ -33,7 +34,13 @@ def get_connection(user_id: str, path: ConnectionPath) -> ConnectionView:
             provider=path.provider,
             account_id=path.account_id,
         )
-    return ConnectionView.of(conn)
+    return connection_view(conn)
+
+
+def connection_view(conn: Connection) -> ConnectionView:
+    """One connection as the API shows it, with when it last synced (store.last_synced)."""
+    synced = store.last_synced(conn.user_id, conn.provider, conn.account_id)
+    return ConnectionView.of(conn, synced.get((conn.provider, conn.key)))
 
 
 def mark_needs_reauth(conn: Connection, reason: str) -> None:

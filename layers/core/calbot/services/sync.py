@@ -395,8 +395,6 @@ def _sync_connection(conn: Connection, *, follow: bool, states: dict[str, SyncSt
             result.written += len(changed)
             result.changed += changed
             result.full_syncs += int(full)
-        if result.written:
-            store.touch_connection_synced(conn.user_id, conn.provider, conn.account_id, now())
         if follow:
             # Bots follow whatever synced the account: a read that synced a cancellation must not leave
             # a bot for the next sync to miss (it will see no change).

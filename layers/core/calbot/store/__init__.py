@@ -122,7 +122,6 @@ from calbot.store.connections import (
     restore_connection,
     save_connection,
     set_connection_status,
-    touch_connection_synced,
 )
 from calbot.store.events import (
     EventRecords,
@@ -175,6 +174,7 @@ from calbot.store.sync_states import (
     commit_sync_state,
     delete_sync_states,
     get_sync_state,
+    last_synced,
     put_sync_state,
 )
 from calbot.store.users import (
@@ -274,7 +274,7 @@ __all__ = [
     "set_connection_status",
     "restore_connection",
     "mark_needs_reauth",
-    "touch_connection_synced",
+    "last_synced",
     "SUB_EXPIRY_SHARDS",
     "put_subscriptions",
     "delete_subscriptions",

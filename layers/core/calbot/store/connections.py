@@ -50,10 +50,6 @@ class ConnectionRecords(Protocol):
         self, user_id: str, provider: str, account_id: str, reason: str
     ) -> Connection | None: ...
 
-    def touch_connection_synced(
-        self, user_id: str, provider: str, account_id: str, when: datetime
-    ) -> None: ...
-
     def mark_disconnecting(
         self, user_id: str, provider: str, account_id: str, state: DisconnectState
     ) -> Connection | None: ...
@@ -287,13 +283,3 @@ def _status_update(
         "ExpressionAttributeNames": {"#s": "status"},
         "ExpressionAttributeValues": to_item(values),
     }
-
-
-def touch_connection_synced(user_id: str, provider: str, account_id: str, when: datetime) -> None:
-    _write_if(
-        "update_item",
-        Key=to_item({"PK": user_pk(user_id), "SK": conn_sk(provider, account_id)}),
-        UpdateExpression="SET last_synced_at = :t",
-        ConditionExpression="attribute_exists(PK)",
-        ExpressionAttributeValues=to_item({":t": iso_z(when)}),
-    )

@@ -3,6 +3,7 @@ token, its window, and the version that orders concurrent syncs."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
@@ -18,7 +19,7 @@ from calbot.store.base import (
     to_item,
     user_pk,
 )
-from calbot.timeutil import iso_z
+from calbot.timeutil import iso_z, parse_iso
 
 
 class SyncStates(Protocol):
@@ -48,6 +49,31 @@ def delete_sync_states(user_id: str, provider: str, account_id: str) -> int:
         )
     ]
     return batch_write(deletes=keys)
+
+
+def last_synced(
+    user_id: str, provider: str | None = None, account_id: str | None = None
+) -> dict[tuple[str, str], datetime]:
+    """When each of the user's accounts (or the one named) last synced something, by (provider, account
+    key): the latest `updated_at` of its calendars' sync states, which every sync that writes events,
+    runs in full or refreshes its cursor commits. What a connection shows as `last_synced_at`: read
+    here (one query of the user's SYNC# range), not stamped on the connection by every sync, whose
+    item holds its calendars and subscriptions (2 write units and more a sync)."""
+    prefix = "SYNC#" if provider is None else f"SYNC#{provider}#{account_key(account_id or '')}#"
+    latest: dict[tuple[str, str], datetime] = {}
+    for item in _query(
+        KeyConditionExpression="PK = :pk AND begins_with(SK, :sk)",
+        ProjectionExpression="#p, #a, #u",
+        ExpressionAttributeNames={"#p": "provider", "#a": "account_id", "#u": "updated_at"},
+        ExpressionAttributeValues=to_item({":pk": user_pk(user_id), ":sk": prefix}),
+    ):
+        if not item.get("updated_at") or not item.get("provider"):
+            continue  # claimed, never committed
+        key = (str(item["provider"]), account_key(str(item.get("account_id", ""))))
+        at = parse_iso(str(item["updated_at"]))
+        if key not in latest or at > latest[key]:
+            latest[key] = at
+    return latest
 
 
 def _sync_sk(provider: str, account_id: str, calendar_id: str) -> str:
