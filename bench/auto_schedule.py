@@ -37,7 +37,11 @@ READS = {"GetItem", "Query", "BatchGetItem", "Scan"}
 
 
 class Units:
-    """DynamoDB capacity by AWS's rules: writes 1 unit per 1 KB item, reads 1 per 4 KB (half if eventual)."""
+    """DynamoDB capacity by AWS's rules: writes 1 unit per 1 KB item, reads 1 per 4 KB, half that for an
+    eventually consistent read (what the request's ConsistentRead says: `attach` sees the request's
+    parameters; without them a GetItem or BatchGetItem counts as consistent, a Query as eventual)."""
+
+    _CONSISTENT = "bench_consistent_read"
 
     def __init__(self) -> None:
         from tests.conftest import DynamoWrites
@@ -46,22 +50,46 @@ class Units:
         self.read_units = 0.0
         self.read_calls = 0
 
-    def after(self, http_response: Any, parsed: dict[str, Any], model: Any, **_: Any) -> None:
+    def attach(self, events: Any) -> None:
+        """Writes (DynamoWrites) and reads, each read by its own consistency."""
+        self.writes.attach(events)
+        events.register("provide-client-params.dynamodb.*", self.params)
+        events.register("after-call.dynamodb.*", self.after)
+
+    def detach(self, events: Any) -> None:
+        self.writes.detach(events)
+        events.unregister("provide-client-params.dynamodb.*", self.params)
+        events.unregister("after-call.dynamodb.*", self.after)
+
+    def params(self, params: dict[str, Any], model: Any, context: Any = None, **_: Any) -> None:
+        if context is None or model.name not in READS:
+            return
+        if model.name == "BatchGetItem":
+            tables = params.get("RequestItems", {}).values()
+            context[self._CONSISTENT] = all(t.get("ConsistentRead", False) for t in tables)
+        else:
+            context[self._CONSISTENT] = bool(params.get("ConsistentRead", False))
+
+    def after(
+        self, http_response: Any, parsed: dict[str, Any], model: Any, context: Any = None, **_: Any
+    ) -> None:
         from tests.conftest import item_size
 
         if model.name not in READS:
             return
         self.read_calls += 1
+        consistent = (context or {}).get(self._CONSISTENT, model.name != "Query")
+        per_unit = 1.0 if consistent else 0.5
         if model.name == "GetItem":
             items = [parsed["Item"]] if "Item" in parsed else []
         elif model.name == "BatchGetItem":
             items = [i for rows in parsed.get("Responses", {}).values() for i in rows]
         else:
             items = parsed.get("Items", [])
-        if model.name == "Query":  # a query is billed on the total size it read, rounded once
-            self.read_units += max(1, math.ceil(sum(item_size(i) for i in items) / 4096)) * 0.5
+        if model.name in ("Query", "Scan"):  # billed on the total size it read, rounded once
+            self.read_units += max(1, math.ceil(sum(item_size(i) for i in items) / 4096)) * per_unit
         else:
-            self.read_units += sum(max(1, math.ceil(item_size(i) / 4096)) for i in items) or 1
+            self.read_units += (sum(max(1, math.ceil(item_size(i) / 4096)) for i in items) or 1) * per_unit
 
 
 def invite_body(join_url: str) -> str:
@@ -247,9 +275,7 @@ def main() -> int:
         setup_s = time.perf_counter() - t_setup
 
         units = Units()
-        events = aws.dynamodb().meta.events
-        units.writes.attach(events)
-        events.register("after-call.dynamodb.*", units.after)
+        units.attach(aws.dynamodb().meta.events)
         graph.clear_requests()
 
         t0 = time.perf_counter()
@@ -283,7 +309,7 @@ def main() -> int:
         run_index_units = dict(units.writes.index_units)
         run_record_units = Counter(units.writes.kind_units) + Counter(units.writes.kind_index_units)
         run_read_units = units.read_units
-        units.writes.detach(events)
+        units.detach(aws.dynamodb().meta.events)
 
         # The fan-out alone over many more enabled users (settings items only: it reads nothing else).
         for u in range(args.fan_out_users):

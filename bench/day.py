@@ -220,6 +220,7 @@ class Recorder:
             units = Units()
             units.writes = DynamoWrites()  # every thread's calls: only calbot's clients get here
             units.writes.attach(events)  # a write is billed when its answer is in (after-call)
+            events.register("provide-client-params.dynamodb.*", units.params)  # each read's consistency
             self._units[str(id(client))] = units
             events.register("after-call.dynamodb.*", self._ddb_units(units))
 
@@ -259,7 +260,11 @@ class Recorder:
             seen_kinds.update(kinds)
             before = units.read_units
             units.after(**kwargs)
-            self._bump("ddb.rru", units.read_units - before)
+            read = units.read_units - before
+            self._bump("ddb.rru", read)
+            if read:
+                model = kwargs.get("model")
+                self._bump(f"ddb.rru_op.{getattr(model, 'name', '?')}", read)
 
         return hook
 

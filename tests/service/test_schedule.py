@@ -1043,3 +1043,40 @@ def test_past_the_number_of_schedules_quota_nothing_half_made_and_a_near_bot_nee
     near = svc.schedule_event(near_user, near_event.event_id, ScheduleRequest())
     bot = store.get_bot(near_user, near.bot_id)
     assert bot is not None and bot.status == "Scheduled" and schedule_of(near.bot_id) is None
+
+
+def test_the_bots_listing_reads_its_records_eventually_at_half_the_units(stack: LocalStack) -> None:
+    # GET /calendar/scheduled_bots: the index entries are eventually consistent anyway; the records
+    # behind them are read the same way (half the read units). What schedules and cancels reads
+    # consistently (store.upcoming_bots, bots_between) is unchanged.
+    from calbot import aws
+    from calbot.models import ScheduledBotsQuery
+
+    user_id, acct = user_with_account(stack)
+    ev = stack.graph.add_event(
+        acct["id"],
+        acct["calendars"][0]["id"],
+        subject="Listed",
+        start=SOON.isoformat(),
+        end=(SOON + timedelta(hours=1)).isoformat(),
+        online_meeting_url=TEAMS,
+    )
+    bot_id = svc.schedule_event(user_id, synced(user_id, ev["id"]).event_id, ScheduleRequest()).bot_id
+    seen: list[bool] = []
+
+    def spy(params: dict[str, Any], **_: Any) -> None:
+        seen.extend(bool(t.get("ConsistentRead")) for t in params.get("RequestItems", {}).values())
+
+    events = aws.dynamodb().meta.events
+    events.register("provide-client-params.dynamodb.BatchGetItem", spy)
+    try:
+        for status in (None, "Scheduled", "all"):
+            query = ScheduledBotsQuery.model_validate({"status": status} if status else {})
+            rows = svc.list_bots(user_id, query, raw_params={}).page.results
+            assert [r.bot_id for r in rows] == [bot_id]
+        assert seen and not any(seen)
+        seen.clear()
+        assert [b.bot_id for b in store.upcoming_bots(user_id, after=timeutil.now(), limit=5)] == [bot_id]
+        assert seen == [True]
+    finally:
+        events.unregister("provide-client-params.dynamodb.BatchGetItem", spy)

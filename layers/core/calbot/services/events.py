@@ -21,14 +21,14 @@ def _key(event: Event) -> str:
     return f"{iso_z(event.start_time)}#{event.event_id}"
 
 
-def _bots_by_event(user_id: str, events: list[Event]) -> dict[str, list[BotSummary]]:
+def _bots_by_event(user_id: str, events: list[Event], *, consistent: bool) -> dict[str, list[BotSummary]]:
     """The page's bots in one range query on join time (a bot joins at most a day before its meeting)."""
     if not events:
         return {}
     wanted = {e.event_id for e in events}
     first, last = min(e.start_time for e in events), max(e.start_time for e in events)
     out: dict[str, list[BotSummary]] = {}
-    for bot in store.bots_between(user_id, first - timedelta(days=1), last):
+    for bot in store.bots_between(user_id, first - timedelta(days=1), last, consistent=consistent):
         if bot.event_id in wanted:
             out.setdefault(bot.event_id, []).append(
                 BotSummary(
@@ -72,6 +72,7 @@ def list_events(
         time_min, time_max = query.time_min or at - DEFAULT_PAST, query.time_max or at + DEFAULT_FUTURE
 
     partial_errors: dict[str, dict[str, str]] = {}
+    report_written = 0
     if sync and not state:  # only the first page syncs; later pages read what it stored
         from calbot.services.sync import defer_unfinished, sync_user  # get_events never syncs
 
@@ -81,8 +82,16 @@ def list_events(
         report = sync_user(user_id, provider=query.provider, account_id=query.account_id, deadline=budget)
         defer_unfinished(user_id, report)
         partial_errors = report.partial_errors
+        report_written = report.written
 
-    filters = {"provider": query.provider, "account_id": query.account_id, "calendar_id": query.calendar_id}
+    filters: dict[str, Any] = {
+        "provider": query.provider,
+        "account_id": query.account_id,
+        "calendar_id": query.calendar_id,
+        # Eventually consistent reads of the page's events (half the read units), unless this request
+        # synced something: then the page shows what it just wrote.
+        "consistent": bool(report_written),
+    }
     window = [iso_z(time_min), iso_z(time_max)]
     if "b" in state:  # paging backwards: one extra tells whether there is a page before this one
         rows = store.query_events(
@@ -107,7 +116,7 @@ def list_events(
     def token(data: dict[str, Any]) -> str:
         return cursor.encode(user_id, scope, {**data, "w": window})
 
-    bots = _bots_by_event(user_id, rows)
+    bots = _bots_by_event(user_id, rows, consistent=filters["consistent"])
     page = EventPage(
         next=None,
         previous=None,

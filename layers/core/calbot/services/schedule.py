@@ -269,6 +269,7 @@ def list_bots(user_id: str, query: ScheduledBotsQuery, *, raw_params: dict[str, 
         statuses=statuses,
         provider=query.provider,
         account_id=_account(user_id, query),
+        consistent=False,  # a listing: half the read units, its index eventually consistent anyway
     )
     limit = query.limit
     rows: list[ScheduledBot] = []

@@ -86,29 +86,32 @@ def _query(**kwargs: Any) -> Iterator[dict[str, Any]]:
         kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
 
-def _full_items(entries: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+def _full_items(entries: Iterable[dict[str, Any]], *, consistent: bool = True) -> list[dict[str, Any]]:
     """The table's items behind these index entries, in the entries' order.
 
     The indexes project only keys and the attributes their queries filter on (template.yaml `Table`):
     each entry is a write on every change of its item, billed by its size, so a full copy of every
     record in every index would multiply the cost of each write. A query reads the keys from the index
-    and the records from the table (consistent BatchGetItem). An item deleted in between is left out.
+    and the records from the table (BatchGetItem, consistent unless `consistent=False`: half the read
+    units, for a listing whose index entries are eventually consistent anyway). An item deleted in
+    between is left out.
     """
     wanted = [{"PK": e["PK"], "SK": e["SK"]} for e in entries]
-    found = {(i["PK"], i["SK"]): i for i in _batch_get(wanted, max_delay=2.0)}
+    found = {(i["PK"], i["SK"]): i for i in _batch_get(wanted, max_delay=2.0, consistent=consistent)}
     return [found[(k["PK"], k["SK"])] for k in wanted if (k["PK"], k["SK"]) in found]
 
 
-def _query_records(**kwargs: Any) -> Iterator[dict[str, Any]]:
-    """`_query` on an index, yielding the full records (read from the table 100 keys at a time)."""
+def _query_records(*, consistent: bool = True, **kwargs: Any) -> Iterator[dict[str, Any]]:
+    """`_query` on an index, yielding the full records (read from the table 100 keys at a time,
+    consistently unless told: `_full_items`)."""
     chunk: list[dict[str, Any]] = []
     for entry in _query(**kwargs):
         chunk.append(entry)
         if len(chunk) == 100:
-            yield from _full_items(chunk)
+            yield from _full_items(chunk, consistent=consistent)
             chunk = []
     if chunk:
-        yield from _full_items(chunk)
+        yield from _full_items(chunk, consistent=consistent)
 
 
 WRITE_ATTEMPTS = 6
@@ -193,12 +196,14 @@ def batch_write(puts: Iterable[dict[str, Any]] = (), deletes: Iterable[tuple[str
     return written
 
 
-def _batch_get(keys: list[dict[str, Any]], *, max_delay: float) -> Iterator[dict[str, Any]]:
-    """Consistent reads of these keys, 100 per BatchGetItem, retrying unprocessed keys with backoff (up to
-    `max_delay` seconds between calls). Yields the items found, in no particular order."""
+def _batch_get(
+    keys: list[dict[str, Any]], *, max_delay: float, consistent: bool = True
+) -> Iterator[dict[str, Any]]:
+    """Reads of these keys (consistent unless told), 100 per BatchGetItem, retrying unprocessed keys with
+    backoff (up to `max_delay` seconds between calls). Yields the items found, in no particular order."""
     for start in range(0, len(keys), 100):
         chunk = [to_item(k) for k in keys[start : start + 100]]
-        pending: dict[str, Any] = {_table(): {"Keys": chunk, "ConsistentRead": True}}
+        pending: dict[str, Any] = {_table(): {"Keys": chunk, "ConsistentRead": consistent}}
         found: list[dict[str, Any]] = []
         for attempt in _unprocessed_retries(max_delay=max_delay):
             with attempt:  # nothing is yielded in here: tenacity's attempt would swallow GeneratorExit

@@ -394,11 +394,13 @@ def bots_by_join_time(
     statuses: tuple[str, ...] | None = None,
     provider: str | None = None,
     account_id: str | None = None,
+    consistent: bool = True,
 ) -> list[ScheduledBot]:
     """One direction of the user's bots by join time (GSI1): ascending from `bound` (GSI1SK >= bound),
     or descending from just below it (GSI1SK < bound), filtered server side on what the index projects
     (provider, account, and the status's `_phase`), then on the status itself in the record read from
-    the table (which tells Scheduled from Launching, and is current where an index entry may lag)."""
+    the table (which tells Scheduled from Launching, and is current where an index entry may lag; with
+    `consistent=False`, an eventually consistent read at half the units, as a listing may)."""
     if limit <= 0:
         return []
     values: dict[str, Any] = {":pk": f"USER#{user_id}#BOTS", ":b": bound}
@@ -431,7 +433,8 @@ def bots_by_join_time(
         chunk = list(itertools.islice(entries, max(wanted, 25) if statuses else wanted))
         if not chunk:
             break
-        bots += [b for b in map(_bot, base._full_items(chunk)) if not statuses or b.status in statuses]
+        records = base._full_items(chunk, consistent=consistent)
+        bots += [b for b in map(_bot, records) if not statuses or b.status in statuses]
     return bots[:limit]
 
 
@@ -448,13 +451,18 @@ def account_bots(user_id: str, provider: str, account_id: str) -> Iterator[Sched
         yield _bot(item)
 
 
-def bots_between(user_id: str, start: datetime, end: datetime) -> list[ScheduledBot]:
+def bots_between(
+    user_id: str, start: datetime, end: datetime, *, consistent: bool = True
+) -> list[ScheduledBot]:
+    """The user's bots joining between `start` and `end` (records read consistently unless told: a
+    listing may read them at half the units, `base._full_items`)."""
     items = base._query_records(
         IndexName="GSI1",
         KeyConditionExpression="GSI1PK = :pk AND GSI1SK BETWEEN :lo AND :hi",
         ExpressionAttributeValues=to_item(
             {":pk": f"USER#{user_id}#BOTS", ":lo": iso_z(start), ":hi": iso_z(end) + "~"}
         ),
+        consistent=consistent,
     )
     return [_bot(i) for i in items]
 

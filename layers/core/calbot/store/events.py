@@ -296,8 +296,10 @@ def query_events(
     provider: str | None = None,
     account_id: str | None = None,
     calendar_id: str | None = None,
+    consistent: bool = True,
 ) -> list[Event]:
-    """Events starting in [time_min, time_max), ordered by (start, id), after/before a GSI1SK key.
+    """Events starting in [time_min, time_max), ordered by (start, id), after/before a GSI1SK key
+    (the events read consistently from the table unless `consistent=False`: see `_full_items`).
 
     Returns up to `limit` events (ascending even when paging backwards). Filters are applied server
     side; DynamoDB's Limit counts items before filtering, so this keeps reading until it has enough.
@@ -341,7 +343,7 @@ def query_events(
         entries.append(item)
         if len(entries) >= limit:
             break
-    out = [_event(i) for i in _full_items(entries)]
+    out = [_event(i) for i in _full_items(entries, consistent=consistent)]
     if before is not None:
         out.reverse()
     return out
