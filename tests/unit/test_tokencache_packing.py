@@ -51,3 +51,16 @@ def test_an_unknown_kind_is_refused() -> None:
     packed[9:10] = b"Z"
     with pytest.raises(ValueError, match="unknown packed token kind"):
         unpack(bytes(packed))
+
+
+def test_an_unreadable_cached_token_is_logged_by_its_error_type_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A parser's message quotes what it read (pydantic's input_value): never a token's first characters.
+    from calbot import envelope, store, tokencache
+
+    secret = "EwAsecret-part-of-a-token-" + "x" * 40
+    monkeypatch.setattr(store, "get_secret", lambda user, sk: b"blob")
+    monkeypatch.setattr(envelope, "decrypt", lambda blob, ctx: ('{"access_token": "' + secret).encode())
+    warnings: list[dict[str, object]] = []
+    monkeypatch.setattr(tokencache.logger, "warning", lambda msg, extra: warnings.append(extra))
+    assert tokencache.shared("/calbot/t/users/u1/outlook/a@b.example") is None
+    assert warnings == [{"reason": "ValidationError"}]

@@ -164,7 +164,9 @@ def shared(path: str) -> CachedAccessToken | None:
     try:
         token = unpack(envelope.decrypt(blob, context(user, sk)))
     except (envelope.EnvelopeError, ValueError, struct.error, zlib.error) as err:
-        logger.warning("cached access token not usable", extra={"reason": str(err)})
+        # Only our own message, or the error's type: a parser's message may quote what it read.
+        reason = str(err) if isinstance(err, envelope.EnvelopeError) else type(err).__name__
+        logger.warning("cached access token not usable", extra={"reason": reason})
         return None
     _remember(path, token)
     return token
