@@ -300,6 +300,24 @@ def credential_backend(request: pytest.FixtureRequest, monkeypatch: pytest.Monke
     tokencache.clear_memory()
 
 
+@contextmanager
+def batch_get_consistency() -> Iterator[list[bool]]:
+    """The ConsistentRead of every BatchGetItem made inside the block, in order."""
+    from calbot import aws
+
+    seen: list[bool] = []
+
+    def spy(params: dict[str, Any], **_: Any) -> None:
+        seen.extend(bool(t.get("ConsistentRead")) for t in params.get("RequestItems", {}).values())
+
+    events = aws.dynamodb().meta.events
+    events.register("provide-client-params.dynamodb.BatchGetItem", spy)
+    try:
+        yield seen
+    finally:
+        events.unregister("provide-client-params.dynamodb.BatchGetItem", spy)
+
+
 def secret_items(user_id: str) -> list[str]:
     """The sort keys of a user's encrypted secret items (CRED# credentials, TOKEN# cached tokens)."""
     from calbot import aws, store

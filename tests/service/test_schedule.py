@@ -21,7 +21,7 @@ from calbot.services import launcher
 from calbot.services import schedule as svc
 from calbot.services.sync import sync_user
 from local.stack import LocalStack
-from tests.conftest import connect_new_account, virtual_time
+from tests.conftest import batch_get_consistency, connect_new_account, virtual_time
 
 CLIENT_ID = "sched-client"
 CLIENT_SECRET = "sched-client-secret-19"
@@ -1049,7 +1049,6 @@ def test_the_bots_listing_reads_its_records_eventually_at_half_the_units(stack: 
     # GET /calendar/scheduled_bots: the index entries are eventually consistent anyway; the records
     # behind them are read the same way (half the read units). What schedules and cancels reads
     # consistently (store.upcoming_bots, bots_between) is unchanged.
-    from calbot import aws
     from calbot.models import ScheduledBotsQuery
 
     user_id, acct = user_with_account(stack)
@@ -1062,14 +1061,7 @@ def test_the_bots_listing_reads_its_records_eventually_at_half_the_units(stack: 
         online_meeting_url=TEAMS,
     )
     bot_id = svc.schedule_event(user_id, synced(user_id, ev["id"]).event_id, ScheduleRequest()).bot_id
-    seen: list[bool] = []
-
-    def spy(params: dict[str, Any], **_: Any) -> None:
-        seen.extend(bool(t.get("ConsistentRead")) for t in params.get("RequestItems", {}).values())
-
-    events = aws.dynamodb().meta.events
-    events.register("provide-client-params.dynamodb.BatchGetItem", spy)
-    try:
+    with batch_get_consistency() as seen:
         for status in (None, "Scheduled", "all"):
             query = ScheduledBotsQuery.model_validate({"status": status} if status else {})
             rows = svc.list_bots(user_id, query, raw_params={}).page.results
@@ -1078,5 +1070,3 @@ def test_the_bots_listing_reads_its_records_eventually_at_half_the_units(stack: 
         seen.clear()
         assert [b.bot_id for b in store.upcoming_bots(user_id, after=timeutil.now(), limit=5)] == [bot_id]
         assert seen == [True]
-    finally:
-        events.unregister("provide-client-params.dynamodb.BatchGetItem", spy)

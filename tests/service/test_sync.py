@@ -16,7 +16,7 @@ from calbot import store
 from calbot.models import Connection, CreateConnectionRequest
 from calbot.services.sync import sync_user
 from local.stack import LocalStack
-from tests.conftest import DynamoWrites, connect_new_account, virtual_time
+from tests.conftest import DynamoWrites, batch_get_consistency, connect_new_account, virtual_time
 
 CLIENT_ID = "sync-client"
 CLIENT_SECRET = "sync-client-secret-77"
@@ -869,35 +869,18 @@ def test_a_sync_handed_a_stale_state_reads_it_again(stack: LocalStack) -> None:
     assert stale is not None and fresh is not None and fresh.version > stale.version + 1
 
 
-def _batch_get_consistency() -> tuple[list[bool], Any]:
-    """The ConsistentRead of every BatchGetItem from now on, and the handler to unregister."""
-    from calbot import aws
-
-    seen: list[bool] = []
-
-    def spy(params: dict[str, Any], **_: Any) -> None:
-        seen.extend(bool(t.get("ConsistentRead")) for t in params.get("RequestItems", {}).values())
-
-    aws.dynamodb().meta.events.register("provide-client-params.dynamodb.BatchGetItem", spy)
-    return seen, spy
-
-
 def test_a_page_of_events_is_read_eventually_unless_its_request_synced_a_change(stack: LocalStack) -> None:
     # An eventually consistent read is half the read units; the page's index entries are eventually
     # consistent anyway. A request whose sync wrote events reads them consistently: it shows them.
-    from calbot import aws
     from calbot.models import EventsQuery
     from calbot.services.events import list_events
 
     user_id, acct, _ = connected(stack)
     stack.graph.add_event(acct["id"], acct["calendars"][0]["id"], subject="One", start=at(1), end=at(2))
-    seen, spy = _batch_get_consistency()
-    try:
+    with batch_get_consistency() as seen:
         synced = list_events(user_id, EventsQuery(), raw_params={}, sync=True).page
         assert [e.title for e in synced.results] == ["One"] and seen == [True]
         seen.clear()
         unchanged = list_events(user_id, EventsQuery(), raw_params={}, sync=True).page  # nothing new
         stored_only = list_events(user_id, EventsQuery(), raw_params={}, sync=False).page
         assert unchanged.results == stored_only.results == synced.results and seen == [False, False]
-    finally:
-        aws.dynamodb().meta.events.unregister("provide-client-params.dynamodb.BatchGetItem", spy)
